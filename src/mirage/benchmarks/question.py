@@ -1,0 +1,102 @@
+"""`Question` and `Benchmark`: what every loader produces and every evaluation consumes."""
+
+from __future__ import annotations
+
+import io
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+from PIL import Image, UnidentifiedImageError
+
+LETTERS = "ABCDEFGHIJKLMNOPQRSTUVWXYZ"
+
+# An image as stored by a loader: encoded bytes (PNG/JPEG, as the hub's image structs hold) or a file path.
+ImageRef = bytes | str | Path
+
+
+class ImageLoadError(ValueError):
+    """An image of a question could not be read; the message names the file and the question."""
+
+
+def open_image(ref: ImageRef, question_id: str) -> Image.Image:
+    """Decode one stored image as RGB, naming the question (and file) when it cannot be read."""
+    where = f"file {str(ref)!r}" if isinstance(ref, (str, Path)) else "embedded image bytes"
+    try:
+        src = io.BytesIO(ref) if isinstance(ref, bytes) else ref
+        with Image.open(src) as im:
+            return im.convert("RGB")
+    except (FileNotFoundError, IsADirectoryError) as e:
+        raise ImageLoadError(f"question {question_id!r}: image {where} does not exist") from e
+    except (UnidentifiedImageError, OSError, ValueError) as e:
+        raise ImageLoadError(f"question {question_id!r}: cannot read image {where}: {e}") from e
+
+
+@dataclass(frozen=True)
+class Question:
+    """One multiple-choice question: `answer` indexes `choices`; `images` are stored refs, decoded on demand."""
+
+    id: str
+    text: str
+    choices: tuple[str, ...]
+    answer: int
+    images: tuple[ImageRef, ...] = field(default=(), repr=False)
+    type: str = ""
+    meta: dict[str, Any] = field(default_factory=dict, compare=False, hash=False)
+
+    def __post_init__(self) -> None:
+        if not 2 <= len(self.choices) <= len(LETTERS):
+            raise ValueError(f"question {self.id!r}: needs 2..{len(LETTERS)} choices, has {len(self.choices)}")
+        if not 0 <= self.answer < len(self.choices):
+            raise ValueError(f"question {self.id!r}: answer index {self.answer} outside {len(self.choices)} choices")
+
+    @property
+    def letters(self) -> str:
+        return LETTERS[: len(self.choices)]
+
+    @property
+    def answer_letter(self) -> str:
+        return LETTERS[self.answer]
+
+    def image(self, index: int = 0) -> Image.Image:
+        """The question's `index`-th image as an RGB PIL image."""
+        if not self.images:
+            raise ImageLoadError(f"question {self.id!r} has no image")
+        return open_image(self.images[index], self.id)
+
+
+def letter_prompt(question: Question) -> str:
+    """Plain multiple-choice prompt: question, lettered options, and the instruction to answer by letter."""
+    opts = " ".join(f"{letter} . {choice}" for letter, choice in zip(question.letters, question.choices))
+    return f"{question.text} {opts} answer with the letter ."
+
+
+@dataclass
+class Benchmark:
+    """A named, ordered list of questions with the prompt style its questions are asked in."""
+
+    name: str
+    split: str
+    questions: list[Question]
+    prompt_style: Callable[[Question], str] = letter_prompt
+
+    def __len__(self) -> int:
+        return len(self.questions)
+
+    def __iter__(self):
+        return iter(self.questions)
+
+    def __getitem__(self, i: int) -> Question:
+        return self.questions[i]
+
+    def prompt(self, question: Question) -> str:
+        """The text the model is asked (without the image placeholder: the model's template places it)."""
+        return self.prompt_style(question)
+
+    def subset(self, limit: int | None) -> "Benchmark":
+        """The first `limit` questions (all when None), same name and prompt style."""
+        qs = self.questions if limit is None else self.questions[:limit]
+        return Benchmark(self.name, self.split, list(qs), self.prompt_style)
+
+    def types(self) -> Sequence[str]:
+        return sorted({q.type for q in self.questions})

@@ -1,0 +1,142 @@
+"""The `mirage` command line: a thin typer layer over the library."""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Optional
+
+import typer
+from rich.console import Console
+
+from .benchmarks import ImageLoadError, load_benchmark
+from .conditions import parse_conditions
+from .display import summary_table
+from .registry import UnknownNameError
+from .runs import RunConfigMismatch
+
+app = typer.Typer(add_completion=False, no_args_is_help=True,
+                  help="How much of a vision-language model's benchmark score needs a real image?")
+console = Console()
+EXPECTED = (UnknownNameError, RunConfigMismatch, ImageLoadError, FileNotFoundError, ValueError)
+
+
+def _fail(err: Exception) -> None:
+    console.print(f"[bold red]error:[/] {err}", highlight=False)
+    raise typer.Exit(2)
+
+
+@app.command("eval")
+def eval_cmd(
+    model: str = typer.Option("demo", help="Model spec: demo, or demo:DIR."),
+    benchmark: str = typer.Option("shapes", help="Benchmark name."),
+    split: str = typer.Option("test", help="Benchmark split."),
+    conditions: str = typer.Option("real,blank,noise,wrong,blur,shuffle", help="Comma-separated conditions."),
+    limit: Optional[int] = typer.Option(None, min=1, help="Evaluate the first N questions only."),
+    seed: int = typer.Option(0, help="Seed of the conditions (noise, wrong, shuffle)."),
+    batch_size: int = typer.Option(32, min=1, help="Questions per forward pass."),
+    out: Path = typer.Option(..., help="Run directory (resumed if it exists with the same config)."),
+    overwrite: bool = typer.Option(False, help="Discard an existing run in OUT."),
+    device: Optional[str] = typer.Option(None, help="cpu, cuda, cuda:1 ... (default: cuda if available)."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars."),
+) -> None:
+    """Evaluate a model on a benchmark under image conditions; writes OUT/results.jsonl and OUT/summary.json."""
+    from .evaluate import eval_config, evaluate_conditions
+    from .models import load_model
+    from .runs import RunDir
+    from .stats import summarize
+
+    try:
+        conds = parse_conditions(conditions)
+        bench = load_benchmark(benchmark, split=split, limit=limit)
+        run = RunDir.open(out, eval_config(model, bench, conds, seed, limit, batch_size), overwrite=overwrite)
+        vlm = load_model(model, device=device)
+        rows = evaluate_conditions(vlm, bench, conds, seed=seed, batch_size=batch_size, run=run, quiet=quiet)
+    except EXPECTED as e:
+        _fail(e)
+    summary = summarize(rows)
+    run.write_json("summary.json", summary)
+    console.print(summary_table(summary, title=f"{model} on {benchmark}/{split}"))
+    console.print(f"run directory: {out}")
+
+
+@app.command()
+def study(
+    out: Path = typer.Option(Path("mirage-study"), help="Run directory."),
+    model: str = typer.Option("demo", help="Model spec."),
+    limit: Optional[int] = typer.Option(None, min=1, help="First N questions only (a quick look)."),
+    batch_size: int = typer.Option(32, min=1),
+    overwrite: bool = typer.Option(False, help="Discard an existing run in OUT."),
+    device: Optional[str] = typer.Option(None),
+    quiet: bool = typer.Option(False, "--quiet", "-q"),
+) -> None:
+    """The default study: the demo model on ShapesQA under the six image conditions."""
+    from .study import run_study
+
+    t0 = time.time()
+    try:
+        result = run_study(model=model, out=out, limit=limit, batch_size=batch_size, device=device,
+                           overwrite=overwrite, quiet=quiet)
+    except EXPECTED as e:
+        _fail(e)
+    console.print(summary_table(result.summary, title=f"mirage study: {model} on ShapesQA test"))
+    console.print(f"run directory: {out}  ({time.time() - t0:.0f} s)")
+
+
+@app.command("train-demo")
+def train_demo_cmd(
+    out: Path = typer.Option(..., help="Training directory (resumed if it holds a checkpoint)."),
+    steps: int = typer.Option(7000, min=1),
+    vision_steps: int = typer.Option(600, min=0, help="Steps of dense-head vision pretraining first."),
+    batch_size: int = typer.Option(256, min=1),
+    lr: float = typer.Option(5e-4, min=0.0),
+    workers: int = typer.Option(4, min=0, help="Data worker processes."),
+    eval_limit: int = typer.Option(1000, min=1, help="Test questions for the model card."),
+    max_minutes: Optional[float] = typer.Option(None, min=0.0, help="Checkpoint and stop after this long."),
+    device: Optional[str] = typer.Option(None),
+    quiet: bool = typer.Option(False, "--quiet", "-q"),
+) -> None:
+    """Train the demo VLM from scratch (resumable), then evaluate it on ShapesQA test and write its model card."""
+    import torch
+
+    from .benchmarks import Benchmark
+    from .benchmarks.shapes import generate_questions
+    from .evaluate import evaluate
+    from .models.demo.card import write_card
+    from .models.demo.modeling import DemoVLM
+    from .models.demo.train import TrainConfig, train_demo
+    from .progress import progress_bar
+
+    cfg = TrainConfig(steps=steps, vision_steps=vision_steps, batch_size=batch_size, lr=lr, workers=workers)
+    t0 = time.time()
+    with progress_bar("training", steps, quiet) as advance:
+        def on_step(step: int, rec: dict) -> None:
+            advance(1)
+            if "acc_real" in rec:  # a log line, not a progress bar: printed under --quiet too
+                console.print(f"step {step}: val accuracy real {rec['acc_real']:.3f}, blank {rec['acc_blank']:.3f}")
+        try:
+            model_dir = train_demo(out, cfg, device=device, on_step=on_step,
+                                   max_seconds=None if max_minutes is None else 60 * max_minutes)
+        except ValueError as e:
+            _fail(e)
+    seconds = time.time() - t0
+    if model_dir == out:
+        console.print(f"stopped after {max_minutes} minutes; rerun the same command to resume")
+        return
+    dev = device or ("cuda" if torch.cuda.is_available() else "cpu")
+    name = torch.cuda.get_device_name() if dev.startswith("cuda") else "cpu"
+    model = DemoVLM.from_pretrained(model_dir, device=dev)
+    # Generated directly (same questions as the cached split), so no parquet cache is needed where training runs.
+    test = Benchmark("shapes", "test", generate_questions("test", cfg.seed, eval_limit))
+    result = evaluate(model, test, "real,blank", quiet=quiet)
+    log = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines() if line.strip()]
+    card = write_card(model_dir, "mirage " + " ".join(sys.argv[1:]), f"{dev} ({name})", seconds, log, result.summary,
+                      (model_dir / "model.safetensors").stat().st_size / 1e6)
+    console.print(summary_table(result.summary, title="demo model on ShapesQA test"))
+    console.print(f"model: {model_dir}\ncard: {card}")
+
+
+def main() -> None:
+    app()

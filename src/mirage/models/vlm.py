@@ -1,0 +1,98 @@
+"""The VLM interface every backend implements: stages pixels -> processed -> features -> tokens -> LM."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Sequence
+
+import torch
+from PIL import Image
+from torch import Tensor, nn
+
+# Where a visual input enters the model. `pixels`: [B, 3, H, W] floats in [0, 1];
+# `processed`: {encoder: [B, 3, s, s]} normalised encoder inputs; `features`: {encoder: [B, T_e, D_e]};
+# `tokens`: [B, N, D_lm] image tokens as the LM receives them.
+STAGES = ("pixels", "processed", "features", "tokens")
+
+
+@dataclass(frozen=True)
+class EncoderSpec:
+    """One vision encoder as the rest of mirage sees it."""
+
+    name: str
+    image_size: int
+    mean: tuple[float, float, float]
+    std: tuple[float, float, float]
+    num_tokens: int
+    dim: int
+
+
+@dataclass
+class Visual:
+    """A batch of visual inputs at one stage (see STAGES)."""
+
+    stage: str
+    value: Tensor | dict[str, Tensor]
+
+    def __post_init__(self) -> None:
+        if self.stage not in STAGES:
+            raise ValueError(f"unknown stage {self.stage!r} (allowed: {', '.join(STAGES)})")
+
+
+class VLM(nn.Module):
+    """A vision-language model seen through mirage's stages; subclasses implement the abstract steps."""
+
+    encoders: list[EncoderSpec]
+
+    # --- the visual path -------------------------------------------------------------------
+    def process_images(self, images: Sequence[Image.Image]) -> dict[str, Tensor]:
+        """The model's real (non-differentiable, uint8 PIL) processor: images -> `processed`."""
+        raise NotImplementedError
+
+    def preprocess(self, pixels: Tensor) -> dict[str, Tensor]:
+        """Differentiable twin of `process_images`: [B, 3, H, W] in [0, 1] -> `processed`."""
+        raise NotImplementedError
+
+    def encode(self, processed: dict[str, Tensor]) -> dict[str, Tensor]:
+        """Run each encoder: `processed` -> `features`."""
+        raise NotImplementedError
+
+    def connect(self, features: dict[str, Tensor]) -> Tensor:
+        """The connector (projector or aggregator): `features` -> `tokens` [B, N, D_lm]."""
+        raise NotImplementedError
+
+    def to_tokens(self, visual: Visual) -> Tensor:
+        """Advance a visual input from its stage to image tokens."""
+        v = visual.value
+        if visual.stage == "pixels":
+            v = self.preprocess(v)
+        if visual.stage in ("pixels", "processed"):
+            v = self.encode(v)
+        if visual.stage != "tokens":
+            v = self.connect(v)
+        return v
+
+    def visual_from_images(self, images: Sequence[Image.Image]) -> Visual:
+        """Real images through the real processor, ready for `choice_logits`."""
+        return Visual("processed", self.process_images(images))
+
+    # --- answers ---------------------------------------------------------------------------
+    def choice_logits(self, prompts: Sequence[str], visual: Visual, n_choices: Sequence[int]) -> Tensor:
+        """Next-token logits of the answer letters after each prompt: [B, max(n_choices)], -inf past a question's n."""
+        raise NotImplementedError
+
+    def answer_loss(self, prompts: Sequence[str], visual: Visual, targets: Sequence[str]) -> Tensor:
+        """Teacher-forcing cross-entropy of each target answer text, mean over its tokens: [B]."""
+        raise NotImplementedError
+
+    def generate(self, prompts: Sequence[str], visual: Visual, max_new_tokens: int = 8) -> list[str]:
+        """Greedy free-form answers."""
+        raise NotImplementedError
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.parameters()).device
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return next(self.parameters()).dtype

@@ -1,0 +1,197 @@
+"""A run directory: config.json, append-only results.jsonl, summary.json and artifacts/.
+
+Appends are fsynced and a torn last line is repaired, so a run survives SIGKILL and resumes."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Sequence
+
+CONFIG = "config.json"
+RESULTS = "results.jsonl"
+SUMMARY = "summary.json"
+ARTIFACTS = "artifacts"
+
+_MISSING = "<missing>"
+
+
+class RunConfigMismatch(ValueError):
+    """An existing run directory was made with a different config."""
+
+
+def _fsync_dir(path: Path) -> None:
+    # Makes a rename or new file in `path` itself durable, not only the file's contents.
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _atomic_write(path: Path, text: str) -> None:
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    _fsync_dir(path.parent)
+
+
+def _config_diff(old: dict, new: dict, ignore: frozenset[str]) -> list[str]:
+    keys = sorted((old.keys() | new.keys()) - ignore)
+    return [
+        f"{k}: {json.dumps(old.get(k, _MISSING))} -> {json.dumps(new.get(k, _MISSING))}"
+        for k in keys
+        if old.get(k, _MISSING) != new.get(k, _MISSING)
+    ]
+
+
+def _parse_line(line: bytes) -> dict | None:
+    if not line.strip():
+        return None
+    row = json.loads(line)
+    if not isinstance(row, dict):
+        raise ValueError(f"expected a JSON object, got {type(row).__name__}")
+    return row
+
+
+class RunDir:
+    """One run's directory; use `RunDir.open` to create or resume it."""
+
+    NEUTRAL_KEYS = frozenset({"batch_size", "quiet", "device"})
+
+    def __init__(self, path) -> None:
+        self.path = Path(path)
+        self.config: dict = {}
+
+    @classmethod
+    def open(cls, path, config: dict, overwrite: bool = False) -> "RunDir":
+        """Create a run directory, or resume one whose config matches (ignoring NEUTRAL_KEYS).
+
+        `overwrite` discards previous results, summary and artifacts instead of resuming."""
+        run = cls(path)
+        # The round trip makes tuples and lists (and other JSON-equal values) compare equal.
+        run.config = json.loads(json.dumps(config))
+        if run.path.exists() and not run.path.is_dir():
+            raise ValueError(f"run directory {str(run.path)!r} exists and is not a directory")
+        config_path = run.path / CONFIG
+
+        if not overwrite and config_path.exists():
+            try:
+                old = json.loads(config_path.read_text(encoding="utf-8"))
+            except ValueError as e:
+                raise ValueError(f"{config_path}: not valid JSON ({e})") from e
+            diff = _config_diff(old, run.config, cls.NEUTRAL_KEYS)
+            if diff:
+                raise RunConfigMismatch(
+                    f"run directory {str(run.path)!r} was made with a different config: "
+                    + "; ".join(diff)
+                    + ". Use --overwrite to start over, or another --out."
+                )
+            return run
+        if not overwrite and run.path.is_dir() and any(run.path.iterdir()):
+            raise ValueError(
+                f"{str(run.path)!r} is a non-empty directory without {CONFIG}, so not a run directory; "
+                "refusing to write into it. Use --overwrite or another --out."
+            )
+
+        run.path.mkdir(parents=True, exist_ok=True)
+        run._clear()
+        _atomic_write(config_path, json.dumps(run.config, indent=2, sort_keys=True) + "\n")
+        return run
+
+    def _clear(self) -> None:
+        # Only our own outputs: the directory may hold files the user put there.
+        self.results_path.unlink(missing_ok=True)
+        self.summary_path.unlink(missing_ok=True)
+        if self.artifacts_dir.is_dir():
+            shutil.rmtree(self.artifacts_dir)
+        else:
+            self.artifacts_dir.unlink(missing_ok=True)
+
+    @property
+    def results_path(self) -> Path:
+        return self.path / RESULTS
+
+    @property
+    def summary_path(self) -> Path:
+        return self.path / SUMMARY
+
+    @property
+    def artifacts_dir(self) -> Path:
+        return self.path / ARTIFACTS
+
+    def rows(self) -> list[dict]:
+        """All result rows; a torn last line (a kill mid-append) is dropped and cut from the file.
+
+        A corrupt line elsewhere raises ValueError naming the file and line number."""
+        try:
+            data = self.results_path.read_bytes()
+        except FileNotFoundError:
+            return []
+        lines = data.split(b"\n")
+        torn = lines.pop() != b""  # bytes after the final newline: an unfinished write
+        out: list[dict] = []
+        end = 0  # byte offset just past the last good line
+        for i, line in enumerate(lines, 1):
+            try:
+                row = _parse_line(line)
+            except ValueError as e:
+                if i == len(lines) and not torn:
+                    torn = True  # an unparsable final line is what a kill mid-append leaves
+                    break
+                raise ValueError(f"{self.results_path}: line {i} is corrupt ({e})") from e
+            if row is not None:
+                out.append(row)
+            end += len(line) + 1
+        if torn:
+            self._truncate(end)
+        return out
+
+    def _truncate(self, size: int) -> None:
+        with open(self.results_path, "r+b") as f:
+            f.truncate(size)
+            f.flush()
+            os.fsync(f.fileno())
+
+    def done(self) -> set[tuple[str, str]]:
+        """The (question_id, source) pairs that already have a result."""
+        return {(r["question_id"], r["source"]) for r in self.rows()}
+
+    def append(self, rows: Sequence[dict]) -> None:
+        """Append rows as JSON lines and fsync, so a kill loses at most this batch."""
+        if not rows:
+            return
+        if self._torn_tail():
+            self.rows()  # repairs it; appending onto a torn line would corrupt a middle line
+        text = "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows)
+        with open(self.results_path, "a", encoding="utf-8") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+
+    def _torn_tail(self) -> bool:
+        try:
+            with open(self.results_path, "rb") as f:
+                f.seek(0, os.SEEK_END)
+                if f.tell() == 0:
+                    return False
+                f.seek(-1, os.SEEK_END)
+                return f.read(1) != b"\n"
+        except FileNotFoundError:
+            return False
+
+    def write_json(self, name: str, obj) -> Path:
+        """Atomically write `obj` as JSON to `name` in the run directory; returns its path."""
+        path = self.path / name
+        _atomic_write(path, json.dumps(obj, indent=2) + "\n")
+        return path

@@ -1,0 +1,199 @@
+import io
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from mirage.benchmarks.question import Benchmark, ImageLoadError, Question
+from mirage.conditions import (
+    CONDITIONS,
+    ConditionContext,
+    get_condition,
+    parse_conditions,
+    seed_for,
+)
+from mirage.registry import UnknownNameError
+
+ODD_SIZE = (50, 37)  # width, height: neither divisible by 8
+
+
+def png(w: int, h: int, seed: int) -> bytes:
+    a = np.random.default_rng(seed).integers(0, 256, size=(h, w, 3), dtype=np.uint8)
+    buf = io.BytesIO()
+    Image.fromarray(a, "RGB").save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def question(qid: str, *images: bytes) -> Question:
+    return Question(id=qid, text="what?", choices=("yes", "no"), answer=0, images=images)
+
+
+@pytest.fixture(scope="module")
+def bench() -> Benchmark:
+    qs = [question(f"q{i}", png(224, 224, i)) for i in range(6)]
+    qs.append(question("odd", png(*ODD_SIZE, 99)))
+    return Benchmark("tiny", "test", qs)
+
+
+def arr(im: Image.Image) -> np.ndarray:
+    return np.asarray(im)
+
+
+def same(a: Image.Image, b: Image.Image) -> bool:
+    return a.size == b.size and arr(a).tobytes() == arr(b).tobytes()
+
+
+def test_every_condition_is_rgb_right_size_and_deterministic(bench):
+    assert set(CONDITIONS.names()) == {"real", "blank", "noise", "wrong", "blur", "shuffle"}
+    for name in CONDITIONS.names():
+        cond = get_condition(name)
+        for q in (bench[0], bench[-1]):
+            ctx = ConditionContext(bench, seed=3)
+            im = cond.image(q, ctx)
+            assert im.mode == "RGB" and arr(im).dtype == np.uint8, name
+            assert im.size == q.image(0).size, name
+            assert same(im, cond.image(q, ConditionContext(bench, seed=3))), name
+
+
+def test_question_without_image_gets_default_size():
+    bench = Benchmark("t", "test", [question("none"), question("a", png(30, 20, 1))])
+    ctx = ConditionContext(bench)
+    for name in ("blank", "noise", "wrong"):
+        assert get_condition(name).image(bench[0], ctx).size == (224, 224), name
+
+
+@pytest.mark.parametrize("name", ["noise", "shuffle"])
+def test_random_conditions_vary_with_seed_and_question(bench, name):
+    cond = get_condition(name)
+    a = cond.image(bench[0], ConditionContext(bench, seed=0))
+    assert not same(a, cond.image(bench[0], ConditionContext(bench, seed=1)))
+    if name == "noise":  # shuffles of different images differ trivially; noise must not repeat per question
+        assert not same(a, cond.image(bench[1], ConditionContext(bench, seed=0)))
+
+
+def test_noise_statistics(bench):
+    a = arr(get_condition("noise").image(bench[0], ConditionContext(bench))) / 255.0
+    assert abs(a.mean() - 0.5) < 0.01
+    assert 0.2 < a.std() < 0.25  # 0.25 before clipping to [0, 1]
+
+
+def test_blank_is_grey(bench):
+    a = arr(get_condition("blank").image(bench[-1], ConditionContext(bench)))
+    assert (a == 128).all()
+
+
+def test_blur_keeps_mean_and_smooths(bench):
+    cond = get_condition("blur")
+    # A non-uniform image (a bright corner), where an edge-extending blur would shift the mean.
+    a = np.zeros((120, 90, 3), dtype=np.uint8)
+    a[:30, :20] = (255, 200, 10)
+    a += np.random.default_rng(0).integers(0, 40, size=a.shape, dtype=np.uint8)
+    buf = io.BytesIO()
+    Image.fromarray(a).save(buf, format="PNG")
+    cases = [*bench, question("corner", buf.getvalue())]
+    for q in cases:
+        src = arr(q.image(0)).astype(float)
+        out = arr(cond.image(q, ConditionContext(bench))).astype(float)
+        assert np.abs(out.mean(axis=(0, 1)) - src.mean(axis=(0, 1))).max() <= 1.0, q.id
+        assert out.std(axis=(0, 1)).max() < 0.1 * src.std(axis=(0, 1)).min(), q.id
+
+
+def test_shuffle_keeps_pixels_and_moves_patches(bench):
+    cond = get_condition("shuffle")
+    for q in (bench[0], bench[-1]):
+        src = arr(q.image(0))
+        out = arr(cond.image(q, ConditionContext(bench)))
+        assert np.array_equal(np.sort(src.reshape(-1, 3), axis=0), np.sort(out.reshape(-1, 3), axis=0)), q.id
+        assert not np.array_equal(src, out), q.id
+        h, w = src.shape[:2]
+        # Remainder strips (right and bottom) stay where they were.
+        assert np.array_equal(src[h // 8 * 8 :], out[h // 8 * 8 :]), q.id
+        assert np.array_equal(src[:, w // 8 * 8 :], out[:, w // 8 * 8 :]), q.id
+        # Every patch of the output is some patch of the input.
+        ph, pw = h // 8, w // 8
+        patches = {src[r * ph : (r + 1) * ph, c * pw : (c + 1) * pw].tobytes() for r in range(8) for c in range(8)}
+        for r in range(8):
+            for c in range(8):
+                assert out[r * ph : (r + 1) * ph, c * pw : (c + 1) * pw].tobytes() in patches, q.id
+
+
+def test_wrong_is_always_another_questions_image(bench):
+    cond = get_condition("wrong")
+    for seed in range(5):
+        ctx = ConditionContext(bench, seed=seed)
+        sources = []
+        for q in bench:
+            im = cond.image(q, ctx)
+            assert not same(im, q.image(0)), (q.id, seed)
+            others = [o for o in bench if o.id != q.id]
+            matches = [o.id for o in others if same(im, o.image(0).resize(im.size, Image.BICUBIC))]
+            assert len(matches) == 1, (q.id, seed)
+            sources.append(matches[0])
+        assert len(set(sources)) == len(bench)  # a permutation: every image is shown exactly once
+
+
+def test_wrong_skips_questions_sharing_the_same_image():
+    shared = png(32, 32, 7)
+    bench = Benchmark("t", "test", [question("a", shared), question("b", shared), question("c", png(32, 32, 8))])
+    for seed in range(10):
+        ctx = ConditionContext(bench, seed=seed)
+        for q in bench:
+            assert not same(get_condition("wrong").image(q, ctx), q.image(0)), (q.id, seed)
+
+
+def test_wrong_refuses_single_question_benchmark():
+    bench = Benchmark("t", "test", [question("a", png(8, 8, 0))])
+    with pytest.raises(ValueError, match="at least 2 questions"):
+        get_condition("wrong").image(bench[0], ConditionContext(bench))
+
+
+def test_file_condition(bench, tmp_path, monkeypatch):
+    path = tmp_path / "fixed.png"
+    path.write_bytes(png(40, 30, 5))
+    expected = Image.open(path).convert("RGB")
+    monkeypatch.chdir(tmp_path)  # PATH is relative to the cwd
+    [cond] = parse_conditions("file:fixed.png")
+    assert cond.name == "file:fixed.png"
+    for q in bench:
+        assert same(cond.image(q, ConditionContext(bench)), expected)
+
+
+def test_file_condition_errors_name_the_file(tmp_path):
+    missing = tmp_path / "missing.png"
+    with pytest.raises(ImageLoadError, match="missing.png") as e:
+        parse_conditions(["real", f"file:{missing}"])
+    assert str(missing) in str(e.value)
+    text = tmp_path / "notes.png"
+    text.write_text("not an image")
+    with pytest.raises(ImageLoadError) as e:
+        get_condition(f"file:{text}")
+    assert str(text) in str(e.value)
+
+
+def test_unknown_name_suggests_the_closest():
+    with pytest.raises(UnknownNameError) as e:
+        get_condition("bluur")
+    assert "did you mean 'blur'" in str(e.value)
+    with pytest.raises(UnknownNameError):
+        parse_conditions("real,bluur")
+
+
+@pytest.mark.parametrize(
+    "spec, problem",
+    [("real,,blank", "empty"), ("real,blank,real", "duplicate"), ("", "no conditions"), ([], "no conditions")],
+)
+def test_parse_conditions_refuses_bad_lists(spec, problem):
+    with pytest.raises(ValueError, match=problem):
+        parse_conditions(spec)
+
+
+def test_parse_conditions_keeps_order():
+    assert [c.name for c in parse_conditions(" real, blank,noise ")] == ["real", "blank", "noise"]
+    assert [c.name for c in parse_conditions(["shuffle", "wrong"])] == ["shuffle", "wrong"]
+
+
+def test_seed_for_is_stable():
+    assert seed_for("noise", 0, "q1") == 12705261415255409768  # sha256-based, so fixed across processes
+    assert 0 <= seed_for("x") < 2**64
+    assert seed_for("noise", 0, "q1") != seed_for("noise", 1, "q1")
+
