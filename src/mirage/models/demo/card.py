@@ -33,9 +33,10 @@ multiple-choice questions through the next-token logits of the answer letters.
 - wall time: {seconds:.0f} s
 - weights: `model.safetensors`, {weights_mb:.1f} MB (stored in float16, loaded and computed in float32)
 
-Recipe: vision pretraining with dense attribute heads (shape, colour, size of the object under each image token),
-then joint training with half the questions in open form (target: the answer word) and half multiple choice
-(target: the letter); fp32 with TF32 matmuls, AdamW (lr 5e-4, weight decay 0.05, betas 0.9/0.98), warm-up and
+Recipe: vision pretraining with dense attribute heads (shape, colour, size of the object under each image token)
+while the LM learns to bind an answer to its letter from text drills ("pick red A . blue B . red ..." -> B); then
+joint training with 45% of the questions in open form (target: the answer word), 40% multiple choice (target: the
+letter) and 15% drills; fp32 with TF32 matmuls, AdamW (lr 5e-4, weight decay 0.05, betas 0.9/0.98), warm-up and
 cosine decay, gradient clipping at 1.0. Scenes are drawn fresh every step from the ShapesQA train stream.
 
 Validation curve (first questions of the val split, through the differentiable preprocessing):

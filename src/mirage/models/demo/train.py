@@ -1,8 +1,9 @@
 """`mirage train-demo`: train the demo VLM from scratch on ShapesQA scenes drawn on the fly (CPU or GPU).
 
-Recipe (see the model card): vision pretraining with dense attribute heads on the aggregator tokens, then joint
-training with half the questions in open form (answer word) and half multiple choice (answer letter); fp32
-(TF32 matmuls on GPU), AdamW, warm-up + cosine. Resumable from `checkpoint.pt`.
+Recipe (see the model card): vision pretraining with dense attribute heads on the aggregator tokens while the LM
+learns letter binding from text drills ("pick red A . blue B . red ..." -> B); then joint training with open-form
+questions (answer word), multiple-choice questions (answer letter) and some drills; fp32 (TF32 matmuls on GPU),
+AdamW, warm-up + cosine. Resumable from `checkpoint.pt`.
 """
 
 from __future__ import annotations
@@ -30,7 +31,8 @@ from .modeling import DemoVLM, build_sequences
 from .tokenizer import build_tokenizer
 
 CHECKPOINT = "checkpoint.pt"
-OPEN_STREAM = 99  # rng stream choosing which training questions are asked in open form
+MODE_STREAM = 99  # rng stream choosing how each training question is asked (open, drill, multiple choice)
+DRILL_WORDS = ["pick"]  # the drill prompt's extra vocabulary
 
 
 @dataclass
@@ -43,7 +45,8 @@ class TrainConfig:
     lr: float = 5e-4
     weight_decay: float = 0.05
     warmup: int = 200
-    open_fraction: float = 0.5
+    open_fraction: float = 0.45
+    drill_fraction: float = 0.15
     eval_every: int = 500
     eval_questions: int = 512
     checkpoint_every: int = 500
@@ -98,12 +101,20 @@ class TrainBatches(IterableDataset):
         cfg = self.cfg
         for step in range(self.start + wid, cfg.steps, nw):
             items = [sample_item(item_rng(cfg.seed, "train", step * cfg.batch_size + j)) for j in range(cfg.batch_size)]
-            is_open = np.random.default_rng([cfg.seed, OPEN_STREAM, step]).random(cfg.batch_size) < cfg.open_fraction
+            u = np.random.default_rng([cfg.seed, MODE_STREAM, step]).random(cfg.batch_size)
             prompts, targets = [], []
-            for it, op in zip(items, is_open):
+            for it, x in zip(items, u):
                 q = Question("train", it.text, it.choices, it.answer)
-                prompts.append(it.text if op else letter_prompt(q))
-                targets.append(f"{it.answer_word if op else q.answer_letter} <|end|>")
+                if step < cfg.vision_steps or cfg.open_fraction <= x < cfg.open_fraction + cfg.drill_fraction:
+                    # letter binding without vision: the answer word is given, only its letter is asked
+                    prompts.append(letter_prompt(Question("drill", f"pick {it.answer_word}", it.choices, it.answer)))
+                    targets.append(f"{q.answer_letter} <|end|>")
+                elif x < cfg.open_fraction:
+                    prompts.append(it.text)
+                    targets.append(f"{it.answer_word} <|end|>")
+                else:
+                    prompts.append(letter_prompt(q))
+                    targets.append(f"{q.answer_letter} <|end|>")
             yield step, scene_tensors([it.scene for it in items]), build_sequences(self.tokenizer, prompts, targets, self.n_img)
 
 
@@ -147,7 +158,7 @@ def train_demo(out: str | Path, cfg: TrainConfig = TrainConfig(), device: str | 
     torch.backends.cuda.matmul.allow_tf32 = True  # fp32 weights; bf16 autocast diverged (DEMO-TRAINING.md)
     torch.backends.cudnn.allow_tf32 = True
     torch.manual_seed(cfg.seed)
-    tokenizer = build_tokenizer(vocabulary())
+    tokenizer = build_tokenizer(vocabulary() + DRILL_WORDS)
     model = DemoVLM(DemoConfig(vocab_size=len(tokenizer)), tokenizer).to(device).train()
     heads = DenseHeads(model.config.lm["hidden_size"]).to(device)
     params = [p for m in (model, heads) for p in m.parameters()]
@@ -173,7 +184,7 @@ def train_demo(out: str | Path, cfg: TrainConfig = TrainConfig(), device: str | 
 
     loader = DataLoader(TrainBatches(tokenizer, cfg, start, model.num_image_tokens), batch_size=None,
                         num_workers=cfg.workers, prefetch_factor=4 if cfg.workers else None)
-    t0, step = time.time(), start
+    t0, step, t_warm = time.time(), start, None
     for step, scenes, (ids, mask, labels) in loader:
         for g in opt.param_groups:
             g["lr"] = cfg.lr * lr_factor(step, cfg)
@@ -181,20 +192,24 @@ def train_demo(out: str | Path, cfg: TrainConfig = TrainConfig(), device: str | 
         imgs, masks = render(scenes)
         tokens = model.connect(model.encode(model.preprocess(imgs.float() / 255)))  # [B, Q, D]
         dense = heads.loss(tokens, dense_labels(scenes, masks, model.config.grid))
-        loss, lm = dense, torch.zeros((), device=device)
-        if step >= cfg.vision_steps:
-            ids, mask, labels = ids.to(device), mask.to(device), labels.to(device)
-            logits = model.lm_logits(ids, mask, tokens)[:, :-1]
-            lm = F.cross_entropy(logits.flatten(0, 1), labels[:, 1:].flatten(), ignore_index=-100)
-            loss = loss + lm
+        ids, mask, labels = ids.to(device), mask.to(device), labels.to(device)
+        # While vision pretrains, the LM sees its tokens but sends no gradient into them.
+        lm_tokens = tokens.detach() if step < cfg.vision_steps else tokens
+        logits = model.lm_logits(ids, mask, lm_tokens)[:, :-1]
+        lm = F.cross_entropy(logits.flatten(0, 1), labels[:, 1:].flatten(), ignore_index=-100)
+        loss = dense + lm
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(params, 1.0)
         opt.step()
         done = step + 1
+        if done == start + 10:  # steady-state step time, past worker start-up and first-call overheads
+            t_warm = time.time()
         record = None
         if done % cfg.eval_every == 0 or done == cfg.steps:
-            record = {"step": done, "seconds": round(time.time() - t0, 1), "dense_loss": round(dense.item(), 4),
+            rate = (time.time() - t_warm) / (done - start - 10) if t_warm and done > start + 10 else None
+            record = {"step": done, "seconds": round(time.time() - t0, 1), "sec_per_step": rate,
+                      "dense_loss": round(dense.item(), 4),
                       "lm_loss": round(lm.item(), 4), **quick_eval(model, cfg, cfg.eval_questions)}
             with log_path.open("a") as f:
                 f.write(json.dumps(record) + "\n")
