@@ -88,8 +88,9 @@ def study(
 @app.command("train-demo")
 def train_demo_cmd(
     out: Path = typer.Option(..., help="Training directory (resumed if it holds a checkpoint)."),
-    steps: int = typer.Option(7000, min=1),
-    vision_steps: int = typer.Option(600, min=0, help="Steps of dense-head vision pretraining first."),
+    steps: int = typer.Option(5000, min=1),
+    text_steps: int = typer.Option(800, min=0, help="Steps of text-only LM training first."),
+    vision_steps: int = typer.Option(600, min=0, help="Then steps of dense-head vision pretraining."),
     batch_size: int = typer.Option(256, min=1),
     lr: float = typer.Option(5e-4, min=0.0),
     workers: int = typer.Option(4, min=0, help="Data worker processes."),
@@ -109,7 +110,7 @@ def train_demo_cmd(
     from .models.demo.train import TrainConfig, train_demo
     from .progress import progress_bar
 
-    cfg = TrainConfig(steps=steps, vision_steps=vision_steps, batch_size=batch_size, lr=lr, workers=workers)
+    cfg = TrainConfig(steps=steps, text_steps=text_steps, vision_steps=vision_steps, batch_size=batch_size, lr=lr, workers=workers)
     t0 = time.time()
     with progress_bar("training", steps, quiet) as advance:
         def on_step(step: int, rec: dict) -> None:

@@ -26,14 +26,20 @@ WEIGHTS = "model.safetensors"
 
 def build_sequences(tokenizer: PreTrainedTokenizerFast, prompts: Sequence[str], targets: Sequence[str] | None,
                     num_image_tokens: int) -> tuple[Tensor, Tensor, Tensor]:
-    """Chat-formatted, left-padded token ids with `<image>` repeated `num_image_tokens` times; mask; labels."""
+    """Chat-formatted, left-padded token ids with `<image>` repeated `num_image_tokens` times; mask; labels.
+
+    With `num_image_tokens == 0` the prompts carry no image at all (text-only training).
+    """
     image_id = tokenizer.convert_tokens_to_ids(IMAGE_TOKEN)
-    ids = tokenizer([chat_prompt(tokenizer, p) for p in prompts], add_special_tokens=False).input_ids
+    with_image = num_image_tokens > 0
+    ids = tokenizer([chat_prompt(tokenizer, p, with_image) for p in prompts], add_special_tokens=False).input_ids
     tgt = tokenizer(list(targets), add_special_tokens=False).input_ids if targets is not None else [[]] * len(ids)
     seqs, labels = [], []
     for prompt, t in zip(ids, tgt):
-        p = prompt.index(image_id)
-        s = prompt[:p] + [image_id] * num_image_tokens + prompt[p + 1 :] + t
+        if with_image:
+            p = prompt.index(image_id)
+            prompt = prompt[:p] + [image_id] * num_image_tokens + prompt[p + 1 :]
+        s = prompt + t
         seqs.append(s)
         labels.append([-100] * (len(s) - len(t)) + t)
     n = max(map(len, seqs))
@@ -110,11 +116,12 @@ class DemoVLM(VLM):
         out = build_sequences(self.tokenizer, prompts, targets, self.num_image_tokens)
         return tuple(t.to(self.device) for t in out)
 
-    def lm_logits(self, input_ids: Tensor, mask: Tensor, image_tokens: Tensor) -> Tensor:
+    def lm_logits(self, input_ids: Tensor, mask: Tensor, image_tokens: Tensor | None) -> Tensor:
         """LM logits [B, L, V] with the image tokens [B, N, D] placed at the placeholder positions."""
         embeds = self.lm.get_input_embeddings()(input_ids)
-        slots = (input_ids == self.image_token_id).unsqueeze(-1)
-        embeds = embeds.masked_scatter(slots, image_tokens.to(embeds.dtype))
+        if image_tokens is not None:
+            slots = (input_ids == self.image_token_id).unsqueeze(-1)
+            embeds = embeds.masked_scatter(slots, image_tokens.to(embeds.dtype))
         position_ids = (mask.cumsum(-1) - 1).clamp(min=0)
         return self.lm(inputs_embeds=embeds, attention_mask=mask, position_ids=position_ids).logits
 

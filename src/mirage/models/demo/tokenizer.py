@@ -41,7 +41,8 @@ def build_tokenizer(words: list[str]) -> PreTrainedTokenizerFast:
     return tok
 
 
-def chat_prompt(tokenizer: PreTrainedTokenizerFast, text: str) -> str:
-    """One user turn holding the image and `text`, ready for the assistant's answer."""
-    messages = [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": text}]}]
+def chat_prompt(tokenizer: PreTrainedTokenizerFast, text: str, image: bool = True) -> str:
+    """One user turn holding the image (unless `image` is False) and `text`, ready for the assistant's answer."""
+    content = [{"type": "image"}] if image else []
+    messages = [{"role": "user", "content": content + [{"type": "text", "text": text}]}]
     return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)

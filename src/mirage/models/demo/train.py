@@ -1,9 +1,12 @@
 """`mirage train-demo`: train the demo VLM from scratch on ShapesQA scenes drawn on the fly (CPU or GPU).
 
-Recipe (see the model card): vision pretraining with dense attribute heads on the aggregator tokens while the LM
-learns letter binding from text drills ("pick red A . blue B . red ..." -> B); then joint training with open-form
-questions (answer word), multiple-choice questions (answer letter) and some drills; fp32 (TF32 matmuls on GPU),
-AdamW, warm-up + cosine. Resumable from `checkpoint.pt`.
+Recipe (see the model card), in three phases:
+1. text: the LM alone learns letter binding from drills ("pick red A . blue B . red ..." -> B) and the text-prior
+   facts, with no image in the prompt;
+2. vision: the encoders and aggregator learn dense attribute heads on each image token (tied to the LM's word
+   embeddings of the attribute names) while the LM goes on with text;
+3. joint: open-form (answer word), multiple-choice (answer letter) and drill questions with the image.
+fp32 (TF32 matmuls on GPU), AdamW, warm-up then cosine over the joint phase. Resumable from `checkpoint.pt`.
 """
 
 from __future__ import annotations
@@ -33,13 +36,15 @@ from .tokenizer import build_tokenizer
 CHECKPOINT = "checkpoint.pt"
 MODE_STREAM = 99  # rng stream choosing how each training question is asked (open, drill, multiple choice)
 DRILL_WORDS = ["pick"]  # the drill prompt's extra vocabulary
+ATTRIBUTES = {"shape": SHAPES, "colour": tuple(COLOURS), "size": tuple(SIZES)}
 
 
 @dataclass
 class TrainConfig:
     """Training hyper-parameters; defaults are the shipped model's recipe."""
 
-    steps: int = 7000
+    steps: int = 5000
+    text_steps: int = 800
     vision_steps: int = 600
     batch_size: int = 256
     lr: float = 5e-4
@@ -53,44 +58,63 @@ class TrainConfig:
     seed: int = 0
     workers: int = 4
 
+    @property
+    def joint_start(self) -> int:
+        return self.text_steps + self.vision_steps
+
 
 class DenseHeads(nn.Module):
-    """Linear heads on each image token: shape, colour and size of the object under it (or none)."""
+    """Per image token: shape, colour, size of the object under it (or none), scored by cosine similarity with
+    the LM's embeddings of the attribute words, so image tokens come to point where the words naming them do;
+    plus linear heads for the token's grid row and column (position questions compare them)."""
 
-    def __init__(self, dim: int):
+    def __init__(self, embed: nn.Embedding, word_ids: dict[str, list[int]], grid: int):
         super().__init__()
-        self.heads = nn.ModuleDict({"shape": nn.Linear(dim, len(SHAPES) + 1), "colour": nn.Linear(dim, len(COLOURS) + 1),
-                                    "size": nn.Linear(dim, len(SIZES) + 1)})
+        self.embed, self.word_ids = embed, word_ids
+        dim = embed.embedding_dim
+        self.none = nn.ParameterDict({a: nn.Parameter(torch.randn(dim) * 0.02) for a in word_ids})
+        self.logit_scale = nn.Parameter(torch.tensor(math.log(10.0)))
+        self.row, self.col = nn.Linear(dim, grid), nn.Linear(dim, grid)
+        self.grid = grid
 
     def loss(self, tokens: Tensor, labels: dict[str, Tensor]) -> Tensor:
-        # tokens: [B, Q, D]; labels: {attr: [B, Q]}
-        return sum(F.cross_entropy(h(tokens).flatten(0, 1), labels[a].flatten()) for a, h in self.heads.items()) / 3
+        # tokens: [B, Q, D]; labels: {attr: [B, Q]} with index len(words) meaning "none"
+        t = F.normalize(tokens, dim=-1)
+        total = 0.0
+        for a, ids in self.word_ids.items():
+            words = torch.cat([self.embed.weight[ids], self.none[a][None]])  # [C+1, D]
+            logits = t @ F.normalize(words, dim=-1).T * self.logit_scale.exp()
+            total = total + F.cross_entropy(logits.flatten(0, 1), labels[a].flatten())
+        pos = torch.arange(self.grid * self.grid, device=tokens.device).expand(tokens.shape[0], -1)
+        total = total + F.cross_entropy(self.row(tokens).flatten(0, 1), (pos // self.grid).flatten())
+        total = total + F.cross_entropy(self.col(tokens).flatten(0, 1), (pos % self.grid).flatten())
+        return total / (len(self.word_ids) + 2)
 
 
 def dense_labels(t: dict[str, Tensor], masks: Tensor, grid: int) -> dict[str, Tensor]:
-    """Per image token (grid x grid), the attributes of the object covering >= 10% of its area there."""
+    """Per image token (grid x grid, row-major), the attribute class of the object covering >= 10% of its own
+    area there, else the "none" class. Scatter-based, so the step never waits on the GPU."""
     b, k = masks.shape[:2]
     per = grid // GRID  # tokens per scene cell along a side
     w = CELL // per
-    cover = masks.view(b, k, per, w, per, w).float().sum((3, 5))  # [B, K, per, per] pixels under each token
+    cover = masks.view(b, k, per, w, per, w).float().sum((3, 5))  # [B, K, per, per] object pixels under each token
     frac = cover / masks.flatten(2).float().sum(-1).clamp(min=1)[..., None, None]
-    attrs = {"shape": t["shape"], "colour": t["colour"], "size": t["size"]}
-    none = {"shape": len(SHAPES), "colour": len(COLOURS), "size": len(SIZES)}
-    out = {a: torch.full((b, grid, grid), none[a], dtype=torch.long, device=masks.device) for a in attrs}
-    rows = torch.arange(b, device=masks.device)
-    for slot in range(k):
-        for i in range(per):
-            for j in range(per):
-                sel = t["present"][:, slot] & (frac[:, slot, i, j] >= 0.1)
-                r = t["cell"][sel, slot, 0] * per + i
-                c = t["cell"][sel, slot, 1] * per + j
-                for a in attrs:
-                    out[a][rows[sel], r, c] = attrs[a][sel, slot]
-    return {a: v.flatten(1) for a, v in out.items()}
+    valid = (frac >= 0.1) & t["present"][..., None, None]
+    i = torch.arange(per, device=masks.device)
+    rows = t["cell"][..., 0, None, None] * per + i[:, None]  # [B, K, per, 1]
+    cols = t["cell"][..., 1, None, None] * per + i[None, :]  # [B, K, 1, per]
+    index = torch.where(valid, rows * grid + cols, grid * grid).flatten(1)  # invalid -> a spare slot
+    out = {}
+    for a, none in (("shape", len(SHAPES)), ("colour", len(COLOURS)), ("size", len(SIZES))):
+        vals = t[a][..., None, None].expand(b, k, per, per).flatten(1)
+        lab = torch.full((b, grid * grid + 1), none, dtype=torch.long, device=masks.device)
+        out[a] = lab.scatter(1, index, vals)[:, :-1]  # objects sit in distinct cells: no two write one token
+    return out
 
 
 class TrainBatches(IterableDataset):
-    """Yields (step, packed scenes, (ids, mask, labels)); worker w makes steps w, w+W, ... so order is by step."""
+    """Yields (step, packed scenes, (ids, mask, labels)); worker w makes steps w, w+W, ... so order is by step.
+    Before the joint phase the sequences are text-only (drills and text-prior facts)."""
 
     def __init__(self, tokenizer, cfg: TrainConfig, start: int, num_image_tokens: int):
         self.tokenizer, self.cfg, self.start, self.n_img = tokenizer, cfg, start, num_image_tokens
@@ -100,31 +124,37 @@ class TrainBatches(IterableDataset):
         wid, nw = (info.id, info.num_workers) if info else (0, 1)
         cfg = self.cfg
         for step in range(self.start + wid, cfg.steps, nw):
-            items = [sample_item(item_rng(cfg.seed, "train", step * cfg.batch_size + j)) for j in range(cfg.batch_size)]
+            rngs = [item_rng(cfg.seed, "train", step * cfg.batch_size + j) for j in range(cfg.batch_size)]
             u = np.random.default_rng([cfg.seed, MODE_STREAM, step]).random(cfg.batch_size)
-            prompts, targets = [], []
-            for it, x in zip(items, u):
+            text_only = step < cfg.joint_start
+            items, prompts, targets = [], [], []
+            for rng, x in zip(rngs, u):
+                # text phases: half drills, a quarter text-prior facts as multiple choice, a quarter open
+                it = sample_item(rng, "prior" if text_only and x >= 0.5 else None)
+                items.append(it)
                 q = Question("train", it.text, it.choices, it.answer)
-                if step < cfg.vision_steps or cfg.open_fraction <= x < cfg.open_fraction + cfg.drill_fraction:
-                    # letter binding without vision: the answer word is given, only its letter is asked
+                drill = x < 0.5 if text_only else cfg.open_fraction <= x < cfg.open_fraction + cfg.drill_fraction
+                is_open = x >= 0.75 if text_only else x < cfg.open_fraction
+                if drill:
                     prompts.append(letter_prompt(Question("drill", f"pick {it.answer_word}", it.choices, it.answer)))
                     targets.append(f"{q.answer_letter} <|end|>")
-                elif x < cfg.open_fraction:
+                elif is_open:
                     prompts.append(it.text)
                     targets.append(f"{it.answer_word} <|end|>")
                 else:
                     prompts.append(letter_prompt(q))
                     targets.append(f"{q.answer_letter} <|end|>")
-            yield step, scene_tensors([it.scene for it in items]), build_sequences(self.tokenizer, prompts, targets, self.n_img)
+            seqs = build_sequences(self.tokenizer, prompts, targets, 0 if text_only else self.n_img)
+            yield step, scene_tensors([it.scene for it in items]), seqs
 
 
 def lr_factor(step: int, cfg: TrainConfig) -> float:
-    """Warm-up then cosine, restarted when joint training begins (the LM joins at `vision_steps`)."""
-    start, end = (0, cfg.vision_steps) if step < cfg.vision_steps else (cfg.vision_steps, cfg.steps)
-    s = step - start
-    if s < cfg.warmup:
-        return (s + 1) / cfg.warmup
-    return 0.5 * (1 + math.cos(math.pi * (s - cfg.warmup) / max(1, end - start - cfg.warmup)))
+    """Linear warm-up, constant through the text and vision phases, cosine decay over the joint phase."""
+    if step < cfg.warmup:
+        return (step + 1) / cfg.warmup
+    if step < cfg.joint_start:
+        return 1.0
+    return 0.5 * (1 + math.cos(math.pi * (step - cfg.joint_start) / max(1, cfg.steps - cfg.joint_start)))
 
 
 @torch.no_grad()
@@ -160,8 +190,9 @@ def train_demo(out: str | Path, cfg: TrainConfig = TrainConfig(), device: str | 
     torch.manual_seed(cfg.seed)
     tokenizer = build_tokenizer(vocabulary() + DRILL_WORDS)
     model = DemoVLM(DemoConfig(vocab_size=len(tokenizer)), tokenizer).to(device).train()
-    heads = DenseHeads(model.config.lm["hidden_size"]).to(device)
-    params = [p for m in (model, heads) for p in m.parameters()]
+    word_ids = {a: tokenizer.convert_tokens_to_ids(list(words)) for a, words in ATTRIBUTES.items()}
+    heads = DenseHeads(model.lm.get_input_embeddings(), word_ids, model.config.grid).to(device)
+    params = list({id(p): p for m in (model, heads) for p in m.parameters()}.values())  # heads share the embeddings
     decay = [p for p in params if p.dim() >= 2]
     no_decay = [p for p in params if p.dim() < 2]
     opt = torch.optim.AdamW([{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
@@ -188,14 +219,14 @@ def train_demo(out: str | Path, cfg: TrainConfig = TrainConfig(), device: str | 
     for step, scenes, (ids, mask, labels) in loader:
         for g in opt.param_groups:
             g["lr"] = cfg.lr * lr_factor(step, cfg)
-        scenes = {k: v.to(device, non_blocking=True) for k, v in scenes.items()}
-        imgs, masks = render(scenes)
-        tokens = model.connect(model.encode(model.preprocess(imgs.float() / 255)))  # [B, Q, D]
-        dense = heads.loss(tokens, dense_labels(scenes, masks, model.config.grid))
         ids, mask, labels = ids.to(device), mask.to(device), labels.to(device)
-        # While vision pretrains, the LM sees its tokens but sends no gradient into them.
-        lm_tokens = tokens.detach() if step < cfg.vision_steps else tokens
-        logits = model.lm_logits(ids, mask, lm_tokens)[:, :-1]
+        dense, tokens = torch.zeros((), device=device), None
+        if step >= cfg.text_steps:
+            scenes = {k: v.to(device, non_blocking=True) for k, v in scenes.items()}
+            imgs, masks = render(scenes)
+            tokens = model.connect(model.encode(model.preprocess(imgs.float() / 255)))  # [B, Q, D]
+            dense = heads.loss(tokens, dense_labels(scenes, masks, model.config.grid))
+        logits = model.lm_logits(ids, mask, tokens if step >= cfg.joint_start else None)[:, :-1]
         lm = F.cross_entropy(logits.flatten(0, 1), labels[:, 1:].flatten(), ignore_index=-100)
         loss = dense + lm
         opt.zero_grad(set_to_none=True)
@@ -214,7 +245,7 @@ def train_demo(out: str | Path, cfg: TrainConfig = TrainConfig(), device: str | 
             with log_path.open("a") as f:
                 f.write(json.dumps(record) + "\n")
         if on_step:
-            on_step(done, record or {"dense_loss": dense.item(), "lm_loss": lm.item()})
+            on_step(done, record or {})  # no .item() here: a sync per step would stall the GPU queue
         out_of_time = max_seconds is not None and time.time() - t0 > max_seconds
         if done % cfg.checkpoint_every == 0 or done == cfg.steps or out_of_time:
             save(done)
