@@ -94,6 +94,9 @@ def train_demo_cmd(
     batch_size: int = typer.Option(256, min=1),
     lr: float = typer.Option(5e-4, min=0.0),
     workers: int = typer.Option(4, min=0, help="Data worker processes."),
+    init: Optional[Path] = typer.Option(None, help="Continue from this model directory (joint phase only)."),
+    type_weights: Optional[str] = typer.Option(None, help="Training question mix, e.g. position=0.5,colour=0.1."),
+    aux_fraction: float = typer.Option(0.0, min=0.0, max=1.0, help="Share of row/column auxiliary questions."),
     eval_limit: int = typer.Option(1000, min=1, help="Test questions for the model card."),
     max_minutes: Optional[float] = typer.Option(None, min=0.0, help="Checkpoint and stop after this long."),
     device: Optional[str] = typer.Option(None),
@@ -110,7 +113,15 @@ def train_demo_cmd(
     from .models.demo.train import TrainConfig, train_demo
     from .progress import progress_bar
 
-    cfg = TrainConfig(steps=steps, text_steps=text_steps, vision_steps=vision_steps, batch_size=batch_size, lr=lr, workers=workers)
+    try:
+        weights = _parse_type_weights(type_weights) if type_weights else None
+    except ValueError as e:
+        _fail(e)
+    if init is not None:
+        text_steps = vision_steps = 0  # the phases before joint training were done by the stage that made `init`
+    cfg = TrainConfig(steps=steps, text_steps=text_steps, vision_steps=vision_steps, batch_size=batch_size, lr=lr,
+                      workers=workers, type_weights=weights, aux_fraction=aux_fraction,
+                      init=str(init) if init else None)
     t0 = time.time()
     with progress_bar("training", steps, quiet) as advance:
         def on_step(step: int, rec: dict) -> None:
@@ -133,10 +144,31 @@ def train_demo_cmd(
     test = Benchmark("shapes", "test", generate_questions("test", cfg.seed, eval_limit))
     result = evaluate(model, test, "real,blank", quiet=quiet)
     log = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines() if line.strip()]
-    card = write_card(model_dir, "mirage " + " ".join(sys.argv[1:]), f"{dev} ({name})", seconds, log, result.summary,
-                      (model_dir / "model.safetensors").stat().st_size / 1e6)
+    stages = json.loads((init / "training.json").read_text())["stages"] if init and (init / "training.json").exists() else []
+    stages.append({"command": "mirage " + " ".join(sys.argv[1:]), "device": f"{dev} ({name})", "seconds": seconds,
+                   "steps": steps})
+    card = write_card(model_dir, stages, log, result.summary)
     console.print(summary_table(result.summary, title="demo model on ShapesQA test"))
     console.print(f"model: {model_dir}\ncard: {card}")
+
+
+def _parse_type_weights(spec: str) -> dict[str, float]:
+    """"position=0.5,colour=0.1" -> the benchmark's type mix with those weights replaced."""
+    from .benchmarks.shapes.questions import TYPE_WEIGHTS
+    from .registry import did_you_mean
+
+    weights = dict(TYPE_WEIGHTS)
+    for part in spec.split(","):
+        name, _, value = part.partition("=")
+        if name.strip() not in weights:
+            raise ValueError(f"--type-weights: {did_you_mean('question type', name.strip(), list(weights))}")
+        try:
+            weights[name.strip()] = float(value)
+        except ValueError:
+            raise ValueError(f"--type-weights: {part!r} is not NAME=NUMBER") from None
+    if any(w < 0 for w in weights.values()) or sum(weights.values()) <= 0:
+        raise ValueError(f"--type-weights: weights must be >= 0 and not all zero, got {weights}")
+    return weights
 
 
 def main() -> None:

@@ -73,7 +73,7 @@ def _choices(rng: np.random.Generator, correct: str, pool) -> tuple[tuple[str, .
     return tuple(picked), answer
 
 
-def _ref(rng: np.random.Generator, o: Obj, avoid: str) -> str:
+def referring_phrase(rng: np.random.Generator, o: Obj, avoid: str) -> str:
     """A unique referring phrase for `o` that does not give away the asked attribute `avoid`."""
     options = {"colour": [o.shape, f"{o.size} {o.shape}"], "shape": [f"{o.colour} object", f"{o.colour} one"],
                "size": [f"{o.colour} {o.shape}", o.shape, f"{o.colour} object"],
@@ -101,18 +101,18 @@ def sample_item(rng: np.random.Generator, qtype: str | None = None) -> Item:
     if qtype == "position":
         scene, direction = _position_scene(rng)
         a, b = scene.objects[0], scene.objects[1]
-        text = f"where is the {_ref(rng, a, 'position')} relative to the {_ref(rng, b, 'position')} ?"
+        text = f"where is the {referring_phrase(rng, a, 'position')} relative to the {referring_phrase(rng, b, 'position')} ?"
         choices, answer = _choices(rng, direction, DIRECTIONS)
         return Item(scene, qtype, text, choices, answer, [0, 1])
     scene = sample_scene(rng, int(rng.integers(1, 5)))
     k = int(rng.integers(len(scene.objects)))
     o = scene.objects[k]
     if qtype == "colour":
-        text, correct, pool = f"what colour is the {_ref(rng, o, 'colour')} ?", o.colour, tuple(COLOURS)
+        text, correct, pool = f"what colour is the {referring_phrase(rng, o, 'colour')} ?", o.colour, tuple(COLOURS)
     elif qtype == "shape":
-        text, correct, pool = f"what shape is the {_ref(rng, o, 'shape')} ?", o.shape, SHAPES
+        text, correct, pool = f"what shape is the {referring_phrase(rng, o, 'shape')} ?", o.shape, SHAPES
     elif qtype == "size":
-        text, correct, pool = f"what size is the {_ref(rng, o, 'size')} ?", o.size, tuple(SIZES)
+        text, correct, pool = f"what size is the {referring_phrase(rng, o, 'size')} ?", o.size, tuple(SIZES)
     elif qtype == "count":
         phr = ("how many objects are there ?", "how many shapes are in the picture ?")[rng.integers(2)]
         text, correct, pool = phr, NUMBERS[len(scene.objects) - 1], NUMBERS

@@ -6,11 +6,19 @@ import json
 from pathlib import Path
 
 
-def write_card(model_dir: str | Path, command: str, device: str, seconds: float, log: list[dict],
-               summary: dict, weights_mb: float) -> Path:
-    """MODEL_CARD.md (+ metrics.json) in `model_dir` from the training log and a test-split evaluation summary."""
+def write_card(model_dir: str | Path, stages: list[dict], log: list[dict], summary: dict) -> Path:
+    """MODEL_CARD.md, training.json and metrics.json in `model_dir`.
+
+    `stages`: each training command that led to these weights ({command, device, seconds, steps}), oldest first;
+    `log`: the last stage's validation records; `summary`: a test-split evaluation.
+    """
     model_dir = Path(model_dir)
     (model_dir / "metrics.json").write_text(json.dumps(summary, indent=2))
+    (model_dir / "training.json").write_text(json.dumps({"stages": stages}, indent=2))
+    weights_mb = (model_dir / "model.safetensors").stat().st_size / 1e6
+    history = "\n".join(f"{i + 1}. `{st['command']}` on {st['device']}: {st['steps']} steps, {st['seconds']:.0f} s"
+                        for i, st in enumerate(stages))
+    total = sum(st["seconds"] for st in stages)
     types = sorted({t for by in summary["by_type"].values() for t in by})
     rows = "\n".join(
         f"| {src} | {summary['n'][src]} | {summary['accuracy'][src]:.3f} | "
@@ -28,18 +36,20 @@ transformers `LlamaForCausalLM` reading 64 image tokens at the `<image>` placeho
 multiple-choice questions through the next-token logits of the answer letters.
 
 ## Training
-- command: `{command}`
-- device: {device}
-- wall time: {seconds:.0f} s
-- weights: `model.safetensors`, {weights_mb:.1f} MB (stored in float16, loaded and computed in float32)
+{history}
+
+Total training wall time {total:.0f} s. Weights: `model.safetensors`, {weights_mb:.1f} MB (stored in float16, loaded
+and computed in float32).
 
 Recipe: vision pretraining with dense attribute heads (shape, colour, size of the object under each image token)
 while the LM learns to bind an answer to its letter from text drills ("pick red A . blue B . red ..." -> B); then
 joint training with 45% of the questions in open form (target: the answer word), 40% multiple choice (target: the
 letter) and 15% drills; fp32 with TF32 matmuls, AdamW (lr 5e-4, weight decay 0.05, betas 0.9/0.98), warm-up and
 cosine decay, gradient clipping at 1.0. Scenes are drawn fresh every step from the ShapesQA train stream.
+A continuation stage (`--init`) starts from earlier weights with the joint phase only; it may oversample question
+types (`--type-weights`) and add training-only open questions on one object's row or column (`--aux-fraction`).
 
-Validation curve (first questions of the val split, through the differentiable preprocessing):
+Validation curve of the last stage (first questions of the val split, through the differentiable preprocessing):
 
 | step | seconds | MC accuracy, real | MC accuracy, blank | LM loss | dense loss |
 | --- | --- | --- | --- | --- | --- |

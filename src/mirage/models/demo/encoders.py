@@ -14,6 +14,29 @@ ARCHS = {
 }
 
 
+# Parameter names transformers changed between releases (older <-> newer), so weights saved under one release load
+# under another: DINOv2's attention became q/k/v/o_proj in transformers 5.2x.
+KEY_ALIASES = [
+    (".attention.attention.query.", ".attention.q_proj."),
+    (".attention.attention.key.", ".attention.k_proj."),
+    (".attention.attention.value.", ".attention.v_proj."),
+    (".attention.output.dense.", ".attention.o_proj."),
+]
+
+
+def align_keys(state: dict, expected: set[str]) -> dict:
+    """Rename keys of `state` that are not in `expected` through KEY_ALIASES (either direction) when that fits."""
+    out = {}
+    for key, value in state.items():
+        if key not in expected:
+            for old, new in KEY_ALIASES:
+                for a, b in ((old, new), (new, old)):
+                    if a in key and key.replace(a, b) in expected:
+                        key = key.replace(a, b)
+        out[key] = value
+    return out
+
+
 class VisionEncoder(nn.Module):
     """One transformers vision model; `forward` gives its patch features as [B, T, D]."""
 

@@ -18,7 +18,7 @@ from ...benchmarks.question import LETTERS
 from ..vlm import EncoderSpec, Visual, VLM
 from .aggregator import SpatialAggregator
 from .config import DemoConfig
-from .encoders import VisionEncoder
+from .encoders import VisionEncoder, align_keys
 from .tokenizer import IMAGE_TOKEN, chat_prompt
 
 WEIGHTS = "model.safetensors"
@@ -179,7 +179,8 @@ class DemoVLM(VLM):
         config = DemoConfig.from_dict(json.loads((path / "config.json").read_text()))
         tokenizer = PreTrainedTokenizerFast.from_pretrained(str(path))
         model = cls(config, tokenizer)
-        missing, unexpected = model.load_state_dict(load_file(str(path / WEIGHTS)), strict=False)
+        state = align_keys(load_file(str(path / WEIGHTS)), set(model.state_dict()))
+        missing, unexpected = model.load_state_dict(state, strict=False)
         missing = [k for k in missing if not (k == "lm.lm_head.weight" and model.lm.config.tie_word_embeddings)]
         if missing or unexpected:
             raise ValueError(f"{path / WEIGHTS}: missing keys {missing}, unexpected keys {unexpected}")

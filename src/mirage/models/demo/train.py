@@ -26,7 +26,7 @@ from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
 from ...benchmarks.question import Question, letter_prompt
 from ...benchmarks.shapes.dataset import item_rng
-from ...benchmarks.shapes.questions import TYPES, sample_item, vocabulary
+from ...benchmarks.shapes.questions import NUMBERS, TYPE_WEIGHTS, TYPES, referring_phrase, sample_item, vocabulary
 from ...benchmarks.shapes.scene import CELL, COLOURS, GRID, SHAPES, SIZES, render, scene_tensors
 from ..vlm import Visual
 from .config import DemoConfig
@@ -35,7 +35,7 @@ from .tokenizer import build_tokenizer
 
 CHECKPOINT = "checkpoint.pt"
 MODE_STREAM = 99  # rng stream choosing how each training question is asked (open, drill, multiple choice)
-DRILL_WORDS = ["pick"]  # the drill prompt's extra vocabulary
+EXTRA_WORDS = ["pick", "column", "row"]  # training-only prompts' words, appended so earlier ids never move
 ATTRIBUTES = {"shape": SHAPES, "colour": tuple(COLOURS), "size": tuple(SIZES)}
 
 
@@ -52,6 +52,9 @@ class TrainConfig:
     warmup: int = 200
     open_fraction: float = 0.45
     drill_fraction: float = 0.15
+    aux_fraction: float = 0.0  # joint-phase questions replaced by "which column/row is the X in ?" (open form)
+    type_weights: dict | None = None  # question-type mix for training (None: the benchmark's own mix)
+    init: str | None = None  # start from this model directory instead of random weights
     eval_every: int = 500
     eval_questions: int = 512
     checkpoint_every: int = 500
@@ -128,14 +131,25 @@ class TrainBatches(IterableDataset):
             u = np.random.default_rng([cfg.seed, MODE_STREAM, step]).random(cfg.batch_size)
             text_only = step < cfg.joint_start
             items, prompts, targets = [], [], []
+            mode = np.random.default_rng([cfg.seed, MODE_STREAM, step, 1])
+            weights = np.array([(cfg.type_weights or TYPE_WEIGHTS).get(t, 0.0) for t in TYPES])
             for rng, x in zip(rngs, u):
                 # text phases: half drills, a quarter text-prior facts as multiple choice, a quarter open
-                it = sample_item(rng, "prior" if text_only and x >= 0.5 else None)
+                qtype = "prior" if text_only and x >= 0.5 else None
+                if qtype is None and cfg.type_weights:
+                    qtype = TYPES[mode.choice(len(TYPES), p=weights / weights.sum())]
+                it = sample_item(rng, qtype)
                 items.append(it)
                 q = Question("train", it.text, it.choices, it.answer)
                 drill = x < 0.5 if text_only else cfg.open_fraction <= x < cfg.open_fraction + cfg.drill_fraction
                 is_open = x >= 0.75 if text_only else x < cfg.open_fraction
-                if drill:
+                if not text_only and mode.random() < cfg.aux_fraction:
+                    # where one object is, as a number word: the ingredient position questions compare
+                    k, axis = int(mode.integers(len(it.scene.objects))), int(mode.integers(2))
+                    o = it.scene.objects[k]
+                    prompts.append(f"which {('row', 'column')[axis]} is the {referring_phrase(mode, o, 'position')} in ?")
+                    targets.append(f"{NUMBERS[o.cell[axis]]} <|end|>")
+                elif drill:
                     prompts.append(letter_prompt(Question("drill", f"pick {it.answer_word}", it.choices, it.answer)))
                     targets.append(f"{q.answer_letter} <|end|>")
                 elif is_open:
@@ -188,8 +202,16 @@ def train_demo(out: str | Path, cfg: TrainConfig = TrainConfig(), device: str | 
     torch.backends.cuda.matmul.allow_tf32 = True  # fp32 weights; bf16 autocast diverged (DEMO-TRAINING.md)
     torch.backends.cudnn.allow_tf32 = True
     torch.manual_seed(cfg.seed)
-    tokenizer = build_tokenizer(vocabulary() + DRILL_WORDS)
-    model = DemoVLM(DemoConfig(vocab_size=len(tokenizer)), tokenizer).to(device).train()
+    tokenizer = build_tokenizer(vocabulary() + EXTRA_WORDS)
+    if cfg.init:
+        model = DemoVLM.from_pretrained(cfg.init, device=device)
+        known = model.tokenizer.get_vocab()
+        if any(tokenizer.get_vocab().get(w, i) != i for w, i in known.items()):
+            raise ValueError(f"--init {cfg.init}: its tokenizer's ids differ from this version's vocabulary")
+        model.tokenizer = tokenizer  # a superset with the same ids
+        model.train()
+    else:
+        model = DemoVLM(DemoConfig(vocab_size=len(tokenizer)), tokenizer).to(device).train()
     word_ids = {a: tokenizer.convert_tokens_to_ids(list(words)) for a, words in ATTRIBUTES.items()}
     heads = DenseHeads(model.lm.get_input_embeddings(), word_ids, model.config.grid).to(device)
     params = list({id(p): p for m in (model, heads) for p in m.parameters()}.values())  # heads share the embeddings
