@@ -21,6 +21,6 @@ fi
 echo "training $STEPS steps"
 python3 -m mirage train-demo --out /tmp/demo --steps "$STEPS" --workers 8 --quiet "$@" 2>&1 | tee /tmp/train.log
 mkdir -p "$OUT/model"
-cp /tmp/demo/model/* "$OUT/model/" 2>/dev/null || true
+find /tmp/demo/model -type f ! -name chat_template.jinja -exec cp {} "$OUT/model/" \;  # at most 8 files come back
 cp /tmp/demo/log.jsonl "$OUT/"
 ls -la "$OUT" "$OUT/model"
