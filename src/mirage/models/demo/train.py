@@ -209,6 +209,9 @@ def train_demo(out: str | Path, cfg: TrainConfig = TrainConfig(), device: str | 
         if any(tokenizer.get_vocab().get(w, i) != i for w, i in known.items()):
             raise ValueError(f"--init {cfg.init}: its tokenizer's ids differ from this version's vocabulary")
         model.tokenizer = tokenizer  # a superset with the same ids
+        if len(tokenizer) > model.config.vocab_size:  # new words: grow the (tied) embeddings, old rows kept
+            model.lm.resize_token_embeddings(len(tokenizer))
+            model.config.vocab_size = len(tokenizer)
         model.train()
     else:
         model = DemoVLM(DemoConfig(vocab_size=len(tokenizer)), tokenizer).to(device).train()
