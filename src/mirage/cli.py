@@ -19,7 +19,7 @@ from .runs import RunConfigMismatch
 
 app = typer.Typer(add_completion=False, no_args_is_help=True,
                   help="How much of a vision-language model's benchmark score needs a real image?")
-console = Console()
+console = Console(width=None if sys.stdout.isatty() else 130)  # logs and pipes get full tables
 EXPECTED = (UnknownNameError, RunConfigMismatch, ImageLoadError, FileNotFoundError, ValueError)
 
 

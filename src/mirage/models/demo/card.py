@@ -41,13 +41,16 @@ multiple-choice questions through the next-token logits of the answer letters.
 Total training wall time {total:.0f} s. Weights: `model.safetensors`, {weights_mb:.1f} MB (stored in float16, loaded
 and computed in float32).
 
-Recipe: vision pretraining with dense attribute heads (shape, colour, size of the object under each image token)
-while the LM learns to bind an answer to its letter from text drills ("pick red A . blue B . red ..." -> B); then
-joint training with 45% of the questions in open form (target: the answer word), 40% multiple choice (target: the
-letter) and 15% drills; fp32 with TF32 matmuls, AdamW (lr 5e-4, weight decay 0.05, betas 0.9/0.98), warm-up and
-cosine decay, gradient clipping at 1.0. Scenes are drawn fresh every step from the ShapesQA train stream.
-A continuation stage (`--init`) starts from earlier weights with the joint phase only; it may oversample question
-types (`--type-weights`) and add training-only open questions on one object's row or column (`--aux-fraction`).
+Recipe (`mirage train-demo`, three phases): (1) text: the LM alone learns to bind an answer to its letter from
+drills ("pick red A . blue B . red ..." -> B) and learns the text-prior facts, with no image in the prompt; (2) vision:
+the encoders and aggregator learn dense heads on each image token (shape, colour and size of the object under it,
+scored by cosine similarity with the LM's embeddings of those words, plus the token's grid row and column) while
+the LM goes on with text; (3) joint: 45% open-form questions (target: the answer word), 40% multiple choice (target:
+the letter), 15% drills, with the image. fp32 with TF32 matmuls, AdamW (lr 5e-4, weight decay 0.05, betas
+0.9/0.98), warm-up, cosine decay over the joint phase, gradient clipping at 1.0. Scenes are drawn fresh every step
+from the ShapesQA train stream. A continuation stage (`--init DIR`) starts from DIR's weights with the joint phase
+only; it may oversample question types (`--type-weights`) and add training-only open questions on one object's row
+or column (`--aux-fraction`). Each stage's `--init` is the model the stage before it wrote.
 
 Validation curve of the last stage (first questions of the val split, through the differentiable preprocessing):
 

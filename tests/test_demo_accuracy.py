@@ -1,0 +1,36 @@
+"""The shipped demo weights: the numbers the project stands on."""
+
+import pytest
+
+from mirage import evaluate, load_benchmark, load_model
+
+
+@pytest.fixture(scope="module")
+def result():
+    model = load_model("demo", device="cpu")
+    return evaluate(model, load_benchmark("shapes", split="test", limit=200), "real,blank", batch_size=50)
+
+
+def test_real_images_answer_at_least_93_percent(result):
+    assert result.summary["n"]["real"] == 200
+    assert result.summary["accuracy"]["real"] >= 0.93
+
+
+def test_blank_falls_to_what_text_priors_allow(result):
+    s = result.summary
+    assert s["accuracy"]["blank"] <= s["accuracy"]["real"] - 0.4
+    assert s["paired"]["blank"]["real"]["p"] < 1e-6
+    assert s["by_type"]["blank"]["prior"] >= 0.6  # text-answerable questions survive a blank image
+    visual = [t for t in s["by_type"]["blank"] if t != "prior"]
+    assert all(s["by_type"]["blank"][t] <= 0.5 for t in visual)  # the rest is near chance (0.25)
+
+
+def test_study_small_limit_end_to_end(tmp_path):
+    from typer.testing import CliRunner
+
+    from mirage.cli import app
+    res = CliRunner().invoke(app, ["study", "--out", str(tmp_path / "study"), "--limit", "12", "-q"])
+    assert res.exit_code == 0, res.output
+    for src in ("real", "blank", "noise", "wrong", "blur", "shuffle"):
+        assert src in res.output
+    assert (tmp_path / "study" / "summary.json").exists()
