@@ -1,5 +1,7 @@
 """The shipped demo weights: the numbers the project stands on."""
 
+import json
+
 import pytest
 
 from mirage import evaluate, load_benchmark, load_model
@@ -29,8 +31,17 @@ def test_study_small_limit_end_to_end(tmp_path):
     from typer.testing import CliRunner
 
     from mirage.cli import app
-    res = CliRunner().invoke(app, ["study", "--out", str(tmp_path / "study"), "--limit", "12", "-q"])
+    out = tmp_path / "study"
+    res = CliRunner().invoke(app, ["study", "--out", str(out), "--limit", "8", "--steps", "3", "-q"])
     assert res.exit_code == 0, res.output
-    for src in ("real", "blank", "noise", "wrong", "blur", "shuffle"):
-        assert src in res.output
-    assert (tmp_path / "study" / "summary.json").exists()
+    summary = json.loads((out / "summary.json").read_text())
+    want = {"real", "blank", "noise", "wrong", "blur", "shuffle", "features-question", "pixels-question",
+            "pixels-question-png", "features-universal", "features-universal-train", "pixels-universal",
+            "pixels-universal-train", "pixels-universal-png", "features-question-clip", "features-question-siglip",
+            "features-question-dino", "features-question-convnext"}
+    assert set(summary["n"]) == want and all(src in res.output for src in want)
+    assert summary["n"]["features-universal"] == 4 and summary["n"]["features-question"] == 8
+    assert len(list((out / "artifacts" / "pixels-question").glob("*.png"))) == 8
+    lines = (out / "results.jsonl").read_text().splitlines()
+    again = CliRunner().invoke(app, ["study", "--out", str(out), "--limit", "8", "--steps", "3", "-q"])
+    assert again.exit_code == 0 and (out / "results.jsonl").read_text().splitlines() == lines  # resumed: nothing redone

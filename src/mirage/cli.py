@@ -62,22 +62,92 @@ def eval_cmd(
     console.print(f"run directory: {out}")
 
 
+def _names(csv: Optional[str]) -> Optional[list[str]]:
+    return [x.strip() for x in csv.split(",") if x.strip()] if csv else None
+
+
+@app.command()
+def optimize(
+    model: str = typer.Option("demo", help="Model spec."),
+    benchmark: str = typer.Option("shapes"),
+    split: str = typer.Option("test"),
+    input: str = typer.Option("features", "--input", help="features, pixels or tokens."),
+    param: str = typer.Option("sigmoid", help="Pixel parameterization: raw, sigmoid or fourier."),
+    scope: str = typer.Option("question", help="question (one input each) or universal (one for all)."),
+    encoders: Optional[str] = typer.Option(None, help="Optimize through these encoders only, e.g. clip,dino."),
+    detach: Optional[str] = typer.Option(None, help="Encoders whose feature tensors stay frozen at their init."),
+    objective: str = typer.Option("ce", help="ce (answer cross-entropy) or margin."),
+    steps: int = typer.Option(50, min=1, help="Adam steps (per question, or universal steps)."),
+    lr: Optional[float] = typer.Option(None, min=0.0, help="Learning rate (default: the input's)."),
+    early_stop: int = typer.Option(3, min=0, help="Stop a question once its margin held this many steps (0: off)."),
+    train: int = typer.Option(500, min=1, help="Universal: train on the first N questions, hold out the rest."),
+    limit: Optional[int] = typer.Option(None, min=1, help="First N questions only."),
+    quantize: bool = typer.Option(False, help="Pixels: optimize the 8-bit image (straight-through rounding)."),
+    resolution: Optional[int] = typer.Option(None, min=8, help="Pixels: image side (default: largest encoder input)."),
+    grad_checkpointing: bool = typer.Option(False, help="Recompute activations in the backward pass."),
+    offload_unused_encoders: bool = typer.Option(False, help="Move encoders the input bypasses to the CPU."),
+    dtype: str = typer.Option("fp32", help="fp32 or bf16."),
+    seed: int = typer.Option(0),
+    batch_size: int = typer.Option(16, min=1, help="Questions optimized together."),
+    out: Path = typer.Option(..., help="Run directory (resumed if it exists with the same config)."),
+    overwrite: bool = typer.Option(False),
+    device: Optional[str] = typer.Option(None),
+    quiet: bool = typer.Option(False, "--quiet", "-q"),
+) -> None:
+    """Optimize inputs that make the model answer without a real image; writes rows, artifacts and PNG re-checks."""
+    import torch
+
+    from .experiment import OptimizeSpec, apply_switches, run_optimization
+    from .models import load_model
+    from .optimize import OptimizeConfig
+    from .runs import RunDir
+    from .stats import summarize
+
+    dtypes = {"fp32": torch.float32, "bf16": torch.bfloat16}
+    try:
+        if dtype not in dtypes:
+            raise ValueError(f"--dtype: unknown dtype {dtype!r} (allowed: fp32, bf16)")
+        spec = OptimizeSpec(input=input, scope=scope, param=param, encoders=_names(encoders), detach=_names(detach),
+                            objective=objective, quantize=quantize, resolution=resolution, train=train)
+        cfg = OptimizeConfig(steps=steps, lr=lr, batch_size=batch_size, early_stop=early_stop, seed=seed)
+        bench = load_benchmark(benchmark, split=split, limit=limit)
+        spec_config = spec.to_config()
+        if spec.scope == "question":
+            spec_config.pop("train")  # only universal runs split the questions
+        config = {"command": "optimize", "model": model, "benchmark": benchmark, "split": split, "limit": limit,
+                  "n_questions": len(bench), "spec": spec_config, "steps": steps, "lr": lr,
+                  "early_stop": early_stop, "seed": seed, "dtype": dtype, "batch_size": batch_size,
+                  "grad_checkpointing": grad_checkpointing, "offload_unused_encoders": offload_unused_encoders}
+        run = RunDir.open(out, config, overwrite=overwrite)
+        vlm = load_model(model, device=device, dtype=dtypes[dtype])
+        apply_switches(vlm, spec, grad_checkpointing, offload_unused_encoders)
+        rows = run_optimization(vlm, bench, spec, cfg, run, quiet=quiet)
+    except EXPECTED as e:
+        _fail(e)
+    summary = summarize(run.rows())
+    run.write_json("summary.json", summary)
+    console.print(summary_table(summary, title=f"{spec.source}: {model} on {benchmark}/{split}"))
+    console.print(f"run directory: {out}")
+
+
 @app.command()
 def study(
     out: Path = typer.Option(Path("mirage-study"), help="Run directory."),
     model: str = typer.Option("demo", help="Model spec."),
-    limit: Optional[int] = typer.Option(None, min=1, help="First N questions only (a quick look)."),
-    batch_size: int = typer.Option(32, min=1),
+    limit: Optional[int] = typer.Option(None, min=2, help="Cap every part at N questions (a quick look)."),
+    steps: int = typer.Option(50, min=1, help="Adam steps of the optimized inputs."),
+    batch_size: int = typer.Option(16, min=1, help="Questions optimized together."),
     overwrite: bool = typer.Option(False, help="Discard an existing run in OUT."),
     device: Optional[str] = typer.Option(None),
     quiet: bool = typer.Option(False, "--quiet", "-q"),
 ) -> None:
-    """The default study: the demo model on ShapesQA under the six image conditions."""
+    """The default study on ShapesQA: image conditions, per-question and universal optimized features and pixels
+    (with PNG re-checks), and single-encoder feature runs; one table, one run directory."""
     from .study import run_study
 
     t0 = time.time()
     try:
-        result = run_study(model=model, out=out, limit=limit, batch_size=batch_size, device=device,
+        result = run_study(model=model, out=out, limit=limit, steps=steps, batch_size=batch_size, device=device,
                            overwrite=overwrite, quiet=quiet)
     except EXPECTED as e:
         _fail(e)

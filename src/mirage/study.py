@@ -1,32 +1,86 @@
-"""`mirage study`: the default study on the bundled demo model and ShapesQA (grows with later analyses)."""
+"""`mirage study`: the default study on the bundled demo model and ShapesQA, one resumable run directory.
+
+    mirage study      # 2 CPU cores: about 6 minutes (see bench/RESULTS.md for the measured table)
+
+Parts: the six image conditions on the test split; per-question features (200 questions) and pixels (100, each
+re-checked from its PNG); universal features and pixels (train 500, held out 500); per-question features through
+one encoder at a time (100 each). `limit` caps every part (universal: half train, half held out).
+"""
 
 from __future__ import annotations
 
+import json
+import time
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from .benchmarks import load_benchmark
 from .conditions import parse_conditions
-from .evaluate import EvalResult, eval_config, evaluate_conditions
+from .evaluate import EvalResult, evaluate_conditions
+from .experiment import OptimizeSpec, run_optimization
+from .inputs import Reference
 from .models import load_model
+from .optimize import OptimizeConfig
 from .runs import RunDir
 from .stats import summarize
 
 STUDY_CONDITIONS = "real,blank,noise,wrong,blur,shuffle"
 
 
-def run_study(model: str = "demo", benchmark: str = "shapes", split: str = "test", out: str | Path = "mirage-study",
-              limit: int | None = None, seed: int = 0, batch_size: int = 32, device: str | None = None,
-              overwrite: bool = False, quiet: bool = False) -> EvalResult:
-    """The six image conditions on `benchmark`; writes a resumable run directory at `out`.
+@dataclass
+class StudyPlan:
+    """How many questions each part of the study uses."""
 
-    `mirage study` on 2 CPU cores: demo model, ShapesQA test (1,000 questions x 6 conditions).
-    """
-    conds = parse_conditions(STUDY_CONDITIONS)
+    conditions: str = STUDY_CONDITIONS
+    features_question: int = 200
+    pixels_question: int = 100
+    universal_train: int = 500
+    universal_heldout: int = 500
+    single_encoder: int = 100
+    steps: int = 50
+    universal_steps: int = 50
+    batch_size: int = 16
+
+    def capped(self, limit: int | None) -> "StudyPlan":
+        if limit is None:
+            return self
+        train = min(self.universal_train, max(1, limit // 2))
+        return StudyPlan(self.conditions, min(self.features_question, limit), min(self.pixels_question, limit),
+                         train, min(self.universal_heldout, max(1, limit - train)), min(self.single_encoder, limit),
+                         self.steps, self.universal_steps, self.batch_size)
+
+
+def run_study(model: str = "demo", benchmark: str = "shapes", split: str = "test", out: str | Path = "mirage-study",
+              limit: int | None = None, steps: int = 50, seed: int = 0, batch_size: int = 16,
+              device: str | None = None, overwrite: bool = False, quiet: bool = False) -> EvalResult:
+    """Run every part of the study into `out` (resuming what is there); returns all rows and their summary."""
+    plan = StudyPlan(steps=steps, universal_steps=steps, batch_size=batch_size).capped(limit)
+    conds = parse_conditions(plan.conditions)
     bench = load_benchmark(benchmark, split=split, limit=limit)
-    config = eval_config(model, bench, conds, seed, limit, batch_size) | {"command": "study"}
+    config = {"command": "study", "model": model, "benchmark": benchmark, "split": split, "limit": limit,
+              "n_questions": len(bench), "seed": seed, "plan": asdict(plan), "batch_size": batch_size}
     run = RunDir.open(out, config, overwrite=overwrite)
     vlm = load_model(model, device=device)
-    rows = evaluate_conditions(vlm, bench, conds, seed=seed, batch_size=batch_size, run=run, quiet=quiet)
-    summary = summarize(rows)
+    timings: dict[str, float] = {}
+    t0 = time.time()
+    evaluate_conditions(vlm, bench, conds, seed=seed, batch_size=32, run=run, quiet=quiet)
+    timings["conditions"] = time.time() - t0
+    ref = Reference.from_benchmark(vlm, bench)
+    cfg = OptimizeConfig(steps=plan.steps, batch_size=plan.batch_size, seed=seed)
+    ucfg = OptimizeConfig(steps=plan.universal_steps, batch_size=min(2 * plan.batch_size, plan.universal_train),
+                          seed=seed)
+    parts = [(OptimizeSpec("features"), plan.features_question, cfg),
+             (OptimizeSpec("pixels"), plan.pixels_question, cfg),
+             (OptimizeSpec("features", scope="universal", train=plan.universal_train),
+              plan.universal_train + plan.universal_heldout, ucfg),
+             (OptimizeSpec("pixels", scope="universal", train=plan.universal_train),
+              plan.universal_train + plan.universal_heldout, ucfg)]
+    parts += [(OptimizeSpec("features", encoders=[s.name]), plan.single_encoder, cfg) for s in vlm.encoders]
+    for spec, n, c in parts:
+        t = time.time()
+        run_optimization(vlm, bench.subset(n), spec, c, run, ref, quiet)
+        timings[spec.source] = time.time() - t
+    summary = summarize(run.rows())
     run.write_json("summary.json", summary)
-    return EvalResult(rows, summary)
+    run.write_json("timings.json", {k: round(v, 1) for k, v in timings.items()})
+    return EvalResult(run.rows(), summary)

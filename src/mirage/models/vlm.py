@@ -39,6 +39,13 @@ class Visual:
             raise ValueError(f"unknown stage {self.stage!r} (allowed: {', '.join(STAGES)})")
 
 
+def letter_logits(model: "VLM", logits: Tensor, n_choices: Sequence[int]) -> Tensor:
+    """Pick the answer letters' columns from next-token logits [B, V] -> [B, max(n)], -inf past each question's n."""
+    out = logits[:, model.letter_ids(max(n_choices))]
+    past = torch.arange(out.shape[1], device=out.device)[None] >= torch.tensor(list(n_choices), device=out.device)[:, None]
+    return out.masked_fill(past, float("-inf"))
+
+
 class VLM(nn.Module):
     """A vision-language model seen through mirage's stages; subclasses implement the abstract steps."""
 
@@ -49,12 +56,12 @@ class VLM(nn.Module):
         """The model's real (non-differentiable, uint8 PIL) processor: images -> `processed`."""
         raise NotImplementedError
 
-    def preprocess(self, pixels: Tensor) -> dict[str, Tensor]:
-        """Differentiable twin of `process_images`: [B, 3, H, W] in [0, 1] -> `processed`."""
+    def preprocess(self, pixels: Tensor, names: Sequence[str] | None = None) -> dict[str, Tensor]:
+        """Differentiable twin of `process_images`: [B, 3, H, W] in [0, 1] -> `processed` (for `names` only)."""
         raise NotImplementedError
 
     def encode(self, processed: dict[str, Tensor]) -> dict[str, Tensor]:
-        """Run each encoder: `processed` -> `features`."""
+        """Run the encoders given inputs: `processed` -> `features`."""
         raise NotImplementedError
 
     def connect(self, features: dict[str, Tensor]) -> Tensor:
@@ -77,9 +84,17 @@ class VLM(nn.Module):
         return Visual("processed", self.process_images(images))
 
     # --- answers ---------------------------------------------------------------------------
+    def next_token_logits(self, prompts: Sequence[str], visual: Visual) -> Tensor:
+        """The LM's logits for the token after each prompt (the answer's first token): [B, V], float32."""
+        raise NotImplementedError
+
+    def letter_ids(self, n: int) -> list[int]:
+        """Token ids of the first `n` answer letters (A, B, ...) as the model writes them after the prompt."""
+        raise NotImplementedError
+
     def choice_logits(self, prompts: Sequence[str], visual: Visual, n_choices: Sequence[int]) -> Tensor:
         """Next-token logits of the answer letters after each prompt: [B, max(n_choices)], -inf past a question's n."""
-        raise NotImplementedError
+        return letter_logits(self, self.next_token_logits(prompts, visual), n_choices)
 
     def answer_loss(self, prompts: Sequence[str], visual: Visual, targets: Sequence[str]) -> Tensor:
         """Teacher-forcing cross-entropy of each target answer text, mean over its tokens: [B]."""

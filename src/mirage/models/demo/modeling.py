@@ -66,7 +66,7 @@ class DemoVLM(VLM):
             vocab_size=config.vocab_size, pad_token_id=tokenizer.pad_token_id, bos_token_id=tokenizer.bos_token_id,
             eos_token_id=tokenizer.eos_token_id, **config.lm))
         self.image_token_id = tokenizer.convert_tokens_to_ids(IMAGE_TOKEN)
-        self.letter_ids = tokenizer.convert_tokens_to_ids(list(LETTERS[:10]))
+        self._letter_ids = tokenizer.convert_tokens_to_ids(list(LETTERS[:10]))
         self.num_image_tokens = config.grid**2
 
     def _specs(self) -> list[EncoderSpec]:
@@ -87,9 +87,11 @@ class DemoVLM(VLM):
             out[spec.name] = self._normalize(x, spec).to(self.device)
         return out
 
-    def preprocess(self, pixels: Tensor) -> dict[str, Tensor]:
+    def preprocess(self, pixels: Tensor, names: Sequence[str] | None = None) -> dict[str, Tensor]:
         out = {}
         for spec in self.encoders:
+            if names is not None and spec.name not in names:
+                continue
             x = pixels
             if x.shape[-2:] != (spec.image_size, spec.image_size):
                 # antialiased bicubic matches PIL's resize; the clamp matches its uint8 output range
@@ -105,7 +107,16 @@ class DemoVLM(VLM):
         return (x - mean) / std
 
     def encode(self, processed: dict[str, Tensor]) -> dict[str, Tensor]:
-        return {s.name: self.vision[s.name](processed[s.name].to(self.dtype)) for s in self.encoders}
+        # only the encoders given inputs run: single-encoder experiments and offloaded encoders skip the rest
+        return {name: self.vision[name](x.to(self.dtype)) for name, x in processed.items()}
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.lm.parameters()).device  # encoders may be offloaded to the CPU
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return next(self.lm.parameters()).dtype
 
     def connect(self, features: dict[str, Tensor]) -> Tensor:
         return self.aggregator({n: f.to(self.dtype) for n, f in features.items()})
@@ -125,12 +136,14 @@ class DemoVLM(VLM):
         position_ids = (mask.cumsum(-1) - 1).clamp(min=0)
         return self.lm(inputs_embeds=embeds, attention_mask=mask, position_ids=position_ids).logits
 
-    def choice_logits(self, prompts: Sequence[str], visual: Visual, n_choices: Sequence[int]) -> Tensor:
+    def letter_ids(self, n: int) -> list[int]:
+        if n > len(self._letter_ids):
+            raise ValueError(f"the demo tokenizer has letters A-{LETTERS[len(self._letter_ids) - 1]}; {n} choices asked")
+        return self._letter_ids[:n]
+
+    def next_token_logits(self, prompts: Sequence[str], visual: Visual) -> Tensor:
         input_ids, mask, _ = self.sequences(prompts)
-        last = self.lm_logits(input_ids, mask, self.to_tokens(visual))[:, -1].float()  # left padding: last is last
-        out = last[:, self.letter_ids[: max(n_choices)]]
-        past = torch.arange(out.shape[1], device=out.device)[None] >= torch.tensor(list(n_choices), device=out.device)[:, None]
-        return out.masked_fill(past, float("-inf"))
+        return self.lm_logits(input_ids, mask, self.to_tokens(visual))[:, -1].float()  # left padding: last is last
 
     def answer_loss(self, prompts: Sequence[str], visual: Visual, targets: Sequence[str]) -> Tensor:
         input_ids, mask, labels = self.sequences(prompts, targets)

@@ -1,0 +1,114 @@
+"""One optimization experiment as `mirage optimize` and `mirage study` run it: build the input, run its scope,
+write artifacts, and re-check every saved image from its PNG file through the model's real processor."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+
+import torch
+from PIL import Image
+
+from .benchmarks.question import Benchmark, Question
+from .conditions import Condition, ConditionContext
+from .evaluate import evaluate_conditions
+from .inputs import PARAMS, Reference, build_input, default_lr
+from .models.vlm import VLM
+from .objectives import OBJECTIVES
+from .optimize import OptimizeConfig, optimize_questions, optimize_universal, universal_rows
+from .registry import did_you_mean
+from .runs import RunDir
+
+SCOPES = ("question", "universal")
+
+
+@dataclass
+class OptimizeSpec:
+    """What to optimize: input kind, scope, parameterization, encoder subset, objective and switches."""
+
+    input: str = "features"
+    scope: str = "question"
+    param: str = "sigmoid"
+    encoders: list[str] | None = None
+    detach: list[str] | None = None
+    objective: str = "ce"
+    quantize: bool = False
+    resolution: int | None = None
+    train: int = 500  # universal: the first `train` questions train, the rest are held out
+    options: dict = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        from .inputs import INPUTS
+
+        INPUTS.get(self.input)  # unknown names fail with "did you mean"
+        OBJECTIVES.get(self.objective)
+        if self.scope not in SCOPES:
+            raise ValueError(f"--scope: {did_you_mean('scope', self.scope, list(SCOPES))}")
+        if self.param not in PARAMS:
+            raise ValueError(f"--param: {did_you_mean('pixel parameterization', self.param, list(PARAMS))}")
+
+    @property
+    def source(self) -> str:
+        """Result rows' source name: `<input>-<scope>`, plus the encoder subset for single-encoder runs."""
+        name = f"{self.input}-{self.scope}"
+        return name + (f"-{'+'.join(self.encoders)}" if self.encoders else "")
+
+    def to_config(self) -> dict:
+        return asdict(self)
+
+
+def apply_switches(model: VLM, spec: OptimizeSpec, grad_checkpointing: bool = False, offload: bool = False) -> None:
+    """Memory switches: gradient checkpointing of the LM and encoders; unused encoders moved to the CPU."""
+    if grad_checkpointing:
+        for m in [model.lm, *getattr(model, "vision", {}).values()]:
+            inner = getattr(m, "model", m)
+            if getattr(inner, "supports_gradient_checkpointing", False):
+                kwargs = {"use_reentrant": False}  # inputs that need no grad must still get their gradients
+                if hasattr(inner, "activation_checkpointing_enable"):  # transformers >= 5.2x's name
+                    inner.activation_checkpointing_enable(activation_checkpointing_kwargs=kwargs)
+                else:
+                    inner.gradient_checkpointing_enable(gradient_checkpointing_kwargs=kwargs)
+        model.train()  # transformers checkpoints only in training mode; these models have no dropout
+    if offload:
+        used = (spec.encoders or [s.name for s in model.encoders]) if spec.input == "pixels" else []
+        for s in model.encoders:
+            if s.name not in used:
+                model.vision[s.name].to("cpu")
+
+
+def png_condition(run: RunDir, source: str, universal: bool) -> Condition:
+    """A condition showing each question its saved PNG (or the one universal PNG), read from disk."""
+    def make(q: Question, ctx: ConditionContext) -> Image.Image:
+        path = run.artifacts_dir / (f"{source}.png" if universal else f"{source}/{q.id}.png")
+        with Image.open(path) as im:
+            return im.convert("RGB")
+    return Condition(f"{source}-png", make)
+
+
+def run_optimization(model: VLM, bench: Benchmark, spec: OptimizeSpec, cfg: OptimizeConfig, run: RunDir,
+                     ref: Reference | None = None, quiet: bool = True) -> list[dict]:
+    """Run `spec` on `bench` into `run`; returns all rows it produced (resumes from rows already in `run`)."""
+    ref = ref or Reference.from_benchmark(model, bench)
+    objective = OBJECTIVES.get(spec.objective)
+    opts = dict(param=spec.param, encoders=spec.encoders, detach=spec.detach, quantize=spec.quantize,
+                resolution=spec.resolution, seed=cfg.seed, **spec.options)
+    lr = cfg.lr or default_lr(spec.input, spec.param)
+    source = spec.source
+    if spec.scope == "question":
+        inp = build_input(spec.input, model, cfg.batch_size, ref, **opts)
+        rows = optimize_questions(model, bench, inp, objective, cfg, source, run, lr, quiet)
+        if spec.input == "pixels":
+            rows += evaluate_conditions(model, bench, [png_condition(run, source, False)], run=run, quiet=quiet)
+        return [r for r in run.rows() if r["source"] in (source, f"{source}-png")]
+    if not 0 < spec.train < len(bench):
+        raise ValueError(f"--train {spec.train}: needs 1..{len(bench) - 1} questions of {len(bench)} to hold some out")
+    train, held_out = bench.questions[: spec.train], bench.questions[spec.train :]
+    inp = build_input(spec.input, model, 1, ref, **opts)
+    optimize_universal(model, bench, train, inp, objective, cfg, source, run, lr, quiet)
+    with torch.no_grad():
+        universal_rows(model, bench, held_out, inp, objective, source, run, cfg.batch_size)
+        universal_rows(model, bench, train, inp, objective, f"{source}-train", run, cfg.batch_size)
+    if spec.input == "pixels":
+        evaluate_conditions(model, Benchmark(bench.name, bench.split, list(held_out), bench.prompt_style),
+                            [png_condition(run, source, True)], run=run, quiet=quiet)
+    names = {source, f"{source}-train", f"{source}-png"}
+    return [r for r in run.rows() if r["source"] in names]

@@ -1,0 +1,81 @@
+"""Optimizable inputs, one file each: `features`, `pixels` (raw / sigmoid / fourier), `tokens`."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from PIL import Image
+
+from ..benchmarks.question import Benchmark
+from ..models.vlm import VLM
+from ..registry import Registry, did_you_mean
+from .base import Input
+from .features import FeatureInput
+from .pixels import PARAMS, PixelInput
+from .tokens import TokenInput
+
+INPUTS: Registry = Registry("input")
+DEFAULT_LR = {"features": 0.1, "tokens": 0.01, "pixels-raw": 0.02, "pixels-sigmoid": 0.1, "pixels-fourier": 0.005}
+
+
+@dataclass
+class Reference:
+    """What inputs are initialised from: the scale of real features and tokens, and the blank image's features."""
+
+    feature_scale: dict[str, tuple[float, float]]
+    token_scale: tuple[float, float]
+    token_shape: tuple[int, int]
+    blank_features: dict[str, torch.Tensor]
+
+    @classmethod
+    @torch.no_grad()
+    def from_benchmark(cls, model: VLM, bench: Benchmark, n: int = 16) -> "Reference":
+        """Statistics of the model's features on the first `n` real images of `bench`."""
+        images = [q.image() for q in bench.questions[:n] if q.images]
+        feats = model.encode(model.process_images(images))
+        tokens = model.connect(feats)
+        size = images[0].size if images else (224, 224)
+        blank = model.encode(model.process_images([Image.new("RGB", size, (128, 128, 128))]))
+        return cls({k: (float(v.mean()), float(v.std())) for k, v in feats.items()},
+                   (float(tokens.mean()), float(tokens.std())), tuple(tokens.shape[1:]), blank)
+
+
+def check_encoders(model: VLM, names: list[str] | None, flag: str) -> None:
+    """Refuse encoder names the model does not have, naming the flag."""
+    allowed = [s.name for s in model.encoders]
+    for n in names or []:
+        if n not in allowed:
+            raise ValueError(f"{flag}: {did_you_mean('encoder', n, allowed)}")
+
+
+@INPUTS.register("features")
+def _features(model: VLM, slots: int, ref: Reference, encoders=None, detach=None, seed: int = 0, **_) -> Input:
+    check_encoders(model, encoders, "--encoders")
+    check_encoders(model, detach, "--detach")
+    return FeatureInput(model, slots, ref.feature_scale, ref.blank_features, encoders, detach, seed)
+
+
+@INPUTS.register("pixels")
+def _pixels(model: VLM, slots: int, ref: Reference, param: str = "sigmoid", resolution=None, quantize=False,
+            encoders=None, seed: int = 0, **_) -> Input:
+    check_encoders(model, encoders, "--encoders")
+    return PixelInput(model, slots, resolution, param, quantize, seed, encoders, ref.blank_features)
+
+
+@INPUTS.register("tokens")
+def _tokens(model: VLM, slots: int, ref: Reference, seed: int = 0, **_) -> Input:
+    return TokenInput(model, slots, ref.token_shape, ref.token_scale, seed)
+
+
+def build_input(kind: str, model: VLM, slots: int, ref: Reference, **options) -> Input:
+    """An input of `kind` with `slots` parameter slots, on the model's device."""
+    return INPUTS.get(kind)(model, slots, ref, **options).to(model.device)
+
+
+def default_lr(kind: str, param: str = "sigmoid") -> float:
+    return DEFAULT_LR[f"pixels-{param}" if kind == "pixels" else kind]
+
+
+__all__ = ["INPUTS", "PARAMS", "FeatureInput", "Input", "PixelInput", "Reference", "TokenInput", "build_input",
+           "default_lr"]

@@ -1,0 +1,97 @@
+"""`pixels`: an image optimized through each encoder's differentiable preprocessing and the frozen encoders."""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+
+from ..models.vlm import VLM, Visual
+from .base import Input
+
+PARAMS = ("raw", "sigmoid", "fourier")
+
+
+def quantize_ste(x: Tensor) -> Tensor:
+    """Round to 8-bit levels in the forward pass, identity in the backward pass (straight-through)."""
+    return x + ((x * 255).round() / 255 - x).detach()
+
+
+class PixelInput(Input):
+    """Images [S, 3, R, R] in [0, 1] under a parameterization: `raw` (clamped), `sigmoid`, or `fourier` (Lucid-style
+    spectrum with decorrelated colour). With `quantize`, every forward sees the 8-bit image a PNG will hold."""
+
+    stage = "pixels"
+
+    def __init__(self, model: VLM, slots: int, resolution: int | None = None, param: str = "sigmoid",
+                 quantize: bool = False, seed: int = 0, encoders: list[str] | None = None,
+                 held: dict[str, Tensor] | None = None):
+        super().__init__(model, slots, seed)
+        # single-encoder runs: the image goes through `encoders` only; the others keep `held` (blank) features
+        self.through = list(encoders) if encoders else None
+        if self.through:
+            self._encode = lambda px: model.encode(model.preprocess(px, self.through))  # not a submodule
+            for name, value in (held or {}).items():
+                if name not in self.through:
+                    self.register_buffer(f"held_{name}", value.detach().float().cpu())
+            self._order = [s.name for s in model.encoders]
+        if param not in PARAMS:
+            from ..registry import did_you_mean
+
+            raise ValueError(did_you_mean("pixel parameterization", param, list(PARAMS)))
+        self.param, self.quantize = param, quantize
+        r = resolution or max(s.image_size for s in model.encoders)
+        self.resolution = r
+        if param == "fourier":
+            from .fourier import FourierImage
+
+            self.image = FourierImage(slots, r, r)
+        else:
+            self.pixels = nn.Parameter(torch.zeros(slots, 3, r, r))  # [S, 3, R, R]
+
+    def reset(self, slot: int, key: str) -> None:
+        g = self.generator(key)
+        if self.param == "fourier":
+            self.image.reset_(slot, g)
+            return
+        with torch.no_grad():
+            if self.param == "raw":
+                sample = torch.rand(self.pixels.shape[1:], generator=g) * 0.2 + 0.4  # mid-grey with a little noise
+            else:
+                sample = torch.randn(self.pixels.shape[1:], generator=g) * 0.1  # sigmoid(0) = mid-grey
+            self.pixels[slot] = sample.to(self.pixels.device, self.pixels.dtype)
+
+    def images(self, slots: Tensor) -> Tensor:
+        """[B, 3, R, R] in [0, 1] for these slots."""
+        if self.param == "fourier":
+            x = self.image(slots)
+        elif self.param == "sigmoid":
+            x = torch.sigmoid(self.pixels[slots])
+        else:
+            x = self.pixels[slots].clamp(0, 1)
+        return quantize_ste(x) if self.quantize else x
+
+    def forward(self, slots: Tensor) -> Visual:
+        if not self.through:
+            return Visual("pixels", self.images(slots))
+        feats = self._encode(self.images(slots))
+        for name in self._order:
+            if name not in feats:
+                held = getattr(self, f"held_{name}")
+                feats[name] = held.to(slots.device).expand(len(slots), *held.shape[1:])
+        return Visual("features", feats)
+
+    def project_(self) -> None:
+        if self.param == "raw":
+            with torch.no_grad():
+                self.pixels.clamp_(0, 1)
+
+    def export(self, slot: int) -> dict[str, Tensor]:
+        with torch.no_grad():
+            return {"pixels": self.images(torch.tensor([slot], device=self._device()))[0].cpu().contiguous()}
+
+    def _device(self) -> torch.device:
+        return next(self.parameters()).device
+
+    @property
+    def name(self) -> str:
+        return "pixels"

@@ -1,0 +1,32 @@
+"""`tokens`: the image tokens after the connector, as the LM receives them."""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+
+from ..models.vlm import VLM, Visual
+from .base import Input
+
+
+class TokenInput(Input):
+    """Optimizes the LM's image tokens [S, N, D_lm] directly, initialised at the scale of real tokens."""
+
+    stage = "tokens"
+
+    def __init__(self, model: VLM, slots: int, shape: tuple[int, int], scale: tuple[float, float], seed: int = 0):
+        super().__init__(model, slots, seed)
+        self.scale = scale
+        self.tokens = nn.Parameter(torch.zeros(slots, *shape))  # [S, N, D_lm]
+
+    def reset(self, slot: int, key: str) -> None:
+        mean, std = self.scale
+        with torch.no_grad():
+            sample = torch.randn(self.tokens.shape[1:], generator=self.generator(key)) * std + mean
+            self.tokens[slot] = sample.to(self.tokens.device, self.tokens.dtype)
+
+    def forward(self, slots: Tensor) -> Visual:
+        return Visual("tokens", self.tokens[slots])
+
+    def export(self, slot: int) -> dict[str, Tensor]:
+        return {"tokens": self.tokens[slot].detach().cpu().contiguous()}

@@ -1,0 +1,201 @@
+"""The optimization loop: an Input joined with an objective, per question (batched) or universal (one shared input).
+
+Per question: B questions occupy B parameter slots and are optimized together; a question stops once its margin
+has held for `early_stop` forwards (or after `steps` updates), and its slot is refilled from the queue. Losses are
+summed and Adam runs per slot, so a question's result does not depend on its batch mates.
+Universal: one slot shared by every question, trained on a train set in mini-batches, checkpointed.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Sequence
+
+import numpy as np
+import torch
+from PIL import Image
+from safetensors.torch import save_file
+
+from .benchmarks.question import LETTERS, Benchmark, Question
+from .conditions import seed_for
+from .inputs.base import Input
+from .models.vlm import VLM
+from .objectives import Objective, choice_margin
+from .progress import progress_bar
+from .runs import RunDir
+from .slot_adam import SlotAdam
+
+
+@dataclass
+class OptimizeConfig:
+    """The loop's settings; `lr` None means the input's default."""
+
+    steps: int = 50
+    lr: float | None = None
+    batch_size: int = 16
+    early_stop: int = 3  # stop a question once its margin held this many forwards in a row (0: never)
+    stop_margin: float = 2.0  # logits the correct letter must lead by, so an 8-bit re-check keeps the answer
+    accum: int = 1  # universal: mini-batches per optimizer step
+    checkpoint_every: int = 10  # universal: steps between checkpoints
+    seed: int = 0
+
+
+def result_row(q: Question, logits: torch.Tensor, source: str, **extra) -> dict:
+    """A results row from a question's choice logits [C] (same fields as evaluation rows, plus `extra`)."""
+    probs = logits[: len(q.choices)].float().softmax(-1).tolist()
+    pred = int(np.argmax(probs))
+    return {"question_id": q.id, "source": source, "pred": LETTERS[pred], "answer": q.answer_letter,
+            "correct": pred == q.answer, "probs": [round(p, 4) for p in probs], "type": q.type, **extra}
+
+
+def save_artifact(inp: Input, slot: int, directory: Path, key: str) -> Path:
+    """Write the slot's input: an 8-bit PNG for pixels, safetensors otherwise. Returns the path."""
+    directory.mkdir(parents=True, exist_ok=True)
+    tensors = inp.export(slot)
+    if "pixels" in tensors:
+        arr = (tensors["pixels"].clamp(0, 1) * 255).round().byte().permute(1, 2, 0).numpy()
+        path = directory / f"{key}.png"
+        Image.fromarray(arr).save(path)
+    else:
+        path = directory / f"{key}.safetensors"
+        save_file(tensors, str(path))
+    return path
+
+
+def optimize_questions(model: VLM, bench: Benchmark, inp: Input, objective: Objective, cfg: OptimizeConfig,
+                       source: str, run: RunDir | None = None, lr: float = 0.1, quiet: bool = True) -> list[dict]:
+    """Optimize one input per question of `bench`; rows are appended to `run` as questions finish (resumable)."""
+    done = {qid for qid, src in run.done() if src == source} if run else set()
+    queue = [q for q in bench if q.id not in done]
+    slots = inp.slots
+    opt = SlotAdam(list(inp.parameters()), slots, lr)
+    held = torch.zeros(slots, dtype=torch.long)
+    owner: list[Question | None] = [None] * slots
+    device = model.device
+    rows: list[dict] = []
+    queue.reverse()  # pop() from the end keeps benchmark order
+
+    def refill() -> None:
+        for s in range(slots):
+            if owner[s] is None and queue:
+                q = queue.pop()
+                owner[s] = q
+                inp.reset(s, q.id)
+                opt.reset(s)
+                held[s] = 0
+
+    refill()
+    with progress_bar(f"optimizing {source}", len(queue) + sum(o is not None for o in owner), quiet) as advance:
+        while any(o is not None for o in owner):
+            act = [s for s in range(slots) if owner[s] is not None]
+            qs = [owner[s] for s in act]
+            loss, logits = objective(model, [bench.prompt(q) for q in qs], inp(torch.tensor(act, device=device)), qs)
+            margin = choice_margin(logits.detach(), qs).cpu()
+            ok = margin > cfg.stop_margin
+            held[act] = torch.where(ok, held[act] + 1, torch.zeros_like(held[act]))
+            finished = [(cfg.early_stop and held[s] >= cfg.early_stop) or opt.t[s] >= cfg.steps for s in act]
+            going = torch.zeros(slots, dtype=torch.bool)
+            going[[s for s, f in zip(act, finished) if not f]] = True
+            if going.any():
+                keep = torch.tensor([not f for f in finished], device=loss.device)
+                (loss * keep).sum().backward()  # a sum: each question's gradient is its own
+                opt.step(going)
+                opt.zero_grad()
+                inp.project_()
+            new = []
+            for i, (s, f) in enumerate(zip(act, finished)):
+                if f:
+                    q = owner[s]
+                    extra = {"steps": int(opt.t[s]), "loss": round(float(loss[i].detach()), 4), "margin": round(float(margin[i]), 3)}
+                    if run:
+                        extra["artifact"] = str(save_artifact(inp, s, run.artifacts_dir / source, q.id).relative_to(run.path))
+                    new.append(result_row(q, logits[i].detach().cpu(), source, **extra))
+                    owner[s] = None
+            if new:
+                if run:
+                    run.append(new)
+                rows += new
+                advance(len(new))
+            refill()
+    return rows
+
+
+def train_stream(questions: Sequence[Question], step: int, size: int, seed: int) -> list[Question]:
+    """The questions of universal step `step`: an endless stream of per-epoch shuffles, so any resume agrees."""
+    n = len(questions)
+    out = []
+    for k in range(step * size, (step + 1) * size):
+        epoch, i = divmod(k, n)
+        perm = np.random.default_rng(seed_for("universal-order", seed, epoch) % 2**63).permutation(n)
+        out.append(questions[perm[i]])
+    return out
+
+
+def optimize_universal(model: VLM, bench: Benchmark, train: Sequence[Question], inp: Input, objective: Objective,
+                       cfg: OptimizeConfig, source: str, run: RunDir | None = None, lr: float = 0.1,
+                       quiet: bool = True, stop_after: int | None = None) -> list[dict]:
+    """Train one shared input (slot 0) on `train`; returns the loss history. Checkpoints in `run` and resumes.
+
+    `stop_after` ends the call after that many steps (a test's stand-in for a crash).
+    """
+    opt = torch.optim.Adam([p for p in inp.parameters() if p.requires_grad], lr=lr)
+    ckpt = run.artifacts_dir / f"{source}.ckpt.pt" if run else None
+    start, history = 0, []
+    if ckpt and ckpt.exists():
+        state = torch.load(ckpt, map_location=model.device, weights_only=False)
+        inp.load_state_dict(state["input"])
+        opt.load_state_dict(state["opt"])
+        start, history = state["step"], state["history"]
+    else:
+        inp.reset(0, "universal")
+
+    def save(step: int) -> None:
+        ckpt.parent.mkdir(parents=True, exist_ok=True)
+        tmp = ckpt.with_suffix(".tmp")
+        torch.save({"input": inp.state_dict(), "opt": opt.state_dict(), "step": step, "history": history}, tmp)
+        tmp.replace(ckpt)
+
+    with progress_bar(f"optimizing {source}", cfg.steps - start, quiet) as advance:
+        for step in range(start, cfg.steps):
+            if stop_after is not None and step - start >= stop_after:
+                return history
+            batch = train_stream(train, step, cfg.batch_size * cfg.accum, cfg.seed)
+            total, correct = 0.0, 0
+            for a in range(cfg.accum):
+                qs = batch[a * cfg.batch_size : (a + 1) * cfg.batch_size]
+                slots = torch.zeros(len(qs), dtype=torch.long, device=model.device)
+                loss, logits = objective(model, [bench.prompt(q) for q in qs], inp(slots), qs)
+                (loss.sum() / len(batch)).backward()
+                total += float(loss.detach().sum())
+                correct += int((choice_margin(logits.detach(), qs) > 0).sum())
+            opt.step()
+            opt.zero_grad()
+            inp.project_()
+            history.append({"step": step + 1, "loss": round(total / len(batch), 4), "batch_accuracy": correct / len(batch)})
+            if ckpt and ((step + 1) % cfg.checkpoint_every == 0 or step + 1 == cfg.steps):
+                save(step + 1)
+            advance(1)
+    if run:
+        save_artifact(inp, 0, run.artifacts_dir, source)
+        (run.artifacts_dir / f"{source}.history.json").write_text(json.dumps(history))
+    return history
+
+
+def universal_rows(model: VLM, bench: Benchmark, questions: Sequence[Question], inp: Input, objective: Objective,
+                   source: str, run: RunDir | None, batch_size: int) -> list[dict]:
+    """Evaluate the trained universal input on `questions` (skipping rows `run` holds)."""
+    done = {qid for qid, src in run.done() if src == source} if run else set()
+    todo = [q for q in questions if q.id not in done]
+    rows = []
+    with torch.no_grad():
+        for i in range(0, len(todo), batch_size):
+            qs = todo[i : i + batch_size]
+            slots = torch.zeros(len(qs), dtype=torch.long, device=model.device)
+            _, logits = objective(model, [bench.prompt(q) for q in qs], inp(slots), qs)
+            new = [result_row(q, lg.cpu(), source) for q, lg in zip(qs, logits)]
+            if run:
+                run.append(new)
+            rows += new
+    return rows

@@ -1,0 +1,50 @@
+"""Adam over parameters with a leading slot dimension, each slot with its own step count.
+
+Per-question optimization refills a slot when its question stops early; the new question must start Adam from
+step 0 while the others go on. torch.optim keeps one step count per tensor, hence this small optimizer.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+
+
+class SlotAdam:
+    """Adam (Kingma & Ba) on [S, ...] parameters; `step(active)` updates only the slots where `active` [S] is True."""
+
+    def __init__(self, params: list[nn.Parameter], slots: int, lr: float, betas=(0.9, 0.999), eps: float = 1e-8):
+        self.params = [p for p in params if p.requires_grad]
+        self.lr, self.betas, self.eps = lr, betas, eps
+        self.m = [torch.zeros_like(p) for p in self.params]
+        self.v = [torch.zeros_like(p) for p in self.params]
+        self.t = torch.zeros(slots, dtype=torch.long)
+
+    def reset(self, slot: int) -> None:
+        """Forget the slot's moments and step count (a new question takes it)."""
+        for m, v in zip(self.m, self.v):
+            m[slot] = 0
+            v[slot] = 0
+        self.t[slot] = 0
+
+    @torch.no_grad()
+    def step(self, active: Tensor) -> None:
+        b1, b2 = self.betas
+        self.t += active.long()
+        t = self.t.clamp(min=1).double()
+        bc1, bc2 = (1 - b1**t).float(), (1 - b2**t).float()
+        for p, m, v in zip(self.params, self.m, self.v):
+            if p.grad is None:
+                continue
+            shape = (-1,) + (1,) * (p.dim() - 1)
+            on = active.to(p.device).view(shape)
+            g = p.grad
+            m.copy_(torch.where(on, b1 * m + (1 - b1) * g, m))
+            v.copy_(torch.where(on, b2 * v + (1 - b2) * g * g, v))
+            mhat = m / bc1.to(p.device).view(shape)
+            vhat = v / bc2.to(p.device).view(shape)
+            p.sub_(torch.where(on, self.lr * mhat / (vhat.sqrt() + self.eps), torch.zeros_like(p)))
+
+    def zero_grad(self) -> None:
+        for p in self.params:
+            p.grad = None
