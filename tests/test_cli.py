@@ -66,3 +66,20 @@ def test_unreadable_real_image_names_file_and_question(tmp_path, tiny_model):
         evaluate(tiny_model, bad.subset(1), "real")
     with pytest.raises(ImageLoadError, match=r"question 'q-8'"):
         evaluate(tiny_model, Benchmark("local", "test", bad.questions[1:]), "real")
+
+
+def test_optimize_universal_with_accumulation_resumes(tmp_path, tiny_dir):
+    out = tmp_path / "u"
+    args = ["optimize", "--model", f"demo:{tiny_dir}", "--input", "features", "--scope", "universal", "--train", "4",
+            "--limit", "6", "--steps", "3", "--batch-size", "2", "--accum", "2", "--out", str(out), "-q"]
+    res = run(*args)
+    assert res.exit_code == 0, res.output
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["n"] == {"features-universal": 2, "features-universal-train": 4}
+    assert (out / "artifacts" / "features-universal.safetensors").exists()
+    history = json.loads((out / "artifacts" / "features-universal.history.json").read_text())
+    assert len(history) == 3
+    lines = (out / "results.jsonl").read_text().splitlines()
+    assert run(*args).exit_code == 0 and (out / "results.jsonl").read_text().splitlines() == lines
+    bad = run(*args[:-3], "--dtype", "fp8", "--out", str(tmp_path / "x"))
+    assert bad.exit_code == 2 and "--dtype" in bad.output and "fp32, bf16" in bad.output

@@ -81,6 +81,7 @@ def optimize(
     lr: Optional[float] = typer.Option(None, min=0.0, help="Learning rate (default: the input's)."),
     early_stop: int = typer.Option(3, min=0, help="Stop a question once its margin held this many steps (0: off)."),
     train: int = typer.Option(500, min=1, help="Universal: train on the first N questions, hold out the rest."),
+    accum: int = typer.Option(1, min=1, help="Universal: mini-batches whose gradients are summed per step."),
     limit: Optional[int] = typer.Option(None, min=1, help="First N questions only."),
     quantize: bool = typer.Option(False, help="Pixels: optimize the 8-bit image (straight-through rounding)."),
     resolution: Optional[int] = typer.Option(None, min=8, help="Pixels: image side (default: largest encoder input)."),
@@ -109,14 +110,14 @@ def optimize(
             raise ValueError(f"--dtype: unknown dtype {dtype!r} (allowed: fp32, bf16)")
         spec = OptimizeSpec(input=input, scope=scope, param=param, encoders=_names(encoders), detach=_names(detach),
                             objective=objective, quantize=quantize, resolution=resolution, train=train)
-        cfg = OptimizeConfig(steps=steps, lr=lr, batch_size=batch_size, early_stop=early_stop, seed=seed)
+        cfg = OptimizeConfig(steps=steps, lr=lr, batch_size=batch_size, early_stop=early_stop, seed=seed, accum=accum)
         bench = load_benchmark(benchmark, split=split, limit=limit)
         spec_config = spec.to_config()
         if spec.scope == "question":
             spec_config.pop("train")  # only universal runs split the questions
         config = {"command": "optimize", "model": model, "benchmark": benchmark, "split": split, "limit": limit,
                   "n_questions": len(bench), "spec": spec_config, "steps": steps, "lr": lr,
-                  "early_stop": early_stop, "seed": seed, "dtype": dtype, "batch_size": batch_size,
+                  "early_stop": early_stop, "seed": seed, "dtype": dtype, "batch_size": batch_size, "accum": accum,
                   "grad_checkpointing": grad_checkpointing, "offload_unused_encoders": offload_unused_encoders}
         run = RunDir.open(out, config, overwrite=overwrite)
         vlm = load_model(model, device=device, dtype=dtypes[dtype])
