@@ -34,7 +34,8 @@ def open_image(ref: ImageRef, question_id: str) -> Image.Image:
 
 @dataclass(frozen=True)
 class Question:
-    """One multiple-choice question: `answer` indexes `choices`; `images` are stored refs, decoded on demand."""
+    """One question: multiple choice (`answer` indexes `choices`) or, with kind "open", a free-form answer in
+    `meta["answer"]` (no choices, `answer` = -1). `images` are stored refs, decoded on demand."""
 
     id: str
     text: str
@@ -43,8 +44,15 @@ class Question:
     images: tuple[ImageRef, ...] = field(default=(), repr=False)
     type: str = ""
     meta: dict[str, Any] = field(default_factory=dict, compare=False, hash=False)
+    kind: str = "mc"
 
     def __post_init__(self) -> None:
+        if self.kind == "open":
+            if self.choices or "answer" not in self.meta:
+                raise ValueError(f"question {self.id!r}: an open question has no choices and its answer in meta['answer']")
+            return
+        if self.kind != "mc":
+            raise ValueError(f"question {self.id!r}: kind must be 'mc' or 'open', not {self.kind!r}")
         if not 2 <= len(self.choices) <= len(LETTERS):
             raise ValueError(f"question {self.id!r}: needs 2..{len(LETTERS)} choices, has {len(self.choices)}")
         if not 0 <= self.answer < len(self.choices):
