@@ -15,7 +15,9 @@ from torch import Tensor, nn
 from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
 
 from ...benchmarks.question import LETTERS
-from ..vlm import EncoderSpec, Visual, VLM
+from ..spliced import SplicedVLM
+from ..spliced import build_sequences as spliced_sequences
+from ..vlm import EncoderSpec, Visual
 from .aggregator import SpatialAggregator
 from .config import DemoConfig
 from .encoders import VisionEncoder, align_keys
@@ -26,31 +28,12 @@ WEIGHTS = "model.safetensors"
 
 def build_sequences(tokenizer: PreTrainedTokenizerFast, prompts: Sequence[str], targets: Sequence[str] | None,
                     num_image_tokens: int) -> tuple[Tensor, Tensor, Tensor]:
-    """Chat-formatted, left-padded token ids with `<image>` repeated `num_image_tokens` times; mask; labels.
-
-    With `num_image_tokens == 0` the prompts carry no image at all (text-only training).
-    """
-    image_id = tokenizer.convert_tokens_to_ids(IMAGE_TOKEN)
-    with_image = num_image_tokens > 0
-    ids = tokenizer([chat_prompt(tokenizer, p, with_image) for p in prompts], add_special_tokens=False).input_ids
-    tgt = tokenizer(list(targets), add_special_tokens=False).input_ids if targets is not None else [[]] * len(ids)
-    seqs, labels = [], []
-    for prompt, t in zip(ids, tgt):
-        if with_image:
-            p = prompt.index(image_id)
-            prompt = prompt[:p] + [image_id] * num_image_tokens + prompt[p + 1 :]
-        s = prompt + t
-        seqs.append(s)
-        labels.append([-100] * (len(s) - len(t)) + t)
-    n = max(map(len, seqs))
-    pad = tokenizer.pad_token_id
-    input_ids = torch.tensor([[pad] * (n - len(s)) + s for s in seqs])
-    mask = torch.tensor([[0] * (n - len(s)) + [1] * len(s) for s in seqs])
-    labels_t = torch.tensor([[-100] * (n - len(lab)) + lab for lab in labels])
-    return input_ids, mask, labels_t
+    """Demo chat prompts, tokenized and left-padded (see `spliced.build_sequences`); no image when n is 0."""
+    texts = [chat_prompt(tokenizer, p, num_image_tokens > 0) for p in prompts]
+    return spliced_sequences(tokenizer, texts, targets, tokenizer.convert_tokens_to_ids(IMAGE_TOKEN), num_image_tokens)
 
 
-class DemoVLM(VLM):
+class DemoVLM(SplicedVLM):
     """Four vision encoders -> SVA-style aggregator -> image tokens spliced into a LlamaForCausalLM."""
 
     def __init__(self, config: DemoConfig, tokenizer: PreTrainedTokenizerFast):
@@ -66,7 +49,6 @@ class DemoVLM(VLM):
             vocab_size=config.vocab_size, pad_token_id=tokenizer.pad_token_id, bos_token_id=tokenizer.bos_token_id,
             eos_token_id=tokenizer.eos_token_id, **config.lm))
         self.image_token_id = tokenizer.convert_tokens_to_ids(IMAGE_TOKEN)
-        self._letter_ids = tokenizer.convert_tokens_to_ids(list(LETTERS[:10]))
         self.num_image_tokens = config.grid**2
 
     def _specs(self) -> list[EncoderSpec]:
@@ -122,53 +104,29 @@ class DemoVLM(VLM):
         return self.aggregator({n: f.to(self.dtype) for n, f in features.items()})
 
     # --- language side -----------------------------------------------------------------------
-    def sequences(self, prompts: Sequence[str], targets: Sequence[str] | None = None) -> tuple[Tensor, Tensor, Tensor]:
-        """Left-padded ids with the image placeholder expanded, attention mask, labels (-100 off target)."""
-        out = build_sequences(self.tokenizer, prompts, targets, self.num_image_tokens)
-        return tuple(t.to(self.device) for t in out)
+    def chat_text(self, prompt: str) -> str:
+        return chat_prompt(self.tokenizer, prompt)
 
-    def lm_logits(self, input_ids: Tensor, mask: Tensor, image_tokens: Tensor | None) -> Tensor:
-        """LM logits [B, L, V] with the image tokens [B, N, D] placed at the placeholder positions."""
-        embeds = self.lm.get_input_embeddings()(input_ids)
-        if image_tokens is not None:
-            slots = (input_ids == self.image_token_id).unsqueeze(-1)
-            embeds = embeds.masked_scatter(slots, image_tokens.to(embeds.dtype))
-        position_ids = (mask.cumsum(-1) - 1).clamp(min=0)
-        return self.lm(inputs_embeds=embeds, attention_mask=mask, position_ids=position_ids).logits
+    def embed(self, input_ids: Tensor) -> Tensor:
+        return self.lm.get_input_embeddings()(input_ids)
+
+    def lm_hidden(self, embeds: Tensor, mask: Tensor, position_ids: Tensor) -> Tensor:
+        return self.lm.model(inputs_embeds=embeds, attention_mask=mask, position_ids=position_ids).last_hidden_state
+
+    def lm_head_logits(self, hidden: Tensor) -> Tensor:
+        return self.lm.lm_head(hidden)
 
     def letter_ids(self, n: int) -> list[int]:
-        if n > len(self._letter_ids):
-            raise ValueError(f"the demo tokenizer has letters A-{LETTERS[len(self._letter_ids) - 1]}; {n} choices asked")
-        return self._letter_ids[:n]
+        if n > 10:
+            raise ValueError(f"the demo tokenizer has letters A-J; {n} choices asked")
+        return super().letter_ids(n)
 
-    def next_token_logits(self, prompts: Sequence[str], visual: Visual) -> Tensor:
-        input_ids, mask, _ = self.sequences(prompts)
-        return self.lm_logits(input_ids, mask, self.to_tokens(visual))[:, -1].float()  # left padding: last is last
-
-    def answer_loss(self, prompts: Sequence[str], visual: Visual, targets: Sequence[str]) -> Tensor:
-        input_ids, mask, labels = self.sequences(prompts, targets)
-        logits = self.lm_logits(input_ids, mask, self.to_tokens(visual))[:, :-1].float()
-        labels = labels[:, 1:]
-        nll = F.cross_entropy(logits.transpose(1, 2), labels, ignore_index=-100, reduction="none")  # [B, L-1]
-        return nll.sum(1) / (labels != -100).sum(1).clamp(min=1)
-
-    @torch.no_grad()
-    def generate(self, prompts: Sequence[str], visual: Visual, max_new_tokens: int = 8) -> list[str]:
-        input_ids, mask, _ = self.sequences(prompts)
-        tokens = self.to_tokens(visual)
-        eos = self.tokenizer.eos_token_id
-        out = torch.empty(len(prompts), 0, dtype=torch.long, device=input_ids.device)
-        for _ in range(max_new_tokens):
-            nxt = self.lm_logits(input_ids, mask, tokens)[:, -1].argmax(-1, keepdim=True)  # [B, 1]
-            out = torch.cat([out, nxt], 1)
-            input_ids, mask = torch.cat([input_ids, nxt], 1), torch.cat([mask, torch.ones_like(nxt)], 1)
-            if (out == eos).any(1).all():
-                break
-        texts = []
-        for row in out.tolist():
-            row = row[: row.index(eos)] if eos in row else row
-            texts.append(self.tokenizer.decode(row, skip_special_tokens=True).strip())
-        return texts
+    def lm_logits(self, input_ids: Tensor, mask: Tensor, image_tokens: Tensor | None) -> Tensor:
+        """As the base's; `image_tokens=None` runs text-only sequences (training's first phase)."""
+        if image_tokens is None:
+            position_ids = (mask.cumsum(-1) - 1).clamp(min=0)
+            return self.lm_head_logits(self.lm_hidden(self.embed(input_ids), mask, position_ids))
+        return super().lm_logits(input_ids, mask, image_tokens)
 
     # --- persistence -------------------------------------------------------------------------
     def save_pretrained(self, path: str | Path, dtype: torch.dtype | None = None) -> None:

@@ -1,0 +1,127 @@
+"""`SplicedVLM`: a VLM whose LM reads image tokens spliced into its input embeddings at placeholder positions
+(LLaVA-style). Prompt building, letter scoring, answer loss and greedy generation live here once."""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from ..benchmarks.question import LETTERS
+from .vlm import VLM, Visual
+
+
+class SplicedVLM(VLM):
+    """Subclasses provide `tokenizer`, `image_token_id`, `num_image_tokens`, `chat_text`, `embed`, `lm_hidden`
+    and `lm_head_logits`."""
+
+    tokenizer = None
+    image_token_id: int
+    num_image_tokens: int
+
+    def chat_text(self, prompt: str) -> str:
+        """The model's chat-formatted user turn with one image placeholder, ready for the answer."""
+        raise NotImplementedError
+
+    def embed(self, input_ids: Tensor) -> Tensor:
+        raise NotImplementedError
+
+    def lm_hidden(self, embeds: Tensor, mask: Tensor, position_ids: Tensor) -> Tensor:
+        """The LM's last hidden states [B, L, D] for input embeddings."""
+        raise NotImplementedError
+
+    def lm_head_logits(self, hidden: Tensor) -> Tensor:
+        raise NotImplementedError
+
+    def sequences(self, prompts: Sequence[str], targets: Sequence[str] | None = None) -> tuple[Tensor, Tensor, Tensor]:
+        """Left-padded ids with the image placeholder repeated `num_image_tokens` times; mask; labels (-100 off target)."""
+        out = build_sequences(self.tokenizer, [self.chat_text(p) for p in prompts], targets, self.image_token_id,
+                              self.num_image_tokens)
+        return tuple(t.to(self.device) for t in out)
+
+    def lm_logits(self, input_ids: Tensor, mask: Tensor, image_tokens: Tensor | None) -> Tensor:
+        """LM logits [B, L, V] with the image tokens [B, N, D] placed at the placeholder positions."""
+        embeds = self.embed(input_ids)
+        if image_tokens is not None:
+            slots = (input_ids == self.image_token_id).unsqueeze(-1)
+            embeds = embeds.masked_scatter(slots, image_tokens.to(embeds.dtype))
+        position_ids = (mask.cumsum(-1) - 1).clamp(min=0)  # left padding must not shift positions
+        return self.lm_head_logits(self.lm_hidden(embeds, mask, position_ids))
+
+    def next_token_logits(self, prompts: Sequence[str], visual: Visual) -> Tensor:
+        input_ids, mask, _ = self.sequences(prompts)
+        embeds = self.embed(input_ids)
+        slots = (input_ids == self.image_token_id).unsqueeze(-1)
+        embeds = embeds.masked_scatter(slots, self.to_tokens(visual).to(embeds.dtype))
+        hidden = self.lm_hidden(embeds, mask, (mask.cumsum(-1) - 1).clamp(min=0))
+        return self.lm_head_logits(hidden[:, -1:])[:, 0].float()  # only the answer position's logits
+
+    def letter_ids(self, n: int) -> list[int]:
+        if n > len(LETTERS):
+            raise ValueError(f"{n} choices: at most {len(LETTERS)} letters")
+        if not hasattr(self, "_letters"):
+            self._letters = answer_token_ids(self.tokenizer, self.chat_text("x"), list(LETTERS))
+        return self._letters[:n]
+
+    def answer_loss(self, prompts: Sequence[str], visual: Visual, targets: Sequence[str]) -> Tensor:
+        input_ids, mask, labels = self.sequences(prompts, targets)
+        logits = self.lm_logits(input_ids, mask, self.to_tokens(visual))[:, :-1].float()
+        labels = labels[:, 1:]
+        nll = F.cross_entropy(logits.transpose(1, 2), labels, ignore_index=-100, reduction="none")  # [B, L-1]
+        return nll.sum(1) / (labels != -100).sum(1).clamp(min=1)
+
+    @torch.no_grad()
+    def generate(self, prompts: Sequence[str], visual: Visual, max_new_tokens: int = 8) -> list[str]:
+        input_ids, mask, _ = self.sequences(prompts)
+        tokens = self.to_tokens(visual)
+        eos = self.tokenizer.eos_token_id
+        out = torch.empty(len(prompts), 0, dtype=torch.long, device=input_ids.device)
+        for _ in range(max_new_tokens):  # recomputes the prefix: answers here are a few tokens long
+            nxt = self.lm_logits(input_ids, mask, tokens)[:, -1].argmax(-1, keepdim=True)  # [B, 1]
+            out = torch.cat([out, nxt], 1)
+            input_ids, mask = torch.cat([input_ids, nxt], 1), torch.cat([mask, torch.ones_like(nxt)], 1)
+            if (out == eos).any(1).all():
+                break
+        texts = []
+        for row in out.tolist():
+            row = row[: row.index(eos)] if eos in row else row
+            texts.append(self.tokenizer.decode(row, skip_special_tokens=True).strip())
+        return texts
+
+
+def build_sequences(tokenizer, texts: Sequence[str], targets: Sequence[str] | None, image_token_id: int,
+                    num_image_tokens: int) -> tuple[Tensor, Tensor, Tensor]:
+    """Tokenize chat texts, repeat the image placeholder `num_image_tokens` times (0: texts carry no image),
+    append target tokens, left-pad. Returns ids, attention mask and labels (-100 except on targets)."""
+    ids = tokenizer(list(texts), add_special_tokens=False).input_ids
+    tgt = tokenizer(list(targets), add_special_tokens=False).input_ids if targets is not None else [[]] * len(ids)
+    seqs, labels = [], []
+    for prompt, t in zip(ids, tgt):
+        if num_image_tokens > 0:
+            if prompt.count(image_token_id) != 1:
+                raise ValueError(f"a prompt must hold exactly one image placeholder, found {prompt.count(image_token_id)}")
+            p = prompt.index(image_token_id)
+            prompt = prompt[:p] + [image_token_id] * num_image_tokens + prompt[p + 1 :]
+        seqs.append(prompt + t)
+        labels.append([-100] * len(prompt) + t)
+    n = max(map(len, seqs))
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+    input_ids = torch.tensor([[pad] * (n - len(s)) + s for s in seqs])
+    mask = torch.tensor([[0] * (n - len(s)) + [1] * len(s) for s in seqs])
+    labels_t = torch.tensor([[-100] * (n - len(lab)) + lab for lab in labels])
+    return input_ids, mask, labels_t
+
+
+def answer_token_ids(tokenizer, prompt_text: str, answers: Sequence[str]) -> list[int]:
+    """The token each answer string starts with when written right after `prompt_text` (" A" for Llama-style
+    tokenizers, "A" for word-level ones)."""
+    base = tokenizer(prompt_text, add_special_tokens=False).input_ids
+    out = []
+    for a in answers:
+        full = tokenizer(prompt_text + " " + a, add_special_tokens=False).input_ids
+        if full[: len(base)] != base or len(full) <= len(base):
+            raise ValueError(f"cannot find the token of answer {a!r} after the prompt")
+        out.append(full[len(base)])
+    return out
