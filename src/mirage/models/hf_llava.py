@@ -1,0 +1,97 @@
+"""LLaVA-1.5 (transformers `LlavaForConditionalGeneration`) behind mirage's VLM interface.
+
+Stages: `processed` = the CLIP processor's pixel values; `features` = the vision tower's hidden states at the
+configured layer (CLS dropped under the "default" strategy), e.g. [B, 576, 1024] at 336 px; `tokens` = the
+projector's output. `preprocess` is a differentiable twin of the processor: shortest-edge bicubic resize with
+antialiasing, centre crop, normalisation.
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import torch
+import torch.nn.functional as F
+from PIL import Image
+from torch import Tensor
+
+from .spliced import SplicedVLM
+from .vlm import EncoderSpec
+
+ENCODER = "vision"
+
+
+class HFLlava(SplicedVLM):
+    """A transformers LLaVA model and its processor."""
+
+    def __init__(self, model, processor):
+        super().__init__()
+        self.model, self.processor, self.tokenizer = model, processor, processor.tokenizer
+        self.tokenizer.padding_side = "left"
+        self.inner = model.model  # LlavaModel: vision_tower, multi_modal_projector, language_model
+        cfg = model.config
+        self.image_token_id = getattr(cfg, "image_token_id", None) or cfg.image_token_index
+        self.layer = cfg.vision_feature_layer
+        self.strategy = cfg.vision_feature_select_strategy
+        ip = processor.image_processor
+        self.crop = (ip.crop_size["height"], ip.crop_size["width"]) if ip.do_center_crop else None
+        vc = cfg.vision_config
+        side = vc.image_size // vc.patch_size
+        n = side * side + (0 if self.strategy == "default" else 1)
+        dim = vc.hidden_size * (len(self.layer) if isinstance(self.layer, (list, tuple)) else 1)
+        self.encoders = [EncoderSpec(ENCODER, vc.image_size, tuple(ip.image_mean), tuple(ip.image_std), n, dim)]
+        self.num_image_tokens = n
+
+    @property
+    def device(self) -> torch.device:
+        return self.inner.get_input_embeddings().weight.device
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return self.inner.get_input_embeddings().weight.dtype
+
+    # --- visual path ---------------------------------------------------------------------------
+    def process_images(self, images: Sequence[Image.Image]) -> dict[str, Tensor]:
+        pv = self.processor.image_processor(images=[im.convert("RGB") for im in images], return_tensors="pt")
+        return {ENCODER: pv["pixel_values"].to(self.device)}
+
+    def preprocess(self, pixels: Tensor, names: Sequence[str] | None = None) -> dict[str, Tensor]:
+        ip = self.processor.image_processor
+        h, w = pixels.shape[-2:]
+        short = ip.size["shortest_edge"]
+        # as transformers' get_resize_output_image_size(default_to_square=False): short side -> `short`
+        nh, nw = (short, int(short * w / h)) if h <= w else (int(short * h / w), short)
+        x = F.interpolate(pixels, size=(nh, nw), mode="bicubic", antialias=True, align_corners=False).clamp(0, 1)
+        if self.crop:
+            ch, cw = self.crop
+            top, left = (nh - ch) // 2, (nw - cw) // 2
+            x = x[..., top : top + ch, left : left + cw]
+        mean = torch.tensor(ip.image_mean, device=x.device, dtype=x.dtype).view(1, 3, 1, 1)
+        std = torch.tensor(ip.image_std, device=x.device, dtype=x.dtype).view(1, 3, 1, 1)
+        return {ENCODER: (x - mean) / std}
+
+    def encode(self, processed: dict[str, Tensor]) -> dict[str, Tensor]:
+        out = self.inner.vision_tower(processed[ENCODER].to(self.dtype), output_hidden_states=True)
+        layers = self.layer if isinstance(self.layer, (list, tuple)) else [self.layer]
+        hs = [out.hidden_states[i] for i in layers]
+        if self.strategy == "default":
+            hs = [h[:, 1:] for h in hs]
+        return {ENCODER: torch.cat(hs, dim=-1)}
+
+    def connect(self, features: dict[str, Tensor]) -> Tensor:
+        return self.inner.multi_modal_projector(features[ENCODER].to(self.dtype))
+
+    # --- language side -------------------------------------------------------------------------
+    def chat_text(self, prompt: str) -> str:
+        conversation = [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": prompt}]}]
+        return self.processor.apply_chat_template(conversation, add_generation_prompt=True)
+
+    def embed(self, input_ids: Tensor) -> Tensor:
+        return self.inner.get_input_embeddings()(input_ids)
+
+    def lm_hidden(self, embeds: Tensor, mask: Tensor, position_ids: Tensor) -> Tensor:
+        return self.inner.language_model(inputs_embeds=embeds, attention_mask=mask, position_ids=position_ids,
+                                         use_cache=False).last_hidden_state
+
+    def lm_head_logits(self, hidden: Tensor) -> Tensor:
+        return self.model.lm_head(hidden)
