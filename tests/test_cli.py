@@ -83,3 +83,21 @@ def test_optimize_universal_with_accumulation_resumes(tmp_path, tiny_dir):
     assert run(*args).exit_code == 0 and (out / "results.jsonl").read_text().splitlines() == lines
     bad = run(*args[:-3], "--dtype", "fp8", "--out", str(tmp_path / "x"))
     assert bad.exit_code == 2 and "--dtype" in bad.output and "fp32, bf16" in bad.output
+
+
+def test_real_benchmarks_from_local_copies(tmp_path, tiny_dir):
+    fixtures = "/work/shared/fixtures"
+    res = run("eval", "--model", f"demo:{tiny_dir}", "--benchmark", "mmmu", "--data-dir", f"{fixtures}/mmmu",
+              "--subjects", "Music,Biology", "--conditions", "real,blank", "--scoring", "generate",
+              "--out", str(tmp_path / "m"), "-q")
+    assert res.exit_code == 0, res.output
+    cfg = json.loads((tmp_path / "m" / "config.json").read_text())
+    assert cfg["split"] == "validation" and cfg["environment"]["attn_implementation"] == "sdpa"
+    rows = [json.loads(x) for x in (tmp_path / "m" / "results.jsonl").read_text().splitlines()]
+    assert {r["type"] for r in rows} == {"Music", "Biology"} and all("response" in r for r in rows)
+    res = run("optimize", "--model", f"demo:{tiny_dir}", "--benchmark", "scienceqa", "--data-dir",
+              f"{fixtures}/scienceqa", "--input", "pixels", "--steps", "2", "--limit", "3", "--out", str(tmp_path / "s"), "-q")
+    assert res.exit_code == 0, res.output
+    assert "pixels-question-png" in json.loads((tmp_path / "s" / "summary.json").read_text())["n"]
+    bad = run("eval", "--benchmark", "shapes", "--subjects", "Music", "--out", str(tmp_path / "x"))
+    assert bad.exit_code == 2 and "--subjects applies to mmmu" in bad.output

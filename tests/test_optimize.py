@@ -142,7 +142,7 @@ def test_universal_resume_equals_uninterrupted(tiny_model, small_bench, ref, tmp
     resumed = build_input("pixels", tiny_model, 1, ref, param="raw")
     h_res = optimize_universal(tiny_model, bench, bench.questions[:8], resumed, ce, cfg, "u", run, lr=0.05)
     assert h_res == h_full
-    torch.testing.assert_close(resumed.pixels, full.pixels)
+    torch.testing.assert_close(resumed.pixels, full.pixels, atol=1e-4, rtol=0)  # CPU reductions: not bit-exact
     # float-equal inputs may still round one 8-bit level apart where a value sits on a .5 boundary
     diff = np.abs(np.asarray(Image.open(run.artifacts_dir / "u.png")).astype(int)
                   - np.asarray(Image.open(full_run.artifacts_dir / "u.png")).astype(int))

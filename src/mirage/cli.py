@@ -28,15 +28,41 @@ def _fail(err: Exception) -> None:
     raise typer.Exit(2)
 
 
+def _names(csv: Optional[str]) -> Optional[list[str]]:
+    return [x.strip() for x in csv.split(",") if x.strip()] if csv else None
+
+
+def _benchmark_options(name: str, data_dir: Optional[Path], subjects: Optional[str], all_questions: bool) -> dict:
+    """The loader options a benchmark takes; a flag given to a benchmark that has no use for it is refused."""
+    opts = {}
+    if data_dir is not None:
+        if name not in ("mmmu", "scienceqa"):
+            raise ValueError(f"--data-dir applies to mmmu and scienceqa, not {name!r}")
+        opts["data_dir"] = str(data_dir)
+    if subjects:
+        if name != "mmmu":
+            raise ValueError(f"--subjects applies to mmmu, not {name!r}")
+        opts["subjects"] = _names(subjects)
+    if all_questions:
+        if name != "scienceqa":
+            raise ValueError(f"--all-questions applies to scienceqa, not {name!r}")
+        opts["all_questions"] = True
+    return opts
+
+
 @app.command("eval")
 def eval_cmd(
     model: str = typer.Option("demo", help="Model spec: demo, or demo:DIR."),
     benchmark: str = typer.Option("shapes", help="Benchmark name."),
-    split: str = typer.Option("test", help="Benchmark split."),
+    split: Optional[str] = typer.Option(None, help="Benchmark split (default: the benchmark's own; mmmu: validation)."),
     conditions: str = typer.Option("real,blank,noise,wrong,blur,shuffle", help="Comma-separated conditions."),
     limit: Optional[int] = typer.Option(None, min=1, help="Evaluate the first N questions only."),
     seed: int = typer.Option(0, help="Seed of the conditions (noise, wrong, shuffle)."),
     batch_size: int = typer.Option(32, min=1, help="Questions per forward pass."),
+    scoring: str = typer.Option("letter", help="letter (option-letter probabilities) or generate (parsed answer)."),
+    data_dir: Optional[Path] = typer.Option(None, help="mmmu/scienceqa: a local copy in the hub's layout."),
+    subjects: Optional[str] = typer.Option(None, help="mmmu: comma-separated subjects."),
+    all_questions: bool = typer.Option(False, help="scienceqa: include questions without an image."),
     out: Path = typer.Option(..., help="Run directory (resumed if it exists with the same config)."),
     overwrite: bool = typer.Option(False, help="Discard an existing run in OUT."),
     device: Optional[str] = typer.Option(None, help="cpu, cuda, cuda:1 ... (default: cuda if available)."),
@@ -50,27 +76,34 @@ def eval_cmd(
 
     try:
         conds = parse_conditions(conditions)
-        bench = load_benchmark(benchmark, split=split, limit=limit)
-        run = RunDir.open(out, eval_config(model, bench, conds, seed, limit, batch_size), overwrite=overwrite)
+        if scoring not in ("letter", "generate"):
+            raise ValueError(f"--scoring: unknown scoring {scoring!r} (allowed: letter, generate)")
+        bench = load_benchmark(benchmark, split=split, limit=limit,
+                               **_benchmark_options(benchmark, data_dir, subjects, all_questions))
+        config = eval_config(model, bench, conds, seed, limit, batch_size, scoring) | {
+            "data_dir": str(data_dir) if data_dir else None, "subjects": _names(subjects), "all_questions": all_questions}
+        run = RunDir.open(out, config, overwrite=overwrite)
         vlm = load_model(model, device=device)
-        rows = evaluate_conditions(vlm, bench, conds, seed=seed, batch_size=batch_size, run=run, quiet=quiet)
+        rows = evaluate_conditions(vlm, bench, conds, seed=seed, batch_size=batch_size, run=run, quiet=quiet,
+                                   scoring=scoring)
     except EXPECTED as e:
         _fail(e)
     summary = summarize(rows)
     run.write_json("summary.json", summary)
-    console.print(summary_table(summary, title=f"{model} on {benchmark}/{split}"))
+    console.print(summary_table(summary, title=f"{model} on {benchmark}/{bench.split}"))
     console.print(f"run directory: {out}")
 
 
-def _names(csv: Optional[str]) -> Optional[list[str]]:
-    return [x.strip() for x in csv.split(",") if x.strip()] if csv else None
 
 
 @app.command()
 def optimize(
     model: str = typer.Option("demo", help="Model spec."),
     benchmark: str = typer.Option("shapes"),
-    split: str = typer.Option("test"),
+    split: Optional[str] = typer.Option(None, help="Benchmark split (default: the benchmark's own)."),
+    data_dir: Optional[Path] = typer.Option(None, help="mmmu/scienceqa: a local copy in the hub's layout."),
+    subjects: Optional[str] = typer.Option(None, help="mmmu: comma-separated subjects."),
+    all_questions: bool = typer.Option(False, help="scienceqa: include questions without an image."),
     input: str = typer.Option("features", "--input", help="features, pixels or tokens."),
     param: str = typer.Option("sigmoid", help="Pixel parameterization: raw, sigmoid or fourier."),
     scope: str = typer.Option("question", help="question (one input each) or universal (one for all)."),
@@ -111,14 +144,17 @@ def optimize(
         spec = OptimizeSpec(input=input, scope=scope, param=param, encoders=_names(encoders), detach=_names(detach),
                             objective=objective, quantize=quantize, resolution=resolution, train=train)
         cfg = OptimizeConfig(steps=steps, lr=lr, batch_size=batch_size, early_stop=early_stop, seed=seed, accum=accum)
-        bench = load_benchmark(benchmark, split=split, limit=limit)
+        bench = load_benchmark(benchmark, split=split, limit=limit,
+                               **_benchmark_options(benchmark, data_dir, subjects, all_questions))
         spec_config = spec.to_config()
         if spec.scope == "question":
             spec_config.pop("train")  # only universal runs split the questions
-        config = {"command": "optimize", "model": model, "benchmark": benchmark, "split": split, "limit": limit,
+        config = {"command": "optimize", "model": model, "benchmark": benchmark, "split": bench.split, "limit": limit,
                   "n_questions": len(bench), "spec": spec_config, "steps": steps, "lr": lr,
                   "early_stop": early_stop, "seed": seed, "dtype": dtype, "batch_size": batch_size, "accum": accum,
-                  "grad_checkpointing": grad_checkpointing, "offload_unused_encoders": offload_unused_encoders}
+                  "grad_checkpointing": grad_checkpointing, "offload_unused_encoders": offload_unused_encoders,
+                  "data_dir": str(data_dir) if data_dir else None, "subjects": _names(subjects),
+                  "all_questions": all_questions}
         run = RunDir.open(out, config, overwrite=overwrite)
         vlm = load_model(model, device=device, dtype=dtypes[dtype])
         apply_switches(vlm, spec, grad_checkpointing, offload_unused_encoders)
@@ -127,7 +163,7 @@ def optimize(
         _fail(e)
     summary = summarize(run.rows())
     run.write_json("summary.json", summary)
-    console.print(summary_table(summary, title=f"{spec.source}: {model} on {benchmark}/{split}"))
+    console.print(summary_table(summary, title=f"{spec.source}: {model} on {benchmark}/{bench.split}"))
     console.print(f"run directory: {out}")
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import random
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
@@ -9,7 +10,7 @@ from typing import Sequence
 import torch
 
 from .benchmarks.question import LETTERS, Benchmark, Question
-from .conditions import Condition, ConditionContext, parse_conditions
+from .conditions import Condition, ConditionContext, parse_conditions, seed_for
 from .models.vlm import VLM, Visual
 from .progress import progress_bar
 from .runs import RunDir
@@ -24,22 +25,61 @@ class EvalResult:
     summary: dict
 
 
-def score(model: VLM, benchmark: Benchmark, questions: Sequence[Question], visual: Visual, source: str) -> list[dict]:
-    """Rows for one batch: the model's letter choice and choice probabilities, given `visual`."""
-    logits = model.choice_logits([benchmark.prompt(q) for q in questions], visual, [len(q.choices) for q in questions])
-    probs = logits.float().softmax(-1).cpu()
-    rows = []
-    for q, p in zip(questions, probs):
-        pred = int(p[: len(q.choices)].argmax())
-        rows.append({"question_id": q.id, "source": source, "pred": LETTERS[pred], "answer": q.answer_letter,
-                     "correct": pred == q.answer, "probs": [round(float(x), 4) for x in p[: len(q.choices)]],
-                     "type": q.type})
-    return rows
+SCORINGS = ("letter", "generate")
+
+
+def score(model: VLM, benchmark: Benchmark, questions: Sequence[Question], visual: Visual, source: str,
+          scoring: str = "letter", seed: int = 0, max_new_tokens: int = 32) -> list[dict]:
+    """Rows for one batch given `visual`. `letter`: probabilities of the option letters at the answer position;
+    `generate`: greedy generation read by MMMU's official parser. Open questions are always generated and judged
+    by the official `eval_open`."""
+    by_letter = [i for i, q in enumerate(questions) if scoring == "letter" and q.kind == "mc"]
+    rows: dict[int, dict] = {}
+    if by_letter:
+        qs = [questions[i] for i in by_letter]
+        logits = model.choice_logits([benchmark.prompt(q) for q in qs], visual.select(by_letter), [len(q.choices) for q in qs])
+        for i, q, p in zip(by_letter, qs, logits.float().softmax(-1).cpu()):
+            pred = int(p[: len(q.choices)].argmax())
+            rows[i] = {"question_id": q.id, "source": source, "pred": LETTERS[pred], "answer": q.answer_letter,
+                       "correct": pred == q.answer, "probs": [round(float(x), 4) for x in p[: len(q.choices)]],
+                       "type": q.type}
+    generated = [i for i in range(len(questions)) if i not in rows]
+    if generated:
+        from .benchmarks.mmmu import eval_open, parse_multi_choice_response, parse_open_response
+
+        qs = [questions[i] for i in generated]
+        responses = model.generate([benchmark.prompt(q) for q in qs], visual.select(generated), max_new_tokens)
+        for i, q, text in zip(generated, qs, responses):
+            if q.kind == "open":
+                pred, answer, correct = text, q.meta["answer"], eval_open(q.meta["answer"], parse_open_response(text))
+            else:
+                # the parser's random fallback is seeded per question, so a resumed run parses alike
+                rng = random.Random(seed_for("parse", seed, q.id))
+                index2ans = dict(zip(q.letters, q.choices))
+                pred = parse_multi_choice_response(text, list(q.letters), index2ans, rng)
+                answer, correct = q.answer_letter, pred == q.answer_letter
+            rows[i] = {"question_id": q.id, "source": source, "pred": pred, "answer": answer, "correct": bool(correct),
+                       "response": text, "type": q.type}
+    return [rows[i] for i in range(len(questions))]
+
+
+def environment(model: VLM) -> dict:
+    """What a run should record about how the model ran."""
+    import transformers
+
+    return {"device": str(model.device), "dtype": str(model.dtype).replace("torch.", ""),
+            "attn_implementation": getattr(model, "attn_implementation", "sdpa"), "torch": torch.__version__,
+            "transformers": transformers.__version__}
 
 
 def evaluate_conditions(model: VLM, benchmark: Benchmark, conditions: Sequence[Condition], *, seed: int = 0,
-                        batch_size: int = 32, run: RunDir | None = None, quiet: bool = False) -> list[dict]:
+                        batch_size: int = 32, run: RunDir | None = None, quiet: bool = False,
+                        scoring: str = "letter") -> list[dict]:
     """Rows for every (question, condition), skipping those `run` already holds and appending new ones to it."""
+    if scoring not in SCORINGS:
+        raise ValueError(f"--scoring: unknown scoring {scoring!r} (allowed: {', '.join(SCORINGS)})")
+    if run:
+        run.annotate(**environment(model))
     done = run.done() if run else set()
     todo = [(c, q) for c in conditions for q in benchmark if (q.id, c.name) not in done]
     ctx = ConditionContext(benchmark, seed)
@@ -50,7 +90,7 @@ def evaluate_conditions(model: VLM, benchmark: Benchmark, conditions: Sequence[C
             for i in range(0, len(qs), batch_size):
                 batch = qs[i : i + batch_size]
                 visual = model.visual_from_images([c.image(q, ctx) for q in batch])
-                rows = score(model, benchmark, batch, visual, c.name)
+                rows = score(model, benchmark, batch, visual, c.name, scoring, seed)
                 if run:
                     run.append(rows)
                 new += rows
@@ -62,11 +102,11 @@ def evaluate_conditions(model: VLM, benchmark: Benchmark, conditions: Sequence[C
 
 
 def eval_config(model_name: str, benchmark: Benchmark, conditions: Sequence[Condition], seed: int,
-                limit: int | None, batch_size: int) -> dict:
+                limit: int | None, batch_size: int, scoring: str = "letter") -> dict:
     """What identifies an evaluation run (batch size may change on resume)."""
     return {"command": "eval", "model": model_name, "benchmark": benchmark.name, "split": benchmark.split,
             "limit": limit, "n_questions": len(benchmark), "conditions": [c.name for c in conditions], "seed": seed,
-            "batch_size": batch_size}
+            "batch_size": batch_size, "scoring": scoring}
 
 
 def evaluate(model: VLM, benchmark: Benchmark, conditions: str | Sequence[str] = "real", *, seed: int = 0,

@@ -67,7 +67,8 @@ def _parse_line(line: bytes) -> dict | None:
 class RunDir:
     """One run's directory; use `RunDir.open` to create or resume it."""
 
-    NEUTRAL_KEYS = frozenset({"batch_size", "quiet", "device"})
+    # may change between resumes; `environment` holds what is learned after loading (attention kernel, dtype)
+    NEUTRAL_KEYS = frozenset({"batch_size", "quiet", "device", "environment"})
 
     def __init__(self, path) -> None:
         self.path = Path(path)
@@ -108,6 +109,12 @@ class RunDir:
         run._clear()
         _atomic_write(config_path, json.dumps(run.config, indent=2, sort_keys=True) + "\n")
         return run
+
+    def annotate(self, **facts) -> None:
+        """Record facts known only once the model is loaded in config.json's `environment` (not part of the
+        identity compared on resume)."""
+        self.config.setdefault("environment", {}).update(json.loads(json.dumps(facts)))
+        _atomic_write(self.path / CONFIG, json.dumps(self.config, indent=2, sort_keys=True) + "\n")
 
     def _clear(self) -> None:
         # Only our own outputs: the directory may hold files the user put there.

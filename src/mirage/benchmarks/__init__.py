@@ -15,9 +15,29 @@ def _shapes(split: str = "test", seed: int = 0) -> Benchmark:
     return load_shapes(split, seed=seed)
 
 
-def load_benchmark(name: str, split: str = "test", limit: int | None = None, **kwargs) -> Benchmark:
-    """Load benchmark `name` (see `BENCHMARKS.names()`) at `split`, keeping the first `limit` questions."""
-    bench = BENCHMARKS.get(name)(split=split, **kwargs)
+@BENCHMARKS.register("scienceqa")
+def _scienceqa(split: str = "test", data_dir: str | None = None, all_questions: bool = False) -> Benchmark:
+    from .scienceqa import load_scienceqa
+
+    return load_scienceqa(split, data_dir=data_dir, all_questions=all_questions)
+
+
+@BENCHMARKS.register("mmmu")
+def _mmmu(split: str = "validation", data_dir: str | None = None, subjects=None, seed: int = 0) -> Benchmark:
+    from .mmmu import load_mmmu
+
+    return load_mmmu(split, data_dir=data_dir, subjects=subjects, seed=seed)
+
+
+def load_benchmark(name: str, split: str | None = None, limit: int | None = None, **kwargs) -> Benchmark:
+    """Load benchmark `name` (see `BENCHMARKS.names()`, or `file:PATH` for a local JSONL file, whose `split` is
+    ignored) at `split`, keeping the first `limit` questions."""
+    if name.startswith("file:"):
+        from .local import load_jsonl
+
+        return load_jsonl(name[len("file:"):], **kwargs).subset(limit)
+    loader = BENCHMARKS.get(name)
+    bench = loader(**kwargs) if split is None else loader(split=split, **kwargs)  # None: the benchmark's default
     return bench.subset(limit)
 
 

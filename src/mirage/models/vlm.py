@@ -38,6 +38,12 @@ class Visual:
         if self.stage not in STAGES:
             raise ValueError(f"unknown stage {self.stage!r} (allowed: {', '.join(STAGES)})")
 
+    def select(self, rows: Sequence[int]) -> "Visual":
+        """The same stage for a subset of the batch's rows."""
+        if isinstance(self.value, dict):
+            return Visual(self.stage, {k: v[list(rows)] for k, v in self.value.items()})
+        return Visual(self.stage, self.value[list(rows)])
+
 
 def letter_logits(model: "VLM", logits: Tensor, n_choices: Sequence[int]) -> Tensor:
     """Pick the answer letters' columns from next-token logits [B, V] -> [B, max(n)], -inf past each question's n."""
