@@ -1,6 +1,5 @@
 import pytest
 import torch
-from PIL import Image
 
 from mirage.models import Visual, load_model
 from mirage.models.demo.modeling import DemoVLM

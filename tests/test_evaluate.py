@@ -7,7 +7,6 @@ import time
 
 import pytest
 
-from mirage.benchmarks.question import Benchmark
 from mirage.conditions import parse_conditions
 from mirage.evaluate import evaluate, evaluate_conditions
 from mirage.runs import RunConfigMismatch, RunDir

@@ -1,11 +1,8 @@
 """A tiny random LLaVA-1.5, built from configs and saved locally, through `hf:DIR` (no downloads)."""
 
-import io
-
 import pyarrow.parquet as pq
 import pytest
 import torch
-from PIL import Image
 from tokenizers import Tokenizer
 from tokenizers.models import WordLevel
 from tokenizers.pre_tokenizers import Whitespace

@@ -190,3 +190,11 @@ def test_bad_optimize_flags_name_the_problem():
         OptimizeSpec("pixels", param="fourrier")
     with pytest.raises(KeyError, match="did you mean 'margin'"):
         OptimizeSpec(objective="margn")
+
+
+def test_all_encoders_detached_still_finishes(tiny_model, small_bench, ref):
+    names = [s.name for s in tiny_model.encoders]
+    inp = build_input("features", tiny_model, 2, ref, detach=names)
+    rows = optimize_questions(tiny_model, small_bench.subset(3), inp, OBJECTIVES.get("ce"),
+                              OptimizeConfig(steps=2, early_stop=0), "f", None)
+    assert len(rows) == 3 and {r["steps"] for r in rows} == {2}

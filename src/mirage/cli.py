@@ -158,7 +158,7 @@ def optimize(
         run = RunDir.open(out, config, overwrite=overwrite)
         vlm = load_model(model, device=device, dtype=dtypes[dtype])
         apply_switches(vlm, spec, grad_checkpointing, offload_unused_encoders)
-        rows = run_optimization(vlm, bench, spec, cfg, run, quiet=quiet)
+        run_optimization(vlm, bench, spec, cfg, run, quiet=quiet)
     except EXPECTED as e:
         _fail(e)
     summary = summarize(run.rows())

@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Sequence
 
 import numpy as np
 import torch
@@ -99,8 +99,9 @@ def optimize_questions(model: VLM, bench: Benchmark, inp: Input, objective: Obje
             going = torch.zeros(slots, dtype=torch.bool)
             going[[s for s, f in zip(act, finished) if not f]] = True
             if going.any():
-                keep = torch.tensor([not f for f in finished], device=loss.device)
-                (loss * keep).sum().backward()  # a sum: each question's gradient is its own
+                if loss.requires_grad:  # False when every tensor is detached: steps still count
+                    keep = torch.tensor([not f for f in finished], device=loss.device)
+                    (loss * keep).sum().backward()  # a sum: each question's gradient is its own
                 opt.step(going)
                 opt.zero_grad()
                 inp.project_()

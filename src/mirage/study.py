@@ -9,7 +9,6 @@ one encoder at a time (100 each). `limit` caps every part (universal: half train
 
 from __future__ import annotations
 
-import json
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path

@@ -14,10 +14,9 @@ from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
 from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
 
-from ...benchmarks.question import LETTERS
 from ..spliced import SplicedVLM
 from ..spliced import build_sequences as spliced_sequences
-from ..vlm import EncoderSpec, Visual
+from ..vlm import EncoderSpec
 from .aggregator import SpatialAggregator
 from .config import DemoConfig
 from .encoders import VisionEncoder, align_keys
