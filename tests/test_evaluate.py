@@ -86,3 +86,16 @@ def test_progress_visits_each_pending_pair_once(tiny_model, small_bench, tmp_pat
     rows = evaluate_conditions(tiny_model, small_bench, conds, run=run, quiet=True)
     assert len(rows) == 48 and len({(r["question_id"], r["source"]) for r in rows}) == 48
     assert rows[0]["pred"] == "A" and rows[0]["probs"] == [1.0, 0, 0, 0]  # the kept row, not recomputed
+
+
+def test_text_only_questions_skip_conditions_that_need_their_image(tiny_model, small_bench):
+    from mirage.benchmarks.question import Benchmark, Question
+    from mirage.evaluate import skipped
+    text_only = Question("t-1", "what is one plus one ?", ("one", "two"), 1)
+    bench = Benchmark("mixed", "test", [*small_bench.questions[:3], text_only], small_bench.prompt_style)
+    conds = parse_conditions("real,blank,shuffle")
+    rows = evaluate_conditions(tiny_model, bench, conds, quiet=True)
+    got = {(r["question_id"], r["source"]) for r in rows}
+    assert ("t-1", "blank") in got and ("t-1", "real") not in got and ("t-1", "shuffle") not in got
+    assert len(rows) == 3 * 3 + 1
+    assert skipped(bench, conds) == {"real": 1, "shuffle": 1}

@@ -88,7 +88,12 @@ def eval_cmd(
                                    scoring=scoring)
     except EXPECTED as e:
         _fail(e)
+    from .evaluate import skipped
+
     summary = summarize(rows)
+    if skipped(bench, conds):
+        summary["skipped_no_image"] = skipped(bench, conds)
+        console.print(f"skipped, questions without an image: {summary['skipped_no_image']}")
     run.write_json("summary.json", summary)
     console.print(summary_table(summary, title=f"{model} on {benchmark}/{bench.split}"))
     console.print(f"run directory: {out}")

@@ -21,6 +21,7 @@ from mirage.registry import Registry
 CONDITIONS: Registry[Callable[[Question, "ConditionContext"], Image.Image]] = Registry("condition")
 
 FILE_PREFIX = "file:"
+NEEDS_OWN_IMAGE = frozenset({"real", "blur", "shuffle"})  # the rest can show something for an imageless question
 DEFAULT_SIZE = (224, 224)  # for questions without an image
 BLUR_SIGMA = 50.0  # the "radius 50" of the research notes
 SHUFFLE_GRID = 8
@@ -40,6 +41,7 @@ class Condition:
 
     name: str
     make: Callable[[Question, ConditionContext], Image.Image]
+    needs_image: bool = False  # skipped for questions that have no image of their own
 
     def image(self, question: Question, ctx: ConditionContext) -> Image.Image:
         """The image this condition shows for `question`."""
@@ -176,7 +178,7 @@ def get_condition(spec: str) -> Condition:
     """The condition named `spec`: a registered name such as "blur", or "file:PATH" (PATH relative to the cwd)."""
     if spec.startswith(FILE_PREFIX):
         return _file_condition(spec)
-    return Condition(spec, CONDITIONS.get(spec))
+    return Condition(spec, CONDITIONS.get(spec), needs_image=spec in NEEDS_OWN_IMAGE)
 
 
 def parse_conditions(csv: str | Sequence[str]) -> list[Condition]:

@@ -81,7 +81,9 @@ def evaluate_conditions(model: VLM, benchmark: Benchmark, conditions: Sequence[C
     if run:
         run.annotate(**environment(model))
     done = run.done() if run else set()
-    todo = [(c, q) for c in conditions for q in benchmark if (q.id, c.name) not in done]
+    # a condition built from the question's own image has nothing to show for a text-only question
+    todo = [(c, q) for c in conditions for q in benchmark
+            if (q.id, c.name) not in done and (q.images or not c.needs_image)]
     ctx = ConditionContext(benchmark, seed)
     new: list[dict] = []
     with torch.inference_mode(), progress_bar("evaluating", len(todo), quiet) as advance:
@@ -99,6 +101,12 @@ def evaluate_conditions(model: VLM, benchmark: Benchmark, conditions: Sequence[C
         return new
     names = {c.name for c in conditions}
     return [r for r in run.rows() if r["source"] in names]
+
+
+def skipped(benchmark: Benchmark, conditions: Sequence[Condition]) -> dict[str, int]:
+    """Per condition, how many questions it skips because they have no image."""
+    n = sum(not q.images for q in benchmark)
+    return {c.name: n for c in conditions if c.needs_image and n}
 
 
 def eval_config(model_name: str, benchmark: Benchmark, conditions: Sequence[Condition], seed: int,
