@@ -1,6 +1,6 @@
 """`mirage study`: the default study on the bundled demo model and ShapesQA, one resumable run directory.
 
-    mirage study      # 2 CPU cores: about 6 minutes (see bench/RESULTS.md for the measured table)
+    mirage study      # 2 CPU cores: about 6.5 minutes (see bench/RESULTS.md for the measured table)
 
 Parts: the six image conditions on the test split; per-question features (200 questions) and pixels (100, each
 re-checked from its PNG); universal features and pixels (train 500, held out 500); per-question features through
