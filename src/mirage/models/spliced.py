@@ -41,22 +41,23 @@ class SplicedVLM(VLM):
                               self.num_image_tokens)
         return tuple(t.to(self.device) for t in out)
 
-    def lm_logits(self, input_ids: Tensor, mask: Tensor, image_tokens: Tensor | None) -> Tensor:
-        """LM logits [B, L, V] with the image tokens [B, N, D] placed at the placeholder positions."""
+    def _hidden(self, input_ids: Tensor, mask: Tensor, image_tokens: Tensor | None) -> Tensor:
+        """The LM's hidden states [B, L, D] with image tokens [B, N, D] at the placeholders (None: text only)."""
         embeds = self.embed(input_ids)
         if image_tokens is not None:
             slots = (input_ids == self.image_token_id).unsqueeze(-1)
             embeds = embeds.masked_scatter(slots, image_tokens.to(embeds.dtype))
         position_ids = (mask.cumsum(-1) - 1).clamp(min=0)  # left padding must not shift positions
-        return self.lm_head_logits(self.lm_hidden(embeds, mask, position_ids))
+        return self.lm_hidden(embeds, mask, position_ids)
+
+    def lm_logits(self, input_ids: Tensor, mask: Tensor, image_tokens: Tensor | None) -> Tensor:
+        """LM logits [B, L, V] with the image tokens placed at the placeholder positions (None: text only)."""
+        return self.lm_head_logits(self._hidden(input_ids, mask, image_tokens))
 
     def next_token_logits(self, prompts: Sequence[str], visual: Visual) -> Tensor:
         input_ids, mask, _ = self.sequences(prompts)
-        embeds = self.embed(input_ids)
-        slots = (input_ids == self.image_token_id).unsqueeze(-1)
-        embeds = embeds.masked_scatter(slots, self.to_tokens(visual).to(embeds.dtype))
-        hidden = self.lm_hidden(embeds, mask, (mask.cumsum(-1) - 1).clamp(min=0))
-        return self.lm_head_logits(hidden[:, -1:])[:, 0].float()  # only the answer position's logits
+        hidden = self._hidden(input_ids, mask, self.to_tokens(visual))
+        return self.lm_head_logits(hidden[:, -1:])[:, 0].float()  # the head on the answer position only
 
     def letter_ids(self, n: int) -> list[int]:
         if n > len(LETTERS):

@@ -120,13 +120,6 @@ class DemoVLM(SplicedVLM):
             raise ValueError(f"the demo tokenizer has letters A-J; {n} choices asked")
         return super().letter_ids(n)
 
-    def lm_logits(self, input_ids: Tensor, mask: Tensor, image_tokens: Tensor | None) -> Tensor:
-        """As the base's; `image_tokens=None` runs text-only sequences (training's first phase)."""
-        if image_tokens is None:
-            position_ids = (mask.cumsum(-1) - 1).clamp(min=0)
-            return self.lm_head_logits(self.lm_hidden(self.embed(input_ids), mask, position_ids))
-        return super().lm_logits(input_ids, mask, image_tokens)
-
     # --- persistence -------------------------------------------------------------------------
     def save_pretrained(self, path: str | Path, dtype: torch.dtype | None = None) -> None:
         """config.json + model.safetensors (+ tokenizer files), like a transformers model directory."""
