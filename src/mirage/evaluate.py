@@ -37,7 +37,8 @@ def score(model: VLM, benchmark: Benchmark, questions: Sequence[Question], visua
     rows: dict[int, dict] = {}
     if by_letter:
         qs = [questions[i] for i in by_letter]
-        logits = model.choice_logits([benchmark.prompt(q) for q in qs], visual.select(by_letter), [len(q.choices) for q in qs])
+        sub = visual if len(by_letter) == len(questions) else visual.select(by_letter)  # no copy in the usual case
+        logits = model.choice_logits([benchmark.prompt(q) for q in qs], sub, [len(q.choices) for q in qs])
         for i, q, p in zip(by_letter, qs, logits.float().softmax(-1).cpu()):
             pred = int(p[: len(q.choices)].argmax())
             rows[i] = {"question_id": q.id, "source": source, "pred": LETTERS[pred], "answer": q.answer_letter,
