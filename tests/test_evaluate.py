@@ -99,3 +99,5 @@ def test_text_only_questions_skip_conditions_that_need_their_image(tiny_model, s
     assert ("t-1", "blank") in got and ("t-1", "real") not in got and ("t-1", "shuffle") not in got
     assert len(rows) == 3 * 3 + 1
     assert skipped(bench, conds) == {"real": 1, "shuffle": 1}
+    summary = evaluate(tiny_model, bench, "real,blank,shuffle").summary  # the library path records it too
+    assert summary["skipped_no_image"] == {"real": 1, "shuffle": 1} and summary["n"]["blank"] == 4

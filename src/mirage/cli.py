@@ -69,15 +69,14 @@ def eval_cmd(
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars."),
 ) -> None:
     """Evaluate a model on a benchmark under image conditions; writes OUT/results.jsonl and OUT/summary.json."""
-    from .evaluate import eval_config, evaluate_conditions
+    from .evaluate import SCORINGS, eval_config, evaluate_conditions, summarize_conditions
     from .models import load_model
     from .runs import RunDir
-    from .stats import summarize
 
     try:
         conds = parse_conditions(conditions)
-        if scoring not in ("letter", "generate"):
-            raise ValueError(f"--scoring: unknown scoring {scoring!r} (allowed: letter, generate)")
+        if scoring not in SCORINGS:  # refused before the model loads
+            raise ValueError(f"--scoring: unknown scoring {scoring!r} (allowed: {', '.join(SCORINGS)})")
         bench = load_benchmark(benchmark, split=split, limit=limit,
                                **_benchmark_options(benchmark, data_dir, subjects, all_questions))
         config = eval_config(model, bench, conds, seed, limit, batch_size, scoring) | {
@@ -88,17 +87,12 @@ def eval_cmd(
                                    scoring=scoring)
     except EXPECTED as e:
         _fail(e)
-    from .evaluate import skipped
-
-    summary = summarize(rows)
-    if skipped(bench, conds):
-        summary["skipped_no_image"] = skipped(bench, conds)
+    summary = summarize_conditions(rows, bench, conds)
+    if "skipped_no_image" in summary:
         console.print(f"skipped, questions without an image: {summary['skipped_no_image']}")
     run.write_json("summary.json", summary)
     console.print(summary_table(summary, title=f"{model} on {benchmark}/{bench.split}"))
     console.print(f"run directory: {out}")
-
-
 
 
 @app.command()

@@ -110,6 +110,14 @@ def skipped(benchmark: Benchmark, conditions: Sequence[Condition]) -> dict[str, 
     return {c.name: n for c in conditions if c.needs_image and n}
 
 
+def summarize_conditions(rows: list[dict], benchmark: Benchmark, conditions: Sequence[Condition]) -> dict:
+    """`stats.summarize`, plus `skipped_no_image` where conditions had nothing to show for text-only questions."""
+    summary = summarize(rows)
+    if skipped(benchmark, conditions):
+        summary["skipped_no_image"] = skipped(benchmark, conditions)
+    return summary
+
+
 def eval_config(model_name: str, benchmark: Benchmark, conditions: Sequence[Condition], seed: int,
                 limit: int | None, batch_size: int, scoring: str = "letter") -> dict:
     """What identifies an evaluation run (batch size may change on resume)."""
@@ -129,7 +137,7 @@ def evaluate(model: VLM, benchmark: Benchmark, conditions: str | Sequence[str] =
                              batch_size)
         run = RunDir.open(out, config, overwrite=overwrite)
     rows = evaluate_conditions(model, benchmark, conds, seed=seed, batch_size=batch_size, run=run, quiet=quiet)
-    summary = summarize(rows)
+    summary = summarize_conditions(rows, benchmark, conds)
     if run:
         run.write_json("summary.json", summary)
     return EvalResult(rows, summary)

@@ -95,9 +95,9 @@ def run_optimization(model: VLM, bench: Benchmark, spec: OptimizeSpec, cfg: Opti
     source = spec.source
     if spec.scope == "question":
         inp = build_input(spec.input, model, cfg.batch_size, ref, **opts)
-        rows = optimize_questions(model, bench, inp, objective, cfg, source, run, lr, quiet)
+        optimize_questions(model, bench, inp, objective, cfg, source, run, lr, quiet)
         if spec.input == "pixels":
-            rows += evaluate_conditions(model, bench, [png_condition(run, source, False)], run=run, quiet=quiet)
+            evaluate_conditions(model, bench, [png_condition(run, source, False)], run=run, quiet=quiet)
         return [r for r in run.rows() if r["source"] in (source, f"{source}-png")]
     if not 0 < spec.train < len(bench):
         raise ValueError(f"--train {spec.train}: needs 1..{len(bench) - 1} questions of {len(bench)} to hold some out")
