@@ -105,5 +105,30 @@ def test_unsupported_model_type_says_what_is_missing(tmp_path):
     from transformers import LlamaForCausalLM
     LlamaForCausalLM(LlamaConfig(vocab_size=16, hidden_size=8, intermediate_size=16, num_hidden_layers=1,
                                  num_attention_heads=1)).save_pretrained(tmp_path)
-    with pytest.raises(ValueError, match="model type 'llama' is not supported yet"):
+    with pytest.raises(ValueError, match="model type 'llama' is not an image-text-to-text model"):
         load_model(f"hf:{tmp_path}", device="cpu")
+
+
+def test_processor_path_agrees_with_the_llava_backend(llava, llava_dir, bench):
+    """The generic backend (processor + the model's own forward), used for models mirage has no stages for, scores
+    exactly as the LLaVA backend does, and says what optimization would need."""
+    from transformers import AutoProcessor
+
+    from mirage.models.hf_processor import NotSupportedYet, ProcessorVLM
+
+    generic = ProcessorVLM(llava.model, AutoProcessor.from_pretrained(llava_dir), "hf:tiny")
+    qs = bench.questions[:3]
+    prompts, n = [bench.prompt(q) for q in qs], [len(q.choices) for q in qs]
+    ours = generic.choice_logits(prompts, generic.visual_from_images([q.image() for q in qs]), n)
+    theirs = llava.choice_logits(prompts, llava.visual_from_images([q.image() for q in qs]), n)
+    torch.testing.assert_close(ours, theirs, atol=1e-4, rtol=1e-4)
+    assert generic.letter_ids(4) == llava.letter_ids(4)
+    res = evaluate(generic, bench, "real,blank")
+    assert res.summary["n"]["blank"] == len(bench)
+    with pytest.raises(NotSupportedYet, match="differentiable preprocessing.*llava, qwen2_vl"):
+        generic.preprocess(torch.zeros(1, 3, 32, 32))
+
+
+def test_image_size_option_is_refused_for_llava(llava_dir):
+    with pytest.raises(ValueError, match="image_size applies to the Qwen2-VL family"):
+        load_model(f"hf:{llava_dir}", device="cpu", image_size=448)

@@ -50,9 +50,19 @@ def _benchmark_options(name: str, data_dir: Optional[Path], subjects: Optional[s
     return opts
 
 
+def _model_options(device_map: Optional[str], image_size: Optional[int]) -> dict:
+    """Backend options from the command line (a backend that takes none of them refuses them by name)."""
+    return {k: v for k, v in {"device_map": device_map, "image_size": image_size}.items() if v is not None}
+
+
+DTYPE_HELP = "float32/fp32, bfloat16/bf16 or float16/fp16 (default: bf16 on GPU, fp32 on CPU; demo: fp32)."
+DEVICE_MAP_HELP = "hf: accelerate device map, e.g. auto (the default when several GPUs are visible)."
+IMAGE_SIZE_HELP = "hf Qwen2-VL family: the fixed square resolution of optimized inputs (a multiple of 28; 448)."
+
+
 @app.command("eval")
 def eval_cmd(
-    model: str = typer.Option("demo", help="Model spec: demo, or demo:DIR."),
+    model: str = typer.Option("demo", help="Model spec: demo, demo:DIR or hf:<hub id or dir>."),
     benchmark: str = typer.Option("shapes", help="Benchmark name."),
     split: Optional[str] = typer.Option(None, help="Benchmark split (default: the benchmark's own; mmmu: validation)."),
     conditions: str = typer.Option("real,blank,noise,wrong,blur,shuffle", help="Comma-separated conditions."),
@@ -66,23 +76,28 @@ def eval_cmd(
     out: Path = typer.Option(..., help="Run directory (resumed if it exists with the same config)."),
     overwrite: bool = typer.Option(False, help="Discard an existing run in OUT."),
     device: Optional[str] = typer.Option(None, help="cpu, cuda, cuda:1 ... (default: cuda if available)."),
+    dtype: Optional[str] = typer.Option(None, help=DTYPE_HELP),
+    device_map: Optional[str] = typer.Option(None, help=DEVICE_MAP_HELP),
+    image_size: Optional[int] = typer.Option(None, min=28, help=IMAGE_SIZE_HELP),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars."),
 ) -> None:
     """Evaluate a model on a benchmark under image conditions; writes OUT/results.jsonl and OUT/summary.json."""
     from .evaluate import SCORINGS, eval_config, evaluate_conditions, summarize_conditions
-    from .models import load_model
+    from .models import load_model, parse_dtype
     from .runs import RunDir
 
     try:
+        parse_dtype(dtype)  # refused before anything is written
         conds = parse_conditions(conditions)
         if scoring not in SCORINGS:  # refused before the model loads
             raise ValueError(f"--scoring: unknown scoring {scoring!r} (allowed: {', '.join(SCORINGS)})")
         bench = load_benchmark(benchmark, split=split, limit=limit,
                                **_benchmark_options(benchmark, data_dir, subjects, all_questions))
         config = eval_config(model, bench, conds, seed, limit, batch_size, scoring) | {
-            "data_dir": str(data_dir) if data_dir else None, "subjects": _names(subjects), "all_questions": all_questions}
+            "data_dir": str(data_dir) if data_dir else None, "subjects": _names(subjects), "all_questions": all_questions,
+            "dtype": dtype, **_model_options(device_map, image_size)}
         run = RunDir.open(out, config, overwrite=overwrite)
-        vlm = load_model(model, device=device)
+        vlm = load_model(model, device=device, dtype=dtype, **_model_options(device_map, image_size))
         rows = evaluate_conditions(vlm, bench, conds, seed=seed, batch_size=batch_size, run=run, quiet=quiet,
                                    scoring=scoring)
     except EXPECTED as e:
@@ -119,7 +134,9 @@ def optimize(
     resolution: Optional[int] = typer.Option(None, min=8, help="Pixels: image side (default: largest encoder input)."),
     grad_checkpointing: bool = typer.Option(False, help="Recompute activations in the backward pass."),
     offload_unused_encoders: bool = typer.Option(False, help="Move encoders the input bypasses to the CPU."),
-    dtype: str = typer.Option("fp32", help="fp32 or bf16."),
+    dtype: Optional[str] = typer.Option(None, help=DTYPE_HELP),
+    device_map: Optional[str] = typer.Option(None, help=DEVICE_MAP_HELP),
+    image_size: Optional[int] = typer.Option(None, min=28, help=IMAGE_SIZE_HELP),
     seed: int = typer.Option(0),
     batch_size: int = typer.Option(16, min=1, help="Questions optimized together."),
     out: Path = typer.Option(..., help="Run directory (resumed if it exists with the same config)."),
@@ -128,18 +145,14 @@ def optimize(
     quiet: bool = typer.Option(False, "--quiet", "-q"),
 ) -> None:
     """Optimize inputs that make the model answer without a real image; writes rows, artifacts and PNG re-checks."""
-    import torch
-
     from .experiment import OptimizeSpec, apply_switches, run_optimization
-    from .models import load_model
+    from .models import load_model, parse_dtype
     from .optimize import OptimizeConfig
     from .runs import RunDir
     from .stats import summarize
 
-    dtypes = {"fp32": torch.float32, "bf16": torch.bfloat16}
     try:
-        if dtype not in dtypes:
-            raise ValueError(f"--dtype: unknown dtype {dtype!r} (allowed: fp32, bf16)")
+        parse_dtype(dtype)  # refused before anything is written
         spec = OptimizeSpec(input=input, scope=scope, param=param, encoders=_names(encoders), detach=_names(detach),
                             objective=objective, quantize=quantize, resolution=resolution, train=train)
         cfg = OptimizeConfig(steps=steps, lr=lr, batch_size=batch_size, early_stop=early_stop, seed=seed, accum=accum)
@@ -153,9 +166,9 @@ def optimize(
                   "early_stop": early_stop, "seed": seed, "dtype": dtype, "batch_size": batch_size, "accum": accum,
                   "grad_checkpointing": grad_checkpointing, "offload_unused_encoders": offload_unused_encoders,
                   "data_dir": str(data_dir) if data_dir else None, "subjects": _names(subjects),
-                  "all_questions": all_questions}
+                  "all_questions": all_questions, **_model_options(device_map, image_size)}
         run = RunDir.open(out, config, overwrite=overwrite)
-        vlm = load_model(model, device=device, dtype=dtypes[dtype])
+        vlm = load_model(model, device=device, dtype=dtype, **_model_options(device_map, image_size))
         apply_switches(vlm, spec, grad_checkpointing, offload_unused_encoders)
         run_optimization(vlm, bench, spec, cfg, run, quiet=quiet)
     except EXPECTED as e:

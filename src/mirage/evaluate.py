@@ -68,9 +68,12 @@ def environment(model: VLM) -> dict:
     """What a run should record about how the model ran."""
     import transformers
 
-    return {"device": str(model.device), "dtype": str(model.dtype).replace("torch.", ""),
-            "attn_implementation": getattr(model, "attn_implementation", "sdpa"), "torch": torch.__version__,
-            "transformers": transformers.__version__}
+    env = {"device": str(model.device), "dtype": str(model.dtype).replace("torch.", ""),
+           "attn_implementation": getattr(model, "attn_implementation", "sdpa"), "torch": torch.__version__,
+           "transformers": transformers.__version__}
+    if getattr(model, "device_map", None):
+        env["device_map"] = model.device_map
+    return env
 
 
 def evaluate_conditions(model: VLM, benchmark: Benchmark, conditions: Sequence[Condition], *, seed: int = 0,

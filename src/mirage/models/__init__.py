@@ -18,29 +18,52 @@ def default_device() -> torch.device:
 
 
 @MODELS.register("demo")
-def _demo(path: str | None, device: torch.device, dtype: torch.dtype) -> VLM:
+def _demo(path: str | None, device: torch.device, dtype: torch.dtype | None, **options) -> VLM:
     from .demo.modeling import DemoVLM
 
-    return DemoVLM.from_pretrained(path or DEMO_WEIGHTS, device=device, dtype=dtype)
+    refuse_options("demo", options)
+    return DemoVLM.from_pretrained(path or DEMO_WEIGHTS, device=device, dtype=dtype or torch.float32)
 
 
 @MODELS.register("hf")
-def _hf(path: str | None, device: torch.device, dtype: torch.dtype | None) -> VLM:
+def _hf(path: str | None, device: torch.device, dtype: torch.dtype | None, **options) -> VLM:
     if not path:
         raise ValueError("model 'hf' needs a hub id or a directory: hf:llava-hf/llava-1.5-7b-hf or hf:DIR")
     from .hf import load_hf
 
-    return load_hf(path, device, dtype)
+    return load_hf(path, device, dtype, **options)
 
 
-def load_model(spec: str = "demo", device: str | torch.device | None = None, dtype: torch.dtype | None = None) -> VLM:
+def refuse_options(backend: str, options: dict) -> None:
+    """Model options (`device_map`, `image_size` ...) a backend has no use for are refused, naming them."""
+    given = sorted(k for k, v in options.items() if v is not None)
+    if given:
+        raise ValueError(f"model {backend!r} takes no option {', '.join(given)}")
+
+
+DTYPES = {"float32": torch.float32, "fp32": torch.float32, "bfloat16": torch.bfloat16, "bf16": torch.bfloat16,
+          "float16": torch.float16, "fp16": torch.float16}
+
+
+def parse_dtype(name: str | torch.dtype | None) -> torch.dtype | None:
+    """`--dtype`: float32/fp32, bfloat16/bf16, float16/fp16 (None: the backend's default)."""
+    if name is None or isinstance(name, torch.dtype):
+        return name
+    if name not in DTYPES:
+        raise ValueError(f"--dtype: {did_you_mean('dtype', name, list(DTYPES))}")
+    return DTYPES[name]
+
+
+def load_model(spec: str = "demo", device: str | torch.device | None = None, dtype: torch.dtype | str | None = None,
+               **options) -> VLM:
     """Load a model by spec: `demo` (the bundled weights), `demo:DIR` (from `mirage train-demo`), or `hf:ID_OR_DIR`
-    (a transformers VLM; bf16 on GPU, fp32 on CPU unless `dtype`)."""
+    (a transformers VLM; bf16 on GPU, fp32 on CPU unless `dtype`). `options` go to the backend (hf: `device_map`,
+    `image_size` for the Qwen2-VL family's fixed-resolution path); one it does not take is refused."""
     name, _, path = spec.partition(":")
     if name not in MODELS:
         raise UnknownNameError(did_you_mean("model", spec, MODELS.names()))
     device = torch.device(device) if device is not None else default_device()
-    model = MODELS.get(name)(path or None, device, dtype if name == "hf" else dtype or torch.float32)
+    model = MODELS.get(name)(path or None, device, parse_dtype(dtype), **options)
     model.name_or_path = spec
     return model
 

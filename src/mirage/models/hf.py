@@ -1,4 +1,9 @@
-"""Loading transformers VLMs (`hf:<hub id or directory>`): dtype, device map and attention by the hardware."""
+"""Loading transformers VLMs (`hf:<hub id or directory>`): dtype, device map and attention by the hardware.
+
+Backends by model type: LLaVA-1.5 and the Qwen2-VL family get the full VLM interface (every stage, so every
+input and scope); any other image-text-to-text model with a chat template is evaluated through its own processor
+(`ProcessorVLM`), and optimization says what is missing.
+"""
 
 from __future__ import annotations
 
@@ -6,10 +11,9 @@ import importlib.util
 
 import torch
 
-from ..registry import did_you_mean
 from .vlm import VLM
 
-SUPPORTED = {"llava": "LLaVA-1.5 (LlavaForConditionalGeneration)"}
+FULL = {"llava": "LLaVA-1.5 (LlavaForConditionalGeneration)", "qwen2_vl": "Qwen2-VL", "qwen2_5_vl": "Qwen2.5-VL"}
 
 
 def attention_implementation(device: torch.device) -> str:
@@ -21,27 +25,53 @@ def attention_implementation(device: torch.device) -> str:
     return "sdpa"
 
 
-def load_hf(path: str, device: torch.device, dtype: torch.dtype | None = None, device_map: str | None = None) -> VLM:
-    """Load a transformers VLM from a hub id or directory; bf16 on GPU and fp32 on CPU unless `dtype` is given."""
-    from transformers import AutoConfig, AutoProcessor
+def load_hf(path: str, device: torch.device, dtype: torch.dtype | None = None, device_map: str | None = None,
+            image_size: int | None = None) -> VLM:
+    """Load a transformers VLM from a hub id or directory; bf16 on GPU and fp32 on CPU unless `dtype` is given.
+    `device_map` (e.g. "auto") splits it over GPUs, the default when several are visible; `image_size` is the
+    Qwen2-VL family's fixed resolution for optimization (a multiple of 28)."""
+    from transformers import AutoConfig, AutoModelForImageTextToText
+    from transformers.models.auto.modeling_auto import MODEL_FOR_IMAGE_TEXT_TO_TEXT_MAPPING_NAMES
 
     config = AutoConfig.from_pretrained(path)
-    if config.model_type not in SUPPORTED:
-        raise ValueError(f"hf:{path}: model type {config.model_type!r} is not supported yet "
-                         f"({did_you_mean('model type', config.model_type, list(SUPPORTED))}); it needs a backend "
-                         "that maps its vision tower, connector and LM onto mirage's stages")
+    kind = config.model_type
+    if kind not in FULL and kind not in MODEL_FOR_IMAGE_TEXT_TO_TEXT_MAPPING_NAMES:
+        raise ValueError(f"hf:{path}: model type {kind!r} is not an image-text-to-text model transformers knows "
+                         f"(full support: {', '.join(FULL.values())}; others through AutoModelForImageTextToText)")
+    if image_size is not None and not kind.startswith("qwen2"):
+        raise ValueError(f"image_size applies to the Qwen2-VL family, not to {kind!r}")
     dtype = dtype or (torch.bfloat16 if device.type == "cuda" else torch.float32)
     if device_map is None and device.type == "cuda" and torch.cuda.device_count() > 1:
         device_map = "auto"  # split the model over the visible GPUs, as the seed did
     attn = attention_implementation(device)
-    kwargs = dict(dtype=dtype, attn_implementation=attn)
-    from transformers import LlavaForConditionalGeneration
-
-    model = LlavaForConditionalGeneration.from_pretrained(path, device_map=device_map, **kwargs)
+    model = AutoModelForImageTextToText.from_pretrained(path, dtype=dtype, attn_implementation=attn,
+                                                        device_map=device_map)
     if device_map is None:
         model = model.to(device)
-    from .hf_llava import HFLlava
+    model.eval()
+    if kind == "llava":
+        from transformers import AutoProcessor
 
-    vlm = HFLlava(model.eval(), AutoProcessor.from_pretrained(path))
+        from .hf_llava import HFLlava
+
+        vlm = HFLlava(model, AutoProcessor.from_pretrained(path))
+    elif kind in ("qwen2_vl", "qwen2_5_vl"):
+        from transformers import AutoImageProcessor, AutoTokenizer
+
+        from .hf_qwen import HFQwen2VL
+
+        # image processor and tokenizer on their own: the full processor also wants a video processor, which
+        # needs torchvision, and mirage uses no video
+        tokenizer = AutoTokenizer.from_pretrained(path)
+        if not tokenizer.chat_template:
+            raise ValueError(f"hf:{path}: the tokenizer has no chat template (instruct checkpoints have one)")
+        vlm = HFQwen2VL(model, AutoImageProcessor.from_pretrained(path), tokenizer, image_size)
+    else:
+        from transformers import AutoProcessor
+
+        from .hf_processor import ProcessorVLM
+
+        vlm = ProcessorVLM(model, AutoProcessor.from_pretrained(path), f"hf:{path}")
     vlm.attn_implementation = attn
+    vlm.device_map = device_map
     return vlm

@@ -35,28 +35,39 @@ class SplicedVLM(VLM):
     def lm_head_logits(self, hidden: Tensor) -> Tensor:
         raise NotImplementedError
 
-    def sequences(self, prompts: Sequence[str], targets: Sequence[str] | None = None) -> tuple[Tensor, Tensor, Tensor]:
-        """Left-padded ids with the image placeholder repeated `num_image_tokens` times; mask; labels (-100 off target)."""
+    def sequences(self, prompts: Sequence[str], targets: Sequence[str] | None = None,
+                  counts: int | Sequence[int] | None = None) -> tuple[Tensor, Tensor, Tensor]:
+        """Left-padded ids with the image placeholder repeated `counts` times (per row, or `num_image_tokens`);
+        mask; labels (-100 off target)."""
         out = build_sequences(self.tokenizer, [self.chat_text(p) for p in prompts], targets, self.image_token_id,
-                              self.num_image_tokens)
+                              self.num_image_tokens if counts is None else counts)
         return tuple(t.to(self.device) for t in out)
 
-    def _hidden(self, input_ids: Tensor, mask: Tensor, image_tokens: Tensor | None) -> Tensor:
-        """The LM's hidden states [B, L, D] with image tokens [B, N, D] at the placeholders (None: text only)."""
+    def prepare(self, prompts: Sequence[str], visual: Visual, targets: Sequence[str] | None = None):
+        """What one forward pass needs: ids, mask, labels, image tokens ([B, N, D], or [sum N_i, D] when rows hold
+        different numbers) and a `layout` for `positions` (None here)."""
+        input_ids, mask, labels = self.sequences(prompts, targets)
+        return input_ids, mask, labels, self.to_tokens(visual), None
+
+    def positions(self, input_ids: Tensor, mask: Tensor, layout) -> Tensor:
+        """Position ids of a left-padded batch: padding must not shift positions."""
+        return (mask.cumsum(-1) - 1).clamp(min=0)
+
+    def _hidden(self, input_ids: Tensor, mask: Tensor, image_tokens: Tensor | None, layout=None) -> Tensor:
+        """The LM's hidden states [B, L, D] with image tokens at the placeholders, filled row by row (None: text only)."""
         embeds = self.embed(input_ids)
         if image_tokens is not None:
             slots = (input_ids == self.image_token_id).unsqueeze(-1)
             embeds = embeds.masked_scatter(slots, image_tokens.to(embeds.dtype))
-        position_ids = (mask.cumsum(-1) - 1).clamp(min=0)  # left padding must not shift positions
-        return self.lm_hidden(embeds, mask, position_ids)
+        return self.lm_hidden(embeds, mask, self.positions(input_ids, mask, layout))
 
-    def lm_logits(self, input_ids: Tensor, mask: Tensor, image_tokens: Tensor | None) -> Tensor:
+    def lm_logits(self, input_ids: Tensor, mask: Tensor, image_tokens: Tensor | None, layout=None) -> Tensor:
         """LM logits [B, L, V] with the image tokens placed at the placeholder positions (None: text only)."""
-        return self.lm_head_logits(self._hidden(input_ids, mask, image_tokens))
+        return self.lm_head_logits(self._hidden(input_ids, mask, image_tokens, layout))
 
     def next_token_logits(self, prompts: Sequence[str], visual: Visual) -> Tensor:
-        input_ids, mask, _ = self.sequences(prompts)
-        hidden = self._hidden(input_ids, mask, self.to_tokens(visual))
+        input_ids, mask, _, tokens, layout = self.prepare(prompts, visual)
+        hidden = self._hidden(input_ids, mask, tokens, layout)
         return self.lm_head_logits(hidden[:, -1:])[:, 0].float()  # the head on the answer position only
 
     def letter_ids(self, n: int) -> list[int]:
@@ -67,20 +78,19 @@ class SplicedVLM(VLM):
         return self._letters[:n]
 
     def answer_loss(self, prompts: Sequence[str], visual: Visual, targets: Sequence[str]) -> Tensor:
-        input_ids, mask, labels = self.sequences(prompts, targets)
-        logits = self.lm_logits(input_ids, mask, self.to_tokens(visual))[:, :-1].float()
+        input_ids, mask, labels, tokens, layout = self.prepare(prompts, visual, targets)
+        logits = self.lm_logits(input_ids, mask, tokens, layout)[:, :-1].float()
         labels = labels[:, 1:]
         nll = F.cross_entropy(logits.transpose(1, 2), labels, ignore_index=-100, reduction="none")  # [B, L-1]
         return nll.sum(1) / (labels != -100).sum(1).clamp(min=1)
 
     @torch.no_grad()
     def generate(self, prompts: Sequence[str], visual: Visual, max_new_tokens: int = 8) -> list[str]:
-        input_ids, mask, _ = self.sequences(prompts)
-        tokens = self.to_tokens(visual)
+        input_ids, mask, _, tokens, layout = self.prepare(prompts, visual)
         eos = self.tokenizer.eos_token_id
         out = torch.empty(len(prompts), 0, dtype=torch.long, device=input_ids.device)
         for _ in range(max_new_tokens):  # recomputes the prefix: answers here are a few tokens long
-            nxt = self.lm_logits(input_ids, mask, tokens)[:, -1].argmax(-1, keepdim=True)  # [B, 1]
+            nxt = self.lm_logits(input_ids, mask, tokens, layout)[:, -1].argmax(-1, keepdim=True)  # [B, 1]
             out = torch.cat([out, nxt], 1)
             input_ids, mask = torch.cat([input_ids, nxt], 1), torch.cat([mask, torch.ones_like(nxt)], 1)
             if (out == eos).any(1).all():
@@ -93,13 +103,15 @@ class SplicedVLM(VLM):
 
 
 def build_sequences(tokenizer, texts: Sequence[str], targets: Sequence[str] | None, image_token_id: int,
-                    num_image_tokens: int) -> tuple[Tensor, Tensor, Tensor]:
-    """Tokenize chat texts, repeat the image placeholder `num_image_tokens` times (0: texts carry no image),
-    append target tokens, left-pad. Returns ids, attention mask and labels (-100 except on targets)."""
+                    num_image_tokens: int | Sequence[int]) -> tuple[Tensor, Tensor, Tensor]:
+    """Tokenize chat texts, repeat the image placeholder `num_image_tokens` times (one count for all rows or one per
+    row; 0: texts carry no image), append target tokens, left-pad. Returns ids, attention mask and labels (-100
+    except on targets)."""
     ids = tokenizer(list(texts), add_special_tokens=False).input_ids
     tgt = tokenizer(list(targets), add_special_tokens=False).input_ids if targets is not None else [[]] * len(ids)
+    counts = [num_image_tokens] * len(ids) if isinstance(num_image_tokens, int) else list(num_image_tokens)
     seqs, labels = [], []
-    for prompt, t in zip(ids, tgt):
+    for prompt, t, num_image_tokens in zip(ids, tgt, counts):
         if num_image_tokens > 0:
             if prompt.count(image_token_id) != 1:
                 raise ValueError(f"a prompt must hold exactly one image placeholder, found {prompt.count(image_token_id)}")
@@ -117,11 +129,12 @@ def build_sequences(tokenizer, texts: Sequence[str], targets: Sequence[str] | No
 
 def answer_token_ids(tokenizer, prompt_text: str, answers: Sequence[str]) -> list[int]:
     """The token each answer string starts with when written right after `prompt_text` (" A" for Llama-style
-    tokenizers, "A" for word-level ones)."""
+    tokenizers after "ASSISTANT:", "A" after a prompt ending in a newline, as Qwen's, or for word-level ones)."""
     base = tokenizer(prompt_text, add_special_tokens=False).input_ids
+    sep = "" if prompt_text[-1:].isspace() else " "  # "ASSISTANT: A" but "<|im_start|>assistant\nA"
     out = []
     for a in answers:
-        full = tokenizer(prompt_text + " " + a, add_special_tokens=False).input_ids
+        full = tokenizer(prompt_text + sep + a, add_special_tokens=False).input_ids
         if full[: len(base)] != base or len(full) <= len(base):
             raise ValueError(f"cannot find the token of answer {a!r} after the prompt")
         out.append(full[len(base)])

@@ -13,6 +13,9 @@ from torch import Tensor, nn
 # `processed`: {encoder: [B, 3, s, s]} normalised encoder inputs; `features`: {encoder: [B, T_e, D_e]};
 # `tokens`: [B, N, D_lm] image tokens as the LM receives them.
 STAGES = ("pixels", "processed", "features", "tokens")
+# Before them all, `images`: a list of PIL images for the model's own processor (a backend may keep each image's
+# native resolution there, as the Qwen2-VL family does); no gradient flows through this stage.
+IMAGES = "images"
 
 
 @dataclass(frozen=True)
@@ -32,14 +35,16 @@ class Visual:
     """A batch of visual inputs at one stage (see STAGES)."""
 
     stage: str
-    value: Tensor | dict[str, Tensor]
+    value: Tensor | dict[str, Tensor] | list[Image.Image]
 
     def __post_init__(self) -> None:
-        if self.stage not in STAGES:
-            raise ValueError(f"unknown stage {self.stage!r} (allowed: {', '.join(STAGES)})")
+        if self.stage not in (IMAGES, *STAGES):
+            raise ValueError(f"unknown stage {self.stage!r} (allowed: {', '.join((IMAGES, *STAGES))})")
 
     def select(self, rows: Sequence[int]) -> "Visual":
         """The same stage for a subset of the batch's rows."""
+        if isinstance(self.value, list):
+            return Visual(self.stage, [self.value[i] for i in rows])
         if isinstance(self.value, dict):
             return Visual(self.stage, {k: v[list(rows)] for k, v in self.value.items()})
         return Visual(self.stage, self.value[list(rows)])
@@ -77,9 +82,11 @@ class VLM(nn.Module):
     def to_tokens(self, visual: Visual) -> Tensor:
         """Advance a visual input from its stage to image tokens."""
         v = visual.value
+        if visual.stage == IMAGES:
+            v = self.process_images(v)
         if visual.stage == "pixels":
             v = self.preprocess(v)
-        if visual.stage in ("pixels", "processed"):
+        if visual.stage in (IMAGES, "pixels", "processed"):
             v = self.encode(v)
         if visual.stage != "tokens":
             v = self.connect(v)

@@ -1,0 +1,216 @@
+"""Qwen2-VL and Qwen2.5-VL (transformers) behind mirage's VLM interface.
+
+Two ways in:
+
+* **Native resolution** (`visual_from_images`, used by the image conditions and by evaluation): each image goes
+  through the model's own image processor, which resizes it so both sides are multiples of 28 within the
+  processor's pixel bounds and keeps its aspect ratio; images in a batch give different numbers of tokens, and
+  each prompt gets as many image placeholders as its image gives tokens. This is the setting published numbers use.
+* **Fixed resolution** (`image_size`, default 448; the stages `pixels`, `processed`, `features`, `tokens` that
+  optimization uses): every image is an `image_size` x `image_size` square, so every question has the same
+  (image_size / 14)^2 patches and (image_size / 28)^2 image tokens, and inputs can be batched and optimized.
+
+How the dynamic-resolution patching is made differentiable: the processor's only non-differentiable steps are
+the choice of the output size (`smart_resize`) and PIL resampling. At a fixed size the choice is made once;
+`preprocess` then does the rest with tensor operations: bicubic resize with antialiasing to the square,
+normalisation with the processor's mean and std, and the processor's patch layout as a reshape/permute (patches
+of 14 x 14 ordered by 2 x 2 merge window, each repeated over the 2 frames of the temporal patch), so gradients flow
+from the LM back to the pixels. On an image already at the fixed size it equals the processor's output.
+
+Stages: `processed` = the patch rows [B, P, 3 * 2 * 14 * 14]; `features` = the vision transformer's last hidden
+states before the patch merger [B, P, D_vision], in the processor's patch order (Qwen2.5-VL's window-attention
+order is undone); `tokens` = the merger's output [B, P / 4, D_lm], what the LM reads.
+
+Positions: the LM uses multimodal rotary positions (M-RoPE: temporal, height, width). Text tokens count up as
+usual; the image block of h x w tokens starting at position s gets (s, s + row, s + column); text after it
+continues from s + max(h, w). `positions` computes this for left-padded batches, with one grid per row.
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import torch
+import torch.nn.functional as F
+from PIL import Image
+from torch import Tensor
+
+from .spliced import SplicedVLM
+from .vlm import IMAGES, EncoderSpec, Visual
+
+ENCODER = "vision"
+DEFAULT_IMAGE_SIZE = 448
+
+
+def patchify(x: Tensor, patch: int, merge: int, temporal: int) -> Tensor:
+    """Normalised images [B, C, H, W] -> patch rows [B, (H/p)(W/p), C * temporal * p * p] in the Qwen2-VL
+    processor's order: merge windows row by row, the patches of a window row by row, each patch flattened as
+    (channel, frame, y, x) with the image repeated over the `temporal` frames."""
+    b, c, h, w = x.shape
+    gh, gw = h // patch, w // patch
+    x = x.reshape(b, c, gh // merge, merge, patch, gw // merge, merge, patch)
+    x = x.permute(0, 2, 5, 3, 6, 1, 4, 7)  # [B, gh/m, gw/m, m, m, C, p, p]
+    x = x.unsqueeze(-3).expand(*x.shape[:6], temporal, patch, patch)
+    return x.reshape(b, gh * gw, c * temporal * patch * patch)
+
+
+def window_order(grids: Sequence[Sequence[int]], merge: int, window: int, patch: int) -> Tensor:
+    """Qwen2.5-VL's window-attention order of merge units (groups of merge x merge patches): per image, units in
+    windows of (window / merge / patch)^2 units, windows row by row; the grid is padded by whole windows first."""
+    size = window // merge // patch
+    out, offset = [], 0
+    for t, h, w in grids:
+        gh, gw = h // merge, w // merge
+        index = torch.arange(t * gh * gw).reshape(t, gh, gw)
+        ph, pw = size - gh % size, size - gw % size
+        padded = F.pad(index, (0, pw, 0, ph), value=-1)
+        nh, nw = (gh + ph) // size, (gw + pw) // size
+        padded = padded.reshape(t, nh, size, nw, size).permute(0, 1, 3, 2, 4).reshape(-1)
+        out.append(padded[padded >= 0] + offset)
+        offset += t * gh * gw
+    return torch.cat(out)
+
+
+def mrope_positions(input_ids: Tensor, mask: Tensor, image_token_id: int,
+                    grids: Sequence[Sequence[int] | None], merge: int) -> Tensor:
+    """M-RoPE position ids [3, B, L] of a left-padded batch holding at most one image block per row, whose token
+    grid is `grids[b]` (t, h, w in patches; None for a text-only row)."""
+    b_, l_ = input_ids.shape
+    pos = torch.zeros(3, b_, l_, dtype=torch.long, device=input_ids.device)
+    for b in range(b_):
+        valid = mask[b].bool()
+        ids = input_ids[b, valid]
+        n = ids.numel()
+        p = torch.arange(n, device=ids.device).expand(3, n).clone()
+        where = (ids == image_token_id).nonzero().flatten()
+        if grids[b] is not None and where.numel():
+            t, h, w = grids[b]
+            gh, gw = h // merge, w // merge
+            start, count = int(where[0]), t * gh * gw
+            if where.numel() != count or int(where[-1]) != start + count - 1:
+                raise ValueError(f"row {b}: {where.numel()} image placeholders, the grid {t}x{h}x{w} gives {count}")
+            tt, hh, ww = torch.meshgrid(torch.arange(t), torch.arange(gh), torch.arange(gw), indexing="ij")
+            p[:, start : start + count] = torch.stack([tt, hh, ww]).reshape(3, -1).to(ids.device) + start
+            p[:, start + count :] = start + max(gh, gw) + torch.arange(n - start - count, device=ids.device)
+        pos[:, b, valid] = p
+    return pos
+
+
+class HFQwen2VL(SplicedVLM):
+    """A transformers Qwen2-VL or Qwen2.5-VL model, its image processor and tokenizer (with the chat template)."""
+
+    def __init__(self, model, image_processor, tokenizer, image_size: int | None = None):
+        super().__init__()
+        self.model, self.image_processor, self.tokenizer = model, image_processor, tokenizer
+        self.tokenizer.padding_side = "left"
+        self.inner = model.model  # Qwen2VLModel: visual, language_model
+        self.visual = self.inner.visual
+        cfg = model.config
+        vc = cfg.vision_config
+        self.patch, self.merge, self.temporal = vc.patch_size, vc.spatial_merge_size, vc.temporal_patch_size
+        self.window = getattr(vc, "window_size", None) if cfg.model_type == "qwen2_5_vl" else None
+        self.image_token_id = cfg.image_token_id
+        size = image_size or DEFAULT_IMAGE_SIZE
+        unit = self.patch * self.merge
+        if size % unit:
+            raise ValueError(f"image_size {size}: the Qwen2-VL family needs a multiple of {unit} "
+                             f"(e.g. {max(unit, size // unit * unit)} or {(size // unit + 1) * unit})")
+        self.image_size, self.grid = size, size // self.patch
+        n = self.grid * self.grid
+        dim = self.visual.patch_embed.proj.out_channels
+        ip = image_processor
+        self.encoders = [EncoderSpec(ENCODER, size, tuple(ip.image_mean), tuple(ip.image_std), n, dim)]
+        self.num_image_tokens = n // self.merge**2
+
+    @property
+    def device(self) -> torch.device:
+        return self.inner.get_input_embeddings().weight.device
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return self.inner.get_input_embeddings().weight.dtype
+
+    # --- visual path ---------------------------------------------------------------------------
+    def visual_from_images(self, images: Sequence[Image.Image]) -> Visual:
+        return Visual(IMAGES, list(images))  # native resolution, through the processor
+
+    def _processor(self, images: Sequence[Image.Image]) -> tuple[Tensor, Tensor]:
+        out = self.image_processor(images=[im.convert("RGB") for im in images], return_tensors="pt")
+        return out["pixel_values"].to(self.device), out["image_grid_thw"]
+
+    def process_images(self, images: Sequence[Image.Image]) -> dict[str, Tensor]:
+        """The real processor on images resized (PIL bicubic) to the fixed `image_size` square."""
+        s = self.image_size
+        pv, grids = self._processor([im.convert("RGB").resize((s, s), Image.BICUBIC) for im in images])
+        if (grids != torch.tensor([1, self.grid, self.grid])).any():
+            raise ValueError(f"image_size {s}: the image processor resizes a {s}x{s} image to a grid of "
+                             f"{grids[0].tolist()} patches; choose a size within its pixel bounds ({self._bounds()})")
+        return {ENCODER: pv.view(len(images), -1, pv.shape[-1])}
+
+    def _bounds(self) -> str:
+        ip = self.image_processor
+        size = getattr(ip, "size", None) or {}
+        lo = size.get("shortest_edge", getattr(ip, "min_pixels", None))
+        hi = size.get("longest_edge", getattr(ip, "max_pixels", None))
+        return f"{lo} to {hi} pixels"
+
+    def preprocess(self, pixels: Tensor, names: Sequence[str] | None = None) -> dict[str, Tensor]:
+        s = self.image_size
+        x = pixels
+        if x.shape[-2:] != (s, s):
+            x = F.interpolate(x, size=(s, s), mode="bicubic", antialias=True, align_corners=False).clamp(0, 1)
+        ip = self.image_processor
+        mean = torch.tensor(ip.image_mean, device=x.device, dtype=x.dtype).view(1, 3, 1, 1)
+        std = torch.tensor(ip.image_std, device=x.device, dtype=x.dtype).view(1, 3, 1, 1)
+        return {ENCODER: patchify((x - mean) / std, self.patch, self.merge, self.temporal)}
+
+    def _vision(self, rows: Tensor, grids: Sequence[Sequence[int]]) -> Tensor:
+        """Patch rows [sum P, 1176] of images with `grids` -> last hidden states [sum P, D_vision], processor order."""
+        thw = torch.tensor([list(g) for g in grids], device=rows.device)
+        h = self.visual(rows.to(self.visual.patch_embed.proj.weight.dtype), grid_thw=thw).last_hidden_state
+        if self.window:  # undo the window-attention order, merge unit by merge unit
+            unit = self.merge**2
+            back = torch.argsort(window_order(grids, self.merge, self.window, self.patch)).to(h.device)
+            h = h.view(-1, unit, h.shape[-1])[back].reshape(h.shape)
+        return h
+
+    def encode(self, processed: dict[str, Tensor]) -> dict[str, Tensor]:
+        x = processed[ENCODER]  # [B, P, 1176]
+        h = self._vision(x.reshape(-1, x.shape[-1]), [(1, self.grid, self.grid)] * x.shape[0])
+        return {ENCODER: h.view(x.shape[0], x.shape[1], -1)}
+
+    def connect(self, features: dict[str, Tensor]) -> Tensor:
+        f = features[ENCODER]  # [B, P, D_vision]
+        merged = self.visual.merger(f.reshape(-1, f.shape[-1]).to(self.visual.patch_embed.proj.weight.dtype))
+        return merged.view(f.shape[0], -1, merged.shape[-1])
+
+    def prepare(self, prompts: Sequence[str], visual: Visual, targets: Sequence[str] | None = None):
+        if visual.stage == IMAGES:  # native resolution: a grid and a token count per image
+            pv, thw = self._processor(visual.value)
+            grids = [tuple(g) for g in thw.tolist()]
+            tokens = self.visual.merger(self._vision(pv, grids))  # [sum N_i, D_lm]
+            counts = [t * h * w // self.merge**2 for t, h, w in grids]
+            input_ids, mask, labels = self.sequences(prompts, targets, counts)
+            return input_ids, mask, labels, tokens, grids
+        tokens = self.to_tokens(visual)
+        input_ids, mask, labels = self.sequences(prompts, targets)
+        return input_ids, mask, labels, tokens, [(1, self.grid, self.grid)] * len(prompts)
+
+    # --- language side -------------------------------------------------------------------------
+    def chat_text(self, prompt: str) -> str:
+        conversation = [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": prompt}]}]
+        return self.tokenizer.apply_chat_template(conversation, tokenize=False, add_generation_prompt=True)
+
+    def positions(self, input_ids: Tensor, mask: Tensor, layout) -> Tensor:
+        grids = layout if layout is not None else [None] * len(input_ids)
+        return mrope_positions(input_ids, mask, self.image_token_id, grids, self.merge)
+
+    def embed(self, input_ids: Tensor) -> Tensor:
+        return self.inner.get_input_embeddings()(input_ids)
+
+    def lm_hidden(self, embeds: Tensor, mask: Tensor, position_ids: Tensor) -> Tensor:
+        return self.inner.language_model(inputs_embeds=embeds, attention_mask=mask, position_ids=position_ids,
+                                         use_cache=False).last_hidden_state
+
+    def lm_head_logits(self, hidden: Tensor) -> Tensor:
+        return self.model.lm_head(hidden)
