@@ -99,6 +99,8 @@ def test_conditions_and_optimized_inputs_run(llava, bench, tmp_path):
         rows = run_optimization(llava, bench.subset(5), spec, OptimizeConfig(steps=3, batch_size=2), run)
         assert {r["source"] for r in rows} >= {spec.source}
     assert len(list((run.artifacts_dir / "pixels-question").glob("*.png"))) == 5
+    # inputs are optimized, the model is not: no weight gradient was computed or kept
+    assert not any(p.requires_grad or p.grad is not None for p in llava.parameters())
 
 
 def test_unsupported_model_type_says_what_is_missing(tmp_path):
