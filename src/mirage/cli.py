@@ -55,6 +55,38 @@ def _model_options(device_map: Optional[str], image_size: Optional[int]) -> dict
     return {k: v for k, v in {"device_map": device_map, "image_size": image_size}.items() if v is not None}
 
 
+def _scale_out(device: Optional[str], gpus_per_rank: int):
+    """Under torchrun: this rank's world, its device (cuda:<local rank> by default) and, with several GPUs per
+    rank, the GPUs the model is split over. A single process gets rank 0 of 1."""
+    import torch
+
+    from .distributed import init_world
+
+    world = init_world()
+    options = {}
+    if torch.cuda.is_available() and device is None and (world.distributed or gpus_per_rank > 1):
+        gpus = world.gpus(gpus_per_rank)
+        device = f"cuda:{gpus[0]}"
+        if len(gpus) > 1:
+            options["gpus"] = gpus
+    return world, device, options
+
+
+def _open_run(out: Path, config: dict, overwrite: bool, world):
+    from .distributed import ShardedRun
+    from .runs import RunDir
+
+    if world.distributed:
+        return ShardedRun.open_shared(out, config, world, overwrite)
+    return RunDir.open(out, config, overwrite=overwrite)
+
+
+def _finish(run, world) -> list[dict]:
+    """All rows of the run; under torchrun, rank 0 first merges every rank's rows into results.jsonl."""
+    return run.merge() if world.distributed else run.rows()
+
+
+GPUS_HELP = "torchrun: GPUs per rank; the model is split over them (e.g. 8 GPUs as 4 ranks x 2)."
 DTYPE_HELP = "float32/fp32, bfloat16/bf16 or float16/fp16 (default: bf16 on GPU, fp32 on CPU; demo: fp32)."
 DEVICE_MAP_HELP = "hf: accelerate device map, e.g. auto (the default when several GPUs are visible)."
 IMAGE_SIZE_HELP = "hf Qwen2-VL family: the fixed square resolution of optimized inputs (a multiple of 28; 448)."
@@ -79,14 +111,17 @@ def eval_cmd(
     dtype: Optional[str] = typer.Option(None, help=DTYPE_HELP),
     device_map: Optional[str] = typer.Option(None, help=DEVICE_MAP_HELP),
     image_size: Optional[int] = typer.Option(None, min=28, help=IMAGE_SIZE_HELP),
+    gpus_per_rank: int = typer.Option(1, min=1, help=GPUS_HELP),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars."),
 ) -> None:
-    """Evaluate a model on a benchmark under image conditions; writes OUT/results.jsonl and OUT/summary.json."""
+    """Evaluate a model on a benchmark under image conditions; writes OUT/results.jsonl and OUT/summary.json.
+    Under `torchrun --nproc-per-node N -m mirage eval ...` the questions are sharded over the ranks."""
     from .evaluate import SCORINGS, eval_config, evaluate_conditions, summarize_conditions
     from .models import load_model, parse_dtype
-    from .runs import RunDir
 
     try:
+        world, device, scale_options = _scale_out(device, gpus_per_rank)
+        quiet = quiet or not world.main
         parse_dtype(dtype)  # refused before anything is written
         conds = parse_conditions(conditions)
         if scoring not in SCORINGS:  # refused before the model loads
@@ -96,12 +131,17 @@ def eval_cmd(
         config = eval_config(model, bench, conds, seed, limit, batch_size, scoring) | {
             "data_dir": str(data_dir) if data_dir else None, "subjects": _names(subjects), "all_questions": all_questions,
             "dtype": dtype, **_model_options(device_map, image_size)}
-        run = RunDir.open(out, config, overwrite=overwrite)
-        vlm = load_model(model, device=device, dtype=dtype, **_model_options(device_map, image_size))
-        rows = evaluate_conditions(vlm, bench, conds, seed=seed, batch_size=batch_size, run=run, quiet=quiet,
-                                   scoring=scoring)
+        run = _open_run(out, config, overwrite, world)
+        vlm = load_model(model, device=device, dtype=dtype, **_model_options(device_map, image_size),
+                         **scale_options)
+        evaluate_conditions(vlm, bench, conds, seed=seed, batch_size=batch_size, run=run, quiet=quiet,
+                            scoring=scoring, world=world)
+        names = {c.name for c in conds}
+        rows = [r for r in _finish(run, world) if r["source"] in names]
     except EXPECTED as e:
         _fail(e)
+    if not world.main:
+        return
     summary = summarize_conditions(rows, bench, conds)
     if "skipped_no_image" in summary:
         console.print(f"skipped, questions without an image: {summary['skipped_no_image']}")
@@ -137,6 +177,7 @@ def optimize(
     dtype: Optional[str] = typer.Option(None, help=DTYPE_HELP),
     device_map: Optional[str] = typer.Option(None, help=DEVICE_MAP_HELP),
     image_size: Optional[int] = typer.Option(None, min=28, help=IMAGE_SIZE_HELP),
+    gpus_per_rank: int = typer.Option(1, min=1, help=GPUS_HELP),
     seed: int = typer.Option(0),
     batch_size: int = typer.Option(16, min=1, help="Questions optimized together."),
     out: Path = typer.Option(..., help="Run directory (resumed if it exists with the same config)."),
@@ -148,10 +189,11 @@ def optimize(
     from .experiment import OptimizeSpec, apply_switches, run_optimization
     from .models import load_model, parse_dtype
     from .optimize import OptimizeConfig
-    from .runs import RunDir
     from .stats import summarize
 
     try:
+        world, device, scale_options = _scale_out(device, gpus_per_rank)
+        quiet = quiet or not world.main
         parse_dtype(dtype)  # refused before anything is written
         spec = OptimizeSpec(input=input, scope=scope, param=param, encoders=_names(encoders), detach=_names(detach),
                             objective=objective, quantize=quantize, resolution=resolution, train=train)
@@ -167,13 +209,17 @@ def optimize(
                   "grad_checkpointing": grad_checkpointing, "offload_unused_encoders": offload_unused_encoders,
                   "data_dir": str(data_dir) if data_dir else None, "subjects": _names(subjects),
                   "all_questions": all_questions, **_model_options(device_map, image_size)}
-        run = RunDir.open(out, config, overwrite=overwrite)
-        vlm = load_model(model, device=device, dtype=dtype, **_model_options(device_map, image_size))
+        run = _open_run(out, config, overwrite, world)
+        vlm = load_model(model, device=device, dtype=dtype, **_model_options(device_map, image_size),
+                         **scale_options)
         apply_switches(vlm, spec, grad_checkpointing, offload_unused_encoders)
-        run_optimization(vlm, bench, spec, cfg, run, quiet=quiet)
+        run_optimization(vlm, bench, spec, cfg, run, quiet=quiet, world=world)
+        rows = _finish(run, world)
     except EXPECTED as e:
         _fail(e)
-    summary = summarize(run.rows())
+    if not world.main:
+        return
+    summary = summarize(rows)
     run.write_json("summary.json", summary)
     console.print(summary_table(summary, title=f"{spec.source}: {model} on {benchmark}/{bench.split}"))
     console.print(f"run directory: {out}")

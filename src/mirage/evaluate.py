@@ -11,6 +11,7 @@ import torch
 
 from .benchmarks.question import LETTERS, Benchmark, Question
 from .conditions import Condition, ConditionContext, parse_conditions, seed_for
+from .distributed import SINGLE, World
 from .models.vlm import VLM, Visual
 from .progress import progress_bar
 from .runs import RunDir
@@ -78,15 +79,16 @@ def environment(model: VLM) -> dict:
 
 def evaluate_conditions(model: VLM, benchmark: Benchmark, conditions: Sequence[Condition], *, seed: int = 0,
                         batch_size: int = 32, run: RunDir | None = None, quiet: bool = False,
-                        scoring: str = "letter") -> list[dict]:
-    """Rows for every (question, condition), skipping those `run` already holds and appending new ones to it."""
+                        scoring: str = "letter", world: World = SINGLE) -> list[dict]:
+    """Rows for every (question, condition), skipping those `run` already holds and appending new ones to it.
+    Under torchrun each rank takes its shard of the questions (conditions still see the whole benchmark)."""
     if scoring not in SCORINGS:
         raise ValueError(f"--scoring: unknown scoring {scoring!r} (allowed: {', '.join(SCORINGS)})")
     if run:
         run.annotate(**environment(model))
     done = run.done() if run else set()
     # a condition built from the question's own image has nothing to show for a text-only question
-    todo = [(c, q) for c in conditions for q in benchmark
+    todo = [(c, q) for c in conditions for q in world.shard(benchmark.questions)
             if (q.id, c.name) not in done and (q.images or not c.needs_image)]
     ctx = ConditionContext(benchmark, seed)
     new: list[dict] = []

@@ -10,6 +10,7 @@ from PIL import Image
 
 from .benchmarks.question import Benchmark, Question
 from .conditions import Condition, ConditionContext
+from .distributed import SINGLE, World
 from .evaluate import evaluate_conditions
 from .inputs import PARAMS, Reference, build_input, default_lr
 from .models.vlm import VLM
@@ -85,8 +86,9 @@ def png_condition(run: RunDir, source: str, universal: bool) -> Condition:
 
 
 def run_optimization(model: VLM, bench: Benchmark, spec: OptimizeSpec, cfg: OptimizeConfig, run: RunDir,
-                     ref: Reference | None = None, quiet: bool = True) -> list[dict]:
-    """Run `spec` on `bench` into `run`; returns all rows it produced (resumes from rows already in `run`)."""
+                     ref: Reference | None = None, quiet: bool = True, world: World = SINGLE) -> list[dict]:
+    """Run `spec` on `bench` into `run`; returns all rows it produced (resumes from rows already in `run`). Under
+    torchrun (`world`), questions are sharded and universal gradients summed across ranks."""
     ref = ref or Reference.from_benchmark(model, bench)
     objective = OBJECTIVES.get(spec.objective)
     opts = dict(param=spec.param, encoders=spec.encoders, detach=spec.detach, quantize=spec.quantize,
@@ -95,20 +97,20 @@ def run_optimization(model: VLM, bench: Benchmark, spec: OptimizeSpec, cfg: Opti
     source = spec.source
     if spec.scope == "question":
         inp = build_input(spec.input, model, cfg.batch_size, ref, **opts)
-        optimize_questions(model, bench, inp, objective, cfg, source, run, lr, quiet)
+        optimize_questions(model, bench, inp, objective, cfg, source, run, lr, quiet, world)
         if spec.input == "pixels":
-            evaluate_conditions(model, bench, [png_condition(run, source, False)], run=run, quiet=quiet)
+            evaluate_conditions(model, bench, [png_condition(run, source, False)], run=run, quiet=quiet, world=world)
         return [r for r in run.rows() if r["source"] in (source, f"{source}-png")]
     if not 0 < spec.train < len(bench):
         raise ValueError(f"--train {spec.train}: needs 1..{len(bench) - 1} questions of {len(bench)} to hold some out")
     train, held_out = bench.questions[: spec.train], bench.questions[spec.train :]
     inp = build_input(spec.input, model, 1, ref, **opts)
-    optimize_universal(model, bench, train, inp, objective, cfg, source, run, lr, quiet)
+    optimize_universal(model, bench, train, inp, objective, cfg, source, run, lr, quiet, world=world)
     with torch.no_grad():
-        universal_rows(model, bench, held_out, inp, objective, source, run, cfg.batch_size)
-        universal_rows(model, bench, train, inp, objective, f"{source}-train", run, cfg.batch_size)
+        universal_rows(model, bench, held_out, inp, objective, source, run, cfg.batch_size, world)
+        universal_rows(model, bench, train, inp, objective, f"{source}-train", run, cfg.batch_size, world)
     if spec.input == "pixels":
         evaluate_conditions(model, Benchmark(bench.name, bench.split, list(held_out), bench.prompt_style),
-                            [png_condition(run, source, True)], run=run, quiet=quiet)
+                            [png_condition(run, source, True)], run=run, quiet=quiet, world=world)
     names = {source, f"{source}-train", f"{source}-png"}
     return [r for r in run.rows() if r["source"] in names]

@@ -20,6 +20,7 @@ from safetensors.torch import save_file
 
 from .benchmarks.question import LETTERS, Benchmark, Question
 from .conditions import seed_for
+from .distributed import SINGLE, World
 from .inputs.base import Input
 from .models.vlm import VLM
 from .objectives import Objective, choice_margin
@@ -65,10 +66,12 @@ def save_artifact(inp: Input, slot: int, directory: Path, key: str) -> Path:
 
 
 def optimize_questions(model: VLM, bench: Benchmark, inp: Input, objective: Objective, cfg: OptimizeConfig,
-                       source: str, run: RunDir | None = None, lr: float = 0.1, quiet: bool = True) -> list[dict]:
-    """Optimize one input per question of `bench`; rows are appended to `run` as questions finish (resumable)."""
+                       source: str, run: RunDir | None = None, lr: float = 0.1, quiet: bool = True,
+                       world: World = SINGLE) -> list[dict]:
+    """Optimize one input per question of `bench` (this rank's shard under torchrun); rows are appended to `run` as
+    questions finish (resumable)."""
     done = {qid for qid, src in run.done() if src == source} if run else set()
-    queue = [q for q in bench if q.id not in done]
+    queue = [q for q in world.shard(bench.questions) if q.id not in done]
     slots = inp.slots
     opt = SlotAdam(list(inp.parameters()), slots, lr)
     held = torch.zeros(slots, dtype=torch.long)
@@ -136,9 +139,11 @@ def train_stream(questions: Sequence[Question], step: int, size: int, seed: int)
 
 def optimize_universal(model: VLM, bench: Benchmark, train: Sequence[Question], inp: Input, objective: Objective,
                        cfg: OptimizeConfig, source: str, run: RunDir | None = None, lr: float = 0.1,
-                       quiet: bool = True, stop_after: int | None = None) -> list[dict]:
+                       quiet: bool = True, stop_after: int | None = None, world: World = SINGLE) -> list[dict]:
     """Train one shared input (slot 0) on `train`; returns the loss history. Checkpoints in `run` and resumes.
 
+    Under torchrun each rank computes the gradient on its share of every step's questions; the summed gradient
+    equals the single-process one up to summation order, and every rank takes the same step (rank 0 writes).
     `stop_after` ends the call after that many steps (a test's stand-in for a crash).
     """
     opt = torch.optim.Adam([p for p in inp.parameters() if p.requires_grad], lr=lr)
@@ -165,30 +170,41 @@ def optimize_universal(model: VLM, bench: Benchmark, train: Sequence[Question], 
             batch = train_stream(train, step, cfg.batch_size * cfg.accum, cfg.seed)
             total, correct = 0.0, 0
             for a in range(cfg.accum):
-                qs = batch[a * cfg.batch_size : (a + 1) * cfg.batch_size]
+                qs = world.shard(batch[a * cfg.batch_size : (a + 1) * cfg.batch_size])
+                if not qs:
+                    continue
                 slots = torch.zeros(len(qs), dtype=torch.long, device=model.device)
                 loss, logits = objective(model, [bench.prompt(q) for q in qs], inp(slots), qs)
                 (loss.sum() / len(batch)).backward()
                 total += float(loss.detach().sum())
                 correct += int((choice_margin(logits.detach(), qs) > 0).sum())
+            if world.distributed:
+                params = [p for p in inp.parameters() if p.requires_grad]
+                for p in params:
+                    if p.grad is None:
+                        p.grad = torch.zeros_like(p)
+                stats = torch.tensor([total, correct], dtype=torch.float64, device=params[0].device)
+                world.all_reduce_([p.grad for p in params] + [stats])
+                total, correct = float(stats[0]), int(stats[1])
             opt.step()
             opt.zero_grad()
             inp.project_()
             history.append({"step": step + 1, "loss": round(total / len(batch), 4), "batch_accuracy": correct / len(batch)})
-            if ckpt and ((step + 1) % cfg.checkpoint_every == 0 or step + 1 == cfg.steps):
+            if ckpt and world.main and ((step + 1) % cfg.checkpoint_every == 0 or step + 1 == cfg.steps):
                 save(step + 1)
             advance(1)
-    if run:
+    if run and world.main:
         save_artifact(inp, 0, run.artifacts_dir, source)
         (run.artifacts_dir / f"{source}.history.json").write_text(json.dumps(history))
+    world.barrier()  # the artifact exists before any rank re-reads it
     return history
 
 
 def universal_rows(model: VLM, bench: Benchmark, questions: Sequence[Question], inp: Input, objective: Objective,
-                   source: str, run: RunDir | None, batch_size: int) -> list[dict]:
-    """Evaluate the trained universal input on `questions` (skipping rows `run` holds)."""
+                   source: str, run: RunDir | None, batch_size: int, world: World = SINGLE) -> list[dict]:
+    """Evaluate the trained universal input on `questions` (this rank's shard; skipping rows `run` holds)."""
     done = {qid for qid, src in run.done() if src == source} if run else set()
-    todo = [q for q in questions if q.id not in done]
+    todo = [q for q in world.shard(questions) if q.id not in done]
     rows = []
     with torch.no_grad():
         for i in range(0, len(todo), batch_size):

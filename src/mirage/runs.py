@@ -75,10 +75,12 @@ class RunDir:
         self.config: dict = {}
 
     @classmethod
-    def open(cls, path, config: dict, overwrite: bool = False) -> "RunDir":
+    def open(cls, path, config: dict, overwrite: bool = False, fold: bool = True) -> "RunDir":
         """Create a run directory, or resume one whose config matches (ignoring NEUTRAL_KEYS).
 
-        `overwrite` discards previous results, summary and artifacts instead of resuming."""
+        `overwrite` discards previous results, summary and artifacts instead of resuming. On resume, rows that ranks
+        of a killed `torchrun` left in `results.rank<r>.jsonl` are folded into results.jsonl first (unless `fold`
+        is False: a rank other than 0 joining a live run must not)."""
         run = cls(path)
         # The round trip makes tuples and lists (and other JSON-equal values) compare equal.
         run.config = json.loads(json.dumps(config))
@@ -98,6 +100,8 @@ class RunDir:
                     + "; ".join(diff)
                     + ". Use --overwrite to start over, or another --out."
                 )
+            if fold:
+                run.fold_rank_files()
             return run
         if not overwrite and run.path.is_dir() and any(run.path.iterdir()):
             raise ValueError(
@@ -110,6 +114,25 @@ class RunDir:
         _atomic_write(config_path, json.dumps(run.config, indent=2, sort_keys=True) + "\n")
         return run
 
+    def rank_files(self) -> list[Path]:
+        return sorted(self.path.glob("results.rank*.jsonl"))
+
+    def fold_rank_files(self) -> None:
+        """Append the rows of per-rank files (a sharded run's) that results.jsonl lacks, then remove the files."""
+        files = self.rank_files()
+        if not files:
+            return
+        have = {(r["question_id"], r["source"]) for r in read_rows(self.results_path)}  # not self.rows(): a
+        new = []  # sharded run's rows() already includes the rank files
+        for f in files:
+            for r in read_rows(f):
+                if (r["question_id"], r["source"]) not in have:
+                    have.add((r["question_id"], r["source"]))
+                    new.append(r)
+        append_rows(self.results_path, new)
+        for f in files:
+            f.unlink()
+
     def annotate(self, **facts) -> None:
         """Record facts known only once the model is loaded in config.json's `environment` (not part of the
         identity compared on resume)."""
@@ -119,6 +142,8 @@ class RunDir:
     def _clear(self) -> None:
         # Only our own outputs: the directory may hold files the user put there.
         self.results_path.unlink(missing_ok=True)
+        for f in self.rank_files():
+            f.unlink()
         self.summary_path.unlink(missing_ok=True)
         if self.artifacts_dir.is_dir():
             shutil.rmtree(self.artifacts_dir)
@@ -141,34 +166,7 @@ class RunDir:
         """All result rows; a torn last line (a kill mid-append) is dropped and cut from the file.
 
         A corrupt line elsewhere raises ValueError naming the file and line number."""
-        try:
-            data = self.results_path.read_bytes()
-        except FileNotFoundError:
-            return []
-        lines = data.split(b"\n")
-        torn = lines.pop() != b""  # bytes after the final newline: an unfinished write
-        out: list[dict] = []
-        end = 0  # byte offset just past the last good line
-        for i, line in enumerate(lines, 1):
-            try:
-                row = _parse_line(line)
-            except ValueError as e:
-                if i == len(lines) and not torn:
-                    torn = True  # an unparsable final line is what a kill mid-append leaves
-                    break
-                raise ValueError(f"{self.results_path}: line {i} is corrupt ({e})") from e
-            if row is not None:
-                out.append(row)
-            end += len(line) + 1
-        if torn:
-            self._truncate(end)
-        return out
-
-    def _truncate(self, size: int) -> None:
-        with open(self.results_path, "r+b") as f:
-            f.truncate(size)
-            f.flush()
-            os.fsync(f.fileno())
+        return read_rows(self.results_path)
 
     def done(self) -> set[tuple[str, str]]:
         """The (question_id, source) pairs that already have a result."""
@@ -176,29 +174,67 @@ class RunDir:
 
     def append(self, rows: Sequence[dict]) -> None:
         """Append rows as JSON lines and fsync, so a kill loses at most this batch."""
-        if not rows:
-            return
-        if self._torn_tail():
-            self.rows()  # repairs it; appending onto a torn line would corrupt a middle line
-        text = "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows)
-        with open(self.results_path, "a", encoding="utf-8") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-
-    def _torn_tail(self) -> bool:
-        try:
-            with open(self.results_path, "rb") as f:
-                f.seek(0, os.SEEK_END)
-                if f.tell() == 0:
-                    return False
-                f.seek(-1, os.SEEK_END)
-                return f.read(1) != b"\n"
-        except FileNotFoundError:
-            return False
+        append_rows(self.results_path, rows)
 
     def write_json(self, name: str, obj) -> Path:
         """Atomically write `obj` as JSON to `name` in the run directory; returns its path."""
         path = self.path / name
         _atomic_write(path, json.dumps(obj, indent=2) + "\n")
         return path
+
+
+def read_rows(path: Path, repair: bool = True) -> list[dict]:
+    """The rows of a JSON-lines file. A torn last line (a kill mid-append) is dropped, and cut from the file when
+    `repair` (only the file's writer may repair it: another process may be appending). A corrupt line elsewhere
+    raises ValueError naming the file and line number."""
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        return []
+    lines = data.split(b"\n")
+    torn = lines.pop() != b""  # bytes after the final newline: an unfinished write
+    out: list[dict] = []
+    end = 0  # byte offset just past the last good line
+    for i, line in enumerate(lines, 1):
+        try:
+            row = _parse_line(line)
+        except ValueError as e:
+            if i == len(lines) and not torn:
+                torn = True  # an unparsable final line is what a kill mid-append leaves
+                break
+            raise ValueError(f"{path}: line {i} is corrupt ({e})") from e
+        if row is not None:
+            out.append(row)
+        end += len(line) + 1
+    if torn and repair:
+        with open(path, "r+b") as f:
+            f.truncate(end)
+            f.flush()
+            os.fsync(f.fileno())
+    return out
+
+
+def append_rows(path: Path, rows: Sequence[dict]) -> None:
+    """Append rows to a JSON-lines file and fsync; a torn tail left by a kill is repaired first (appending onto it
+    would corrupt a middle line)."""
+    if not rows:
+        return
+    if _torn_tail(path):
+        read_rows(path)
+    text = "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows)
+    with open(path, "a", encoding="utf-8") as f:
+        f.write(text)
+        f.flush()
+        os.fsync(f.fileno())
+
+
+def _torn_tail(path: Path) -> bool:
+    try:
+        with open(path, "rb") as f:
+            f.seek(0, os.SEEK_END)
+            if f.tell() == 0:
+                return False
+            f.seek(-1, os.SEEK_END)
+            return f.read(1) != b"\n"
+    except FileNotFoundError:
+        return False

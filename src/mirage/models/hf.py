@@ -26,10 +26,11 @@ def attention_implementation(device: torch.device) -> str:
 
 
 def load_hf(path: str, device: torch.device, dtype: torch.dtype | None = None, device_map: str | None = None,
-            image_size: int | None = None) -> VLM:
+            image_size: int | None = None, gpus: list[int] | None = None) -> VLM:
     """Load a transformers VLM from a hub id or directory; bf16 on GPU and fp32 on CPU unless `dtype` is given.
-    `device_map` (e.g. "auto") splits it over GPUs, the default when several are visible; `image_size` is the
-    Qwen2-VL family's fixed resolution for optimization (a multiple of 28)."""
+    `device_map` (e.g. "auto") splits it over GPUs, the default when several are visible; `gpus` limits that split
+    to these GPU indices (a torchrun rank's group); `image_size` is the Qwen2-VL family's fixed resolution for
+    optimization (a multiple of 28)."""
     from transformers import AutoConfig, AutoModelForImageTextToText
     from transformers.models.auto.modeling_auto import MODEL_FOR_IMAGE_TEXT_TO_TEXT_MAPPING_NAMES
 
@@ -41,11 +42,16 @@ def load_hf(path: str, device: torch.device, dtype: torch.dtype | None = None, d
     if image_size is not None and not kind.startswith("qwen2"):
         raise ValueError(f"image_size applies to the Qwen2-VL family, not to {kind!r}")
     dtype = dtype or (torch.bfloat16 if device.type == "cuda" else torch.float32)
-    if device_map is None and device.type == "cuda" and torch.cuda.device_count() > 1:
+    max_memory = None
+    if gpus and len(gpus) > 1:
+        device_map = device_map or "auto"
+        max_memory = {g: torch.cuda.mem_get_info(g)[0] for g in gpus}  # this rank's GPUs only
+    elif device_map is None and device.type == "cuda" and torch.cuda.device_count() > 1 and not gpus \
+            and not torch.distributed.is_initialized():
         device_map = "auto"  # split the model over the visible GPUs, as the seed did
     attn = attention_implementation(device)
     model = AutoModelForImageTextToText.from_pretrained(path, dtype=dtype, attn_implementation=attn,
-                                                        device_map=device_map)
+                                                        device_map=device_map, max_memory=max_memory)
     if device_map is None:
         model = model.to(device)
     model.eval()
