@@ -109,6 +109,10 @@ def main() -> None:
     ap.add_argument("--workdir", default=None)
     ap.add_argument("--steps", type=int, default=50)
     ap.add_argument("--small", action="store_true", help="1/16 of the widths and depths, on the CPU: a smoke run")
+    ap.add_argument("--only", default=None, help="one fixture benchmark: mmmu or scienceqa")
+    ap.add_argument("--no-qwen", action="store_true", help="skip the tiny Qwen checks")
+    ap.add_argument("--save-only", action="store_true", help="build and save the model to WORKDIR/llava7b, then stop")
+    ap.add_argument("--model-dir", default=None, help="an already saved 7B-shaped model: skip building")
     args = ap.parse_args()
     global DEVICE
     DEVICE = "cpu" if args.small else "cuda"
@@ -116,16 +120,22 @@ def main() -> None:
     benches = {"mmmu": load_benchmark("mmmu", data_dir=str(fx / "mmmu")),
                "scienceqa": load_benchmark("scienceqa", data_dir=str(fx / "scienceqa"))}
     words = [w for b in benches.values() for q in b for w in re.findall(r"\w+|[^\w\s]", b.prompt(q))]
+    if args.only:
+        benches = {args.only: benches[args.only]}
     results = {"device": torch.cuda.get_device_name() if DEVICE == "cuda" else "cpu", "torch": torch.__version__,
                "date": time.strftime("%Y-%m-%d"), "command": " ".join(sys.argv), "parts": {}}
     import transformers
     results["transformers"] = transformers.__version__
     work = Path(args.workdir or tempfile.mkdtemp())
+    model_dir = Path(args.model_dir) if args.model_dir else work / "llava7b"
+    if not args.model_dir:
+        t = time.time()
+        save_llava_7b(model_dir, words, args.small)
+        results["build_and_save_s"] = round(time.time() - t, 1)
+    if args.save_only:
+        return
     t = time.time()
-    save_llava_7b(work / "llava7b", words, args.small)
-    results["build_and_save_s"] = round(time.time() - t, 1)
-    t = time.time()
-    model = load_model(f"hf:{work / 'llava7b'}", device=DEVICE, dtype=torch.bfloat16)
+    model = load_model(f"hf:{model_dir}", device=DEVICE, dtype=torch.bfloat16)
     sync()
     results["load_s"] = round(time.time() - t, 1)
     results["attn_implementation"] = model.attn_implementation
@@ -148,6 +158,9 @@ def main() -> None:
     del model
     if DEVICE == "cuda":
         torch.cuda.empty_cache()
+    if args.no_qwen:
+        Path(args.out).write_text(json.dumps(results, indent=2))
+        return
     sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
     from test_hf_qwen import save_tiny_qwen  # the tiny test models, now in bf16 on CUDA
 

@@ -86,6 +86,18 @@ def _finish(run, world) -> list[dict]:
     return run.merge() if world.distributed else run.rows()
 
 
+def _write_timings(run, load_s: float, work_s: float, world) -> None:
+    """timings.json: this invocation's model loading and work (a resumed run times only what it did), with the
+    peak GPU memory of rank 0's devices."""
+    import torch
+
+    t = {"load_s": round(load_s, 1), "work_s": round(work_s, 1), "ranks": world.size}
+    if torch.cuda.is_available():
+        t["peak_gb"] = {i: round(torch.cuda.max_memory_allocated(i) / 2**30, 2)
+                        for i in range(torch.cuda.device_count()) if torch.cuda.max_memory_allocated(i)}
+    run.write_json("timings.json", t)
+
+
 GPUS_HELP = "torchrun: GPUs per rank; the model is split over them (e.g. 8 GPUs as 4 ranks x 2)."
 DTYPE_HELP = "float32/fp32, bfloat16/bf16 or float16/fp16 (default: bf16 on GPU, fp32 on CPU; demo: fp32)."
 DEVICE_MAP_HELP = "hf: accelerate device map, e.g. auto (the default when several GPUs are visible)."
@@ -132,8 +144,10 @@ def eval_cmd(
             "data_dir": str(data_dir) if data_dir else None, "subjects": _names(subjects), "all_questions": all_questions,
             "dtype": dtype, **_model_options(device_map, image_size)}
         run = _open_run(out, config, overwrite, world)
+        t0 = time.time()
         vlm = load_model(model, device=device, dtype=dtype, **_model_options(device_map, image_size),
                          **scale_options)
+        t1 = time.time()
         evaluate_conditions(vlm, bench, conds, seed=seed, batch_size=batch_size, run=run, quiet=quiet,
                             scoring=scoring, world=world)
         names = {c.name for c in conds}
@@ -142,6 +156,7 @@ def eval_cmd(
         _fail(e)
     if not world.main:
         return
+    _write_timings(run, t1 - t0, time.time() - t1, world)
     summary = summarize_conditions(rows, bench, conds)
     if "skipped_no_image" in summary:
         console.print(f"skipped, questions without an image: {summary['skipped_no_image']}")
@@ -210,8 +225,10 @@ def optimize(
                   "data_dir": str(data_dir) if data_dir else None, "subjects": _names(subjects),
                   "all_questions": all_questions, **_model_options(device_map, image_size)}
         run = _open_run(out, config, overwrite, world)
+        t0 = time.time()
         vlm = load_model(model, device=device, dtype=dtype, **_model_options(device_map, image_size),
                          **scale_options)
+        t1 = time.time()
         apply_switches(vlm, spec, grad_checkpointing, offload_unused_encoders)
         run_optimization(vlm, bench, spec, cfg, run, quiet=quiet, world=world)
         rows = _finish(run, world)
@@ -219,6 +236,7 @@ def optimize(
         _fail(e)
     if not world.main:
         return
+    _write_timings(run, t1 - t0, time.time() - t1, world)
     summary = summarize(rows)
     run.write_json("summary.json", summary)
     console.print(summary_table(summary, title=f"{spec.source}: {model} on {benchmark}/{bench.split}"))
