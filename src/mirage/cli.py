@@ -266,6 +266,7 @@ def study(
         _fail(e)
     console.print(summary_table(result.summary, title=f"mirage study: {model} on ShapesQA test"))
     console.print(f"run directory: {out}  ({time.time() - t0:.0f} s)")
+    console.print(f"report: {_write_report(out)}")
 
 
 @app.command("train-demo")
@@ -356,3 +357,24 @@ def _parse_type_weights(spec: str) -> dict[str, float]:
 
 def main() -> None:
     app()
+
+
+@app.command()
+def report(
+    run_dir: Path = typer.Argument(..., help="Run directory (config.json, results.jsonl, artifacts/)."),
+    max_images: int = typer.Option(16, min=0, help="Images shown per gallery; the rest are counted, not shown."),
+    questions: bool = typer.Option(True, help="Load the run's benchmark for question text and real images."),
+    out: Optional[Path] = typer.Option(None, help="Where to write the page (default: RUN_DIR/report.html)."),
+) -> None:
+    """Write RUN_DIR/report.html: one self-contained page of the run's images, tables and plots (no model)."""
+    path = _write_report(run_dir, out, max_images, questions)
+    console.print(f"report: {path}  ({path.stat().st_size / 1e6:.1f} MB)")
+
+
+def _write_report(run_dir: Path, out: Optional[Path] = None, max_images: int = 16, questions: bool = True) -> Path:
+    from .report import write_report
+
+    try:
+        return write_report(run_dir, out, max_images=max_images, questions=questions)
+    except EXPECTED as e:
+        _fail(e)

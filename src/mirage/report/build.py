@@ -1,0 +1,88 @@
+"""Assemble the report: read the run, build panel, tables, plots and galleries, render one self-contained page."""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from pathlib import Path
+
+from jinja2 import Environment, FileSystemLoader
+
+from .demo_panel import demo_panels
+from .gallery import DEFAULT_MAX_IMAGES, galleries, single_images
+from .plots import accuracy_plot, chance_level, encoder_plot, history_plot, per_question_plot, spectrum_plot
+from .questions import load_questions
+from .rundata import RunData, load_run
+from .sources import GROUP_TITLES
+from .tables import baselines, question_types, source_rows
+
+REPORT = "report.html"
+TEMPLATES = Path(__file__).parent / "templates"
+
+
+def _num(x, fmt: str = ".3f") -> str:
+    return "–" if x is None or (isinstance(x, float) and math.isnan(x)) else format(x, fmt)
+
+
+def _environment() -> Environment:
+    env = Environment(loader=FileSystemLoader(TEMPLATES), autoescape=True, trim_blocks=True, lstrip_blocks=True)
+    env.filters["num"] = _num
+    env.filters["pval"] = lambda p: _num(p, ".2g")
+    return env
+
+
+def run_facts(data: RunData) -> list[tuple[str, str]]:
+    """Model, benchmark, split, seed, steps, device, versions and wall time, as (label, value) pairs."""
+    c, env = data.config, data.config.get("environment", {})
+    plan = c.get("plan", {})
+    steps = c.get("steps", plan.get("steps"))
+    if plan.get("universal_steps") not in (None, steps):
+        steps = f"{steps} per question, {plan['universal_steps']} universal"
+    facts = [("command", c.get("command")), ("model", c.get("model")), ("benchmark", c.get("benchmark")),
+             ("split", c.get("split")), ("questions", c.get("n_questions")), ("limit", c.get("limit")),
+             ("seed", c.get("seed")), ("steps", steps), ("batch size", c.get("batch_size")),
+             ("device", env.get("device", c.get("device"))), ("dtype", env.get("dtype", c.get("dtype"))),
+             ("attention", env.get("attn_implementation")), ("torch", env.get("torch")),
+             ("transformers", env.get("transformers"))]
+    if data.timings:
+        total = sum(float(v) for v in data.timings.values() if isinstance(v, (int, float)))
+        facts.append(("wall time", f"{total:.1f} s ({total / 60:.1f} min) over {len(data.timings)} parts"))
+    facts.append(("result rows", f"{len(data.rows)} in {len(data.sources)} sources"))
+    return [(k, str(v)) for k, v in facts if v is not None]
+
+
+def build_report(run_dir: str | Path, max_images: int = DEFAULT_MAX_IMAGES, questions: bool = True) -> str:
+    """The report of the run in `run_dir` as one HTML string (images and plots embedded). Reads the run's files
+    and, when `questions` and cheap, its benchmark's questions; never loads a model."""
+    if max_images < 0:
+        raise ValueError(f"--max-images must be >= 0, got {max_images}")
+    data = load_run(run_dir)
+    qs, question_note = load_questions(data.config) if questions else ({}, "question loading was turned off")
+    table = source_rows(data.summary, data.rows)
+    panels = demo_panels(data, qs, question_note)
+    plots = [accuracy_plot(table, chance_level(data.rows)), spectrum_plot(table), history_plot(data.histories),
+             per_question_plot(data.rows, [r.info for r in table]), encoder_plot(table)]
+    from .. import __version__
+
+    return _environment().get_template("report.html.j2").render(
+        title=f"mirage report: {data.config.get('model', '?')} on {data.config.get('benchmark', '?')}"
+              f"/{data.config.get('split', '?')}",
+        run_path=str(data.path), facts=run_facts(data), config_json=json.dumps(data.config, indent=2, sort_keys=True),
+        timings=data.timings, panels=panels, table=table, types=question_types(table), baselines=baselines(table),
+        plots=[p for p in plots if p is not None], galleries=galleries(data, qs, max_images),
+        singles=single_images(data, {p.source for p in panels}), questions_loaded=bool(qs),
+        question_note=question_note, skipped=data.summary_file.get("skipped_no_image", {}),
+        other_artifacts=data.other_artifacts, max_images=max_images, version=__version__, group_titles=GROUP_TITLES,
+        generated=time.strftime("%Y-%m-%d %H:%M:%S"))
+
+
+def write_report(run_dir: str | Path, out: str | Path | None = None, max_images: int = DEFAULT_MAX_IMAGES,
+                 questions: bool = True) -> Path:
+    """Write the report of `run_dir` to `out` (default RUN_DIR/report.html); returns its path."""
+    html = build_report(run_dir, max_images, questions)
+    path = Path(out) if out is not None else Path(run_dir) / REPORT
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(html, encoding="utf-8")
+    tmp.replace(path)
+    return path
