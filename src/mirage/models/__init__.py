@@ -34,6 +34,17 @@ def _hf(path: str | None, device: torch.device, dtype: torch.dtype | None, **opt
     return load_hf(path, device, dtype, **options)
 
 
+@MODELS.register("cambrian")
+def _cambrian(path: str | None, device: torch.device, dtype: torch.dtype | None, **options) -> VLM:
+    if not path:
+        raise ValueError("model 'cambrian' needs a hub id or a directory: cambrian:nyu-visionx/cambrian-8b or "
+                         "cambrian:DIR")
+    from .cambrian import load_cambrian
+
+    refuse_options("cambrian", options)
+    return load_cambrian(path, device, dtype)
+
+
 def refuse_options(backend: str, options: dict) -> None:
     """Model options (`device_map`, `image_size` ...) a backend has no use for are refused, naming them."""
     given = sorted(k for k, v in options.items() if v is not None)

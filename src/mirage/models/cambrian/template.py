@@ -1,0 +1,50 @@
+"""Cambrian-1-8B's `llama_3` conversation template and the tokens it implies.
+
+Verified against cambrian-mllm/cambrian (commit 539ffc3): `cambrian/conversation.py` (conv_llama_3: its system
+prompt and the LLAMA_3 separator style, with no newline after `<|end_header_id|>`), `inference.py` and
+`eval/eval/*/..._eval.py` (conv_mode "llama_3" for cambrian-8b, `<image>\\n` before the question) and
+`cambrian/mm_utils.py` (`tokenizer_image_token`: each text chunk is tokenized with the tokenizer's own
+`<|begin_of_text|>`, kept on the first chunk only, so the sequence starts with two of them: the template writes one).
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+IMAGE_TOKEN = "<image>"
+BOS = "<|begin_of_text|>"
+SYSTEM = ("You are Cambrian, a highly intelligent multimodal AI trained by NYU Vision X. \n"
+          "    As a multimodal AI, you have the ability to process and analyze images. Whenever an image is present in "
+          "the conversation, very carefully examine it and consider its content when formulating your response.\n"
+          "    You should give concise responses to very simple questions, but provide thorough responses to more "
+          "complex and open-ended questions. ")
+SPECIAL_TOKENS = [BOS, "<|end_of_text|>", "<|start_header_id|>", "<|end_header_id|>", "<|eot_id|>"]
+
+
+def llama_3_prompt(question: str) -> str:
+    """One user turn with the image before `question`, ready for the assistant's answer (token for token what
+    official inference feeds the model: the tokenizer's BOS, then the template's)."""
+    header = lambda role: f"<|start_header_id|>{role}<|end_header_id|>"
+    return (f"{BOS}{BOS}{header('system')}{SYSTEM}<|eot_id|>"
+            f"{header('user')}{IMAGE_TOKEN}\n{question}<|eot_id|>{header('assistant')}")
+
+
+def ensure_image_token(tokenizer) -> int:
+    """The id of `<image>`, added as a special token when the tokenizer lacks it (Llama-3's does: the official code
+    splits the prompt at `<image>` instead). Its id may lie past the LM's vocabulary: the model never embeds it."""
+    if IMAGE_TOKEN not in tokenizer.get_vocab():
+        tokenizer.add_tokens([IMAGE_TOKEN], special_tokens=True)
+    return tokenizer.convert_tokens_to_ids(IMAGE_TOKEN)
+
+
+def glued_answer_ids(tokenizer, prompt: str, answers: Sequence[str]) -> list[int]:
+    """The token each answer starts with when written right after `prompt` with no space, as the llama_3 template
+    puts the assistant's text directly after `<|end_header_id|>`."""
+    base = tokenizer(prompt, add_special_tokens=False).input_ids
+    out = []
+    for a in answers:
+        full = tokenizer(prompt + a, add_special_tokens=False).input_ids
+        if full[: len(base)] != base or len(full) <= len(base):
+            raise ValueError(f"cannot find the token of answer {a!r} after the prompt")
+        out.append(full[len(base)])
+    return out
