@@ -8,7 +8,7 @@ from safetensors.torch import load_file
 
 from mirage.benchmarks.question import Benchmark
 from mirage.experiment import OptimizeSpec, apply_switches, run_optimization
-from mirage.inputs import INPUTS, PARAMS, Reference, build_input
+from mirage.inputs import INPUTS, OWN_LOOPS, PARAMS, Reference, build_input
 from mirage.objectives import OBJECTIVES
 from mirage.optimize import OptimizeConfig, optimize_questions, optimize_universal
 from mirage.runs import RunDir
@@ -21,7 +21,7 @@ def ref(tiny_model, small_bench):
 
 def _specs():
     out = [("features", {}), ("tokens", {})] + [("pixels", {"param": p}) for p in PARAMS]
-    assert {k for k, _ in out} == set(INPUTS.names())  # a new input must be added here
+    assert {k for k, _ in out} | set(OWN_LOOPS) == set(INPUTS.names())  # a new input needs a case here (or its own loop)  # a new input must be added here
     return out
 
 

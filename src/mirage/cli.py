@@ -173,7 +173,7 @@ def optimize(
     data_dir: Optional[Path] = typer.Option(None, help="mmmu/scienceqa: a local copy in the hub's layout."),
     subjects: Optional[str] = typer.Option(None, help="mmmu: comma-separated subjects."),
     all_questions: bool = typer.Option(False, help="scienceqa: include questions without an image."),
-    input: str = typer.Option("features", "--input", help="features, pixels or tokens."),
+    input: str = typer.Option("features", "--input", help="features, pixels, tokens, patch or generator."),
     param: str = typer.Option("sigmoid", help="Pixel parameterization: raw, sigmoid or fourier."),
     scope: str = typer.Option("question", help="question (one input each) or universal (one for all)."),
     encoders: Optional[str] = typer.Option(None, help="Optimize through these encoders only, e.g. clip,dino."),
@@ -187,6 +187,10 @@ def optimize(
     limit: Optional[int] = typer.Option(None, min=1, help="First N questions only."),
     quantize: bool = typer.Option(False, help="Pixels: optimize the 8-bit image (straight-through rounding)."),
     resolution: Optional[int] = typer.Option(None, min=8, help="Pixels: image side (default: largest encoder input)."),
+    goal: str = typer.Option("untargeted", help="Patch: untargeted (away from the answer) or targeted."),
+    target: Optional[str] = typer.Option(None, help="Patch, targeted: a letter (e.g. B) or 'wrong'."),
+    patch_size: Optional[int] = typer.Option(None, min=4, help="Patch: side in pixels (default: 64/336 of the input)."),
+    method: str = typer.Option("reinforce", help="Generator: reinforce (policy gradient) or backprop (control)."),
     grad_checkpointing: bool = typer.Option(False, help="Recompute activations in the backward pass."),
     offload_unused_encoders: bool = typer.Option(False, help="Move encoders the input bypasses to the CPU."),
     dtype: Optional[str] = typer.Option(None, help=DTYPE_HELP),
@@ -210,8 +214,10 @@ def optimize(
         world, device, scale_options = _scale_out(device, gpus_per_rank)
         quiet = quiet or not world.main
         parse_dtype(dtype)  # refused before anything is written
+        own = {"patch": {"goal": goal, "target": target, "size": patch_size}, "generator": {"method": method}}
         spec = OptimizeSpec(input=input, scope=scope, param=param, encoders=_names(encoders), detach=_names(detach),
-                            objective=objective, quantize=quantize, resolution=resolution, train=train)
+                            objective=objective, quantize=quantize, resolution=resolution, train=train,
+                            options=own.get(input, {}))
         cfg = OptimizeConfig(steps=steps, lr=lr, batch_size=batch_size, early_stop=early_stop, seed=seed, accum=accum)
         bench = load_benchmark(benchmark, split=split, limit=limit,
                                **_benchmark_options(benchmark, data_dir, subjects, all_questions))
@@ -378,3 +384,13 @@ def _write_report(run_dir: Path, out: Optional[Path] = None, max_images: int = 1
         return write_report(run_dir, out, max_images=max_images, questions=questions)
     except EXPECTED as e:
         _fail(e)
+
+
+def _register_analyses() -> None:
+    """Analysis commands live in their own modules; registered here so `mirage --help` lists them."""
+    from .analyses2_cli import transfer_cmd, transfer_types_cmd
+    app.command("transfer")(transfer_cmd)
+    app.command("transfer-types")(transfer_types_cmd)
+
+
+_register_analyses()

@@ -12,7 +12,7 @@ from .benchmarks.question import Benchmark, Question
 from .conditions import Condition, ConditionContext
 from .distributed import SINGLE, World
 from .evaluate import evaluate_conditions
-from .inputs import PARAMS, Reference, build_input, default_lr
+from .inputs import PARAMS, Reference, build_input, default_lr, own_loop
 from .models.vlm import VLM
 from .objectives import OBJECTIVES
 from .optimize import OptimizeConfig, optimize_questions, optimize_universal, universal_rows
@@ -89,6 +89,17 @@ def run_optimization(model: VLM, bench: Benchmark, spec: OptimizeSpec, cfg: Opti
                      ref: Reference | None = None, quiet: bool = True, world: World = SINGLE) -> list[dict]:
     """Run `spec` on `bench` into `run`; returns all rows it produced (resumes from rows already in `run`). Under
     torchrun (`world`), questions are sharded and universal gradients summed across ranks."""
+    runner = own_loop(spec.input)
+    if runner is not None:  # patch, generator: their own loops over each question's real image or text
+        if spec.scope != "universal":
+            raise ValueError(f"--input {spec.input} trains one input for a train set: use --scope universal")
+        if not 0 < spec.train < len(bench):
+            raise ValueError(f"--train {spec.train}: needs 1..{len(bench) - 1} questions of {len(bench)} to hold some out")
+        if world.distributed:
+            raise ValueError(f"--input {spec.input} runs in one process (no torchrun sharding yet)")
+        runner(model, bench, run, train=spec.train, steps=cfg.steps, seed=cfg.seed, quiet=quiet,
+               **({"lr": cfg.lr} if cfg.lr else {}), **spec.options)
+        return run.rows()
     ref = ref or Reference.from_benchmark(model, bench)
     objective = OBJECTIVES.get(spec.objective)
     opts = dict(param=spec.param, encoders=spec.encoders, detach=spec.detach, quantize=spec.quantize,

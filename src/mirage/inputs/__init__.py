@@ -1,7 +1,9 @@
-"""Optimizable inputs, one file each: `features`, `pixels` (raw / sigmoid / fourier), `tokens`."""
+"""Optimizable inputs, one file each: `features`, `pixels` (raw / sigmoid / fourier), `tokens`; and two trained by
+their own loops (OWN_LOOPS): `patch` (pasted onto real images) and `generator` (conditioned on the question)."""
 
 from __future__ import annotations
 
+import importlib
 from dataclasses import dataclass
 
 import torch
@@ -16,7 +18,8 @@ from .pixels import PARAMS, PixelInput
 from .tokens import TokenInput
 
 INPUTS: Registry = Registry("input")
-DEFAULT_LR = {"features": 0.1, "tokens": 0.01, "pixels-raw": 0.02, "pixels-sigmoid": 0.1, "pixels-fourier": 0.005}
+DEFAULT_LR = {"features": 0.1, "tokens": 0.01, "pixels-raw": 0.02, "pixels-sigmoid": 0.1, "pixels-fourier": 0.005,
+              "patch": 0.1, "generator": 3e-4}
 
 
 @dataclass
@@ -68,6 +71,33 @@ def _tokens(model: VLM, slots: int, ref: Reference, seed: int = 0, **_) -> Input
     return TokenInput(model, slots, ref.token_shape, ref.token_scale, seed)
 
 
+@INPUTS.register("patch")
+def _patch(model: VLM, slots: int, ref: Reference, size: int | None = None, seed: int = 0, **_) -> Input:
+    from .patch import PatchInput
+
+    return PatchInput(model, slots, size, seed)
+
+
+@INPUTS.register("generator")
+def _generator(model: VLM, slots: int, ref: Reference, generator=None, seed: int = 0, **_) -> Input:
+    from ..generator import GeneratorInput  # imports diffusers only when a generator is asked for
+
+    return GeneratorInput(model, 1, generator, seed)
+
+
+# Inputs trained by their own loop, not `optimize`'s: each step needs the questions' real images (patch) or texts
+# (generator), which `Input.forward(slots)` never sees. input -> (module, runner(model, bench, run, **options)).
+OWN_LOOPS = {"patch": ("mirage.inputs.patch", "run_patch"), "generator": ("mirage.generator", "run_generator")}
+
+
+def own_loop(kind: str):
+    """The runner of an input with its own loop (`run_patch`, `run_generator`), or None for `optimize`'s inputs."""
+    if kind not in OWN_LOOPS:
+        return None
+    module, name = OWN_LOOPS[kind]
+    return getattr(importlib.import_module(module), name)
+
+
 def build_input(kind: str, model: VLM, slots: int, ref: Reference, **options) -> Input:
     """An input of `kind` with `slots` parameter slots, on the model's device."""
     return INPUTS.get(kind)(model, slots, ref, **options).to(model.device)
@@ -77,5 +107,5 @@ def default_lr(kind: str, param: str = "sigmoid") -> float:
     return DEFAULT_LR[f"pixels-{param}" if kind == "pixels" else kind]
 
 
-__all__ = ["INPUTS", "PARAMS", "FeatureInput", "Input", "PixelInput", "Reference", "TokenInput", "build_input",
-           "default_lr"]
+__all__ = ["INPUTS", "OWN_LOOPS", "PARAMS", "FeatureInput", "Input", "PixelInput", "Reference", "TokenInput",
+           "build_input", "default_lr", "own_loop"]
