@@ -389,6 +389,10 @@ def _write_report(run_dir: Path, out: Optional[Path] = None, max_images: int = 1
 def _register_analyses() -> None:
     """Analysis commands live in their own modules; registered here so `mirage --help` lists them."""
     from .analyses2_cli import transfer_cmd, transfer_types_cmd
+    from .analyses_cli import invert_cmd, saliency_cmd
+
+    app.command("saliency")(saliency_cmd)
+    app.command("invert")(invert_cmd)
     app.command("transfer")(transfer_cmd)
     app.command("transfer-types")(transfer_types_cmd)
 

@@ -4,7 +4,8 @@
 
 Parts: the six image conditions on the test split; per-question features (200 questions) and pixels (100, each
 re-checked from its PNG); universal features and pixels (train 500, held out 500); per-question features through
-one encoder at a time (100 each). `limit` caps every part (universal: half train, half held out).
+one encoder at a time (100 each); gradient saliency maps with the pointing game (32); two-stage inversion of
+blank-started per-question features into pixels (16). `limit` caps every part (universal: half train, half held out).
 """
 
 from __future__ import annotations
@@ -18,9 +19,11 @@ from .conditions import parse_conditions
 from .evaluate import EvalResult, evaluate_conditions
 from .experiment import OptimizeSpec, run_optimization
 from .inputs import Reference
+from .inversion import InversionConfig, run_inversion
 from .models import load_model
 from .optimize import OptimizeConfig
 from .runs import RunDir
+from .saliency import run_saliency
 from .stats import summarize
 
 STUDY_CONDITIONS = "real,blank,noise,wrong,blur,shuffle"
@@ -39,6 +42,9 @@ class StudyPlan:
     steps: int = 50
     universal_steps: int = 50
     batch_size: int = 16
+    saliency: int = 32  # gradient saliency maps (the cheapest method) with the pointing game
+    inversion: int = 16  # two-stage inversion from blank-started per-question features
+    inversion_steps: int = 100
 
     def capped(self, limit: int | None) -> "StudyPlan":
         if limit is None:
@@ -46,7 +52,8 @@ class StudyPlan:
         train = min(self.universal_train, max(1, limit // 2))
         return StudyPlan(self.conditions, min(self.features_question, limit), min(self.pixels_question, limit),
                          train, min(self.universal_heldout, max(1, limit - train)), min(self.single_encoder, limit),
-                         self.steps, self.universal_steps, self.batch_size)
+                         self.steps, self.universal_steps, self.batch_size, min(self.saliency, limit),
+                         min(self.inversion, limit), self.inversion_steps)
 
 
 def run_study(model: str = "demo", benchmark: str = "shapes", split: str = "test", out: str | Path = "mirage-study",
@@ -79,6 +86,13 @@ def run_study(model: str = "demo", benchmark: str = "shapes", split: str = "test
         t = time.time()
         run_optimization(vlm, bench.subset(n), spec, c, run, ref, quiet)
         timings[spec.source] = time.time() - t
+    t = time.time()
+    run_saliency(vlm, bench, run, "gradient", n=plan.saliency, quiet=quiet)
+    timings["saliency-gradient"] = time.time() - t
+    t = time.time()
+    run_inversion(vlm, bench, run, n=plan.inversion, steps=plan.inversion_steps,
+                  cfg=InversionConfig(start="blank", seed=seed), stage1=cfg, quiet=quiet)
+    timings["inversion_blank"] = time.time() - t
     summary = summarize(run.rows())
     run.write_json("summary.json", summary)
     run.write_json("timings.json", {k: round(v, 1) for k, v in timings.items()})

@@ -68,9 +68,13 @@ def _answer(row: dict) -> Answer:
     return Answer(row["source"], str(row["pred"]), bool(row["correct"]), prob)
 
 
+def question_id(path: Path) -> str:
+    """The question an artifact image belongs to: saliency maps come as `<qid>-real.png` and `<qid>-wrong.png`."""
+    return path.stem.removesuffix("-real").removesuffix("-wrong")
+
+
 def _item(path: Path, question: Question | None, rows: list[dict]) -> GalleryItem:
-    qid = path.stem
-    item = GalleryItem(qid, file_uri(path, THUMB_SIDE))
+    item = GalleryItem(path.stem, file_uri(path, THUMB_SIDE))
     item.answers = [_answer(r) for r in rows]
     main = rows[0] if rows else None
     if main:
@@ -93,12 +97,12 @@ def galleries(data: RunData, questions: dict[str, Question], max_images: int) ->
     order = {qid: i for i, qid in enumerate(questions)}
     out = []
     for key, paths in data.image_dirs.items():
-        paths = sorted(paths, key=lambda p: (order.get(p.stem, len(order)), p.stem))
+        paths = sorted(paths, key=lambda p: (order.get(question_id(p), len(order)), p.stem))
         rows = data.rows_of(key)
         rechecks = data.rows_of(f"{key}-png")
         items = []
         for path in paths[:max_images]:
-            qid = path.stem
+            qid = question_id(path)
             item_rows = [r[qid] for r in (rows, rechecks) if qid in r]
             items.append(_item(path, questions.get(qid), item_rows))
         out.append(Gallery(key, parse_source(key).description, items, len(paths)))
