@@ -86,6 +86,11 @@ def test_transfer_matrix_is_2x2_with_intervals_and_gain_over_blank(trained, tiny
     n_rows = len(run.rows())
     assert transfer_matrix(tiny_model, inputs, benches, run) == m and len(run.rows()) == n_rows  # resumed: no rework
     assert transfer_matrix(tiny_model, inputs, benches) == m  # without a run directory
+    # the report draws the matrix as a heat map
+    from mirage.report import build_report
+
+    html = build_report(run.path, questions=False)
+    assert "Transfer across benchmarks" in html
 
 
 def test_type_transfer_trains_one_input_per_type(tiny_model, small_bench, tmp_path):

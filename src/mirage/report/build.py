@@ -11,7 +11,8 @@ from jinja2 import Environment, FileSystemLoader
 
 from .demo_panel import demo_panels
 from .gallery import DEFAULT_MAX_IMAGES, galleries, single_images
-from .plots import accuracy_plot, chance_level, encoder_plot, history_plot, per_question_plot, spectrum_plot
+from .plots import (accuracy_plot, chance_level, encoder_plot, history_plot, per_question_plot, spectrum_plot,
+                    transfer_plot)
 from .questions import load_questions
 from .rundata import RunData, load_run
 from .sources import GROUP_TITLES
@@ -52,6 +53,15 @@ def run_facts(data: RunData) -> list[tuple[str, str]]:
     return [(k, str(v)) for k, v in facts if v is not None]
 
 
+def _read_json(path: Path) -> dict | None:
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        return None
+    except ValueError as e:
+        raise ValueError(f"{path}: not valid JSON ({e})") from e
+
+
 def build_report(run_dir: str | Path, max_images: int = DEFAULT_MAX_IMAGES, questions: bool = True) -> str:
     """The report of the run in `run_dir` as one HTML string (images and plots embedded). Reads the run's files
     and, when `questions` and cheap, its benchmark's questions; never loads a model."""
@@ -62,7 +72,8 @@ def build_report(run_dir: str | Path, max_images: int = DEFAULT_MAX_IMAGES, ques
     table = source_rows(data.summary, data.rows)
     panels = demo_panels(data, qs, question_note)
     plots = [accuracy_plot(table, chance_level(data.rows)), spectrum_plot(table), history_plot(data.histories),
-             per_question_plot(data.rows, [r.info for r in table]), encoder_plot(table)]
+             per_question_plot(data.rows, [r.info for r in table]), encoder_plot(table),
+             transfer_plot(_read_json(Path(run_dir) / "transfer.json"))]
     from .. import __version__
 
     return _environment().get_template("report.html.j2").render(

@@ -194,3 +194,31 @@ def encoder_plot(table: list[SourceRow]) -> Plot | None:
                 "Inputs optimized through one encoder only (for features, the other encoders are held at their "
                 "blank-image features), beside the input optimized through all encoders; lines: the real and blank "
                 "conditions.")
+
+
+def transfer_plot(transfer: dict | None) -> Plot | None:
+    """The transfer matrix (`transfer.json`): rows trained on, columns evaluated on; colour = gain over blank on the
+    same questions, text = accuracy, gain and its McNemar p."""
+    if not transfer or not transfer.get("cells"):
+        return None
+    import numpy as np
+
+    rows, cols, cells = transfer["rows"], transfer["columns"], transfer["cells"]
+    gain = np.array([[c["gain"] if c.get("gain") is not None else np.nan for c in row] for row in cells], float)
+    fig = _figure(1.6 + 1.3 * len(cols), 1.0 + 0.8 * len(rows))
+    ax = fig.add_subplot()
+    lim = max(0.05, float(np.nanmax(np.abs(gain)))) if np.isfinite(gain).any() else 0.05
+    im = ax.imshow(gain, cmap="RdBu", vmin=-lim, vmax=lim, aspect="auto")
+    for i, row in enumerate(cells):
+        for j, c in enumerate(row):
+            p = (c.get("mcnemar") or {}).get("p")
+            text = f"{c['accuracy']:.2f}\n{c['gain']:+.2f}" + (f"\np={p:.2g}" if p is not None else "")
+            ax.text(j, i, text, ha="center", va="center", fontsize=7)
+    ax.set_xticks(range(len(cols)), cols, rotation=30, ha="right", fontsize=8)
+    ax.set_yticks(range(len(rows)), rows, fontsize=8)
+    ax.set_xlabel("evaluated on")
+    ax.set_ylabel("trained on")
+    fig.colorbar(im, ax=ax, label="gain over blank")
+    return Plot("transfer", "Transfer across benchmarks", _uri(fig),
+                "Universal inputs trained on one benchmark (row) evaluated on another (column). Each cell: accuracy, "
+                "gain over the blank image on the same questions, and the exact McNemar p of that gain.")
