@@ -38,8 +38,11 @@ def test_study_small_limit_end_to_end(tmp_path):
     want = {"real", "blank", "noise", "wrong", "blur", "shuffle", "features-question", "pixels-question",
             "pixels-question-png", "features-universal", "features-universal-train", "pixels-universal",
             "pixels-universal-train", "pixels-universal-png", "features-question-clip", "features-question-siglip",
-            "features-question-dino", "features-question-convnext"}
+            "features-question-dino", "features-question-convnext",
+            "features_blank-question", "inversion_blank", "inversion_blank-png"}  # inversion's two stages
     assert set(summary["n"]) == want and all(src in res.output for src in want)
+    saliency = json.loads((out / "saliency-summary.json").read_text())
+    assert "saliency-gradient" in saliency and list((out / "artifacts" / "saliency-gradient").glob("*-real.png"))
     assert summary["n"]["features-universal"] == 4 and summary["n"]["features-question"] == 8
     assert len(list((out / "artifacts" / "pixels-question").glob("*.png"))) == 8
     lines = (out / "results.jsonl").read_text().splitlines()
