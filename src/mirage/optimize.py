@@ -148,20 +148,10 @@ def optimize_universal(model: VLM, bench: Benchmark, train: Sequence[Question], 
     """
     opt = torch.optim.Adam([p for p in inp.parameters() if p.requires_grad], lr=lr)
     ckpt = run.artifacts_dir / f"{source}.ckpt.pt" if run else None
-    start, history = 0, []
-    if ckpt and ckpt.exists():
-        state = torch.load(ckpt, map_location=model.device, weights_only=False)
-        inp.load_state_dict(state["input"])
-        opt.load_state_dict(state["opt"])
-        start, history = state["step"], state["history"]
-    else:
-        inp.reset(0, "universal")
+    start, history = resume_universal(ckpt, inp, opt, model.device)
 
     def save(step: int) -> None:
-        ckpt.parent.mkdir(parents=True, exist_ok=True)
-        tmp = ckpt.with_suffix(".tmp")
-        torch.save({"input": inp.state_dict(), "opt": opt.state_dict(), "step": step, "history": history}, tmp)
-        tmp.replace(ckpt)
+        save_universal(ckpt, inp, opt, step, history)
 
     with progress_bar(f"optimizing {source}", cfg.steps - start, quiet) as advance:
         for step in range(start, cfg.steps):
@@ -198,6 +188,28 @@ def optimize_universal(model: VLM, bench: Benchmark, train: Sequence[Question], 
         (run.artifacts_dir / f"{source}.history.json").write_text(json.dumps(history))
     world.barrier()  # the artifact exists before any rank re-reads it
     return history
+
+
+def resume_universal(ckpt: Path | None, inp: Input, opt: torch.optim.Optimizer,
+                     device: torch.device) -> tuple[int, list[dict]]:
+    """Restore a universal input and its optimizer from `ckpt` if it exists: (step, history). Otherwise the input's
+    slot 0 gets its seeded start: (0, [])."""
+    if ckpt and ckpt.exists():
+        state = torch.load(ckpt, map_location=device, weights_only=False)
+        inp.load_state_dict(state["input"])
+        opt.load_state_dict(state["opt"])
+        return state["step"], state["history"]
+    inp.reset(0, "universal")
+    return 0, []
+
+
+def save_universal(ckpt: Path, inp: Input, opt: torch.optim.Optimizer, step: int,
+                   history: list[dict]) -> None:
+    """Write the checkpoint atomically (a kill mid-write leaves the previous one)."""
+    ckpt.parent.mkdir(parents=True, exist_ok=True)
+    tmp = ckpt.with_suffix(".tmp")
+    torch.save({"input": inp.state_dict(), "opt": opt.state_dict(), "step": step, "history": history}, tmp)
+    tmp.replace(ckpt)
 
 
 def universal_rows(model: VLM, bench: Benchmark, questions: Sequence[Question], inp: Input, objective: Objective,

@@ -206,25 +206,15 @@ class PatchConfig:
 def train_patch(model: VLM, bench: Benchmark, train: Sequence[Question], inp: PatchInput, cfg: PatchConfig,
                 source: str, run=None, quiet: bool = True, stop_after: int | None = None) -> list[dict]:
     """Optimize slot 0 of `inp` on `train` with EOT; checkpoints in `run` and resumes. Returns the history."""
-    from ..optimize import train_stream
+    from ..optimize import resume_universal, save_universal, train_stream
     from ..progress import progress_bar
 
     opt = torch.optim.Adam([inp.logits], lr=cfg.lr)
     ckpt = run.artifacts_dir / f"{source}.ckpt.pt" if run else None
-    start, history = 0, []
-    if ckpt and ckpt.exists():
-        state = torch.load(ckpt, map_location=model.device, weights_only=False)
-        inp.load_state_dict(state["input"])
-        opt.load_state_dict(state["opt"])
-        start, history = state["step"], state["history"]
-    else:
-        inp.reset(0, "universal")
+    start, history = resume_universal(ckpt, inp, opt, model.device)
 
     def save(step: int) -> None:
-        ckpt.parent.mkdir(parents=True, exist_ok=True)
-        tmp = ckpt.with_suffix(".tmp")
-        torch.save({"input": inp.state_dict(), "opt": opt.state_dict(), "step": step, "history": history}, tmp)
-        tmp.replace(ckpt)
+        save_universal(ckpt, inp, opt, step, history)
 
     images: dict[str, Tensor] = {}  # uint8 [3, R, R] per training question, decoded once
     r, device = inp.resolution, model.device

@@ -15,8 +15,7 @@ import torch
 from PIL import Image
 from torch import Tensor
 
-from ..benchmarks.question import LETTERS
-from .spliced import answer_token_ids
+from .spliced import chat_letter_ids
 from .vlm import IMAGES, VLM, Visual
 
 
@@ -91,11 +90,7 @@ class ProcessorVLM(VLM):
         return out.logits[:, -1].float()
 
     def letter_ids(self, n: int) -> list[int]:
-        if n > len(LETTERS):
-            raise ValueError(f"{n} choices: at most {len(LETTERS)} letters")
-        if not hasattr(self, "_letters"):
-            self._letters = answer_token_ids(self.tokenizer, self.chat_text("x"), list(LETTERS))
-        return self._letters[:n]
+        return chat_letter_ids(self, n)
 
     @torch.no_grad()
     def generate(self, prompts: Sequence[str], visual: Visual, max_new_tokens: int = 8) -> list[str]:

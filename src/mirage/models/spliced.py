@@ -71,11 +71,7 @@ class SplicedVLM(VLM):
         return self.lm_head_logits(hidden[:, -1:])[:, 0].float()  # the head on the answer position only
 
     def letter_ids(self, n: int) -> list[int]:
-        if n > len(LETTERS):
-            raise ValueError(f"{n} choices: at most {len(LETTERS)} letters")
-        if not hasattr(self, "_letters"):
-            self._letters = answer_token_ids(self.tokenizer, self.chat_text("x"), list(LETTERS))
-        return self._letters[:n]
+        return chat_letter_ids(self, n)
 
     def answer_loss(self, prompts: Sequence[str], visual: Visual, targets: Sequence[str]) -> Tensor:
         input_ids, mask, labels, tokens, layout = self.prepare(prompts, visual, targets)
@@ -125,6 +121,15 @@ def build_sequences(tokenizer, texts: Sequence[str], targets: Sequence[str] | No
     mask = torch.tensor([[0] * (n - len(s)) + [1] * len(s) for s in seqs])
     labels_t = torch.tensor([[-100] * (n - len(lab)) + lab for lab in labels])
     return input_ids, mask, labels_t
+
+
+def chat_letter_ids(model, n: int) -> list[int]:
+    """The first `n` answer letters' tokens after `model.chat_text`'s prompt, found once and kept on the model."""
+    if n > len(LETTERS):
+        raise ValueError(f"{n} choices: at most {len(LETTERS)} letters")
+    if not hasattr(model, "_letters"):
+        model._letters = answer_token_ids(model.tokenizer, model.chat_text("x"), list(LETTERS))
+    return model._letters[:n]
 
 
 def answer_token_ids(tokenizer, prompt_text: str, answers: Sequence[str]) -> list[int]:
