@@ -15,13 +15,13 @@ import torch.nn.functional as F
 from PIL import Image
 from torch import Tensor
 
-from .spliced import SplicedVLM
+from .spliced import TransformersSpliced, image_turn
 from .vlm import EncoderSpec
 
 ENCODER = "vision"
 
 
-class HFLlava(SplicedVLM):
+class HFLlava(TransformersSpliced):
     """A transformers LLaVA model and its processor."""
 
     def __init__(self, model, processor):
@@ -41,14 +41,6 @@ class HFLlava(SplicedVLM):
         dim = vc.hidden_size * (len(self.layer) if isinstance(self.layer, (list, tuple)) else 1)
         self.encoders = [EncoderSpec(ENCODER, vc.image_size, tuple(ip.image_mean), tuple(ip.image_std), n, dim)]
         self.num_image_tokens = n
-
-    @property
-    def device(self) -> torch.device:
-        return self.inner.get_input_embeddings().weight.device
-
-    @property
-    def dtype(self) -> torch.dtype:
-        return self.inner.get_input_embeddings().weight.dtype
 
     # --- visual path ---------------------------------------------------------------------------
     def process_images(self, images: Sequence[Image.Image]) -> dict[str, Tensor]:
@@ -83,15 +75,4 @@ class HFLlava(SplicedVLM):
 
     # --- language side -------------------------------------------------------------------------
     def chat_text(self, prompt: str) -> str:
-        conversation = [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": prompt}]}]
-        return self.processor.apply_chat_template(conversation, add_generation_prompt=True)
-
-    def embed(self, input_ids: Tensor) -> Tensor:
-        return self.inner.get_input_embeddings()(input_ids)
-
-    def lm_hidden(self, embeds: Tensor, mask: Tensor, position_ids: Tensor) -> Tensor:
-        return self.inner.language_model(inputs_embeds=embeds, attention_mask=mask, position_ids=position_ids,
-                                         use_cache=False).last_hidden_state
-
-    def lm_head_logits(self, hidden: Tensor) -> Tensor:
-        return self.model.lm_head(hidden)
+        return self.processor.apply_chat_template(image_turn(prompt), add_generation_prompt=True)

@@ -15,7 +15,7 @@ import torch
 from PIL import Image
 from torch import Tensor
 
-from .spliced import chat_letter_ids
+from .spliced import chat_letter_ids, image_turn
 from .vlm import IMAGES, VLM, Visual
 
 
@@ -70,8 +70,7 @@ class ProcessorVLM(VLM):
         raise self._missing("the answer loss on optimized inputs")
 
     def chat_text(self, prompt: str) -> str:
-        conversation = [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": prompt}]}]
-        return self.processor.apply_chat_template(conversation, add_generation_prompt=True)
+        return self.processor.apply_chat_template(image_turn(prompt), add_generation_prompt=True)
 
     def _inputs(self, prompts: Sequence[str], visual: Visual) -> dict:
         if visual.stage != IMAGES:

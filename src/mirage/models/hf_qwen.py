@@ -35,7 +35,7 @@ import torch.nn.functional as F
 from PIL import Image
 from torch import Tensor
 
-from .spliced import SplicedVLM
+from .spliced import TransformersSpliced, image_turn
 from .vlm import IMAGES, EncoderSpec, Visual
 
 ENCODER = "vision"
@@ -96,7 +96,7 @@ def mrope_positions(input_ids: Tensor, mask: Tensor, image_token_id: int,
     return pos
 
 
-class HFQwen2VL(SplicedVLM):
+class HFQwen2VL(TransformersSpliced):
     """A transformers Qwen2-VL or Qwen2.5-VL model, its image processor and tokenizer (with the chat template)."""
 
     def __init__(self, model, image_processor, tokenizer, image_size: int | None = None):
@@ -121,14 +121,6 @@ class HFQwen2VL(SplicedVLM):
         ip = image_processor
         self.encoders = [EncoderSpec(ENCODER, size, tuple(ip.image_mean), tuple(ip.image_std), n, dim)]
         self.num_image_tokens = n // self.merge**2
-
-    @property
-    def device(self) -> torch.device:
-        return self.inner.get_input_embeddings().weight.device
-
-    @property
-    def dtype(self) -> torch.dtype:
-        return self.inner.get_input_embeddings().weight.dtype
 
     # --- visual path ---------------------------------------------------------------------------
     def visual_from_images(self, images: Sequence[Image.Image]) -> Visual:
@@ -198,19 +190,8 @@ class HFQwen2VL(SplicedVLM):
 
     # --- language side -------------------------------------------------------------------------
     def chat_text(self, prompt: str) -> str:
-        conversation = [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": prompt}]}]
-        return self.tokenizer.apply_chat_template(conversation, tokenize=False, add_generation_prompt=True)
+        return self.tokenizer.apply_chat_template(image_turn(prompt), tokenize=False, add_generation_prompt=True)
 
     def positions(self, input_ids: Tensor, mask: Tensor, layout) -> Tensor:
         grids = layout if layout is not None else [None] * len(input_ids)
         return mrope_positions(input_ids, mask, self.image_token_id, grids, self.merge)
-
-    def embed(self, input_ids: Tensor) -> Tensor:
-        return self.inner.get_input_embeddings()(input_ids)
-
-    def lm_hidden(self, embeds: Tensor, mask: Tensor, position_ids: Tensor) -> Tensor:
-        return self.inner.language_model(inputs_embeds=embeds, attention_mask=mask, position_ids=position_ids,
-                                         use_cache=False).last_hidden_state
-
-    def lm_head_logits(self, hidden: Tensor) -> Tensor:
-        return self.model.lm_head(hidden)

@@ -98,6 +98,34 @@ class SplicedVLM(VLM):
         return texts
 
 
+def image_turn(prompt: str) -> list[dict]:
+    """One user turn holding the image, then the prompt, as transformers chat templates take it."""
+    return [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": prompt}]}]
+
+
+class TransformersSpliced(SplicedVLM):
+    """A transformers `...ForConditionalGeneration` (`self.model`, with `self.inner = model.model` holding the
+    `language_model`) read through the spliced path: the LM runs on our input embeddings."""
+
+    @property
+    def device(self) -> torch.device:
+        return self.inner.get_input_embeddings().weight.device
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return self.inner.get_input_embeddings().weight.dtype
+
+    def embed(self, input_ids: Tensor) -> Tensor:
+        return self.inner.get_input_embeddings()(input_ids)
+
+    def lm_hidden(self, embeds: Tensor, mask: Tensor, position_ids: Tensor) -> Tensor:
+        return self.inner.language_model(inputs_embeds=embeds, attention_mask=mask, position_ids=position_ids,
+                                         use_cache=False).last_hidden_state
+
+    def lm_head_logits(self, hidden: Tensor) -> Tensor:
+        return self.model.lm_head(hidden)
+
+
 def build_sequences(tokenizer, texts: Sequence[str], targets: Sequence[str] | None, image_token_id: int,
                     num_image_tokens: int | Sequence[int]) -> tuple[Tensor, Tensor, Tensor]:
     """Tokenize chat texts, repeat the image placeholder `num_image_tokens` times (one count for all rows or one per
