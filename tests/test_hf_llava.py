@@ -134,3 +134,20 @@ def test_processor_path_agrees_with_the_llava_backend(llava, llava_dir, bench):
 def test_image_size_option_is_refused_for_llava(llava_dir):
     with pytest.raises(ValueError, match="image_size applies to the Qwen2-VL family"):
         load_model(f"hf:{llava_dir}", device="cpu", image_size=448)
+
+
+def test_memory_switches_on_a_transformers_vlm(llava_dir, bench, tmp_path):
+    """Gradient checkpointing reaches a transformers VLM's LM and tower (the same answers); offloading says it does
+    not apply."""
+    from mirage.experiment import apply_switches
+
+    plain, ckpt = load_model(f"hf:{llava_dir}", device="cpu"), load_model(f"hf:{llava_dir}", device="cpu")
+    apply_switches(ckpt, OptimizeSpec("pixels"), grad_checkpointing=True)
+    assert ckpt.inner.language_model.gradient_checkpointing
+    cfg = OptimizeConfig(steps=3, batch_size=2, early_stop=0)
+    rows = [run_optimization(m, bench.subset(2), OptimizeSpec("pixels"), cfg, RunDir.open(tmp_path / n, {"x": 1}))
+            for m, n in ((plain, "a"), (ckpt, "b"))]
+    probs = [[p for r in sorted(rs, key=lambda r: (r["source"], r["question_id"])) for p in r["probs"]] for rs in rows]
+    assert len(probs[0]) > 0 and probs[0] == pytest.approx(probs[1], abs=1e-3)
+    with pytest.raises(ValueError, match="--offload-unused-encoders: HFLlava has no separately held encoders"):
+        apply_switches(plain, OptimizeSpec("features"), offload=True)

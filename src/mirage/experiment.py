@@ -60,7 +60,11 @@ class OptimizeSpec:
 def apply_switches(model: VLM, spec: OptimizeSpec, grad_checkpointing: bool = False, offload: bool = False) -> None:
     """Memory switches: gradient checkpointing of the LM and encoders; unused encoders moved to the CPU."""
     if grad_checkpointing:
-        for m in [model.lm, *getattr(model, "vision", {}).values()]:
+        # the LM (`lm`, or a transformers VLM's whole `model`, which passes the switch to its towers) and encoders
+        lm = getattr(model, "lm", None) or getattr(model, "model", None)
+        for m in [lm, *getattr(model, "vision", {}).values()]:
+            if m is None:
+                continue
             inner = getattr(m, "model", m)
             if getattr(inner, "supports_gradient_checkpointing", False):
                 kwargs = {"use_reentrant": False}  # inputs that need no grad must still get their gradients
@@ -70,6 +74,9 @@ def apply_switches(model: VLM, spec: OptimizeSpec, grad_checkpointing: bool = Fa
                     inner.gradient_checkpointing_enable(gradient_checkpointing_kwargs=kwargs)
         model.train()  # transformers checkpoints only in training mode; these models have no dropout
     if offload:
+        if not hasattr(model, "vision"):
+            raise ValueError(f"--offload-unused-encoders: {type(model).__name__} has no separately held encoders "
+                             "to move (it applies to the demo model and Cambrian-1)")
         used = (spec.encoders or [s.name for s in model.encoders]) if spec.input == "pixels" else []
         for s in model.encoders:
             if s.name not in used:
