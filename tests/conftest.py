@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from mirage.benchmarks.question import Benchmark
+from mirage.benchmarks.question import Benchmark, Question
 from mirage.benchmarks.shapes import generate_questions
 from mirage.benchmarks.shapes.questions import vocabulary
 from mirage.models.demo.config import DemoConfig
@@ -46,3 +46,44 @@ def tiny_model() -> DemoVLM:
 def small_bench() -> Benchmark:
     """The first 24 ShapesQA test questions, generated in memory."""
     return Benchmark("shapes", "test", generate_questions("test", 0, 24))
+
+
+SCIENCEQA_FIXTURE = "/work/shared/fixtures/scienceqa/data/test-00000-of-00001.parquet"
+
+
+@pytest.fixture(scope="session")
+def sqa_bench() -> Benchmark:
+    """The ScienceQA fixture's image questions, with a prompt made of words the tiny test tokenizers know."""
+    import pyarrow.parquet as pq
+
+    rows = pq.read_table(SCIENCEQA_FIXTURE).to_pylist()
+    qs = [Question(f"sqa-{i}", r["question"], tuple(r["choices"]), int(r["answer"]), images=(r["image"]["bytes"],))
+          for i, r in enumerate(rows) if r["image"]]
+    return Benchmark("scienceqa-fixture", "test", qs, lambda q: q.text + " " + " ".join(
+        f"{l} . {c}" for l, c in zip(q.letters, q.choices)) + " Answer with the option ' s letter .")
+
+
+@pytest.fixture(scope="module")
+def one_thread():
+    """Tiny models are all per-op overhead: on a shared 2-core machine a second thread only adds waiting."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+@pytest.fixture
+def shapes_cli(tmp_path, monkeypatch, tiny_model, small_bench):
+    """For command-line tests: `small_bench` as the cached ShapesQA test split (24 questions, not 1,000) and the
+    tiny model saved to a directory, which is returned (use it as `demo:DIR`)."""
+    import pyarrow.parquet as pq
+
+    from mirage.benchmarks.shapes.dataset import questions_to_table, split_path
+
+    monkeypatch.setenv("MIRAGE_CACHE", str(tmp_path / "cache"))
+    path = split_path("test", 0)
+    path.parent.mkdir(parents=True)
+    pq.write_table(questions_to_table(small_bench.questions), path)
+    model_dir = tmp_path / "tiny"
+    tiny_model.save_pretrained(model_dir)
+    return model_dir

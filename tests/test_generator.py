@@ -11,13 +11,7 @@ from mirage.generator.train import reinforce_update
 from mirage.inputs import INPUTS, build_input
 from mirage.runs import RunDir
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    # tiny models are all per-op overhead; on a shared 2-core machine a second thread only adds waiting
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 TINY = GeneratorConfig(resolution=8, channels=(8, 16), cond_dim=16, steps=3, text_layers=1)

@@ -1,6 +1,5 @@
 """A tiny random LLaVA-1.5, built from configs and saved locally, through `hf:DIR` (no downloads)."""
 
-import pyarrow.parquet as pq
 import pytest
 import torch
 from tokenizers import Tokenizer
@@ -9,14 +8,12 @@ from tokenizers.pre_tokenizers import Whitespace
 from transformers import (CLIPImageProcessor, CLIPVisionConfig, LlamaConfig, LlavaConfig, LlavaForConditionalGeneration,
                           LlavaProcessor, PreTrainedTokenizerFast)
 
-from mirage.benchmarks.question import Benchmark, Question
 from mirage.evaluate import evaluate
 from mirage.experiment import OptimizeSpec, run_optimization
 from mirage.models import Visual, load_model
 from mirage.optimize import OptimizeConfig
 from mirage.runs import RunDir
 
-FIXTURE = "/work/shared/fixtures/scienceqa/data/test-00000-of-00001.parquet"
 CHAT = ("{% for m in messages %}{% if m['role'] == 'user' %}USER: {% for c in m['content'] %}"
         "{% if c['type'] == 'image' %}<image>\n{% else %}{{ c['text'] }}{% endif %}{% endfor %} {% endif %}{% endfor %}"
         "{% if add_generation_prompt %}ASSISTANT:{% endif %}")
@@ -52,12 +49,8 @@ def llava(llava_dir):
 
 
 @pytest.fixture(scope="module")
-def bench():
-    rows = pq.read_table(FIXTURE).to_pylist()
-    qs = [Question(f"sqa-{i}", r["question"], tuple(r["choices"]), int(r["answer"]), images=(r["image"]["bytes"],))
-          for i, r in enumerate(rows) if r["image"]]
-    return Benchmark("scienceqa-fixture", "test", qs, lambda q: q.text + " " + " ".join(
-        f"{l} . {c}" for l, c in zip(q.letters, q.choices)) + " Answer with the option ' s letter .")
+def bench(sqa_bench):
+    return sqa_bench
 
 
 def test_stages_and_specs(llava):

@@ -1,7 +1,6 @@
 """Tiny random Qwen2-VL and Qwen2.5-VL models, built from configs and saved locally, through `hf:DIR`."""
 
 import numpy as np
-import pyarrow.parquet as pq
 import pytest
 import torch
 from PIL import Image
@@ -12,7 +11,6 @@ from transformers import (PreTrainedTokenizerFast, Qwen2_5_VLConfig, Qwen2_5_VLF
                           Qwen2VLForConditionalGeneration)
 from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import Qwen2VLImageProcessorPil
 
-from mirage.benchmarks.question import Benchmark, Question
 from mirage.evaluate import evaluate
 from mirage.experiment import OptimizeSpec, run_optimization
 from mirage.models import Visual, load_model
@@ -20,7 +18,6 @@ from mirage.models.hf_qwen import mrope_positions, patchify, window_order
 from mirage.optimize import OptimizeConfig
 from mirage.runs import RunDir
 
-FIXTURE = "/work/shared/fixtures/scienceqa/data/test-00000-of-00001.parquet"
 CHAT = ("{% for m in messages %}<|im_start|>{{ m['role'] }}\n{% for c in m['content'] %}"
         "{% if c['type'] == 'image' %}<|vision_start|><|image_pad|><|vision_end|>{% else %}{{ c['text'] }}{% endif %}"
         "{% endfor %}<|im_end|>\n{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}")
@@ -63,12 +60,8 @@ def qwen(request, tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def bench():
-    rows = pq.read_table(FIXTURE).to_pylist()
-    qs = [Question(f"sqa-{i}", r["question"], tuple(r["choices"]), int(r["answer"]), images=(r["image"]["bytes"],))
-          for i, r in enumerate(rows) if r["image"]]
-    return Benchmark("scienceqa-fixture", "test", qs, lambda q: q.text + " " + " ".join(
-        f"{l} . {c}" for l, c in zip(q.letters, q.choices)) + " Answer with the option ' s letter .")
+def bench(sqa_bench):
+    return sqa_bench
 
 
 def hf_logits(qwen, ids, mask, pixel_values, grids):

@@ -83,18 +83,8 @@ def test_blank_start_targets_begin_near_an_image(tiny_model, small_bench, tmp_pa
         InversionConfig(start="blnak")
 
 
-def test_cli_inverts_from_a_run_and_refuses_unknown_encoders(inverted, tiny_model, small_bench, tmp_path,
-                                                              monkeypatch):
-    import pyarrow.parquet as pq
-
-    from mirage.benchmarks.shapes.dataset import questions_to_table, split_path
-
-    monkeypatch.setenv("MIRAGE_CACHE", str(tmp_path / "cache"))  # a 24-question "test split", not 1,000
-    path = split_path("test", 0)
-    path.parent.mkdir(parents=True)
-    pq.write_table(questions_to_table(small_bench.questions), path)
-    model_dir = tmp_path / "tiny"
-    tiny_model.save_pretrained(model_dir)
+def test_cli_inverts_from_a_run_and_refuses_unknown_encoders(inverted, shapes_cli, tmp_path):
+    model_dir = shapes_cli
     app = typer.Typer()
     app.command("invert")(invert_cmd)
     app.command("other")(lambda: None)  # a second command, so typer keeps the command name

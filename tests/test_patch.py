@@ -12,13 +12,7 @@ from mirage.inputs.patch import (EOT, FIXED, PatchInput, fixed_placement, goal_l
 from mirage.runs import RunDir
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    # tiny models are all per-op overhead; on a shared 2-core machine a second thread only adds waiting
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def test_paste_is_differentiable_and_changes_only_the_warped_region():

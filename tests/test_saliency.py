@@ -113,17 +113,8 @@ def test_prior_questions_get_maps_but_no_numbers(tiny_model, small_bench, tmp_pa
     assert row["type"] == "prior" and row["box_fraction"] is None and row["hit_real"] is None
 
 
-def test_cli_writes_a_run_and_refuses_unknown_methods(tiny_model, small_bench, tmp_path, monkeypatch):
-    from mirage.benchmarks.shapes.dataset import questions_to_table, split_path
-
-    monkeypatch.setenv("MIRAGE_CACHE", str(tmp_path / "cache"))  # a 24-question "test split", not 1,000
-    path = split_path("test", 0)
-    path.parent.mkdir(parents=True)
-    import pyarrow.parquet as pq
-
-    pq.write_table(questions_to_table(small_bench.questions), path)
-    model_dir = tmp_path / "tiny"
-    tiny_model.save_pretrained(model_dir)
+def test_cli_writes_a_run_and_refuses_unknown_methods(shapes_cli, tmp_path):
+    model_dir = shapes_cli
     app = typer.Typer()
     app.command("saliency")(saliency_cmd)
     app.command("other")(lambda: None)  # a second command, so typer keeps the command name

@@ -1,7 +1,6 @@
 import json
 
 import pytest
-import torch
 from typer import Typer
 from typer.testing import CliRunner
 
@@ -17,13 +16,7 @@ from mirage.transfer import (load_universal, paired_difference, transfer_matrix,
 CELL = {"trained_on", "evaluated_on", "n", "accuracy", "ci95", "blank_accuracy", "gain", "gain_ci95", "mcnemar"}
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    # tiny models are all per-op overhead; on a shared 2-core machine a second thread only adds waiting
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")
