@@ -9,6 +9,7 @@ import torch
 from PIL import Image
 
 from .benchmarks.question import Benchmark, Question
+from .compiling import compile_blocks
 from .conditions import Condition, ConditionContext
 from .distributed import SINGLE, World
 from .evaluate import evaluate_conditions
@@ -57,8 +58,10 @@ class OptimizeSpec:
         return asdict(self)
 
 
-def apply_switches(model: VLM, spec: OptimizeSpec, grad_checkpointing: bool = False, offload: bool = False) -> None:
-    """Memory switches: gradient checkpointing of the LM and encoders; unused encoders moved to the CPU."""
+def apply_switches(model: VLM, spec: OptimizeSpec, grad_checkpointing: bool = False, offload: bool = False,
+                   compile: bool | str = False) -> None:
+    """Memory switches: gradient checkpointing of the LM and encoders; unused encoders moved to the CPU. Speed switch:
+    `compile` (True, or a torch.compile backend name) compiles the model's repeated blocks."""
     if grad_checkpointing:
         # the LM (`lm`, or a transformers VLM's whole `model`, which passes the switch to its towers) and encoders
         lm = getattr(model, "lm", None) or getattr(model, "model", None)
@@ -81,6 +84,9 @@ def apply_switches(model: VLM, spec: OptimizeSpec, grad_checkpointing: bool = Fa
         for s in model.encoders:
             if s.name not in used:
                 model.vision[s.name].to("cpu")
+    if compile:
+        if compile_blocks(model, "inductor" if compile is True else compile) == 0:
+            raise ValueError(f"--compile: {type(model).__name__} has no repeated blocks to compile")
 
 
 def png_condition(run: RunDir, source: str, universal: bool) -> Condition:

@@ -9,7 +9,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from .benchmarks.question import Question
-from .models.vlm import VLM, Visual, letter_logits
+from .models.vlm import VLM, Visual, letter_logits, on_device
 from .registry import Registry
 
 # objective(model, prompts, visual, questions) -> (loss per question [B], choice logits [B, C])
@@ -18,14 +18,14 @@ OBJECTIVES: Registry = Registry("objective")
 
 
 def _answers(questions: Sequence[Question], device) -> Tensor:
-    return torch.tensor([q.answer for q in questions], device=device)
+    return on_device([q.answer for q in questions], device)
 
 
 @OBJECTIVES.register("ce")
 def answer_ce(model: VLM, prompts: Sequence[str], visual: Visual, questions: Sequence[Question]) -> tuple[Tensor, Tensor]:
     """Teacher-forcing cross-entropy of the correct answer letter over the whole vocabulary."""
     logits = model.next_token_logits(prompts, visual)  # [B, V]
-    letters = torch.tensor([model.letter_ids(len(q.choices))[q.answer] for q in questions], device=logits.device)
+    letters = on_device([model.letter_ids(len(q.choices))[q.answer] for q in questions], logits.device)
     return F.cross_entropy(logits, letters, reduction="none"), letter_logits(model, logits, [len(q.choices) for q in questions])
 
 

@@ -22,7 +22,7 @@ from .benchmarks.question import LETTERS, Benchmark, Question
 from .conditions import seed_for
 from .distributed import SINGLE, World
 from .inputs.base import Input
-from .models.vlm import VLM
+from .models.vlm import VLM, on_device
 from .objectives import Objective, choice_margin
 from .progress import progress_bar
 from .runs import RunDir
@@ -94,7 +94,9 @@ def optimize_questions(model: VLM, bench: Benchmark, inp: Input, objective: Obje
         while any(o is not None for o in owner):
             act = [s for s in range(slots) if owner[s] is not None]
             qs = [owner[s] for s in act]
-            loss, logits = objective(model, [bench.prompt(q) for q in qs], inp(torch.tensor(act, device=device)), qs)
+            # a forward that only reads the final inputs (every row has taken its last step) needs no graph
+            with torch.set_grad_enabled(any(opt.t[s] < cfg.steps for s in act)):
+                loss, logits = objective(model, [bench.prompt(q) for q in qs], inp(on_device(act, device)), qs)
             margin = choice_margin(logits.detach(), qs).cpu()
             ok = margin > cfg.stop_margin
             held[act] = torch.where(ok, held[act] + 1, torch.zeros_like(held[act]))
@@ -103,7 +105,7 @@ def optimize_questions(model: VLM, bench: Benchmark, inp: Input, objective: Obje
             going[[s for s, f in zip(act, finished) if not f]] = True
             if going.any():
                 if loss.requires_grad:  # False when every tensor is detached: steps still count
-                    keep = torch.tensor([not f for f in finished], device=loss.device)
+                    keep = on_device([not f for f in finished], loss.device)
                     (loss * keep).sum().backward()  # a sum: each question's gradient is its own
                 opt.step(going)
                 opt.zero_grad()

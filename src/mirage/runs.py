@@ -68,7 +68,7 @@ class RunDir:
     """One run's directory; use `RunDir.open` to create or resume it."""
 
     # may change between resumes; `environment` holds what is learned after loading (attention kernel, dtype)
-    NEUTRAL_KEYS = frozenset({"batch_size", "quiet", "device", "environment"})
+    NEUTRAL_KEYS = frozenset({"batch_size", "quiet", "device", "environment", "compile"})  # speed, not results
 
     def __init__(self, path) -> None:
         self.path = Path(path)

@@ -37,12 +37,12 @@ class SlotAdam:
             if p.grad is None:
                 continue
             shape = (-1,) + (1,) * (p.dim() - 1)
-            on = active.to(p.device).view(shape)
+            on = active.to(p.device, non_blocking=True).view(shape)  # no stream sync (see vlm.on_device)
             g = p.grad
             m.copy_(torch.where(on, b1 * m + (1 - b1) * g, m))
             v.copy_(torch.where(on, b2 * v + (1 - b2) * g * g, v))
-            mhat = m / bc1.to(p.device).view(shape)
-            vhat = v / bc2.to(p.device).view(shape)
+            mhat = m / bc1.to(p.device, non_blocking=True).view(shape)
+            vhat = v / bc2.to(p.device, non_blocking=True).view(shape)
             p.sub_(torch.where(on, self.lr * mhat / (vhat.sqrt() + self.eps), torch.zeros_like(p)))
 
     def zero_grad(self) -> None:

@@ -16,7 +16,7 @@ from PIL import Image
 from torch import Tensor
 
 from .spliced import TransformersSpliced, image_turn
-from .vlm import EncoderSpec
+from .vlm import EncoderSpec, on_device
 
 ENCODER = "vision"
 
@@ -58,8 +58,8 @@ class HFLlava(TransformersSpliced):
             ch, cw = self.crop
             top, left = (nh - ch) // 2, (nw - cw) // 2
             x = x[..., top : top + ch, left : left + cw]
-        mean = torch.tensor(ip.image_mean, device=x.device, dtype=x.dtype).view(1, 3, 1, 1)
-        std = torch.tensor(ip.image_std, device=x.device, dtype=x.dtype).view(1, 3, 1, 1)
+        mean = on_device(ip.image_mean, x.device, x.dtype).view(1, 3, 1, 1)
+        std = on_device(ip.image_std, x.device, x.dtype).view(1, 3, 1, 1)
         return {ENCODER: (x - mean) / std}
 
     def encode(self, processed: dict[str, Tensor]) -> dict[str, Tensor]:

@@ -36,7 +36,7 @@ from PIL import Image
 from torch import Tensor
 
 from .spliced import TransformersSpliced, image_turn
-from .vlm import IMAGES, EncoderSpec, Visual
+from .vlm import IMAGES, EncoderSpec, Visual, on_device
 
 ENCODER = "vision"
 DEFAULT_IMAGE_SIZE = 448
@@ -152,13 +152,13 @@ class HFQwen2VL(TransformersSpliced):
         if x.shape[-2:] != (s, s):
             x = F.interpolate(x, size=(s, s), mode="bicubic", antialias=True, align_corners=False).clamp(0, 1)
         ip = self.image_processor
-        mean = torch.tensor(ip.image_mean, device=x.device, dtype=x.dtype).view(1, 3, 1, 1)
-        std = torch.tensor(ip.image_std, device=x.device, dtype=x.dtype).view(1, 3, 1, 1)
+        mean = on_device(ip.image_mean, x.device, x.dtype).view(1, 3, 1, 1)
+        std = on_device(ip.image_std, x.device, x.dtype).view(1, 3, 1, 1)
         return {ENCODER: patchify((x - mean) / std, self.patch, self.merge, self.temporal)}
 
     def _vision(self, rows: Tensor, grids: Sequence[Sequence[int]]) -> Tensor:
         """Patch rows [sum P, 1176] of images with `grids` -> last hidden states [sum P, D_vision], processor order."""
-        thw = torch.tensor([list(g) for g in grids], device=rows.device)
+        thw = on_device([list(g) for g in grids], rows.device)
         h = self.visual(rows.to(self.visual.patch_embed.proj.weight.dtype), grid_thw=thw).last_hidden_state
         if self.window:  # undo the window-attention order, merge unit by merge unit
             unit = self.merge**2

@@ -10,7 +10,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from ..benchmarks.question import LETTERS
-from .vlm import VLM, Visual
+from .vlm import VLM, Visual, on_device
 
 
 class SplicedVLM(VLM):
@@ -39,9 +39,15 @@ class SplicedVLM(VLM):
                   counts: int | Sequence[int] | None = None) -> tuple[Tensor, Tensor, Tensor]:
         """Left-padded ids with the image placeholder repeated `counts` times (per row, or `num_image_tokens`);
         mask; labels (-100 off target)."""
-        out = build_sequences(self.tokenizer, [self.chat_text(p) for p in prompts], targets, self.image_token_id,
+        cache = self.__dict__.setdefault("_prompt_ids", {})  # prompt -> token ids: an optimization asks each prompt
+        if len(cache) > 65536:  # ~50 times; templating and tokenizing it again would idle the GPU meanwhile
+            cache.clear()
+        for p in prompts:
+            if p not in cache:
+                cache[p] = self.tokenizer(self.chat_text(p), add_special_tokens=False).input_ids
+        out = build_sequences(self.tokenizer, [cache[p] for p in prompts], targets, self.image_token_id,
                               self.num_image_tokens if counts is None else counts)
-        return tuple(t.to(self.device) for t in out)
+        return tuple(on_device(t, self.device) for t in out)
 
     def prepare(self, prompts: Sequence[str], visual: Visual, targets: Sequence[str] | None = None):
         """What one forward pass needs: ids, mask, labels, image tokens ([B, N, D], or [sum N_i, D] when rows hold
@@ -126,12 +132,13 @@ class TransformersSpliced(SplicedVLM):
         return self.model.lm_head(hidden)
 
 
-def build_sequences(tokenizer, texts: Sequence[str], targets: Sequence[str] | None, image_token_id: int,
-                    num_image_tokens: int | Sequence[int]) -> tuple[Tensor, Tensor, Tensor]:
-    """Tokenize chat texts, repeat the image placeholder `num_image_tokens` times (one count for all rows or one per
+def build_sequences(tokenizer, texts: Sequence[str] | Sequence[list[int]], targets: Sequence[str] | None,
+                    image_token_id: int, num_image_tokens: int | Sequence[int]) -> tuple[Tensor, Tensor, Tensor]:
+    """Tokenize chat texts (or take them tokenized), repeat the image placeholder `num_image_tokens` times (one count for all rows or one per
     row; 0: texts carry no image), append target tokens, left-pad. Returns ids, attention mask and labels (-100
     except on targets)."""
-    ids = tokenizer(list(texts), add_special_tokens=False).input_ids
+    texts = list(texts)
+    ids = texts if texts and not isinstance(texts[0], str) else tokenizer(texts, add_special_tokens=False).input_ids
     tgt = tokenizer(list(targets), add_special_tokens=False).input_ids if targets is not None else [[]] * len(ids)
     counts = [num_image_tokens] * len(ids) if isinstance(num_image_tokens, int) else list(num_image_tokens)
     seqs, labels = [], []

@@ -50,10 +50,18 @@ class Visual:
         return Visual(self.stage, self.value[list(rows)])
 
 
+def on_device(data, device, dtype: torch.dtype | None = None) -> Tensor:
+    """A small host list or CPU tensor on `device` without waiting for the GPU. `torch.tensor(..., device="cuda")`
+    and `.to("cuda")` copy and then synchronize the stream, so each one in an optimization step stalls the host until
+    every queued kernel has run, and the GPU then idles while the host prepares the next launches."""
+    t = torch.as_tensor(data, dtype=dtype)
+    return t.to(device, non_blocking=True) if t.device != torch.device(device) else t
+
+
 def letter_logits(model: "VLM", logits: Tensor, n_choices: Sequence[int]) -> Tensor:
     """Pick the answer letters' columns from next-token logits [B, V] -> [B, max(n)], -inf past each question's n."""
-    out = logits[:, model.letter_ids(max(n_choices))]
-    past = torch.arange(out.shape[1], device=out.device)[None] >= torch.tensor(list(n_choices), device=out.device)[:, None]
+    out = logits[:, on_device(model.letter_ids(max(n_choices)), logits.device)]  # a list index would sync
+    past = torch.arange(out.shape[1], device=out.device)[None] >= on_device(list(n_choices), out.device)[:, None]
     return out.masked_fill(past, float("-inf"))
 
 

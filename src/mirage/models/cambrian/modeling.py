@@ -43,7 +43,7 @@ from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
 
 from ...benchmarks.question import LETTERS
 from ..spliced import SplicedVLM
-from ..vlm import EncoderSpec, Visual
+from ..vlm import EncoderSpec, Visual, on_device
 from .checkpoint import load_official, load_tower, read_config, save_official, save_towers
 from .config import CambrianConfig
 from .processing import IMAGE_SIZE, image_cells, normalize, pad_square, process_pil, resize_like_pil
@@ -125,7 +125,7 @@ class CambrianVLM(SplicedVLM):
                 out[t.name] = normalize(resize_like_pil(pad_square(pixels, t.pad), t.image_size), t.mean, t.std)
         h, w = pixels.shape[-2:]
         if h != w:
-            out[IMAGE_SIZE] = torch.tensor([[w, h]], dtype=torch.float32, device=pixels.device).expand(len(pixels), 2)
+            out[IMAGE_SIZE] = on_device([[w, h]], pixels.device, torch.float32).expand(len(pixels), 2)
         return out
 
     def encode(self, processed: dict[str, Tensor]) -> dict[str, Tensor]:

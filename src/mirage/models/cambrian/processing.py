@@ -17,6 +17,8 @@ import torch.nn.functional as F
 from PIL import Image
 from torch import Tensor
 
+from ..vlm import on_device
+
 # A `processed` or `features` dict may hold the original (width, height) of each image under this key: [B, 2] float.
 # Absent, the images are square (nothing to mask or drop), as for optimized features and square pixel inputs.
 IMAGE_SIZE = "image_size"
@@ -47,7 +49,7 @@ def pad_square(pixels: Tensor, colour: tuple[int, int, int]) -> Tensor:
     if h == w:
         return pixels
     s = max(h, w)
-    fill = torch.tensor(colour, device=pixels.device, dtype=pixels.dtype).view(1, 3, 1, 1) / 255.0
+    fill = on_device(colour, pixels.device, pixels.dtype).view(1, 3, 1, 1) / 255.0
     left, top = (s - w) // 2, (s - h) // 2
     return F.pad(pixels - fill, (left, s - w - left, top, s - h - top)) + fill
 
@@ -64,8 +66,8 @@ def resize_like_pil(pixels: Tensor, size: int) -> Tensor:
 
 
 def normalize(x: Tensor, mean, std) -> Tensor:
-    mean = torch.tensor(mean, device=x.device, dtype=x.dtype).view(1, 3, 1, 1)
-    std = torch.tensor(std, device=x.device, dtype=x.dtype).view(1, 3, 1, 1)
+    mean = on_device(mean, x.device, x.dtype).view(1, 3, 1, 1)
+    std = on_device(std, x.device, x.dtype).view(1, 3, 1, 1)
     return (x - mean) / std
 
 

@@ -16,7 +16,7 @@ from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
 
 from ..spliced import SplicedVLM
 from ..spliced import build_sequences as spliced_sequences
-from ..vlm import EncoderSpec
+from ..vlm import EncoderSpec, on_device
 from .aggregator import SpatialAggregator
 from .config import DemoConfig
 from .encoders import VisionEncoder, align_keys
@@ -83,8 +83,8 @@ class DemoVLM(SplicedVLM):
 
     @staticmethod
     def _normalize(x: Tensor, spec: EncoderSpec) -> Tensor:
-        mean = torch.tensor(spec.mean, device=x.device, dtype=x.dtype).view(1, 3, 1, 1)
-        std = torch.tensor(spec.std, device=x.device, dtype=x.dtype).view(1, 3, 1, 1)
+        mean = on_device(spec.mean, x.device, x.dtype).view(1, 3, 1, 1)
+        std = on_device(spec.std, x.device, x.dtype).view(1, 3, 1, 1)
         return (x - mean) / std
 
     def encode(self, processed: dict[str, Tensor]) -> dict[str, Tensor]:
