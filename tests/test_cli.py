@@ -101,3 +101,25 @@ def test_real_benchmarks_from_local_copies(tmp_path, tiny_dir):
     assert "pixels-question-png" in json.loads((tmp_path / "s" / "summary.json").read_text())["n"]
     bad = run("eval", "--benchmark", "shapes", "--subjects", "Music", "--out", str(tmp_path / "x"))
     assert bad.exit_code == 2 and "--subjects applies to mmmu" in bad.output
+
+
+def test_compile_flag_reaches_the_model_and_does_not_block_a_resume(tmp_path, tiny_dir, monkeypatch):
+    import mirage.experiment
+    from mirage.compiling import compile_blocks
+    backends = []
+
+    def spy(model, backend):  # the CLI asks for inductor; aot_eager traces the same graphs in a fraction of the time
+        backends.append(backend)
+        return compile_blocks(model, "aot_eager")
+
+    monkeypatch.setattr(mirage.experiment, "compile_blocks", spy)
+    out = tmp_path / "f"
+    args = ["optimize", "--model", f"demo:{tiny_dir}", "--input", "features", "--limit", "3", "--steps", "2",
+            "--out", str(out), "-q"]
+    first = run(*args)
+    assert first.exit_code == 0, first.output
+    assert backends == []
+    resumed = run(*args, "--compile")  # a speed switch, not part of the run's identity
+    assert resumed.exit_code == 0, resumed.output
+    assert backends == ["inductor"]
+    assert json.loads((out / "config.json").read_text())["compile"] is False  # the config of the run's first call
