@@ -39,8 +39,10 @@ class SplicedVLM(VLM):
                   counts: int | Sequence[int] | None = None) -> tuple[Tensor, Tensor, Tensor]:
         """Left-padded ids with the image placeholder repeated `counts` times (per row, or `num_image_tokens`);
         mask; labels (-100 off target)."""
-        cache = self.__dict__.setdefault("_prompt_ids", {})  # prompt -> token ids: an optimization asks each prompt
-        if len(cache) > 65536:  # ~50 times; templating and tokenizing it again would idle the GPU meanwhile
+        # prompt -> token ids: an optimization asks for each prompt once per step, ~50 times, and the chat template
+        # plus tokenizer cost host time on every call (bounded: cleared past 65,536 prompts)
+        cache = self.__dict__.setdefault("_prompt_ids", {})
+        if len(cache) > 65536:
             cache.clear()
         for p in prompts:
             if p not in cache:
@@ -134,9 +136,9 @@ class TransformersSpliced(SplicedVLM):
 
 def build_sequences(tokenizer, texts: Sequence[str] | Sequence[list[int]], targets: Sequence[str] | None,
                     image_token_id: int, num_image_tokens: int | Sequence[int]) -> tuple[Tensor, Tensor, Tensor]:
-    """Tokenize chat texts (or take them tokenized), repeat the image placeholder `num_image_tokens` times (one count for all rows or one per
-    row; 0: texts carry no image), append target tokens, left-pad. Returns ids, attention mask and labels (-100
-    except on targets)."""
+    """Tokenize chat texts (or take them tokenized), repeat the image placeholder `num_image_tokens` times (one count
+    for all rows or one per row; 0: texts carry no image), append target tokens, left-pad. Returns ids, attention
+    mask and labels (-100 except on targets)."""
     texts = list(texts)
     ids = texts if texts and not isinstance(texts[0], str) else tokenizer(texts, add_special_tokens=False).input_ids
     tgt = tokenizer(list(targets), add_special_tokens=False).input_ids if targets is not None else [[]] * len(ids)
