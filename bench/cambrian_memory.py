@@ -31,32 +31,16 @@ import time
 
 import torch
 import transformers
-from tokenizers import Tokenizer, decoders
-from tokenizers.models import WordLevel
-from tokenizers.pre_tokenizers import Whitespace
-from transformers import PreTrainedTokenizerFast
 
-from mirage.benchmarks.question import LETTERS, Benchmark
+from mirage.benchmarks.question import Benchmark
 from mirage.benchmarks.shapes import generate_questions
 from mirage.benchmarks.shapes.questions import vocabulary
 from mirage.experiment import OptimizeSpec, apply_switches
 from mirage.inputs import Reference, build_input, default_lr
 from mirage.models.cambrian import CambrianVLM, config_8b, tiny_config
-from mirage.models.cambrian.template import IMAGE_TOKEN, SPECIAL_TOKENS, llama_3_prompt
+from mirage.models.cambrian.template import IMAGE_TOKEN, llama_3_prompt, word_level_tokenizer
 from mirage.objectives import OBJECTIVES
 from mirage.slot_adam import SlotAdam
-
-
-def tokenizer() -> PreTrainedTokenizerFast:
-    """Word-level over ShapesQA's words, with Llama-3's special tokens and `<image>`."""
-    vocab: dict[str, int] = {}
-    for t in ["<unk>", *SPECIAL_TOKENS, IMAGE_TOKEN, *LETTERS, *".,?:'()", *vocabulary()]:
-        vocab.setdefault(t, len(vocab))
-    core = Tokenizer(WordLevel(vocab, unk_token="<unk>"))
-    core.pre_tokenizer = Whitespace()
-    core.decoder = decoders.WordPiece(prefix="##")
-    return PreTrainedTokenizerFast(tokenizer_object=core, bos_token=SPECIAL_TOKENS[0], eos_token="<|eot_id|>",
-                                   unk_token="<unk>", additional_special_tokens=[*SPECIAL_TOKENS[1:], IMAGE_TOKEN])
 
 
 def sync(device: torch.device) -> None:
@@ -146,7 +130,7 @@ def main() -> None:
     args = ap.parse_args()
     device = torch.device(args.device)
     dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
-    tok = tokenizer()
+    tok = word_level_tokenizer(vocabulary())  # over ShapesQA's words
     ids = tok(llama_3_prompt("x"), add_special_tokens=False).input_ids
     image_position = ids.index(tok.convert_tokens_to_ids(IMAGE_TOKEN))
     config = tiny_config(len(tok), image_position) if args.tiny else config_8b()

@@ -11,13 +11,9 @@ import pytest
 import torch
 from PIL import Image
 from safetensors.torch import load_file, save_file
-from tokenizers import Tokenizer, decoders
-from tokenizers.models import WordLevel
-from tokenizers.pre_tokenizers import Whitespace
-from transformers import ConvNextConfig, PreTrainedTokenizerFast
+from transformers import ConvNextConfig
 
 import mirage
-from mirage.benchmarks.question import LETTERS
 from mirage.benchmarks.scienceqa import load_scienceqa
 from mirage.experiment import OptimizeSpec, apply_switches, run_optimization
 from mirage.models import Visual, load_model
@@ -25,7 +21,7 @@ from mirage.models.cambrian import IMAGE_SIZE, CambrianConfig, CambrianVLM, conf
 from mirage.models.cambrian.checkpoint import official_state, our_key
 from mirage.models.cambrian.processing import image_cells, normalize, pad_square, process_pil, resize_like_pil
 from mirage.models.cambrian.sva import SamplerInputs, window_masks
-from mirage.models.cambrian.template import IMAGE_TOKEN, SPECIAL_TOKENS, SYSTEM, llama_3_prompt
+from mirage.models.cambrian.template import IMAGE_TOKEN, SYSTEM, llama_3_prompt, word_level_tokenizer
 from mirage.models.cambrian.towers import ConvNextTrunk, convnext_from_open_clip
 from mirage.optimize import OptimizeConfig
 from mirage.runs import RunDir
@@ -36,16 +32,8 @@ if not FIXTURE.is_dir():
 WORDS = "system user assistant which what is the of a an these answer with option letter from given choices".split()
 
 
-def tiny_tokenizer() -> PreTrainedTokenizerFast:
-    """Word-level, with Llama-3's special tokens and `<image>`, every answer letter a token."""
-    vocab = {}
-    for t in ["<unk>", *SPECIAL_TOKENS, IMAGE_TOKEN, *LETTERS, *".,?:'()", *WORDS]:
-        vocab.setdefault(t, len(vocab))
-    core = Tokenizer(WordLevel(vocab, unk_token="<unk>"))
-    core.pre_tokenizer = Whitespace()
-    core.decoder = decoders.WordPiece(prefix="##")
-    return PreTrainedTokenizerFast(tokenizer_object=core, bos_token=SPECIAL_TOKENS[0], eos_token="<|eot_id|>",
-                                   unk_token="<unk>", additional_special_tokens=[*SPECIAL_TOKENS[1:], IMAGE_TOKEN])
+def tiny_tokenizer():
+    return word_level_tokenizer(WORDS)
 
 
 def build_tiny() -> CambrianVLM:

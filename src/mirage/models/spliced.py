@@ -160,12 +160,13 @@ def build_sequences(tokenizer, texts: Sequence[str] | Sequence[list[int]], targe
     return input_ids, mask, labels_t
 
 
-def chat_letter_ids(model, n: int) -> list[int]:
-    """The first `n` answer letters' tokens after `model.chat_text`'s prompt, found once and kept on the model."""
+def chat_letter_ids(model, n: int, find=None) -> list[int]:
+    """The first `n` answer letters' tokens after `model.chat_text`'s prompt, found once (by `find`, default
+    `answer_token_ids`) and kept on the model."""
     if n > len(LETTERS):
         raise ValueError(f"{n} choices: at most {len(LETTERS)} letters")
     if not hasattr(model, "_letters"):
-        model._letters = answer_token_ids(model.tokenizer, model.chat_text("x"), list(LETTERS))
+        model._letters = (find or answer_token_ids)(model.tokenizer, model.chat_text("x"), list(LETTERS))
     return model._letters[:n]
 
 

@@ -41,8 +41,7 @@ from torch import Tensor, nn
 from torch.utils.checkpoint import checkpoint
 from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
 
-from ...benchmarks.question import LETTERS
-from ..spliced import SplicedVLM
+from ..spliced import SplicedVLM, chat_letter_ids
 from ..vlm import EncoderSpec, Visual, on_device
 from .checkpoint import load_official, load_tower, read_config, save_official, save_towers
 from .config import CambrianConfig
@@ -175,11 +174,7 @@ class CambrianVLM(SplicedVLM):
                           f"{self.config.image_position}: the prompt does not follow the model's template")
 
     def letter_ids(self, n: int) -> list[int]:
-        if n > len(LETTERS):
-            raise ValueError(f"{n} choices: at most {len(LETTERS)} letters")
-        if not hasattr(self, "_letters"):
-            self._letters = glued_answer_ids(self.tokenizer, self.chat_text("x"), list(LETTERS))
-        return self._letters[:n]
+        return chat_letter_ids(self, n, glued_answer_ids)
 
     def embed(self, input_ids: Tensor) -> Tensor:
         # the placeholder's id may lie past the vocabulary; its rows are replaced by image tokens anyway

@@ -48,3 +48,23 @@ def glued_answer_ids(tokenizer, prompt: str, answers: Sequence[str]) -> list[int
             raise ValueError(f"cannot find the token of answer {a!r} after the prompt")
         out.append(full[len(base)])
     return out
+
+
+def word_level_tokenizer(words: Sequence[str]):
+    """A word-level tokenizer with Llama-3's special tokens, `<image>` and every answer letter as tokens, over
+    `words`: for tests and benchmarks that build Cambrian-shaped models without the hub's Llama-3 tokenizer."""
+    from tokenizers import Tokenizer, decoders
+    from tokenizers.models import WordLevel
+    from tokenizers.pre_tokenizers import Whitespace
+    from transformers import PreTrainedTokenizerFast
+
+    from ...benchmarks.question import LETTERS
+
+    vocab: dict[str, int] = {}
+    for t in ["<unk>", *SPECIAL_TOKENS, IMAGE_TOKEN, *LETTERS, *".,?:'()", *words]:
+        vocab.setdefault(t, len(vocab))
+    core = Tokenizer(WordLevel(vocab, unk_token="<unk>"))
+    core.pre_tokenizer = Whitespace()
+    core.decoder = decoders.WordPiece(prefix="##")
+    return PreTrainedTokenizerFast(tokenizer_object=core, bos_token=SPECIAL_TOKENS[0], eos_token="<|eot_id|>",
+                                   unk_token="<unk>", additional_special_tokens=[*SPECIAL_TOKENS[1:], IMAGE_TOKEN])
