@@ -1,5 +1,3 @@
-import json
-
 import numpy as np
 import pytest
 import torch
@@ -7,8 +5,7 @@ from PIL import Image
 from safetensors.torch import load_file
 
 from mirage.benchmarks.question import Benchmark
-from mirage.experiments import OWN_LOOPS, OptimizeSpec, apply_switches, run_optimization
-from mirage.inputs import INPUTS, PARAMS, Reference, build_input
+from mirage.inputs import Reference, build_input
 from mirage.objectives import OBJECTIVES
 from mirage.optimize import OptimizeConfig, optimize_questions, optimize_universal
 from mirage.runs import RunDir

@@ -5,7 +5,6 @@ Every condition is deterministic per (question id, seed) and returns an RGB imag
 
 from __future__ import annotations
 
-import hashlib
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path

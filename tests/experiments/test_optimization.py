@@ -4,13 +4,10 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
-from safetensors.torch import load_file
 
-from mirage.benchmarks.question import Benchmark
 from mirage.experiments import OWN_LOOPS, OptimizeSpec, apply_switches, run_optimization
-from mirage.inputs import INPUTS, PARAMS, Reference, build_input
-from mirage.objectives import OBJECTIVES
-from mirage.optimize import OptimizeConfig, optimize_questions, optimize_universal
+from mirage.inputs import INPUTS, PARAMS, Reference
+from mirage.optimize import OptimizeConfig
 from mirage.runs import RunDir
 
 
