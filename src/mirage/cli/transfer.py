@@ -109,13 +109,12 @@ def transfer_types_cmd(
     """Question types as benchmarks: train a universal input per type, evaluate each on every type's held-out
     questions; writes OUT/transfer.json and OUT/inputs/<type>/."""
     from ..benchmarks import load_benchmark
-    from ..experiments.transfer import type_transfer
-    from ..inputs import INPUTS
+    from ..experiments.transfer import check_type_transfer_input, type_transfer
     from ..models import load_model
     from ..runs import RunDir
 
     with user_errors():
-        INPUTS.get(input)
+        check_type_transfer_input(input)  # before the run directory and the model
         with loading():
             bench = load_benchmark(benchmark, split=split, limit=limit)
         config = {"command": "transfer-types", "model": model, "input": input, "steps": steps,

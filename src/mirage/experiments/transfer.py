@@ -28,7 +28,7 @@ from safetensors.torch import load_file
 from .. import sources
 from ..benchmarks.question import Benchmark, Question
 from ..conditions import CONDITIONS, get_condition
-from ..errors import MirageError
+from ..errors import MirageError, UsageError
 from ..evaluate import evaluate_conditions, score, score_pending
 from ..models.vlm import VLM, Visual
 from ..progress import progress_bar
@@ -169,6 +169,20 @@ def transfer_matrix(model: VLM, inputs: dict[str, str | Path], benches: dict[str
     return out
 
 
+def check_type_transfer_input(input: str) -> None:
+    """`type_transfer` trains its inputs with `optimize`'s universal loop: inputs with their own experiment (patch,
+    generator) are refused, before any work."""
+    from ..inputs import INPUTS
+    from . import own_loop
+
+    INPUTS.get(input)  # an unknown name fails with "did you mean"
+    if own_loop(input) is not None:
+        allowed = [n for n in INPUTS.names() if own_loop(n) is None]
+        raise UsageError(f"--input {input}: transfer-types trains universal inputs with the optimize loop "
+                         f"({', '.join(allowed)}); {input} is trained by its own experiment (mirage optimize "
+                         f"--input {input})")
+
+
 def type_transfer(model: VLM, bench: Benchmark, run: RunDir, input: str = "features", steps: int = 50,
                   train_fraction: float = 0.5, batch_size: int = 16, lr: float | None = None, seed: int = 0,
                   quiet: bool = True) -> dict:
@@ -178,6 +192,8 @@ def type_transfer(model: VLM, bench: Benchmark, run: RunDir, input: str = "featu
     from ..inputs import Reference, build_input, default_lr
     from ..objectives import OBJECTIVES
     from ..optimize import OptimizeConfig, optimize_universal
+
+    check_type_transfer_input(input)
 
     ref = Reference.from_benchmark(model, bench)
     cfg = OptimizeConfig(steps=steps, batch_size=batch_size, seed=seed)
