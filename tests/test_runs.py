@@ -11,7 +11,8 @@ from pathlib import Path
 import pytest
 
 import mirage.runs
-from mirage.runs import RunConfigMismatch, RunDir
+from mirage.environment import library_versions
+from mirage.runs import EnvironmentChanged, RunConfigMismatch, RunDir
 
 CONFIG = {"model": "demo", "benchmark": "toy", "sources": ("real", "blank"), "batch_size": 8}
 
@@ -24,7 +25,7 @@ def test_new_dir_writes_config(tmp_path):
     path = tmp_path / "a" / "b" / "run"
     run = RunDir.open(path, CONFIG)
     text = (path / "config.json").read_text()
-    assert json.loads(text) == {**CONFIG, "sources": ["real", "blank"]}
+    assert json.loads(text) == {**CONFIG, "sources": ["real", "blank"], "libraries": library_versions()}
     assert text == json.dumps(json.loads(text), indent=2, sort_keys=True) + "\n"
     assert run.rows() == [] and run.done() == set()
     assert run.results_path == path / "results.jsonl"
@@ -161,3 +162,40 @@ def test_rows_parse_cleanly_after_sigkill_mid_append(tmp_path):
     assert run.results_path.read_bytes().endswith(b"\n")
     run.append([_row(-1)])
     assert run.rows()[-1]["question_id"] == "q-1"
+
+
+def _tamper(path: Path, **libraries) -> None:
+    cfg = json.loads((path / "config.json").read_text())
+    cfg["libraries"].update(libraries)
+    (path / "config.json").write_text(json.dumps(cfg))
+
+
+def test_resume_under_other_library_versions_is_refused_unless_allowed(tmp_path):
+    RunDir.open(tmp_path / "r", {"x": 1}).append([{"question_id": "q", "source": "real", "correct": True}])
+    cfg = json.loads((tmp_path / "r" / "config.json").read_text())
+    assert {"python", "mirage", "torch", "transformers", "torchvision"} <= set(cfg["libraries"])
+    now = library_versions()["transformers"]
+    _tamper(tmp_path / "r", transformers="4.0.0")
+    with pytest.raises(EnvironmentChanged, match=rf"transformers 4\.0\.0 -> {now}.*--allow-env-change"):
+        RunDir.open(tmp_path / "r", {"x": 1})
+    run = RunDir.open(tmp_path / "r", {"x": 1}, allow_env_change=True)
+    assert len(run.rows()) == 1  # nothing lost
+    cfg = json.loads((tmp_path / "r" / "config.json").read_text())
+    assert cfg["libraries"]["transformers"] == now
+    assert cfg["environment_changes"][0]["changes"] == [f"transformers 4.0.0 -> {now}"]
+    RunDir.open(tmp_path / "r", {"x": 1})  # the allowed change is the run's environment now
+
+
+def test_another_image_processor_backend_is_another_environment(tmp_path):
+    run = RunDir.open(tmp_path / "r", {"x": 1})
+    run.annotate(image_processor="CLIPImageProcessorPil", image_processor_backend="pil", device="cpu")
+    again = RunDir.open(tmp_path / "r", {"x": 1})
+    again.annotate(image_processor="CLIPImageProcessorPil", image_processor_backend="pil", device="cuda")
+    with pytest.raises(EnvironmentChanged, match="image_processor_backend pil -> torchvision"):
+        RunDir.open(tmp_path / "r", {"x": 1}).annotate(image_processor="CLIPImageProcessor",
+                                                       image_processor_backend="torchvision")
+    RunDir.open(tmp_path / "r", {"x": 1}, allow_env_change=True).annotate(
+        image_processor="CLIPImageProcessor", image_processor_backend="torchvision")
+    cfg = json.loads((tmp_path / "r" / "config.json").read_text())
+    assert cfg["environment"]["image_processor_backend"] == "torchvision" and cfg["environment_changes"]
+

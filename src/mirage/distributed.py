@@ -94,15 +94,16 @@ class ShardedRun(RunDir):
         self.world = world
 
     @classmethod
-    def open_shared(cls, path, config: dict, world: World, overwrite: bool = False) -> "ShardedRun":
+    def open_shared(cls, path, config: dict, world: World, overwrite: bool = False,
+                    allow_env_change: bool = False) -> "ShardedRun":
         """Rank 0 creates (or checks, or with `overwrite` clears) the directory first; then the others check it."""
         if world.main:
-            base = RunDir.open(path, config, overwrite)  # also folds what a killed run's ranks left
-        world.barrier()
-        if not world.main:
-            base = RunDir.open(path, config, fold=False)  # compares the config; rank 0 may be appending already
+            base = RunDir.open(path, config, overwrite, allow_env_change=allow_env_change)  # also folds what a
+        world.barrier()  # killed run's ranks left
+        if not world.main:  # compares the config; rank 0 may be appending already
+            base = RunDir.open(path, config, fold=False, allow_env_change=allow_env_change)
         run = cls(path, world)
-        run.config = base.config
+        run.config, run.allow_env_change = base.config, allow_env_change
         return run
 
     def rank_path(self, rank: int) -> Path:

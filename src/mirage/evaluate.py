@@ -11,6 +11,7 @@ import torch
 from .benchmarks.question import LETTERS, Benchmark, Question
 from .conditions import Condition, ConditionContext, parse_conditions
 from .distributed import SINGLE, World
+from .environment import model_environment
 from .errors import UsageError
 from .models.vlm import VLM, Visual
 from .progress import progress_bar
@@ -77,18 +78,6 @@ def score_pending(questions: Sequence[Question], source: str, rows_for: Callable
     return rows
 
 
-def environment(model: VLM) -> dict:
-    """What a run should record about how the model ran."""
-    import transformers
-
-    env = {"device": str(model.device), "dtype": str(model.dtype).replace("torch.", ""),
-           "attn_implementation": getattr(model, "attn_implementation", "sdpa"), "torch": torch.__version__,
-           "transformers": transformers.__version__}
-    if getattr(model, "device_map", None):
-        env["device_map"] = model.device_map
-    return env
-
-
 def evaluate_conditions(model: VLM, benchmark: Benchmark, conditions: Sequence[Condition], *, seed: int = 0,
                         batch_size: int = 32, run: RunDir | None = None, quiet: bool = False,
                         scoring: str = "letter", world: World = SINGLE) -> list[dict]:
@@ -97,7 +86,7 @@ def evaluate_conditions(model: VLM, benchmark: Benchmark, conditions: Sequence[C
     if scoring not in SCORINGS:
         raise UsageError(f"--scoring: unknown scoring {scoring!r} (allowed: {', '.join(SCORINGS)})")
     if run:
-        run.annotate(**environment(model))
+        run.annotate(**model_environment(model))
     done = run.done() if run else set()
     # a condition built from the question's own image has nothing to show for a text-only question
     shown = {c.name: [q for q in world.shard(benchmark.questions) if q.images or not c.needs_image]

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Sequence
 
 CONFIG = "config.json"
+from .environment import library_changes, library_versions
 from .errors import MirageError
 
 RESULTS = "results.jsonl"
@@ -23,6 +24,16 @@ _MISSING = "<missing>"
 
 class RunConfigMismatch(MirageError):
     """An existing run directory was made with a different config."""
+
+
+class EnvironmentChanged(MirageError):
+    """An existing run directory was made under other library versions (or another image-processor backend): its
+    rows and new ones would mix two environments."""
+
+
+LIBRARIES_KEY = "libraries"  # config.json: the library versions the run was made under
+ENV_CHANGES_KEY = "environment_changes"  # config.json: each resume under another environment that was allowed
+BACKEND_KEYS = ("image_processor", "image_processor_backend")  # environment facts that change pixel values
 
 
 def _fsync_dir(path: Path) -> None:
@@ -70,22 +81,28 @@ class RunDir:
     """One run's directory; use `RunDir.open` to create or resume it."""
 
     # may change between resumes; `environment` holds what is learned after loading (attention kernel, dtype)
-    NEUTRAL_KEYS = frozenset({"batch_size", "quiet", "device", "environment", "compile"})  # speed, not results
+    NEUTRAL_KEYS = frozenset({"batch_size", "quiet", "device", "environment", "compile",  # speed, not results
+                              LIBRARIES_KEY, ENV_CHANGES_KEY})  # compared on their own (allow_env_change)
 
     def __init__(self, path) -> None:
         self.path = Path(path)
         self.config: dict = {}
+        self.allow_env_change = False
 
     @classmethod
-    def open(cls, path, config: dict, overwrite: bool = False, fold: bool = True) -> "RunDir":
+    def open(cls, path, config: dict, overwrite: bool = False, fold: bool = True,
+             allow_env_change: bool = False) -> "RunDir":
         """Create a run directory, or resume one whose config matches (ignoring NEUTRAL_KEYS).
 
         `overwrite` discards previous results, summary and artifacts instead of resuming. On resume, rows that ranks
         of a killed `torchrun` left in `results.rank<r>.jsonl` are folded into results.jsonl first (unless `fold`
-        is False: a rank other than 0 joining a live run must not)."""
+        is False: a rank other than 0 joining a live run must not). A run made under other library versions is
+        refused, naming them, unless `allow_env_change` (then the change is recorded in config.json)."""
         run = cls(path)
+        run.allow_env_change = allow_env_change
         # The round trip makes tuples and lists (and other JSON-equal values) compare equal.
         run.config = json.loads(json.dumps(config))
+        versions = library_versions()
         if run.path.exists() and not run.path.is_dir():
             raise MirageError(f"run directory {str(run.path)!r} exists and is not a directory")
         config_path = run.path / CONFIG
@@ -102,6 +119,13 @@ class RunDir:
                     + "; ".join(diff)
                     + ". Use --overwrite to start over, or another --out."
                 )
+            run.config = {**run.config, **{k: old[k] for k in ("environment", LIBRARIES_KEY, ENV_CHANGES_KEY)
+                                           if k in old}}
+            recorded = old.get(LIBRARIES_KEY)
+            if recorded is None:  # a run made before versions were recorded: record them from now on
+                run._record(**{LIBRARIES_KEY: versions})
+            elif recorded != versions:
+                run._environment_changed(library_changes(recorded, versions), versions)
             if fold:
                 run.fold_rank_files()
             return run
@@ -113,8 +137,26 @@ class RunDir:
 
         run.path.mkdir(parents=True, exist_ok=True)
         run._clear()
+        run.config[LIBRARIES_KEY] = versions
         _atomic_write(config_path, json.dumps(run.config, indent=2, sort_keys=True) + "\n")
         return run
+
+    def _record(self, **entries) -> None:
+        self.config.update(json.loads(json.dumps(entries)))
+        _atomic_write(self.path / CONFIG, json.dumps(self.config, indent=2, sort_keys=True) + "\n")
+
+    def _environment_changed(self, changes: list[str], versions: dict | None = None) -> None:
+        """Refuse a resume under another environment, or (allowed) record the change and carry on."""
+        if not self.allow_env_change:
+            raise EnvironmentChanged(
+                f"run directory {str(self.path)!r} was made under another environment: " + "; ".join(changes)
+                + ". Its rows and new ones would mix the two: use --allow-env-change to resume anyway, --overwrite"
+                " to start over, or another --out.")
+        entry = {"changes": changes}
+        if versions is not None:
+            entry[LIBRARIES_KEY] = versions
+        self._record(**{ENV_CHANGES_KEY: [*self.config.get(ENV_CHANGES_KEY, []), entry],
+                        **({LIBRARIES_KEY: versions} if versions is not None else {})})
 
     def rank_files(self) -> list[Path]:
         return sorted(self.path.glob("results.rank*.jsonl"))
@@ -137,7 +179,12 @@ class RunDir:
 
     def annotate(self, **facts) -> None:
         """Record facts known only once the model is loaded in config.json's `environment` (not part of the
-        identity compared on resume)."""
+        identity compared on resume, except the image-processor backend: another one is another environment)."""
+        old = self.config.get("environment", {})
+        changed = [f"{k} {old[k]} -> {facts[k]}" for k in BACKEND_KEYS
+                   if k in old and k in facts and old[k] != facts[k]]
+        if changed:
+            self._environment_changed(changed)
         self.config.setdefault("environment", {}).update(json.loads(json.dumps(facts)))
         _atomic_write(self.path / CONFIG, json.dumps(self.config, indent=2, sort_keys=True) + "\n")
 

@@ -77,3 +77,17 @@ def test_real_benchmarks_from_local_copies(tmp_path, tiny_dir):
     assert "pixels-question-png" in json.loads((tmp_path / "s" / "summary.json").read_text())["n"]
     bad = run("eval", "--benchmark", "shapes", "--subjects", "Music", "--out", str(tmp_path / "x"))
     assert bad.exit_code == 2 and "--subjects applies to mmmu" in bad.output
+
+
+def test_resume_under_other_library_versions_needs_allow_env_change(tmp_path, tiny_dir):
+    out = tmp_path / "run"
+    args = ["eval", "--model", f"demo:{tiny_dir}", "--limit", "4", "--conditions", "real", "--out", str(out), "-q"]
+    assert run(*args).exit_code == 0
+    cfg = json.loads((out / "config.json").read_text())
+    assert cfg["libraries"]["mirage"] and cfg["environment"]["torch"] == cfg["libraries"]["torch"]
+    cfg["libraries"]["torch"] = "1.0.0"
+    (out / "config.json").write_text(json.dumps(cfg))
+    refused = run(*args)
+    assert refused.exit_code == 2 and "torch 1.0.0 ->" in refused.output and "--allow-env-change" in refused.output
+    assert run(*args, "--allow-env-change").exit_code == 0
+    assert json.loads((out / "config.json").read_text())["environment_changes"][0]["changes"][0].startswith("torch")

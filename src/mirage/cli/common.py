@@ -37,6 +37,8 @@ GpusPerRank = Annotated[int, typer.Option(
     min=1, help="torchrun: GPUs per rank; the model is split over them (e.g. 8 GPUs as 4 ranks x 2).")]
 Seed = Annotated[int, typer.Option(help="Seed of everything random in the command.")]
 Quiet = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars.")]
+AllowEnvChange = Annotated[bool, typer.Option(
+    help="Resume a run made under other library versions (recorded in config.json) instead of refusing.")]
 
 
 def fail(err: Exception) -> None:
@@ -113,13 +115,14 @@ def scale_out(device: Optional[str], gpus_per_rank: int):
     return world, device, options
 
 
-def open_run(out: Path, config: dict, overwrite: bool, world):
+def open_run(out: Path, config: dict, overwrite: bool, world=None, allow_env_change: bool = False):
+    """The run directory OUT (this rank's view under torchrun), created or resumed."""
     from ..distributed import ShardedRun
     from ..runs import RunDir
 
-    if world.distributed:
-        return ShardedRun.open_shared(out, config, world, overwrite)
-    return RunDir.open(out, config, overwrite=overwrite)
+    if world is not None and world.distributed:
+        return ShardedRun.open_shared(out, config, world, overwrite, allow_env_change)
+    return RunDir.open(out, config, overwrite=overwrite, allow_env_change=allow_env_change)
 
 
 def finish(run, world) -> list[dict]:

@@ -7,16 +7,17 @@ from typing import Annotated, Optional
 
 import typer
 
-from .common import (AllQuestions, BenchmarkName, DataDir, Device, DeviceMap, Dtype, GpusPerRank, ImageSize, Model, Out,
-                     Overwrite, Quiet, Split, Subjects, benchmark_options, console, finish, loading, model_options,
-                     names, open_run, scale_out, user_errors, write_timings)
+from .common import (AllQuestions, AllowEnvChange, BenchmarkName, DataDir, Device, DeviceMap, Dtype, GpusPerRank,
+                     ImageSize, Model, Out, Overwrite, Quiet, Split, Subjects, benchmark_options, console, finish,
+                     loading, model_options, names, open_run, scale_out, user_errors, write_timings)
 
 
 def eval_cmd(
     model: Model = "demo",
     benchmark: BenchmarkName = "shapes",
     split: Split = None,
-    conditions: Annotated[str, typer.Option(help="Comma-separated conditions.")] = "real,blank,noise,wrong,blur,shuffle",
+    conditions: Annotated[str, typer.Option(help="Comma-separated conditions.")
+                          ] = "real,blank,noise,wrong,blur,shuffle",
     limit: Annotated[Optional[int], typer.Option(min=1, help="Evaluate the first N questions only.")] = None,
     seed: Annotated[int, typer.Option(help="Seed of the conditions (noise, wrong, shuffle).")] = 0,
     batch_size: Annotated[int, typer.Option(min=1, help="Questions per forward pass.")] = 32,
@@ -27,6 +28,7 @@ def eval_cmd(
     all_questions: AllQuestions = False,
     out: Out = ...,
     overwrite: Overwrite = False,
+    allow_env_change: AllowEnvChange = False,
     device: Device = None,
     dtype: Dtype = None,
     device_map: DeviceMap = None,
@@ -55,9 +57,10 @@ def eval_cmd(
             bench = load_benchmark(benchmark, split=split, limit=limit,
                                    **benchmark_options(benchmark, data_dir, subjects, all_questions))
         config = eval_config(model, bench, conds, seed, limit, batch_size, scoring) | {
-            "data_dir": str(data_dir) if data_dir else None, "subjects": names(subjects), "all_questions": all_questions,
+            "data_dir": str(data_dir) if data_dir else None, "subjects": names(subjects),
+            "all_questions": all_questions,
             "dtype": dtype, **model_options(device_map, image_size)}
-        run = open_run(out, config, overwrite, world)
+        run = open_run(out, config, overwrite, world, allow_env_change)
         t0 = time.time()
         with loading():
             vlm = load_model(model, device=device, dtype=dtype, **model_options(device_map, image_size),

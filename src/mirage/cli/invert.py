@@ -7,8 +7,8 @@ from typing import Annotated, Optional
 
 import typer
 
-from .common import (BenchmarkName, Device, Dtype, Model, Out, Overwrite, Quiet, Split, console, loading, names,
-                     user_errors)
+from .common import (AllowEnvChange, BenchmarkName, Device, Dtype, Model, Out, Overwrite, Quiet, Split, console,
+                     loading, names, user_errors)
 
 
 def invert_cmd(
@@ -32,6 +32,7 @@ def invert_cmd(
     seed: Annotated[int, typer.Option(help="Seed of the starts (stage 1 and 2) and of the augmentations.")] = 0,
     out: Out = ...,
     overwrite: Overwrite = False,
+    allow_env_change: AllowEnvChange = False,
     device: Device = None,
     dtype: Dtype = None,
     quiet: Quiet = False,
@@ -63,7 +64,7 @@ def invert_cmd(
         with loading():
             vlm = load_model(model, device=device, dtype=dtype)
         check_encoders(vlm, names(encoders), "--encoders")  # before the run directory is written
-        run = RunDir.open(out, config, overwrite=overwrite)
+        run = RunDir.open(out, config, overwrite=overwrite, allow_env_change=allow_env_change)
         result = run_inversion(vlm, bench, run, limit, encoders=names(encoders), targets_from=from_, cfg=cfg,
                                stage1=OptimizeConfig(seed=seed), quiet=quiet)
     summary = summarize(run.rows())

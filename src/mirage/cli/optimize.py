@@ -7,9 +7,9 @@ from typing import Annotated, Optional
 
 import typer
 
-from .common import (AllQuestions, BenchmarkName, DataDir, Device, DeviceMap, Dtype, GpusPerRank, ImageSize, Model, Out,
-                     Overwrite, Quiet, Split, Subjects, benchmark_options, console, finish, loading, model_options,
-                     names, open_run, scale_out, user_errors, write_timings)
+from .common import (AllQuestions, AllowEnvChange, BenchmarkName, DataDir, Device, DeviceMap, Dtype, GpusPerRank,
+                     ImageSize, Model, Out, Overwrite, Quiet, Split, Subjects, benchmark_options, console, finish,
+                     loading, model_options, names, open_run, scale_out, user_errors, write_timings)
 
 
 def optimize_cmd(
@@ -59,6 +59,7 @@ def optimize_cmd(
     batch_size: Annotated[int, typer.Option(min=1, help="Questions optimized together.")] = 16,
     out: Out = ...,
     overwrite: Overwrite = False,
+    allow_env_change: AllowEnvChange = False,
     device: Device = None,
     quiet: Quiet = False,
 ) -> None:
@@ -93,7 +94,7 @@ def optimize_cmd(
                   "compile": compile,
                   "data_dir": str(data_dir) if data_dir else None, "subjects": names(subjects),
                   "all_questions": all_questions, **model_options(device_map, image_size)}
-        run = open_run(out, config, overwrite, world)
+        run = open_run(out, config, overwrite, world, allow_env_change)
         t0 = time.time()
         with loading():
             vlm = load_model(model, device=device, dtype=dtype, **model_options(device_map, image_size),

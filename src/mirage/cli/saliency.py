@@ -6,8 +6,8 @@ from typing import Annotated
 
 import typer
 
-from .common import (BenchmarkName, Device, Dtype, Model, Out, Overwrite, Quiet, Split, console, loading,
-                     user_errors)
+from .common import (AllowEnvChange, BenchmarkName, Device, Dtype, Model, Out, Overwrite, Quiet, Split, console,
+                     loading, user_errors)
 
 
 def saliency_cmd(
@@ -22,6 +22,7 @@ def saliency_cmd(
     seed: Annotated[int, typer.Option(help="Seed of the wrong image and of smoothgrad's noise.")] = 0,
     out: Out = ...,
     overwrite: Overwrite = False,
+    allow_env_change: AllowEnvChange = False,
     device: Device = None,
     dtype: Dtype = None,
     quiet: Quiet = False,
@@ -43,7 +44,7 @@ def saliency_cmd(
         # neither the method nor the limit: several methods and a growing N share one run directory
         config = {"command": "saliency", "model": model, "benchmark": benchmark, "split": bench.split,
                   "dtype": dtype, "saliency": saliency_config(cfg)}
-        run = RunDir.open(out, config, overwrite=overwrite)
+        run = RunDir.open(out, config, overwrite=overwrite, allow_env_change=allow_env_change)
         with loading():
             vlm = load_model(model, device=device, dtype=dtype)
         summary = run_saliency(vlm, bench, run, method, limit, per_encoder, batch_size, cfg, quiet)

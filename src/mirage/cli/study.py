@@ -8,7 +8,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from .common import Device, Model, Overwrite, Quiet, console, user_errors
+from .common import AllowEnvChange, Device, Model, Overwrite, Quiet, console, user_errors
 from .report import write_page
 
 
@@ -19,6 +19,7 @@ def study_cmd(
     steps: Annotated[int, typer.Option(min=1, help="Adam steps of the optimized inputs.")] = 50,
     batch_size: Annotated[int, typer.Option(min=1, help="Questions optimized together.")] = 16,
     overwrite: Overwrite = False,
+    allow_env_change: AllowEnvChange = False,
     device: Device = None,
     quiet: Quiet = False,
 ) -> None:
@@ -30,7 +31,7 @@ def study_cmd(
     t0 = time.time()
     with user_errors():
         result = run_study(model=model, out=out, limit=limit, steps=steps, batch_size=batch_size, device=device,
-                           overwrite=overwrite, quiet=quiet)
+                           overwrite=overwrite, quiet=quiet, allow_env_change=allow_env_change)
     console.print(summary_table(result.summary, title=f"mirage study: {model} on ShapesQA test"))
     console.print(f"run directory: {out}  ({time.time() - t0:.0f} s)")
     console.print(f"report: {write_page(out)}")

@@ -8,7 +8,8 @@ from typing import Annotated, Optional
 import typer
 from rich.table import Table
 
-from .common import BenchmarkName, Device, Model, Out, Overwrite, Quiet, Split, console, loading, user_errors
+from .common import (AllowEnvChange, BenchmarkName, Device, Model, Out, Overwrite, Quiet, Split, console, loading,
+                     user_errors)
 
 
 def _inputs(specs: list[str]) -> dict:
@@ -68,6 +69,7 @@ def transfer_cmd(
     batch_size: Annotated[int, typer.Option(min=1, help="Questions per forward pass.")] = 32,
     out: Out = ...,
     overwrite: Overwrite = False,
+    allow_env_change: AllowEnvChange = False,
     device: Device = None,
     quiet: Quiet = False,
 ) -> None:
@@ -81,7 +83,7 @@ def transfer_cmd(
         benches = _benches(benchmark, split, limit, by_type)
         config = {"command": "transfer", "model": model, "inputs": {k: str(v) for k, v in inputs.items()},
                   "benchmarks": benchmark, "split": split, "limit": limit, "by_type": by_type}
-        run = RunDir.open(out, config, overwrite=overwrite)
+        run = RunDir.open(out, config, overwrite=overwrite, allow_env_change=allow_env_change)
         with loading():
             vlm = load_model(model, device=device)
         matrix = transfer_matrix(vlm, inputs, benches, run, batch_size, quiet)
@@ -103,6 +105,7 @@ def transfer_types_cmd(
     seed: Annotated[int, typer.Option(help="Seed of the inputs' starts and the training order.")] = 0,
     out: Out = ...,
     overwrite: Overwrite = False,
+    allow_env_change: AllowEnvChange = False,
     device: Device = None,
     quiet: Quiet = False,
 ) -> None:
@@ -120,7 +123,7 @@ def transfer_types_cmd(
         config = {"command": "transfer-types", "model": model, "input": input, "steps": steps,
                   "train_fraction": train_fraction, "benchmark": benchmark, "split": bench.split, "limit": limit,
                   "seed": seed, "batch_size": batch_size}
-        run = RunDir.open(out, config, overwrite=overwrite)
+        run = RunDir.open(out, config, overwrite=overwrite, allow_env_change=allow_env_change)
         with loading():
             vlm = load_model(model, device=device)
         matrix = type_transfer(vlm, bench, run, input, steps, train_fraction, batch_size, seed=seed, quiet=quiet)

@@ -1,6 +1,6 @@
-"""The generator experiment (`--input generator`), `run_generator`: train the question-conditioned generator on a train split, then judge it on held-out questions
-beside `blank`, `noise` and a universal pixel input trained on the same questions; sample images per question
-type go to artifacts/<source>/ for the report."""
+"""The generator experiment (`--input generator`), `run_generator`: train the question-conditioned generator on a
+train split, then judge it on held-out questions beside `blank`, `noise` and a universal pixel input trained on the
+same questions; sample images per question type go to artifacts/<source>/ for the report."""
 
 from __future__ import annotations
 

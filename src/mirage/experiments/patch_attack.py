@@ -200,7 +200,8 @@ def attack_summary(clean: dict[str, dict], attacked: dict[str, dict], questions:
         hit = [attacked[q.id]["pred"] == LETTERS[target_index(q, target, seed)]
                for q, b in zip(qs, before) if b and target_index(q, target, seed) != q.answer]
     diff = paired_difference(before, after)
-    return {"n": len(qs), "accuracy": json_interval(accuracy_ci(after)), "clean_accuracy": json_interval(accuracy_ci(before)),
+    return {"n": len(qs), "accuracy": json_interval(accuracy_ci(after)),
+            "clean_accuracy": json_interval(accuracy_ci(before)),
             "drop": json_interval([diff["difference"], *diff["ci95"]]), "mcnemar": diff["mcnemar"],
             "n_attackable": len(hit), "success_rate": json_interval(accuracy_ci(hit))}
 

@@ -115,13 +115,14 @@ RUNNERS: dict[str, Callable[..., None]] = {"conditions": _conditions, "optimizat
 
 def run_study(model: str = "demo", benchmark: str = "shapes", split: str = "test", out: str | Path = "mirage-study",
               limit: int | None = None, steps: int = 50, seed: int = 0, batch_size: int = 16,
-              device: str | None = None, overwrite: bool = False, quiet: bool = False) -> EvalResult:
+              device: str | None = None, overwrite: bool = False, quiet: bool = False,
+              allow_env_change: bool = False) -> EvalResult:
     """Run every part of the study into `out` (resuming what is there); returns all rows and their summary."""
     plan = StudyPlan(steps=steps, universal_steps=steps, batch_size=batch_size).capped(limit)
     bench = load_benchmark(benchmark, split=split, limit=limit)
     config = {"command": "study", "model": model, "benchmark": benchmark, "split": split, "limit": limit,
               "n_questions": len(bench), "seed": seed, "plan": asdict(plan), "batch_size": batch_size}
-    run = RunDir.open(out, config, overwrite=overwrite)
+    run = RunDir.open(out, config, overwrite=overwrite, allow_env_change=allow_env_change)
     vlm = load_model(model, device=device)
     timings: dict[str, float] = {}
     ref = None  # the optimized inputs' reference statistics, from the whole benchmark once the conditions ran

@@ -203,7 +203,8 @@ def type_transfer(model: VLM, bench: Benchmark, run: RunDir, input: str = "featu
         if k >= len(tb):
             raise MirageError(f"type {t!r} has {len(tb)} questions: too few to train on some and hold out the rest")
         sub = RunDir.open(run.path / "inputs" / t, {"command": "type-transfer", "type": t, "input": input,
-                                                    "steps": steps, "train": k, "lr": lr, "seed": seed})
+                                                    "steps": steps, "train": k, "lr": lr, "seed": seed},
+                           allow_env_change=run.allow_env_change)
         inp = build_input(input, model, 1, ref, seed=seed)
         source = sources.optimized(input, "universal")
         optimize_universal(model, tb, tb.questions[:k], inp, OBJECTIVES.get("ce"), cfg, source, sub,
