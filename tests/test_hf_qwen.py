@@ -198,6 +198,8 @@ def test_conditions_and_optimized_inputs_run(qwen, bench, tmp_path):
 
 def test_image_size_must_fit_the_patch_grid(tmp_path):
     d = save_tiny_qwen(tmp_path, "qwen2_vl")
+    with pytest.raises(ValueError, match="image_aspect_ratio applies to LLaVA-1.5, not to 'qwen2_vl'"):
+        load_model(f"hf:{d}", device="cpu", image_aspect_ratio="pad")
     with pytest.raises(ValueError, match="image_size 100: .* multiple of 28 \\(e.g. 84 or 112\\)"):
         load_model(f"hf:{d}", device="cpu", image_size=100)
     m = load_model(f"hf:{d}", device="cpu", image_size=28 * 10)  # 280 px: above the processor's 64-unit bound

@@ -141,8 +141,8 @@ class TransformersSpliced(SplicedVLM):
 def build_sequences(tokenizer, texts: Sequence[str] | Sequence[list[int]], targets: Sequence[str] | None,
                     image_token_id: int, num_image_tokens: int | Sequence[int]) -> tuple[Tensor, Tensor, Tensor]:
     """Tokenize chat texts (`chat_ids`) or take them tokenized, repeat the image placeholder `num_image_tokens` times
-    (one count for all rows or one per row; 0: texts carry no image), append target tokens, left-pad. Returns ids, attention
-    mask and labels (-100 except on targets)."""
+    (one count for all rows or one per row; 0: texts carry no image), append target tokens, left-pad. Returns ids,
+    attention mask and labels (-100 except on targets)."""
     texts = list(texts)
     ids = texts if texts and not isinstance(texts[0], str) else [chat_ids(tokenizer, t) for t in texts]
     tgt = tokenizer(list(targets), add_special_tokens=False).input_ids if targets is not None else [[]] * len(ids)

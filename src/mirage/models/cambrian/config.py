@@ -14,16 +14,12 @@ import math
 from dataclasses import asdict, dataclass, field, fields
 
 from ...registry import did_you_mean
+from ..square import pad_colour
 
 CLIP_MEAN, CLIP_STD = (0.48145466, 0.4578275, 0.40821073), (0.26862954, 0.26130258, 0.27577711)
 IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 HALF = (0.5, 0.5, 0.5)
 SVA_HEADS = 16  # hard-coded in the official VisionCrossAttentionLayer
-
-
-def pad_colour(mean: tuple[float, float, float]) -> tuple[int, int, int]:
-    """The colour `expand2square` pads with: the processor's image_mean as `int(x * 255)`."""
-    return tuple(int(x * 255) for x in mean)
 
 
 @dataclass

@@ -42,10 +42,11 @@ from torch.utils.checkpoint import checkpoint
 from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
 
 from ..spliced import SplicedVLM
+from ..square import normalize, pad_square, process_pil, resize_like_pil
 from ..vlm import EncoderSpec, Visual, on_device
 from .checkpoint import load_official, load_tower, read_config, save_official, save_towers
 from .config import CambrianConfig
-from .processing import IMAGE_SIZE, image_cells, normalize, pad_square, process_pil, resize_like_pil
+from .processing import IMAGE_SIZE, image_cells
 from .sva import SamplerInputs, SVAConnector, TokenSampler
 from .template import ensure_image_token, llama_3_answered, llama_3_prompt
 from .towers import VisionTower

@@ -31,7 +31,8 @@ class QuickGELU(nn.Module):
 
 
 # arch -> (activation module factory, LayerNorm eps) of the official tower
-OFFICIAL = {"siglip": (nn.GELU, 1e-6), "clip": (QuickGELU, 1e-5), "dinov2": (nn.GELU, 1e-6), "convnext": (nn.GELU, 1e-5)}
+OFFICIAL = {"siglip": (nn.GELU, 1e-6), "clip": (QuickGELU, 1e-5), "dinov2": (nn.GELU, 1e-6),
+            "convnext": (nn.GELU, 1e-5)}
 HIDDEN_ACT = {"siglip": "gelu", "clip": "quick_gelu", "dinov2": "gelu", "convnext": "gelu"}  # the same, as config
 
 
