@@ -503,3 +503,22 @@ def test_logits_equal_the_official_towers(structure, bench):
     ours = model.choice_logits(prompts, Visual("processed", processed), [4] * 3)
     gap = (official - ours).abs().max()
     assert official.abs().max() > 1 and gap < 1e-4, (official.abs().max(), gap)
+
+
+def test_every_tower_gets_the_official_eps_activation_and_scale():
+    """Whatever the tower's config says (the tiny ones say nothing: transformers' defaults are tanh GELU for SigLIP
+    and 1e-12 / 1e-6 eps for ConvNeXt), the official values run."""
+    from mirage.models.cambrian.pinned import OFFICIAL, QuickGELU
+
+    for cfg in tiny_config().towers:
+        model = VisionTower(cfg).model
+        act, eps = OFFICIAL[cfg.arch]
+        assert {m.eps for m in model.modules() if isinstance(m, torch.nn.LayerNorm)} == {eps}, cfg.arch
+        acts = {type(getattr(m, n)) for m in model.modules() for n in ("activation_fn", "act", "activation")
+                if isinstance(getattr(m, n, None), torch.nn.Module)}
+        assert acts <= {act} and (acts or cfg.arch == "dinov2"), (cfg.arch, acts)  # DINOv2-g: SwiGLU, no GELU
+        for m in model.modules():
+            for name in ("scale", "scaling"):
+                if isinstance(getattr(m, name, None), float):
+                    assert getattr(m, name) == m.head_dim**-0.5
+    assert OFFICIAL["clip"][0] is QuickGELU and OFFICIAL["siglip"][0] is torch.nn.GELU
