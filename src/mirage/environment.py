@@ -51,4 +51,6 @@ def model_environment(model) -> dict:
            **image_processor_backend(model)}
     if getattr(model, "device_map", None):
         env["device_map"] = model.device_map
+    if getattr(model, "image_aspect_ratio", None):  # LLaVA-1.5's preprocessing: pad (official) or crop
+        env["image_aspect_ratio"] = model.image_aspect_ratio
     return env

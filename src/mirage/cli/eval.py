@@ -7,7 +7,8 @@ from typing import Annotated, Optional
 
 import typer
 
-from .common import (AllQuestions, AllowEnvChange, BenchmarkName, DataDir, Device, DeviceMap, Dtype, GpusPerRank,
+from .common import (AllQuestions, AllowEnvChange, AspectRatio, BenchmarkName, DataDir, Device, DeviceMap, Dtype,
+                     GpusPerRank,
                      ImageSize, Model, Out, Overwrite, Quiet, Split, Subjects, benchmark_options, console, finish,
                      loading, model_options, names, open_run, scale_out, user_errors, write_timings)
 
@@ -33,6 +34,7 @@ def eval_cmd(
     dtype: Dtype = None,
     device_map: DeviceMap = None,
     image_size: ImageSize = None,
+    image_aspect_ratio: AspectRatio = None,
     gpus_per_rank: GpusPerRank = 1,
     quiet: Quiet = False,
 ) -> None:
@@ -59,12 +61,12 @@ def eval_cmd(
         config = eval_config(model, bench, conds, seed, limit, batch_size, scoring) | {
             "data_dir": str(data_dir) if data_dir else None, "subjects": names(subjects),
             "all_questions": all_questions,
-            "dtype": dtype, **model_options(device_map, image_size)}
+            "dtype": dtype, **model_options(device_map, image_size, image_aspect_ratio)}
         run = open_run(out, config, overwrite, world, allow_env_change)
         t0 = time.time()
         with loading():
-            vlm = load_model(model, device=device, dtype=dtype, **model_options(device_map, image_size),
-                             **scale_options)
+            vlm = load_model(model, device=device, dtype=dtype, **scale_options,
+                             **model_options(device_map, image_size, image_aspect_ratio))
         t1 = time.time()
         evaluate_conditions(vlm, bench, conds, seed=seed, batch_size=batch_size, run=run, quiet=quiet,
                             scoring=scoring, world=world)
