@@ -149,3 +149,27 @@ def test_circular_evaluation_end_to_end(tiny_model, tmp_path):
     for r in result.rows:
         by_group.setdefault(r["circular"]["group"], []).append(r["correct"])
     assert circ["accuracy"]["real"] == pytest.approx(sum(all(v) for v in by_group.values()) / 2)
+
+
+def test_cli_lists_and_evaluates_a_spec_benchmark(tmp_path, tiny_model):
+    import json
+
+    from typer.testing import CliRunner
+
+    from mirage.cli import app
+
+    runner = CliRunner()
+    listed = runner.invoke(app, ["benchmarks"])
+    assert listed.exit_code == 0 and "Lin-Chen/MMStar" in listed.output and "val (1,500)" in listed.output
+    tiny_model.save_pretrained(tmp_path / "tiny")
+    root = ai2d_dir(tmp_path / "ai2d", [good(), good(options=["x", "y"], answer="0")])
+    args = ["eval", "--model", f"demo:{tmp_path / 'tiny'}", "--benchmark", "ai2d", "--data-dir", str(root),
+            "--conditions", "real,blank", "--circular", "-q", "--out", str(tmp_path / "run")]
+    res = runner.invoke(app, args)
+    assert res.exit_code == 0, res.output
+    summary = json.loads((tmp_path / "run" / "summary.json").read_text())
+    assert summary["n"]["real"] == 5 and summary["circular"]["n"] == {"real": 2, "blank": 2}
+    assert json.loads((tmp_path / "run" / "config.json").read_text())["circular"] is True
+    bad = runner.invoke(app, ["eval", "--benchmark", "ai2d", "--data-dir", str(root), "--config", "2D",
+                              "--out", str(tmp_path / "x")])
+    assert bad.exit_code == 2 and "--config applies to cvbench, not 'ai2d'" in bad.output

@@ -32,22 +32,20 @@ def _names(csv: Optional[str]) -> Optional[list[str]]:
     return [x.strip() for x in csv.split(",") if x.strip()] if csv else None
 
 
-def _benchmark_options(name: str, data_dir: Optional[Path], subjects: Optional[str], all_questions: bool) -> dict:
-    """The loader options a benchmark takes; a flag given to a benchmark that has no use for it is refused."""
-    opts = {}
-    if data_dir is not None:
-        if name not in ("mmmu", "scienceqa"):
-            raise ValueError(f"--data-dir applies to mmmu and scienceqa, not {name!r}")
-        opts["data_dir"] = str(data_dir)
-    if subjects:
-        if name != "mmmu":
-            raise ValueError(f"--subjects applies to mmmu, not {name!r}")
-        opts["subjects"] = _names(subjects)
-    if all_questions:
-        if name != "scienceqa":
-            raise ValueError(f"--all-questions applies to scienceqa, not {name!r}")
-        opts["all_questions"] = True
-    return opts
+def _benchmark_options(name: str, data_dir: Optional[Path], subjects: Optional[str], all_questions: bool,
+                       config: Optional[str] = None, circular: bool = False) -> dict:
+    """The loader options a benchmark takes (the benchmark registry says which); a flag it has no use for is refused."""
+    from .benchmarks import BENCHMARKS, benchmark_options
+
+    taken = benchmark_options(name)
+    config_key = next((k for k in taken if k not in ("data_dir", "subjects", "all_questions", "circular")), None)
+    given = {"data_dir": str(data_dir) if data_dir is not None else None, "subjects": _names(subjects),
+             "all_questions": all_questions or None, "circular": circular or None, config_key or "config": config}
+    for key, value in given.items():
+        if value is not None and key not in taken:
+            users = [b for b in BENCHMARKS.names() if key in benchmark_options(b)]
+            raise ValueError(f"--{key.replace('_', '-')} applies to {', '.join(users)}, not {name!r}")
+    return {k: v for k, v in given.items() if v is not None}
 
 
 def _model_options(device_map: Optional[str], image_size: Optional[int]) -> dict:
@@ -114,9 +112,11 @@ def eval_cmd(
     seed: int = typer.Option(0, help="Seed of the conditions (noise, wrong, shuffle)."),
     batch_size: int = typer.Option(32, min=1, help="Questions per forward pass."),
     scoring: str = typer.Option("letter", help="letter (option-letter probabilities) or generate (parsed answer)."),
-    data_dir: Optional[Path] = typer.Option(None, help="mmmu/scienceqa: a local copy in the hub's layout."),
+    data_dir: Optional[Path] = typer.Option(None, help="A local copy of the benchmark in the hub's layout."),
     subjects: Optional[str] = typer.Option(None, help="mmmu: comma-separated subjects."),
     all_questions: bool = typer.Option(False, help="scienceqa: include questions without an image."),
+    config: Optional[str] = typer.Option(None, help="The benchmark's config: cvbench 2D/3D, mmmu-pro 10/4 options."),
+    circular: bool = typer.Option(False, help="Ask every rotation of the options; correct only if all are (MMBench)."),
     out: Path = typer.Option(..., help="Run directory (resumed if it exists with the same config)."),
     overwrite: bool = typer.Option(False, help="Discard an existing run in OUT."),
     device: Optional[str] = typer.Option(None, help="cpu, cuda, cuda:1 ... (default: cuda if available)."),
@@ -138,12 +138,13 @@ def eval_cmd(
         conds = parse_conditions(conditions)
         if scoring not in SCORINGS:  # refused before the model loads
             raise ValueError(f"--scoring: unknown scoring {scoring!r} (allowed: {', '.join(SCORINGS)})")
-        bench = load_benchmark(benchmark, split=split, limit=limit,
-                               **_benchmark_options(benchmark, data_dir, subjects, all_questions))
-        config = eval_config(model, bench, conds, seed, limit, batch_size, scoring) | {
+        bench_options = _benchmark_options(benchmark, data_dir, subjects, all_questions, config, circular)
+        bench = load_benchmark(benchmark, split=split, limit=limit, **bench_options)
+        run_config = eval_config(model, bench, conds, seed, limit, batch_size, scoring) | {
             "data_dir": str(data_dir) if data_dir else None, "subjects": _names(subjects), "all_questions": all_questions,
-            "dtype": dtype, **_model_options(device_map, image_size)}
-        run = _open_run(out, config, overwrite, world)
+            "dtype": dtype, **_model_options(device_map, image_size)} | (
+            {k: bench_options[k] for k in bench_options if k not in ("data_dir", "subjects", "all_questions")})
+        run = _open_run(out, run_config, overwrite, world)
         t0 = time.time()
         vlm = load_model(model, device=device, dtype=dtype, **_model_options(device_map, image_size),
                          **scale_options)
@@ -162,7 +163,23 @@ def eval_cmd(
         console.print(f"skipped, questions without an image: {summary['skipped_no_image']}")
     run.write_json("summary.json", summary)
     console.print(summary_table(summary, title=f"{model} on {benchmark}/{bench.split}"))
+    if "circular" in summary:
+        console.print(summary_table(summary["circular"], title="circular: correct only when every rotation is"))
     console.print(f"run directory: {out}")
+
+
+@app.command("benchmarks")
+def benchmarks_cmd() -> None:
+    """List the benchmarks: hub id, splits with their question counts where known, the lmms-eval prompt followed."""
+    from rich.table import Table
+
+    from .benchmarks import list_benchmarks
+
+    table = Table("benchmark", "hub", "splits (questions)", "options", "prompt follows")
+    for b in list_benchmarks():
+        splits = ", ".join(f"{s} ({n:,})" if n else s for s, n in b["splits"].items())
+        table.add_row(b["name"], b["hub"], splits, ", ".join(b["options"]), b["follows"].split(" ")[0])
+    console.print(table)
 
 
 @app.command()
