@@ -39,7 +39,7 @@ def good(**kw) -> dict:
 def test_every_bundled_spec_is_valid_and_listed():
     specs = bundled_specs()
     assert set(specs) == {"ai2d", "cvbench", "mathvista", "mmbench", "mmmu-pro", "mmstar", "pope", "realworldqa",
-                          "seedbench"}
+                          "scienceqa", "seedbench"}
     assert all("lmms_eval/tasks/" in s.follows for s in specs.values())
     listed = {b["name"]: b for b in list_benchmarks()}
     assert listed["mmstar"]["splits"] == {"val": 1500} and listed["mmmu-pro"]["splits"]["4/test"] == 1730
@@ -173,3 +173,21 @@ def test_cli_lists_and_evaluates_a_spec_benchmark(tmp_path, tiny_model):
     bad = runner.invoke(app, ["eval", "--benchmark", "ai2d", "--data-dir", str(root), "--config", "2D",
                               "--out", str(tmp_path / "x")])
     assert bad.exit_code == 2 and "--config applies to cvbench, not 'ai2d'" in bad.output
+
+
+SCIENCEQA = Path("/work/shared/fixtures/scienceqa")
+
+
+@pytest.mark.skipif(not SCIENCEQA.is_dir(), reason="ScienceQA fixture not available")
+def test_scienceqa_spec_prompt_is_the_official_one():
+    from mirage.benchmarks.hub import spec_prompt
+    from mirage.benchmarks.scienceqa import build_prompt
+    from mirage.benchmarks.spec import SPEC_DIR, load_spec
+
+    bench = load_benchmark("scienceqa", data_dir=str(SCIENCEQA))
+    assert any(q.meta["hint"] for q in bench) and not all(q.meta["hint"] for q in bench)
+    styled = spec_prompt(load_spec(SPEC_DIR / "scienceqa.toml"))
+    assert [styled(q) for q in bench] == [build_prompt(q) for q in bench]
+    # the same spec through the generic path gives the same questions
+    mine = load_benchmark(f"spec:{SPEC_DIR / 'scienceqa.toml'}", data_dir=str(SCIENCEQA))
+    assert [(q.id, q.choices, q.answer) for q in mine] == [(q.id, q.choices, q.answer) for q in bench]

@@ -34,10 +34,10 @@ def question_only(q: Question, args: dict[str, Any]) -> str:
 
 @PROMPT_STYLES.register("options")
 def question_then_options(q: Question, args: dict[str, Any]) -> str:
-    """`{hint line}{pre}{question}\\n{A. choice lines}{post_sep}{post}` (ai2d "mcq", seedbench, mmmu-pro, scienceqa)."""
+    """`{pre}{hint line}{question}\\n{A. choice lines}{post_sep}{post}` (ai2d "mcq", seedbench, mmmu-pro, scienceqa)."""
     hint = q.meta.get("hint") or ""
     context = args["hint_format"].format(hint=hint) if hint and args.get("hint_format") else ""
-    return (f"{context}{args.get('pre_prompt', '')}{q.text}\n{_lines(q, args.get('option_sep', chr(10)))}"
+    return (f"{args.get('pre_prompt', '')}{context}{q.text}\n{_lines(q, args.get('option_sep', chr(10)))}"
             f"{args.get('post_sep', '')}{args.get('post_prompt', '')}")
 
 

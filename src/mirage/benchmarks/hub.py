@@ -165,7 +165,8 @@ def _columns(spec: BenchmarkSpec) -> list[str]:
     return list(dict.fromkeys(c.split(".")[0] for c in cols))
 
 
-def read_questions(spec: BenchmarkSpec, files: list[Path], config: str, split: str) -> list[Question]:
+def read_questions(spec: BenchmarkSpec, files: list[Path], config: str, split: str,
+                   filtered: bool = True) -> list[Question]:
     """Questions from the files in order; a missing column or bad row is an error naming benchmark, file, row and
     field. Row numbers count every row of the split (filtered ones too), so ids stay stable under filters."""
     import pyarrow.parquet as pq
@@ -180,7 +181,7 @@ def read_questions(spec: BenchmarkSpec, files: list[Path], config: str, split: s
         keep = [c for c in table.column_names if c in set(_columns(spec)) | set(spec.choice_columns)]
         for i, row in enumerate(table.select(keep).to_pylist()):
             n = start + i
-            if not all(f.keep(row) for f in spec.filters):
+            if filtered and not all(f.keep(row) for f in spec.filters):
                 continue
             qid = str(row[spec.id]) if spec.id else f"{spec.name}-{split}-{n:05d}"
             try:
@@ -212,15 +213,16 @@ def load_spec_benchmark(spec: BenchmarkSpec, split: str | None = None, data_dir:
     """A spec's benchmark at `split` (default the spec's), config from the spec's option (`config=`, mmmu-pro:
     `options=`), from `data_dir` or the hub (`repo`: the spec's hub id or a mirror). `circular`: every rotation
     of each question's options (`mirage.benchmarks.circular`)."""
-    unknown = set(options) - {spec.config_option}
+    unknown = set(options) - {spec.config_option, spec.unfiltered_option}
     if unknown:
         raise TypeError(f"{spec.name}: unknown option(s) {sorted(unknown)} (takes {spec.config_option}=, data_dir=, "
                         "circular=)")
+    filtered = not options.get(spec.unfiltered_option) if spec.unfiltered_option else True
     config = str(options.get(spec.config_option) or spec.default_config)
     split = split or spec.default_split
     files = split_files(spec, config, split, data_dir, repo)
     name = spec.name if config == spec.default_config else f"{spec.name}-{config}".replace(" ", "_")
-    bench = Benchmark(name, split, read_questions(spec, files, config, split), spec_prompt(spec))
+    bench = Benchmark(name, split, read_questions(spec, files, config, split, filtered), spec_prompt(spec))
     if not bench.questions:
         raise ValueError(f"{spec.name}: no questions in {', '.join(str(f) for f in files)} after the filters")
     if circular:

@@ -29,7 +29,9 @@ class RowFilter:
             return v != self.value
         if self.op == "below":
             return v is not None and v < self.value
-        return v is not None and v != ""  # not_null: a missing image struct or hint is null or ""
+        if isinstance(v, dict):  # an image struct with neither bytes nor path holds no image
+            return any(x for x in v.values())
+        return v is not None and v != ""  # not_null: a missing hint is null or ""
 
 
 @dataclass(frozen=True)
@@ -63,6 +65,7 @@ class BenchmarkSpec:
     type_from_config: bool = False
     meta: tuple[str, ...] = ()
     filters: tuple[RowFilter, ...] = ()
+    unfiltered_option: str | None = None  # a loader keyword that, when true, keeps the rows the filters drop
     prompt: dict[str, Any] = field(default_factory=dict)  # the prompt style's arguments (lmms-eval kwargs)
     sizes: dict[str, int] = field(default_factory=dict)  # "<config>/<split>" -> questions after the filters
     source: str = ""  # the file this spec was read from
