@@ -162,7 +162,8 @@ def test_pope_reads_only_its_split(tmp_path):
 
 # ----------------------------------------------------------------------------------------------- MMBench
 
-MMBENCH = pa.schema([("index", pa.int64()), ("question", pa.string()), ("hint", pa.string()), ("A", pa.string()),
+# `index` is a string in the hub's "en" config
+MMBENCH = pa.schema([("index", pa.string()), ("question", pa.string()), ("hint", pa.string()), ("A", pa.string()),
                      ("B", pa.string()), ("C", pa.string()), ("D", pa.string()), ("answer", pa.string()),
                      ("category", pa.string()), ("image", IMAGE), ("source", pa.string()),
                      ("L2-category", pa.string()), ("comment", pa.string()), ("split", pa.string())])
@@ -170,7 +171,7 @@ MMBENCH = pa.schema([("index", pa.int64()), ("question", pa.string()), ("hint", 
 
 def mmbench_row(index, question, hint, options, answer, category="image_scene"):
     opts = dict(zip("ABCD", options + [None] * (4 - len(options))))
-    return {"index": index, "question": question, "hint": hint, **opts, "answer": answer, "category": category,
+    return {"index": str(index), "question": question, "hint": hint, **opts, "answer": answer, "category": category,
             "image": png(), "source": "ScienceQA", "L2-category": "coarse_perception", "comment": None,
             "split": "dev"}
 

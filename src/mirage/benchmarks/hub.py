@@ -181,10 +181,10 @@ def read_questions(spec: BenchmarkSpec, files: list[Path], config: str, split: s
         keep = [c for c in table.column_names if c in set(_columns(spec)) | set(spec.choice_columns)]
         for i, row in enumerate(table.select(keep).to_pylist()):
             n = start + i
-            if filtered and not all(f.keep(row) for f in spec.filters):
-                continue
             qid = str(row[spec.id]) if spec.id else f"{spec.name}-{split}-{n:05d}"
             try:
+                if filtered and not all(f.keep(row) for f in spec.filters):
+                    continue
                 if qid in seen:
                     raise _RowError(f"field {spec.id!r}: duplicate id {qid!r} (first at {seen[qid]})")
                 q = row_question(spec, row, qid, config, path.parent)

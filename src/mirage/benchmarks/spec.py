@@ -27,8 +27,11 @@ class RowFilter:
             return v == self.value
         if self.op == "not_equals":
             return v != self.value
-        if self.op == "below":
-            return v is not None and v < self.value
+        if self.op == "below":  # numbers stored as text count as numbers (MMBench's "en" index is a string)
+            try:
+                return v is not None and float(v) < self.value
+            except ValueError:
+                raise ValueError(f"field {self.column!r}: {v!r} is not a number") from None
         if isinstance(v, dict):  # an image struct with neither bytes nor path holds no image
             return any(x for x in v.values())
         return v is not None and v != ""  # not_null: a missing hint is null or ""
