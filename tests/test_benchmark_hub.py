@@ -38,12 +38,12 @@ def good(**kw) -> dict:
 
 def test_every_bundled_spec_is_valid_and_listed():
     specs = bundled_specs()
-    assert set(specs) == {"ai2d", "cvbench", "mathvista", "mmbench", "mmmu-pro", "mmstar", "pope", "realworldqa",
-                          "scienceqa", "seedbench"}
-    assert all("lmms_eval/tasks/" in s.follows for s in specs.values())
+    assert set(specs) == {"ai2d", "cvbench", "mathvista", "mmbench", "mmmu", "mmmu-pro", "mmstar", "pope",
+                          "realworldqa", "scienceqa", "seedbench"}
+    assert all("lmms_eval/tasks/" in s.follows for n, s in specs.items() if n != "mmmu")  # MMMU: its own runner
     listed = {b["name"]: b for b in list_benchmarks()}
     assert listed["mmstar"]["splits"] == {"val": 1500} and listed["mmmu-pro"]["splits"]["4/test"] == 1730
-    assert {"mmmu", "scienceqa", "shapes"} <= set(listed)
+    assert {"mmmu", "scienceqa", "shapes"} <= set(listed) and listed["mmmu"]["splits"]["validation"] == 900
 
 
 def test_options_come_from_the_registry():
@@ -191,3 +191,14 @@ def test_scienceqa_spec_prompt_is_the_official_one():
     # the same spec through the generic path gives the same questions
     mine = load_benchmark(f"spec:{SPEC_DIR / 'scienceqa.toml'}", data_dir=str(SCIENCEQA))
     assert [(q.id, q.choices, q.answer) for q in mine] == [(q.id, q.choices, q.answer) for q in bench]
+
+
+def test_mmmu_from_the_hub_asks_only_for_its_subjects_split(tmp_path, monkeypatch):
+    import huggingface_hub
+
+    calls = []
+    monkeypatch.setattr(huggingface_hub, "snapshot_download",
+                        lambda repo_id, repo_type, allow_patterns: calls.append((repo_id, allow_patterns)) or str(tmp_path))
+    with pytest.raises(FileNotFoundError, match="'Music'"):  # nothing was downloaded into the fake snapshot
+        load_benchmark("mmmu", split="dev", subjects=["Music", "Art"])
+    assert calls == [("MMMU/MMMU", ["Music/dev-*.parquet", "Art/dev-*.parquet"])]

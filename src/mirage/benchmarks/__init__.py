@@ -88,11 +88,14 @@ def list_benchmarks() -> list[dict]:
     for name in BENCHMARKS.names():
         spec = specs.get(name)
         if spec is None:
-            out.append({"name": name, "hub": {"mmmu": "MMMU/MMMU"}.get(name, ""),
+            out.append({"name": name, "hub": "",
                         "splits": {}, "follows": "", "options": OPTIONS.get(name, ())})
             continue
-        splits = {f"{c}/{s}" if len(spec.configs) > 1 else s: spec.sizes.get(f"{c}/{s}")
-                  for c, ss in spec.configs.items() for s in ss}
+        if len(spec.configs) > 4:  # many alike configs read together (MMMU's subjects): by split
+            splits = {s: spec.sizes.get(f"all/{s}") for s in spec.configs[spec.default_config]}
+        else:
+            splits = {f"{c}/{s}" if len(spec.configs) > 1 else s: spec.sizes.get(f"{c}/{s}")
+                      for c, ss in spec.configs.items() for s in ss}
         out.append({"name": name, "hub": spec.hub, "splits": splits, "follows": spec.follows,
                     "options": benchmark_options(name)})
     return out

@@ -11,6 +11,7 @@ from .question import LETTERS, Question
 
 PROMPT_STYLES: Registry[Callable[[Question, dict], str]] = Registry("prompt style")
 CHOICE_PARSERS: Registry[Callable[[str, str | None], tuple[str, ...]]] = Registry("choice parser")
+ROW_HOOKS: Registry[Callable[[dict, str], Question]] = Registry("row hook")
 
 
 def _lines(question: Question, sep: str = "\n") -> str:
@@ -99,3 +100,14 @@ def labelled_in_text(text: str, marker: str | None = None) -> tuple[str, ...]:
         option = region[end:stop].split("\n", 1)[0].strip().rstrip(",").strip()
         options.append(option or LETTERS[i])
     return tuple(options)
+
+
+# ----------------------------------------------------------------------------------------------- row hooks
+
+
+@ROW_HOOKS.register("mmmu")
+def mmmu_row(row: dict, config: str) -> Question:
+    """An MMMU row (config = its subject) with the fields the official parser reads (`mmmu.row_to_question`)."""
+    from .mmmu import row_to_question
+
+    return row_to_question(row, config)

@@ -11,7 +11,7 @@ from typing import Any
 
 from PIL import Image, UnidentifiedImageError
 
-from .hooks import CHOICE_PARSERS, PROMPT_STYLES
+from .hooks import CHOICE_PARSERS, PROMPT_STYLES, ROW_HOOKS
 from .question import LETTERS, Benchmark, ImageLoadError, Question
 from .spec import BenchmarkSpec
 
@@ -39,6 +39,11 @@ def split_files(spec: BenchmarkSpec, config: str, split: str, data_dir: str | Pa
         raise FileNotFoundError(f"{spec.name}: no {split!r} files of config {config!r} in {str(root)!r} "
                                 f"(expected {', '.join(globs)}, the layout of the hub's {spec.hub})")
     return files
+
+
+def download(spec: BenchmarkSpec, globs, repo: str | None = None) -> str:
+    """The local folder of a snapshot of the spec's hub repository holding (only) the files matching `globs`."""
+    return _download(spec, tuple(globs), repo)
 
 
 def _download(spec: BenchmarkSpec, globs: tuple[str, ...], repo: str | None) -> str:
@@ -178,7 +183,7 @@ def read_questions(spec: BenchmarkSpec, files: list[Path], config: str, split: s
         if missing:
             raise ValueError(f"{spec.name}: {path}: column(s) {missing} missing (the file has "
                              f"{table.column_names})")
-        keep = [c for c in table.column_names if c in set(_columns(spec)) | set(spec.choice_columns)]
+        keep = [c for c in table.column_names if spec.row_hook or c in set(_columns(spec)) | set(spec.choice_columns)]
         for i, row in enumerate(table.select(keep).to_pylist()):
             n = start + i
             qid = str(row[spec.id]) if spec.id else f"{spec.name}-{split}-{n:05d}"
@@ -187,7 +192,8 @@ def read_questions(spec: BenchmarkSpec, files: list[Path], config: str, split: s
                     continue
                 if qid in seen:
                     raise _RowError(f"field {spec.id!r}: duplicate id {qid!r} (first at {seen[qid]})")
-                q = row_question(spec, row, qid, config, path.parent)
+                q = (ROW_HOOKS.get(spec.row_hook)(row, config) if spec.row_hook
+                     else row_question(spec, row, qid, config, path.parent))
             except (_RowError, ValueError) as e:
                 err = ImageLoadError if "cannot read image" in str(e) else ValueError
                 raise err(f"{spec.name}: {path}, row {i}: {e}") from e

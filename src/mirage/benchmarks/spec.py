@@ -70,6 +70,7 @@ class BenchmarkSpec:
     filters: tuple[RowFilter, ...] = ()
     unfiltered_option: str | None = None  # a loader keyword that, when true, keeps the rows the filters drop
     prompt: dict[str, Any] = field(default_factory=dict)  # the prompt style's arguments (lmms-eval kwargs)
+    row_hook: str | None = None  # a named function row -> Question, for rows the column map cannot describe
     sizes: dict[str, int] = field(default_factory=dict)  # "<config>/<split>" -> questions after the filters
     source: str = ""  # the file this spec was read from
 
@@ -101,6 +102,9 @@ def spec_from_dict(d: dict, source: str = "") -> BenchmarkSpec:
     where = source or d.get("name", "spec")
     d = dict(d)
     try:
+        if "files_template" in d:  # many configs alike (MMMU's 30 subjects): "{config}/{split}-*.parquet"
+            template, splits = d.pop("files_template"), d.pop("split_names")
+            d["configs"] = {c: {s: template.format(config=c, split=s) for s in splits} for c in d.pop("config_names")}
         configs = {str(c): {s: _tuple(g) for s, g in splits.items()} for c, splits in d.pop("configs").items()}
         filters = tuple(_row_filter(f, where) for f in d.pop("filters", []))
         for key in ("images", "choice_columns", "choices_fixed", "meta", "mirrors"):
