@@ -44,7 +44,8 @@ def _spec_loader(path, **kwargs) -> Benchmark:
 
 def spec_options(spec: BenchmarkSpec) -> tuple[str, ...]:
     """What a spec benchmark takes: a local copy, its config when it has several, circular evaluation."""
-    return ("data_dir", *((spec.config_option,) if len(spec.configs) > 1 else ()), "circular")
+    return ("data_dir", *((spec.config_option,) if len(spec.configs) > 1 else ()),
+            *((spec.unfiltered_option,) if spec.unfiltered_option else ()), "circular")
 
 
 # Registered by file name (no file is parsed at import); `mirage benchmarks` lists them. A benchmark registered

@@ -20,6 +20,10 @@ class _RowError(ValueError):
     """A bad row; the caller adds the benchmark, file and row."""
 
 
+class _ImageRowError(_RowError):
+    """A row whose image cannot be read (raised to the user as ImageLoadError)."""
+
+
 # ----------------------------------------------------------------------------------------------- files
 
 
@@ -51,7 +55,7 @@ def _download(spec: BenchmarkSpec, globs: tuple[str, ...], repo: str | None) -> 
 
     repo = repo or spec.hub
     if repo not in (spec.hub, *spec.mirrors):
-        raise ValueError(f"{spec.name}: hub repository {repo!r} is neither {spec.hub!r} nor a known mirrors "
+        raise ValueError(f"{spec.name}: hub repository {repo!r} is neither {spec.hub!r} nor a known mirror "
                          f"({', '.join(spec.mirrors) or 'none'})")
     return snapshot_download(repo_id=repo, repo_type="dataset", allow_patterns=list(globs))
 
@@ -133,7 +137,7 @@ def _image_refs(value: Any, column: str, folder: Path) -> list:
             with Image.open(io.BytesIO(ref) if isinstance(ref, bytes) else ref):  # the header only: decoded later
                 pass
         except (FileNotFoundError, UnidentifiedImageError, OSError) as e:
-            raise _RowError(f"field {column!r}: cannot read image: {e}") from e
+            raise _ImageRowError(f"field {column!r}: cannot read image: {e}") from e
         refs.append(ref)
     return refs
 
@@ -178,13 +182,13 @@ def read_questions(spec: BenchmarkSpec, files: list[Path], config: str, split: s
 
     questions, seen, start = [], {}, 0
     for path in files:
-        table = pq.read_table(path)
-        missing = [c for c in _columns(spec) if c not in table.column_names]
+        names = pq.read_schema(path).names
+        missing = [c for c in _columns(spec) if c not in names]
         if missing:
-            raise ValueError(f"{spec.name}: {path}: column(s) {missing} missing (the file has "
-                             f"{table.column_names})")
-        keep = [c for c in table.column_names if spec.row_hook or c in set(_columns(spec)) | set(spec.choice_columns)]
-        for i, row in enumerate(table.select(keep).to_pylist()):
+            raise ValueError(f"{spec.name}: {path}: column(s) {missing} missing (the file has {names})")
+        wanted = set(_columns(spec)) | set(spec.choice_columns)
+        table = pq.read_table(path, columns=[c for c in names if spec.row_hook or c in wanted])  # only what is used
+        for i, row in enumerate(table.to_pylist()):
             n = start + i
             qid = str(row[spec.id]) if spec.id else f"{spec.name}-{split}-{n:05d}"
             try:
@@ -195,7 +199,7 @@ def read_questions(spec: BenchmarkSpec, files: list[Path], config: str, split: s
                 q = (ROW_HOOKS.get(spec.row_hook)(row, config) if spec.row_hook
                      else row_question(spec, row, qid, config, path.parent))
             except (_RowError, ValueError) as e:
-                err = ImageLoadError if "cannot read image" in str(e) else ValueError
+                err = ImageLoadError if isinstance(e, _ImageRowError) else ValueError
                 raise err(f"{spec.name}: {path}, row {i}: {e}") from e
             seen[qid] = f"{path.name}, row {i}"
             questions.append(q)
