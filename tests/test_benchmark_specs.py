@@ -37,7 +37,7 @@ MMSTAR = pa.schema([("index", pa.int64()), ("question", pa.string()), ("image", 
                                              ("image_path", pa.string())]))])
 
 
-def test_mmstar(tmp_path):
+def mmstar_files(tmp_path: Path) -> Path:
     def row(i, q, a, cat):
         return {"index": i, "question": q, "image": png(), "answer": a, "category": cat, "l2_category": "l2",
                 "meta_info": {"source": "MMBench", "split": "val", "image_path": f"images/{i}.jpg"}}
@@ -53,6 +53,11 @@ def test_mmstar(tmp_path):
         row(30, "Which panel is the odd one out?", "D", "logical reasoning"),
     ], MMSTAR)
     (tmp_path / "MMStar.tsv").write_text("not read\n")
+    return tmp_path
+
+
+def test_mmstar(tmp_path):
+    mmstar_files(tmp_path)
     bench = load_benchmark("mmstar", data_dir=str(tmp_path))
     assert (bench.name, bench.split, len(bench)) == ("mmstar", "val", 4)
     assert [q.id for q in bench] == ["0", "7", "12", "30"]
@@ -75,7 +80,7 @@ AI2D = pa.schema([("question", pa.string()), ("options", pa.list_(pa.string())),
                   ("image", IMAGE)])
 
 
-def test_ai2d(tmp_path):
+def ai2d_files(tmp_path: Path) -> Path:
     write(tmp_path, "data/test-00000-of-00001.parquet", [
         {"question": "Which stage follows the larva?", "options": ["pupa", "egg", "adult", "nymph"], "answer": "0",
          "image": png()},
@@ -83,6 +88,11 @@ def test_ai2d(tmp_path):
         {"question": "What does arrow “E” show?", "options": ["évaporation", "condensation", "runoff"],
          "answer": "2", "image": png()},
     ], AI2D)
+    return tmp_path
+
+
+def test_ai2d(tmp_path):
+    ai2d_files(tmp_path)
     bench = load_benchmark("ai2d", data_dir=str(tmp_path))
     assert [q.id for q in bench] == ["ai2d-test-00000", "ai2d-test-00001", "ai2d-test-00002"]
     assert [q.answer for q in bench] == [0, 1, 2] and [len(q.choices) for q in bench] == [4, 2, 3]
@@ -141,7 +151,7 @@ POPE = pa.schema([("id", pa.string()), ("question_id", pa.string()), ("question"
                   ("category", pa.string())])
 
 
-def test_pope_reads_only_its_split(tmp_path):
+def pope_files(tmp_path: Path) -> Path:
     def row(i, q, a, cat):
         return {"id": str(i), "question_id": str(i % 3 + 1), "question": q, "answer": a,
                 "image_source": "COCO_val2014_000000310196", "image": png(), "category": cat}
@@ -153,6 +163,11 @@ def test_pope_reads_only_its_split(tmp_path):
         row(2, "Is there a café sign in the image?", "no", "random"),
     ], POPE)
     write(tmp_path, "Full/adversarial-00000-of-00001.parquet", [row(9, "Is there a cat?", "yes", "adversarial")], POPE)
+    return tmp_path
+
+
+def test_pope_reads_only_its_split(tmp_path):
+    pope_files(tmp_path)
     bench = load_benchmark("pope", data_dir=str(tmp_path))
     assert len(bench) == 3 and [q.type for q in bench] == ["adversarial", "popular", "random"]
     assert [q.choices for q in bench] == [("yes", "no")] * 3 and [q.answer for q in bench] == [0, 1, 1]
@@ -225,7 +240,7 @@ SEED = pa.schema([("answer", pa.string()), ("choice_a", pa.string()), ("choice_b
                   ("question_type_id", pa.int16()), ("image", pa.list_(IMAGE)), ("segment", pa.string())])
 
 
-def test_seedbench(tmp_path):
+def seedbench_files(tmp_path: Path) -> Path:
     def row(qid, q, a, kind, type_id, frames=1):
         return {"answer": a, "choice_a": "one", "choice_b": "two {2}", "choice_c": "trois", "choice_d": "四",
                 "data_id": f"{qid}.jpg", "data_type": kind, "question": q, "question_id": qid,
@@ -236,6 +251,11 @@ def test_seedbench(tmp_path):
         row("v-2001", "What happens next?", "A", "video", 11, frames=3),
         row("54321", "What does the sign say?", "D", "image", 9),
     ], SEED)
+    return tmp_path
+
+
+def test_seedbench(tmp_path):
+    seedbench_files(tmp_path)
     bench = load_benchmark("seedbench", data_dir=str(tmp_path))
     assert [q.id for q in bench] == ["101669", "54321"] and [q.answer for q in bench] == [1, 3]
     assert [q.type for q in bench] == ["Instances Counting", "Text Understanding"]
@@ -249,7 +269,7 @@ RWQA = pa.schema([("image", IMAGE), ("question", pa.string()), ("answer", pa.str
 RWQA_INSTRUCTION = "Please answer directly with only the letter of the correct option and nothing else."
 
 
-def test_realworldqa_open_questions_kept_as_open(tmp_path):
+def realworldqa_files(tmp_path: Path) -> Path:
     write(tmp_path, "data/test-00000-of-00002.parquet", [
         {"image": png(), "question": f"In which direction is the car turning?\nA. Left\nB. Right\nC. Straight\n"
                                      f"{RWQA_INSTRUCTION}", "answer": "B"},
@@ -260,6 +280,11 @@ def test_realworldqa_open_questions_kept_as_open(tmp_path):
         {"image": png(), "question": f"Which sign is closest?\nA. “STOP”\nB. 50 km/h\nC. {{yield}}\nD. none\n"
                                      f"{RWQA_INSTRUCTION}\n", "answer": "A"},
     ], RWQA)
+    return tmp_path
+
+
+def test_realworldqa_open_questions_kept_as_open(tmp_path):
+    realworldqa_files(tmp_path)
     bench = load_benchmark("realworldqa", data_dir=str(tmp_path))
     assert [q.kind for q in bench] == ["mc", "open", "mc"]
     assert bench[0].choices == ("Left", "Right", "Straight") and bench[0].answer == 1
@@ -291,7 +316,7 @@ def mathvista_row(pid, question, choices, answer, unit=None, qtype="multi_choice
             "query": "Hint: ...\nQuestion: " + question}
 
 
-def test_mathvista_multiple_choice_rows(tmp_path):
+def mathvista_files(tmp_path: Path) -> Path:
     write(tmp_path, "data/testmini-00000-of-00001-6fe5b8e4ee1fd34d.parquet", [
         mathvista_row("1", "Find $x$ so that $\\frac{AB}{BC}=2$.", ["3", "4", "5", "6", "7"], "5", unit="cm"),
         mathvista_row("2", "What is the value of f(0)?", None, "1.5", qtype="free_form"),
@@ -300,6 +325,11 @@ def test_mathvista_multiple_choice_rows(tmp_path):
     ], MATHVISTA)
     write(tmp_path, "data/test-00000-of-00002-6a611c71596db30f.parquet",
           [mathvista_row("9", "test?", ["a", "b"], "")], MATHVISTA)
+    return tmp_path
+
+
+def test_mathvista_multiple_choice_rows(tmp_path):
+    mathvista_files(tmp_path)
     bench = load_benchmark("mathvista", data_dir=str(tmp_path))
     assert [q.id for q in bench] == ["1", "3"] and [q.answer for q in bench] == [2, 1]
     assert [q.type for q in bench] == ["geometry problem solving", "figure question answering"]
@@ -322,7 +352,7 @@ def mmmu_pro_row(qid, question, options, answer, subject):
             "topic_difficulty": "Medium", "subject": subject}
 
 
-def test_mmmu_pro_options(tmp_path):
+def mmmu_pro_files(tmp_path: Path) -> Path:
     ten = [f"${i}\\pi$" for i in range(10)]
     write(tmp_path, "standard (10 options)/test-00000-of-00001.parquet", [
         mmmu_pro_row("test_Math_1", "<image 1> What is the period of {f}?", ten, "J", "Math"),
@@ -334,6 +364,12 @@ def test_mmmu_pro_options(tmp_path):
         mmmu_pro_row("test_Math_1", "<image 1> What is the period of {f}?", ten[6:], "D", "Math"),
     ], MMMU_PRO)
     write(tmp_path, "vision/test-00000-of-00001.parquet", [mmmu_pro_row("v", "x", ["a", "b"], "A", "Art")], MMMU_PRO)
+    return tmp_path
+
+
+def test_mmmu_pro_options(tmp_path):
+    mmmu_pro_files(tmp_path)
+    ten = [f"${i}\\pi$" for i in range(10)]
     bench = load_benchmark("mmmu-pro", data_dir=str(tmp_path))
     assert (bench.name, len(bench), [q.type for q in bench]) == ("mmmu-pro", 2, ["Math", "Music"])
     assert len(bench[0].choices) == 10 and bench[0].answer == 9 and len(bench[0].images) == 1
@@ -344,3 +380,21 @@ def test_mmmu_pro_options(tmp_path):
     assert four.name == "mmmu-pro-4" and four[0].choices == tuple(ten[6:]) and four[0].answer == 3
     assert four.prompt(four[0]) == ("<image 1> What is the period of {f}?\nA. $6\\pi$\nB. $7\\pi$\nC. $8\\pi$\n"
                                     "D. $9\\pi$\n\nAnswer with the option letter from the given choices directly.")
+
+
+# ----------------------------------------------------------------------------------------------- every spec
+
+FIXTURES = {"mmstar": mmstar_files, "ai2d": ai2d_files, "pope": pope_files, "seedbench": seedbench_files,
+            "realworldqa": realworldqa_files, "mathvista": mathvista_files, "mmmu-pro": mmmu_pro_files}
+
+
+@pytest.mark.parametrize("name", [*FIXTURES, "cvbench", "mmbench"])
+def test_eval_runs_on_every_spec_fixture(name, tmp_path, tiny_model, request):
+    """`mirage eval --benchmark NAME --data-dir DIR` through the library: every row scored under real and blank."""
+    from mirage.evaluate import evaluate
+
+    root = request.getfixturevalue(f"{name}_dir") if name in ("cvbench", "mmbench") else FIXTURES[name](tmp_path)
+    bench = load_benchmark(name, data_dir=str(root))
+    result = evaluate(tiny_model, bench, "real,blank")
+    assert result.summary["n"] == {"real": len(bench), "blank": len(bench)}
+    assert {r["question_id"] for r in result.rows} == {q.id for q in bench}
