@@ -230,6 +230,9 @@ def test_mmbench_circular(mmbench_dir):
     assert bench.prompt(r1) == ("Which scene is shown? There are several options:\nA. a forest\nB. a city\n"
                                 "C. a desert\nD. a beach\n\n" + ANSWER)
     assert [q.choices[q.answer] for q in bench] == ["a forest"] * 4 + ["1"] * 2 + ["joyful"] * 3
+    # --limit counts questions, each then asked in every rotation
+    limited = load_benchmark("mmbench", data_dir=str(mmbench_dir), circular=True, limit=2)
+    assert [q.id for q in limited] == ["0@r0", "0@r1", "0@r2", "0@r3", "1@r0", "1@r1"]
 
 
 # ----------------------------------------------------------------------------------------------- SEED-Bench

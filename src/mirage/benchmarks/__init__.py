@@ -72,11 +72,18 @@ def load_benchmark(name: str, split: str | None = None, limit: int | None = None
         from .local import load_jsonl
 
         return load_jsonl(name[len("file:"):], **kwargs).subset(limit)
+    circular = kwargs.pop("circular", False)  # applied after `limit`: the first N questions, each rotated
     if name.startswith("spec:"):
-        return _spec_loader(name[len("spec:"):], split=split, **kwargs).subset(limit)
-    loader = BENCHMARKS.get(name)
-    bench = loader(**kwargs) if split is None else loader(split=split, **kwargs)  # None: the benchmark's default
-    return bench.subset(limit)
+        bench = _spec_loader(name[len("spec:"):], split=split, **kwargs).subset(limit)
+    else:
+        loader = BENCHMARKS.get(name)
+        bench = loader(**kwargs) if split is None else loader(split=split, **kwargs)  # None: the benchmark's default
+        bench = bench.subset(limit)
+    if circular:
+        from .circular import circular_benchmark
+
+        bench = circular_benchmark(bench)
+    return bench
 
 
 def list_benchmarks() -> list[dict]:
