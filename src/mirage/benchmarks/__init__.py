@@ -65,6 +65,18 @@ def benchmark_options(name: str) -> tuple[str, ...]:
     return OPTIONS[name] if name in OPTIONS else spec_options(load_spec(SPEC_DIR / f"{name}.toml"))
 
 
+def config_option(name: str) -> str | None:
+    """The keyword that picks benchmark `name`'s config (`config`, mmmu-pro `options`), None when it has one."""
+    if name.startswith("file:"):
+        return None
+    if not name.startswith("spec:"):
+        BENCHMARKS.get(name)  # an unknown name fails here, with "did you mean"
+        if name in OPTIONS:
+            return None
+    spec = load_spec(name[len("spec:"):] if name.startswith("spec:") else SPEC_DIR / f"{name}.toml")
+    return spec.config_option if len(spec.configs) > 1 else None
+
+
 def load_benchmark(name: str, split: str | None = None, limit: int | None = None, **kwargs) -> Benchmark:
     """Load benchmark `name` (see `BENCHMARKS.names()`, `file:PATH` for a local JSONL file, whose `split` is
     ignored, or `spec:PATH` for a spec file of one's own) at `split`, keeping the first `limit` questions."""
@@ -109,5 +121,5 @@ def list_benchmarks() -> list[dict]:
     return out
 
 
-__all__ = ["BENCHMARKS", "Benchmark", "BenchmarkSpec", "ImageLoadError", "Question", "benchmark_options",
+__all__ = ["BENCHMARKS", "Benchmark", "BenchmarkSpec", "ImageLoadError", "Question", "benchmark_options", "config_option",
            "letter_prompt", "list_benchmarks", "load_benchmark", "load_spec"]

@@ -25,7 +25,7 @@ def circular_benchmark(bench: Benchmark) -> Benchmark:
     """Every rotation of every multiple-choice question, rotations of one question next to each other; open
     questions are kept once. The prompt style renders each rotation's own option order."""
     questions = [r for q in bench for r in (rotations(q) if q.kind == "mc" else [q])]
-    return Benchmark(f"{bench.name}-circular", bench.split, questions, bench.prompt_style)
+    return replace(bench, name=f"{bench.name}-circular", questions=questions)  # same prompt style and judging
 
 
 def circular_rows(rows: Iterable[dict]) -> list[dict]:

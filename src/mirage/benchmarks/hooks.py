@@ -12,6 +12,7 @@ from .question import LETTERS, Question
 PROMPT_STYLES: Registry[Callable[[Question, dict], str]] = Registry("prompt style")
 CHOICE_PARSERS: Registry[Callable[[str, str | None], tuple[str, ...]]] = Registry("choice parser")
 ROW_HOOKS: Registry[Callable[[dict, str], Question]] = Registry("row hook")
+JUDGES: Registry[Callable[[Question, str, int], tuple]] = Registry("judge")
 
 
 def _lines(question: Question, sep: str = "\n") -> str:
@@ -111,3 +112,13 @@ def mmmu_row(row: dict, config: str) -> Question:
     from .mmmu import row_to_question
 
     return row_to_question(row, config)
+
+
+# ----------------------------------------------------------------------------------------------- judges
+
+
+@JUDGES.register("exact_text")
+def exact_text(q: Question, response: str, seed: int = 0) -> tuple[str, str, bool]:
+    """lmms-eval's pope_process_results: the whole response, stripped and lower-cased, equals the gold text."""
+    pred, gold = response.strip().lower(), q.choices[q.answer]
+    return pred, gold, pred == gold.strip().lower()

@@ -11,7 +11,7 @@ from typing import Any
 
 from PIL import Image, UnidentifiedImageError
 
-from .hooks import CHOICE_PARSERS, PROMPT_STYLES, ROW_HOOKS
+from .hooks import CHOICE_PARSERS, JUDGES, PROMPT_STYLES, ROW_HOOKS
 from .question import LETTERS, Benchmark, ImageLoadError, Question
 from .spec import BenchmarkSpec
 
@@ -232,7 +232,8 @@ def load_spec_benchmark(spec: BenchmarkSpec, split: str | None = None, data_dir:
     split = split or spec.default_split
     files = split_files(spec, config, split, data_dir, repo)
     name = spec.name if config == spec.default_config else f"{spec.name}-{config}".replace(" ", "_")
-    bench = Benchmark(name, split, read_questions(spec, files, config, split, filtered), spec_prompt(spec))
+    judging = JUDGES.get(spec.judge) if spec.judge else None
+    bench = Benchmark(name, split, read_questions(spec, files, config, split, filtered), spec_prompt(spec), judging)
     if not bench.questions:
         raise ValueError(f"{spec.name}: no questions in {', '.join(str(f) for f in files)} after the filters")
     if circular:

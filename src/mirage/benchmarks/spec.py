@@ -70,6 +70,7 @@ class BenchmarkSpec:
     filters: tuple[RowFilter, ...] = ()
     unfiltered_option: str | None = None  # a loader keyword that, when true, keeps the rows the filters drop
     prompt: dict[str, Any] = field(default_factory=dict)  # the prompt style's arguments (lmms-eval kwargs)
+    judge: str | None = None  # a named judge of generated answers (POPE: exact_text); None: MMMU's parser
     row_hook: str | None = None  # a named function row -> Question, for rows the column map cannot describe
     sizes: dict[str, int] = field(default_factory=dict)  # "<config>/<split>" -> questions after the filters
     source: str = ""  # the file this spec was read from

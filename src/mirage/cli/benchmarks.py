@@ -1,0 +1,18 @@
+"""`mirage benchmarks`: what can be evaluated, with split sizes and the prompt each follows."""
+
+from __future__ import annotations
+
+from .common import console
+
+
+def benchmarks_cmd() -> None:
+    """List the benchmarks: hub id, splits with their question counts where known, the lmms-eval prompt followed."""
+    from rich.table import Table
+
+    from ..benchmarks import list_benchmarks
+
+    table = Table("benchmark", "hub", "splits (questions)", "options", "prompt follows")
+    for b in list_benchmarks():
+        splits = ", ".join(f"{s} ({n:,})" if n else s for s, n in b["splits"].items())
+        table.add_row(b["name"], b["hub"], splits, ", ".join(b["options"]), b["follows"].split(" ")[0])
+    console.print(table)
