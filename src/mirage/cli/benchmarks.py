@@ -9,10 +9,11 @@ def benchmarks_cmd() -> None:
     """List the benchmarks: hub id, splits with their question counts where known, the lmms-eval prompt followed."""
     from rich.table import Table
 
-    from ..benchmarks import list_benchmarks
+    from ..benchmarks import config_option, list_benchmarks
 
-    table = Table("benchmark", "hub", "splits (questions)", "options", "prompt follows")
+    table = Table("benchmark", "hub", "splits (questions)", "flags", "prompt follows")
     for b in list_benchmarks():
         splits = ", ".join(f"{s} ({n:,})" if n else s for s, n in b["splits"].items())
-        table.add_row(b["name"], b["hub"], splits, ", ".join(b["options"]), b["follows"].split(" ")[0])
+        flags = ["--config" if o == config_option(b["name"]) else "--" + o.replace("_", "-") for o in b["options"]]
+        table.add_row(b["name"], b["hub"], splits, " ".join(flags), b["follows"].split(" ")[0])
     console.print(table)
