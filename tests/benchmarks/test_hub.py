@@ -202,3 +202,17 @@ def test_mmmu_from_the_hub_asks_only_for_its_subjects_split(tmp_path, monkeypatc
     with pytest.raises(FileNotFoundError, match="'Music'"):  # nothing was downloaded into the fake snapshot
         load_benchmark("mmmu", split="dev", subjects=["Music", "Art"])
     assert calls == [("MMMU/MMMU", ["Music/dev-*.parquet", "Art/dev-*.parquet"])]
+
+
+def test_cli_flags_map_to_each_benchmarks_loader_options(tmp_path):
+    from mirage.cli.common import benchmark_options as cli_options
+    from mirage.errors import UsageError
+
+    assert cli_options("mmmu-pro", None, None, False, config="4") == {"options": "4"}
+    assert cli_options("cvbench", tmp_path, None, False, config="3D") == {"data_dir": str(tmp_path), "config": "3D"}
+    assert cli_options("mmbench", None, None, False, circular=True) == {"circular": True}
+    assert cli_options("scienceqa", tmp_path, None, True) == {"data_dir": str(tmp_path), "all_questions": True}
+    with pytest.raises(UsageError, match="--data-dir applies to .*mmstar.* not 'shapes'"):
+        cli_options("shapes", tmp_path, None, False)
+    with pytest.raises(UsageError, match="--circular applies to .* not 'mmmu'"):
+        cli_options("mmmu", None, None, False, circular=True)
