@@ -1,8 +1,9 @@
 """Loading transformers VLMs (`hf:<hub id or directory>`): dtype, device map and attention by the hardware.
 
-Backends by model type: LLaVA-1.5 and the Qwen2-VL family get the full VLM interface (every stage, so every
-input and scope); any other image-text-to-text model with a chat template is evaluated through its own processor
-(`ProcessorVLM`), and optimization says what is missing.
+Backends by model type: LLaVA-1.5 and the Qwen2-VL family have their own backends, the families in
+`hf_families.FAMILIES` (LLaVA-NeXT, LLaVA-OneVision, Gemma 3, PaliGemma, ...) the generic one (`hf_generic`): all
+get the full VLM interface (every stage, so every input and scope). Any other image-text-to-text model with a chat
+template is evaluated through its own processor (`ProcessorVLM`), and optimization says what is missing.
 """
 
 from __future__ import annotations
@@ -29,8 +30,8 @@ def load_hf(path: str, device: torch.device, dtype: torch.dtype | None = None, d
             image_size: int | None = None, gpus: list[int] | None = None) -> VLM:
     """Load a transformers VLM from a hub id or directory; bf16 on GPU and fp32 on CPU unless `dtype` is given.
     `device_map` (e.g. "auto") splits it over GPUs, the default when several are visible; `gpus` limits that split
-    to these GPU indices (a torchrun rank's group); `image_size` is the Qwen2-VL family's fixed resolution for
-    optimization (a multiple of 28)."""
+    to these GPU indices (a torchrun rank's group); `image_size` is the fixed resolution of optimized inputs
+    (the Qwen2-VL family: a multiple of 28; the generic families: any size, default the processor's own)."""
     from transformers import AutoConfig, AutoModelForImageTextToText
     from transformers.models.auto.modeling_auto import MODEL_FOR_IMAGE_TEXT_TO_TEXT_MAPPING_NAMES
 
@@ -39,8 +40,10 @@ def load_hf(path: str, device: torch.device, dtype: torch.dtype | None = None, d
     if kind not in FULL and kind not in MODEL_FOR_IMAGE_TEXT_TO_TEXT_MAPPING_NAMES:
         raise ValueError(f"hf:{path}: model type {kind!r} is not an image-text-to-text model transformers knows "
                          f"(full support: {', '.join(FULL.values())}; others through AutoModelForImageTextToText)")
-    if image_size is not None and not kind.startswith("qwen2"):
-        raise ValueError(f"image_size applies to the Qwen2-VL family, not to {kind!r}")
+    from .hf_families import FAMILIES
+
+    if image_size is not None and not kind.startswith("qwen2") and kind not in FAMILIES:
+        raise ValueError(f"image_size applies to the Qwen2-VL family and to {', '.join(FAMILIES)}, not to {kind!r}")
     dtype = dtype or (torch.bfloat16 if device.type == "cuda" else torch.float32)
     max_memory = None
     if gpus and len(gpus) > 1:
@@ -72,6 +75,10 @@ def load_hf(path: str, device: torch.device, dtype: torch.dtype | None = None, d
         if not tokenizer.chat_template:
             raise ValueError(f"hf:{path}: the tokenizer has no chat template (instruct checkpoints have one)")
         vlm = HFQwen2VL(model, AutoImageProcessor.from_pretrained(path), tokenizer, image_size)
+    elif kind in FAMILIES:
+        from .hf_generic import HFGeneric, load_processor
+
+        vlm = HFGeneric(model, load_processor(path, kind), image_size, f"hf:{path}")
     else:
         from transformers import AutoProcessor
 

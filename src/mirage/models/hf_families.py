@@ -1,0 +1,211 @@
+"""The per-family pieces of the generic transformers path (`hf_generic`): at a fixed square input size, each family
+says how its image processor lays the image out (a differentiable twin built from the processor's own
+configuration), how its vision tower gives the features the connector reads, and how the connector turns them into
+the tokens spliced into the LM. Everything else (prompt, splicing, LM, native resolution) is shared.
+
+Families: `anyres` (LLaVA-NeXT, LLaVA-OneVision: a tile grid chosen once at the fixed size, unpadding and newline
+tokens by the model's own `pack_image_features`), `single` (Gemma 3 with its pooling projector, PaliGemma: one
+SigLIP image), `idefics3` (Idefics3, SmolVLM: tiles plus the global image, pixel shuffle in the connector).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+# PIL resampling filter number -> torch interpolation. PIL's BICUBIC and BILINEAR with antialiasing are what
+# torch's antialiased modes reproduce (to ~1/255, PIL rounding to 8 bits between its two passes); LANCZOS has no
+# torch mode, so the twin uses antialiased bicubic there (the difference is measured in the Idefics3 test).
+RESAMPLE = {0: "nearest", 1: "bicubic", 2: "bilinear", 3: "bicubic"}  # NEAREST, LANCZOS, BILINEAR, BICUBIC
+
+# model types the generic path cannot run, and why: said by name, never run as if they fit
+REFUSED = {
+    "mllama": "Llama-3.2-Vision reads the image through cross-attention layers inside the LM, not as tokens spliced "
+              "into its input embeddings, so there are no `tokens` to optimize or splice",
+}
+
+
+def resize(x: Tensor, size: tuple[int, int], resample: int) -> Tensor:
+    """[B, 3, H, W] in [0, 1] -> [B, 3, h, w] as the processor's PIL resize does it (identity at the same size)."""
+    if tuple(x.shape[-2:]) == tuple(size):
+        return x
+    mode = RESAMPLE.get(int(resample), "bicubic")
+    aa = dict(antialias=True, align_corners=False) if mode != "nearest" else {}
+    return F.interpolate(x, size=size, mode=mode, **aa).clamp(0, 1)
+
+
+def normalize(x: Tensor, ip) -> Tensor:
+    """The processor's rescale is the [0, 1] range itself; then its mean and std (where it normalises)."""
+    if not getattr(ip, "do_normalize", True):
+        return x
+    mean = torch.tensor(ip.image_mean, device=x.device, dtype=x.dtype).view(1, 3, 1, 1)
+    std = torch.tensor(ip.image_std, device=x.device, dtype=x.dtype).view(1, 3, 1, 1)
+    return (x - mean) / std
+
+
+def square_size(size: dict) -> tuple[int, int]:
+    """A processor `size` dict that names one output size ({height, width} or {shortest_edge}) as (h, w)."""
+    if size.get("height"):
+        return size["height"], size["width"]
+    return size["shortest_edge"], size["shortest_edge"]
+
+
+def vision_tower_states(tower, pixels: Tensor, layer, strategy: str | None) -> Tensor:
+    """A CLIP/SigLIP tower's hidden states at `layer` (an index or a list, concatenated), the CLS token dropped
+    under the "default" strategy: [N, T, D]."""
+    out = tower(pixels, output_hidden_states=True)
+    layers = layer if isinstance(layer, (list, tuple)) else [layer]
+    h = torch.cat([out.hidden_states[i] for i in layers], dim=-1)
+    return h[:, 1:] if strategy == "default" else h
+
+
+class Family:
+    """One family's fixed-size layout. `twin`: [B, 3, S, S] in [0, 1] -> the model's `pixel_values` [B, ...];
+    `tower`: pixel values -> features [B, T, D]; `project`: features -> tokens [B, N, D_lm]."""
+
+    def __init__(self, vlm, size: int):
+        self.vlm, self.size, self.ip = vlm, size, vlm.image_processor
+
+    def twin(self, x: Tensor) -> Tensor:
+        raise NotImplementedError
+
+    def tower(self, pixel_values: Tensor) -> Tensor:
+        raise NotImplementedError
+
+    def project(self, features: Tensor) -> Tensor:
+        raise NotImplementedError
+
+    def lm_inputs(self, input_ids: Tensor, suffix: Tensor) -> dict:
+        """Extra inputs of the model's own forward that shape the LM's attention (none by default)."""
+        return {}
+
+    def positions(self, mask: Tensor) -> Tensor:
+        """Position ids of a left-padded batch: padding must not shift them."""
+        return (mask.cumsum(-1) - 1).clamp(min=0)
+
+
+class Anyres(Family):
+    """LLaVA-NeXT and LLaVA-OneVision: the base image at the tower's size, then the tiles of the best grid resolution
+    for an S x S image (aspect-preserving resize, zero padding centred, tiles row by row), every patch resized and
+    cropped as the processor does; the model's own `pack_image_features` unpads and appends the newline tokens."""
+
+    def __init__(self, vlm, size: int):
+        super().__init__(vlm, size)
+        from transformers.image_processing_utils import get_patch_output_size, select_best_resolution
+        from transformers.image_utils import ChannelDimension
+
+        ip, cfg = self.ip, vlm.model.config
+        sz = dict(ip.size)
+        self.base = square_size(sz)
+        crop = getattr(ip, "crop_size", None) or {}
+        self.patch = crop.get("height") or sz.get("height") or sz["shortest_edge"]
+        self.best = tuple(select_best_resolution((size, size), cfg.image_grid_pinpoints))  # chosen once
+        dummy = np.zeros((3, size, size), np.uint8)
+        self.inner_size = tuple(get_patch_output_size(dummy, self.best, input_data_format=ChannelDimension.FIRST))
+        self.grid = (self.best[0] // self.patch, self.best[1] // self.patch)
+        self.n_patches = 1 + self.grid[0] * self.grid[1]
+        self.layer, self.strategy = cfg.vision_feature_layer, cfg.vision_feature_select_strategy
+
+    def _finish(self, p: Tensor) -> Tensor:
+        """The processor's per-patch steps: resize to `size`, centre crop, normalise."""
+        ip = self.ip
+        if ip.do_resize:
+            sz = dict(ip.size)
+            if sz.get("height"):
+                target = (sz["height"], sz["width"])
+            else:  # shortest edge, aspect kept (as transformers' get_resize_output_image_size)
+                s, (h, w) = sz["shortest_edge"], p.shape[-2:]
+                target = (s, int(s * w / h)) if h <= w else (int(s * h / w), s)
+            p = resize(p, target, ip.resample)
+        if getattr(ip, "do_center_crop", False):
+            ch, cw = ip.crop_size["height"], ip.crop_size["width"]
+            top, left = (p.shape[-2] - ch) // 2, (p.shape[-1] - cw) // 2
+            p = p[..., top : top + ch, left : left + cw]
+        return normalize(p, ip)
+
+    def twin(self, x: Tensor) -> Tensor:
+        x = resize(x, (self.size, self.size), self.ip.resample)
+        base = resize(x, self.base, self.ip.resample)
+        r = resize(x, self.inner_size, self.ip.resample)
+        (th, tw), (h, w) = self.best, self.inner_size
+        top, left = (th - h) // 2, (tw - w) // 2
+        r = F.pad(r, (left, tw - w - left, top, th - h - top))  # zeros: black, as the processor pads
+        tiles = [r[..., i : i + self.patch, j : j + self.patch]
+                 for i in range(0, th, self.patch) for j in range(0, tw, self.patch)]
+        return torch.stack([self._finish(p) for p in [base, *tiles]], dim=1)  # [B, 1 + tiles, 3, s, s]
+
+    def tower(self, pixel_values: Tensor) -> Tensor:
+        b = pixel_values.shape[0]
+        h = vision_tower_states(self.vlm.inner.vision_tower, pixel_values.flatten(0, 1), self.layer, self.strategy)
+        return h.reshape(b, -1, h.shape[-1])  # [B, patches * T, D]
+
+    def project(self, features: Tensor) -> Tensor:
+        import inspect
+
+        inner, b = self.vlm.inner, features.shape[0]
+        per = features.reshape(b * self.n_patches, -1, features.shape[-1])
+        proj = inner.multi_modal_projector(per).view(b, self.n_patches, -1, inner.config.text_config.hidden_size)
+        sizes = torch.tensor([[self.size, self.size]] * b, device=features.device)
+        kwargs = dict(image_newline=inner.image_newline)
+        params = inspect.signature(inner.pack_image_features).parameters
+        if "vision_feature_select_strategy" in params:
+            kwargs["vision_feature_select_strategy"] = self.strategy
+        if "vision_aspect_ratio" in params:
+            kwargs["vision_aspect_ratio"] = inner.config.vision_aspect_ratio
+        packed, _ = inner.pack_image_features(list(proj), sizes, **kwargs)
+        return torch.stack(packed)  # [B, N, D_lm]
+
+
+class Single(Family):
+    """One image at the processor's size (Gemma 3 at 896 px, PaliGemma at 224/448/896): resize, normalise, the
+    tower's last hidden state; the projector (Gemma 3's average pooling to 256 tokens, RMS norm and projection)."""
+
+    def __init__(self, vlm, size: int):
+        super().__init__(vlm, size)
+        if getattr(self.ip, "do_pan_and_scan", False):
+            raise ValueError(f"{vlm.name}: pan-and-scan crops depend on each image's shape; the fixed-size path "
+                             "needs do_pan_and_scan off (its default)")
+        self.out = square_size(dict(self.ip.size))
+
+    def twin(self, x: Tensor) -> Tensor:
+        x = resize(x, (self.size, self.size), self.ip.resample)
+        return normalize(resize(x, self.out, self.ip.resample), self.ip)  # [B, 3, h, w]
+
+    def tower(self, pixel_values: Tensor) -> Tensor:
+        return self.vlm.inner.vision_tower(pixel_values=pixel_values).last_hidden_state  # [B, T, D]
+
+    def project(self, features: Tensor) -> Tensor:
+        return self.vlm.inner.multi_modal_projector(features)  # [B, N, D_lm]
+
+
+class Gemma3(Single):
+    def lm_inputs(self, input_ids: Tensor, suffix: Tensor) -> dict:
+        # image tokens attend to each other both ways (the model's forward does this given token_type_ids)
+        return {"token_type_ids": (input_ids == self.vlm.image_token_id).long()}
+
+
+class PaliGemma(Single):
+    def lm_inputs(self, input_ids: Tensor, suffix: Tensor) -> dict:
+        # a prefix LM: image and prompt attend both ways, the answer (suffix) causally
+        return {"token_type_ids": suffix.long()}
+
+    def positions(self, mask: Tensor) -> Tensor:
+        return mask.cumsum(-1).clamp(min=1)  # PaliGemma's positions are 1-indexed
+
+
+FAMILIES = {"llava_next": Anyres, "llava_onevision": Anyres, "gemma3": Gemma3, "paligemma": PaliGemma}
+
+
+def default_size(kind: str, image_processor) -> int:
+    """The fixed size a family runs at unless `image_size` says otherwise: the processor's own input size (for
+    anyres, twice the tile when that square is a grid resolution: the base image plus 2 x 2 tiles)."""
+    sz = dict(image_processor.size)
+    s = square_size(sz)[0] if (sz.get("height") or sz.get("shortest_edge")) else sz["longest_edge"]
+    if FAMILIES.get(kind) is Anyres and [2 * s, 2 * s] in [list(p) for p in image_processor.image_grid_pinpoints]:
+        return 2 * s
+    return s
+
+
+__all__ = ["FAMILIES", "REFUSED", "Family", "default_size", "resize"]

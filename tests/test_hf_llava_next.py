@@ -1,0 +1,129 @@
+"""Tiny random LLaVA-NeXT and LLaVA-OneVision (anyres tiles, unpadding, newline tokens) through `hf:DIR` and the
+generic path; the OneVision processor is saved and loaded without its video part (no torchvision here)."""
+
+import pytest
+import torch
+from PIL import Image
+from tiny_hf import to_tensor, word_tokenizer
+from transformers import (CLIPVisionConfig, LlamaConfig, LlavaNextConfig, LlavaNextForConditionalGeneration,
+                          LlavaNextProcessor, LlavaOnevisionConfig, LlavaOnevisionForConditionalGeneration,
+                          LlavaOnevisionProcessor, Qwen2Config, SiglipVisionConfig)
+from transformers.models.llava_next.image_processing_pil_llava_next import LlavaNextImageProcessorPil
+from transformers.models.llava_onevision.image_processing_pil_llava_onevision import LlavaOnevisionImageProcessorPil
+
+from mirage.evaluate import evaluate
+from mirage.experiment import OptimizeSpec, run_optimization
+from mirage.models import Visual, load_model
+from mirage.models.hf_generic import image_only
+from mirage.optimize import OptimizeConfig
+from mirage.runs import RunDir
+
+MISTRAL = ("{{ bos_token }}{% for m in messages %}{% if m['role'] == 'user' %}[INST] {% for c in m['content'] %}"
+           "{% if c['type'] == 'image' %}<image>\n{% else %}{{ c['text'] }}{% endif %}{% endfor %} [/INST]{% endif %}"
+           "{% endfor %}")
+QWEN = ("{% for m in messages %}<|im_start|>{{ m['role'] }}\n{% for c in m['content'] %}"
+        "{% if c['type'] == 'image' %}<image>\n{% else %}{{ c['text'] }}{% endif %}"
+        "{% endfor %}<|im_end|>\n{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}")
+GRID = [[32, 64], [64, 32], [64, 64]]
+TEXT = dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2, num_key_value_heads=1)
+VISION = dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2, image_size=32,
+              patch_size=8)
+
+
+def save_tiny(d, kind: str) -> str:
+    torch.manual_seed(0)
+    if kind == "llava_next":
+        tok, vocab = word_tokenizer(["<unk>", "<s>", "</s>", "<pad>", "<image>", "[INST]", "[/INST]"], bos_token="<s>",
+                                    eos_token="</s>", pad_token="<pad>", extra_special_tokens={"image_token": "<image>"})
+        ip = LlavaNextImageProcessorPil(size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32},
+                                        image_grid_pinpoints=GRID)
+        processor = LlavaNextProcessor(image_processor=ip, tokenizer=tok, patch_size=8, chat_template=MISTRAL,
+                                       vision_feature_select_strategy="default", num_additional_image_tokens=1)
+        model = LlavaNextForConditionalGeneration(LlavaNextConfig(
+            vision_config=CLIPVisionConfig(**VISION), text_config=LlamaConfig(vocab_size=len(vocab), pad_token_id=3,
+                                                                              **TEXT),
+            image_token_id=4, image_grid_pinpoints=GRID, vision_feature_layer=-2))
+    else:
+        tok, vocab = word_tokenizer(["<unk>", "<|endoftext|>", "<|im_start|>", "<|im_end|>", "<image>", "<video>"],
+                                    eos_token="<|im_end|>", pad_token="<|endoftext|>",
+                                    extra_special_tokens={"image_token": "<image>", "video_token": "<video>"})
+        ip = LlavaOnevisionImageProcessorPil(size={"height": 32, "width": 32}, image_grid_pinpoints=GRID)
+        processor = image_only(LlavaOnevisionProcessor)(image_processor=ip, tokenizer=tok, num_image_tokens=16,
+                                                        vision_feature_select_strategy="full", chat_template=QWEN)
+        model = LlavaOnevisionForConditionalGeneration(LlavaOnevisionConfig(
+            vision_config=SiglipVisionConfig(**VISION), text_config=Qwen2Config(vocab_size=len(vocab), pad_token_id=1,
+                                                                                **TEXT),
+            image_token_id=4, video_token_id=5, image_grid_pinpoints=GRID, vision_feature_layer=-1,
+            vision_feature_select_strategy="full"))
+    model.save_pretrained(d)
+    processor.save_pretrained(d)
+    return str(d)
+
+
+@pytest.fixture(scope="module", params=["llava_next", "llava_onevision"])
+def vlm(request, tmp_path_factory, one_thread):
+    return load_model(f"hf:{save_tiny(tmp_path_factory.mktemp(request.param), request.param)}", device="cpu")
+
+
+@pytest.fixture(scope="module")
+def bench(sqa_bench):
+    return sqa_bench
+
+
+def test_fixed_grid_and_specs(vlm):
+    # 64 px: the 2 x 2 grid of 32 px tiles plus the base image; 16 tokens each, 4 x 4 per tile before unpadding
+    assert vlm.image_size == 64 and vlm.family.grid == (2, 2)
+    (spec,) = vlm.encoders
+    assert (spec.image_size, spec.num_tokens, spec.dim) == (64, 5 * 16, 32)
+    assert vlm.num_image_tokens == 16 + 8 * 8 + 8  # base, the unpadded 8 x 8 grid, a newline per row
+
+
+def test_real_condition_equals_the_models_own_forward(vlm, bench):
+    """Native resolution: the processor's ids and pixels, the model's forward: our letter logits equal it."""
+    qs = bench.questions[:3]
+    prompts = [bench.prompt(q) for q in qs]
+    ours = vlm.choice_logits(prompts, vlm.visual_from_images([q.image() for q in qs]), [len(q.choices) for q in qs])
+    for row, (p, q) in enumerate(zip(prompts, qs)):
+        inputs = vlm._chat_inputs(p, q.image())
+        assert inputs["input_ids"][0].tolist().count(vlm.tokenizer.bos_token_id or -1) <= 1  # BOS once
+        theirs = vlm.model(**inputs).logits[0, -1, vlm.letter_ids(len(q.choices))]
+        torch.testing.assert_close(ours[row, : len(q.choices)], theirs, atol=1e-4, rtol=1e-4)
+
+
+def test_twin_equals_the_processor_at_the_fixed_size(vlm, bench):
+    imgs = [q.image().convert("RGB").resize((64, 64), Image.BICUBIC) for q in bench.questions[:3]]
+    real = vlm.process_images(imgs)["vision"]
+    twin = vlm.preprocess(torch.cat([to_tensor(im) for im in imgs]))["vision"]
+    assert twin.shape == real.shape == (3, 5, 3, 32, 32)
+    # the tiles are the image itself (exact); the base is a 64 -> 32 resize: torch's antialiased bicubic vs PIL's
+    torch.testing.assert_close(twin[:, 1:], real[:, 1:], atol=1e-5, rtol=0)
+    assert (twin[:, 0] - real[:, 0]).abs().mean() < 0.02
+    # our stages at the fixed size equal the model's get_image_features on the same pixels, and so do the logits
+    tokens = vlm.connect(vlm.encode({"vision": real}))
+    own = vlm.inner.get_image_features(pixel_values=real, image_sizes=torch.tensor([[64, 64]] * 3)).pooler_output
+    torch.testing.assert_close(tokens, torch.stack(list(own)))
+    q = bench.questions[0]
+    inputs = vlm._chat_inputs(bench.prompt(q), imgs[0])
+    theirs = vlm.model(**inputs).logits[0, -1, vlm.letter_ids(len(q.choices))]
+    mine = vlm.choice_logits([bench.prompt(q)], Visual("processed", {"vision": real[:1]}), [len(q.choices)])[0]
+    torch.testing.assert_close(mine, theirs, atol=1e-4, rtol=1e-4)
+
+
+def test_gradients_reach_the_pixels(vlm, bench):
+    px = torch.rand(2, 3, 64, 64, requires_grad=True)
+    q = bench.questions[0]
+    loss = vlm.answer_loss([bench.prompt(q)] * 2, Visual("pixels", px), ["A", "B"]).sum()
+    loss.backward()
+    assert px.grad.abs().sum() > 0 and torch.isfinite(px.grad).all()
+
+
+def test_conditions_and_optimized_inputs_run(vlm, bench, tmp_path):
+    res = evaluate(vlm, bench.subset(4), "real,blank,noise", out=tmp_path / "cond")
+    assert res.summary["n"]["real"] == 4
+    run = RunDir.open(tmp_path / "opt", {"x": 1})
+    for spec in (OptimizeSpec("features"), OptimizeSpec("pixels"), OptimizeSpec("pixels", scope="universal", train=2)):
+        rows = run_optimization(vlm, bench.subset(4), spec, OptimizeConfig(steps=2, batch_size=2), run)
+        assert {r["source"] for r in rows} >= {spec.source}
+    # the PNGs are re-checked through the native path
+    assert {r["source"] for r in run.rows()} >= {"pixels-question-png", "pixels-universal-png"}
+    assert not any(p.requires_grad or p.grad is not None for p in vlm.parameters())
