@@ -94,7 +94,7 @@ class HFGeneric(TransformersSpliced):
         """The processor's whole input for one prompt and image: ids (placeholders expanded) and pixel values."""
         image = image.convert("RGB")
         if self.kind in NO_TEMPLATE:  # PaliGemma: image tokens, BOS, the prompt, a newline
-            return self.processor(text=prompt, images=image, return_tensors="pt")
+            return self.processor(text=self.processor.image_token + prompt, images=image, return_tensors="pt")
         turn = [{"role": "user", "content": [{"type": "image", "image": image}, {"type": "text", "text": prompt}]}]
         return self.processor.apply_chat_template(turn, add_generation_prompt=True, tokenize=True, return_dict=True,
                                                   return_tensors="pt")

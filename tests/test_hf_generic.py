@@ -1,15 +1,21 @@
-"""Tiny random LLaVA-NeXT and LLaVA-OneVision (anyres tiles, unpadding, newline tokens) through `hf:DIR` and the
-generic path; the OneVision processor is saved and loaded without its video part (no torchvision here)."""
+"""The generic transformers path on tiny random models of each family, saved with tokenizer, processor and chat
+template and loaded through `hf:DIR`: LLaVA-NeXT and LLaVA-OneVision (anyres tiles, unpadding, newline tokens; the
+OneVision processor saved and loaded without its video part, no torchvision here), Gemma 3 (pooling projector,
+bidirectional image attention), PaliGemma (no chat template, prefix LM)."""
 
 import pytest
 import torch
 from PIL import Image
 from tiny_hf import to_tensor, word_tokenizer
-from transformers import (CLIPVisionConfig, LlamaConfig, LlavaNextConfig, LlavaNextForConditionalGeneration,
+from transformers import (CLIPVisionConfig, Gemma3Config, Gemma3ForConditionalGeneration, Gemma3Processor,
+                          Gemma3TextConfig, GemmaConfig, LlamaConfig, LlavaNextConfig, LlavaNextForConditionalGeneration,
                           LlavaNextProcessor, LlavaOnevisionConfig, LlavaOnevisionForConditionalGeneration,
-                          LlavaOnevisionProcessor, Qwen2Config, SiglipVisionConfig)
+                          LlavaOnevisionProcessor, PaliGemmaConfig, PaliGemmaForConditionalGeneration,
+                          PaliGemmaProcessor, Qwen2Config, SiglipVisionConfig)
+from transformers.models.gemma3.image_processing_pil_gemma3 import Gemma3ImageProcessorPil
 from transformers.models.llava_next.image_processing_pil_llava_next import LlavaNextImageProcessorPil
 from transformers.models.llava_onevision.image_processing_pil_llava_onevision import LlavaOnevisionImageProcessorPil
+from transformers.models.siglip.image_processing_pil_siglip import SiglipImageProcessorPil
 
 from mirage.evaluate import evaluate
 from mirage.experiment import OptimizeSpec, run_optimization
@@ -24,6 +30,9 @@ MISTRAL = ("{{ bos_token }}{% for m in messages %}{% if m['role'] == 'user' %}[I
 QWEN = ("{% for m in messages %}<|im_start|>{{ m['role'] }}\n{% for c in m['content'] %}"
         "{% if c['type'] == 'image' %}<image>\n{% else %}{{ c['text'] }}{% endif %}"
         "{% endfor %}<|im_end|>\n{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}")
+GEMMA = ("{{ bos_token }}{% for m in messages %}<start_of_turn>{{ 'model' if m['role'] == 'assistant' else 'user' }}\n"
+         "{% for c in m['content'] %}{% if c['type'] == 'image' %}<start_of_image>{% else %}{{ c['text'] }}{% endif %}"
+         "{% endfor %}<end_of_turn>\n{% endfor %}{% if add_generation_prompt %}<start_of_turn>model\n{% endif %}")
 GRID = [[32, 64], [64, 32], [64, 64]]
 TEXT = dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2, num_key_value_heads=1)
 VISION = dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2, image_size=32,
@@ -43,6 +52,29 @@ def save_tiny(d, kind: str) -> str:
             vision_config=CLIPVisionConfig(**VISION), text_config=LlamaConfig(vocab_size=len(vocab), pad_token_id=3,
                                                                               **TEXT),
             image_token_id=4, image_grid_pinpoints=GRID, vision_feature_layer=-2))
+    elif kind == "gemma3":  # a 4 x 4 patch grid pooled to 2 x 2 tokens
+        tok, vocab = word_tokenizer(["<unk>", "<bos>", "<eos>", "<pad>", "<start_of_image>", "<end_of_image>",
+                                     "<image_soft_token>", "<start_of_turn>", "<end_of_turn>"], bos_token="<bos>",
+                                    eos_token="<eos>", pad_token="<pad>", extra_special_tokens={
+                                        "boi_token": "<start_of_image>", "eoi_token": "<end_of_image>",
+                                        "image_token": "<image_soft_token>"})
+        ip = Gemma3ImageProcessorPil(size={"height": 32, "width": 32})
+        processor = Gemma3Processor(image_processor=ip, tokenizer=tok, chat_template=GEMMA, image_seq_length=4)
+        model = Gemma3ForConditionalGeneration(Gemma3Config(
+            vision_config=SiglipVisionConfig(**VISION), mm_tokens_per_image=4, image_token_id=6, boi_token_index=4,
+            eoi_token_index=5, text_config=Gemma3TextConfig(vocab_size=len(vocab), head_dim=16, pad_token_id=3,
+                                                            sliding_window=512, **TEXT)))
+        with torch.no_grad():  # initialised to zeros: every image would give the same (zero) tokens
+            model.model.multi_modal_projector.mm_input_projection_weight.normal_(0, 0.2)
+    elif kind == "paligemma":  # no chat template: image tokens, BOS, the prompt, a newline
+        tok, vocab = word_tokenizer(["<unk>", "<bos>", "<eos>", "<pad>", "<image>"], bos_token="<bos>",
+                                    eos_token="<eos>", pad_token="<pad>", extra_special_tokens={"image_token": "<image>"})
+        ip = SiglipImageProcessorPil(size={"height": 32, "width": 32})
+        ip.image_seq_length = 16
+        processor = PaliGemmaProcessor(image_processor=ip, tokenizer=tok)
+        model = PaliGemmaForConditionalGeneration(PaliGemmaConfig(
+            vision_config=SiglipVisionConfig(**VISION), image_token_id=4, projection_dim=32,
+            text_config=GemmaConfig(vocab_size=len(tok), head_dim=16, pad_token_id=3, **TEXT)))
     else:
         tok, vocab = word_tokenizer(["<unk>", "<|endoftext|>", "<|im_start|>", "<|im_end|>", "<image>", "<video>"],
                                     eos_token="<|im_end|>", pad_token="<|endoftext|>",
@@ -60,7 +92,18 @@ def save_tiny(d, kind: str) -> str:
     return str(d)
 
 
-@pytest.fixture(scope="module", params=["llava_next", "llava_onevision"])
+# family -> fixed size, (features T, D), image tokens, the twin's exact part (where the processor does not resample)
+EXPECT = {
+    # 64 px: the 2 x 2 grid of 32 px tiles plus the base image, 16 tokens each; tokens: the base, the unpadded
+    # 8 x 8 grid, a newline per row. The base is a 64 -> 32 resize: the one inexact part.
+    "llava_next": (64, (5 * 16, 32), 16 + 8 * 8 + 8, lambda t: t[:, 1:]),
+    "llava_onevision": (64, (5 * 16, 32), 16 + 8 * 8 + 8, lambda t: t[:, 1:]),
+    "gemma3": (32, (16, 32), 4, lambda t: t),  # 16 patches average-pooled to 4 tokens
+    "paligemma": (32, (16, 32), 16, lambda t: t),
+}
+
+
+@pytest.fixture(scope="module", params=list(EXPECT))
 def vlm(request, tmp_path_factory, one_thread):
     return load_model(f"hf:{save_tiny(tmp_path_factory.mktemp(request.param), request.param)}", device="cpu")
 
@@ -70,12 +113,11 @@ def bench(sqa_bench):
     return sqa_bench
 
 
-def test_fixed_grid_and_specs(vlm):
-    # 64 px: the 2 x 2 grid of 32 px tiles plus the base image; 16 tokens each, 4 x 4 per tile before unpadding
-    assert vlm.image_size == 64 and vlm.family.grid == (2, 2)
+def test_fixed_size_and_specs(vlm):
+    size, shape, n, _ = EXPECT[vlm.kind]
     (spec,) = vlm.encoders
-    assert (spec.image_size, spec.num_tokens, spec.dim) == (64, 5 * 16, 32)
-    assert vlm.num_image_tokens == 16 + 8 * 8 + 8  # base, the unpadded 8 x 8 grid, a newline per row
+    assert vlm.image_size == size and (spec.image_size, spec.num_tokens, spec.dim) == (size, *shape)
+    assert vlm.num_image_tokens == n
 
 
 def test_real_condition_equals_the_models_own_forward(vlm, bench):
@@ -91,16 +133,18 @@ def test_real_condition_equals_the_models_own_forward(vlm, bench):
 
 
 def test_twin_equals_the_processor_at_the_fixed_size(vlm, bench):
-    imgs = [q.image().convert("RGB").resize((64, 64), Image.BICUBIC) for q in bench.questions[:3]]
+    size, _, _, exact = EXPECT[vlm.kind]
+    imgs = [q.image().convert("RGB").resize((size, size), Image.BICUBIC) for q in bench.questions[:3]]
     real = vlm.process_images(imgs)["vision"]
     twin = vlm.preprocess(torch.cat([to_tensor(im) for im in imgs]))["vision"]
-    assert twin.shape == real.shape == (3, 5, 3, 32, 32)
-    # the tiles are the image itself (exact); the base is a 64 -> 32 resize: torch's antialiased bicubic vs PIL's
-    torch.testing.assert_close(twin[:, 1:], real[:, 1:], atol=1e-5, rtol=0)
-    assert (twin[:, 0] - real[:, 0]).abs().mean() < 0.02
+    assert twin.shape == real.shape
+    # exact where the processor does not resample; a resize is torch's antialiased filter against PIL's
+    torch.testing.assert_close(exact(twin), exact(real), atol=1e-5, rtol=0)
+    assert (twin - real).abs().mean() < 0.01
     # our stages at the fixed size equal the model's get_image_features on the same pixels, and so do the logits
     tokens = vlm.connect(vlm.encode({"vision": real}))
-    own = vlm.inner.get_image_features(pixel_values=real, image_sizes=torch.tensor([[64, 64]] * 3)).pooler_output
+    extra = {"image_sizes": torch.tensor([[size, size]] * 3)} if hasattr(vlm.family, "grid") else {}
+    own = vlm.inner.get_image_features(pixel_values=real, **extra).pooler_output
     torch.testing.assert_close(tokens, torch.stack(list(own)))
     q = bench.questions[0]
     inputs = vlm._chat_inputs(bench.prompt(q), imgs[0])
@@ -110,7 +154,7 @@ def test_twin_equals_the_processor_at_the_fixed_size(vlm, bench):
 
 
 def test_gradients_reach_the_pixels(vlm, bench):
-    px = torch.rand(2, 3, 64, 64, requires_grad=True)
+    px = torch.rand(2, 3, vlm.image_size, vlm.image_size, requires_grad=True)
     q = bench.questions[0]
     loss = vlm.answer_loss([bench.prompt(q)] * 2, Visual("pixels", px), ["A", "B"]).sum()
     loss.backward()
