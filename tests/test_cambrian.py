@@ -78,6 +78,10 @@ def test_llama_3_template_and_answer_letters(model):
     assert SYSTEM.startswith("You are Cambrian") and "\n    As a multimodal AI" in SYSTEM
     # the answer follows <|end_header_id|> with no space
     assert model.letter_ids(4) == model.tokenizer.convert_tokens_to_ids(list("ABCD"))
+    # token ids as tokenizer_image_token gives them: the tokenizer's BOS, then the template's; no third one
+    ids = model.sequences(["which is it ?"])[0][0].tolist()
+    bos, header = model.tokenizer.convert_tokens_to_ids(["<|begin_of_text|>", "<|start_header_id|>"])
+    assert ids[:3] == [bos, bos, header]
 
 
 def test_saved_with_official_names_and_loaded_identically(original, cambrian_dir, model):

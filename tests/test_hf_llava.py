@@ -5,6 +5,7 @@ import torch
 from tokenizers import Tokenizer
 from tokenizers.models import WordLevel
 from tokenizers.pre_tokenizers import Whitespace
+from tokenizers.processors import TemplateProcessing
 from transformers import (CLIPImageProcessor, CLIPVisionConfig, LlamaConfig, LlavaConfig, LlavaForConditionalGeneration,
                           LlavaProcessor, PreTrainedTokenizerFast)
 
@@ -14,9 +15,14 @@ from mirage.models import Visual, load_model
 from mirage.optimize import OptimizeConfig
 from mirage.runs import RunDir
 
-CHAT = ("{% for m in messages %}{% if m['role'] == 'user' %}USER: {% for c in m['content'] %}"
-        "{% if c['type'] == 'image' %}<image>\n{% else %}{{ c['text'] }}{% endif %}{% endfor %} {% endif %}{% endfor %}"
-        "{% if add_generation_prompt %}ASSISTANT:{% endif %}")
+# llava-hf/llava-1.5-7b-hf's chat template: it writes no <s>; the tokenizer adds it (as LlamaTokenizer does)
+CHAT = ("{% for message in messages %}{% if message['role'] != 'system' %}{{ message['role'].upper() + ': '}}{% endif %}"
+        "{# Render all images first #}{% for content in message['content'] | selectattr('type', 'equalto', 'image') %}"
+        "{{ '<image>\n' }}{% endfor %}{# Render all text next #}{% if message['role'] != 'assistant' %}"
+        "{% for content in message['content'] | selectattr('type', 'equalto', 'text') %}{{ content['text'] + ' '}}"
+        "{% endfor %}{% else %}{% for content in message['content'] | selectattr('type', 'equalto', 'text') %}"
+        "{% generation %}{{ content['text'] + ' '}}{% endgeneration %}{% endfor %}{% endif %}{% endfor %}"
+        "{% if add_generation_prompt %}{{ 'ASSISTANT:' }}{% endif %}")
 
 
 @pytest.fixture(scope="module")
@@ -25,6 +31,7 @@ def llava_dir(tmp_path_factory):
     vocab = {t: i for i, t in enumerate(["<unk>", "<s>", "</s>", "<pad>", "<image>", *"ABCDEFGHIJ", *words])}
     core = Tokenizer(WordLevel(vocab, unk_token="<unk>"))
     core.pre_tokenizer = Whitespace()
+    core.post_processor = TemplateProcessing(single="<s> $A", special_tokens=[("<s>", vocab["<s>"])])
     tok = PreTrainedTokenizerFast(tokenizer_object=core, bos_token="<s>", eos_token="</s>", unk_token="<unk>",
                                   pad_token="<pad>", extra_special_tokens={"image_token": "<image>"})
     ip = CLIPImageProcessor(size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32})
@@ -83,6 +90,25 @@ def test_features_and_logits_agree_with_transformers(llava, bench):
     torch.testing.assert_close(mine, full[llava.letter_ids(len(q.choices))].float(), atol=1e-4, rtol=1e-4)
 
 
+def test_letter_probabilities_equal_the_processor_and_forward(llava, bench):
+    """The token ids are the processor's own (`apply_chat_template(tokenize=True)`: the template writes no <s>, the
+    tokenizer adds it once, as LLaVA-1.5's does) and the letter probabilities equal transformers' forward on them."""
+    tok = llava.tokenizer
+    for q in bench.questions[:3]:
+        image, prompt, n = q.image().convert("RGB"), bench.prompt(q), len(q.choices)
+        turn = [{"role": "user", "content": [{"type": "image", "image": image}, {"type": "text", "text": prompt}]}]
+        inputs = llava.processor.apply_chat_template(turn, add_generation_prompt=True, tokenize=True,
+                                                     return_dict=True, return_tensors="pt")
+        assert inputs["input_ids"][0, :2].tolist() == tok.convert_tokens_to_ids(["<s>", "USER"])
+        ids, mask, _ = llava.sequences([prompt])
+        assert ids[0].tolist() == inputs["input_ids"][0].tolist()
+        letters = tok.convert_tokens_to_ids(list("ABCDEFGHIJ"[:n]))
+        assert llava.letter_ids(n) == letters  # "ASSISTANT: A": the first token of an assistant turn answering A
+        theirs = llava.model(**inputs).logits[0, -1, letters].softmax(-1)
+        mine = llava.choice_logits([prompt], llava.visual_from_images([image]), [n])[0].softmax(-1)
+        torch.testing.assert_close(mine, theirs, atol=1e-5, rtol=0)
+
+
 def test_conditions_and_optimized_inputs_run(llava, bench, tmp_path):
     res = evaluate(llava, bench, "real,blank,noise,shuffle", out=tmp_path / "cond")
     assert res.summary["n"]["real"] == len(bench)
@@ -122,6 +148,24 @@ def test_processor_path_agrees_with_the_llava_backend(llava, llava_dir, bench):
     assert res.summary["n"]["blank"] == len(bench)
     with pytest.raises(NotSupportedYet, match="differentiable preprocessing.*llava, qwen2_vl"):
         generic.preprocess(torch.zeros(1, 3, 32, 32))
+
+
+def test_processor_path_holds_the_bos_once(llava, llava_dir, bench):
+    """Templates that write the BOS themselves (Gemma 3, Idefics3, Mistral 3) get it once, not once more from the
+    tokenizer; templates that do not (llava-hf) get the tokenizer's."""
+    from transformers import AutoProcessor
+
+    from mirage.models.hf_processor import ProcessorVLM
+
+    q = bench.questions[0]
+    bos, user = llava.tokenizer.convert_tokens_to_ids(["<s>", "USER"])
+    for template in (CHAT, "{{ bos_token }}" + CHAT):
+        processor = AutoProcessor.from_pretrained(llava_dir)
+        processor.chat_template = template
+        generic = ProcessorVLM(llava.model, processor, "hf:tiny")
+        ids = generic._inputs([bench.prompt(q)], generic.visual_from_images([q.image()]))["input_ids"][0]
+        assert ids[:2].tolist() == [bos, user], template[:20]
+        assert generic.letter_ids(4) == llava.tokenizer.convert_tokens_to_ids(list("ABCD"))
 
 
 def test_image_size_option_is_refused_for_llava(llava_dir):

@@ -73,6 +73,37 @@ def hf_logits(qwen, ids, mask, pixel_values, grids):
     return qwen.model(**kwargs).logits[:, -1]
 
 
+def own_processor(qwen):
+    """The model's own Qwen2VLProcessor (chat template, placeholder expansion, tokenizer), without its video part:
+    that needs torchvision, which is not installed here, and no video is used."""
+    from transformers import Qwen2VLProcessor
+
+    class ImageOnly(Qwen2VLProcessor):
+        def check_argument_for_proper_class(self, name, arg):
+            return None if name == "video_processor" else super().check_argument_for_proper_class(name, arg)
+
+    return ImageOnly(image_processor=qwen.image_processor, tokenizer=qwen.tokenizer, video_processor=None,
+                     chat_template=qwen.tokenizer.chat_template)
+
+
+def test_letter_probabilities_equal_the_processor_and_forward(qwen, bench):
+    """Token ids exactly the processor's `apply_chat_template(tokenize=True)` (Qwen's tokenizer adds no BOS), and
+    the letter probabilities equal the model's own forward on the processor's inputs."""
+    processor = own_processor(qwen)
+    for q in bench.questions[:2]:
+        image, prompt, n = q.image().convert("RGB"), bench.prompt(q), len(q.choices)
+        turn = [{"role": "user", "content": [{"type": "image", "image": image}, {"type": "text", "text": prompt}]}]
+        inputs = processor.apply_chat_template(turn, add_generation_prompt=True, tokenize=True, return_dict=True,
+                                               return_tensors="pt")
+        ids, mask, _, _, _ = qwen.prepare([prompt], qwen.visual_from_images([image]))
+        assert ids[0].tolist() == inputs["input_ids"][0].tolist()
+        letters = qwen.tokenizer.convert_tokens_to_ids(list("ABCDEFGHIJ"[:n]))
+        assert qwen.letter_ids(n) == letters  # "<|im_start|>assistant\nA"
+        theirs = qwen.model(**inputs).logits[0, -1, letters].softmax(-1)
+        mine = qwen.choice_logits([prompt], qwen.visual_from_images([image]), [n])[0].softmax(-1)
+        torch.testing.assert_close(mine, theirs, atol=1e-5, rtol=0)
+
+
 def test_specs(qwen):
     (spec,) = qwen.encoders
     assert (spec.name, spec.image_size, spec.num_tokens, spec.dim) == ("vision", 112, 64, 32)

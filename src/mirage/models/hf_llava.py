@@ -15,7 +15,7 @@ import torch.nn.functional as F
 from PIL import Image
 from torch import Tensor
 
-from .spliced import TransformersSpliced, image_turn
+from .spliced import TransformersSpliced
 from .vlm import EncoderSpec, on_device
 
 ENCODER = "vision"
@@ -74,5 +74,5 @@ class HFLlava(TransformersSpliced):
         return self.inner.multi_modal_projector(features[ENCODER].to(self.dtype))
 
     # --- language side -------------------------------------------------------------------------
-    def chat_text(self, prompt: str) -> str:
-        return self.processor.apply_chat_template(image_turn(prompt), add_generation_prompt=True)
+    def render(self, messages: list[dict], add_generation_prompt: bool) -> str:
+        return self.processor.apply_chat_template(messages, add_generation_prompt=add_generation_prompt)

@@ -15,7 +15,8 @@ import torch
 from PIL import Image
 from torch import Tensor
 
-from .spliced import chat_letter_ids, image_turn
+from .chat import adds_special_tokens, image_turn
+from .spliced import chat_letter_ids
 from .vlm import IMAGES, VLM, Visual
 
 
@@ -72,11 +73,15 @@ class ProcessorVLM(VLM):
     def chat_text(self, prompt: str) -> str:
         return self.processor.apply_chat_template(image_turn(prompt), add_generation_prompt=True)
 
+    def answered_text(self, prompt: str, answer: str) -> str:
+        return self.processor.apply_chat_template(image_turn(prompt, answer), add_generation_prompt=False)
+
     def _inputs(self, prompts: Sequence[str], visual: Visual) -> dict:
         if visual.stage != IMAGES:
             raise self._missing(f"a visual input at the {visual.stage!r} stage")
-        batch = self.processor(images=[[im.convert("RGB")] for im in visual.value],
-                               text=[self.chat_text(p) for p in prompts], padding=True, return_tensors="pt")
+        texts = [self.chat_text(p) for p in prompts]  # one template: all start with its BOS or none does
+        batch = self.processor(images=[[im.convert("RGB")] for im in visual.value], text=texts, padding=True,
+                               return_tensors="pt", add_special_tokens=adds_special_tokens(self.tokenizer, texts[0]))
         out = {}
         for k, v in batch.items():
             if torch.is_tensor(v):
