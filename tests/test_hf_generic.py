@@ -25,8 +25,8 @@ from mirage.optimize import OptimizeConfig
 from mirage.runs import RunDir
 
 MISTRAL = ("{{ bos_token }}{% for m in messages %}{% if m['role'] == 'user' %}[INST] {% for c in m['content'] %}"
-           "{% if c['type'] == 'image' %}<image>\n{% else %}{{ c['text'] }}{% endif %}{% endfor %} [/INST]{% endif %}"
-           "{% endfor %}")
+           "{% if c['type'] == 'image' %}<image>\n{% else %}{{ c['text'] }}{% endif %}{% endfor %} [/INST]{% else %}"
+           "{{ m['content'][0]['text'] }}{{ eos_token }}{% endif %}{% endfor %}")
 QWEN = ("{% for m in messages %}<|im_start|>{{ m['role'] }}\n{% for c in m['content'] %}"
         "{% if c['type'] == 'image' %}<image>\n{% else %}{{ c['text'] }}{% endif %}"
         "{% endfor %}<|im_end|>\n{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}")

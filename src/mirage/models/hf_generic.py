@@ -24,7 +24,7 @@ from PIL import Image
 from torch import Tensor
 
 from .hf_families import FAMILIES, default_size
-from .spliced import TransformersSpliced, build_sequences, chat_letter_ids
+from .spliced import TransformersSpliced, build_sequences
 from .vlm import IMAGES, EncoderSpec, Visual, on_device
 
 ENCODER = "vision"
@@ -107,14 +107,19 @@ class HFGeneric(TransformersSpliced):
             cache[prompt] = self._chat_inputs(prompt, blank)["input_ids"][0].tolist()
         return cache[prompt]
 
+    def render(self, messages: list[dict], add_generation_prompt: bool) -> str:
+        return self.processor.apply_chat_template(messages, add_generation_prompt=add_generation_prompt,
+                                                  tokenize=False)
+
     def chat_text(self, prompt: str) -> str:
         if self.kind in NO_TEMPLATE:
             return f"{self.tokenizer.bos_token}{prompt}\n"
-        turn = [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": prompt}]}]
-        return self.processor.apply_chat_template(turn, add_generation_prompt=True, tokenize=False)
+        return super().chat_text(prompt)
 
-    def letter_ids(self, n: int) -> list[int]:
-        return chat_letter_ids(self, n)
+    def answered_text(self, prompt: str, answer: str) -> str:
+        if self.kind in NO_TEMPLATE:  # the answer follows the prompt's newline
+            return self.chat_text(prompt) + answer
+        return super().answered_text(prompt, answer)
 
     def sequences(self, prompts, targets=None, counts=None):
         ids = [self._fixed_ids(p) for p in prompts]
