@@ -12,7 +12,9 @@ from transformers import (CLIPVisionConfig, Gemma3Config, Gemma3ForConditionalGe
                           LlavaNextProcessor, LlavaOnevisionConfig, LlavaOnevisionForConditionalGeneration,
                           LlavaOnevisionProcessor, PaliGemmaConfig, PaliGemmaForConditionalGeneration,
                           PaliGemmaProcessor, Qwen2Config, SiglipVisionConfig)
+from transformers import Idefics3Config, Idefics3ForConditionalGeneration, Idefics3Processor, Idefics3VisionConfig
 from transformers.models.gemma3.image_processing_pil_gemma3 import Gemma3ImageProcessorPil
+from transformers.models.idefics3.image_processing_pil_idefics3 import Idefics3ImageProcessorPil
 from transformers.models.llava_next.image_processing_pil_llava_next import LlavaNextImageProcessorPil
 from transformers.models.llava_onevision.image_processing_pil_llava_onevision import LlavaOnevisionImageProcessorPil
 from transformers.models.siglip.image_processing_pil_siglip import SiglipImageProcessorPil
@@ -33,6 +35,12 @@ QWEN = ("{% for m in messages %}<|im_start|>{{ m['role'] }}\n{% for c in m['cont
 GEMMA = ("{{ bos_token }}{% for m in messages %}<start_of_turn>{{ 'model' if m['role'] == 'assistant' else 'user' }}\n"
          "{% for c in m['content'] %}{% if c['type'] == 'image' %}<start_of_image>{% else %}{{ c['text'] }}{% endif %}"
          "{% endfor %}<end_of_turn>\n{% endfor %}{% if add_generation_prompt %}<start_of_turn>model\n{% endif %}")
+IDEFICS = ("<|begin_of_text|>{% for m in messages %}{{ m['role'] | capitalize }}"
+           "{% if m['content'][0]['type'] == 'image' %}{{ ':' }}{% else %}{{ ': ' }}{% endif %}{% for c in m['content'] %}"
+           "{% if c['type'] == 'text' %}{{ c['text'] }}{% elif c['type'] == 'image' %}{{ '<image>' }}{% endif %}"
+           "{% endfor %}<end_of_utterance>\n{% endfor %}{% if add_generation_prompt %}{{ 'Assistant:' }}{% endif %}")
+IDEFICS_TOKENS = ["<fake_token_around_image>", "<image>", "<global-img>", "<end_of_utterance>",
+                  *(f"<row_{i}_col_{j}>" for i in (1, 2) for j in (1, 2))]
 GRID = [[32, 64], [64, 32], [64, 64]]
 TEXT = dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2, num_key_value_heads=1)
 VISION = dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2, image_size=32,
@@ -75,6 +83,15 @@ def save_tiny(d, kind: str) -> str:
         model = PaliGemmaForConditionalGeneration(PaliGemmaConfig(
             vision_config=SiglipVisionConfig(**VISION), image_token_id=4, projection_dim=32,
             text_config=GemmaConfig(vocab_size=len(tok), head_dim=16, pad_token_id=3, **TEXT)))
+    elif kind == "idefics3":  # 64 px: 2 x 2 tiles of 32 px and the global image, 16 patches shuffled to 4 tokens each
+        tok, vocab = word_tokenizer(["<unk>", "<|begin_of_text|>", "<|end_of_text|>", "<pad>", *IDEFICS_TOKENS],
+                                    bos_token="<|begin_of_text|>", eos_token="<end_of_utterance>", pad_token="<pad>",
+                                    additional_special_tokens=IDEFICS_TOKENS)
+        ip = Idefics3ImageProcessorPil(size={"longest_edge": 64}, max_image_size={"longest_edge": 32})
+        processor = Idefics3Processor(image_processor=ip, tokenizer=tok, image_seq_len=4, chat_template=IDEFICS)
+        model = Idefics3ForConditionalGeneration(Idefics3Config(
+            vision_config=Idefics3VisionConfig(**VISION), scale_factor=2, image_token_id=vocab["<image>"],
+            text_config=LlamaConfig(vocab_size=len(vocab), pad_token_id=3, **TEXT)))
     else:
         tok, vocab = word_tokenizer(["<unk>", "<|endoftext|>", "<|im_start|>", "<|im_end|>", "<image>", "<video>"],
                                     eos_token="<|im_end|>", pad_token="<|endoftext|>",
@@ -100,6 +117,8 @@ EXPECT = {
     "llava_onevision": (64, (5 * 16, 32), 16 + 8 * 8 + 8, lambda t: t[:, 1:]),
     "gemma3": (32, (16, 32), 4, lambda t: t),  # 16 patches average-pooled to 4 tokens
     "paligemma": (32, (16, 32), 16, lambda t: t),
+    # the tiles are the image itself; the global image is a LANCZOS 64 -> 32 resize (the twin: antialiased bicubic)
+    "idefics3": (64, (5 * 16, 32), 5 * 4, lambda t: t[:, :-1]),
 }
 
 

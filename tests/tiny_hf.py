@@ -11,7 +11,7 @@ from tokenizers.models import WordLevel
 from tokenizers.pre_tokenizers import Whitespace
 from transformers import PreTrainedTokenizerFast
 
-WORDS = ("USER ASSISTANT user assistant model : . ? , ( ) Answer with the option ' s letter from given choices "
+WORDS = ("USER ASSISTANT User Assistant user assistant model : . ? , ( ) Answer with the option ' s letter from given choices "
          "directly which of these what is a an").split()
 
 

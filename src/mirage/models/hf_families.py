@@ -10,6 +10,8 @@ SigLIP image), `idefics3` (Idefics3, SmolVLM: tiles plus the global image, pixel
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -195,7 +197,55 @@ class PaliGemma(Single):
         return mask.cumsum(-1).clamp(min=1)  # PaliGemma's positions are 1-indexed
 
 
-FAMILIES = {"llava_next": Anyres, "llava_onevision": Anyres, "gemma3": Gemma3, "paligemma": PaliGemma}
+class Idefics3(Family):
+    """Idefics3 and SmolVLM: the longest edge resized to `size` (L), then up to multiples of the tile size M, cut
+    into M x M tiles row by row, and the whole image resized to M x M last (the global image); all LANCZOS, which
+    the twin replaces by antialiased bicubic. The connector pixel-shuffles each tile's patches and projects them."""
+
+    def __init__(self, vlm, size: int):
+        super().__init__(vlm, size)
+        import importlib
+
+        ip = self.ip
+        self.tile = ip.max_image_size["longest_edge"]
+        # the processor's own size rule (its module's helper), on the square
+        rule = importlib.import_module(type(ip).__module__).get_resize_output_image_size
+        self.long = tuple(rule(np.zeros((3, size, size), np.uint8), resolution_max_side=ip.size["longest_edge"]))
+        m = self.tile
+        self.split = bool(ip.do_image_splitting) and max(self.long) > m
+        # resize_for_vision_encoder, on a square: both sides up to a multiple of the tile
+        self.grown = tuple(math.ceil(v / m) * m for v in self.long) if ip.do_image_splitting else self.long
+        self.grid = (self.grown[0] // m, self.grown[1] // m) if self.split else (0, 0)
+        self.n_images = self.grid[0] * self.grid[1] + 1
+
+    def twin(self, x: Tensor) -> Tensor:
+        ip, m = self.ip, self.tile
+        x = resize(x, (self.size, self.size), ip.resample)
+        if ip.do_resize:
+            x = resize(x, self.long, ip.resample)
+        frames = []
+        if self.split:
+            x = resize(x, self.grown, ip.resample)
+            frames = [x[..., i : i + m, j : j + m] for i in range(0, self.grown[0], m) for j in range(0, self.grown[1], m)]
+        frames.append(resize(x, (m, m), ip.resample))  # the global image
+        return torch.stack([normalize(f, ip) for f in frames], dim=1)  # [B, tiles + 1, 3, M, M]
+
+    def tower(self, pixel_values: Tensor) -> Tensor:
+        b, n = pixel_values.shape[:2]
+        flat = pixel_values.flatten(0, 1)
+        side = flat.shape[-1] // self.vlm.model.config.vision_config.patch_size
+        every = torch.ones(flat.shape[0], side, side, dtype=torch.bool, device=flat.device)  # no padded patches
+        h = self.vlm.inner.vision_model(pixel_values=flat, patch_attention_mask=every).last_hidden_state
+        return h.reshape(b, -1, h.shape[-1])  # [B, images * T, D]
+
+    def project(self, features: Tensor) -> Tensor:
+        b = features.shape[0]
+        tokens = self.vlm.inner.connector(features.reshape(b * self.n_images, -1, features.shape[-1]))
+        return tokens.reshape(b, -1, tokens.shape[-1])  # [B, images * T / scale^2, D_lm]
+
+
+FAMILIES = {"llava_next": Anyres, "llava_onevision": Anyres, "gemma3": Gemma3, "paligemma": PaliGemma,
+            "idefics3": Idefics3, "smolvlm": Idefics3}
 
 
 def default_size(kind: str, image_processor) -> int:

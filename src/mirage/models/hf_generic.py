@@ -133,7 +133,8 @@ class HFGeneric(TransformersSpliced):
     def process_images(self, images: Sequence[Image.Image]) -> dict[str, Tensor]:
         """The real processor on images resized (PIL bicubic) to the fixed square."""
         s = self.image_size
-        out = self.image_processor(images=[im.convert("RGB").resize((s, s), Image.BICUBIC) for im in images],
+        # one image per sample (nested: multi-image processors such as Idefics3's read a flat list as one sample)
+        out = self.image_processor(images=[[im.convert("RGB").resize((s, s), Image.BICUBIC)] for im in images],
                                    return_tensors="pt")
         return {ENCODER: out["pixel_values"].to(self.device)}
 
