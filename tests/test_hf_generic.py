@@ -13,7 +13,9 @@ from transformers import (CLIPVisionConfig, Gemma3Config, Gemma3ForConditionalGe
                           LlavaOnevisionProcessor, PaliGemmaConfig, PaliGemmaForConditionalGeneration,
                           PaliGemmaProcessor, Qwen2Config, SiglipVisionConfig)
 from transformers import Idefics3Config, Idefics3ForConditionalGeneration, Idefics3Processor, Idefics3VisionConfig
+from transformers import InternVLConfig, InternVLForConditionalGeneration, InternVLProcessor, InternVLVisionConfig
 from transformers.models.gemma3.image_processing_pil_gemma3 import Gemma3ImageProcessorPil
+from transformers.models.got_ocr2.image_processing_pil_got_ocr2 import GotOcr2ImageProcessorPil
 from transformers.models.idefics3.image_processing_pil_idefics3 import Idefics3ImageProcessorPil
 from transformers.models.llava_next.image_processing_pil_llava_next import LlavaNextImageProcessorPil
 from transformers.models.llava_onevision.image_processing_pil_llava_onevision import LlavaOnevisionImageProcessorPil
@@ -92,6 +94,18 @@ def save_tiny(d, kind: str) -> str:
         model = Idefics3ForConditionalGeneration(Idefics3Config(
             vision_config=Idefics3VisionConfig(**VISION), scale_factor=2, image_token_id=vocab["<image>"],
             text_config=LlamaConfig(vocab_size=len(vocab), pad_token_id=3, **TEXT)))
+    elif kind == "internvl":  # 64 px: 2 x 2 tiles of 32 px and the thumbnail, 16 patches shuffled to 4 tokens each
+        tok, vocab = word_tokenizer(["<unk>", "<|endoftext|>", "<|im_start|>", "<|im_end|>", "<img>", "</img>",
+                                     "<IMG_CONTEXT>", "<video>"], eos_token="<|im_end|>", pad_token="<|endoftext|>",
+                                    extra_special_tokens={"start_image_token": "<img>", "end_image_token": "</img>",
+                                                          "context_image_token": "<IMG_CONTEXT>", "video_token": "<video>"})
+        ip = GotOcr2ImageProcessorPil(size={"height": 32, "width": 32})
+        processor = image_only(InternVLProcessor)(image_processor=ip, tokenizer=tok, image_seq_length=4,
+                                                  chat_template=QWEN.replace("<image>", "<IMG_CONTEXT>"))
+        model = InternVLForConditionalGeneration(InternVLConfig(
+            vision_config=InternVLVisionConfig(**{**VISION, "image_size": (32, 32), "patch_size": (8, 8)}),
+            text_config=Qwen2Config(vocab_size=len(vocab), pad_token_id=1, **TEXT), image_token_id=6,
+            image_seq_length=4))
     else:
         tok, vocab = word_tokenizer(["<unk>", "<|endoftext|>", "<|im_start|>", "<|im_end|>", "<image>", "<video>"],
                                     eos_token="<|im_end|>", pad_token="<|endoftext|>",
@@ -119,6 +133,7 @@ EXPECT = {
     "paligemma": (32, (16, 32), 16, lambda t: t),
     # the tiles are the image itself; the global image is a LANCZOS 64 -> 32 resize (the twin: antialiased bicubic)
     "idefics3": (64, (5 * 16, 32), 5 * 4, lambda t: t[:, :-1]),
+    "internvl": (64, (5 * 16, 32), 5 * 4, lambda t: t[:, :-1]),  # the thumbnail: a 64 -> 32 bicubic resize
 }
 
 
@@ -163,8 +178,11 @@ def test_twin_equals_the_processor_at_the_fixed_size(vlm, bench):
     # our stages at the fixed size equal the model's get_image_features on the same pixels, and so do the logits
     tokens = vlm.connect(vlm.encode({"vision": real}))
     extra = {"image_sizes": torch.tensor([[size, size]] * 3)} if hasattr(vlm.family, "grid") else {}
-    own = vlm.inner.get_image_features(pixel_values=real, **extra).pooler_output
-    torch.testing.assert_close(tokens, torch.stack(list(own)))
+    if vlm.kind == "internvl":  # the model takes every image's tiles flat
+        own = vlm.inner.get_image_features(pixel_values=real.flatten(0, 1)).pooler_output.reshape(tokens.shape)
+    else:
+        own = torch.stack(list(vlm.inner.get_image_features(pixel_values=real, **extra).pooler_output))
+    torch.testing.assert_close(tokens, own)
     q = bench.questions[0]
     inputs = vlm._chat_inputs(bench.prompt(q), imgs[0])
     theirs = vlm.model(**inputs).logits[0, -1, vlm.letter_ids(len(q.choices))]

@@ -79,6 +79,16 @@ class Family:
     def project(self, features: Tensor) -> Tensor:
         raise NotImplementedError
 
+    @staticmethod
+    def default_size(ip) -> int:
+        """The fixed size unless `image_size` says otherwise: the processor's own input size."""
+        sz = dict(ip.size)
+        return square_size(sz)[0] if (sz.get("height") or sz.get("shortest_edge")) else sz["longest_edge"]
+
+    def batched(self, pixel_values: Tensor) -> Tensor:
+        """One image's pixel values from the processor with a leading batch dimension of 1."""
+        return pixel_values
+
     def lm_inputs(self, input_ids: Tensor, suffix: Tensor) -> dict:
         """Extra inputs of the model's own forward that shape the LM's attention (none by default)."""
         return {}
@@ -109,6 +119,12 @@ class Anyres(Family):
         self.grid = (self.best[0] // self.patch, self.best[1] // self.patch)
         self.n_patches = 1 + self.grid[0] * self.grid[1]
         self.layer, self.strategy = cfg.vision_feature_layer, cfg.vision_feature_select_strategy
+
+    @staticmethod
+    def default_size(ip) -> int:
+        """Twice the tile when that square is a grid resolution (the base image plus 2 x 2 tiles), else the tile."""
+        s = square_size(dict(ip.size))[0]
+        return 2 * s if [2 * s, 2 * s] in [list(p) for p in ip.image_grid_pinpoints] else s
 
     def _finish(self, p: Tensor) -> Tensor:
         """The processor's per-patch steps: resize to `size`, centre crop, normalise."""
@@ -244,18 +260,62 @@ class Idefics3(Family):
         return tokens.reshape(b, -1, tokens.shape[-1])  # [B, images * T / scale^2, D_lm]
 
 
+class InternVL(Family):
+    """InternVL: `crop_to_patches` (the processor's default) resizes the image to the tile grid whose aspect is the
+    image's (for a square: 2 x 2 from twice the tile size on), cuts the tiles row by row and appends the thumbnail
+    (the whole image at the tile size); the projector reads each tile's features pixel-shuffled."""
+
+    def __init__(self, vlm, size: int):
+        super().__init__(vlm, size)
+        import importlib
+
+        ip, proc = self.ip, vlm.processor
+        self.out = square_size(dict(ip.size))
+        kw = {**ip.to_dict(), **getattr(proc, "images_kwargs", {})}  # the processor's defaults win, as in its call
+        canvas = importlib.import_module(type(ip).__module__).get_optimal_tiled_canvas
+        cols, rows = canvas((size, size), self.out, kw["min_patches"], kw["max_patches"]) \
+            if kw.get("crop_to_patches") and kw["max_patches"] > 1 else (1, 1)
+        self.grid = (rows, cols)
+        self.n_images = rows * cols + (1 if rows * cols > 1 else 0)
+        cfg = vlm.model.config
+        self.layer, self.strategy, self.ratio = cfg.vision_feature_layer, cfg.vision_feature_select_strategy, \
+            cfg.downsample_ratio
+
+    @staticmethod
+    def default_size(ip) -> int:
+        return 2 * square_size(dict(ip.size))[0]
+
+    def batched(self, pixel_values: Tensor) -> Tensor:
+        return pixel_values[None]  # the processor gives one image's tiles flat: [tiles, 3, h, w]
+
+    def twin(self, x: Tensor) -> Tensor:
+        ip, (th, tw), (rows, cols) = self.ip, self.out, self.grid
+        x = resize(x, (self.size, self.size), ip.resample)
+        if rows * cols == 1:
+            return normalize(resize(x, self.out, ip.resample), ip)[:, None]
+        big = resize(x, (rows * th, cols * tw), ip.resample)
+        frames = [big[..., r * th : (r + 1) * th, c * tw : (c + 1) * tw] for r in range(rows) for c in range(cols)]
+        frames.append(resize(x, self.out, ip.resample))  # the thumbnail
+        return torch.stack([normalize(f, ip) for f in frames], dim=1)  # [B, tiles + 1, 3, h, w]
+
+    def tower(self, pixel_values: Tensor) -> Tensor:
+        b = pixel_values.shape[0]
+        out = self.vlm.inner.vision_tower(pixel_values=pixel_values.flatten(0, 1), output_hidden_states=True)
+        h = out.last_hidden_state if self.layer == -1 else out.hidden_states[self.layer]
+        h = h[:, 1:] if self.strategy == "default" else h
+        return h.reshape(b, -1, h.shape[-1])  # [B, images * T, D]
+
+    def project(self, features: Tensor) -> Tensor:
+        inner, b = self.vlm.inner, features.shape[0]
+        per = features.reshape(b * self.n_images, -1, features.shape[-1])
+        side = int(per.shape[1] ** 0.5)
+        shuffled = inner.pixel_shuffle(per.reshape(per.shape[0], side, side, -1), scale_factor=self.ratio)
+        tokens = inner.multi_modal_projector(shuffled.reshape(per.shape[0], -1, shuffled.shape[-1]))
+        return tokens.reshape(b, -1, tokens.shape[-1])  # [B, images * T * ratio^2, D_lm]
+
+
 FAMILIES = {"llava_next": Anyres, "llava_onevision": Anyres, "gemma3": Gemma3, "paligemma": PaliGemma,
-            "idefics3": Idefics3, "smolvlm": Idefics3}
+            "idefics3": Idefics3, "smolvlm": Idefics3, "internvl": InternVL}
 
 
-def default_size(kind: str, image_processor) -> int:
-    """The fixed size a family runs at unless `image_size` says otherwise: the processor's own input size (for
-    anyres, twice the tile when that square is a grid resolution: the base image plus 2 x 2 tiles)."""
-    sz = dict(image_processor.size)
-    s = square_size(sz)[0] if (sz.get("height") or sz.get("shortest_edge")) else sz["longest_edge"]
-    if FAMILIES.get(kind) is Anyres and [2 * s, 2 * s] in [list(p) for p in image_processor.image_grid_pinpoints]:
-        return 2 * s
-    return s
-
-
-__all__ = ["FAMILIES", "REFUSED", "Family", "default_size", "resize"]
+__all__ = ["FAMILIES", "REFUSED", "Family", "resize"]

@@ -23,7 +23,7 @@ import torch
 from PIL import Image
 from torch import Tensor
 
-from .hf_families import FAMILIES, default_size
+from .hf_families import FAMILIES
 from .spliced import TransformersSpliced, build_sequences
 from .vlm import IMAGES, EncoderSpec, Visual, on_device
 
@@ -76,7 +76,7 @@ class HFGeneric(TransformersSpliced):
         self.image_token_id = getattr(cfg, "image_token_id", None) or cfg.image_token_index
         if self.kind not in NO_TEMPLATE and not (processor.chat_template or self.tokenizer.chat_template):
             raise ValueError(f"{self.name}: the processor has no chat template (instruct checkpoints have one)")
-        self.image_size = image_size or default_size(self.kind, self.image_processor)
+        self.image_size = image_size or FAMILIES[self.kind].default_size(self.image_processor)
         self.family = FAMILIES[self.kind](self, self.image_size)
         s = self.image_size
         with torch.no_grad():  # the stages' shapes, from one blank image
@@ -131,12 +131,11 @@ class HFGeneric(TransformersSpliced):
         return Visual(IMAGES, list(images))  # native resolution, through the processor
 
     def process_images(self, images: Sequence[Image.Image]) -> dict[str, Tensor]:
-        """The real processor on images resized (PIL bicubic) to the fixed square."""
+        """The real processor (through the whole processor: its image defaults, such as InternVL's crop_to_patches,
+        are the processor's, not the image processor's) on images resized (PIL bicubic) to the fixed square."""
         s = self.image_size
-        # one image per sample (nested: multi-image processors such as Idefics3's read a flat list as one sample)
-        out = self.image_processor(images=[[im.convert("RGB").resize((s, s), Image.BICUBIC)] for im in images],
-                                   return_tensors="pt")
-        return {ENCODER: out["pixel_values"].to(self.device)}
+        rows = [self._chat_inputs("x", im.convert("RGB").resize((s, s), Image.BICUBIC)) for im in images]
+        return {ENCODER: torch.cat([self.family.batched(r["pixel_values"]) for r in rows]).to(self.device)}
 
     def preprocess(self, pixels: Tensor, names: Sequence[str] | None = None) -> dict[str, Tensor]:
         return {ENCODER: self.family.twin(pixels)}
