@@ -208,3 +208,35 @@ def test_conditions_and_optimized_inputs_run(vlm, bench, tmp_path):
     # the PNGs are re-checked through the native path
     assert {r["source"] for r in run.rows()} >= {"pixels-question-png", "pixels-universal-png"}
     assert not any(p.requires_grad or p.grad is not None for p in vlm.parameters())
+
+
+def test_a_cross_attention_model_is_refused_by_name(tmp_path, bench):
+    """Llama-3.2-Vision (mllama) reads images through cross-attention layers: conditions run through its processor,
+    optimization is refused saying why, and so is a fixed image size."""
+    from transformers import (MllamaConfig, MllamaForConditionalGeneration, MllamaProcessor, MllamaTextConfig,
+                              MllamaVisionConfig)
+    from transformers.models.mllama.image_processing_pil_mllama import MllamaImageProcessorPil
+
+    from mirage.models.hf_processor import NotSupportedYet
+
+    tok, vocab = word_tokenizer(["<unk>", "<|begin_of_text|>", "<|eot_id|>", "<pad>", "<|image|>", "<|python_tag|>"],
+                                bos_token="<|begin_of_text|>", eos_token="<|eot_id|>", pad_token="<pad>",
+                                extra_special_tokens={"image_token": "<|image|>"})
+    ip = MllamaImageProcessorPil(size={"height": 32, "width": 32}, max_image_tiles=2)
+    MllamaProcessor(image_processor=ip, tokenizer=tok, chat_template=QWEN.replace("<image>", "<|image|>")) \
+        .save_pretrained(tmp_path)
+    torch.manual_seed(0)
+    MllamaForConditionalGeneration(MllamaConfig(
+        vision_config=MllamaVisionConfig(hidden_size=32, num_hidden_layers=2, num_global_layers=1, attention_heads=2,
+                                         intermediate_size=64, vision_output_dim=64, image_size=32, patch_size=8,
+                                         max_num_tiles=2, intermediate_layers_indices=[0],
+                                         supported_aspect_ratios=[[1, 1], [1, 2], [2, 1]]),
+        text_config=MllamaTextConfig(vocab_size=len(vocab), cross_attention_layers=[1], pad_token_id=3, **TEXT),
+        image_token_index=4)).save_pretrained(tmp_path)
+    with pytest.raises(ValueError, match="image_size applies to .*not to 'mllama'"):
+        load_model(f"hf:{tmp_path}", device="cpu", image_size=64)
+    model = load_model(f"hf:{tmp_path}", device="cpu")
+    assert evaluate(model, bench.subset(2), "real").summary["n"]["real"] == 2
+    with pytest.raises(NotSupportedYet, match="mllama.*cross-attention layers inside the LM.*no `tokens`"):
+        run_optimization(model, bench.subset(2), OptimizeSpec("pixels"), OptimizeConfig(steps=1),
+                         RunDir.open(tmp_path / "run", {"x": 1}))
