@@ -14,7 +14,8 @@ import torch
 
 from .vlm import VLM
 
-FULL = {"llava": "LLaVA-1.5 (LlavaForConditionalGeneration)", "qwen2_vl": "Qwen2-VL", "qwen2_5_vl": "Qwen2.5-VL"}
+FULL = {"llava": "LLaVA-1.5 (LlavaForConditionalGeneration)", "qwen2_vl": "Qwen2-VL", "qwen2_5_vl": "Qwen2.5-VL",
+        "qwen3_vl": "Qwen3-VL"}
 
 
 def attention_implementation(device: torch.device) -> str:
@@ -42,7 +43,7 @@ def load_hf(path: str, device: torch.device, dtype: torch.dtype | None = None, d
                          f"(full support: {', '.join(FULL.values())}; others through AutoModelForImageTextToText)")
     from .hf_families import FAMILIES
 
-    if image_size is not None and not kind.startswith("qwen2") and kind not in FAMILIES:
+    if image_size is not None and kind not in ("qwen2_vl", "qwen2_5_vl", "qwen3_vl") and kind not in FAMILIES:
         raise ValueError(f"image_size applies to the Qwen2-VL family and to {', '.join(FAMILIES)}, not to {kind!r}")
     dtype = dtype or (torch.bfloat16 if device.type == "cuda" else torch.float32)
     max_memory = None
@@ -64,17 +65,18 @@ def load_hf(path: str, device: torch.device, dtype: torch.dtype | None = None, d
         from .hf_llava import HFLlava
 
         vlm = HFLlava(model, AutoProcessor.from_pretrained(path))
-    elif kind in ("qwen2_vl", "qwen2_5_vl"):
+    elif kind in ("qwen2_vl", "qwen2_5_vl", "qwen3_vl"):
         from transformers import AutoImageProcessor, AutoTokenizer
 
-        from .hf_qwen import HFQwen2VL
+        from .hf_qwen import HFQwen2VL, HFQwen3VL
 
         # image processor and tokenizer on their own: the full processor also wants a video processor, which
         # needs torchvision, and mirage uses no video
         tokenizer = AutoTokenizer.from_pretrained(path)
         if not tokenizer.chat_template:
             raise ValueError(f"hf:{path}: the tokenizer has no chat template (instruct checkpoints have one)")
-        vlm = HFQwen2VL(model, AutoImageProcessor.from_pretrained(path), tokenizer, image_size)
+        backend = HFQwen3VL if kind == "qwen3_vl" else HFQwen2VL
+        vlm = backend(model, AutoImageProcessor.from_pretrained(path), tokenizer, image_size)
     elif kind in FAMILIES:
         from .hf_generic import HFGeneric, load_processor
 
