@@ -3,6 +3,8 @@ template and loaded through `hf:DIR`: LLaVA-NeXT and LLaVA-OneVision (anyres til
 OneVision processor saved and loaded without its video part, no torchvision here), Gemma 3 (pooling projector,
 bidirectional image attention), PaliGemma (no chat template, prefix LM)."""
 
+import functools
+
 import pytest
 import torch
 from PIL import Image
@@ -14,6 +16,8 @@ from transformers import (CLIPVisionConfig, Gemma3Config, Gemma3ForConditionalGe
                           PaliGemmaProcessor, Qwen2Config, SiglipVisionConfig)
 from transformers import Idefics3Config, Idefics3ForConditionalGeneration, Idefics3Processor, Idefics3VisionConfig
 from transformers import InternVLConfig, InternVLForConditionalGeneration, InternVLProcessor, InternVLVisionConfig
+from transformers import LlavaProcessor, VipLlavaConfig, VipLlavaForConditionalGeneration
+from transformers.models.clip.image_processing_pil_clip import CLIPImageProcessorPil
 from transformers.models.gemma3.image_processing_pil_gemma3 import Gemma3ImageProcessorPil
 from transformers.models.got_ocr2.image_processing_pil_got_ocr2 import GotOcr2ImageProcessorPil
 from transformers.models.idefics3.image_processing_pil_idefics3 import Idefics3ImageProcessorPil
@@ -106,6 +110,15 @@ def save_tiny(d, kind: str) -> str:
             vision_config=InternVLVisionConfig(**{**VISION, "image_size": (32, 32), "patch_size": (8, 8)}),
             text_config=Qwen2Config(vocab_size=len(vocab), pad_token_id=1, **TEXT), image_token_id=6,
             image_seq_length=4))
+    elif kind == "vipllava":  # no family piece: the generic path probes which layers its projector reads
+        tok, vocab = word_tokenizer(["<unk>", "<s>", "</s>", "<pad>", "<image>"], bos_token="<s>", eos_token="</s>",
+                                    pad_token="<pad>", extra_special_tokens={"image_token": "<image>"})
+        ip = CLIPImageProcessorPil(size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32})
+        processor = LlavaProcessor(image_processor=ip, tokenizer=tok, patch_size=8, chat_template=MISTRAL,
+                                   vision_feature_select_strategy="default", num_additional_image_tokens=1)
+        model = VipLlavaForConditionalGeneration(VipLlavaConfig(
+            vision_config=CLIPVisionConfig(**{**VISION, "num_hidden_layers": 3}), image_token_id=4,
+            text_config=LlamaConfig(vocab_size=len(vocab), pad_token_id=3, **TEXT), vision_feature_layers=[-2, 1]))
     else:
         tok, vocab = word_tokenizer(["<unk>", "<|endoftext|>", "<|im_start|>", "<|im_end|>", "<image>", "<video>"],
                                     eos_token="<|im_end|>", pad_token="<|endoftext|>",
@@ -134,6 +147,7 @@ EXPECT = {
     # the tiles are the image itself; the global image is a LANCZOS 64 -> 32 resize (the twin: antialiased bicubic)
     "idefics3": (64, (5 * 16, 32), 5 * 4, lambda t: t[:, :-1]),
     "internvl": (64, (5 * 16, 32), 5 * 4, lambda t: t[:, :-1]),  # the thumbnail: a 64 -> 32 bicubic resize
+    "vipllava": (32, (16, 2 * 32), 16, lambda t: t),  # two layers' states concatenated, CLS dropped
 }
 
 
@@ -233,10 +247,36 @@ def test_a_cross_attention_model_is_refused_by_name(tmp_path, bench):
                                          supported_aspect_ratios=[[1, 1], [1, 2], [2, 1]]),
         text_config=MllamaTextConfig(vocab_size=len(vocab), cross_attention_layers=[1], pad_token_id=3, **TEXT),
         image_token_index=4)).save_pretrained(tmp_path)
-    with pytest.raises(ValueError, match="image_size applies to .*not to 'mllama'"):
+    with pytest.raises(ValueError, match="image_size applies to .*'mllama' is not: .*cross-attention"):
         load_model(f"hf:{tmp_path}", device="cpu", image_size=64)
     model = load_model(f"hf:{tmp_path}", device="cpu")
     assert evaluate(model, bench.subset(2), "real").summary["n"]["real"] == 2
     with pytest.raises(NotSupportedYet, match="mllama.*cross-attention layers inside the LM.*no `tokens`"):
         run_optimization(model, bench.subset(2), OptimizeSpec("pixels"), OptimizeConfig(steps=1),
                          RunDir.open(tmp_path / "run", {"x": 1}))
+
+
+def test_a_model_outside_the_families_is_probed_or_refused_naming_the_probe(tmp_path, monkeypatch):
+    """VipLLaVA has no family piece: the probe finds the layers its projector reads. When the model's own image
+    features are something else, the probe fails and optimization is refused saying which step did not fit."""
+    from transformers.models.vipllava.modeling_vipllava import VipLlavaModel
+
+    from mirage.models.hf_families import Probed
+    from mirage.models.hf_processor import NotSupportedYet, ProcessorVLM
+
+    d = save_tiny(tmp_path / "vip", "vipllava")
+    vlm = load_model(f"hf:{d}", device="cpu")
+    assert type(vlm.family) is Probed and (vlm.family.layer, vlm.family.drop) == ([-2, 1], True)
+    own = VipLlavaModel.get_image_features
+
+    @functools.wraps(own)
+    def doubled(self, *args, **kwargs):
+        out = own(self, *args, **kwargs)
+        out.pooler_output = out.pooler_output * 2
+        return out
+
+    monkeypatch.setattr(VipLlavaModel, "get_image_features", doubled)
+    refused = load_model(f"hf:{d}", device="cpu")
+    assert isinstance(refused, ProcessorVLM)
+    with pytest.raises(NotSupportedYet, match="vipllava.*get_image_features is not the vision tower's"):
+        refused.preprocess(torch.zeros(1, 3, 32, 32))

@@ -43,8 +43,9 @@ def load_hf(path: str, device: torch.device, dtype: torch.dtype | None = None, d
                          f"(full support: {', '.join(FULL.values())}; others through AutoModelForImageTextToText)")
     from .hf_families import FAMILIES
 
-    if image_size is not None and kind not in ("qwen2_vl", "qwen2_5_vl", "qwen3_vl") and kind not in FAMILIES:
-        raise ValueError(f"image_size applies to the Qwen2-VL family and to {', '.join(FAMILIES)}, not to {kind!r}")
+    if image_size is not None and kind == "llava":
+        raise ValueError("image_size applies to the Qwen2-VL family and to the generic path, not to 'llava' "
+                         "(LLaVA-1.5 runs at its tower's size)")
     dtype = dtype or (torch.bfloat16 if device.type == "cuda" else torch.float32)
     max_memory = None
     if gpus and len(gpus) > 1:
@@ -82,11 +83,29 @@ def load_hf(path: str, device: torch.device, dtype: torch.dtype | None = None, d
 
         vlm = HFGeneric(model, load_processor(path, kind), image_size, f"hf:{path}")
     else:
-        from transformers import AutoProcessor
-
-        from .hf_processor import ProcessorVLM
-
-        vlm = ProcessorVLM(model, AutoProcessor.from_pretrained(path), f"hf:{path}")
+        vlm = _probed_or_processor(model, path, kind, image_size)
     vlm.attn_implementation = attn
     vlm.device_map = device_map
+    return vlm
+
+
+def _probed_or_processor(model, path: str, kind: str, image_size: int | None) -> VLM:
+    """Another family: the generic path where its probes pass (one fixed-size image, tower -> projector, the LM as
+    its own forward), else its own processor for conditions, with the reason optimization is refused."""
+    from transformers import AutoProcessor
+
+    from .hf_families import REFUSED, NotGeneric
+    from .hf_generic import HFGeneric, load_processor
+    from .hf_processor import ProcessorVLM
+
+    why = REFUSED.get(kind)
+    if why is None:
+        try:
+            return HFGeneric(model, load_processor(path, kind), image_size, f"hf:{path}")
+        except NotGeneric as e:
+            why = str(e)
+    if image_size is not None:
+        raise ValueError(f"hf:{path}: image_size applies to models on mirage's stages; {kind!r} is not: {why}")
+    vlm = ProcessorVLM(model, AutoProcessor.from_pretrained(path), f"hf:{path}")
+    vlm.why = why
     return vlm

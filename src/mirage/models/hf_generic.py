@@ -23,7 +23,7 @@ import torch
 from PIL import Image
 from torch import Tensor
 
-from .hf_families import FAMILIES
+from .hf_families import FAMILIES, NotGeneric, Probed
 from .spliced import TransformersSpliced, build_sequences
 from .vlm import IMAGES, EncoderSpec, Visual, on_device
 
@@ -52,6 +52,8 @@ def load_processor(path: str, kind: str):
     from transformers import AutoImageProcessor, AutoTokenizer
     from transformers.models.auto.processing_auto import PROCESSOR_MAPPING_NAMES
 
+    if kind not in PROCESSOR_MAPPING_NAMES:
+        return transformers.AutoProcessor.from_pretrained(path)
     cls = getattr(transformers, PROCESSOR_MAPPING_NAMES[kind])
     params = inspect.signature(cls.__init__).parameters
     settings, _ = cls.get_processor_dict(path)
@@ -76,8 +78,9 @@ class HFGeneric(TransformersSpliced):
         self.image_token_id = getattr(cfg, "image_token_id", None) or cfg.image_token_index
         if self.kind not in NO_TEMPLATE and not (processor.chat_template or self.tokenizer.chat_template):
             raise ValueError(f"{self.name}: the processor has no chat template (instruct checkpoints have one)")
-        self.image_size = image_size or FAMILIES[self.kind].default_size(self.image_processor)
-        self.family = FAMILIES[self.kind](self, self.image_size)
+        family = FAMILIES.get(self.kind, Probed)
+        self.image_size = image_size or family.default_size(self.image_processor)
+        self.family = family(self, self.image_size)
         s = self.image_size
         with torch.no_grad():  # the stages' shapes, from one blank image
             f = self.family.tower(self.family.twin(torch.zeros(1, 3, s, s, device=self.device)).to(self.dtype))
@@ -88,6 +91,21 @@ class HFGeneric(TransformersSpliced):
         found = self._fixed_ids("x").count(self.image_token_id)
         if found != n:
             raise ValueError(f"{self.name}: at {s} px the processor writes {found} image tokens, the model gives {n}")
+        if family is Probed:
+            self._check_lm()
+
+    @torch.no_grad()
+    def _check_lm(self) -> None:
+        """A probed model's LM on our spliced embeddings must score as its own forward does (attention masks or
+        positions its forward builds from inputs mirage does not know would differ)."""
+        image = Image.new("RGB", (self.image_size, self.image_size), (90, 160, 30))
+        inputs = {k: on_device(v, self.device) for k, v in self._chat_inputs("x", image).items() if torch.is_tensor(v)}
+        inputs["pixel_values"] = inputs["pixel_values"].to(self.dtype)
+        theirs = self.model(**inputs, use_cache=False).logits[:, -1].float()
+        mine = self.next_token_logits(["x"], self.visual_from_images([image]))
+        if not torch.allclose(mine, theirs, atol=1e-3, rtol=1e-3):
+            raise NotGeneric("its LM on spliced image embeddings does not score as its own forward (it builds "
+                             "attention masks or positions from inputs the generic path does not know)")
 
     # --- prompts --------------------------------------------------------------------------------
     def _chat_inputs(self, prompt: str, image: Image.Image) -> dict:

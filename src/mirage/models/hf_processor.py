@@ -41,7 +41,7 @@ class ProcessorVLM(VLM):
         from .hf_families import FAMILIES, REFUSED
 
         kind = self.model.config.model_type
-        why = REFUSED.get(kind) or ("its vision tower, connector and LM are not mapped onto mirage's stages (pixels "
+        why = getattr(self, "why", None) or REFUSED.get(kind) or ("its vision tower, connector and LM are not mapped onto mirage's stages (pixels "
                                     "-> processed -> features -> tokens) with a differentiable twin of its image "
                                     "processor")
         return NotSupportedYet(
