@@ -82,8 +82,13 @@ class HFGeneric(TransformersSpliced):
         self.image_size = image_size or family.default_size(self.image_processor)
         self.family = family(self, self.image_size)
         s = self.image_size
-        with torch.no_grad():  # the stages' shapes, from one blank image
-            f = self.family.tower(self.family.twin(torch.zeros(1, 3, s, s, device=self.device)).to(self.dtype))
+        with torch.no_grad():  # the stages' shapes, from one grey image, and the twin's layout against the processor
+            twin = self.family.twin(torch.full((1, 3, s, s), 128 / 255, device=self.device))
+            real = self.process_images([Image.new("RGB", (s, s), (128, 128, 128))])[ENCODER]
+            if twin.shape != real.shape or float((twin - real).abs().mean()) > 1e-3:
+                raise ValueError(f"{self.name}: at {s} px the processor gives pixel values {tuple(real.shape)}, the "
+                                 f"{type(self.family).__name__} twin {tuple(twin.shape)}: its layout is not the twin's")
+            f = self.family.tower(twin.to(self.dtype))
             n = self.family.project(f).shape[1]
         ip = self.image_processor
         self.encoders = [EncoderSpec(ENCODER, s, tuple(ip.image_mean), tuple(ip.image_std), f.shape[1], f.shape[2])]
