@@ -215,6 +215,9 @@ def test_gradients_reach_the_pixels(vlm, bench):
 def test_conditions_and_optimized_inputs_run(vlm, bench, tmp_path):
     res = evaluate(vlm, bench.subset(4), "real,blank,noise", out=tmp_path / "cond")
     assert res.summary["n"]["real"] == 4
+    env = __import__("json").loads((tmp_path / "cond" / "config.json").read_text())["environment"]
+    assert env["image_size"] == vlm.image_size and env["fixed_layout"]["family"] == type(vlm.family).__name__
+    assert ("documented" in env["prompt_format"]) == (vlm.kind == "paligemma")
     run = RunDir.open(tmp_path / "opt", {"x": 1})
     for spec in (OptimizeSpec("features"), OptimizeSpec("pixels"), OptimizeSpec("pixels", scope="universal", train=2)):
         rows = run_optimization(vlm, bench.subset(4), spec, OptimizeConfig(steps=2, batch_size=2), run)

@@ -101,7 +101,8 @@ def _write_timings(run, load_s: float, work_s: float, world) -> None:
 GPUS_HELP = "torchrun: GPUs per rank; the model is split over them (e.g. 8 GPUs as 4 ranks x 2)."
 DTYPE_HELP = "float32/fp32, bfloat16/bf16 or float16/fp16 (default: bf16 on GPU, fp32 on CPU; demo: fp32)."
 DEVICE_MAP_HELP = "hf: accelerate device map, e.g. auto (the default when several GPUs are visible)."
-IMAGE_SIZE_HELP = "hf Qwen2-VL family: the fixed square resolution of optimized inputs (a multiple of 28; 448)."
+IMAGE_SIZE_HELP = ("hf: the fixed square resolution of optimized inputs (Qwen2-VL: a multiple of 28, Qwen3-VL: of 32, "
+                   "default 448; the generic families: default the processor's own, see the README's model table).")
 
 
 @app.command("eval")

@@ -74,6 +74,8 @@ def environment(model: VLM) -> dict:
            "transformers": transformers.__version__}
     if getattr(model, "device_map", None):
         env["device_map"] = model.device_map
+    if getattr(model, "run_facts", None):  # e.g. the generic path's prompt format and fixed-size layout
+        env.update(model.run_facts())
     return env
 
 

@@ -99,6 +99,15 @@ class HFGeneric(TransformersSpliced):
         if family is Probed:
             self._check_lm()
 
+    def run_facts(self) -> dict:
+        """What a run records about how this model was prompted and laid out at the fixed size."""
+        prompt = ("<image> x N, BOS, prompt, newline (PaliGemma's documented format)" if self.kind in NO_TEMPLATE
+                  else "the processor's chat template: image, prompt, one user turn, generation prompt")
+        layout = {k: list(v) if isinstance(v, tuple) else v for k, v in vars(self.family).items()
+                  if k in ("grid", "best", "n_images", "n_patches", "out", "layer", "drop")}
+        return {"prompt_format": prompt, "image_size": self.image_size,
+                "fixed_layout": {"family": type(self.family).__name__, **layout}}
+
     @torch.no_grad()
     def _check_lm(self) -> None:
         """A probed model's LM on our spliced embeddings must score as its own forward does (attention masks or
