@@ -225,6 +225,11 @@ def test_conditions_and_optimized_inputs_run(vlm, bench, tmp_path):
     # the PNGs are re-checked through the native path
     assert {r["source"] for r in run.rows()} >= {"pixels-question-png", "pixels-universal-png"}
     assert not any(p.requires_grad or p.grad is not None for p in vlm.parameters())
+    q = bench.questions[0]  # greedy answers: the prompt's attention rules hold for the generated tokens too
+    inputs = vlm._chat_inputs(bench.prompt(q), q.image())
+    theirs = vlm.model.generate(**inputs, max_new_tokens=3, do_sample=False)[0, inputs["input_ids"].shape[1]:]
+    assert vlm.generate([bench.prompt(q)], vlm.visual_from_images([q.image()]), 3) == \
+        [vlm.tokenizer.decode(theirs, skip_special_tokens=True).strip()]
 
 
 def test_a_cross_attention_model_is_refused_by_name(tmp_path, bench):
