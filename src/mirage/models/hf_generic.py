@@ -65,7 +65,8 @@ def load_processor(path: str, kind: str):
 
 
 class HFGeneric(TransformersSpliced):
-    """A transformers VLM of a family in `FAMILIES`, its processor, and a fixed size for optimized inputs."""
+    """A transformers VLM of a family in `FAMILIES` (or one whose probes pass, `Probed`), its processor, and a fixed
+    size for optimized inputs."""
 
     def __init__(self, model, processor, image_size: int | None = None, name: str = ""):
         super().__init__()
@@ -117,7 +118,8 @@ class HFGeneric(TransformersSpliced):
         inputs["pixel_values"] = inputs["pixel_values"].to(self.dtype)
         theirs = self.model(**inputs, use_cache=False).logits[:, -1].float()
         mine = self.next_token_logits(["x"], self.visual_from_images([image]))
-        if not torch.allclose(mine, theirs, atol=1e-3, rtol=1e-3):
+        tol = 1e-4 if self.dtype == torch.float32 else 2e-2  # bf16: rounding differs between the two graphs
+        if float((mine - theirs).abs().max()) > tol * max(1.0, float(theirs.abs().max())):
             raise NotGeneric("its LM on spliced image embeddings does not score as its own forward (it builds "
                              "attention masks or positions from inputs the generic path does not know)")
 
