@@ -4,6 +4,7 @@ OneVision processor saved and loaded without its video part, no torchvision here
 bidirectional image attention), PaliGemma (no chat template, prefix LM)."""
 
 import functools
+import importlib.util
 
 import pytest
 import torch
@@ -288,3 +289,17 @@ def test_a_model_outside_the_families_is_probed_or_refused_naming_the_probe(tmp_
     assert isinstance(refused, ProcessorVLM)
     with pytest.raises(NotSupportedYet, match="vipllava.*get_image_features is not the vision tower's"):
         refused.preprocess(torch.zeros(1, 3, 32, 32))
+
+
+def test_processors_with_a_video_part_load_without_torchvision(tmp_path):
+    """LLaVA-OneVision's full processor wants its video processor (torchvision, absent here): `hf:DIR` builds it from
+    the saved image processor, tokenizer and settings, and its prompt is the processor's own."""
+    from transformers import AutoProcessor
+
+    d = save_tiny(tmp_path, "llava_onevision")
+    if importlib.util.find_spec("torchvision") is None:
+        with pytest.raises(Exception):  # the video processor's classes are missing
+            AutoProcessor.from_pretrained(d)
+    vlm = load_model(f"hf:{d}", device="cpu")
+    assert not hasattr(vlm.processor, "video_processor") and vlm.processor.num_image_tokens == 16
+    assert vlm.chat_text("x").startswith("<|im_start|>user\n<image>")
