@@ -105,6 +105,9 @@ def _probed_or_processor(model, path: str, kind: str, image_size: int | None) ->
             return HFGeneric(model, load_processor(path, kind), image_size, f"hf:{path}")
         except NotGeneric as e:
             why = str(e)
+        except (AttributeError, IndexError, KeyError, NotImplementedError, RuntimeError, TypeError, ValueError) as e:
+            # models that loaded for conditions before the generic path existed still do
+            why = f"the generic path could not map it ({type(e).__name__}: {e})"
     if image_size is not None:
         raise ValueError(f"hf:{path}: image_size applies to models on mirage's stages; {kind!r} is not: {why}")
     vlm = ProcessorVLM(model, AutoProcessor.from_pretrained(path), f"hf:{path}")
