@@ -3,9 +3,10 @@ says how its image processor lays the image out (a differentiable twin built fro
 configuration), how its vision tower gives the features the connector reads, and how the connector turns them into
 the tokens spliced into the LM. Everything else (prompt, splicing, LM, native resolution) is shared.
 
-Families: `anyres` (LLaVA-NeXT, LLaVA-OneVision: a tile grid chosen once at the fixed size, unpadding and newline
-tokens by the model's own `pack_image_features`), `single` (Gemma 3 with its pooling projector, PaliGemma: one
-SigLIP image), `idefics3` (Idefics3, SmolVLM: tiles plus the global image, pixel shuffle in the connector).
+Families: `Anyres` (LLaVA-NeXT, LLaVA-OneVision: a tile grid chosen once at the fixed size, unpadding and newline
+tokens by the model's own `pack_image_features`), `Gemma3` and `PaliGemma` (one SigLIP image; Gemma 3's pooling
+projector), `Idefics3` (Idefics3, SmolVLM: tiles plus the global image, pixel shuffle in the connector), `InternVL`
+(crop_to_patches tiles plus the thumbnail), and `Probed` for any other model that passes its probes.
 """
 
 from __future__ import annotations
@@ -18,8 +19,8 @@ import torch.nn.functional as F
 from torch import Tensor
 
 # PIL resampling filter number -> torch interpolation. PIL's BICUBIC and BILINEAR with antialiasing are what
-# torch's antialiased modes reproduce (to ~1/255, PIL rounding to 8 bits between its two passes); LANCZOS has no
-# torch mode, so the twin uses antialiased bicubic there (the difference is measured in the Idefics3 test).
+# torch's antialiased modes reproduce (a mean 0.1/255, PIL rounding to 8 bits between its two passes); LANCZOS has
+# no torch mode, so the twin uses antialiased bicubic there (bench/twin_fidelity.py measures both).
 RESAMPLE = {0: "nearest", 1: "bicubic", 2: "bilinear", 3: "bicubic"}  # NEAREST, LANCZOS, BILINEAR, BICUBIC
 
 # model types the generic path cannot run, and why: said by name, never run as if they fit
@@ -39,7 +40,11 @@ def resize(x: Tensor, size: tuple[int, int], resample: int) -> Tensor:
 
 
 def normalize(x: Tensor, ip) -> Tensor:
-    """The processor's rescale is the [0, 1] range itself; then its mean and std (where it normalises)."""
+    """[0, 1] pixels (8-bit levels / 255) rescaled and normalised as the processor does (its rescale factor, mean
+    and std, each where it applies)."""
+    rescale = ip.rescale_factor * 255 if getattr(ip, "do_rescale", True) else 255.0
+    if rescale != 1:
+        x = x * rescale
     if not getattr(ip, "do_normalize", True):
         return x
     mean = torch.tensor(ip.image_mean, device=x.device, dtype=x.dtype).view(1, 3, 1, 1)
