@@ -303,3 +303,24 @@ def test_processors_with_a_video_part_load_without_torchvision(tmp_path):
     vlm = load_model(f"hf:{d}", device="cpu")
     assert not hasattr(vlm.processor, "video_processor") and vlm.processor.num_image_tokens == 16
     assert vlm.chat_text("x").startswith("<|im_start|>user\n<image>")
+
+
+def test_cli_optimizes_a_generic_family_at_its_image_size(tmp_path):
+    """`mirage optimize --model hf:DIR --image-size`: pixels at the fixed size, re-checked from the PNG at native
+    resolution, the layout recorded in the run's config."""
+    import json
+
+    from typer.testing import CliRunner
+
+    from mirage.cli import app
+
+    d = save_tiny(tmp_path / "m", "gemma3")
+    out = tmp_path / "run"
+    res = CliRunner().invoke(app, ["optimize", "--model", f"hf:{d}", "--image-size", "64", "--input", "pixels",
+                                   "--benchmark", "scienceqa", "--data-dir", "/work/shared/fixtures/scienceqa",
+                                   "--limit", "2", "--steps", "2", "--device", "cpu", "-q", "--out", str(out)])
+    assert res.exit_code == 0, res.output
+    cfg = json.loads((out / "config.json").read_text())
+    assert cfg["image_size"] == 64 and cfg["environment"]["fixed_layout"]["family"] == "Gemma3"
+    rows = [json.loads(line) for line in (out / "results.jsonl").read_text().splitlines()]
+    assert {r["source"] for r in rows} >= {"pixels-question", "pixels-question-png"}
