@@ -74,7 +74,8 @@ class Probed(Single):
                     mine = self.project(self.tower(pv.to(vlm.dtype)))[0]
                 except (RuntimeError, ValueError, IndexError):
                     continue
-                if mine.shape == own.shape and torch.allclose(mine, own, atol=1e-5, rtol=1e-4):
+                tol = 1e-4 if vlm.dtype == torch.float32 else 2e-2  # bf16 rounds the two graphs differently
+                if mine.shape == own.shape and float((mine - own).abs().max()) <= tol * max(1.0, float(own.abs().max())):
                     return
         raise NotGeneric("its get_image_features is not the vision tower's last hidden state or its configured "
                          "feature layer(s) through `multi_modal_projector`")
@@ -87,9 +88,11 @@ class Probed(Single):
 
 
 def probe_image(size: int):
-    """A fixed random RGB image (PIL) of size x size, the same on every load."""
-    g = np.random.default_rng(0)
-    return Image.fromarray(g.integers(0, 256, (size, size, 3), dtype=np.uint8))
+    """A fixed smooth RGB image (PIL) of size x size, the same on every load: colour ramps and waves, so a resize
+    in the processor is probed on an image like a photograph rather than on noise."""
+    y, x = np.mgrid[0:size, 0:size] / max(size - 1, 1)
+    rgb = np.stack([x, y, 0.5 + 0.5 * np.sin(6 * np.pi * x * y)], -1)
+    return Image.fromarray((rgb * 255).round().astype(np.uint8))
 
 
 class Gemma3(Single):
