@@ -2,11 +2,12 @@
 (no weights needed): `PYTHONPATH=src python bench/twin_fidelity.py`, on the ScienceQA fixture's first 6 images.
 
 2026-12-02 (torch 2.13 CPU, transformers 5.24), |twin - PIL| in 8-bit levels (x255), per image of the layout:
-  llava_next@672       (1, 5, 3, 336, 336)  mean [0.099, 0, 0, 0, 0]  max 4.9   (base image 672 -> 336 bicubic)
-  llava_onevision@768  (1, 5, 3, 384, 384)  mean [0.098, 0, 0, 0, 0]  max 4.0
-  internvl@896         (1, 5, 3, 448, 448)  mean [0, 0, 0, 0, 0.095]  max 5.1   (thumbnail 896 -> 448 bicubic)
-  idefics3 global 1456 -> 364: the twin's bicubic vs PIL LANCZOS mean 0.29, max 16.7; vs PIL bicubic 0.09, 3.8
-The tiles are exact; a resize differs by PIL's 8-bit rounding between its passes (and, for LANCZOS, the filter).
+  llava_next@672       (1, 5, 3, 336, 336)  mean [0.099, 0, 0, 0, 0]  max 1.1   (base image 672 -> 336 bicubic)
+  llava_onevision@768  (1, 5, 3, 384, 384)  mean [0.098, 0, 0, 0, 0]  max 1.0
+  internvl@896         (1, 5, 3, 448, 448)  mean [0, 0, 0, 0, 0.095]  max 1.1   (thumbnail 896 -> 448 bicubic)
+  idefics3 global 1456 -> 364: the twin's bicubic vs PIL LANCZOS mean 0.29, max 16.4; vs PIL bicubic 0.09, 1.0
+The tiles are exact; a resize (two passes, each clipped, as PIL) differs by PIL's 8-bit rounding (and, for
+LANCZOS, by the filter).
 """
 
 import io

@@ -189,7 +189,7 @@ def test_twin_equals_the_processor_at_the_fixed_size(vlm, bench):
     assert twin.shape == real.shape
     # exact where the processor does not resample; a resize is torch's antialiased filter against PIL's
     torch.testing.assert_close(exact(twin), exact(real), atol=1e-5, rtol=0)
-    assert (twin - real).abs().mean() < 0.01
+    assert (twin - real).abs().mean() < 0.01 and (twin - real).abs().max() < 0.15  # LANCZOS: ~16/255 at most
     # our stages at the fixed size equal the model's get_image_features on the same pixels, and so do the logits
     tokens = vlm.connect(vlm.encode({"vision": real}))
     extra = {"image_sizes": torch.tensor([[size, size]] * 3)} if hasattr(vlm.family, "grid") else {}

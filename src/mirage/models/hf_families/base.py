@@ -8,18 +8,25 @@ import torch.nn.functional as F
 from torch import Tensor
 
 # PIL resampling filter number -> torch interpolation. PIL's BICUBIC and BILINEAR with antialiasing are what
-# torch's antialiased modes reproduce (a mean 0.1/255, PIL rounding to 8 bits between its two passes); LANCZOS has
+# torch's antialiased modes reproduce (a mean 0.1/255, a max 1/255: PIL's 8-bit rounding); LANCZOS has
 # no torch mode, so the twin uses antialiased bicubic there (bench/twin_fidelity.py measures both).
 RESAMPLE = {0: "nearest", 1: "bicubic", 2: "bilinear", 3: "bicubic"}  # NEAREST, LANCZOS, BILINEAR, BICUBIC
 
 
 def resize(x: Tensor, size: tuple[int, int], resample: int) -> Tensor:
-    """[B, 3, H, W] in [0, 1] -> [B, 3, h, w] as the processor's PIL resize does it (identity at the same size)."""
-    if tuple(x.shape[-2:]) == tuple(size):
+    """[B, 3, H, W] in [0, 1] -> [B, 3, h, w] as the processor's PIL resize does it (identity at the same size): in
+    PIL's two passes, horizontal then vertical, each clipped to [0, 1] as PIL clips its 8-bit intermediate (the
+    same rule as Cambrian's `resize_like_pil`, for any size and filter)."""
+    h, w = x.shape[-2:]
+    if (h, w) == tuple(size):
         return x
     mode = RESAMPLE.get(int(resample), "bicubic")
     aa = dict(antialias=True, align_corners=False) if mode != "nearest" else {}
-    return F.interpolate(x, size=size, mode=mode, **aa).clamp(0, 1)
+    if w != size[1]:
+        x = F.interpolate(x, size=(h, size[1]), mode=mode, **aa).clamp(0, 1)
+    if h != size[0]:
+        x = F.interpolate(x, size=tuple(size), mode=mode, **aa).clamp(0, 1)
+    return x
 
 
 def normalize(x: Tensor, ip) -> Tensor:
