@@ -53,4 +53,6 @@ def model_environment(model) -> dict:
         env["device_map"] = model.device_map
     if getattr(model, "image_aspect_ratio", None):  # LLaVA-1.5's preprocessing: pad (official) or crop
         env["image_aspect_ratio"] = model.image_aspect_ratio
+    if getattr(model, "run_facts", None):  # e.g. the generic path's prompt format and fixed-size layout
+        env.update(model.run_facts())
     return env

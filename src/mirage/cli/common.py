@@ -34,7 +34,8 @@ Dtype = Annotated[Optional[str], typer.Option(
 DeviceMap = Annotated[Optional[str], typer.Option(
     help="hf: accelerate device map, e.g. auto (the default when several GPUs are visible).")]
 ImageSize = Annotated[Optional[int], typer.Option(
-    min=28, help="hf Qwen2-VL family: the fixed square resolution of optimized inputs (a multiple of 28; 448).")]
+    min=28, help="hf: the fixed square resolution of optimized inputs (Qwen2-VL: a multiple of 28, Qwen3-VL: of 32, "
+    "default 448; the generic families: default the processor's own, see the README's model table).")]
 AspectRatio = Annotated[Optional[str], typer.Option(
     help="hf LLaVA-1.5: pad (the official LLaVA code's, the default) or crop (the transformers processor's).")]
 GpusPerRank = Annotated[int, typer.Option(

@@ -1,8 +1,10 @@
 """Loading transformers VLMs (`hf:<hub id or directory>`): dtype, device map and attention by the hardware.
 
-Backends by model type: LLaVA-1.5 and the Qwen2-VL family get the full VLM interface (every stage, so every
-input and scope); any other image-text-to-text model with a chat template is evaluated through its own processor
-(`ProcessorVLM`), and optimization says what is missing.
+Backends by model type: LLaVA-1.5 and the Qwen2-VL family (Qwen2-VL, Qwen2.5-VL, Qwen3-VL) have their own backends,
+the families in `hf_families.FAMILIES` (LLaVA-NeXT/OneVision, Gemma 3, PaliGemma, Idefics3/SmolVLM, InternVL) the
+generic one (`hf_generic`), as does any other model whose probes pass (one fixed-size image, tower -> projector, the
+LM as its own forward): all get every stage, so every input and scope. Any other image-text-to-text model with a chat
+template is evaluated through its own processor (`ProcessorVLM`), and optimization says what does not fit.
 """
 
 from __future__ import annotations
@@ -13,7 +15,8 @@ import torch
 
 from .vlm import VLM
 
-FULL = {"llava": "LLaVA-1.5 (LlavaForConditionalGeneration)", "qwen2_vl": "Qwen2-VL", "qwen2_5_vl": "Qwen2.5-VL"}
+FULL = {"llava": "LLaVA-1.5 (LlavaForConditionalGeneration)", "qwen2_vl": "Qwen2-VL", "qwen2_5_vl": "Qwen2.5-VL",
+        "qwen3_vl": "Qwen3-VL"}
 
 
 def attention_implementation(device: torch.device) -> str:
@@ -29,9 +32,10 @@ def load_hf(path: str, device: torch.device, dtype: torch.dtype | None = None, d
             image_size: int | None = None, gpus: list[int] | None = None, image_aspect_ratio: str | None = None) -> VLM:
     """Load a transformers VLM from a hub id or directory; bf16 on GPU and fp32 on CPU unless `dtype` is given.
     `device_map` (e.g. "auto") splits it over GPUs, the default when several are visible; `gpus` limits that split
-    to these GPU indices (a torchrun rank's group); `image_size` is the Qwen2-VL family's fixed resolution for
-    optimization (a multiple of 28); `image_aspect_ratio` is LLaVA-1.5's preprocessing (pad: the official code's,
-    the default; crop: the transformers processor's)."""
+    to these GPU indices (a torchrun rank's group); `image_size` is the fixed resolution of optimized inputs
+    (the Qwen2-VL family: a multiple of 28; the generic families: any size, default the processor's own);
+    `image_aspect_ratio` is LLaVA-1.5's preprocessing (pad: the official code's, the default; crop: the
+    transformers processor's)."""
     from transformers import AutoConfig, AutoModelForImageTextToText
     from transformers.models.auto.modeling_auto import MODEL_FOR_IMAGE_TEXT_TO_TEXT_MAPPING_NAMES
 
@@ -40,8 +44,11 @@ def load_hf(path: str, device: torch.device, dtype: torch.dtype | None = None, d
     if kind not in FULL and kind not in MODEL_FOR_IMAGE_TEXT_TO_TEXT_MAPPING_NAMES:
         raise ValueError(f"hf:{path}: model type {kind!r} is not an image-text-to-text model transformers knows "
                          f"(full support: {', '.join(FULL.values())}; others through AutoModelForImageTextToText)")
-    if image_size is not None and not kind.startswith("qwen2"):
-        raise ValueError(f"image_size applies to the Qwen2-VL family, not to {kind!r}")
+    from .hf_families import FAMILIES
+
+    if image_size is not None and kind == "llava":
+        raise ValueError("image_size applies to the Qwen2-VL family and to the generic path, not to 'llava' "
+                         "(LLaVA-1.5 runs at its tower's size)")
     if image_aspect_ratio is not None and kind != "llava":
         raise ValueError(f"image_aspect_ratio applies to LLaVA-1.5, not to {kind!r}")
     dtype = dtype or (torch.bfloat16 if device.type == "cuda" else torch.float32)
@@ -64,23 +71,49 @@ def load_hf(path: str, device: torch.device, dtype: torch.dtype | None = None, d
         from .hf_llava import HFLlava
 
         vlm = HFLlava(model, AutoProcessor.from_pretrained(path), image_aspect_ratio)
-    elif kind in ("qwen2_vl", "qwen2_5_vl"):
+    elif kind in ("qwen2_vl", "qwen2_5_vl", "qwen3_vl"):
         from transformers import AutoImageProcessor, AutoTokenizer
 
-        from .hf_qwen import HFQwen2VL
+        from .hf_qwen import HFQwen2VL, HFQwen3VL
 
         # image processor and tokenizer on their own: the full processor also wants a video processor, which
         # needs torchvision, and mirage uses no video
         tokenizer = AutoTokenizer.from_pretrained(path)
         if not tokenizer.chat_template:
             raise ValueError(f"hf:{path}: the tokenizer has no chat template (instruct checkpoints have one)")
-        vlm = HFQwen2VL(model, AutoImageProcessor.from_pretrained(path), tokenizer, image_size)
+        backend = HFQwen3VL if kind == "qwen3_vl" else HFQwen2VL
+        vlm = backend(model, AutoImageProcessor.from_pretrained(path), tokenizer, image_size)
+    elif kind in FAMILIES:
+        from .hf_generic import HFGeneric, load_processor
+
+        vlm = HFGeneric(model, load_processor(path, kind), image_size, f"hf:{path}")
     else:
-        from transformers import AutoProcessor
-
-        from .hf_processor import ProcessorVLM
-
-        vlm = ProcessorVLM(model, AutoProcessor.from_pretrained(path), f"hf:{path}")
+        vlm = _probed_or_processor(model, path, kind, image_size)
     vlm.attn_implementation = attn
     vlm.device_map = device_map
+    return vlm
+
+
+def _probed_or_processor(model, path: str, kind: str, image_size: int | None) -> VLM:
+    """Another family: the generic path where its probes pass (one fixed-size image, tower -> projector, the LM as
+    its own forward), else its own processor for conditions, with the reason optimization is refused."""
+    from transformers import AutoProcessor
+
+    from .hf_families import REFUSED, NotGeneric
+    from .hf_generic import HFGeneric, load_processor
+    from .hf_processor import ProcessorVLM
+
+    why = REFUSED.get(kind)
+    if why is None:
+        try:
+            return HFGeneric(model, load_processor(path, kind), image_size, f"hf:{path}")
+        except NotGeneric as e:
+            why = str(e)
+        except (AttributeError, IndexError, KeyError, NotImplementedError, RuntimeError, TypeError, ValueError) as e:
+            # models that loaded for conditions before the generic path existed still do
+            why = f"the generic path could not map it ({type(e).__name__}: {e})"
+    if image_size is not None:
+        raise ValueError(f"hf:{path}: image_size applies to models on mirage's stages; {kind!r} is not: {why}")
+    vlm = ProcessorVLM(model, AutoProcessor.from_pretrained(path), f"hf:{path}")
+    vlm.why = why
     return vlm

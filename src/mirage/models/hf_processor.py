@@ -38,11 +38,15 @@ class ProcessorVLM(VLM):
                              "and the question the way the model expects")
 
     def _missing(self, what: str) -> NotSupportedYet:
+        from .hf_families import FAMILIES, REFUSED
+
+        kind = self.model.config.model_type
+        why = getattr(self, "why", None) or REFUSED.get(kind) or ("its vision tower, connector and LM are not mapped onto mirage's stages (pixels "
+                                    "-> processed -> features -> tokens) with a differentiable twin of its image "
+                                    "processor")
         return NotSupportedYet(
-            f"{self.name} ({self.model.config.model_type}): {what} is not supported for this model yet. Optimized "
-            "inputs need its vision tower, connector and LM mapped onto mirage's stages (pixels -> processed -> "
-            "features -> tokens), with a differentiable twin of its image processor; that exists for llava, "
-            "qwen2_vl and qwen2_5_vl. Image conditions work (evaluation through the processor).")
+            f"{self.name} ({kind}): {what} is not supported for this model: {why}. That mapping exists for llava, "
+            f"qwen2_vl, qwen2_5_vl, {', '.join(FAMILIES)}. Image conditions work (evaluation through the processor).")
 
     @property
     def device(self) -> torch.device:

@@ -28,6 +28,7 @@ continues from s + max(h, w). `positions` computes this for left-padded batches,
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Sequence
 
 import torch
@@ -166,6 +167,10 @@ class HFQwen2VL(TransformersSpliced):
             h = h.view(-1, unit, h.shape[-1])[back].reshape(h.shape)
         return h
 
+    def _native_tokens(self, rows: Tensor, grids: Sequence[Sequence[int]]) -> Tensor:
+        """The tower and merger on the processor's patch rows of images with `grids`: [sum N_i, D_lm]."""
+        return self.visual.merger(self._vision(rows, grids))
+
     def encode(self, processed: dict[str, Tensor]) -> dict[str, Tensor]:
         x = processed[ENCODER]  # [B, P, 1176]
         h = self._vision(x.reshape(-1, x.shape[-1]), [(1, self.grid, self.grid)] * x.shape[0])
@@ -180,7 +185,7 @@ class HFQwen2VL(TransformersSpliced):
         if visual.stage == IMAGES:  # native resolution: a grid and a token count per image
             pv, thw = self._processor(visual.value)
             grids = [tuple(g) for g in thw.tolist()]
-            tokens = self.visual.merger(self._vision(pv, grids))  # [sum N_i, D_lm]
+            tokens = self._native_tokens(pv, grids)  # [sum N_i, D_lm]
             counts = [t * h * w // self.merge**2 for t, h, w in grids]
             input_ids, mask, labels = self.sequences(prompts, targets, counts)
             return input_ids, mask, labels, tokens, grids
@@ -192,3 +197,56 @@ class HFQwen2VL(TransformersSpliced):
     def positions(self, input_ids: Tensor, mask: Tensor, layout) -> Tensor:
         grids = layout if layout is not None else [None] * len(input_ids)
         return mrope_positions(input_ids, mask, self.image_token_id, grids, self.merge)
+
+
+class HFQwen3VL(HFQwen2VL):
+    """Qwen3-VL: the Qwen2-VL layout with 16 px patches (32 px merge units, so `image_size` is a multiple of 32) and
+    DeepStack: the hidden states of some vision layers (`deepstack_visual_indexes`), each through its own merger,
+    are added to the LM's hidden states at the image positions after its first layers.
+
+    Stages: `features` = the last hidden states (`vision`) and one encoder per DeepStack layer (`deepstack<i>`, the
+    hidden state after vision block i), all [B, P, D_vision]; `tokens` = the merger's output and the DeepStack
+    mergers' outputs side by side, [B, N, D_lm * (1 + layers)]: everything visual the LM reads."""
+
+    def __init__(self, model, image_processor, tokenizer, image_size: int | None = None):
+        super().__init__(model, image_processor, tokenizer, image_size)
+        self.deep = list(self.visual.deepstack_visual_indexes)
+        (spec,) = self.encoders
+        self.encoders = [spec] + [replace(spec, name=f"deepstack{i}") for i in self.deep]
+        self.lm_dim = model.config.text_config.hidden_size
+
+    def _tower(self, rows: Tensor, grids: Sequence[Sequence[int]]):
+        thw = on_device([list(g) for g in grids], rows.device)
+        out = self.visual(rows.to(self.visual.patch_embed.proj.weight.dtype), grid_thw=thw, output_hidden_states=True)
+        return out, [out.hidden_states[i + 1] for i in self.deep]  # hidden_states[0] is the patch embedding
+
+    def _native_tokens(self, rows: Tensor, grids: Sequence[Sequence[int]]) -> Tensor:
+        out, _ = self._tower(rows, grids)
+        return torch.cat([out.pooler_output, *out.deepstack_features], -1)  # [sum N_i, D_lm * (1 + layers)]
+
+    def encode(self, processed: dict[str, Tensor]) -> dict[str, Tensor]:
+        x = processed[ENCODER]  # [B, P, 1536]
+        out, deep = self._tower(x.reshape(-1, x.shape[-1]), [(1, self.grid, self.grid)] * x.shape[0])
+        hs = [out.last_hidden_state, *deep]
+        return {s.name: h.view(x.shape[0], x.shape[1], -1) for s, h in zip(self.encoders, hs)}
+
+    def connect(self, features: dict[str, Tensor]) -> Tensor:
+        dtype = self.visual.patch_embed.proj.weight.dtype
+        flat = {k: v.reshape(-1, v.shape[-1]).to(dtype) for k, v in features.items()}  # [B * P, D_vision]
+        parts = [self.visual.merger(flat[ENCODER])]
+        parts += [m(flat[f"deepstack{i}"]) for m, i in zip(self.visual.deepstack_merger_list, self.deep)]
+        b = features[ENCODER].shape[0]
+        return torch.cat(parts, -1).view(b, -1, self.lm_dim * len(parts))
+
+    def _hidden(self, input_ids: Tensor, mask: Tensor, image_tokens: Tensor | None, layout=None) -> Tensor:
+        embeds = self.embed(input_ids)
+        positions = self.positions(input_ids, mask, layout)
+        extra = {}
+        if image_tokens is not None:
+            d = self.lm_dim
+            flat = image_tokens.reshape(-1, image_tokens.shape[-1]).to(embeds.dtype)  # [sum N, D_lm * (1 + layers)]
+            slots = input_ids == self.image_token_id
+            embeds = embeds.masked_scatter(slots.unsqueeze(-1), flat[:, :d])
+            extra = dict(visual_pos_masks=slots, deepstack_visual_embeds=list(flat[:, d:].split(d, -1)))
+        return self.inner.language_model(inputs_embeds=embeds, attention_mask=mask, position_ids=positions,
+                                         use_cache=False, **extra).last_hidden_state
