@@ -9,7 +9,8 @@ import pyarrow.parquet as pq
 import pytest
 
 from mirage.benchmarks import load_benchmark
-from mirage.benchmarks.mmmu import build_prompt, load_mmmu
+from mirage.benchmarks.mmmu import build_prompt
+from mirage.benchmarks.mmmu_loader import load_mmmu
 from mirage.benchmarks.mmmu_judge import (eval_multi_choice, eval_open, extract_numbers, parse_multi_choice_response,
                                           parse_open_response)
 

@@ -31,7 +31,7 @@ def _scienceqa(split: str = "test", data_dir: str | None = None, all_questions: 
 
 @BENCHMARKS.register("mmmu")
 def _mmmu(split: str = "validation", data_dir: str | None = None, subjects=None, seed: int = 0) -> Benchmark:
-    from .mmmu import load_mmmu
+    from .mmmu_loader import load_mmmu
 
     return load_mmmu(split, data_dir=data_dir, subjects=subjects, seed=seed)
 

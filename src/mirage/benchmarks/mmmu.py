@@ -1,4 +1,5 @@
-"""MMMU (Yue et al., CVPR 2024): loader and the official LLaVA-1.5 prompt (the official answer parsing: mmmu_judge).
+"""MMMU (Yue et al., CVPR 2024): subjects, rows and the official LLaVA-1.5 prompt (loading: mmmu_loader; the
+official answer parsing: mmmu_judge).
 Like the official LLaVA-1.5 runner, which feeds the model only `image_1` (its check for images in the options never
 fires, since it iterates the options *string*), evaluation here uses a question's first image; `<image N>` tags stay.
 """
@@ -6,10 +7,9 @@ fires, since it iterates the options *string*), evaluation here uses a question'
 from __future__ import annotations
 
 import ast
-from pathlib import Path
 from typing import Any
 
-from .question import LETTERS, Benchmark, Question
+from .question import LETTERS, Question
 
 # The 30 hub configs of MMMU/MMMU, in the official runner's order (CAT_SHORT2LONG, alphabetical).
 SUBJECTS = (
@@ -87,58 +87,3 @@ def row_to_question(row: dict, subject: str) -> Question:
     meta.update(index2ans=index2ans, all_choices=all_choices)
     return Question(id=row["id"], text=row["question"], choices=tuple(options), answer=all_choices.index(answer),
                     images=tuple(images), type=subject, meta=meta)
-
-
-def _check_subjects(subjects) -> tuple[str, ...]:
-    if subjects is None:
-        return SUBJECTS
-    if isinstance(subjects, str):
-        subjects = [subjects]
-    from ..registry import did_you_mean
-
-    for s in subjects:
-        if s not in SUBJECTS:
-            raise ValueError(did_you_mean("MMMU subject", s, list(SUBJECTS)))
-    return tuple(subjects)
-
-
-def _local_files(data_dir: Path, split: str, subjects: tuple[str, ...], explicit: bool) -> list[tuple[str, list[Path]]]:
-    if not data_dir.is_dir():
-        raise FileNotFoundError(f"MMMU data directory {str(data_dir)!r} does not exist")
-    groups = []
-    for subject in subjects:
-        files = sorted((data_dir / subject).glob(f"{split}-*.parquet"))
-        if not files and explicit:
-            raise FileNotFoundError(f"no MMMU {split!r} parquet for subject {subject!r} in {str(data_dir / subject)!r} "
-                                    f"(expected {subject}/{split}-*.parquet)")
-        if files:
-            groups.append((subject, files))
-    if not groups:
-        raise FileNotFoundError(f"no MMMU {split!r} parquet files in {str(data_dir)!r} "
-                                f"(expected <Subject>/{split}-*.parquet)")
-    return groups
-
-
-def _spec():
-    from .spec import SPEC_DIR, load_spec
-
-    return load_spec(SPEC_DIR / "mmmu.toml")
-
-
-def load_mmmu(split: str = "validation", data_dir: str | Path | None = None, subjects=None, seed: int = 0) -> Benchmark:
-    """MMMU `split` from `data_dir` (hub layout `<Subject>/<split>-*.parquet`) or, when None, from the hub (only
-    those subjects' files of that split). `subjects` restricts to some of `SUBJECTS`; questions come by subject,
-    then file order. `seed` is unused (fixed data). Rows are read by the hub loader through specs/mmmu.toml."""
-    from .hub import download, read_questions
-
-    if split not in SPLITS:
-        from ..registry import did_you_mean
-
-        raise ValueError(did_you_mean("MMMU split", split, list(SPLITS)))
-    chosen = _check_subjects(subjects)
-    spec, from_hub = _spec(), data_dir is None
-    if from_hub:
-        data_dir = download(spec, [g for s in chosen for g in spec.files(s, split)])
-    groups = _local_files(Path(data_dir), split, chosen, explicit=subjects is not None or from_hub)
-    questions = [q for subject, files in groups for q in read_questions(spec, files, subject, split)]
-    return Benchmark("mmmu", split, questions, mmmu_prompt)
