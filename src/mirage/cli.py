@@ -23,6 +23,15 @@ console = Console(width=None if sys.stdout.isatty() else 130)  # logs and pipes 
 EXPECTED = (UnknownNameError, RunConfigMismatch, ImageLoadError, FileNotFoundError, ValueError)
 
 
+@app.callback()
+def _start(threads: Optional[int] = typer.Option(None, "--threads", min=1, envvar="MIRAGE_THREADS", help=(
+        "CPU threads for torch (default: the cores this process may use, shared among torchrun ranks; "
+        "OMP_NUM_THREADS, when set, is kept)."))) -> None:
+    from .threads import apply_threads
+
+    apply_threads(threads)
+
+
 def _fail(err: Exception) -> None:
     console.print(f"[bold red]error:[/] {err}", highlight=False)
     raise typer.Exit(2)
