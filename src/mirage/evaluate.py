@@ -13,6 +13,7 @@ from .benchmarks.question import LETTERS, Benchmark, Question
 from .conditions import Condition, ConditionContext, parse_conditions, seed_for
 from .distributed import SINGLE, World
 from .models.vlm import VLM, Visual
+from .prefetch import batch_visual, condition_batches, default_workers, prefetched
 from .progress import progress_bar
 from .runs import RunDir
 from .stats import summarize
@@ -79,9 +80,10 @@ def environment(model: VLM) -> dict:
 
 def evaluate_conditions(model: VLM, benchmark: Benchmark, conditions: Sequence[Condition], *, seed: int = 0,
                         batch_size: int = 32, run: RunDir | None = None, quiet: bool = False,
-                        scoring: str = "letter", world: World = SINGLE) -> list[dict]:
+                        scoring: str = "letter", world: World = SINGLE, workers: int | None = None) -> list[dict]:
     """Rows for every (question, condition), skipping those `run` already holds and appending new ones to it.
-    Under torchrun each rank takes its shard of the questions (conditions still see the whole benchmark)."""
+    Under torchrun each rank takes its shard of the questions (conditions still see the whole benchmark).
+    `workers`: threads preparing images ahead of the model (default: `prefetch.default_workers`; 0: none)."""
     if scoring not in SCORINGS:
         raise ValueError(f"--scoring: unknown scoring {scoring!r} (allowed: {', '.join(SCORINGS)})")
     if run:
@@ -92,19 +94,19 @@ def evaluate_conditions(model: VLM, benchmark: Benchmark, conditions: Sequence[C
             if (q.id, c.name) not in done and (q.images or not c.needs_image)]
     ctx = ConditionContext(benchmark, seed)
     new: list[dict] = []
+    # images made and processed in worker threads a few batches ahead of the model (prefetch.py)
+    batches = condition_batches(model, benchmark, todo, conditions, batch_size)
     with torch.inference_mode(), progress_bar("evaluating", len(todo), quiet) as advance:
-        for c in conditions:
-            qs = [q for cc, q in todo if cc is c]
-            for i in range(0, len(qs), batch_size):
-                batch = qs[i : i + batch_size]
-                visual = model.visual_from_images([c.image(q, ctx) for q in batch])
-                rows = score(model, benchmark, batch, visual, c.name, scoring, seed)
-                if run:
-                    run.append(rows)
-                new += rows
-                advance(len(batch))
+        for (c, batch), visual in prefetched(lambda cb: batch_visual(model, cb, ctx), batches,
+                                             default_workers(model.device) if workers is None else workers):
+            rows = score(model, benchmark, batch, visual, c.name, scoring, seed)
+            if run:
+                run.append(rows)
+            new += rows
+            advance(len(batch))
     if run is None:
-        return new
+        order = {(q.id, c.name): i for i, (c, q) in enumerate(todo)}  # the questions' order, not the batches'
+        return sorted(new, key=lambda r: order[r["question_id"], r["source"]])
     names = {c.name for c in conditions}
     return [r for r in run.rows() if r["source"] in names]
 

@@ -1,0 +1,89 @@
+"""Prefetching: the items' order and results whatever the threads' timing; errors at their turn; evaluation rows
+the same with and without worker threads and length-ordered batches."""
+
+from __future__ import annotations
+
+import random
+import threading
+import time
+
+import pytest
+
+from mirage.conditions import parse_conditions
+from mirage.evaluate import evaluate_conditions
+from mirage.prefetch import by_length, condition_batches, prefetched
+from mirage.runs import RunDir
+
+
+def _slow_square(x):
+    time.sleep(random.Random(x).random() * 0.01)  # finish out of order
+    return x * x, threading.current_thread().name
+
+
+@pytest.mark.parametrize("workers", [0, 1, 4])
+def test_prefetched_keeps_order_and_results(workers):
+    got = list(prefetched(_slow_square, range(30), workers))
+    assert [(i, r[0]) for i, r in got] == [(i, i * i) for i in range(30)]
+    names = {r[1] for _, r in got}
+    assert (names == {threading.current_thread().name}) == (workers == 0)
+
+
+def test_prefetched_raises_at_the_failing_items_turn():
+    def make(x):
+        if x == 5:
+            raise ValueError("item 5 is bad")
+        return x
+
+    seen = []
+    with pytest.raises(ValueError, match="item 5"):
+        for item, _ in prefetched(make, range(10), 3):
+            seen.append(item)
+    assert seen == [0, 1, 2, 3, 4]
+
+
+def test_prefetched_runs_ahead_but_bounded_and_stops_when_closed():
+    started = []
+
+    def make(x):
+        started.append(x)
+        return x
+
+    it = prefetched(make, range(100), 2, ahead=3)
+    assert next(it) == (0, 0)
+    time.sleep(0.05)
+    assert len(started) <= 4  # the one yielded plus `ahead` in flight
+    it.close()
+    n = len(started)
+    time.sleep(0.05)
+    assert len(started) == n < 100
+
+
+def test_by_length_is_stable_and_checks_sizes():
+    assert by_length(list("abcde"), [3, 1, 3, 0, 1]) == list("dbeac")
+    with pytest.raises(ValueError, match="2 items but 3 lengths"):
+        by_length(["a", "b"], [1, 2, 3])
+
+
+def test_condition_batches_group_equal_lengths(tiny_model, small_bench):
+    conds = parse_conditions("real,blank")
+    todo = [(c, q) for c in conds for q in small_bench]
+    batches = condition_batches(tiny_model, small_bench, todo, conds, 4)
+    assert [c.name for c, _ in batches] == ["real"] * 6 + ["blank"] * 6
+    for c in conds:  # every question once per condition, lengths non-decreasing across the batches
+        qs = [q for cc, b in batches if cc is c for q in b]
+        assert sorted(q.id for q in qs) == sorted(q.id for q in small_bench)
+        lengths = [len(tiny_model.tokenizer(small_bench.prompt(q), add_special_tokens=False).input_ids) for q in qs]
+        assert lengths == sorted(lengths)
+
+
+def test_evaluation_rows_same_with_worker_threads(tiny_model, small_bench, tmp_path):
+    conds = parse_conditions("real,blank,noise,wrong")
+    inline = evaluate_conditions(tiny_model, small_bench, conds, batch_size=5, quiet=True, workers=0)
+    threaded = evaluate_conditions(tiny_model, small_bench, conds, batch_size=5, quiet=True, workers=3)
+    assert threaded == inline  # same rows, same (question) order
+    assert [(r["source"], r["question_id"]) for r in inline] == [
+        (c.name, q.id) for c in conds for q in small_bench]
+    run = RunDir.open(tmp_path / "run", {"x": 1})
+    stored = evaluate_conditions(tiny_model, small_bench, conds, batch_size=5, quiet=True, workers=3, run=run)
+    key = lambda r: (r["source"], r["question_id"])  # noqa: E731
+    assert sorted(stored, key=key) == sorted(inline, key=key)
