@@ -106,13 +106,18 @@ def main() -> None:
             model.processor.image_processor(images=[q.image(0)], return_tensors="pt")
         record(f"host/{name}", {"images_per_s": round(len(qs) / (time.perf_counter() - t0), 1)})
 
-    def evaluate(name, b, batch, workers, sort=True, count=n):
+    def graphs():
+        return sum(torch._dynamo.utils.counters["stats"].values()) if dev == "cuda" else 0
+
+    def evaluate(name, b, batch, workers, sort=True, side=True, count=n):
         base.sync()
         if dev == "cuda":
             torch.cuda.reset_peak_memory_stats()
         keep = prefetch.prompt_lengths
         if not sort:
             prefetch.prompt_lengths = lambda *a: None  # batches in question order, as before
+        prefetch.SIDE_STREAM = side
+        g = graphs()
         try:
             t0 = time.perf_counter()
             rows = evaluate_conditions(model, b.subset(count), conds, batch_size=batch, quiet=True, workers=workers)
@@ -120,21 +125,24 @@ def main() -> None:
             s = time.perf_counter() - t0
         finally:
             prefetch.prompt_lengths = keep
+            prefetch.SIDE_STREAM = True
         record(name, {"seconds": round(s, 2), "forwards": len(rows), "per_s": round(len(rows) / s, 1),
-                      "batch": batch, "workers": workers, "sorted": sort, "peak_gb": base.peak_gb(),
-                      "correct": sum(r["correct"] for r in rows)})
+                      "batch": batch, "workers": workers, "sorted": sort, "side_stream": side,
+                      "peak_gb": base.peak_gb(), "correct": sum(r["correct"] for r in rows),
+                      "dynamo_stat_delta": graphs() - g})
         return rows
 
     # warm-up (CUDA context, cuDNN plans, the processor), not timed
     evaluate_conditions(model, bench224.subset(64), conds, batch_size=32, quiet=True, workers=0)
-    workers = prefetch.default_workers(model.device)
     rows = {}
+    variants = [("before", 0, False, True), ("sorted-w0", 0, True, True), ("w2", 2, True, True),
+                ("w2-no-side-stream", 2, True, False), ("w8", 8, True, True)]
     for name, b in benches.items():
-        rows[f"before/{name}"] = evaluate(f"before/{name}/batch32", b, 32, 0, sort=False)
-        rows[f"prefetch/{name}"] = evaluate(f"prefetch/{name}/batch32", b, 32, workers)
+        for tag, w, srt, side in variants if name == "224px" else [variants[0], variants[2], variants[4]]:
+            rows[f"{tag}/{name}"] = evaluate(f"eager/{tag}/{name}/batch32", b, 32, w, srt, side)
     key = lambda r: (r["source"], r["question_id"])  # noqa: E731
     for name in benches:  # same predictions before and after (bf16: batch composition may move the last digit)
-        a, c = sorted(rows[f"before/{name}"], key=key), sorted(rows[f"prefetch/{name}"], key=key)
+        a, c = sorted(rows[f"before/{name}"], key=key), sorted(rows[f"w2/{name}"], key=key)
         res.setdefault("agreement", {})[name] = {
             "same_pred": sum(x["pred"] == y["pred"] for x, y in zip(a, c)), "rows": len(a),
             "max_prob_diff": max(abs(p - q) for x, y in zip(a, c) for p, q in zip(x["probs"], y["probs"]))}
@@ -164,7 +172,7 @@ def main() -> None:
     def forward_ms(prompts, visual):
         def f():
             with torch.inference_mode():
-                model.choice_logits(prompts, visual, [4] * len(prompts))
+                model.choice_logits(prompts, visual, [4] * len(prompts))  # noqa: B023
         for _ in range(2):
             f()
         ts = []
@@ -176,17 +184,17 @@ def main() -> None:
             ts.append(time.perf_counter() - t0)
         return statistics.median(ts) * 1e3
 
-    def forwards(tag):
-        qs = bench224.questions[:32]
+    def forwards(tag, size=32):
+        qs = bench224.questions[:size]
         with torch.inference_mode():
             visual = model.visual_from_images([q.image(0) for q in qs])
         padded = [bench224.prompt(q) for q in qs]
         lengths = model.sequences(padded)[1].sum(1).tolist()
-        for kind, prompts in (("padded", padded), ("one-length", [padded[0]] * 32)):
+        for kind, prompts in (("padded", padded), ("one-length", [padded[0]] * size)):
             ms = forward_ms(prompts, visual)
             tokens = int(model.sequences(prompts)[0].numel())
-            record(f"forward/{tag}/{kind}/batch32", {
-                "ms": round(ms, 1), "per_s": round(32e3 / ms, 1), "tokens": tokens,
+            record(f"forward/{tag}/{kind}/batch{size}", {
+                "ms": round(ms, 1), "per_s": round(size * 1e3 / ms, 1), "tokens": tokens,
                 "lm_tflops": round(2 * lm_params * tokens / ms / 1e9, 1), "lengths": [min(lengths), max(lengths)]})
 
     forwards("eager")
@@ -206,14 +214,19 @@ def main() -> None:
 
     t0 = time.perf_counter()
     compile_blocks(model, backend="aot_eager" if args.small else "inductor")  # --small: the path, quickly
-    for b, count in ((32, 64), (32, 40), (16, 20)):  # first shape, then dynamic lengths and batch sizes
+    # every shape family the timed runs meet (padded and one-length batches, batch 32, 64 and a remainder), twice
+    for b, count in ((32, n), (64, n), (32, 40), (32, n), (64, n)):
         evaluate_conditions(model, bench224.subset(count), conds, batch_size=b, quiet=True, workers=0)
     res["compile_warmup_s"] = round(time.perf_counter() - t0, 1)
     save()
     for name, b in benches.items():
-        evaluate(f"compiled/{name}/batch32", b, 32, workers)
-        evaluate(f"compiled/{name}/batch64", b, 64, workers)
+        for rep in (1, 2):
+            evaluate(f"compiled/w2/{name}/batch32/run{rep}", b, 32, 2)
+        evaluate(f"compiled/w2/{name}/batch64", b, 64, 2)
+        evaluate(f"compiled/w4/{name}/batch64", b, 64, 4)
+        evaluate(f"compiled/sorted-w0/{name}/batch64", b, 64, 0)
     forwards("compiled")
+    forwards("compiled", 64)
     save()
 
 

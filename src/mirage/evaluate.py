@@ -13,7 +13,7 @@ from .benchmarks.question import LETTERS, Benchmark, Question
 from .conditions import Condition, ConditionContext, parse_conditions, seed_for
 from .distributed import SINGLE, World
 from .models.vlm import VLM, Visual
-from .prefetch import batch_visual, condition_batches, default_workers, prefetched
+from .prefetch import condition_batches, visual_batches
 from .progress import progress_bar
 from .runs import RunDir
 from .stats import summarize
@@ -97,8 +97,7 @@ def evaluate_conditions(model: VLM, benchmark: Benchmark, conditions: Sequence[C
     # images made and processed in worker threads a few batches ahead of the model (prefetch.py)
     batches = condition_batches(model, benchmark, todo, conditions, batch_size)
     with torch.inference_mode(), progress_bar("evaluating", len(todo), quiet) as advance:
-        for (c, batch), visual in prefetched(lambda cb: batch_visual(model, cb, ctx), batches,
-                                             default_workers(model.device) if workers is None else workers):
+        for (c, batch), visual in visual_batches(model, batches, ctx, workers):
             rows = score(model, benchmark, batch, visual, c.name, scoring, seed)
             if run:
                 run.append(rows)

@@ -5,6 +5,7 @@ orders questions so a batch's prompts share a length (little padding, often no m
 from __future__ import annotations
 
 from collections import deque
+from contextlib import nullcontext
 from concurrent.futures import ThreadPoolExecutor
 from typing import Callable, Iterable, Iterator, Sequence, TypeVar
 
@@ -89,8 +90,34 @@ def condition_batches(model, benchmark: Benchmark, todo: Sequence[tuple[Conditio
     return out
 
 
-def batch_visual(model, batch: tuple[Condition, Sequence[Question]], ctx: ConditionContext):
-    """The batch's condition images through the model's processor (in a worker thread: no autograd there)."""
-    c, qs = batch
-    with torch.inference_mode():
-        return model.visual_from_images([c.image(q, ctx) for q in qs])
+def visual_batches(model, batches: Sequence[tuple[Condition, Sequence[Question]]], ctx: ConditionContext,
+                   workers: int | None = None) -> Iterator[tuple[tuple[Condition, Sequence[Question]], object]]:
+    """(batch, its Visual) for each (condition, questions) batch, the images made and run through the model's
+    processor by `prefetched` (workers default: `default_workers`). On a GPU the workers copy on a side stream:
+    a copy on the model's stream would wait behind the batches queued before it."""
+    device = torch.device(model.device)
+    workers = default_workers(device) if workers is None else workers
+    stream = torch.cuda.Stream(device) if workers and device.type == "cuda" and SIDE_STREAM else None
+
+    def make(batch):
+        c, qs = batch
+        # inference mode is per thread: the workers' own, so that nothing they compute records a graph
+        with torch.inference_mode(), (torch.cuda.stream(stream) if stream is not None else nullcontext()):
+            visual = model.visual_from_images([c.image(q, ctx) for q in qs])
+            return visual, (stream.record_event() if stream is not None else None)
+
+    for batch, (visual, ready) in prefetched(make, batches, workers):
+        if ready is not None:
+            current = torch.cuda.current_stream(device)
+            current.wait_event(ready)
+            for t in _tensors(visual.value):
+                t.record_stream(current)  # the allocator must not hand the memory back to the side stream early
+        yield batch, visual
+
+
+SIDE_STREAM = True  # bench/perf_eval.py measures without
+
+
+def _tensors(value) -> list:
+    values = value.values() if isinstance(value, dict) else value if isinstance(value, (list, tuple)) else [value]
+    return [v for v in values if isinstance(v, torch.Tensor) and v.is_cuda]
