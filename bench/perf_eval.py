@@ -65,6 +65,8 @@ def main() -> None:
     ap.add_argument("--small", action="store_true")
     ap.add_argument("--questions", type=int, default=256)
     ap.add_argument("--generate-questions", type=int, default=64)
+    ap.add_argument("--quick", action="store_true", help="the defaults only: eager and compiled with 2 workers, "
+                    "and the generate loop (no host, before, forward or profile parts)")
     args = ap.parse_args()
     base.DEVICE = dev = "cpu" if args.small else "cuda"
     n = 16 if args.small else args.questions
@@ -138,10 +140,12 @@ def main() -> None:
     variants = [("before", 0, False, True), ("sorted-w0", 0, True, True), ("w2", 2, True, True),
                 ("w2-no-side-stream", 2, True, False), ("w8", 8, True, True)]
     for name, b in benches.items():
-        for tag, w, srt, side in variants if name == "224px" else [variants[0], variants[2], variants[4]]:
+        chosen = variants if name == "224px" else [variants[0], variants[2], variants[4]]
+        for tag, w, srt, side in [variants[2]] if args.quick else chosen:
             rows[f"{tag}/{name}"] = evaluate(f"eager/{tag}/{name}/batch32", b, 32, w, srt, side)
     key = lambda r: (r["source"], r["question_id"])  # noqa: E731
-    for name in benches:  # same predictions before and after (bf16: batch composition may move the last digit)
+    # same predictions before and after (bf16: batch composition may move the last digit)
+    for name in [] if args.quick else benches:
         a, c = sorted(rows[f"before/{name}"], key=key), sorted(rows[f"w2/{name}"], key=key)
         res.setdefault("agreement", {})[name] = {
             "same_pred": sum(x["pred"] == y["pred"] for x, y in zip(a, c)), "rows": len(a),
@@ -197,8 +201,9 @@ def main() -> None:
                 "ms": round(ms, 1), "per_s": round(size * 1e3 / ms, 1), "tokens": tokens,
                 "lm_tflops": round(2 * lm_params * tokens / ms / 1e9, 1), "lengths": [min(lengths), max(lengths)]})
 
-    forwards("eager")
-    if dev == "cuda":  # where the eager forward's GPU time goes
+    if not args.quick:
+        forwards("eager")
+    if dev == "cuda" and not args.quick:  # where the eager forward's GPU time goes
         from torch.profiler import ProfilerActivity, profile
         qs = bench224.questions[:32]
         with torch.inference_mode():
@@ -215,18 +220,20 @@ def main() -> None:
     t0 = time.perf_counter()
     compile_blocks(model, backend="aot_eager" if args.small else "inductor")  # --small: the path, quickly
     # every shape family the timed runs meet (padded and one-length batches, batch 32, 64 and a remainder), twice
-    for b, count in ((32, n), (64, n), (32, 40), (32, n), (64, n)):
+    for b, count in ((32, n), (32, 40)) if args.quick else ((32, n), (64, n), (32, 40), (32, n), (64, n)):
         evaluate_conditions(model, bench224.subset(count), conds, batch_size=b, quiet=True, workers=0)
     res["compile_warmup_s"] = round(time.perf_counter() - t0, 1)
     save()
     for name, b in benches.items():
         for rep in (1, 2):
             evaluate(f"compiled/w2/{name}/batch32/run{rep}", b, 32, 2)
-        evaluate(f"compiled/w2/{name}/batch64", b, 64, 2)
-        evaluate(f"compiled/w4/{name}/batch64", b, 64, 4)
-        evaluate(f"compiled/sorted-w0/{name}/batch64", b, 64, 0)
-    forwards("compiled")
-    forwards("compiled", 64)
+        if not args.quick:
+            evaluate(f"compiled/w2/{name}/batch64", b, 64, 2)
+            evaluate(f"compiled/w4/{name}/batch64", b, 64, 4)
+            evaluate(f"compiled/sorted-w0/{name}/batch64", b, 64, 0)
+    if not args.quick:
+        forwards("compiled")
+        forwards("compiled", 64)
     save()
 
 

@@ -43,6 +43,7 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=50)
     ap.add_argument("--features-batch", type=int, default=4)
     ap.add_argument("--pixels-batch", type=int, default=3)
+    ap.add_argument("--parts", default="pixels,features")
     args = ap.parse_args()
     device = torch.device(args.device)
     bench = load_benchmark("mmmu", split="validation", data_dir=str(Path(args.fixtures) / "mmmu"))
@@ -70,6 +71,8 @@ def main() -> None:
                         False),
              "features": (OptimizeSpec("features", detach=["convnext"]), args.features_batch, True)}
     for name, (spec, batch, offload) in parts.items():
+        if name not in args.parts.split(","):
+            continue
         apply_switches(model, spec, grad_checkpointing=True, offload=offload)
         if device.type == "cuda":
             torch.cuda.synchronize()

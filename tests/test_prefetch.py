@@ -11,7 +11,7 @@ import pytest
 
 from mirage.conditions import parse_conditions
 from mirage.evaluate import evaluate_conditions
-from mirage.prefetch import by_length, condition_batches, prefetched
+from mirage.prefetch import by_length, condition_batches, length_batches, prefetched
 from mirage.runs import RunDir
 
 
@@ -64,16 +64,27 @@ def test_by_length_is_stable_and_checks_sizes():
         by_length(["a", "b"], [1, 2, 3])
 
 
+def test_length_batches_fill_one_length_batches_first():
+    lengths = [5, 7, 5, 7, 5, 6, 7, 5, 9, 5]  # five of length 5, three of 7
+    got = length_batches(list(range(10)), lengths, 2)
+    assert got == [[0, 2], [4, 7], [1, 3], [9, 5], [6, 8]]  # 5,5 | 5,5 | 7,7 | then the rest by length: 5,6 | 7,9
+    assert length_batches(list(range(10)), lengths, 20) == [[0, 2, 4, 7, 9, 5, 1, 3, 6, 8]]
+    assert length_batches([], [], 3) == []
+
+
 def test_condition_batches_group_equal_lengths(tiny_model, small_bench):
     conds = parse_conditions("real,blank")
     todo = [(c, q) for c in conds for q in small_bench]
     batches = condition_batches(tiny_model, small_bench, todo, conds, 4)
     assert [c.name for c, _ in batches] == ["real"] * 6 + ["blank"] * 6
-    for c in conds:  # every question once per condition, lengths non-decreasing across the batches
+    length = {q.id: len(tiny_model.tokenizer(small_bench.prompt(q), add_special_tokens=False).input_ids)
+              for q in small_bench}
+    assert len(set(length.values())) > 1  # else this test shows nothing
+    for c in conds:  # every question once per condition; one-length batches first
         qs = [q for cc, b in batches if cc is c for q in b]
         assert sorted(q.id for q in qs) == sorted(q.id for q in small_bench)
-        lengths = [len(tiny_model.tokenizer(small_bench.prompt(q), add_special_tokens=False).input_ids) for q in qs]
-        assert lengths == sorted(lengths)
+        spans = [len({length[q.id] for q in b}) for cc, b in batches if cc is c]
+        assert spans == sorted(spans)
 
 
 def test_evaluation_rows_same_with_worker_threads(tiny_model, small_bench, tmp_path):
