@@ -4,11 +4,11 @@ switches a 24 GB card needs.
 
     PYTHONPATH=src python bench/seed_job.py OUT.json [--fixtures ../shared/fixtures] [--tiny --device cpu]
 
-End to end through `run_optimization` (rows, artifacts, pixels' PNG re-check): pixels at `--pixels-batch` (image through SigLIP,
-CLIP and DINOv2; ConvNeXt held at its blank-image features; checkpointing; towers kept on the GPU), then features
-at `--features-batch` (ConvNeXt's features detached, towers offloaded, checkpointing), the batch sizes
-`cambrian_memory.py` found to peak under 22 GiB. The projection scales the optimization's seconds by 900 / the
-fixture's questions, at the same batch (the fixture's last batch is partial, so the projection is pessimistic).
+End to end through `run_optimization` (rows, artifacts, pixels' PNG re-check): pixels at `--pixels-batch`
+(image through SigLIP, CLIP and DINOv2; ConvNeXt held at its blank-image features; checkpointing; towers kept on
+the GPU), then features at `--features-batch` (ConvNeXt's features detached, towers offloaded, checkpointing), the
+batch sizes `cambrian_memory.py` found to peak under 22 GiB. The projection scales the seconds by 900 / the
+fixture's questions at the same batch (the fixture's last batch is partial, so the projection is pessimistic).
 Prompts use a word-level tokenizer over the fixture's words (Llama-3's BPE is not on these machines).
 """
 
@@ -24,7 +24,7 @@ import torch
 
 from mirage.benchmarks import load_benchmark
 from mirage.benchmarks.shapes.questions import vocabulary
-from mirage.experiment import OptimizeSpec, apply_switches, run_optimization
+from mirage.experiments import OptimizeSpec, apply_switches, run_optimization
 from mirage.inputs import Reference
 from mirage.models.cambrian import CambrianVLM, config_8b, tiny_config
 from mirage.models.cambrian.template import IMAGE_TOKEN, llama_3_prompt, word_level_tokenizer

@@ -11,7 +11,7 @@ import pytest
 
 from mirage.conditions import parse_conditions
 from mirage.evaluate import evaluate_conditions
-from mirage.prefetch import by_length, condition_batches, length_batches, prefetched
+from mirage.prefetch import by_length, length_batches, prefetched, prompt_batches
 from mirage.runs import RunDir
 
 
@@ -72,19 +72,16 @@ def test_length_batches_fill_one_length_batches_first():
     assert length_batches([], [], 3) == []
 
 
-def test_condition_batches_group_equal_lengths(tiny_model, small_bench):
-    conds = parse_conditions("real,blank")
-    todo = [(c, q) for c in conds for q in small_bench]
-    batches = condition_batches(tiny_model, small_bench, todo, conds, 4)
-    assert [c.name for c, _ in batches] == ["real"] * 6 + ["blank"] * 6
+def test_prompt_batches_group_equal_lengths(tiny_model, small_bench):
+    batches = prompt_batches(tiny_model, small_bench, small_bench.questions, 4)
+    assert [len(b) for b in batches] == [4] * 6
     length = {q.id: len(tiny_model.tokenizer(small_bench.prompt(q), add_special_tokens=False).input_ids)
               for q in small_bench}
     assert len(set(length.values())) > 1  # else this test shows nothing
-    for c in conds:  # every question once per condition; one-length batches first
-        qs = [q for cc, b in batches if cc is c for q in b]
-        assert sorted(q.id for q in qs) == sorted(q.id for q in small_bench)
-        spans = [len({length[q.id] for q in b}) for cc, b in batches if cc is c]
-        assert spans == sorted(spans)
+    # every question once; one-length batches first
+    assert sorted(q.id for b in batches for q in b) == sorted(q.id for q in small_bench)
+    spans = [len({length[q.id] for q in b}) for b in batches]
+    assert spans == sorted(spans) and spans[0] == 1
 
 
 def test_evaluation_rows_same_with_worker_threads(tiny_model, small_bench, tmp_path):

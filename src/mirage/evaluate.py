@@ -2,18 +2,18 @@
 
 from __future__ import annotations
 
-import random
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
+from typing import Callable, Sequence
 
 import torch
 
 from .benchmarks.question import LETTERS, Benchmark, Question
-from .conditions import Condition, ConditionContext, parse_conditions, seed_for
+from .conditions import Condition, ConditionContext, parse_conditions
 from .distributed import SINGLE, World
+from .errors import UsageError
 from .models.vlm import VLM, Visual
-from .prefetch import condition_batches, visual_batches
+from .prefetch import prompt_batches, visual_batches
 from .progress import progress_bar
 from .runs import RunDir
 from .stats import summarize
@@ -33,8 +33,8 @@ SCORINGS = ("letter", "generate")
 def score(model: VLM, benchmark: Benchmark, questions: Sequence[Question], visual: Visual, source: str,
           scoring: str = "letter", seed: int = 0, max_new_tokens: int = 32) -> list[dict]:
     """Rows for one batch given `visual`. `letter`: probabilities of the option letters at the answer position;
-    `generate`: greedy generation read by MMMU's official parser. Open questions are always generated and judged
-    by the official `eval_open`."""
+    `generate`: greedy generation judged by the benchmark (`Benchmark.judge`). Open questions are always
+    generated."""
     by_letter = [i for i, q in enumerate(questions) if scoring == "letter" and q.kind == "mc"]
     rows: dict[int, dict] = {}
     if by_letter:
@@ -48,22 +48,37 @@ def score(model: VLM, benchmark: Benchmark, questions: Sequence[Question], visua
                        "type": q.type}
     generated = [i for i in range(len(questions)) if i not in rows]
     if generated:
-        from .benchmarks.mmmu import eval_open, parse_multi_choice_response, parse_open_response
-
         qs = [questions[i] for i in generated]
         responses = model.generate([benchmark.prompt(q) for q in qs], visual.select(generated), max_new_tokens)
         for i, q, text in zip(generated, qs, responses):
-            if q.kind == "open":
-                pred, answer, correct = text, q.meta["answer"], eval_open(q.meta["answer"], parse_open_response(text))
-            else:
-                # the parser's random fallback is seeded per question, so a resumed run parses alike
-                rng = random.Random(seed_for("parse", seed, q.id))
-                index2ans = dict(zip(q.letters, q.choices))
-                pred = parse_multi_choice_response(text, list(q.letters), index2ans, rng)
-                answer, correct = q.answer_letter, pred == q.answer_letter
+            pred, answer, correct = benchmark.judge(q, text, seed)
             rows[i] = {"question_id": q.id, "source": source, "pred": pred, "answer": answer, "correct": bool(correct),
                        "response": text, "type": q.type}
     return [rows[i] for i in range(len(questions))]
+
+
+def score_pending(questions: Sequence[Question], source: str, rows_for: Callable[..., list[dict]],
+                  run: RunDir | None = None, batch_size: int = 32, done: set | None = None,
+                  advance: Callable[[int], None] | None = None, batching: Callable | None = None,
+                  ahead: Callable | None = None) -> list[dict]:
+    """The one resumable scoring loop: the `questions` that `run` (or `done`) holds no row of `source` for, in
+    batches of `batch_size`, each scored by `rows_for(batch)` and appended to `run` at once, so a killed run loses
+    at most one batch. Returns the new rows. `batching(todo)`: the batches (default: in order); `ahead(batches)`:
+    yields (batch, prepared) with host work done ahead of the model (prefetch.py), scored by `rows_for(batch,
+    prepared)`."""
+    if done is None:
+        done = run.done() if run else set()
+    todo = [q for q in questions if (q.id, source) not in done]
+    batches = batching(todo) if batching else [todo[i : i + batch_size] for i in range(0, len(todo), batch_size)]
+    rows: list[dict] = []
+    for batch, prepared in ahead(batches) if ahead else ((b, None) for b in batches):
+        new = rows_for(batch, prepared) if ahead else rows_for(batch)
+        if run:
+            run.append(new)
+        rows += new
+        if advance:
+            advance(len(batch))
+    return rows
 
 
 def environment(model: VLM) -> dict:
@@ -85,27 +100,29 @@ def evaluate_conditions(model: VLM, benchmark: Benchmark, conditions: Sequence[C
     Under torchrun each rank takes its shard of the questions (conditions still see the whole benchmark).
     `workers`: threads preparing images ahead of the model (default: `prefetch.default_workers`; 0: none)."""
     if scoring not in SCORINGS:
-        raise ValueError(f"--scoring: unknown scoring {scoring!r} (allowed: {', '.join(SCORINGS)})")
+        raise UsageError(f"--scoring: unknown scoring {scoring!r} (allowed: {', '.join(SCORINGS)})")
     if run:
         run.annotate(**environment(model))
     done = run.done() if run else set()
     # a condition built from the question's own image has nothing to show for a text-only question
-    todo = [(c, q) for c in conditions for q in world.shard(benchmark.questions)
-            if (q.id, c.name) not in done and (q.images or not c.needs_image)]
+    shown = {c.name: [q for q in world.shard(benchmark.questions) if q.images or not c.needs_image]
+             for c in conditions}
+    total = sum((q.id, c.name) not in done for c in conditions for q in shown[c.name])
     ctx = ConditionContext(benchmark, seed)
     new: list[dict] = []
-    # images made and processed in worker threads a few batches ahead of the model (prefetch.py)
-    batches = condition_batches(model, benchmark, todo, conditions, batch_size)
-    with torch.inference_mode(), progress_bar("evaluating", len(todo), quiet) as advance:
-        for (c, batch), visual in visual_batches(model, batches, ctx, workers):
-            rows = score(model, benchmark, batch, visual, c.name, scoring, seed)
-            if run:
-                run.append(rows)
-            new += rows
-            advance(len(batch))
+    with torch.inference_mode(), progress_bar("evaluating", total, quiet) as advance:
+        for c in conditions:
+            def rows_for(batch: list[Question], visual: Visual, c: Condition = c) -> list[dict]:
+                return score(model, benchmark, batch, visual, c.name, scoring, seed)
+
+            # batches by prompt length, their images made and processed in worker threads ahead (prefetch.py)
+            new += score_pending(shown[c.name], c.name, rows_for, run, batch_size, done, advance,
+                                 lambda qs: prompt_batches(model, benchmark, qs, batch_size),
+                                 lambda bs, c=c: visual_batches(model, c, ctx, bs, workers))
     if run is None:
-        order = {(q.id, c.name): i for i, (c, q) in enumerate(todo)}  # the questions' order, not the batches'
-        return sorted(new, key=lambda r: order[r["question_id"], r["source"]])
+        # the conditions' and questions' order, not the batches'
+        rank = {(q.id, c.name): (k, i) for k, c in enumerate(conditions) for i, q in enumerate(shown[c.name])}
+        return sorted(new, key=lambda r: rank[r["question_id"], r["source"]])
     names = {c.name for c in conditions}
     return [r for r in run.rows() if r["source"] in names]
 

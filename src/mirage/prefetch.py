@@ -1,6 +1,6 @@
-"""Host work of the next batches done ahead of the GPU: `prefetched` runs a batch's preparation (condition images
-made and decoded, the model's processor) in worker threads while the model scores the batch before; `by_length`
-orders questions so a batch's prompts share a length (little padding, often no mask)."""
+"""Host work of the next batches done ahead of the GPU: `prefetched` runs a batch's preparation (condition
+images made and decoded, the model's processor) in worker threads while the model scores the batch before;
+`length_batches` batches questions so that most batches hold prompts of one length (no padding, no mask)."""
 
 from __future__ import annotations
 
@@ -19,6 +19,8 @@ R = TypeVar("R")
 # a 1024x768 JPEG decoded and run through CLIP's processor takes ~10 ms on one core, so 2 threads feed ~190
 # images/s, 3x what a 7B scores; 8 threads measured slower than 2 (their GIL and cores are the launching thread's)
 WORKERS = 2
+SIDE_STREAM = True  # workers copy to the GPU on their own stream (bench/perf_eval.py measures without)
+_END = object()
 
 
 def prefetched(make: Callable[[T], R], items: Iterable[T], workers: int, ahead: int | None = None
@@ -47,9 +49,6 @@ def prefetched(make: Callable[[T], R], items: Iterable[T], workers: int, ahead: 
             yield item, future.result()
     finally:
         pool.shutdown(wait=True, cancel_futures=True)
-
-
-_END = object()
 
 
 def default_workers(device: torch.device | str) -> int:
@@ -97,34 +96,29 @@ def prompt_lengths(model, prompts: Sequence[str]) -> list[int] | None:
     return [len(ids) for ids in tokenizer(list(prompts), add_special_tokens=False).input_ids]
 
 
-def condition_batches(model, benchmark: Benchmark, todo: Sequence[tuple[Condition, Question]],
-                      conditions: Sequence[Condition], batch_size: int) -> list[tuple[Condition, list[Question]]]:
-    """(condition, questions) batches, each condition's questions batched by prompt length (`length_batches`):
-    a batch of one length needs no padding, so no wasted tokens and no attention mask."""
-    out = []
-    for c in conditions:
-        qs = [q for cc, q in todo if cc is c]
-        lengths = prompt_lengths(model, [benchmark.prompt(q) for q in qs])
-        batches = (length_batches(qs, lengths, batch_size) if lengths
-                   else [qs[i : i + batch_size] for i in range(0, len(qs), batch_size)])
-        out += [(c, b) for b in batches]
-    return out
+def prompt_batches(model, benchmark: Benchmark, questions: Sequence[Question], batch_size: int
+                   ) -> list[list[Question]]:
+    """`questions` batched by prompt length (`length_batches`; in order when the model has no tokenizer): a batch of
+    one length needs no padding, so no wasted tokens and no attention mask."""
+    lengths = prompt_lengths(model, [benchmark.prompt(q) for q in questions])
+    if not lengths:
+        return [list(questions[i : i + batch_size]) for i in range(0, len(questions), batch_size)]
+    return length_batches(questions, lengths, batch_size)
 
 
-def visual_batches(model, batches: Sequence[tuple[Condition, Sequence[Question]]], ctx: ConditionContext,
-                   workers: int | None = None) -> Iterator[tuple[tuple[Condition, Sequence[Question]], object]]:
-    """(batch, its Visual) for each (condition, questions) batch, the images made and run through the model's
+def visual_batches(model, condition: Condition, ctx: ConditionContext, batches: Sequence[Sequence[Question]],
+                   workers: int | None = None) -> Iterator[tuple[Sequence[Question], object]]:
+    """(batch, its Visual) for each batch of questions, `condition`'s images made and run through the model's
     processor by `prefetched` (workers default: `default_workers`). On a GPU the workers copy on a side stream:
     a copy on the model's stream would wait behind the batches queued before it."""
     device = torch.device(model.device)
     workers = default_workers(device) if workers is None else workers
     stream = torch.cuda.Stream(device) if workers and device.type == "cuda" and SIDE_STREAM else None
 
-    def make(batch):
-        c, qs = batch
+    def make(qs):
         # inference mode is per thread: the workers' own, so that nothing they compute records a graph
         with torch.inference_mode(), (torch.cuda.stream(stream) if stream is not None else nullcontext()):
-            visual = model.visual_from_images([c.image(q, ctx) for q in qs])
+            visual = model.visual_from_images([condition.image(q, ctx) for q in qs])
             return visual, (stream.record_event() if stream is not None else None)
 
     for batch, (visual, ready) in prefetched(make, batches, workers):
@@ -134,9 +128,6 @@ def visual_batches(model, batches: Sequence[tuple[Condition, Sequence[Question]]
             for t in _tensors(visual.value):
                 t.record_stream(current)  # the allocator must not hand the memory back to the side stream early
         yield batch, visual
-
-
-SIDE_STREAM = True  # bench/perf_eval.py measures without
 
 
 def _tensors(value) -> list:

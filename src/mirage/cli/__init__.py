@@ -1,0 +1,40 @@
+"""The `mirage` command line: a thin typer layer over the library. One module per command group; this package
+builds the app and registers them (the command modules never import it)."""
+
+from __future__ import annotations
+
+from typing import Optional
+
+import typer
+
+from . import eval, invert, optimize, report, saliency, study, train_demo, transfer
+
+app = typer.Typer(add_completion=False, no_args_is_help=True,
+                  help="How much of a vision-language model's benchmark score needs a real image?")
+
+
+@app.callback()
+def _start(threads: Optional[int] = typer.Option(None, "--threads", min=1, envvar="MIRAGE_THREADS", help=(
+        "CPU threads for torch (default: the cores this process may use, shared among torchrun ranks; "
+        "OMP_NUM_THREADS, when set, is kept)."))) -> None:
+    from ..threads import apply_threads
+
+    apply_threads(threads)
+
+
+app.command("eval")(eval.eval_cmd)
+app.command("optimize")(optimize.optimize_cmd)
+app.command("study")(study.study_cmd)
+app.command("train-demo")(train_demo.train_demo_cmd)
+app.command("report")(report.report_cmd)
+app.command("saliency")(saliency.saliency_cmd)
+app.command("invert")(invert.invert_cmd)
+app.command("transfer")(transfer.transfer_cmd)
+app.command("transfer-types")(transfer.transfer_types_cmd)
+
+
+def main() -> None:
+    app()
+
+
+__all__ = ["app", "main"]
