@@ -95,3 +95,32 @@ def test_evaluation_rows_same_with_worker_threads(tiny_model, small_bench, tmp_p
     stored = evaluate_conditions(tiny_model, small_bench, conds, batch_size=5, quiet=True, workers=3, run=run)
     key = lambda r: (r["source"], r["question_id"])  # noqa: E731
     assert sorted(stored, key=key) == sorted(inline, key=key)
+
+
+def test_score_pending_batches_and_prepares_only_the_pending(tmp_path):
+    from mirage.benchmarks.question import Question
+    from mirage.evaluate import score_pending
+
+    qs = [Question(f"q{i}", "t", ("a", "b"), 0) for i in range(7)]
+    run = RunDir.open(tmp_path / "run", {"x": 1})
+    run.append([{"question_id": "q3", "source": "s"}])  # done before: neither batched nor prepared again
+    batched, prepared_for = [], []
+
+    def batching(todo):
+        batched.append([q.id for q in todo])
+        return [todo[::-1][i : i + 4] for i in range(0, len(todo), 4)]  # some order of the caller's choosing
+
+    def prepare(batch):
+        prepared_for.append([q.id for q in batch])
+        return [q.id.upper() for q in batch]
+
+    def rows_for(batch, prepared):
+        assert prepared == [q.id.upper() for q in batch]  # each batch gets its own preparation
+        return [{"question_id": q.id, "source": "s"} for q in batch]
+
+    new = score_pending(qs, "s", rows_for, run, 4, batching=batching,
+                        ahead=lambda bs: prefetched(prepare, bs, 2))
+    assert batched == [["q0", "q1", "q2", "q4", "q5", "q6"]]
+    assert [r["question_id"] for r in new] == ["q6", "q5", "q4", "q2", "q1", "q0"]
+    assert sorted(map(tuple, prepared_for)) == sorted([("q6", "q5", "q4", "q2"), ("q1", "q0")])
+    assert sorted(r["question_id"] for r in run.rows()) == [f"q{i}" for i in range(7)]  # each once
