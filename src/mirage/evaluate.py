@@ -14,6 +14,7 @@ from .distributed import SINGLE, World
 from .environment import model_environment
 from .errors import UsageError
 from .models.vlm import VLM, Visual
+from .prefetch import prompt_batches, visual_batches
 from .progress import progress_bar
 from .runs import RunDir
 from .stats import summarize
@@ -60,19 +61,22 @@ def score(model: VLM, benchmark: Benchmark, questions: Sequence[Question], visua
     return [rows[i] for i in range(len(questions))]
 
 
-def score_pending(questions: Sequence[Question], source: str, rows_for: Callable[[list[Question]], list[dict]],
+def score_pending(questions: Sequence[Question], source: str, rows_for: Callable[..., list[dict]],
                   run: RunDir | None = None, batch_size: int = 32, done: set | None = None,
-                  advance: Callable[[int], None] | None = None) -> list[dict]:
+                  advance: Callable[[int], None] | None = None, batching: Callable | None = None,
+                  ahead: Callable | None = None) -> list[dict]:
     """The one resumable scoring loop: the `questions` that `run` (or `done`) holds no row of `source` for, in
     batches of `batch_size`, each scored by `rows_for(batch)` and appended to `run` at once, so a killed run loses
-    at most one batch. Returns the new rows."""
+    at most one batch. Returns the new rows. `batching(todo)`: the batches (default: in order); `ahead(batches)`:
+    yields (batch, prepared) with host work done ahead of the model (prefetch.py), scored by `rows_for(batch,
+    prepared)`."""
     if done is None:
         done = run.done() if run else set()
     todo = [q for q in questions if (q.id, source) not in done]
+    batches = batching(todo) if batching else [todo[i : i + batch_size] for i in range(0, len(todo), batch_size)]
     rows: list[dict] = []
-    for i in range(0, len(todo), batch_size):
-        batch = todo[i : i + batch_size]
-        new = rows_for(batch)
+    for batch, prepared in ahead(batches) if ahead else ((b, None) for b in batches):
+        new = rows_for(batch, prepared) if ahead else rows_for(batch)
         if run:
             run.append(new)
         rows += new
@@ -83,9 +87,10 @@ def score_pending(questions: Sequence[Question], source: str, rows_for: Callable
 
 def evaluate_conditions(model: VLM, benchmark: Benchmark, conditions: Sequence[Condition], *, seed: int = 0,
                         batch_size: int = 32, run: RunDir | None = None, quiet: bool = False,
-                        scoring: str = "letter", world: World = SINGLE) -> list[dict]:
+                        scoring: str = "letter", world: World = SINGLE, workers: int | None = None) -> list[dict]:
     """Rows for every (question, condition), skipping those `run` already holds and appending new ones to it.
-    Under torchrun each rank takes its shard of the questions (conditions still see the whole benchmark)."""
+    Under torchrun each rank takes its shard of the questions (conditions still see the whole benchmark).
+    `workers`: threads preparing images ahead of the model (default: `prefetch.default_workers`; 0: none)."""
     if scoring not in SCORINGS:
         raise UsageError(f"--scoring: unknown scoring {scoring!r} (allowed: {', '.join(SCORINGS)})")
     if run:
@@ -99,13 +104,17 @@ def evaluate_conditions(model: VLM, benchmark: Benchmark, conditions: Sequence[C
     new: list[dict] = []
     with torch.inference_mode(), progress_bar("evaluating", total, quiet) as advance:
         for c in conditions:
-            def rows_for(batch: list[Question], c: Condition = c) -> list[dict]:
-                visual = model.visual_from_images([c.image(q, ctx) for q in batch])
+            def rows_for(batch: list[Question], visual: Visual, c: Condition = c) -> list[dict]:
                 return score(model, benchmark, batch, visual, c.name, scoring, seed)
 
-            new += score_pending(shown[c.name], c.name, rows_for, run, batch_size, done, advance)
+            # batches by prompt length, their images made and processed in worker threads ahead (prefetch.py)
+            new += score_pending(shown[c.name], c.name, rows_for, run, batch_size, done, advance,
+                                 lambda qs: prompt_batches(model, benchmark, qs, batch_size),
+                                 lambda bs, c=c: visual_batches(model, c, ctx, bs, workers))
     if run is None:
-        return new
+        # the conditions' and questions' order, not the batches'
+        rank = {(q.id, c.name): (k, i) for k, c in enumerate(conditions) for i, q in enumerate(shown[c.name])}
+        return sorted(new, key=lambda r: rank[r["question_id"], r["source"]])
     names = {c.name for c in conditions}
     return [r for r in run.rows() if r["source"] in names]
 

@@ -91,3 +91,26 @@ def test_resume_under_other_library_versions_needs_allow_env_change(tmp_path, ti
     assert refused.exit_code == 2 and "torch 1.0.0 ->" in refused.output and "--allow-env-change" in refused.output
     assert run(*args, "--allow-env-change").exit_code == 0
     assert json.loads((out / "config.json").read_text())["environment_changes"][0]["changes"][0].startswith("torch")
+
+
+def test_eval_compile_flag_reaches_the_model(tmp_path, tiny_dir, monkeypatch):
+    import mirage.compiling
+
+    compiled = []
+    real = mirage.compiling.compile_blocks
+
+    def spy(model, backend="inductor"):  # aot_eager traces the same graphs in a fraction of inductor's time
+        compiled.append(type(model).__name__)
+        return real(model, "aot_eager")
+
+    monkeypatch.setattr(mirage.compiling, "compile_blocks", spy)
+    args = ["eval", "--model", f"demo:{tiny_dir}", "--limit", "4", "--conditions", "real,blank", "-q"]
+    plain = run(*args, "--out", str(tmp_path / "a"))
+    assert plain.exit_code == 0, plain.output
+    assert compiled == []
+    fast = run(*args, "--out", str(tmp_path / "b"), "--compile")
+    assert fast.exit_code == 0, fast.output
+    assert len(compiled) == 1
+    rows = lambda d: sorted((r["question_id"], r["source"], r["pred"]) for r in map(  # noqa: E731
+        json.loads, (tmp_path / d / "results.jsonl").read_text().splitlines()))
+    assert rows("a") == rows("b")

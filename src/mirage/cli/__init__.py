@@ -3,12 +3,24 @@ builds the app and registers them (the command modules never import it)."""
 
 from __future__ import annotations
 
+from typing import Optional
+
 import typer
 
 from . import benchmarks, eval, invert, optimize, report, saliency, study, train_demo, transfer
 
 app = typer.Typer(add_completion=False, no_args_is_help=True,
                   help="How much of a vision-language model's benchmark score needs a real image?")
+
+
+@app.callback()
+def _start(threads: Optional[int] = typer.Option(None, "--threads", min=1, envvar="MIRAGE_THREADS", help=(
+        "CPU threads for torch (default: the cores this process may use, shared among torchrun ranks; "
+        "OMP_NUM_THREADS, when set, is kept)."))) -> None:
+    from ..threads import apply_threads
+
+    apply_threads(threads)
+
 
 app.command("eval")(eval.eval_cmd)
 app.command("benchmarks")(benchmarks.benchmarks_cmd)

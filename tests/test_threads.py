@@ -1,0 +1,74 @@
+"""CPU threads: the quota of a cgroup (v1 and v2, from fake files), the fit, and the precedence of --threads."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from mirage.threads import apply_threads, cgroup_quota, choose_threads, fitted_threads
+
+
+def _proc(tmp_path, text):
+    p = tmp_path / "proc_cgroup"
+    p.write_text(text)
+    return p
+
+
+def test_cgroup_v2_quota_of_own_group_and_unlimited(tmp_path):
+    root = tmp_path / "cg"
+    (root / "user.slice" / "job").mkdir(parents=True)
+    (root / "user.slice" / "job" / "cpu.max").write_text("250000 100000\n")
+    (root / "cpu.max").write_text("max 100000\n")  # the root is unlimited: the process's own group wins
+    assert cgroup_quota(root, _proc(tmp_path, "0::/user.slice/job\n")) == 2.5
+    assert cgroup_quota(root, _proc(tmp_path, "0::/\n")) is None
+
+
+def test_cgroup_v1_quota_and_container_root(tmp_path):
+    root = tmp_path / "cg"
+    (root / "cpu,cpuacct").mkdir(parents=True)
+    # inside a container /proc/self/cgroup names the host's path, but the container sees its group at the root
+    (root / "cpu,cpuacct" / "cpu.cfs_quota_us").write_text("150000")
+    (root / "cpu,cpuacct" / "cpu.cfs_period_us").write_text("50000")
+    proc = _proc(tmp_path, "4:memory:/x\n3:cpu,cpuacct:/docker/abc\n0::/\n")
+    assert cgroup_quota(root, proc) == 3.0
+    (root / "cpu,cpuacct" / "cpu.cfs_quota_us").write_text("-1")
+    assert cgroup_quota(root, proc) is None
+
+
+def test_no_cgroup_files_means_no_quota(tmp_path):
+    assert cgroup_quota(tmp_path / "absent", tmp_path / "absent_proc") is None
+
+
+def test_fit_takes_the_smaller_limit_and_divides_among_ranks():
+    assert fitted_threads(16, None) == 16
+    assert fitted_threads(16, 2.0) == 2  # the quota, not the host's cores torch would count
+    assert fitted_threads(16, 2.9) == 2  # a fractional core is not a thread's worth
+    assert fitted_threads(4, 8.0) == 4
+    assert fitted_threads(16, None, local_ranks=4) == 4
+    assert fitted_threads(2, None, local_ranks=4) == 1  # never 0
+    assert fitted_threads(1, 0.5) == 1
+
+
+def test_precedence_threads_flag_then_omp_env_then_fit():
+    assert choose_threads(3, {"OMP_NUM_THREADS": "1"}, affinity=16, quota=None) == 3
+    assert choose_threads(None, {"OMP_NUM_THREADS": "1"}, affinity=16, quota=None) is None
+    assert choose_threads(None, {"LOCAL_WORLD_SIZE": "8"}, affinity=16, quota=None) == 2
+    assert choose_threads(None, {}, affinity=16, quota=4.0) == 4
+    with pytest.raises(ValueError, match="--threads"):
+        choose_threads(0, {})
+
+
+def test_cli_threads_option_sets_torch_threads():
+    from mirage.cli import app
+
+    before = torch.get_num_threads()
+    try:
+        # the callback runs before the command; --help of a subcommand would exit before it, so run `report` on
+        # a missing directory (it fails after the callback has applied the threads)
+        torch.set_num_threads(1)
+        CliRunner().invoke(app, ["--threads", "2", "report", "/nonexistent-run-dir"])
+        assert torch.get_num_threads() == 2
+        assert apply_threads(None) == 2  # OMP_NUM_THREADS is set under the test runner: kept, no change
+    finally:
+        torch.set_num_threads(before)
