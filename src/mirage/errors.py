@@ -3,6 +3,9 @@ exception show its traceback. Subclasses of ValueError, so library callers catch
 
 from __future__ import annotations
 
+from contextlib import contextmanager
+from typing import Iterator
+
 
 class MirageError(ValueError):
     """Bad input from the user: a flag, a file, a name, a run directory. The message names the thing at fault."""
@@ -10,3 +13,15 @@ class MirageError(ValueError):
 
 class UsageError(MirageError):
     """A flag's value, or a combination of flags, that cannot work."""
+
+
+@contextmanager
+def loading_user_input() -> Iterator[None]:
+    """Loading what the user named (a model spec, a benchmark, a dtype): the loaders' ValueError is about that
+    input (a spec, file, split, subject or option), so it becomes a MirageError; elsewhere a ValueError is a bug."""
+    try:
+        yield
+    except MirageError:
+        raise
+    except ValueError as e:
+        raise MirageError(str(e)) from e

@@ -12,6 +12,7 @@ import typer
 from rich.console import Console
 
 from ..errors import MirageError, UsageError
+from ..errors import loading_user_input as loading  # noqa: F401 (the commands' name for it)
 
 console = Console(width=None if sys.stdout.isatty() else 130)  # logs and pipes get full tables
 # What a user did wrong: printed as one red line. Anything else is a bug and shows its traceback.
@@ -59,18 +60,6 @@ def user_errors() -> Iterator[None]:
         yield
     except EXPECTED as e:
         fail(e)
-
-
-@contextmanager
-def loading() -> Iterator[None]:
-    """Loading what the user named (a model spec, a benchmark, a dtype): the loaders' ValueError is about that
-    input (a spec, file, split, subject or option), so it is the user's; elsewhere a ValueError is a bug."""
-    try:
-        yield
-    except MirageError:
-        raise
-    except ValueError as e:
-        raise MirageError(str(e)) from e
 
 
 def names(csv: Optional[str]) -> Optional[list[str]]:

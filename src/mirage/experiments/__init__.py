@@ -1,4 +1,5 @@
-"""Experiments: one module per experiment, each a runner over a model, a benchmark and a run directory.
+"""Experiments: one module per experiment, each with one runner taking the model and the benchmark and writing
+into a run directory (the study calls them all in one shape: `study.RUNNERS`).
 
     optimization   features / pixels / tokens through `optimize`'s loops (`run_optimization`)
     patch_attack   a universal adversarial patch on real images (`run_patch`)

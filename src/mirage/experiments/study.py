@@ -19,6 +19,7 @@ from typing import Callable, Sequence
 from ..benchmarks import load_benchmark
 from ..benchmarks.question import Benchmark
 from ..conditions import parse_conditions
+from ..errors import loading_user_input
 from ..evaluate import EvalResult, evaluate_conditions
 from ..inputs import Reference
 from ..models import load_model
@@ -119,11 +120,13 @@ def run_study(model: str = "demo", benchmark: str = "shapes", split: str = "test
               allow_env_change: bool = False) -> EvalResult:
     """Run every part of the study into `out` (resuming what is there); returns all rows and their summary."""
     plan = StudyPlan(steps=steps, universal_steps=steps, batch_size=batch_size).capped(limit)
-    bench = load_benchmark(benchmark, split=split, limit=limit)
+    with loading_user_input():
+        bench = load_benchmark(benchmark, split=split, limit=limit)
     config = {"command": "study", "model": model, "benchmark": benchmark, "split": split, "limit": limit,
               "n_questions": len(bench), "seed": seed, "plan": asdict(plan), "batch_size": batch_size}
     run = RunDir.open(out, config, overwrite=overwrite, allow_env_change=allow_env_change)
-    vlm = load_model(model, device=device)
+    with loading_user_input():
+        vlm = load_model(model, device=device)
     timings: dict[str, float] = {}
     ref = None  # the optimized inputs' reference statistics, from the whole benchmark once the conditions ran
     for part in study_parts(plan, [s.name for s in vlm.encoders], seed):
