@@ -97,7 +97,7 @@ def evaluate_conditions(model: VLM, benchmark: Benchmark, conditions: Sequence[C
             qs = [q for cc, q in todo if cc is c]
             for i in range(0, len(qs), batch_size):
                 batch = qs[i : i + batch_size]
-                visual = model.visual_from_images([c.image(q, ctx) for q in batch])
+                visual = c.visual(model, batch, ctx)
                 rows = score(model, benchmark, batch, visual, c.name, scoring, seed)
                 if run:
                     run.append(rows)

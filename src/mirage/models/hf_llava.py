@@ -74,5 +74,5 @@ class HFLlava(TransformersSpliced):
         return self.inner.multi_modal_projector(features[ENCODER].to(self.dtype))
 
     # --- language side -------------------------------------------------------------------------
-    def chat_text(self, prompt: str) -> str:
-        return self.processor.apply_chat_template(image_turn(prompt), add_generation_prompt=True)
+    def chat_text(self, prompt: str, image: bool = True) -> str:
+        return self.processor.apply_chat_template(image_turn(prompt, image), add_generation_prompt=True)

@@ -16,7 +16,7 @@ from PIL import Image
 from torch import Tensor
 
 from .spliced import chat_letter_ids, image_turn
-from .vlm import IMAGES, VLM, Visual
+from .vlm import IMAGES, NONE, VLM, Visual
 
 
 class NotSupportedYet(ValueError):
@@ -69,14 +69,18 @@ class ProcessorVLM(VLM):
     def answer_loss(self, prompts, visual, targets):
         raise self._missing("the answer loss on optimized inputs")
 
-    def chat_text(self, prompt: str) -> str:
-        return self.processor.apply_chat_template(image_turn(prompt), add_generation_prompt=True)
+    def chat_text(self, prompt: str, image: bool = True) -> str:
+        return self.processor.apply_chat_template(image_turn(prompt, image), add_generation_prompt=True)
 
     def _inputs(self, prompts: Sequence[str], visual: Visual) -> dict:
-        if visual.stage != IMAGES:
+        if visual.stage == NONE:  # the text-only turn through the processor: no placeholder, no pixel values
+            batch = self.processor(text=[self.chat_text(p, image=False) for p in prompts], padding=True,
+                                   return_tensors="pt")
+        elif visual.stage != IMAGES:
             raise self._missing(f"a visual input at the {visual.stage!r} stage")
-        batch = self.processor(images=[[im.convert("RGB")] for im in visual.value],
-                               text=[self.chat_text(p) for p in prompts], padding=True, return_tensors="pt")
+        else:
+            batch = self.processor(images=[[im.convert("RGB")] for im in visual.value],
+                                   text=[self.chat_text(p) for p in prompts], padding=True, return_tensors="pt")
         out = {}
         for k, v in batch.items():
             if torch.is_tensor(v):

@@ -10,7 +10,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from ..benchmarks.question import LETTERS
-from .vlm import VLM, Visual, on_device
+from .vlm import NONE, VLM, Visual, on_device
 
 
 class SplicedVLM(VLM):
@@ -21,8 +21,9 @@ class SplicedVLM(VLM):
     image_token_id: int
     num_image_tokens: int
 
-    def chat_text(self, prompt: str) -> str:
-        """The model's chat-formatted user turn with one image placeholder, ready for the answer."""
+    def chat_text(self, prompt: str, image: bool = True) -> str:
+        """The model's chat-formatted user turn with one image placeholder (none when `image` is False: the
+        template's text-only turn), ready for the answer."""
         raise NotImplementedError
 
     def embed(self, input_ids: Tensor) -> Tensor:
@@ -36,24 +37,27 @@ class SplicedVLM(VLM):
         raise NotImplementedError
 
     def sequences(self, prompts: Sequence[str], targets: Sequence[str] | None = None,
-                  counts: int | Sequence[int] | None = None) -> tuple[Tensor, Tensor, Tensor]:
+                  counts: int | Sequence[int] | None = None, image: bool = True) -> tuple[Tensor, Tensor, Tensor]:
         """Left-padded ids with the image placeholder repeated `counts` times (per row, or `num_image_tokens`);
-        mask; labels (-100 off target)."""
+        mask; labels (-100 off target). `image=False`: the text-only prompts, no placeholder."""
         # prompt -> token ids: an optimization asks for each prompt once per step, ~50 times, and the chat template
         # plus tokenizer cost host time on every call (bounded: cleared past 65,536 prompts)
         cache = self.__dict__.setdefault("_prompt_ids", {})
         if len(cache) > 65536:
             cache.clear()
         for p in prompts:
-            if p not in cache:
-                cache[p] = self.tokenizer(self.chat_text(p), add_special_tokens=False).input_ids
-        out = build_sequences(self.tokenizer, [cache[p] for p in prompts], targets, self.image_token_id,
-                              self.num_image_tokens if counts is None else counts)
+            if (p, image) not in cache:
+                cache[p, image] = self.tokenizer(self.chat_text(p, image), add_special_tokens=False).input_ids
+        counts = 0 if not image else self.num_image_tokens if counts is None else counts
+        out = build_sequences(self.tokenizer, [cache[p, image] for p in prompts], targets, self.image_token_id, counts)
         return tuple(on_device(t, self.device) for t in out)
 
     def prepare(self, prompts: Sequence[str], visual: Visual, targets: Sequence[str] | None = None):
         """What one forward pass needs: ids, mask, labels, image tokens ([B, N, D], or [sum N_i, D] when rows hold
-        different numbers) and a `layout` for `positions` (None here)."""
+        different numbers) and a `layout` for `positions` (None here). A `none` visual gives the text-only prompts
+        and no image tokens (None)."""
+        if visual.stage == NONE:
+            return (*self.sequences(prompts, targets, image=False), None, None)
         input_ids, mask, labels = self.sequences(prompts, targets)
         return input_ids, mask, labels, self.to_tokens(visual), None
 
@@ -106,9 +110,10 @@ class SplicedVLM(VLM):
         return texts
 
 
-def image_turn(prompt: str) -> list[dict]:
-    """One user turn holding the image, then the prompt, as transformers chat templates take it."""
-    return [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": prompt}]}]
+def image_turn(prompt: str, image: bool = True) -> list[dict]:
+    """One user turn holding the image (unless `image` is False), then the prompt, as transformers chat templates
+    take it."""
+    return [{"role": "user", "content": [{"type": "image"}] * image + [{"type": "text", "text": prompt}]}]
 
 
 class TransformersSpliced(SplicedVLM):
