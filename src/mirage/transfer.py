@@ -9,7 +9,7 @@
      "benchmarks": {benchmark: {"name", "split", "n"}}}
 
     cell = {"trained_on", "evaluated_on", "n", "accuracy", "ci95": [lo, hi], "blank_accuracy",
-            "gain": accuracy - blank_accuracy on the same questions, "gain_ci95": [lo, hi] (paired bootstrap),
+            "gain": accuracy - blank_accuracy on the same questions, "gain_ci95": [lo, hi] (paired, Newcombe),
             "mcnemar": {"n", "a_only" (input right, blank wrong), "b_only" (blank right, input wrong), "p"}}
 
 Result rows go to the run too (source: the input's name; `blank` for the baseline), so a killed run resumes.
@@ -29,25 +29,10 @@ from .benchmarks.question import Benchmark
 from .conditions import CONDITIONS, get_condition
 from .models.vlm import VLM, Visual
 from .runs import RunDir
-from .stats import accuracy_ci, mcnemar_exact
+from .stats import accuracy_ci, paired_difference
 
 TRANSFER_JSON = "transfer.json"
 ARTIFACT_SUFFIXES = (".png", ".safetensors")
-
-
-def paired_difference(a: Sequence[bool], b: Sequence[bool], level: float = 0.95, n_boot: int = 2000,
-                      seed: int = 0) -> dict:
-    """Accuracy of `a` minus that of `b` on the same questions: {"difference", "ci95" (percentile bootstrap over
-    questions), "mcnemar" (exact, `a_only` = right in a only)}."""
-    if len(a) != len(b):
-        raise ValueError(f"paired outcomes need equal lengths, got {len(a)} and {len(b)}")
-    d = np.asarray(a, dtype=float) - np.asarray(b, dtype=float)
-    if len(d) == 0:  # None, not NaN: transfer.json must stay valid JSON for the report's scripts
-        return {"difference": None, "ci95": [None, None], "mcnemar": mcnemar_exact(a, b)}
-    means = d[np.random.default_rng(seed).integers(len(d), size=(n_boot, len(d)))].mean(1)
-    lo, hi = np.quantile(means, [(1 - level) / 2, (1 + level) / 2])
-    return {"difference": round(float(d.mean()), 4), "ci95": [round(float(lo), 4), round(float(hi), 4)],
-            "mcnemar": mcnemar_exact(a, b)}
 
 
 def type_benchmarks(bench: Benchmark) -> dict[str, Benchmark]:

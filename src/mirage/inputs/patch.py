@@ -310,11 +310,10 @@ def _interval(values) -> list[float | None]:
 
 def attack_summary(clean: dict[str, dict], attacked: dict[str, dict], questions: Sequence[Question],
                    goal: str, target: str | None, seed: int = 0) -> dict:
-    """Accuracy with and without the patch on the same questions, the drop (paired bootstrap interval, McNemar),
+    """Accuracy with and without the patch on the same questions, the drop (paired Newcombe interval, McNemar),
     and the attack success rate among questions answered correctly with the clean image: flipped to a wrong answer
     (untargeted), or to the target (targeted; questions whose answer is the target do not count)."""
-    from ..stats import accuracy_ci
-    from ..transfer import paired_difference
+    from ..stats import accuracy_ci, paired_difference
 
     qs = [q for q in questions if q.id in clean and q.id in attacked]
     before = [bool(clean[q.id]["correct"]) for q in qs]
@@ -364,7 +363,7 @@ def run_patch(model: VLM, bench: Benchmark, run, goal: str = "untargeted", targe
     from ..conditions import get_condition
     from ..evaluate import evaluate_conditions
     from ..optimize import save_artifact
-    from ..transfer import paired_difference
+    from ..stats import paired_difference
 
     if not 0 < train < len(bench):
         raise ValueError(f"--train {train}: needs 1..{len(bench) - 1} questions of {len(bench)} to hold some out")
