@@ -13,7 +13,7 @@ from rich.console import Console
 
 from .benchmarks import ImageLoadError, load_benchmark
 from .conditions import parse_conditions
-from .display import summary_table
+from .display import blind_table, summary_table
 from .registry import UnknownNameError
 from .runs import RunConfigMismatch
 
@@ -124,12 +124,15 @@ def eval_cmd(
     device_map: Optional[str] = typer.Option(None, help=DEVICE_MAP_HELP),
     image_size: Optional[int] = typer.Option(None, min=28, help=IMAGE_SIZE_HELP),
     gpus_per_rank: int = typer.Option(1, min=1, help=GPUS_HELP),
+    text_model: Optional[str] = typer.Option(None, help="Base LLM scoring the same prompts as text (rows "
+                                             "text-model, S_t): hf:<id or dir> (a causal LM), or demo."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars."),
 ) -> None:
     """Evaluate a model on a benchmark under image conditions; writes OUT/results.jsonl and OUT/summary.json.
     Under `torchrun --nproc-per-node N -m mirage eval ...` the questions are sharded over the ranks."""
-    from .evaluate import SCORINGS, eval_config, evaluate_conditions, summarize_conditions
+    from .evaluate import SCORINGS, TEXT_MODEL, eval_config, evaluate_conditions, evaluate_text_model, summarize_conditions
     from .models import load_model, parse_dtype
+    from .models.text_lm import load_text_model
 
     try:
         world, device, scale_options = _scale_out(device, gpus_per_rank)
@@ -140,7 +143,7 @@ def eval_cmd(
             raise ValueError(f"--scoring: unknown scoring {scoring!r} (allowed: {', '.join(SCORINGS)})")
         bench = load_benchmark(benchmark, split=split, limit=limit,
                                **_benchmark_options(benchmark, data_dir, subjects, all_questions))
-        config = eval_config(model, bench, conds, seed, limit, batch_size, scoring) | {
+        config = eval_config(model, bench, conds, seed, limit, batch_size, scoring, text_model) | {
             "data_dir": str(data_dir) if data_dir else None, "subjects": _names(subjects), "all_questions": all_questions,
             "dtype": dtype, **_model_options(device_map, image_size)}
         run = _open_run(out, config, overwrite, world)
@@ -150,7 +153,11 @@ def eval_cmd(
         t1 = time.time()
         evaluate_conditions(vlm, bench, conds, seed=seed, batch_size=batch_size, run=run, quiet=quiet,
                             scoring=scoring, world=world)
-        names = {c.name for c in conds}
+        if text_model:
+            lm = load_text_model(text_model, device=device or vlm.device, dtype=parse_dtype(dtype))
+            evaluate_text_model(lm, bench, seed=seed, batch_size=batch_size, run=run, quiet=quiet, scoring=scoring,
+                                world=world)
+        names = {c.name for c in conds} | ({TEXT_MODEL} if text_model else set())
         rows = [r for r in _finish(run, world) if r["source"] in names]
     except EXPECTED as e:
         _fail(e)
@@ -162,6 +169,8 @@ def eval_cmd(
         console.print(f"skipped, questions without an image: {summary['skipped_no_image']}")
     run.write_json("summary.json", summary)
     console.print(summary_table(summary, title=f"{model} on {benchmark}/{bench.split}"))
+    if "blind" in summary:
+        console.print(blind_table(summary["blind"]))
     console.print(f"run directory: {out}")
 
 
@@ -343,6 +352,23 @@ def train_demo_cmd(
     card = write_card(model_dir, stages, log, result.summary)
     console.print(summary_table(result.summary, title="demo model on ShapesQA test"))
     console.print(f"model: {model_dir}\ncard: {card}")
+
+
+@app.command("train-demo-text")
+def train_demo_text_cmd(
+    out: Path = typer.Option(..., help="Where to write the text LM (a transformers causal-LM directory)."),
+    demo: Optional[Path] = typer.Option(None, help="Demo model directory for the tokenizer and LM shape (default: shipped)."),
+    steps: int = typer.Option(800, min=1), batch_size: int = typer.Option(128, min=1),
+    device: Optional[str] = typer.Option(None), quiet: bool = typer.Option(False, "--quiet", "-q"),
+) -> None:
+    """Train the demo's base LM: its LM alone on the text phase of train-demo (no image), for --text-model."""
+    from .models import DEMO_WEIGHTS
+    from .models.demo.train_text import train_text_lm
+    from .progress import progress_bar
+
+    with progress_bar("training", steps, quiet) as advance:
+        path = train_text_lm(out, demo or DEMO_WEIGHTS, steps, batch_size, device=device, on_step=lambda s, l: advance(1))
+    console.print(f"text LM: {path}")
 
 
 def _parse_type_weights(spec: str) -> dict[str, float]:

@@ -15,6 +15,7 @@ from .distributed import SINGLE, World
 from .models.vlm import VLM, Visual
 from .progress import progress_bar
 from .runs import RunDir
+from .blind import blind_measures
 from .stats import summarize
 
 
@@ -86,26 +87,44 @@ def evaluate_conditions(model: VLM, benchmark: Benchmark, conditions: Sequence[C
         raise ValueError(f"--scoring: unknown scoring {scoring!r} (allowed: {', '.join(SCORINGS)})")
     if run:
         run.annotate(**environment(model))
-    done = run.done() if run else set()
-    # a condition built from the question's own image has nothing to show for a text-only question
-    todo = [(c, q) for c in conditions for q in world.shard(benchmark.questions)
-            if (q.id, c.name) not in done and (q.images or not c.needs_image)]
     ctx = ConditionContext(benchmark, seed)
+    # a condition built from the question's own image has nothing to show for a text-only question
+    jobs = [(c.name, lambda batch, c=c: c.visual(model, batch, ctx), lambda q, c=c: q.images or not c.needs_image)
+            for c in conditions]
+    return _score_sources(model, benchmark, jobs, seed, batch_size, run, quiet, scoring, world)
+
+
+TEXT_MODEL = "text-model"
+
+
+def evaluate_text_model(lm: VLM, benchmark: Benchmark, *, seed: int = 0, batch_size: int = 32,
+                        run: RunDir | None = None, quiet: bool = False, scoring: str = "letter",
+                        world: World = SINGLE) -> list[dict]:
+    """Rows `text-model`: a text-only LM (`models.text_lm`) on the same prompts with no image (MMStar's S_t)."""
+    jobs = [(TEXT_MODEL, lambda batch: Visual.none(), lambda q: True)]
+    return _score_sources(lm, benchmark, jobs, seed, batch_size, run, quiet, scoring, world)
+
+
+def _score_sources(model: VLM, benchmark: Benchmark, jobs, seed: int, batch_size: int, run: RunDir | None,
+                   quiet: bool, scoring: str, world: World) -> list[dict]:
+    """The one resumable scoring loop: per (source, visual for a batch, which questions it applies to)."""
+    done = run.done() if run else set()
+    todo = {name: [q for q in world.shard(benchmark.questions) if (q.id, name) not in done and applies(q)]
+            for name, _, applies in jobs}
     new: list[dict] = []
-    with torch.inference_mode(), progress_bar("evaluating", len(todo), quiet) as advance:
-        for c in conditions:
-            qs = [q for cc, q in todo if cc is c]
+    with torch.inference_mode(), progress_bar("evaluating", sum(map(len, todo.values())), quiet) as advance:
+        for name, visual_of, _ in jobs:
+            qs = todo[name]
             for i in range(0, len(qs), batch_size):
                 batch = qs[i : i + batch_size]
-                visual = c.visual(model, batch, ctx)
-                rows = score(model, benchmark, batch, visual, c.name, scoring, seed)
+                rows = score(model, benchmark, batch, visual_of(batch), name, scoring, seed)
                 if run:
                     run.append(rows)
                 new += rows
                 advance(len(batch))
     if run is None:
         return new
-    names = {c.name for c in conditions}
+    names = {name for name, _, _ in jobs}
     return [r for r in run.rows() if r["source"] in names]
 
 
@@ -116,32 +135,42 @@ def skipped(benchmark: Benchmark, conditions: Sequence[Condition]) -> dict[str, 
 
 
 def summarize_conditions(rows: list[dict], benchmark: Benchmark, conditions: Sequence[Condition]) -> dict:
-    """`stats.summarize`, plus `skipped_no_image` where conditions had nothing to show for text-only questions."""
+    """`stats.summarize`, `blind` (S_v, S_wv, S_t, MG, ML) where `none` or `text-model` rows exist, and
+    `skipped_no_image` where conditions had nothing to show for text-only questions."""
     summary = summarize(rows)
+    blind = blind_measures(rows)
+    if blind:
+        summary["blind"] = blind
     if skipped(benchmark, conditions):
         summary["skipped_no_image"] = skipped(benchmark, conditions)
     return summary
 
 
 def eval_config(model_name: str, benchmark: Benchmark, conditions: Sequence[Condition], seed: int,
-                limit: int | None, batch_size: int, scoring: str = "letter") -> dict:
+                limit: int | None, batch_size: int, scoring: str = "letter", text_model: str | None = None) -> dict:
     """What identifies an evaluation run (batch size may change on resume)."""
-    return {"command": "eval", "model": model_name, "benchmark": benchmark.name, "split": benchmark.split,
-            "limit": limit, "n_questions": len(benchmark), "conditions": [c.name for c in conditions], "seed": seed,
-            "batch_size": batch_size, "scoring": scoring}
+    config = {"command": "eval", "model": model_name, "benchmark": benchmark.name, "split": benchmark.split,
+              "limit": limit, "n_questions": len(benchmark), "conditions": [c.name for c in conditions], "seed": seed,
+              "batch_size": batch_size, "scoring": scoring}
+    if text_model:  # only when given, so runs written before --text-model existed still resume
+        config["text_model"] = text_model
+    return config
 
 
 def evaluate(model: VLM, benchmark: Benchmark, conditions: str | Sequence[str] = "real", *, seed: int = 0,
              batch_size: int = 32, out: str | Path | None = None, overwrite: bool = False,
-             quiet: bool = True) -> EvalResult:
-    """Evaluate `model` on `benchmark` under `conditions`; with `out`, a resumable run directory is kept there."""
+             quiet: bool = True, text_model: VLM | None = None) -> EvalResult:
+    """Evaluate `model` on `benchmark` under `conditions` (and `text_model`, a `models.text_lm.TextLM`, on the same
+    prompts: rows `text-model`); with `out`, a resumable run directory is kept there."""
     conds = parse_conditions(conditions)
     run = None
     if out is not None:
         config = eval_config(getattr(model, "name_or_path", type(model).__name__), benchmark, conds, seed, None,
-                             batch_size)
+                             batch_size, text_model=getattr(text_model, "name_or_path", None))
         run = RunDir.open(out, config, overwrite=overwrite)
     rows = evaluate_conditions(model, benchmark, conds, seed=seed, batch_size=batch_size, run=run, quiet=quiet)
+    if text_model is not None:
+        rows += evaluate_text_model(text_model, benchmark, seed=seed, batch_size=batch_size, run=run, quiet=quiet)
     summary = summarize_conditions(rows, benchmark, conds)
     if run:
         run.write_json("summary.json", summary)
