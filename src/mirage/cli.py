@@ -371,6 +371,25 @@ def train_demo_text_cmd(
     console.print(f"text LM: {path}")
 
 
+@app.command()
+def curate(
+    runs: list[Path] = typer.Argument(..., help="Run directories (one per model) with real and image-free rows."),
+    out: Path = typer.Option(..., help="Where to write questions.jsonl, images/ and curation.json."),
+    min_runs: Optional[int] = typer.Option(None, min=1, help="Keep a question that needs the image in K runs "
+                                           "(default: in every run)."),
+    also: Optional[str] = typer.Option(None, help="More sources that must fail, e.g. blank,noise."),
+) -> None:
+    """Keep the questions that need the image (right with real, wrong by none/text-model/--also): a file: benchmark."""
+    from .curate import CURATION, QUESTIONS, curate as run_curate
+
+    try:
+        result = run_curate(runs, out, min_runs, _names(also) or ())
+    except EXPECTED as e:
+        _fail(e)
+    console.print(f"kept {result['n_kept']} of {result['n_evaluated']} questions: {out / QUESTIONS} "
+                  f"(mirage eval --benchmark file:{out / QUESTIONS}); {out / CURATION}")
+
+
 def _parse_type_weights(spec: str) -> dict[str, float]:
     """"position=0.5,colour=0.1" -> the benchmark's type mix with those weights replaced."""
     from .benchmarks.shapes.questions import TYPE_WEIGHTS
