@@ -50,9 +50,11 @@ def _benchmark_options(name: str, data_dir: Optional[Path], subjects: Optional[s
     return opts
 
 
-def _model_options(device_map: Optional[str], image_size: Optional[int]) -> dict:
+def _model_options(device_map: Optional[str], image_size: Optional[int],
+                   image_aspect_ratio: Optional[str] = None) -> dict:
     """Backend options from the command line (a backend that takes none of them refuses them by name)."""
-    return {k: v for k, v in {"device_map": device_map, "image_size": image_size}.items() if v is not None}
+    opts = {"device_map": device_map, "image_size": image_size, "image_aspect_ratio": image_aspect_ratio}
+    return {k: v for k, v in opts.items() if v is not None}
 
 
 def _scale_out(device: Optional[str], gpus_per_rank: int):
@@ -102,6 +104,7 @@ GPUS_HELP = "torchrun: GPUs per rank; the model is split over them (e.g. 8 GPUs 
 DTYPE_HELP = "float32/fp32, bfloat16/bf16 or float16/fp16 (default: bf16 on GPU, fp32 on CPU; demo: fp32)."
 DEVICE_MAP_HELP = "hf: accelerate device map, e.g. auto (the default when several GPUs are visible)."
 IMAGE_SIZE_HELP = "hf Qwen2-VL family: the fixed square resolution of optimized inputs (a multiple of 28; 448)."
+ASPECT_HELP = "hf LLaVA-1.5: pad (the official LLaVA code's, the default) or crop (the transformers processor's)."
 
 
 @app.command("eval")
@@ -123,6 +126,7 @@ def eval_cmd(
     dtype: Optional[str] = typer.Option(None, help=DTYPE_HELP),
     device_map: Optional[str] = typer.Option(None, help=DEVICE_MAP_HELP),
     image_size: Optional[int] = typer.Option(None, min=28, help=IMAGE_SIZE_HELP),
+    image_aspect_ratio: Optional[str] = typer.Option(None, help=ASPECT_HELP),
     gpus_per_rank: int = typer.Option(1, min=1, help=GPUS_HELP),
     text_model: Optional[str] = typer.Option(None, help="Base LLM scoring the same prompts as text (rows "
                                              "text-model, S_t): hf:<id or dir> (a causal LM), or demo."),
@@ -145,11 +149,11 @@ def eval_cmd(
                                **_benchmark_options(benchmark, data_dir, subjects, all_questions))
         config = eval_config(model, bench, conds, seed, limit, batch_size, scoring, text_model) | {
             "data_dir": str(data_dir) if data_dir else None, "subjects": _names(subjects), "all_questions": all_questions,
-            "dtype": dtype, **_model_options(device_map, image_size)}
+            "dtype": dtype, **_model_options(device_map, image_size, image_aspect_ratio)}
         run = _open_run(out, config, overwrite, world)
         t0 = time.time()
-        vlm = load_model(model, device=device, dtype=dtype, **_model_options(device_map, image_size),
-                         **scale_options)
+        vlm = load_model(model, device=device, dtype=dtype, **scale_options,
+                         **_model_options(device_map, image_size, image_aspect_ratio))
         t1 = time.time()
         evaluate_conditions(vlm, bench, conds, seed=seed, batch_size=batch_size, run=run, quiet=quiet,
                             scoring=scoring, world=world)
@@ -207,6 +211,7 @@ def optimize(
     dtype: Optional[str] = typer.Option(None, help=DTYPE_HELP),
     device_map: Optional[str] = typer.Option(None, help=DEVICE_MAP_HELP),
     image_size: Optional[int] = typer.Option(None, min=28, help=IMAGE_SIZE_HELP),
+    image_aspect_ratio: Optional[str] = typer.Option(None, help=ASPECT_HELP),
     gpus_per_rank: int = typer.Option(1, min=1, help=GPUS_HELP),
     seed: int = typer.Option(0),
     batch_size: int = typer.Option(16, min=1, help="Questions optimized together."),
@@ -241,11 +246,12 @@ def optimize(
                   "grad_checkpointing": grad_checkpointing, "offload_unused_encoders": offload_unused_encoders,
                   "compile": compile,
                   "data_dir": str(data_dir) if data_dir else None, "subjects": _names(subjects),
-                  "all_questions": all_questions, **_model_options(device_map, image_size)}
+                  "all_questions": all_questions,
+                  **_model_options(device_map, image_size, image_aspect_ratio)}
         run = _open_run(out, config, overwrite, world)
         t0 = time.time()
-        vlm = load_model(model, device=device, dtype=dtype, **_model_options(device_map, image_size),
-                         **scale_options)
+        vlm = load_model(model, device=device, dtype=dtype, **scale_options,
+                         **_model_options(device_map, image_size, image_aspect_ratio))
         t1 = time.time()
         apply_switches(vlm, spec, grad_checkpointing, offload_unused_encoders, compile)
         run_optimization(vlm, bench, spec, cfg, run, quiet=quiet, world=world)

@@ -75,6 +75,8 @@ def environment(model: VLM) -> dict:
            "transformers": transformers.__version__}
     if getattr(model, "device_map", None):
         env["device_map"] = model.device_map
+    if getattr(model, "image_aspect_ratio", None):  # LLaVA-1.5's preprocessing: pad (official) or crop
+        env["image_aspect_ratio"] = model.image_aspect_ratio
     return env
 
 

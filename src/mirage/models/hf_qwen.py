@@ -35,7 +35,7 @@ import torch.nn.functional as F
 from PIL import Image
 from torch import Tensor
 
-from .spliced import TransformersSpliced, image_turn
+from .spliced import TransformersSpliced
 from .vlm import IMAGES, NONE, EncoderSpec, Visual, on_device
 
 ENCODER = "vision"
@@ -191,10 +191,6 @@ class HFQwen2VL(TransformersSpliced):
         return input_ids, mask, labels, tokens, [(1, self.grid, self.grid)] * len(prompts)
 
     # --- language side -------------------------------------------------------------------------
-    def chat_text(self, prompt: str, image: bool = True) -> str:
-        return self.tokenizer.apply_chat_template(image_turn(prompt, image), tokenize=False,
-                                                  add_generation_prompt=True)
-
     def positions(self, input_ids: Tensor, mask: Tensor, layout) -> Tensor:
         grids = layout if layout is not None else [None] * len(input_ids)
         return mrope_positions(input_ids, mask, self.image_token_id, grids, self.merge)

@@ -12,6 +12,7 @@ from typing import Sequence
 import torch
 from torch import Tensor
 
+from .chat import adds_special_tokens
 from .spliced import chat_letter_ids
 from .vlm import NONE, VLM, Visual, on_device
 
@@ -45,12 +46,20 @@ class TextLM(VLM):
         return self.tokenizer.apply_chat_template([{"role": "user", "content": prompt}], tokenize=False,
                                                   add_generation_prompt=True)
 
+    def answered_text(self, prompt: str, answer: str) -> str:
+        """`chat_text` followed by the assistant's turn answering `answer` (where the letters are read)."""
+        if not self.chat:
+            return f"{prompt} {answer}"
+        turns = [{"role": "user", "content": prompt}, {"role": "assistant", "content": answer}]
+        return self.tokenizer.apply_chat_template(turns, tokenize=False, add_generation_prompt=False)
+
     def _inputs(self, prompts: Sequence[str], visual: Visual) -> dict:
         if visual.stage != NONE:
             raise ValueError(f"{self.name}: a text model takes no visual input (got stage {visual.stage!r}); "
                              "it scores the `none` prompts")
-        # a chat template writes its own special tokens; a bare prompt gets the tokenizer's (its BOS)
-        batch = self.tokenizer([self.chat_text(p) for p in prompts], add_special_tokens=not self.chat, padding=True,
+        texts = [self.chat_text(p) for p in prompts]
+        # the BOS once, as a processor tokenizes (models/chat.py): added unless the template already wrote it
+        batch = self.tokenizer(texts, add_special_tokens=adds_special_tokens(self.tokenizer, texts[0]), padding=True,
                                return_tensors="pt")
         out = {"input_ids": on_device(batch["input_ids"], self.device),
                "attention_mask": on_device(batch["attention_mask"], self.device)}

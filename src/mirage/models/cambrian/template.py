@@ -39,17 +39,10 @@ def ensure_image_token(tokenizer) -> int:
     return tokenizer.convert_tokens_to_ids(IMAGE_TOKEN)
 
 
-def glued_answer_ids(tokenizer, prompt: str, answers: Sequence[str]) -> list[int]:
-    """The token each answer starts with when written right after `prompt` with no space, as the llama_3 template
-    puts the assistant's text directly after `<|end_header_id|>`."""
-    base = tokenizer(prompt, add_special_tokens=False).input_ids
-    out = []
-    for a in answers:
-        full = tokenizer(prompt + a, add_special_tokens=False).input_ids
-        if full[: len(base)] != base or len(full) <= len(base):
-            raise ValueError(f"cannot find the token of answer {a!r} after the prompt")
-        out.append(full[len(base)])
-    return out
+def llama_3_answered(question: str, answer: str) -> str:
+    """`llama_3_prompt` followed by the assistant's turn answering `answer`, as conv_llama_3 writes it: the answer
+    directly after `<|end_header_id|>`, with no space or newline."""
+    return f"{llama_3_prompt(question)}{answer}<|eot_id|>"
 
 
 def word_level_tokenizer(words: Sequence[str]):
