@@ -6,8 +6,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 # From no information about the image to all of it: the order the spectrum plot walks.
-SPECTRUM = ("blank", "noise", "shuffle", "blur", "wrong", "real")
+SPECTRUM = ("none", "blank", "noise", "shuffle", "blur", "wrong", "real")  # none: no image at all
 CONDITION_NAMES = frozenset(SPECTRUM)
+TEXT_MODEL = "text-model"  # the base LLM on the text alone (--text-model)
 SCOPES = ("question", "universal")
 SUFFIXES = {"png": "re-checked from its saved 8-bit PNG", "train": "on its training questions"}
 
@@ -36,7 +37,11 @@ class SourceInfo:
     @property
     def description(self) -> str:
         if self.group == "condition":
+            if self.name == "none":
+                return "no image at all (text-only prompt)"
             return "file image" if self.name.startswith("file:") else "image condition"
+        if self.name == TEXT_MODEL:
+            return "base LLM, text only"
         if self.group == "other":
             return ""
         what = f"{self.input}, {'one per question' if self.scope == 'question' else 'one for all questions'}"
