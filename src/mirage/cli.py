@@ -112,7 +112,8 @@ def eval_cmd(
     model: str = typer.Option("demo", help="Model spec: demo, demo:DIR or hf:<hub id or dir>."),
     benchmark: str = typer.Option("shapes", help="Benchmark name."),
     split: Optional[str] = typer.Option(None, help="Benchmark split (default: the benchmark's own; mmmu: validation)."),
-    conditions: str = typer.Option("real,blank,noise,wrong,blur,shuffle", help="Comma-separated conditions."),
+    conditions: str = typer.Option("real,none,blank,noise,wrong,blur,shuffle", help="Comma-separated conditions "
+                                   "(none: no image at all)."),
     limit: Optional[int] = typer.Option(None, min=1, help="Evaluate the first N questions only."),
     seed: int = typer.Option(0, help="Seed of the conditions (noise, wrong, shuffle)."),
     batch_size: int = typer.Option(32, min=1, help="Questions per forward pass."),
@@ -289,6 +290,8 @@ def study(
     except EXPECTED as e:
         _fail(e)
     console.print(summary_table(result.summary, title=f"mirage study: {model} on ShapesQA test"))
+    if result.summary.get("blind"):
+        console.print(blind_table(result.summary["blind"]))
     console.print(f"run directory: {out}  ({time.time() - t0:.0f} s)")
     console.print(f"report: {_write_report(out)}")
 
@@ -365,16 +368,18 @@ def train_demo_text_cmd(
     out: Path = typer.Option(..., help="Where to write the text LM (a transformers causal-LM directory)."),
     demo: Optional[Path] = typer.Option(None, help="Demo model directory for the tokenizer and LM shape (default: shipped)."),
     steps: int = typer.Option(800, min=1), batch_size: int = typer.Option(128, min=1),
+    eval_limit: int = typer.Option(1000, min=1, help="Test questions for its model card."),
     device: Optional[str] = typer.Option(None), quiet: bool = typer.Option(False, "--quiet", "-q"),
 ) -> None:
     """Train the demo's base LM: its LM alone on the text phase of train-demo (no image), for --text-model."""
     from .models import DEMO_WEIGHTS
-    from .models.demo.train_text import train_text_lm
+    from .models.demo.card import write_text_card
+    from .models.demo.train_text import evaluate_text_lm, train_text_lm
     from .progress import progress_bar
 
     with progress_bar("training", steps, quiet) as advance:
         path = train_text_lm(out, demo or DEMO_WEIGHTS, steps, batch_size, device=device, on_step=lambda s, l: advance(1))
-    console.print(f"text LM: {path}")
+    console.print(f"text LM: {path}\ncard: {write_text_card(path, evaluate_text_lm(path, eval_limit))}")
 
 
 @app.command()

@@ -2,7 +2,8 @@
 
     mirage study      # 2 CPU cores: about 6.5 minutes (see bench/RESULTS.md for the measured table)
 
-Parts: the six image conditions on the test split; per-question features (200 questions) and pixels (100, each
+Parts: the six image conditions and `none` (no image at all) on the test split, with the demo's base LM on the same
+prompts (`text-model`, for MMStar's S_t, MG and ML); per-question features (200 questions) and pixels (100, each
 re-checked from its PNG); universal features and pixels (train 500, held out 500); per-question features through
 one encoder at a time (100 each); gradient saliency maps with the pointing game (32); two-stage inversion of
 blank-started per-question features into pixels (16). `limit` caps every part (universal: half train, half held out).
@@ -16,7 +17,8 @@ from pathlib import Path
 
 from .benchmarks import load_benchmark
 from .conditions import parse_conditions
-from .evaluate import EvalResult, evaluate_conditions
+from .blind import blind_measures
+from .evaluate import EvalResult, evaluate_conditions, evaluate_text_model
 from .experiment import OptimizeSpec, run_optimization
 from .inputs import Reference
 from .inversion import InversionConfig, run_inversion
@@ -26,7 +28,8 @@ from .runs import RunDir
 from .saliency import run_saliency
 from .stats import summarize
 
-STUDY_CONDITIONS = "real,blank,noise,wrong,blur,shuffle"
+STUDY_CONDITIONS = "real,none,blank,noise,wrong,blur,shuffle"
+DEMO_TEXT_MODEL = "demo"  # the demo's base LM (models/demo/weights/text-lm), scored when the model is the demo
 
 
 @dataclass
@@ -63,13 +66,20 @@ def run_study(model: str = "demo", benchmark: str = "shapes", split: str = "test
     plan = StudyPlan(steps=steps, universal_steps=steps, batch_size=batch_size).capped(limit)
     conds = parse_conditions(plan.conditions)
     bench = load_benchmark(benchmark, split=split, limit=limit)
+    text_model = DEMO_TEXT_MODEL if model == "demo" else None  # shipped weights only: demo:DIR has its own LM
     config = {"command": "study", "model": model, "benchmark": benchmark, "split": split, "limit": limit,
-              "n_questions": len(bench), "seed": seed, "plan": asdict(plan), "batch_size": batch_size}
+              "n_questions": len(bench), "seed": seed, "plan": asdict(plan), "batch_size": batch_size,
+              "text_model": text_model}
     run = RunDir.open(out, config, overwrite=overwrite)
     vlm = load_model(model, device=device)
     timings: dict[str, float] = {}
     t0 = time.time()
     evaluate_conditions(vlm, bench, conds, seed=seed, batch_size=32, run=run, quiet=quiet)
+    if text_model:
+        from .models.text_lm import load_text_model
+
+        lm = load_text_model(text_model, device=vlm.device)
+        evaluate_text_model(lm, bench, seed=seed, batch_size=32, run=run, quiet=quiet)
     timings["conditions"] = time.time() - t0
     ref = Reference.from_benchmark(vlm, bench)
     cfg = OptimizeConfig(steps=plan.steps, batch_size=plan.batch_size, seed=seed)
@@ -94,6 +104,7 @@ def run_study(model: str = "demo", benchmark: str = "shapes", split: str = "test
                   cfg=InversionConfig(start="blank", seed=seed), stage1=cfg, quiet=quiet)
     timings["inversion_blank"] = time.time() - t
     summary = summarize(run.rows())
+    summary["blind"] = blind_measures(run.rows())
     run.write_json("summary.json", summary)
     run.write_json("timings.json", {k: round(v, 1) for k, v in timings.items()})
     return EvalResult(run.rows(), summary)

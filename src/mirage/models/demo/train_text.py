@@ -66,3 +66,15 @@ def train_text_lm(out: str | Path, demo_dir: str | Path, steps: int = 800, batch
          "batch_size": batch_size, "lr": lr, "seed": seed, "device": str(device),
          "seconds": round(time.time() - t0, 1)}, indent=2))
     return out
+
+
+def evaluate_text_lm(path: str | Path, limit: int = 1000) -> dict:
+    """`stats.summarize` of the LM's `text-model` rows on the first `limit` ShapesQA test questions."""
+    from ...benchmarks.question import Benchmark
+    from ...benchmarks.shapes import generate_questions
+    from ...evaluate import evaluate_text_model
+    from ...stats import summarize
+    from ..text_lm import load_text_model
+
+    test = Benchmark("shapes", "test", generate_questions("test", 0, limit))  # as train-demo's card: no cache
+    return summarize(evaluate_text_model(load_text_model(f"demo:{path}", device="cpu"), test, quiet=True))
