@@ -49,6 +49,20 @@ def test_text_model_rows_and_s_t_in_the_summary(lm_dir, tiny_model, small_bench,
     assert again.summary == res.summary
 
 
-def test_text_model_spec_errors():
+def test_text_model_spec_errors(tmp_path):
     with pytest.raises(ValueError, match="give demo, demo:DIR or hf:"):
         load_text_model("llama")
+    with pytest.raises(FileNotFoundError, match="no base LM at .*mirage train-demo-text"):
+        load_text_model(f"demo:{tmp_path}")
+
+
+def test_the_shipped_base_lm_loads_and_reads_the_demo_prompts(small_bench):
+    """The demo's base LM ships beside its weights, with the demo's tokenizer (same ids) and LM shape."""
+    from mirage.models import load_model
+
+    lm, vlm = load_text_model("demo", device="cpu"), load_model("demo", device="cpu")
+    assert lm.tokenizer.get_vocab() == vlm.tokenizer.get_vocab() and lm.letter_ids(4) == vlm.letter_ids(4)
+    assert lm.model.config.hidden_size == vlm.lm.config.hidden_size
+    qs = small_bench.questions[:8]
+    logits = lm.choice_logits([small_bench.prompt(q) for q in qs], Visual.none(), [len(q.choices) for q in qs])
+    assert torch.isfinite(logits).all()

@@ -155,11 +155,11 @@ def eval_cmd(
         t0 = time.time()
         vlm = load_model(model, device=device, dtype=dtype, **scale_options,
                          **_model_options(device_map, image_size, image_aspect_ratio))
+        lm = load_text_model(text_model, device=device or vlm.device, dtype=parse_dtype(dtype)) if text_model else None
         t1 = time.time()
         evaluate_conditions(vlm, bench, conds, seed=seed, batch_size=batch_size, run=run, quiet=quiet,
                             scoring=scoring, world=world)
-        if text_model:
-            lm = load_text_model(text_model, device=device or vlm.device, dtype=parse_dtype(dtype))
+        if lm is not None:
             evaluate_text_model(lm, bench, seed=seed, batch_size=batch_size, run=run, quiet=quiet, scoring=scoring,
                                 world=world)
         names = {c.name for c in conds} | ({TEXT_MODEL} if text_model else set())

@@ -10,12 +10,12 @@ from typing import Sequence
 import torch
 
 from .benchmarks.question import LETTERS, Benchmark, Question
+from .blind import blind_measures
 from .conditions import Condition, ConditionContext, parse_conditions, seed_for
 from .distributed import SINGLE, World
 from .models.vlm import VLM, Visual
 from .progress import progress_bar
 from .runs import RunDir
-from .blind import blind_measures
 from .stats import summarize
 
 

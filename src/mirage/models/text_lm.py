@@ -91,6 +91,9 @@ def load_text_model(spec: str, device: str | torch.device | None = None,
     name, _, path = spec.partition(":")
     if name == "demo":
         path = path or str(DEMO_TEXT_LM)
+        if not (Path(path) / "config.json").is_file():
+            raise FileNotFoundError(f"--text-model {spec!r}: no base LM at {path!r} (write one with "
+                                    "`mirage train-demo-text --out DIR`, then --text-model demo:DIR)")
     elif name != "hf" or not path:
         raise ValueError(f"--text-model {spec!r}: give demo, demo:DIR or hf:<hub id or directory> (a causal LM)")
     device = torch.device(device) if device is not None else torch.device("cuda" if torch.cuda.is_available() else "cpu")
