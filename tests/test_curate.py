@@ -6,9 +6,15 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from typer.testing import CliRunner
+
 from mirage.benchmarks import load_benchmark
+from mirage.cli import app
 from mirage.curate import curate
-from tests.test_cli import run as cli
+
+
+def cli(*args):
+    return CliRunner().invoke(app, list(args))
 
 
 @pytest.fixture

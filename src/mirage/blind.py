@@ -10,9 +10,10 @@ from __future__ import annotations
 
 from typing import Iterable
 
+from .sources import TEXT_MODEL
 from .stats import INTERVALS, accuracy_ci, paired_difference_ci
 
-SOURCES = {"S_v": "real", "S_wv": "none", "S_t": "text-model"}
+SOURCES = {"S_v": "real", "S_wv": "none", "S_t": TEXT_MODEL}
 MEASURES = ("S_v", "S_wv", "S_t", "MG", "ML")
 
 
@@ -41,7 +42,7 @@ def _block(correct: dict[str, dict[str, bool]], qids: set[str]) -> dict:
     if "S_v" in out and "S_wv" in out:
         out["MG"] = _difference(correct["real"], correct["none"], qids, clip=False)
     if "S_wv" in out and "S_t" in out:
-        out["ML"] = _difference(correct["none"], correct["text-model"], qids, clip=True)
+        out["ML"] = _difference(correct["none"], correct[TEXT_MODEL], qids, clip=True)
     return {m: out[m] for m in MEASURES if m in out and out[m]["n"]}
 
 
@@ -54,7 +55,7 @@ def blind_measures(rows: Iterable[dict]) -> dict | None:
         if r["source"] in SOURCES.values():
             correct.setdefault(r["source"], {})[r["question_id"]] = bool(r["correct"])
             types.setdefault(r["question_id"], r.get("type", ""))
-    if not {"none", "text-model"} & correct.keys():
+    if not {"none", TEXT_MODEL} & correct.keys():
         return None
     qids = set(types)
     out = _block(correct, qids)

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Callable, Sequence
 
 from .benchmarks.question import Benchmark, Question
+from .errors import MirageError
 from .runs import CONFIG, RESULTS, read_rows
 
 IMAGE_FREE = ("none", "text-model")
@@ -49,27 +50,27 @@ def curate(runs: Sequence[str | Path], out: str | Path, min_runs: int | None = N
     OUT/curation.json. Returns curation.json's content."""
     runs = [Path(r) for r in runs]
     if not runs:
-        raise ValueError("curate: give at least one run directory")
+        raise MirageError("curate: give at least one run directory")
     k = len(runs) if min_runs is None else min_runs
     if not 1 <= k <= len(runs):
-        raise ValueError(f"--min-runs {k}: must be between 1 and the number of runs ({len(runs)})")
+        raise MirageError(f"--min-runs {k}: must be between 1 and the number of runs ({len(runs)})")
     verdicts, configs = {}, {}
     for path in runs:
         config, correct = _read_run(path)
         blind = [s for s in IMAGE_FREE if s in correct] + list(also)
         if "real" not in correct:
-            raise ValueError(f"run {str(path)!r} has no `real` rows: run it with --conditions real,none,...")
+            raise MirageError(f"run {str(path)!r} has no `real` rows: run it with --conditions real,none,...")
         if not [s for s in IMAGE_FREE if s in correct]:
-            raise ValueError(f"run {str(path)!r} has no image-free source (none, text-model): run it with "
+            raise MirageError(f"run {str(path)!r} has no image-free source (none, text-model): run it with "
                              "--conditions real,none and/or --text-model")
         missing = [s for s in also if s not in correct]
         if missing:
-            raise ValueError(f"--also {','.join(missing)}: run {str(path)!r} has no rows of {', '.join(missing)}")
+            raise MirageError(f"--also {','.join(missing)}: run {str(path)!r} has no rows of {', '.join(missing)}")
         verdicts[str(path)], configs[str(path)] = {"sources": blind, "questions": needs_image(correct, blind)}, config
     first = configs[str(runs[0])]
     for path, config in configs.items():
         if (config.get("benchmark"), config.get("split")) != (first.get("benchmark"), first.get("split")):
-            raise ValueError(f"run {path!r} evaluated {config.get('benchmark')}/{config.get('split')}, run "
+            raise MirageError(f"run {path!r} evaluated {config.get('benchmark')}/{config.get('split')}, run "
                              f"{str(runs[0])!r} {first.get('benchmark')}/{first.get('split')}: curate one benchmark")
     bench = run_benchmark(first)
     questions = {q.id: q for q in bench}
@@ -83,7 +84,7 @@ def curate(runs: Sequence[str | Path], out: str | Path, min_runs: int | None = N
     kept = [questions[q] for q in qids if per_q[q]["kept"] and q in questions]
     lost = [q for q in qids if per_q[q]["kept"] and q not in questions]
     if lost:
-        raise ValueError(f"curate: {len(lost)} kept question(s) are not in benchmark {first.get('benchmark')!r} "
+        raise MirageError(f"curate: {len(lost)} kept question(s) are not in benchmark {first.get('benchmark')!r} "
                          f"(first: {lost[0]!r})")
     out = Path(out)
     write_benchmark(out, kept, bench.prompt)
@@ -101,7 +102,7 @@ def run_benchmark(config: dict) -> Benchmark:
     from .report.questions import LOADER_OPTIONS
 
     if not config.get("benchmark"):
-        raise ValueError("curate: the run's config.json names no benchmark")
+        raise MirageError("curate: the run's config.json names no benchmark")
     return load_benchmark(config["benchmark"], split=config.get("split"),
                           **{k: config[k] for k in LOADER_OPTIONS if config.get(k)})
 

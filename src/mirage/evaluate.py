@@ -2,20 +2,21 @@
 
 from __future__ import annotations
 
-import random
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
+from typing import Callable, Sequence
 
 import torch
 
 from .benchmarks.question import LETTERS, Benchmark, Question
 from .blind import blind_measures
-from .conditions import Condition, ConditionContext, parse_conditions, seed_for
+from .conditions import Condition, ConditionContext, parse_conditions
 from .distributed import SINGLE, World
+from .errors import UsageError
 from .models.vlm import VLM, Visual
 from .progress import progress_bar
 from .runs import RunDir
+from .sources import TEXT_MODEL
 from .stats import summarize
 
 
@@ -33,8 +34,8 @@ SCORINGS = ("letter", "generate")
 def score(model: VLM, benchmark: Benchmark, questions: Sequence[Question], visual: Visual, source: str,
           scoring: str = "letter", seed: int = 0, max_new_tokens: int = 32) -> list[dict]:
     """Rows for one batch given `visual`. `letter`: probabilities of the option letters at the answer position;
-    `generate`: greedy generation read by MMMU's official parser. Open questions are always generated and judged
-    by the official `eval_open`."""
+    `generate`: greedy generation judged by the benchmark (`Benchmark.judge`). Open questions are always
+    generated."""
     by_letter = [i for i, q in enumerate(questions) if scoring == "letter" and q.kind == "mc"]
     rows: dict[int, dict] = {}
     if by_letter:
@@ -48,22 +49,34 @@ def score(model: VLM, benchmark: Benchmark, questions: Sequence[Question], visua
                        "type": q.type}
     generated = [i for i in range(len(questions)) if i not in rows]
     if generated:
-        from .benchmarks.mmmu import eval_open, parse_multi_choice_response, parse_open_response
-
         qs = [questions[i] for i in generated]
         responses = model.generate([benchmark.prompt(q) for q in qs], visual.select(generated), max_new_tokens)
         for i, q, text in zip(generated, qs, responses):
-            if q.kind == "open":
-                pred, answer, correct = text, q.meta["answer"], eval_open(q.meta["answer"], parse_open_response(text))
-            else:
-                # the parser's random fallback is seeded per question, so a resumed run parses alike
-                rng = random.Random(seed_for("parse", seed, q.id))
-                index2ans = dict(zip(q.letters, q.choices))
-                pred = parse_multi_choice_response(text, list(q.letters), index2ans, rng)
-                answer, correct = q.answer_letter, pred == q.answer_letter
+            pred, answer, correct = benchmark.judge(q, text, seed)
             rows[i] = {"question_id": q.id, "source": source, "pred": pred, "answer": answer, "correct": bool(correct),
                        "response": text, "type": q.type}
     return [rows[i] for i in range(len(questions))]
+
+
+def score_pending(questions: Sequence[Question], source: str, rows_for: Callable[[list[Question]], list[dict]],
+                  run: RunDir | None = None, batch_size: int = 32, done: set | None = None,
+                  advance: Callable[[int], None] | None = None) -> list[dict]:
+    """The one resumable scoring loop: the `questions` that `run` (or `done`) holds no row of `source` for, in
+    batches of `batch_size`, each scored by `rows_for(batch)` and appended to `run` at once, so a killed run loses
+    at most one batch. Returns the new rows."""
+    if done is None:
+        done = run.done() if run else set()
+    todo = [q for q in questions if (q.id, source) not in done]
+    rows: list[dict] = []
+    for i in range(0, len(todo), batch_size):
+        batch = todo[i : i + batch_size]
+        new = rows_for(batch)
+        if run:
+            run.append(new)
+        rows += new
+        if advance:
+            advance(len(batch))
+    return rows
 
 
 def environment(model: VLM) -> dict:
@@ -86,47 +99,41 @@ def evaluate_conditions(model: VLM, benchmark: Benchmark, conditions: Sequence[C
     """Rows for every (question, condition), skipping those `run` already holds and appending new ones to it.
     Under torchrun each rank takes its shard of the questions (conditions still see the whole benchmark)."""
     if scoring not in SCORINGS:
-        raise ValueError(f"--scoring: unknown scoring {scoring!r} (allowed: {', '.join(SCORINGS)})")
+        raise UsageError(f"--scoring: unknown scoring {scoring!r} (allowed: {', '.join(SCORINGS)})")
     if run:
         run.annotate(**environment(model))
-    ctx = ConditionContext(benchmark, seed)
     # a condition built from the question's own image has nothing to show for a text-only question
-    jobs = [(c.name, lambda batch, c=c: c.visual(model, batch, ctx), lambda q, c=c: q.images or not c.needs_image)
-            for c in conditions]
-    return _score_sources(model, benchmark, jobs, seed, batch_size, run, quiet, scoring, world)
-
-
-TEXT_MODEL = "text-model"
+    shown = {c.name: [q for q in world.shard(benchmark.questions) if q.images or not c.needs_image]
+             for c in conditions}
+    ctx = ConditionContext(benchmark, seed)
+    sources = [(c.name, shown[c.name], lambda batch, c=c: c.visual(model, batch, ctx)) for c in conditions]
+    return _score_sources(model, benchmark, sources, seed, batch_size, run, quiet, scoring)
 
 
 def evaluate_text_model(lm: VLM, benchmark: Benchmark, *, seed: int = 0, batch_size: int = 32,
                         run: RunDir | None = None, quiet: bool = False, scoring: str = "letter",
                         world: World = SINGLE) -> list[dict]:
     """Rows `text-model`: a text-only LM (`models.text_lm`) on the same prompts with no image (MMStar's S_t)."""
-    jobs = [(TEXT_MODEL, lambda batch: Visual.none(), lambda q: True)]
-    return _score_sources(lm, benchmark, jobs, seed, batch_size, run, quiet, scoring, world)
+    sources = [(TEXT_MODEL, world.shard(benchmark.questions), lambda batch: Visual.none())]
+    return _score_sources(lm, benchmark, sources, seed, batch_size, run, quiet, scoring)
 
 
-def _score_sources(model: VLM, benchmark: Benchmark, jobs, seed: int, batch_size: int, run: RunDir | None,
-                   quiet: bool, scoring: str, world: World) -> list[dict]:
-    """The one resumable scoring loop: per (source, visual for a batch, which questions it applies to)."""
+def _score_sources(model: VLM, benchmark: Benchmark, sources, seed: int, batch_size: int, run: RunDir | None,
+                   quiet: bool, scoring: str) -> list[dict]:
+    """Each (source name, its questions, the visual for a batch) through `score_pending`; all rows of these
+    sources (the run's, when there is one)."""
     done = run.done() if run else set()
-    todo = {name: [q for q in world.shard(benchmark.questions) if (q.id, name) not in done and applies(q)]
-            for name, _, applies in jobs}
+    total = sum((q.id, name) not in done for name, qs, _ in sources for q in qs)
     new: list[dict] = []
-    with torch.inference_mode(), progress_bar("evaluating", sum(map(len, todo.values())), quiet) as advance:
-        for name, visual_of, _ in jobs:
-            qs = todo[name]
-            for i in range(0, len(qs), batch_size):
-                batch = qs[i : i + batch_size]
-                rows = score(model, benchmark, batch, visual_of(batch), name, scoring, seed)
-                if run:
-                    run.append(rows)
-                new += rows
-                advance(len(batch))
+    with torch.inference_mode(), progress_bar("evaluating", total, quiet) as advance:
+        for name, qs, visual_of in sources:
+            def rows_for(batch: list[Question], name=name, visual_of=visual_of) -> list[dict]:
+                return score(model, benchmark, batch, visual_of(batch), name, scoring, seed)
+
+            new += score_pending(qs, name, rows_for, run, batch_size, done, advance)
     if run is None:
         return new
-    names = {name for name, _, _ in jobs}
+    names = {name for name, _, _ in sources}
     return [r for r in run.rows() if r["source"] in names]
 
 

@@ -1,4 +1,4 @@
-"""Statistics over result rows: Wilson intervals for accuracies, paired intervals for differences of accuracies
+"""Every statistic mirage reports: Wilson intervals for accuracies, paired intervals for differences of accuracies
 (Newcombe's hybrid score interval), exact McNemar tests, run summaries."""
 
 from __future__ import annotations
@@ -91,6 +91,16 @@ def mcnemar_exact(a: Sequence[bool], b: Sequence[bool]) -> dict:
     discordant = a_only + b_only
     p = binomtest(a_only, discordant, 0.5).pvalue if discordant else 1.0
     return {"n": len(x), "a_only": a_only, "b_only": b_only, "p": float(p)}
+
+
+def json_number(x: float | None) -> float | None:
+    """`x` rounded to 4 decimals for JSON; None where undefined (NaN: no questions), which JSON cannot hold."""
+    return None if x is None or x != x else round(float(x), 4)
+
+
+def json_interval(values) -> list[float | None]:
+    """(estimate, lo, hi) as JSON numbers (`json_number` each)."""
+    return [json_number(v) for v in values]
 
 
 def _r(x: float) -> float:

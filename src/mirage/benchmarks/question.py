@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import io
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
 from PIL import Image, UnidentifiedImageError
+
+from ..errors import MirageError
 
 LETTERS = "ABCDEFGHIJKLMNOPQRSTUVWXYZ"
 
@@ -15,7 +17,7 @@ LETTERS = "ABCDEFGHIJKLMNOPQRSTUVWXYZ"
 ImageRef = bytes | str | Path
 
 
-class ImageLoadError(ValueError):
+class ImageLoadError(MirageError):
     """An image of a question could not be read; the message names the file and the question."""
 
 
@@ -87,6 +89,8 @@ class Benchmark:
     split: str
     questions: list[Question]
     prompt_style: Callable[[Question], str] = letter_prompt
+    # how a generated answer is judged: (question, response, seed) -> (pred, answer, correct); None: MMMU's parser
+    judging: Callable[[Question, str, int], tuple] | None = None
 
     def __len__(self) -> int:
         return len(self.questions)
@@ -104,7 +108,16 @@ class Benchmark:
     def subset(self, limit: int | None) -> "Benchmark":
         """The first `limit` questions (all when None), same name and prompt style."""
         qs = self.questions if limit is None else self.questions[:limit]
-        return Benchmark(self.name, self.split, list(qs), self.prompt_style)
+        return replace(self, questions=list(qs))
+
+    def judge(self, question: Question, response: str, seed: int = 0) -> tuple[str, str, bool]:
+        """(pred, answer, correct) of a generated `response`: the benchmark's own `judging`, or by default the
+        official MMMU parser and judge (multiple choice or open), which mirage uses for every benchmark."""
+        if self.judging is not None:
+            return self.judging(question, response, seed)
+        from .mmmu_judge import judge_response
+
+        return judge_response(question, response, seed)
 
     def types(self) -> Sequence[str]:
         return sorted({q.type for q in self.questions})

@@ -12,6 +12,7 @@ from typing import Sequence
 import torch
 from torch import Tensor
 
+from ..errors import MirageError
 from .chat import adds_special_tokens
 from .spliced import chat_letter_ids
 from .vlm import NONE, VLM, Visual, on_device
@@ -95,7 +96,7 @@ def load_text_model(spec: str, device: str | torch.device | None = None,
             raise FileNotFoundError(f"--text-model {spec!r}: no base LM at {path!r} (write one with "
                                     "`mirage train-demo-text --out DIR`, then --text-model demo:DIR)")
     elif name != "hf" or not path:
-        raise ValueError(f"--text-model {spec!r}: give demo, demo:DIR or hf:<hub id or directory> (a causal LM)")
+        raise MirageError(f"--text-model {spec!r}: give demo, demo:DIR or hf:<hub id or directory> (a causal LM)")
     device = torch.device(device) if device is not None else torch.device("cuda" if torch.cuda.is_available() else "cpu")
     dtype = dtype or (torch.bfloat16 if device.type == "cuda" else torch.float32)
     model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype).to(device).eval().requires_grad_(False)
