@@ -7,9 +7,9 @@ from typing import Annotated, Optional
 
 import typer
 
-from .common import (AllQuestions, BenchmarkName, DataDir, Device, DeviceMap, Dtype, GpusPerRank, ImageSize, Model, Out,
-                     Overwrite, Quiet, Split, Subjects, benchmark_options, console, finish, loading, model_options,
-                     names, open_run, scale_out, user_errors, write_timings)
+from .common import (AllQuestions, AspectRatio, BenchmarkName, DataDir, Device, DeviceMap, Dtype, GpusPerRank,
+                     ImageSize, Model, Out, Overwrite, Quiet, Split, Subjects, benchmark_options, console, finish,
+                     loading, model_options, names, open_run, scale_out, user_errors, write_timings)
 
 
 def eval_cmd(
@@ -32,6 +32,7 @@ def eval_cmd(
     dtype: Dtype = None,
     device_map: DeviceMap = None,
     image_size: ImageSize = None,
+    image_aspect_ratio: AspectRatio = None,
     gpus_per_rank: GpusPerRank = 1,
     text_model: Annotated[Optional[str], typer.Option(help="Base LLM scoring the same prompts as text (rows "
                                                       "text-model, S_t): hf:<id or dir> (a causal LM), or demo.")
@@ -62,12 +63,12 @@ def eval_cmd(
                                    **benchmark_options(benchmark, data_dir, subjects, all_questions))
         config = eval_config(model, bench, conds, seed, limit, batch_size, scoring, text_model) | {
             "data_dir": str(data_dir) if data_dir else None, "subjects": names(subjects), "all_questions": all_questions,
-            "dtype": dtype, **model_options(device_map, image_size)}
+            "dtype": dtype, **model_options(device_map, image_size, image_aspect_ratio)}
         run = open_run(out, config, overwrite, world)
         t0 = time.time()
         with loading():
-            vlm = load_model(model, device=device, dtype=dtype, **model_options(device_map, image_size),
-                             **scale_options)
+            vlm = load_model(model, device=device, dtype=dtype, **scale_options,
+                             **model_options(device_map, image_size, image_aspect_ratio))
             lm = load_text_model(text_model, device=device or vlm.device, dtype=parse_dtype(dtype)) if text_model \
                 else None
         t1 = time.time()
