@@ -12,7 +12,6 @@ from typing import Callable, Iterable, Iterator, Sequence, TypeVar
 import torch
 
 from .benchmarks.question import Benchmark, Question
-from .conditions import Condition, ConditionContext
 
 T = TypeVar("T")
 R = TypeVar("R")
@@ -106,11 +105,11 @@ def prompt_batches(model, benchmark: Benchmark, questions: Sequence[Question], b
     return length_batches(questions, lengths, batch_size)
 
 
-def visual_batches(model, condition: Condition, ctx: ConditionContext, batches: Sequence[Sequence[Question]],
+def visual_batches(model, visual_of: Callable[[Sequence[Question]], object], batches: Sequence[Sequence[Question]],
                    workers: int | None = None) -> Iterator[tuple[Sequence[Question], object]]:
-    """(batch, its Visual) for each batch of questions, `condition`'s images made and run through the model's
-    processor by `prefetched` (workers default: `default_workers`). On a GPU the workers copy on a side stream:
-    a copy on the model's stream would wait behind the batches queued before it."""
+    """(batch, its Visual) for each batch of questions, `visual_of(batch)` (a condition's images made and run through
+    the model's processor: `Condition.visual`) computed by `prefetched` (workers default: `default_workers`). On a GPU
+    the workers copy on a side stream: a copy on the model's stream would wait behind the batches queued before it."""
     device = torch.device(model.device)
     workers = default_workers(device) if workers is None else workers
     stream = torch.cuda.Stream(device) if workers and device.type == "cuda" and SIDE_STREAM else None
@@ -118,7 +117,7 @@ def visual_batches(model, condition: Condition, ctx: ConditionContext, batches: 
     def make(qs):
         # inference mode is per thread: the workers' own, so that nothing they compute records a graph
         with torch.inference_mode(), (torch.cuda.stream(stream) if stream is not None else nullcontext()):
-            visual = model.visual_from_images([condition.image(q, ctx) for q in qs])
+            visual = visual_of(qs)
             return visual, (stream.record_event() if stream is not None else None)
 
     for batch, (visual, ready) in prefetched(make, batches, workers):

@@ -522,3 +522,24 @@ def test_every_tower_gets_the_official_eps_activation_and_scale():
                 if isinstance(getattr(m, name, None), float):
                     assert getattr(m, name) == m.head_dim**-0.5
     assert OFFICIAL["clip"][0] is QuickGELU and OFFICIAL["siglip"][0] is torch.nn.GELU
+
+
+def test_none_shows_the_lm_no_image_token(model, bench):
+    """`none`: the llama_3 turn without `<image>\\n` (as official inference builds a text-only turn); no tower,
+    connector or sampler layer runs and the LM's input is exactly the embedded text-only prompt."""
+    seen, ran = [], []
+    hooks = [model.lm.model.register_forward_pre_hook(lambda m, a, kw: seen.append(kw["inputs_embeds"]),
+                                                      with_kwargs=True)]
+    hooks += [m.register_forward_hook(lambda *a: ran.append(1))
+              for m in (*model.vision.values(), model.connector, *model.lm_samplers)]
+    q = next(q for q in bench.questions if q.images)
+    try:
+        logits = model.choice_logits([bench.prompt(q)], Visual.none(), [len(q.choices)])
+    finally:
+        for h in hooks:
+            h.remove()
+    text = llama_3_prompt(bench.prompt(q), image=False)
+    assert IMAGE_TOKEN not in text and text == llama_3_prompt(bench.prompt(q)).replace(IMAGE_TOKEN + "\n", "")
+    ids = model.tokenizer(text, add_special_tokens=False).input_ids
+    assert not ran and model.image_token_id not in ids and torch.isfinite(logits).all()
+    torch.testing.assert_close(seen[0][0], model.lm.get_input_embeddings()(torch.tensor(ids)))

@@ -253,3 +253,38 @@ def test_cli_passes_the_preprocessing_option(llava_dir, tmp_path):
     bad = CliRunner().invoke(app, [*base, "--model", "demo", "--image-aspect-ratio", "pad",
                                    "--out", str(tmp_path / "b")])
     assert bad.exit_code == 2 and "model 'demo' takes no option image_aspect_ratio" in bad.output
+
+
+def test_none_is_the_text_only_prompt_through_transformers(llava, bench):
+    """`none`: the chat template's text-only turn (no placeholder, no pixel values); letter probabilities equal
+    transformers' own forward on it, question by question, while mirage batches them left-padded."""
+    from mirage.models.chat import image_turn
+
+    qs = bench.questions[:3]
+    prompts = [bench.prompt(q) for q in qs]
+    ids, _, _, tokens, _ = llava.prepare(prompts, Visual.none())
+    assert tokens is None and not (ids == llava.image_token_id).any()
+    mine = llava.choice_logits(prompts, Visual.none(), [len(q.choices) for q in qs]).softmax(-1)
+    for row, (q, p) in enumerate(zip(qs, prompts)):
+        inputs = llava.processor.apply_chat_template(image_turn(p, image=False), add_generation_prompt=True,
+                                                     tokenize=True, return_dict=True, return_tensors="pt")
+        assert "pixel_values" not in inputs and llava.image_token_id not in inputs["input_ids"][0].tolist()
+        full = llava.model(**inputs).logits[0, -1, llava.letter_ids(len(q.choices))].float().softmax(-1)
+        torch.testing.assert_close(mine[row, : len(q.choices)], full, atol=1e-4, rtol=1e-4)
+    real = llava.choice_logits(prompts, llava.visual_from_images([q.image() for q in qs]), [4] * 3)
+    assert not torch.allclose(real.softmax(-1), mine, atol=1e-3)  # an image changes the answer: the test can fail
+
+
+def test_none_condition_and_the_processor_path(llava, llava_dir, bench):
+    """`none` runs as an ordinary condition, and the processor path scores it as the LLaVA backend does."""
+    from transformers import AutoProcessor
+
+    from mirage.models.hf_processor import ProcessorVLM
+
+    res = evaluate(llava, bench, "real,none")
+    assert res.summary["n"]["none"] == len(bench) and {r["source"] for r in res.rows} == {"real", "none"}
+    generic = ProcessorVLM(llava.model, AutoProcessor.from_pretrained(llava_dir), "hf:tiny")
+    qs = bench.questions[:3]
+    prompts, n = [bench.prompt(q) for q in qs], [len(q.choices) for q in qs]
+    torch.testing.assert_close(generic.choice_logits(prompts, Visual.none(), n),
+                               llava.choice_logits(prompts, Visual.none(), n), atol=1e-4, rtol=1e-4)

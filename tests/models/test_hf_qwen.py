@@ -221,3 +221,24 @@ def test_cli_passes_model_options_and_refuses_misplaced_ones(tmp_path):
     assert cfg["image_size"] == 112 and cfg["environment"]["attn_implementation"] == "sdpa"
     bad = CliRunner().invoke(app, [*base, "--model", "demo", "--image-size", "112", "--out", str(tmp_path / "b")])
     assert bad.exit_code == 2 and "model 'demo' takes no option image_size" in bad.output
+
+
+def test_none_is_the_text_only_prompt_through_transformers(qwen, bench):
+    """`none`: the chat template's text-only turn, no vision tokens, no pixel values; letter probabilities equal
+    transformers' own forward (its own text-only positions), question by question, while mirage left-pads a batch."""
+    from mirage.models.chat import image_turn
+
+    qs = bench.questions[:3]
+    prompts = [bench.prompt(q) for q in qs]
+    ids, _, _, tokens, _ = qwen.prepare(prompts, Visual.none())
+    assert tokens is None and not (ids == qwen.image_token_id).any()
+    mine = qwen.choice_logits(prompts, Visual.none(), [len(q.choices) for q in qs]).softmax(-1)
+    for row, (q, p) in enumerate(zip(qs, prompts)):
+        ids = qwen.tokenizer.apply_chat_template(image_turn(p, image=False), add_generation_prompt=True,
+                                                 tokenize=True, return_dict=True, return_tensors="pt")
+        assert "<|vision_start|>" not in qwen.tokenizer.decode(ids["input_ids"][0])
+        full = qwen.model(**ids).logits[0, -1, qwen.letter_ids(len(q.choices))].float().softmax(-1)
+        torch.testing.assert_close(mine[row, : len(q.choices)], full, atol=1e-4, rtol=1e-4)
+    real = qwen.choice_logits(prompts, qwen.visual_from_images([q.image() for q in qs]), [4] * 3)
+    assert not torch.allclose(real.softmax(-1), mine, atol=1e-3)
+    assert evaluate(qwen, bench.subset(3), "none").summary["n"]["none"] == 3

@@ -189,6 +189,16 @@ def test_study_report_numbers_equal_stats(study_run):
         assert fact in page
 
 
+def test_study_measures_what_needs_the_image(study_run):
+    """The default study runs `none` and the demo's base LM beside the image conditions: summary.json's blind
+    measures and the report's panel."""
+    out, output = study_run
+    summary = json.loads((out / "summary.json").read_text())
+    assert {"S_v", "S_wv", "S_t", "MG", "ML"} <= set(summary["blind"])
+    assert summary["n"]["none"] == summary["n"]["text-model"] == summary["n"]["real"]
+    assert 'id="blind"' in (out / "report.html").read_text() and "image-free measures" in output
+
+
 def test_report_is_self_contained(study_run):
     page = (study_run[0] / "report.html").read_text()
     assert "<script" not in page and "<link" not in page and "@import" not in page and "url(" not in page

@@ -25,7 +25,7 @@ def study_cmd(
 ) -> None:
     """The default study on ShapesQA: image conditions, per-question and universal optimized features and pixels
     (with PNG re-checks), and single-encoder feature runs; one table, one run directory."""
-    from ..display import summary_table
+    from ..display import blind_table, summary_table
     from ..experiments.study import run_study
 
     t0 = time.time()
@@ -33,5 +33,7 @@ def study_cmd(
         result = run_study(model=model, out=out, limit=limit, steps=steps, batch_size=batch_size, device=device,
                            overwrite=overwrite, quiet=quiet, allow_env_change=allow_env_change)
     console.print(summary_table(result.summary, title=f"mirage study: {model} on ShapesQA test"))
+    if result.summary.get("blind"):
+        console.print(blind_table(result.summary["blind"]))
     console.print(f"run directory: {out}  ({time.time() - t0:.0f} s)")
     console.print(f"report: {write_page(out)}")

@@ -12,10 +12,10 @@ from __future__ import annotations
 from typing import Sequence
 
 
-def image_turn(prompt: str, answer: str | None = None) -> list[dict]:
-    """One user turn holding the image, then the prompt, as transformers chat templates take it; with `answer`,
-    followed by the assistant's turn answering it."""
-    turns = [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": prompt}]}]
+def image_turn(prompt: str, answer: str | None = None, image: bool = True) -> list[dict]:
+    """One user turn holding the image (none when `image` is False: the text-only turn of the `none` condition),
+    then the prompt, as transformers chat templates take it; with `answer`, followed by the assistant's turn."""
+    turns = [{"role": "user", "content": [{"type": "image"}] * image + [{"type": "text", "text": prompt}]}]
     if answer is not None:
         turns.append({"role": "assistant", "content": [{"type": "text", "text": answer}]})
     return turns

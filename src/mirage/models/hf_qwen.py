@@ -37,7 +37,7 @@ from PIL import Image
 from torch import Tensor
 
 from .spliced import TransformersSpliced
-from .vlm import IMAGES, EncoderSpec, Visual, on_device
+from .vlm import IMAGES, NONE, EncoderSpec, Visual, on_device
 
 ENCODER = "vision"
 DEFAULT_IMAGE_SIZE = 448
@@ -182,6 +182,8 @@ class HFQwen2VL(TransformersSpliced):
         return merged.view(f.shape[0], -1, merged.shape[-1])
 
     def prepare(self, prompts: Sequence[str], visual: Visual, targets: Sequence[str] | None = None):
+        if visual.stage == NONE:  # text only: plain positions on all three M-RoPE axes (layout None)
+            return super().prepare(prompts, visual, targets)
         if visual.stage == IMAGES:  # native resolution: a grid and a token count per image
             pv, thw = self._processor(visual.value)
             grids = [tuple(g) for g in thw.tolist()]

@@ -11,7 +11,7 @@ from torch import Tensor
 
 from ..benchmarks.question import LETTERS
 from .chat import answer_ids, chat_ids, image_turn
-from .vlm import VLM, Visual, on_device
+from .vlm import NONE, VLM, Visual, on_device
 
 
 class SplicedVLM(VLM):
@@ -26,9 +26,10 @@ class SplicedVLM(VLM):
         """The model's chat template on `messages` (here the tokenizer's)."""
         return self.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=add_generation_prompt)
 
-    def chat_text(self, prompt: str) -> str:
-        """The model's chat-formatted user turn with one image placeholder, ready for the answer."""
-        return self.render(image_turn(prompt), True)
+    def chat_text(self, prompt: str, image: bool = True) -> str:
+        """The model's chat-formatted user turn with one image placeholder (none when `image` is False: the
+        template's text-only turn), ready for the answer."""
+        return self.render(image_turn(prompt, image=image), True)
 
     def answered_text(self, prompt: str, answer: str) -> str:
         """`chat_text`'s conversation with the assistant's turn answering `answer` (where the letters are read)."""
@@ -45,24 +46,27 @@ class SplicedVLM(VLM):
         raise NotImplementedError
 
     def sequences(self, prompts: Sequence[str], targets: Sequence[str] | None = None,
-                  counts: int | Sequence[int] | None = None) -> tuple[Tensor, Tensor, Tensor]:
+                  counts: int | Sequence[int] | None = None, image: bool = True) -> tuple[Tensor, Tensor, Tensor]:
         """Left-padded ids with the image placeholder repeated `counts` times (per row, or `num_image_tokens`);
-        mask; labels (-100 off target)."""
+        mask; labels (-100 off target). `image=False`: the text-only prompts, no placeholder."""
         # prompt -> token ids: an optimization asks for each prompt once per step, ~50 times, and the chat template
         # plus tokenizer cost host time on every call (bounded: cleared past 65,536 prompts)
         cache = self.__dict__.setdefault("_prompt_ids", {})
         if len(cache) > 65536:
             cache.clear()
         for p in prompts:
-            if p not in cache:
-                cache[p] = chat_ids(self.tokenizer, self.chat_text(p))
-        out = build_sequences(self.tokenizer, [cache[p] for p in prompts], targets, self.image_token_id,
-                              self.num_image_tokens if counts is None else counts)
+            if (p, image) not in cache:
+                cache[p, image] = chat_ids(self.tokenizer, self.chat_text(p, image))
+        counts = 0 if not image else self.num_image_tokens if counts is None else counts
+        out = build_sequences(self.tokenizer, [cache[p, image] for p in prompts], targets, self.image_token_id, counts)
         return tuple(on_device(t, self.device) for t in out)
 
     def prepare(self, prompts: Sequence[str], visual: Visual, targets: Sequence[str] | None = None):
         """What one forward pass needs: ids, mask, labels, image tokens ([B, N, D], or [sum N_i, D] when rows hold
-        different numbers) and a `layout` for `positions` (None here)."""
+        different numbers) and a `layout` for `positions` (None here). A `none` visual gives the text-only prompts
+        and no image tokens (None)."""
+        if visual.stage == NONE:
+            return (*self.sequences(prompts, targets, image=False), None, None)
         input_ids, mask, labels = self.sequences(prompts, targets)
         return input_ids, mask, labels, self.to_tokens(visual), None
 

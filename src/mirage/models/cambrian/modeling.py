@@ -43,7 +43,7 @@ from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
 
 from ..spliced import SplicedVLM
 from ..square import normalize, pad_square, process_pil, resize_like_pil
-from ..vlm import EncoderSpec, Visual, on_device
+from ..vlm import NONE, EncoderSpec, Visual, on_device
 from .checkpoint import load_official, load_tower, read_config, save_official, save_towers
 from .config import CambrianConfig
 from .processing import IMAGE_SIZE, image_cells
@@ -150,13 +150,15 @@ class CambrianVLM(SplicedVLM):
         return tokens
 
     # --- language side -----------------------------------------------------------------------------------------
-    def chat_text(self, prompt: str) -> str:
-        return llama_3_prompt(prompt)
+    def chat_text(self, prompt: str, image: bool = True) -> str:
+        return llama_3_prompt(prompt, image)
 
     def answered_text(self, prompt: str, answer: str) -> str:
         return llama_3_answered(prompt, answer)
 
     def prepare(self, prompts: Sequence[str], visual: Visual, targets: Sequence[str] | None = None):
+        if visual.stage == NONE:  # text only: no image position to check, no slots to mask
+            return super().prepare(prompts, visual, targets)
         input_ids, mask, labels, tokens, layout = super().prepare(prompts, visual, targets)
         self._check_position(input_ids, mask)
         ctx = getattr(tokens, "cambrian", None)

@@ -21,12 +21,14 @@ SYSTEM = ("You are Cambrian, a highly intelligent multimodal AI trained by NYU V
 SPECIAL_TOKENS = [BOS, "<|end_of_text|>", "<|start_header_id|>", "<|end_header_id|>", "<|eot_id|>"]
 
 
-def llama_3_prompt(question: str) -> str:
+def llama_3_prompt(question: str, image: bool = True) -> str:
     """One user turn with the image before `question`, ready for the assistant's answer (token for token what
-    official inference feeds the model: the tokenizer's BOS, then the template's)."""
+    official inference feeds the model: the tokenizer's BOS, then the template's). `image=False`: the question
+    alone, as official inference builds a turn without an image (no `<image>\\n`)."""
     header = lambda role: f"<|start_header_id|>{role}<|end_header_id|>"
+    placeholder = f"{IMAGE_TOKEN}\n" if image else ""
     return (f"{BOS}{BOS}{header('system')}{SYSTEM}<|eot_id|>"
-            f"{header('user')}{IMAGE_TOKEN}\n{question}<|eot_id|>{header('assistant')}")
+            f"{header('user')}{placeholder}{question}<|eot_id|>{header('assistant')}")
 
 
 def ensure_image_token(tokenizer) -> int:
