@@ -48,3 +48,18 @@ def test_compile_flag_reaches_the_model_and_does_not_block_a_resume(tmp_path, ti
     assert resumed.exit_code == 0, resumed.output
     assert backends == ["inductor"]
     assert json.loads((out / "config.json").read_text())["compile"] is False  # the config of the run's first call
+
+
+def test_optimize_command_runs_the_patch_loop_and_refuses_per_question(tmp_path):
+    from typer.testing import CliRunner
+
+    from mirage.cli import app
+    from mirage.runs import read_rows
+
+    base = ["optimize", "--input", "patch", "--limit", "6", "--train", "3", "--steps", "2", "--device", "cpu", "-q"]
+    ok = CliRunner().invoke(app, [*base, "--scope", "universal", "--patch-size", "16", "--out", str(tmp_path / "a")])
+    assert ok.exit_code == 0, ok.output
+    sources = {r["source"] for r in read_rows(tmp_path / "a" / "results.jsonl")}
+    assert {"patch-untargeted", "patch-untargeted-png"} <= sources
+    bad = CliRunner().invoke(app, [*base, "--out", str(tmp_path / "b")])
+    assert bad.exit_code == 2 and "use --scope universal" in bad.output

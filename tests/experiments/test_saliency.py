@@ -3,15 +3,12 @@ import json
 
 import pytest
 import torch
-import typer
 from safetensors.torch import load_file
-from typer.testing import CliRunner
 
-from mirage.cli.saliency import saliency_cmd
 from mirage.benchmarks.question import Benchmark, Question
 from mirage.runs import RunDir
 from mirage.experiments.saliency import (SALIENCY_METHODS, SaliencyConfig, energy_in_box, pointing_hit, run_saliency,
-                             saliency_maps, saliency_rows, target_mask, to_pixels)
+                                         saliency_maps, saliency_rows, target_mask, to_pixels)
 
 
 def _maps(model, bench, qs, method="gradient", encoder=None, cfg=None):
@@ -111,21 +108,6 @@ def test_prior_questions_get_maps_but_no_numbers(tiny_model, small_bench, tmp_pa
     run_saliency(tiny_model, bench, run, "gradient", n=1)
     (row,) = saliency_rows(run).rows()
     assert row["type"] == "prior" and row["box_fraction"] is None and row["hit_real"] is None
-
-
-def test_cli_writes_a_run_and_refuses_unknown_methods(shapes_cli, tmp_path):
-    model_dir = shapes_cli
-    app = typer.Typer()
-    app.command("saliency")(saliency_cmd)
-    app.command("other")(lambda: None)  # a second command, so typer keeps the command name
-    runner = CliRunner()
-    out = tmp_path / "run"
-    res = runner.invoke(app, ["saliency", "--model", f"demo:{model_dir}", "--limit", "2", "--out", str(out), "-q"])
-    assert res.exit_code == 0, res.output
-    assert "saliency-gradient" in res.output and len((out / "saliency.jsonl").read_text().splitlines()) == 2
-    bad = runner.invoke(app, ["saliency", "--method", "gradiant", "--out", str(tmp_path / "bad")])
-    assert bad.exit_code == 2 and "did you mean 'gradient'" in bad.output
-    assert not (tmp_path / "bad").exists()
 
 
 def _png(w, h):

@@ -104,14 +104,3 @@ def test_transfer_cli(trained, tiny_model, tmp_path):
     assert all(c.startswith("shapes:") for c in m["columns"]) and "trained on" in res.output
     res = CliRunner().invoke(app, ["transfer", "--from", str(tmp_path / "nothing"), "--out", str(tmp_path / "x")])
     assert res.exit_code == 2 and "neither an artifact file nor a run directory" in res.output
-
-
-def test_transfer_types_refuses_inputs_with_their_own_loop_before_any_work(tmp_path):
-    app = Typer()
-    app.command("transfer")(transfer_cmd)
-    app.command("transfer-types")(transfer_types_cmd)
-    for kind in ("patch", "generator"):
-        res = CliRunner().invoke(app, ["transfer-types", "--input", kind, "--model", "demo:/nonexistent",
-                                       "--out", str(tmp_path / kind), "-q"])
-        assert res.exit_code == 2 and f"--input {kind}" in res.output and "features" in res.output, res.output
-        assert not (tmp_path / kind).exists()  # refused before the run directory (and the model)
