@@ -53,6 +53,9 @@ def score(model: VLM, benchmark: Benchmark, questions: Sequence[Question], visua
             pred, answer, correct = benchmark.judge(q, text, seed)
             rows[i] = {"question_id": q.id, "source": source, "pred": pred, "answer": answer, "correct": bool(correct),
                        "response": text, "type": q.type}
+    for i, q in enumerate(questions):  # circular evaluation: each row keeps its question's rotation
+        if "circular" in q.meta:
+            rows[i]["circular"] = q.meta["circular"]
     return [rows[i] for i in range(len(questions))]
 
 
@@ -127,6 +130,10 @@ def skipped(benchmark: Benchmark, conditions: Sequence[Condition]) -> dict[str, 
 def summarize_conditions(rows: list[dict], benchmark: Benchmark, conditions: Sequence[Condition]) -> dict:
     """`stats.summarize`, plus `skipped_no_image` where conditions had nothing to show for text-only questions."""
     summary = summarize(rows)
+    if any("circular" in r for r in rows):  # a question counts once, correct only when every rotation is
+        from .benchmarks.circular import circular_rows
+
+        summary["circular"] = summarize(circular_rows(rows))
     if skipped(benchmark, conditions):
         summary["skipped_no_image"] = skipped(benchmark, conditions)
     return summary

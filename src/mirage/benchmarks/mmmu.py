@@ -102,42 +102,43 @@ def _check_subjects(subjects) -> tuple[str, ...]:
     return tuple(subjects)
 
 
-def _local_tables(data_dir: Path, split: str, subjects: tuple[str, ...], explicit: bool) -> list[tuple[str, Any]]:
-    import pyarrow.parquet as pq
-
+def _local_files(data_dir: Path, split: str, subjects: tuple[str, ...], explicit: bool) -> list[tuple[str, list[Path]]]:
     if not data_dir.is_dir():
         raise FileNotFoundError(f"MMMU data directory {str(data_dir)!r} does not exist")
-    tables = []
+    groups = []
     for subject in subjects:
         files = sorted((data_dir / subject).glob(f"{split}-*.parquet"))
         if not files and explicit:
             raise FileNotFoundError(f"no MMMU {split!r} parquet for subject {subject!r} in {str(data_dir / subject)!r} "
                                     f"(expected {subject}/{split}-*.parquet)")
-        tables += [(subject, pq.read_table(f)) for f in files]
-    if not tables:
+        if files:
+            groups.append((subject, files))
+    if not groups:
         raise FileNotFoundError(f"no MMMU {split!r} parquet files in {str(data_dir)!r} "
                                 f"(expected <Subject>/{split}-*.parquet)")
-    return tables
+    return groups
 
 
-def _hub_tables(split: str, subjects: tuple[str, ...]) -> list[tuple[str, Any]]:
-    from datasets import load_dataset
+def _spec():
+    from .spec import SPEC_DIR, load_spec
 
-    # Arrow format keeps the images as the hub's {bytes, path} structs, the same rows a local parquet gives.
-    return [(s, load_dataset("MMMU/MMMU", s, split=split).with_format("arrow")[:]) for s in subjects]
+    return load_spec(SPEC_DIR / "mmmu.toml")
 
 
 def load_mmmu(split: str = "validation", data_dir: str | Path | None = None, subjects=None, seed: int = 0) -> Benchmark:
-    """MMMU `split` from `data_dir` (hub layout `<Subject>/<split>-*.parquet`) or, when None, from the hub.
-    `subjects` restricts to some of `SUBJECTS`; questions come by subject, then file order. `seed` is unused (fixed data)."""
+    """MMMU `split` from `data_dir` (hub layout `<Subject>/<split>-*.parquet`) or, when None, from the hub (only
+    those subjects' files of that split). `subjects` restricts to some of `SUBJECTS`; questions come by subject,
+    then file order. `seed` is unused (fixed data). Rows are read by the hub loader through specs/mmmu.toml."""
+    from .hub import download, read_questions
+
     if split not in SPLITS:
         from ..registry import did_you_mean
 
         raise ValueError(did_you_mean("MMMU split", split, list(SPLITS)))
     chosen = _check_subjects(subjects)
-    if data_dir is None:
-        tables = _hub_tables(split, chosen)
-    else:
-        tables = _local_tables(Path(data_dir), split, chosen, explicit=subjects is not None)
-    questions = [row_to_question(row, subject) for subject, table in tables for row in table.to_pylist()]
+    spec, from_hub = _spec(), data_dir is None
+    if from_hub:
+        data_dir = download(spec, [g for s in chosen for g in spec.files(s, split)])
+    groups = _local_files(Path(data_dir), split, chosen, explicit=subjects is not None or from_hub)
+    questions = [q for subject, files in groups for q in read_questions(spec, files, subject, split)]
     return Benchmark("mmmu", split, questions, mmmu_prompt)

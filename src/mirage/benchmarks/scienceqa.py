@@ -22,15 +22,6 @@ def build_prompt(question: Question) -> str:
     return f"{context}{question.text}\n{choices}\nAnswer with the option's letter from the given choices directly."
 
 
-def _image_ref(image: dict | None):
-    """A hub image struct {bytes, path} as a stored ref, or None when the row has no image."""
-    if not image:
-        return None
-    if image.get("bytes"):
-        return image["bytes"]
-    return image.get("path") or None
-
-
 def _split_files(data_dir: Path, split: str) -> list[Path]:
     """The parquet shards of `split` in the hub layout, in order; errors name the folder and the split."""
     if not data_dir.is_dir():
@@ -47,35 +38,16 @@ def _split_files(data_dir: Path, split: str) -> list[Path]:
     return files
 
 
-def _questions(rows: dict[str, list], start: int, split: str, all_questions: bool) -> list[Question]:
-    """Questions of one table's columns; `start` is the split's row index of its first row (for stable ids)."""
-    out = []
-    for i, (image, choices) in enumerate(zip(rows["image"], rows["choices"])):
-        ref = _image_ref(image)
-        if ref is None and not all_questions:
-            continue
-        out.append(Question(id=f"scienceqa-{split}-{start + i:05d}", text=rows["question"][i], choices=tuple(choices),
-                            answer=int(rows["answer"][i]), images=() if ref is None else (ref,),
-                            type=rows["subject"][i] or "",
-                            meta={k: rows[k][i] or "" for k in META_FIELDS}))
-    return out
-
-
 def load_scienceqa(split: str = "test", data_dir: str | Path | None = None, all_questions: bool = False) -> Benchmark:
     """ScienceQA `split` from a local copy in the hub layout (`data_dir`) or the hub; image questions only
-    unless `all_questions` (test: 2,017 of 4,241)."""
+    unless `all_questions` (test: 2,017 of 4,241). Rows are read by the hub loader through specs/scienceqa.toml."""
+    from .hub import read_questions, split_files
+    from .spec import SPEC_DIR, load_spec
+
+    spec = load_spec(SPEC_DIR / "scienceqa.toml")
     if data_dir is None:
-        import datasets
-
-        # The arrow view keeps images as {bytes, path} structs: no decoding at load time.
-        tables = [datasets.load_dataset(HUB_ID, split=split).with_format("arrow")[:]]
+        files = split_files(spec, spec.default_config, split)
     else:
-        import pyarrow.parquet as pq
-
-        tables = [pq.read_table(f) for f in _split_files(Path(data_dir), split)]
-    questions, start = [], 0
-    for table in tables:
-        cols = table.select(["image", "question", "choices", "answer", "subject", *META_FIELDS])
-        questions += _questions(cols.to_pydict(), start, split, all_questions)
-        start += table.num_rows
+        files = _split_files(Path(data_dir), split)  # its errors list the splits the folder holds
+    questions = read_questions(spec, files, spec.default_config, split, filtered=not all_questions)
     return Benchmark("scienceqa", split, questions, build_prompt)

@@ -5,12 +5,13 @@ from __future__ import annotations
 
 import typer
 
-from . import eval, invert, optimize, report, saliency, study, train_demo, transfer
+from . import benchmarks, eval, invert, optimize, report, saliency, study, train_demo, transfer
 
 app = typer.Typer(add_completion=False, no_args_is_help=True,
                   help="How much of a vision-language model's benchmark score needs a real image?")
 
 app.command("eval")(eval.eval_cmd)
+app.command("benchmarks")(benchmarks.benchmarks_cmd)
 app.command("optimize")(optimize.optimize_cmd)
 app.command("study")(study.study_cmd)
 app.command("train-demo")(train_demo.train_demo_cmd)

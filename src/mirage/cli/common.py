@@ -21,9 +21,11 @@ EXPECTED = (MirageError, FileNotFoundError)
 Model = Annotated[str, typer.Option(help="Model spec: demo, demo:DIR, hf:<hub id or dir> or cambrian:<hub id or dir>.")]
 BenchmarkName = Annotated[str, typer.Option(help="Benchmark name.")]
 Split = Annotated[Optional[str], typer.Option(help="Benchmark split (default: the benchmark's own; mmmu: validation).")]
-DataDir = Annotated[Optional[Path], typer.Option(help="mmmu/scienceqa: a local copy in the hub's layout.")]
+DataDir = Annotated[Optional[Path], typer.Option(help="A local copy of the benchmark in the hub's layout.")]
 Subjects = Annotated[Optional[str], typer.Option(help="mmmu: comma-separated subjects.")]
 AllQuestions = Annotated[bool, typer.Option(help="scienceqa: include questions without an image.")]
+Config = Annotated[Optional[str], typer.Option(help="The benchmark's config: cvbench 2D/3D, mmmu-pro 10/4 options.")]
+Circular = Annotated[bool, typer.Option(help="Ask every rotation of the options; correct only if all are (MMBench).")]
 Out = Annotated[Path, typer.Option(help="Run directory (resumed if it exists with the same config).")]
 Overwrite = Annotated[bool, typer.Option(help="Discard an existing run in OUT.")]
 Device = Annotated[Optional[str], typer.Option(help="cpu, cuda, cuda:1 ... (default: cuda if available).")]
@@ -71,23 +73,22 @@ def names(csv: Optional[str]) -> Optional[list[str]]:
     return [x.strip() for x in csv.split(",") if x.strip()] if csv else None
 
 
-def benchmark_options(name: str, data_dir: Optional[Path], subjects: Optional[str], all_questions: bool) -> dict:
-    """The loader options a benchmark takes (its loader's own parameters); a flag given to a benchmark that has no
-    use for it is refused, naming the benchmarks that take it."""
-    import inspect
+def benchmark_options(name: str, data_dir: Optional[Path], subjects: Optional[str], all_questions: bool,
+                      config: Optional[str] = None, circular: bool = False) -> dict:
+    """The loader options a benchmark takes (the benchmark registry says which); a flag given to a benchmark that
+    has no use for it is refused, naming the benchmarks that take it."""
+    from ..benchmarks import BENCHMARKS, benchmark_options as taken_by, config_option
 
-    from ..benchmarks import BENCHMARKS
-
-    def takes(bench: str, option: str) -> bool:
-        return bench in BENCHMARKS and option in inspect.signature(BENCHMARKS.get(bench)).parameters
-
+    key = config_option(name) or "config"  # --config is the spec's config keyword (mmmu-pro: options)
     given = {"data_dir": str(data_dir) if data_dir is not None else None, "subjects": names(subjects),
-             "all_questions": True if all_questions else None}
+             "all_questions": True if all_questions else None, "circular": True if circular else None, key: config}
     opts = {k: v for k, v in given.items() if v is not None}
+    taken = taken_by(name)
     for option in opts:
-        if not takes(name, option):
-            users = " and ".join(b for b in BENCHMARKS.names() if takes(b, option))
-            raise UsageError(f"--{option.replace('_', '-')} applies to {users}, not {name!r}")
+        if option not in taken:
+            flag = "config" if option == key else option
+            users = " and ".join(b for b in BENCHMARKS.names() if option in taken_by(b))
+            raise UsageError(f"--{flag.replace('_', '-')} applies to {users}, not {name!r}")
     return opts
 
 

@@ -7,7 +7,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from .common import (AllQuestions, BenchmarkName, DataDir, Device, DeviceMap, Dtype, GpusPerRank, ImageSize, Model, Out,
+from .common import (AllQuestions, BenchmarkName, Circular, Config, DataDir, Device, DeviceMap, Dtype, GpusPerRank, ImageSize, Model, Out,
                      Overwrite, Quiet, Split, Subjects, benchmark_options, console, finish, loading, model_options,
                      names, open_run, scale_out, user_errors, write_timings)
 
@@ -25,6 +25,8 @@ def eval_cmd(
     data_dir: DataDir = None,
     subjects: Subjects = None,
     all_questions: AllQuestions = False,
+    config: Config = None,
+    circular: Circular = False,
     out: Out = ...,
     overwrite: Overwrite = False,
     device: Device = None,
@@ -52,12 +54,13 @@ def eval_cmd(
         if scoring not in SCORINGS:  # refused before the model loads
             raise UsageError(f"--scoring: unknown scoring {scoring!r} (allowed: {', '.join(SCORINGS)})")
         with loading():
-            bench = load_benchmark(benchmark, split=split, limit=limit,
-                                   **benchmark_options(benchmark, data_dir, subjects, all_questions))
-        config = eval_config(model, bench, conds, seed, limit, batch_size, scoring) | {
+            bench_options = benchmark_options(benchmark, data_dir, subjects, all_questions, config, circular)
+            bench = load_benchmark(benchmark, split=split, limit=limit, **bench_options)
+        run_config = eval_config(model, bench, conds, seed, limit, batch_size, scoring) | {
             "data_dir": str(data_dir) if data_dir else None, "subjects": names(subjects), "all_questions": all_questions,
-            "dtype": dtype, **model_options(device_map, image_size)}
-        run = open_run(out, config, overwrite, world)
+            "dtype": dtype, **model_options(device_map, image_size)} | {
+            k: v for k, v in bench_options.items() if k not in ("data_dir", "subjects", "all_questions")}
+        run = open_run(out, run_config, overwrite, world)
         t0 = time.time()
         with loading():
             vlm = load_model(model, device=device, dtype=dtype, **model_options(device_map, image_size),
@@ -75,4 +78,6 @@ def eval_cmd(
         console.print(f"skipped, questions without an image: {summary['skipped_no_image']}")
     run.write_json("summary.json", summary)
     console.print(summary_table(summary, title=f"{model} on {benchmark}/{bench.split}"))
+    if "circular" in summary:
+        console.print(summary_table(summary["circular"], title="circular: correct only when every rotation is"))
     console.print(f"run directory: {out}")
