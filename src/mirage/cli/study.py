@@ -15,13 +15,14 @@ from .report import write_page
 
 def data_dirs(given: list[str], benchmarks: list[str]) -> dict[str, dict]:
     """`--data-dir NAME=DIR` (or a bare DIR when one benchmark takes it) -> loader options by benchmark."""
+    from ..benchmarks import benchmark_options as taken_by
     from ..errors import UsageError
 
     out: dict[str, dict] = {}
     for item in given:
         name, _, path = item.rpartition("=") if "=" in item else ("", "", item)
         if not name:
-            takers = [b for b in benchmarks if "data_dir" in _takes(b)]
+            takers = [b for b in benchmarks if "data_dir" in taken_by(b)]
             if len(takers) != 1:
                 raise UsageError(f"--data-dir {item!r}: say which benchmark it is for (NAME=DIR); "
                                  f"benchmarks that take one: {', '.join(takers) or 'none of ' + ', '.join(benchmarks)}")
@@ -30,14 +31,6 @@ def data_dirs(given: list[str], benchmarks: list[str]) -> dict[str, dict]:
             raise UsageError(f"--data-dir {item!r}: {name!r} is not one of --benchmark {','.join(benchmarks)}")
         out[name] = benchmark_options(name, Path(path), None, False)
     return out
-
-
-def _takes(bench: str) -> set[str]:
-    import inspect
-
-    from ..benchmarks import BENCHMARKS
-
-    return set(inspect.signature(BENCHMARKS.get(bench)).parameters) if bench in BENCHMARKS else set()
 
 
 def study_cmd(

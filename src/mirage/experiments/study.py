@@ -137,8 +137,9 @@ RUNNERS: dict[str, Callable[..., None]] = {"conditions": _conditions, "optimizat
 
 def benchmark_dir(name: str) -> str:
     """The sub-directory of benchmark `name` in a study directory (`file:path/x.jsonl` -> `file_x`)."""
-    if name.startswith("file:"):
-        name = "file_" + Path(name[len("file:"):]).stem
+    kind, sep, path = name.partition(":")
+    if sep and kind in ("file", "spec"):
+        name = f"{kind}_{Path(path).stem}"
     return re.sub(r"[^A-Za-z0-9._-]+", "_", name)
 
 
@@ -215,11 +216,13 @@ def run_study(model: str = "demo", benchmarks: str | Sequence[str] = "shapes", p
               overwrite: bool = False, quiet: bool = False, world: World = SINGLE) -> StudyResult:
     """Run every part of the study of `model` on each of `benchmarks` into `out` (resuming what is there): one
     run directory per benchmark, then summary.json with each benchmark's summary and the cross-benchmark table.
-    `options`: loader options by benchmark name (e.g. {"scienceqa": {"data_dir": ...}}); `steps`/`batch_size`
-    override the preset's; `load_options` go to `load_model` (dtype, device_map, image_size, gpus). Under torchrun (`world`) the parts that shard (conditions, optimization) shard."""
+    `options`: loader options by benchmark name (e.g. {"scienceqa": {"data_dir": ...}}); `steps` (every loop's) and
+    `batch_size` override the preset's; `load_options` go to `load_model` (dtype, device_map, image_size, gpus).
+    Under torchrun (`world`) the parts that shard today (conditions, optimized inputs) shard; the others run on
+    rank 0."""
     names = [b.strip() for b in benchmarks.split(",")] if isinstance(benchmarks, str) else list(benchmarks)
-    overrides = {k: v for k, v in {"steps": steps, "universal_steps": steps, "batch_size": batch_size}.items()
-                 if v is not None}
+    overrides = {k: v for k, v in {"steps": steps, "universal_steps": steps, "inversion_steps": steps,
+                                  "batch_size": batch_size}.items() if v is not None}
     plan = StudyPlan.from_preset(preset, **overrides).capped(limit)
     options = options or {}
     benches = {name: load_benchmark(name, split=split, limit=limit, **options.get(name, {})) for name in names}

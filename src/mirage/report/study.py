@@ -1,5 +1,5 @@
-"""The report of a study directory: the cross-benchmark table (read from the study's summary.json), then each
-benchmark's full report as a section of the same page (its demo panel first), with ids made unique per section."""
+"""The report of a study directory: each benchmark's demo panel, the cross-benchmark table (read from the study's
+summary.json), then each benchmark's full report as a section of the same page, with ids made unique per section."""
 
 from __future__ import annotations
 
@@ -45,7 +45,8 @@ def anchor(directory: str) -> str:
 
 
 def build_study_report(study_dir: str | Path, max_images: int, questions: bool = True) -> str:
-    """The study's page: facts, the cross-benchmark table, and one section per benchmark (its run's report)."""
+    """The study's page: facts, the demo panel of each benchmark, the cross-benchmark table, and one section per
+    benchmark (its run's report)."""
     from .build import environment, report_context
 
     path = Path(study_dir)
@@ -60,9 +61,12 @@ def build_study_report(study_dir: str | Path, max_images: int, questions: bool =
     for name in config["benchmarks"]:
         directory = config["dirs"][name]
         ctx = report_context(path / directory, max_images, questions)
-        body = "".join(run_template.blocks["content"](run_template.new_context(ctx)))
-        sections.append({"name": name, "anchor": anchor(directory),
-                         "html": Markup(prefix_ids(body, f"{anchor(directory)}-"))})
+        prefix = f"{anchor(directory)}-"
+        # the demo panels lead the page, one benchmark after another; each section holds the rest of its report
+        panels = "".join(run_template.blocks["panels"](run_template.new_context(ctx)))
+        body = "".join(run_template.blocks["content"](run_template.new_context(ctx | {"panels": []})))
+        sections.append({"name": name, "anchor": anchor(directory), "has_panels": bool(ctx["panels"]),
+                         "panels": Markup(prefix_ids(panels, prefix)), "html": Markup(prefix_ids(body, prefix))})
     table = [line | {"anchor": anchor(line["dir"])} for line in summary["table"]]
     timings = _read(path / TIMINGS) if (path / TIMINGS).is_file() else {}
     per_bench = {k: round(sum(v.values()), 1) for k, v in timings.items() if isinstance(v, dict)}
