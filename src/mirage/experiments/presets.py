@@ -39,10 +39,10 @@ def quick() -> dict:
 
         mirage study --model hf:llava-hf/llava-1.5-7b-hf --benchmark mmstar,scienceqa --preset quick --out runs/q
 
-    Conditions on the first 500 questions, 32 per-question features, 16 pixels, universal 64/64, 30 steps.
+    Conditions on the first 300 questions, 32 per-question features, 16 pixels, universal 64/64, 30 steps.
     """
     return dict(
-        condition_questions=500, features_question=32, pixels_question=16, universal_train=64, universal_heldout=64,
+        condition_questions=300, features_question=32, pixels_question=16, universal_train=64, universal_heldout=64,
         single_encoder=16, saliency=8, inversion=0, steps=30, universal_steps=30, inversion_steps=50,
         batch_size=16,
     )
