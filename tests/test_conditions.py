@@ -44,9 +44,11 @@ def same(a: Image.Image, b: Image.Image) -> bool:
 
 
 def test_every_condition_is_rgb_right_size_and_deterministic(bench):
-    assert set(CONDITIONS.names()) == {"real", "blank", "noise", "wrong", "blur", "shuffle"}
+    assert set(CONDITIONS.names()) == {"real", "blank", "noise", "wrong", "blur", "shuffle", "none"}
     for name in CONDITIONS.names():
         cond = get_condition(name)
+        if cond.image_free:  # `none` shows no image (test_none_gives_no_image)
+            continue
         for q in (bench[0], bench[-1]):
             ctx = ConditionContext(bench, seed=3)
             im = cond.image(q, ctx)
@@ -197,3 +199,17 @@ def test_seed_for_is_stable():
     assert 0 <= seed_for("x") < 2**64
     assert seed_for("noise", 0, "q1") != seed_for("noise", 1, "q1")
 
+
+
+def test_none_gives_no_image(bench, tiny_model):
+    """`none` is an ordinary condition whose visual is no image at all, for a question with or without one."""
+    from mirage.models.vlm import NONE
+
+    (cond,) = parse_conditions("none")
+    assert cond.image_free and not cond.needs_image and not get_condition("blank").image_free
+    visual = cond.visual(tiny_model, bench.questions[:2], ConditionContext(bench))
+    assert visual.stage == NONE and visual.value is None and visual.select([0]) is visual
+    with pytest.raises(ValueError, match="condition 'none' shows no image"):
+        cond.image(bench[0], ConditionContext(bench))
+    with pytest.raises(ValueError, match="no image tokens"):
+        tiny_model.to_tokens(visual)

@@ -1,6 +1,7 @@
-"""Image conditions: non-optimized images shown to a model instead of (or as) a question's real image.
+"""Image conditions: non-optimized images shown to a model instead of (or as) a question's real image, and `none`,
+no image at all (the model's text-only prompt).
 
-Every condition is deterministic per (question id, seed) and returns an RGB image of the real image's size.
+Every image condition is deterministic per (question id, seed) and returns an RGB image of the real image's size.
 """
 
 from __future__ import annotations
@@ -16,16 +17,18 @@ from PIL import Image
 
 from mirage.benchmarks.question import Benchmark, ImageLoadError, Question
 from mirage.errors import MirageError, UsageError
+from mirage.models.vlm import VLM, Visual
 from mirage.registry import Registry
 from mirage.seeding import seed_for
 
-CONDITIONS: Registry[Callable[[Question, "ConditionContext"], Image.Image]] = Registry("condition")
+CONDITIONS: Registry[Callable[[Question, "ConditionContext"], Image.Image | None]] = Registry("condition")
 
 FILE_PREFIX = "file:"
 NEEDS_OWN_IMAGE = frozenset({"real", "blur", "shuffle"})  # the rest can show something for an imageless question
 DEFAULT_SIZE = (224, 224)  # for questions without an image
 BLUR_SIGMA = 50.0  # the "radius 50" of the research notes
 SHUFFLE_GRID = 8
+NONE = "none"
 
 
 @dataclass(frozen=True)
@@ -41,12 +44,26 @@ class Condition:
     """A named way of producing the image shown for a question."""
 
     name: str
-    make: Callable[[Question, ConditionContext], Image.Image]
+    make: Callable[[Question, ConditionContext], Image.Image | None]
     needs_image: bool = False  # skipped for questions that have no image of their own
 
     def image(self, question: Question, ctx: ConditionContext) -> Image.Image:
         """The image this condition shows for `question`."""
-        return self.make(question, ctx)
+        img = self.make(question, ctx)
+        if img is None:
+            raise MirageError(f"condition {self.name!r} shows no image (question {question.id!r})")
+        return img
+
+    @property
+    def image_free(self) -> bool:
+        """True for `none`: the model gets no image at all, not even a blank one."""
+        return self.name == NONE
+
+    def visual(self, model: VLM, questions: Sequence[Question], ctx: ConditionContext) -> Visual:
+        """What the model is given for `questions`: their images through its real processor, or no image."""
+        if self.image_free:
+            return Visual.none()
+        return model.visual_from_images([self.image(q, ctx) for q in questions])
 
 
 def _size(question: Question) -> tuple[int, int]:
@@ -55,6 +72,12 @@ def _size(question: Question) -> tuple[int, int]:
 
 def _from_array(a: np.ndarray) -> Image.Image:
     return Image.fromarray(np.clip(np.rint(a), 0, 255).astype(np.uint8), "RGB")
+
+
+@CONDITIONS.register("none")
+def none(question: Question, ctx: ConditionContext) -> None:
+    """No image at all: no placeholder, no image tokens, no pixels (MMStar's "without visual input")."""
+    return None
 
 
 @CONDITIONS.register("real")

@@ -41,3 +41,19 @@ def study_table(table: list[dict], title: str | None = None) -> Table:
                     *(_cell(line.get(m), signed=True) for m in ("MG", "ML")),
                     f"{best['source']} {_cell(best)}" if best else "", _cell(best.get("vs_real"), signed=True))
     return out
+
+
+def blind_table(blind: dict, title: str = "image-free measures (MMStar)") -> Table:
+    """S_v, S_wv, S_t, MG, ML with their 95% intervals, overall and per question type (see `mirage.blind`)."""
+    from .blind import MEASURES
+
+    measures = [m for m in MEASURES if m in blind or any(m in b for b in blind["by_type"].values())]
+    table = Table(title=title, caption="S_v real, S_wv no image, S_t text model; MG = S_v - S_wv; "
+                                       "ML = max(0, S_wv - S_t); paired intervals for MG and ML")
+    for col in ("questions", *measures):
+        table.add_column(col, justify="left" if col == "questions" else "right")
+    cell = lambda b, m: (f"{b[m]['value']:.3f} [{b[m]['ci95'][0]:.3f}, {b[m]['ci95'][1]:.3f}]" if m in b else "")
+    table.add_row("all", *(cell(blind, m) for m in measures))
+    for t, b in blind["by_type"].items():
+        table.add_row(t, *(cell(b, m) for m in measures))
+    return table

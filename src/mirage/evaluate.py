@@ -9,12 +9,14 @@ from typing import Callable, Sequence
 import torch
 
 from .benchmarks.question import LETTERS, Benchmark, Question
+from .blind import blind_measures
 from .conditions import Condition, ConditionContext, parse_conditions
 from .distributed import SINGLE, World
 from .errors import UsageError
 from .models.vlm import VLM, Visual
 from .progress import progress_bar
 from .runs import RunDir
+from .sources import TEXT_MODEL
 from .stats import summarize
 
 
@@ -89,6 +91,8 @@ def environment(model: VLM) -> dict:
            "transformers": transformers.__version__}
     if getattr(model, "device_map", None):
         env["device_map"] = model.device_map
+    if getattr(model, "image_aspect_ratio", None):  # LLaVA-1.5's preprocessing: pad (official) or crop
+        env["image_aspect_ratio"] = model.image_aspect_ratio
     return env
 
 
@@ -101,23 +105,38 @@ def evaluate_conditions(model: VLM, benchmark: Benchmark, conditions: Sequence[C
         raise UsageError(f"--scoring: unknown scoring {scoring!r} (allowed: {', '.join(SCORINGS)})")
     if run:
         run.annotate(**environment(model))
-    done = run.done() if run else set()
     # a condition built from the question's own image has nothing to show for a text-only question
     shown = {c.name: [q for q in world.shard(benchmark.questions) if q.images or not c.needs_image]
              for c in conditions}
-    total = sum((q.id, c.name) not in done for c in conditions for q in shown[c.name])
     ctx = ConditionContext(benchmark, seed)
+    sources = [(c.name, shown[c.name], lambda batch, c=c: c.visual(model, batch, ctx)) for c in conditions]
+    return _score_sources(model, benchmark, sources, seed, batch_size, run, quiet, scoring)
+
+
+def evaluate_text_model(lm: VLM, benchmark: Benchmark, *, seed: int = 0, batch_size: int = 32,
+                        run: RunDir | None = None, quiet: bool = False, scoring: str = "letter",
+                        world: World = SINGLE) -> list[dict]:
+    """Rows `text-model`: a text-only LM (`models.text_lm`) on the same prompts with no image (MMStar's S_t)."""
+    sources = [(TEXT_MODEL, world.shard(benchmark.questions), lambda batch: Visual.none())]
+    return _score_sources(lm, benchmark, sources, seed, batch_size, run, quiet, scoring)
+
+
+def _score_sources(model: VLM, benchmark: Benchmark, sources, seed: int, batch_size: int, run: RunDir | None,
+                   quiet: bool, scoring: str) -> list[dict]:
+    """Each (source name, its questions, the visual for a batch) through `score_pending`; all rows of these
+    sources (the run's, when there is one)."""
+    done = run.done() if run else set()
+    total = sum((q.id, name) not in done for name, qs, _ in sources for q in qs)
     new: list[dict] = []
     with torch.inference_mode(), progress_bar("evaluating", total, quiet) as advance:
-        for c in conditions:
-            def rows_for(batch: list[Question], c: Condition = c) -> list[dict]:
-                visual = model.visual_from_images([c.image(q, ctx) for q in batch])
-                return score(model, benchmark, batch, visual, c.name, scoring, seed)
+        for name, qs, visual_of in sources:
+            def rows_for(batch: list[Question], name=name, visual_of=visual_of) -> list[dict]:
+                return score(model, benchmark, batch, visual_of(batch), name, scoring, seed)
 
-            new += score_pending(shown[c.name], c.name, rows_for, run, batch_size, done, advance)
+            new += score_pending(qs, name, rows_for, run, batch_size, done, advance)
     if run is None:
         return new
-    names = {c.name for c in conditions}
+    names = {name for name, _, _ in sources}
     return [r for r in run.rows() if r["source"] in names]
 
 
@@ -128,36 +147,46 @@ def skipped(benchmark: Benchmark, conditions: Sequence[Condition]) -> dict[str, 
 
 
 def summarize_conditions(rows: list[dict], benchmark: Benchmark, conditions: Sequence[Condition]) -> dict:
-    """`stats.summarize`, plus `skipped_no_image` where conditions had nothing to show for text-only questions."""
+    """`stats.summarize`, `blind` (S_v, S_wv, S_t, MG, ML) where `none` or `text-model` rows exist, and
+    `skipped_no_image` where conditions had nothing to show for text-only questions."""
     summary = summarize(rows)
     if any("circular" in r for r in rows):  # a question counts once, correct only when every rotation is
         from .benchmarks.circular import circular_rows
 
         summary["circular"] = summarize(circular_rows(rows))
+    blind = blind_measures(rows)
+    if blind:
+        summary["blind"] = blind
     if skipped(benchmark, conditions):
         summary["skipped_no_image"] = skipped(benchmark, conditions)
     return summary
 
 
 def eval_config(model_name: str, benchmark: Benchmark, conditions: Sequence[Condition], seed: int,
-                limit: int | None, batch_size: int, scoring: str = "letter") -> dict:
+                limit: int | None, batch_size: int, scoring: str = "letter", text_model: str | None = None) -> dict:
     """What identifies an evaluation run (batch size may change on resume)."""
-    return {"command": "eval", "model": model_name, "benchmark": benchmark.name, "split": benchmark.split,
-            "limit": limit, "n_questions": len(benchmark), "conditions": [c.name for c in conditions], "seed": seed,
-            "batch_size": batch_size, "scoring": scoring}
+    config = {"command": "eval", "model": model_name, "benchmark": benchmark.name, "split": benchmark.split,
+              "limit": limit, "n_questions": len(benchmark), "conditions": [c.name for c in conditions], "seed": seed,
+              "batch_size": batch_size, "scoring": scoring}
+    if text_model:  # only when given, so runs written before --text-model existed still resume
+        config["text_model"] = text_model
+    return config
 
 
 def evaluate(model: VLM, benchmark: Benchmark, conditions: str | Sequence[str] = "real", *, seed: int = 0,
              batch_size: int = 32, out: str | Path | None = None, overwrite: bool = False,
-             quiet: bool = True) -> EvalResult:
-    """Evaluate `model` on `benchmark` under `conditions`; with `out`, a resumable run directory is kept there."""
+             quiet: bool = True, text_model: VLM | None = None) -> EvalResult:
+    """Evaluate `model` on `benchmark` under `conditions` (and `text_model`, a `models.text_lm.TextLM`, on the same
+    prompts: rows `text-model`); with `out`, a resumable run directory is kept there."""
     conds = parse_conditions(conditions)
     run = None
     if out is not None:
         config = eval_config(getattr(model, "name_or_path", type(model).__name__), benchmark, conds, seed, None,
-                             batch_size)
+                             batch_size, text_model=getattr(text_model, "name_or_path", None))
         run = RunDir.open(out, config, overwrite=overwrite)
     rows = evaluate_conditions(model, benchmark, conds, seed=seed, batch_size=batch_size, run=run, quiet=quiet)
+    if text_model is not None:
+        rows += evaluate_text_model(text_model, benchmark, seed=seed, batch_size=batch_size, run=run, quiet=quiet)
     summary = summarize_conditions(rows, benchmark, conds)
     if run:
         run.write_json("summary.json", summary)

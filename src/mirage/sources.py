@@ -1,6 +1,7 @@
 """The one owner of result rows' `source` names, built and parsed here only.
 
-    <condition>                          real, blank, noise, wrong, blur, shuffle, file:<path>
+    <condition>                          real, blank, noise, wrong, blur, shuffle, file:<path>, none (no image)
+    text-model                           the base LLM on the same prompts as text (--text-model)
     <input>-<scope>[-<e1>+<e2>]          an optimized input (features-question, pixels-universal-clip+dino)
     <source>-png                         the same input re-checked from its saved 8-bit PNG
     <source>-train                       a universal input on its own training questions
@@ -18,6 +19,7 @@ from .conditions import CONDITIONS, FILE_PREFIX
 
 SCOPES = ("question", "universal")
 SUFFIXES = {"png": "re-checked from its saved 8-bit PNG", "train": "on its training questions"}
+TEXT_MODEL = "text-model"  # MMStar's S_t: the VLM's base LLM on the text alone
 PATCH_RANDOM = "patch-random"  # the untrained noise patch at the same places: the occlusion control
 
 
@@ -79,7 +81,11 @@ class SourceInfo:
     @property
     def description(self) -> str:
         if self.group == "condition":
+            if self.name == "none":
+                return "no image at all (text-only prompt)"
             return "file image" if self.name.startswith(FILE_PREFIX) else "image condition"
+        if self.name == TEXT_MODEL:
+            return "base LLM, text only"
         if self.group == "other":
             return ""
         what = f"{self.input}, {'one per question' if self.scope == 'question' else 'one for all questions'}"

@@ -1,5 +1,5 @@
-"""Every statistic mirage reports: bootstrap accuracy intervals, paired differences and McNemar tests, run
-summaries."""
+"""Every statistic mirage reports: Wilson intervals for accuracies, paired intervals for differences of accuracies
+(Newcombe's hybrid score interval), exact McNemar tests, run summaries."""
 
 from __future__ import annotations
 
@@ -7,32 +7,75 @@ import math
 from typing import Iterable, Sequence
 
 import numpy as np
-from scipy.stats import binomtest
+from scipy.stats import binomtest, norm
 
 PAIRED_BASELINES = ("real", "blank")
+# What summary.json and the report name as the interval methods.
+INTERVALS = {"accuracy": "Wilson score interval",
+             "difference": "Newcombe hybrid score interval for paired proportions (1998, method 10)"}
 
 
-def accuracy_ci(
-    correct: Sequence[bool], level: float = 0.95, n_boot: int = 2000, seed: int = 0
-) -> tuple[float, float, float]:
-    """(accuracy, lo, hi) with a percentile-bootstrap interval at `level`; nans when empty.
-
-    Deterministic for a given `seed`."""
+def _z(level: float) -> float:
     if not 0 < level < 1:
         raise ValueError(f"level must be in (0, 1), got {level}")
-    if n_boot < 1:
-        raise ValueError(f"n_boot must be >= 1, got {n_boot}")
+    return float(norm.ppf((1 + level) / 2))
+
+
+def wilson_interval(k: int, n: int, level: float = 0.95) -> tuple[float, float]:
+    """Wilson score interval of a proportion k/n. Unlike a bootstrap or Wald interval it does not collapse at
+    k = 0 or k = n (1000/1000 gives [0.9962, 1]) and its coverage stays near the nominal level (Brown, Cai and
+    DasGupta 2001); Clopper-Pearson's guarantee makes it wider than needed on average."""
+    if n == 0:
+        return (math.nan, math.nan)
+    z = _z(level)
+    p = k / n
+    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
+    half = z / (1 + z * z / n) * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n))
+    # exact at the ends (the formula leaves rounding dust there)
+    return (0.0 if k == 0 else max(0.0, centre - half), 1.0 if k == n else min(1.0, centre + half))
+
+
+def accuracy_ci(correct: Sequence[bool], level: float = 0.95) -> tuple[float, float, float]:
+    """(accuracy, lo, hi) with the Wilson interval at `level`; nans when empty."""
     n = len(correct)
     if n == 0:
+        _z(level)
         return (math.nan, math.nan, math.nan)
     k = int(np.count_nonzero(np.asarray(correct, dtype=bool)))
-    acc = k / n
-    # The number correct in a resample of n 0/1 outcomes is exactly Binomial(n, k/n), so
-    # this is the percentile bootstrap drawn in O(n_boot) rather than O(n_boot * n).
-    means = np.random.default_rng(seed).binomial(n, acc, size=n_boot) / n
-    alpha = (1 - level) / 2
-    lo, hi = np.quantile(means, [alpha, 1 - alpha])
-    return (acc, float(lo), float(hi))
+    lo, hi = wilson_interval(k, n, level)
+    return (k / n, lo, hi)
+
+
+def paired_difference_ci(a: Sequence[bool], b: Sequence[bool], level: float = 0.95) -> tuple[float, float, float]:
+    """(accuracy of a - accuracy of b, lo, hi) on the same questions: Newcombe's hybrid score interval for paired
+    proportions (each margin's Wilson interval, combined with the phi correlation of the pairs), which stays inside
+    [-1, 1] and does not collapse when both are perfect or when no pair disagrees. nans when empty."""
+    if len(a) != len(b):
+        raise ValueError(f"paired outcomes need equal lengths, got {len(a)} and {len(b)}")
+    n = len(a)
+    if n == 0:
+        return (math.nan, math.nan, math.nan)
+    x, y = np.asarray(a, dtype=bool), np.asarray(b, dtype=bool)
+    both, a_only = int(np.count_nonzero(x & y)), int(np.count_nonzero(x & ~y))
+    b_only, neither = int(np.count_nonzero(~x & y)), int(np.count_nonzero(~x & ~y))
+    p1, p2 = (both + a_only) / n, (both + b_only) / n
+    l1, u1 = wilson_interval(both + a_only, n, level)
+    l2, u2 = wilson_interval(both + b_only, n, level)
+    denom = (both + a_only) * (b_only + neither) * (both + b_only) * (a_only + neither)
+    phi = (both * neither - a_only * b_only) / math.sqrt(denom) if denom else 0.0
+    d = p1 - p2
+    lo = d - math.sqrt(max(0.0, (p1 - l1) ** 2 - 2 * phi * (p1 - l1) * (u2 - p2) + (u2 - p2) ** 2))
+    hi = d + math.sqrt(max(0.0, (u1 - p1) ** 2 - 2 * phi * (u1 - p1) * (p2 - l2) + (p2 - l2) ** 2))
+    return (d, max(-1.0, lo), min(1.0, hi))
+
+
+def paired_difference(a: Sequence[bool], b: Sequence[bool], level: float = 0.95) -> dict:
+    """Accuracy of `a` minus that of `b` on the same questions: {"difference", "ci95" (Newcombe, paired),
+    "mcnemar" (exact, `a_only` = right in a only)}; None where there are no questions (valid JSON)."""
+    d, lo, hi = paired_difference_ci(a, b, level)
+    if math.isnan(d):
+        return {"difference": None, "ci95": [None, None], "mcnemar": mcnemar_exact(a, b)}
+    return {"difference": _r(d), "ci95": [_r(lo), _r(hi)], "mcnemar": mcnemar_exact(a, b)}
 
 
 def mcnemar_exact(a: Sequence[bool], b: Sequence[bool]) -> dict:
@@ -48,21 +91,6 @@ def mcnemar_exact(a: Sequence[bool], b: Sequence[bool]) -> dict:
     discordant = a_only + b_only
     p = binomtest(a_only, discordant, 0.5).pvalue if discordant else 1.0
     return {"n": len(x), "a_only": a_only, "b_only": b_only, "p": float(p)}
-
-
-def paired_difference(a: Sequence[bool], b: Sequence[bool], level: float = 0.95, n_boot: int = 2000,
-                      seed: int = 0) -> dict:
-    """Accuracy of `a` minus that of `b` on the same questions: {"difference", "ci95" (percentile bootstrap over
-    questions), "mcnemar" (exact, `a_only` = right in a only)}."""
-    if len(a) != len(b):
-        raise ValueError(f"paired outcomes need equal lengths, got {len(a)} and {len(b)}")
-    d = np.asarray(a, dtype=float) - np.asarray(b, dtype=float)
-    if len(d) == 0:  # None, not NaN: transfer.json must stay valid JSON for the report's scripts
-        return {"difference": None, "ci95": [None, None], "mcnemar": mcnemar_exact(a, b)}
-    means = d[np.random.default_rng(seed).integers(len(d), size=(n_boot, len(d)))].mean(1)
-    lo, hi = np.quantile(means, [(1 - level) / 2, (1 + level) / 2])
-    return {"difference": round(float(d.mean()), 4), "ci95": [round(float(lo), 4), round(float(hi), 4)],
-            "mcnemar": mcnemar_exact(a, b)}
 
 
 def json_number(x: float | None) -> float | None:
@@ -85,7 +113,8 @@ def _sig(p: float) -> float:
 
 
 def summarize(rows: Iterable[dict]) -> dict:
-    """Per-source n, accuracy, 95% CI, accuracy by question type, and McNemar vs `real`/`blank`.
+    """Per-source n, accuracy, 95% Wilson interval, accuracy by question type, and against `real`/`blank` on the
+    questions both have: McNemar and the difference with its paired interval; `intervals` names the methods.
 
     Sources keep first-appearance order; every number is independent of row order."""
     by_source: dict[str, dict[str, dict]] = {}
@@ -97,9 +126,9 @@ def summarize(rows: Iterable[dict]) -> dict:
             raise ValueError(f"duplicate result for question {qid!r}, source {row['source']!r}")
         per_q[qid] = row
 
-    # Sorting by question id makes the bootstrap input, hence the CI, independent of row order.
+    # Sorting by question id keeps every list (and so anything computed from it) independent of row order.
     ordered = {s: [per_q[q] for q in sorted(per_q, key=str)] for s, per_q in by_source.items()}
-    out: dict = {"n": {}, "accuracy": {}, "ci95": {}, "by_type": {}, "paired": {}}
+    out: dict = {"n": {}, "accuracy": {}, "ci95": {}, "by_type": {}, "paired": {}, "intervals": dict(INTERVALS)}
     for source, srows in ordered.items():
         acc, lo, hi = accuracy_ci([bool(r["correct"]) for r in srows])
         out["n"][source] = len(srows)
@@ -116,10 +145,9 @@ def summarize(rows: Iterable[dict]) -> dict:
             if base == source or base not in by_source:
                 continue
             shared = sorted(per_q.keys() & by_source[base].keys(), key=str)
-            test = mcnemar_exact(
-                [bool(per_q[q]["correct"]) for q in shared],
-                [bool(by_source[base][q]["correct"]) for q in shared],
-            )
-            paired[base] = {**test, "p": _sig(test["p"])}
+            diff = paired_difference([bool(per_q[q]["correct"]) for q in shared],
+                                     [bool(by_source[base][q]["correct"]) for q in shared])
+            test = diff["mcnemar"]
+            paired[base] = {**test, "p": _sig(test["p"]), "difference": diff["difference"], "ci95": diff["ci95"]}
         out["paired"][source] = paired
     return out

@@ -9,7 +9,7 @@ import pytest
 from PIL import Image
 
 from mirage.benchmarks import load_benchmark
-from mirage.benchmarks.local import load_jsonl, mc_prompt
+from mirage.benchmarks.local import file_prompt, load_jsonl, mc_prompt
 from mirage.benchmarks.question import Question
 from mirage.benchmarks.scienceqa import build_prompt
 
@@ -44,7 +44,7 @@ def test_valid_file(tmp_path):
     assert bench[1].images == () and bench[1].meta["source"] == "hand"
     assert bench.prompt(bench[0]) == ("What color is the square?\nA. red\nB. blue\nC. green\n"
                                       "Answer with the option's letter from the given choices directly.")
-    assert bench.prompt_style is mc_prompt
+    assert bench.prompt_style is file_prompt  # mc_prompt unless a line brings its own prompt
 
 
 def test_mc_prompt_is_scienceqa_without_context():
@@ -107,6 +107,18 @@ def test_load_benchmark_file(tmp_path):
     bench = load_benchmark(f"file:{path}")
     assert (bench.name, bench.split, len(bench)) == ("mine", "file", 3)
     limited = load_benchmark(f"file:{path}", split="ignored", limit=2)
-    assert [q.id for q in limited] == ["q1", "q2"] and limited.prompt_style is mc_prompt
+    assert [q.id for q in limited] == ["q1", "q2"] and limited.prompt_style is file_prompt
     with pytest.raises(FileNotFoundError):
         load_benchmark(f"file:{tmp_path / 'missing.jsonl'}")
+
+
+def test_a_line_may_bring_its_own_prompt(tmp_path):
+    """`prompt` (as `mirage curate` writes it): the question is asked exactly so; a non-string is refused."""
+    row = {"id": "q1", "question": "what ?", "choices": ["a", "b"], "answer": "A", "prompt": "what ? A . a B . b"}
+    path = tmp_path / "p.jsonl"
+    path.write_text(json.dumps(row) + "\n")
+    bench = load_jsonl(path)
+    assert bench.prompt(bench[0]) == "what ? A . a B . b" and mc_prompt(bench[0]) != bench.prompt(bench[0])
+    path.write_text(json.dumps({**row, "prompt": 3}) + "\n")
+    with pytest.raises(ValueError, match="line 1: field 'prompt': must be a string"):
+        load_jsonl(path)

@@ -14,6 +14,7 @@ import time
 import pytest
 
 
+from mirage.blind import blind_measures
 from mirage.errors import MirageError
 from mirage.experiments.presets import PRESETS, preset
 from mirage.experiments.study import StudyPlan, benchmark_dir
@@ -21,7 +22,7 @@ from mirage.runs import read_rows
 from mirage.stats import paired_difference, summarize
 
 ENCODERS = ("clip", "siglip", "dino", "convnext")
-CONDITIONS = ("real", "blank", "noise", "wrong", "blur", "shuffle")
+CONDITIONS = ("real", "none", "blank", "noise", "wrong", "blur", "shuffle", "text-model")
 
 
 def rows_by_key(path):
@@ -67,6 +68,9 @@ def test_cross_benchmark_table_equals_each_benchmarks_summary(tiny_study):
         again = summarize(rows)  # the summary is the rows' statistics, not numbers carried from elsewhere
         assert line["S_v"] == {"n": again["n"]["real"], "value": again["accuracy"]["real"],
                                "ci95": again["ci95"]["real"]}
+        blind = blind_measures(rows)
+        for m in ("S_v", "S_wv", "S_t", "MG", "ML"):  # MMStar's measures, from the rows with their intervals
+            assert line[m] == blind[m] == summary["blind"][m], m
         crafted = [s for s in again["n"] if s.split("-")[0] in ("features", "pixels") and not s.endswith("-train")]
         best = max(crafted, key=lambda s: (again["accuracy"][s], again["n"][s]))
         assert line["best_crafted"]["source"] == best
@@ -116,7 +120,7 @@ def test_python_api_returns_the_summary(tiny_study, study_env):
 
     out = tiny_study[0]
     summary = mirage.study(f"demo:{study_env[1]}", ["shapes", "scienceqa"], preset="demo", out=out, limit=4,
-                           steps=2, batch_size=2, device="cpu", quiet=True,
+                           steps=2, batch_size=2, device="cpu", quiet=True, text_model=f"hf:{study_env[1].parent / 'lm'}",
                            options={"scienceqa": {"data_dir": "/work/shared/fixtures/scienceqa"}})
     assert summary == json.loads((out / "summary.json").read_text())  # resumed: nothing redone, same numbers
 

@@ -2,13 +2,16 @@
 and loaded through `cambrian:DIR` (no downloads); the 8B's shapes checked on the meta device."""
 
 import copy
+import dataclasses
 import json
+import math
 import shutil
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 from PIL import Image
 from safetensors.torch import load_file, save_file
 from transformers import ConvNextConfig
@@ -18,11 +21,13 @@ from mirage.benchmarks.scienceqa import load_scienceqa
 from mirage.experiments import OptimizeSpec, apply_switches, run_optimization
 from mirage.models import Visual, load_model
 from mirage.models.cambrian import IMAGE_SIZE, CambrianConfig, CambrianVLM, config_8b, tiny_config
-from mirage.models.cambrian.checkpoint import official_state, our_key
-from mirage.models.cambrian.processing import image_cells, normalize, pad_square, process_pil, resize_like_pil
+from mirage.models.cambrian.checkpoint import load_tower, official_state, our_key
+from mirage.models.cambrian.pinned import dinov2_pos_encoding
+from mirage.models.cambrian.processing import image_cells
+from mirage.models.square import normalize, pad_square, process_pil, resize_like_pil
 from mirage.models.cambrian.sva import SamplerInputs, window_masks
 from mirage.models.cambrian.template import IMAGE_TOKEN, SYSTEM, llama_3_prompt, word_level_tokenizer
-from mirage.models.cambrian.towers import ConvNextTrunk, convnext_from_open_clip
+from mirage.models.cambrian.towers import ConvNextTrunk, VisionTower, convnext_from_open_clip
 from mirage.optimize import OptimizeConfig
 from mirage.runs import RunDir
 
@@ -78,6 +83,10 @@ def test_llama_3_template_and_answer_letters(model):
     assert SYSTEM.startswith("You are Cambrian") and "\n    As a multimodal AI" in SYSTEM
     # the answer follows <|end_header_id|> with no space
     assert model.letter_ids(4) == model.tokenizer.convert_tokens_to_ids(list("ABCD"))
+    # token ids as tokenizer_image_token gives them: the tokenizer's BOS, then the template's; no third one
+    ids = model.sequences(["which is it ?"])[0][0].tolist()
+    bos, header = model.tokenizer.convert_tokens_to_ids(["<|begin_of_text|>", "<|start_header_id|>"])
+    assert ids[:3] == [bos, bos, header]
 
 
 def test_saved_with_official_names_and_loaded_identically(original, cambrian_dir, model):
@@ -339,3 +348,198 @@ def test_clip_feature_is_the_second_to_last_layer(model):
     out = clip(pixel_values=torch.rand(1, 3, 32, 32), output_hidden_states=True)
     assert len(out.hidden_states) == clip.config.num_hidden_layers + 1
     torch.testing.assert_close(out.hidden_states[-1], out.last_hidden_state)
+
+
+# --- the official towers, written out from the official formulas (timm ViT blocks, transformers 4.37 DINOv2) -------
+def layer_norm(x, m, eps):
+    return F.layer_norm(x, x.shape[-1:], m.weight, m.bias, eps)
+
+
+def attention(x, q, k, v, o, heads):
+    b, t, d = x.shape
+    hd = d // heads
+    split = lambda y: y.view(b, t, heads, hd).transpose(1, 2)
+    a = (split(q(x)) @ split(k(x)).transpose(-1, -2) * hd**-0.5).softmax(-1) @ split(v(x))
+    return o(a.transpose(1, 2).reshape(b, t, d))
+
+
+def exact_gelu(x):
+    return 0.5 * x * (1 + torch.erf(x / math.sqrt(2)))
+
+
+def timm_siglip(model, x):
+    """open_clip's timm trunk `forward_features`: patches + positions, pre-norm blocks with exact GELU (eps 1e-6),
+    final norm."""
+    vm, heads = getattr(model, "vision_model", model), model.config.num_attention_heads
+    conv = vm.embeddings.patch_embedding
+    h = F.conv2d(x, conv.weight, conv.bias, stride=conv.stride).flatten(2).transpose(1, 2)
+    h = h + vm.embeddings.position_embedding.weight
+    for layer in vm.encoder.layers:
+        a = layer.self_attn
+        h = h + attention(layer_norm(h, layer.layer_norm1, 1e-6), a.q_proj, a.k_proj, a.v_proj, a.out_proj, heads)
+        h = h + layer.mlp.fc2(exact_gelu(layer.mlp.fc1(layer_norm(h, layer.layer_norm2, 1e-6))))
+    return layer_norm(h, vm.post_layernorm, 1e-6)
+
+
+def bicubic_437(n_in, n_out, scale):
+    """One axis of F.interpolate(scale_factor=scale, mode="bicubic", align_corners=False) as a matrix [n_out, n_in]:
+    samples at (i + 0.5) / scale - 0.5, Keys' cubic with a = -0.75, indices clamped at the border."""
+    a, w = -0.75, np.zeros((n_out, n_in))
+
+    def k(s):
+        s = abs(s)
+        if s <= 1:
+            return ((a + 2) * s - (a + 3)) * s * s + 1
+        return ((a * s - 5 * a) * s + 8 * a) * s - 4 * a if s < 2 else 0
+
+    for i in range(n_out):
+        x = (i + 0.5) / scale - 0.5
+        x0 = math.floor(x)
+        for m in range(-1, 3):
+            w[i, min(max(x0 + m, 0), n_in - 1)] += k(x - (x0 + m))
+    return torch.from_numpy(w)
+
+
+def positions_437(pos, h, w):
+    """transformers 4.37 Dinov2Embeddings.interpolate_pos_encoding: the grid + 0.1 sets the scale factor."""
+    side, d = math.isqrt(pos.shape[1] - 1), pos.shape[-1]
+    grid = pos[0, 1:].double().view(side, side, d)
+    out = torch.einsum("ia,jb,abd->ijd", bicubic_437(side, h, (h + 0.1) / side), bicubic_437(side, w, (w + 0.1) / side),
+                       grid)
+    return torch.cat([pos[0, :1].double(), out.reshape(h * w, d)])[None].to(pos.dtype)
+
+
+def dinov2_437(model, x):
+    """transformers 4.37 Dinov2Model: CLS + patches + interpolated positions, layer-scaled SwiGLU blocks, final norm;
+    patch tokens only ("patch" feature)."""
+    e, heads = model.embeddings, model.config.num_attention_heads
+    conv = e.patch_embeddings.projection
+    h = F.conv2d(x, conv.weight, conv.bias, stride=conv.stride).flatten(2).transpose(1, 2)
+    h = torch.cat([e.cls_token.expand(len(x), 1, -1), h], 1)
+    p = conv.stride[0]
+    h = h + positions_437(e.position_embeddings, x.shape[-2] // p, x.shape[-1] // p)
+    for layer in model.encoder.layer:
+        a, mlp = layer.attention, layer.mlp
+        h = h + layer.layer_scale1.lambda1 * attention(layer_norm(h, layer.norm1, 1e-6), a.q_proj, a.k_proj, a.v_proj,
+                                                       a.o_proj, heads)
+        y = layer_norm(h, layer.norm2, 1e-6)
+        h = h + layer.layer_scale2.lambda1 * mlp.down_proj(F.silu(mlp.gate_proj(y)) * mlp.up_proj(y))
+    return layer_norm(h, model.layernorm, 1e-6)[:, 1:]
+
+
+def official_resize(x, n):
+    """The official towers' `interpolate`: a square token map bilinearly resized (float32, align_corners=False)."""
+    b, t, d = x.shape
+    g, s = math.isqrt(t), math.isqrt(n)
+    y = F.interpolate(x.view(b, g, g, d).permute(0, 3, 1, 2).float(), size=(s, s), mode="bilinear", align_corners=False)
+    return y.permute(0, 2, 3, 1).reshape(b, n, d)
+
+
+def test_dinov2_positions_are_transformers_437s():
+    """9 x 9 trained positions at a 7 x 7 input (the tiny tower; the 8B goes 37 -> 27): 4.37's scale_factor grid,
+    not transformers 5's resize to size, which samples other points."""
+    torch.manual_seed(0)
+    pos = torch.randn(1, 82, 3)
+    ref = positions_437(pos, 7, 7)
+    torch.testing.assert_close(dinov2_pos_encoding(pos, 42, 42, 6), ref, rtol=0, atol=1e-5)
+    by_size = F.interpolate(pos[:, 1:].view(1, 9, 9, 3).permute(0, 3, 1, 2), size=(7, 7), mode="bicubic",
+                            align_corners=False).permute(0, 2, 3, 1).reshape(1, 49, 3)
+    assert (by_size - ref[:, 1:]).abs().max() > 0.05  # the two really differ
+    # and the tower runs it, whatever transformers is installed
+    tower = VisionTower(tiny_config().towers[2]).eval()
+    x = torch.randn(2, 3, 42, 42)
+    torch.testing.assert_close(tower(x), official_resize(dinov2_437(tower.model, x), 16), rtol=0, atol=1e-5)
+
+
+def test_siglip_blocks_use_exact_gelu_on_both_paths(tmp_path):
+    """The tower's block equals a hand-computed timm block (exact GELU); a checkpoint whose config says tanh (the
+    hub's google/siglip-so400m-patch14-384 does) runs exact GELU too. In float64, so tanh's 1e-4 cannot hide."""
+    from transformers import SiglipVisionConfig, SiglipVisionModel
+
+    cfg = tiny_config().towers[0]
+    tower = VisionTower(cfg).double().eval()
+    x = torch.randn(1, 3, 56, 56, dtype=torch.float64)
+    torch.testing.assert_close(tower.model(pixel_values=x).last_hidden_state, timm_siglip(tower.model, x),
+                               rtol=0, atol=1e-10)
+    layer, h = tower.model.encoder.layers[0], torch.randn(1, 49, 40, dtype=torch.float64)
+    by_hand = h + layer.mlp.fc2(exact_gelu(layer.mlp.fc1(layer_norm(h, layer.layer_norm2, 1e-6))))
+    tanh = h + layer.mlp.fc2(F.gelu(layer.mlp.fc1(layer_norm(h, layer.layer_norm2, 1e-6)), approximate="tanh"))
+    assert (by_hand - tanh).abs().max() > 1e-6
+    torch.testing.assert_close(h + layer.mlp(layer.layer_norm2(h)), by_hand, rtol=0, atol=1e-12)
+    # the hub path: weights from `source`, a config saying tanh
+    hub = tmp_path / "siglip-hub"
+    SiglipVisionModel(SiglipVisionConfig(**{**cfg.config, "hidden_act": "gelu_pytorch_tanh"})).save_pretrained(hub)
+    loaded = load_tower(dataclasses.replace(cfg, source=str(hub)), tmp_path / "no-cambrian-dir", torch.device("cpu"),
+                        torch.float64)
+    assert loaded.model.config.hidden_act == "gelu"
+    torch.testing.assert_close(loaded.model(pixel_values=x).last_hidden_state, timm_siglip(loaded.model, x),
+                               rtol=0, atol=1e-10)
+
+
+@pytest.mark.parametrize("structure", ["8b-like", "two-query-groups"])
+def test_logits_equal_the_official_towers(structure, bench):
+    """Whole-model logits from the processed images equal those from features computed by the official towers'
+    formulas (timm SigLIP, transformers 4.37 DINOv2; CLIP and ConvNeXt as the official code runs them), on square
+    and non-square images, for the 8B's structure and one with two query groups and no sampler layers."""
+    tok = tiny_tokenizer()
+    ids = tok(llama_3_prompt("x"), add_special_tokens=False).input_ids
+    cfg = tiny_config(len(tok), image_position=ids.index(tok.convert_tokens_to_ids(IMAGE_TOKEN)))
+    # weights at the scale of trained ones (std 0.5, not 0.02), so the logits reach a few units as the 8B's do and a
+    # tower's error is not hidden below the tolerance
+    cfg = dataclasses.replace(cfg, lm={**cfg.lm, "initializer_range": 0.5})
+    if structure == "two-query-groups":
+        cfg = dataclasses.replace(cfg, query_num_list=[4, 16], connector_only=True)
+    torch.manual_seed(1)
+    model = CambrianVLM.random(cfg, tok)
+    images = [fixture_image(302, 232, bench), fixture_image(452, 595, bench), Image.new("RGB", (64, 64), (200, 30, 90))]
+    prompts = ["which is it ?"] * 3
+    processed = model.process_images(images)
+    feats = {"clip": model.vision["clip"](processed["clip"]),
+             "convnext": model.vision["convnext"](processed["convnext"]),
+             "siglip": official_resize(timm_siglip(model.vision["siglip"].model, processed["siglip"]), 16),
+             "dino": official_resize(dinov2_437(model.vision["dino"].model, processed["dino"]), 16),
+             IMAGE_SIZE: processed[IMAGE_SIZE]}
+    official = model.choice_logits(prompts, Visual("features", feats), [4] * 3)
+    ours = model.choice_logits(prompts, Visual("processed", processed), [4] * 3)
+    gap = (official - ours).abs().max()
+    assert official.abs().max() > 1 and gap < 1e-4, (official.abs().max(), gap)
+
+
+def test_every_tower_gets_the_official_eps_activation_and_scale():
+    """Whatever the tower's config says (the tiny ones say nothing: transformers' defaults are tanh GELU for SigLIP
+    and 1e-12 / 1e-6 eps for ConvNeXt), the official values run."""
+    from mirage.models.cambrian.pinned import OFFICIAL, QuickGELU
+
+    for cfg in tiny_config().towers:
+        model = VisionTower(cfg).model
+        act, eps = OFFICIAL[cfg.arch]
+        assert {m.eps for m in model.modules() if isinstance(m, torch.nn.LayerNorm)} == {eps}, cfg.arch
+        acts = {type(getattr(m, n)) for m in model.modules() for n in ("activation_fn", "act", "activation")
+                if isinstance(getattr(m, n, None), torch.nn.Module)}
+        assert acts <= {act} and (acts or cfg.arch == "dinov2"), (cfg.arch, acts)  # DINOv2-g: SwiGLU, no GELU
+        for m in model.modules():
+            for name in ("scale", "scaling"):
+                if isinstance(getattr(m, name, None), float):
+                    assert getattr(m, name) == m.head_dim**-0.5
+    assert OFFICIAL["clip"][0] is QuickGELU and OFFICIAL["siglip"][0] is torch.nn.GELU
+
+
+def test_none_shows_the_lm_no_image_token(model, bench):
+    """`none`: the llama_3 turn without `<image>\\n` (as official inference builds a text-only turn); no tower,
+    connector or sampler layer runs and the LM's input is exactly the embedded text-only prompt."""
+    seen, ran = [], []
+    hooks = [model.lm.model.register_forward_pre_hook(lambda m, a, kw: seen.append(kw["inputs_embeds"]),
+                                                      with_kwargs=True)]
+    hooks += [m.register_forward_hook(lambda *a: ran.append(1))
+              for m in (*model.vision.values(), model.connector, *model.lm_samplers)]
+    q = next(q for q in bench.questions if q.images)
+    try:
+        logits = model.choice_logits([bench.prompt(q)], Visual.none(), [len(q.choices)])
+    finally:
+        for h in hooks:
+            h.remove()
+    text = llama_3_prompt(bench.prompt(q), image=False)
+    assert IMAGE_TOKEN not in text and text == llama_3_prompt(bench.prompt(q)).replace(IMAGE_TOKEN + "\n", "")
+    ids = model.tokenizer(text, add_special_tokens=False).input_ids
+    assert not ran and model.image_token_id not in ids and torch.isfinite(logits).all()
+    torch.testing.assert_close(seen[0][0], model.lm.get_input_embeddings()(torch.tensor(ids)))

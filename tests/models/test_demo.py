@@ -91,3 +91,32 @@ def test_load_errors_name_the_problem(tiny_model, tmp_path):
     save_file(state, str(tmp_path / "m" / "model.safetensors"))
     with pytest.raises(ValueError, match=r"missing keys \['aggregator.queries'\].*unexpected keys \['extra.weight'\]"):
         DemoVLM.from_pretrained(tmp_path / "m")
+
+
+def _lm_inputs(lm, watched, run):
+    """What the LM (a LlamaModel) received as input embeddings while `run()` ran, and whether any `watched` module
+    (vision encoders, connector) ran at all."""
+    seen, ran = [], []
+    hooks = [lm.register_forward_pre_hook(lambda m, a, kw: seen.append(kw["inputs_embeds"]), with_kwargs=True)]
+    hooks += [m.register_forward_hook(lambda *a: ran.append(1)) for m in watched]
+    try:
+        out = run()
+    finally:
+        for h in hooks:
+            h.remove()
+    return out, seen, ran
+
+
+def test_none_shows_the_lm_no_image_token(tiny_model):
+    """`none`: no encoder or aggregator runs, and the LM's input is exactly the embedded text-only chat prompt."""
+    tok = tiny_model.tokenizer
+    watched = [*tiny_model.vision.values(), tiny_model.aggregator]
+    _, seen, ran = _lm_inputs(tiny_model.lm.model, watched,
+                              lambda: tiny_model.choice_logits(PROMPTS[:1], Visual.none(), [4]))
+    turn = [{"role": "user", "content": [{"type": "text", "text": PROMPTS[0]}]}]
+    ids = tok.apply_chat_template(turn, add_generation_prompt=True, tokenize=True, return_dict=True)["input_ids"]
+    assert not ran and tiny_model.image_token_id not in ids
+    torch.testing.assert_close(seen[0][0], tiny_model.lm.get_input_embeddings()(torch.tensor(ids)))
+    _, seen, ran = _lm_inputs(tiny_model.lm.model, watched, lambda: tiny_model.choice_logits(
+        PROMPTS[:1], Visual("pixels", torch.rand(1, 3, 224, 224)), [4]))
+    assert ran and seen[0].shape[1] == len(ids) + tiny_model.num_image_tokens  # the image path does splice

@@ -35,12 +35,14 @@ def test_study_small_limit_end_to_end(tmp_path):
     res = CliRunner().invoke(app, ["study", "--out", str(out), "--limit", "8", "--steps", "3", "-q"])
     assert res.exit_code == 0, res.output
     summary = json.loads((out / "summary.json").read_text())
-    want = {"real", "blank", "noise", "wrong", "blur", "shuffle", "features-question", "pixels-question",
+    want = {"real", "none", "text-model",  # no image at all, and the demo's base LM: the study's S_wv and S_t
+            "blank", "noise", "wrong", "blur", "shuffle", "features-question", "pixels-question",
             "pixels-question-png", "features-universal", "features-universal-train", "pixels-universal",
             "pixels-universal-train", "pixels-universal-png", "features-question-clip", "features-question-siglip",
             "features-question-dino", "features-question-convnext",
             "features_blank-question", "inversion_blank", "inversion_blank-png"}  # inversion's two stages
     assert set(summary["n"]) == want and all(src in res.output for src in want)
+    assert {"S_v", "S_wv", "S_t", "MG", "ML"} <= set(summary["blind"])
     saliency = json.loads((out / "saliency-summary.json").read_text())
     assert "saliency-gradient" in saliency and list((out / "artifacts" / "saliency-gradient").glob("*-real.png"))
     assert summary["n"]["features-universal"] == 4 and summary["n"]["features-question"] == 8

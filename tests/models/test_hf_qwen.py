@@ -73,6 +73,37 @@ def hf_logits(qwen, ids, mask, pixel_values, grids):
     return qwen.model(**kwargs).logits[:, -1]
 
 
+def own_processor(qwen):
+    """The model's own Qwen2VLProcessor (chat template, placeholder expansion, tokenizer), without its video part:
+    that needs torchvision, which is not installed here, and no video is used."""
+    from transformers import Qwen2VLProcessor
+
+    class ImageOnly(Qwen2VLProcessor):
+        def check_argument_for_proper_class(self, name, arg):
+            return None if name == "video_processor" else super().check_argument_for_proper_class(name, arg)
+
+    return ImageOnly(image_processor=qwen.image_processor, tokenizer=qwen.tokenizer, video_processor=None,
+                     chat_template=qwen.tokenizer.chat_template)
+
+
+def test_letter_probabilities_equal_the_processor_and_forward(qwen, bench):
+    """Token ids exactly the processor's `apply_chat_template(tokenize=True)` (Qwen's tokenizer adds no BOS), and
+    the letter probabilities equal the model's own forward on the processor's inputs."""
+    processor = own_processor(qwen)
+    for q in bench.questions[:2]:
+        image, prompt, n = q.image().convert("RGB"), bench.prompt(q), len(q.choices)
+        turn = [{"role": "user", "content": [{"type": "image", "image": image}, {"type": "text", "text": prompt}]}]
+        inputs = processor.apply_chat_template(turn, add_generation_prompt=True, tokenize=True, return_dict=True,
+                                               return_tensors="pt")
+        ids, mask, _, _, _ = qwen.prepare([prompt], qwen.visual_from_images([image]))
+        assert ids[0].tolist() == inputs["input_ids"][0].tolist()
+        letters = qwen.tokenizer.convert_tokens_to_ids(list("ABCDEFGHIJ"[:n]))
+        assert qwen.letter_ids(n) == letters  # "<|im_start|>assistant\nA"
+        theirs = qwen.model(**inputs).logits[0, -1, letters].softmax(-1)
+        mine = qwen.choice_logits([prompt], qwen.visual_from_images([image]), [n])[0].softmax(-1)
+        torch.testing.assert_close(mine, theirs, atol=1e-5, rtol=0)
+
+
 def test_specs(qwen):
     (spec,) = qwen.encoders
     assert (spec.name, spec.image_size, spec.num_tokens, spec.dim) == ("vision", 112, 64, 32)
@@ -167,6 +198,8 @@ def test_conditions_and_optimized_inputs_run(qwen, bench, tmp_path):
 
 def test_image_size_must_fit_the_patch_grid(tmp_path):
     d = save_tiny_qwen(tmp_path, "qwen2_vl")
+    with pytest.raises(ValueError, match="image_aspect_ratio applies to LLaVA-1.5, not to 'qwen2_vl'"):
+        load_model(f"hf:{d}", device="cpu", image_aspect_ratio="pad")
     with pytest.raises(ValueError, match="image_size 100: .* multiple of 28 \\(e.g. 84 or 112\\)"):
         load_model(f"hf:{d}", device="cpu", image_size=100)
     m = load_model(f"hf:{d}", device="cpu", image_size=28 * 10)  # 280 px: above the processor's 64-unit bound
@@ -188,3 +221,24 @@ def test_cli_passes_model_options_and_refuses_misplaced_ones(tmp_path):
     assert cfg["image_size"] == 112 and cfg["environment"]["attn_implementation"] == "sdpa"
     bad = CliRunner().invoke(app, [*base, "--model", "demo", "--image-size", "112", "--out", str(tmp_path / "b")])
     assert bad.exit_code == 2 and "model 'demo' takes no option image_size" in bad.output
+
+
+def test_none_is_the_text_only_prompt_through_transformers(qwen, bench):
+    """`none`: the chat template's text-only turn, no vision tokens, no pixel values; letter probabilities equal
+    transformers' own forward (its own text-only positions), question by question, while mirage left-pads a batch."""
+    from mirage.models.chat import image_turn
+
+    qs = bench.questions[:3]
+    prompts = [bench.prompt(q) for q in qs]
+    ids, _, _, tokens, _ = qwen.prepare(prompts, Visual.none())
+    assert tokens is None and not (ids == qwen.image_token_id).any()
+    mine = qwen.choice_logits(prompts, Visual.none(), [len(q.choices) for q in qs]).softmax(-1)
+    for row, (q, p) in enumerate(zip(qs, prompts)):
+        ids = qwen.tokenizer.apply_chat_template(image_turn(p, image=False), add_generation_prompt=True,
+                                                 tokenize=True, return_dict=True, return_tensors="pt")
+        assert "<|vision_start|>" not in qwen.tokenizer.decode(ids["input_ids"][0])
+        full = qwen.model(**ids).logits[0, -1, qwen.letter_ids(len(q.choices))].float().softmax(-1)
+        torch.testing.assert_close(mine[row, : len(q.choices)], full, atol=1e-4, rtol=1e-4)
+    real = qwen.choice_logits(prompts, qwen.visual_from_images([q.image() for q in qs]), [4] * 3)
+    assert not torch.allclose(real.softmax(-1), mine, atol=1e-3)
+    assert evaluate(qwen, bench.subset(3), "none").summary["n"]["none"] == 3

@@ -190,6 +190,23 @@ def test_study_report_numbers_equal_stats(study_run):
         assert fact in page
 
 
+def test_study_measures_what_needs_the_image(study_run):
+    """The default study runs `none` and the demo's base LM beside the image conditions: summary.json's blind
+    measures (the benchmark's and the study's table) and the report's panel."""
+    out, output = study_run
+    from mirage.models.text_lm import DEMO_TEXT_LM
+
+    summary = json.loads((out / "shapes" / "summary.json").read_text())
+    # the base LM's part runs where its weights ship (models/demo/weights/text-lm)
+    measures = ("S_v", "S_wv", "S_t", "MG", "ML") if (DEMO_TEXT_LM / "config.json").is_file() else ("S_v", "S_wv", "MG")
+    assert set(measures) <= set(summary["blind"])
+    assert summary["n"]["none"] == summary["n"]["real"] == summary["n"].get("text-model", summary["n"]["real"])
+    line = json.loads((out / "summary.json").read_text())["table"][0]
+    assert all(line[m] == summary["blind"][m] for m in measures)
+    assert 'id="blind"' in (out / "shapes" / "report.html").read_text() and "image-free measures" in output
+    assert 'id="bench-shapes-blind"' in (out / "report.html").read_text()
+
+
 @pytest.mark.parametrize("page", ["report.html", "shapes/report.html"])
 def test_report_is_self_contained(study_run, page):
     page = (study_run[0] / page).read_text()

@@ -20,6 +20,11 @@ def mc_prompt(question: Question) -> str:
     return f"{question.text}\n{choices}\nAnswer with the option's letter from the given choices directly."
 
 
+def file_prompt(question: Question) -> str:
+    """A line's own `prompt` (the exact text its source benchmark asked, as `mirage curate` writes), else `mc_prompt`."""
+    return question.meta.get("prompt") or mc_prompt(question)
+
+
 class _LineError(ValueError):
     pass
 
@@ -66,7 +71,7 @@ def _question(row: Any, folder: Path) -> Question:
     if not 2 <= len(choices) <= len(LETTERS):
         raise _LineError(f"field 'choices': needs 2..{len(LETTERS)} choices, has {len(choices)}")
     answer = _answer_index(row["answer"], len(choices))
-    for key in ("image", "type", "subject"):
+    for key in ("image", "type", "subject", "prompt"):
         if row.get(key) is not None and not isinstance(row[key], str):
             raise _LineError(f"field {key!r}: must be a string")
     images = ()
@@ -81,7 +86,8 @@ def _question(row: Any, folder: Path) -> Question:
 
 
 def load_jsonl(path: str | Path) -> Benchmark:
-    """A benchmark from a JSONL file (one question a line: id, question, choices, answer, optional image/type/subject);
+    """A benchmark from a JSONL file (one question a line: id, question, choices, answer, optional
+    image/type/subject/prompt);
     any bad line is refused with a ValueError naming the file, the line and the field."""
     path = Path(path)
     if not path.is_file():
@@ -108,4 +114,4 @@ def load_jsonl(path: str | Path) -> Benchmark:
             questions.append(q)
     if not questions:
         raise ValueError(f"{path}: no questions")
-    return Benchmark(path.stem, "file", questions, mc_prompt)
+    return Benchmark(path.stem, "file", questions, file_prompt)

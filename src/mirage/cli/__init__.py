@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import typer
 
-from . import benchmarks, eval, invert, optimize, report, saliency, study, train_demo, transfer
+from . import (benchmarks, curate, eval, invert, optimize, report, saliency, study, train_demo, train_demo_text,
+               transfer)
 
 app = typer.Typer(add_completion=False, no_args_is_help=True,
                   help="How much of a vision-language model's benchmark score needs a real image?")
@@ -15,6 +16,8 @@ app.command("benchmarks")(benchmarks.benchmarks_cmd)
 app.command("optimize")(optimize.optimize_cmd)
 app.command("study")(study.study_cmd)
 app.command("train-demo")(train_demo.train_demo_cmd)
+app.command("train-demo-text")(train_demo_text.train_demo_text_cmd)
+app.command("curate")(curate.curate_cmd)
 app.command("report")(report.report_cmd)
 app.command("saliency")(saliency.saliency_cmd)
 app.command("invert")(invert.invert_cmd)

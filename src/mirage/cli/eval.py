@@ -16,7 +16,8 @@ def eval_cmd(
     model: Model = "demo",
     benchmark: BenchmarkName = "shapes",
     split: Split = None,
-    conditions: Annotated[str, typer.Option(help="Comma-separated conditions.")] = "real,blank,noise,wrong,blur,shuffle",
+    conditions: Annotated[str, typer.Option(help="Comma-separated conditions (none: no image at all).")
+                          ] = "real,none,blank,noise,wrong,blur,shuffle",
     limit: Annotated[Optional[int], typer.Option(min=1, help="Evaluate the first N questions only.")] = None,
     seed: Annotated[int, typer.Option(help="Seed of the conditions (noise, wrong, shuffle).")] = 0,
     batch_size: Annotated[int, typer.Option(min=1, help="Questions per forward pass.")] = 32,
@@ -34,16 +35,21 @@ def eval_cmd(
     device_map: DeviceMap = None,
     image_size: ImageSize = None,
     gpus_per_rank: GpusPerRank = 1,
+    text_model: Annotated[Optional[str], typer.Option(help="Base LLM scoring the same prompts as text (rows "
+                                                      "text-model, S_t): hf:<id or dir> (a causal LM), or demo.")
+                          ] = None,
     quiet: Quiet = False,
 ) -> None:
     """Evaluate a model on a benchmark under image conditions; writes OUT/results.jsonl and OUT/summary.json.
     Under `torchrun --nproc-per-node N -m mirage eval ...` the questions are sharded over the ranks."""
     from ..conditions import parse_conditions
-    from ..display import summary_table
+    from ..display import blind_table, summary_table
     from ..errors import UsageError
-    from ..evaluate import SCORINGS, eval_config, evaluate_conditions, summarize_conditions
+    from ..evaluate import (SCORINGS, TEXT_MODEL, eval_config, evaluate_conditions, evaluate_text_model,
+                            summarize_conditions)
     from ..benchmarks import load_benchmark
     from ..models import load_model, parse_dtype
+    from ..models.text_lm import load_text_model
 
     with user_errors():
         world, device, scale_options = scale_out(device, gpus_per_rank)
@@ -56,7 +62,7 @@ def eval_cmd(
         with loading():
             bench_options = benchmark_options(benchmark, data_dir, subjects, all_questions, config, circular)
             bench = load_benchmark(benchmark, split=split, limit=limit, **bench_options)
-        run_config = eval_config(model, bench, conds, seed, limit, batch_size, scoring) | {
+        run_config = eval_config(model, bench, conds, seed, limit, batch_size, scoring, text_model) | {
             "data_dir": str(data_dir) if data_dir else None, "subjects": names(subjects), "all_questions": all_questions,
             "dtype": dtype, **model_options(device_map, image_size)} | {
             k: v for k, v in bench_options.items() if k not in ("data_dir", "subjects", "all_questions")}
@@ -65,10 +71,15 @@ def eval_cmd(
         with loading():
             vlm = load_model(model, device=device, dtype=dtype, **model_options(device_map, image_size),
                              **scale_options)
+            lm = load_text_model(text_model, device=device or vlm.device, dtype=parse_dtype(dtype)) if text_model \
+                else None
         t1 = time.time()
         evaluate_conditions(vlm, bench, conds, seed=seed, batch_size=batch_size, run=run, quiet=quiet,
                             scoring=scoring, world=world)
-        names_ = {c.name for c in conds}
+        if lm is not None:
+            evaluate_text_model(lm, bench, seed=seed, batch_size=batch_size, run=run, quiet=quiet, scoring=scoring,
+                                world=world)
+        names_ = {c.name for c in conds} | ({TEXT_MODEL} if text_model else set())
         rows = [r for r in finish(run, world) if r["source"] in names_]
     if not world.main:
         return
@@ -80,4 +91,6 @@ def eval_cmd(
     console.print(summary_table(summary, title=f"{model} on {benchmark}/{bench.split}"))
     if "circular" in summary:
         console.print(summary_table(summary["circular"], title="circular: correct only when every rotation is"))
+    if "blind" in summary:
+        console.print(blind_table(summary["blind"]))
     console.print(f"run directory: {out}")

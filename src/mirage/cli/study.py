@@ -44,6 +44,9 @@ def study_cmd(
     split: Split = None,
     data_dir: Annotated[Optional[list[str]], typer.Option(help="NAME=DIR: a benchmark's local copy (repeatable).")
                         ] = None,
+    text_model: Annotated[Optional[str], typer.Option(help="Base LLM scoring the same prompts as text (S_t; demo, "
+                                                      "hf:<id or dir>; default: the demo's own for the demo).")
+                          ] = None,
     steps: Annotated[Optional[int], typer.Option(min=1, help="Adam steps (default: the preset's).")] = None,
     batch_size: Annotated[Optional[int], typer.Option(min=1, help="Questions optimized together.")] = None,
     seed: Seed = 0,
@@ -58,7 +61,7 @@ def study_cmd(
     """The study: per benchmark the image conditions, per-question and universal optimized features and pixels
     (with PNG re-checks), single-encoder runs, saliency and inversion; one study directory and one report.
     Under `torchrun -m mirage study ...` the conditions and optimized inputs are sharded over the ranks."""
-    from ..display import study_table, summary_table
+    from ..display import blind_table, study_table, summary_table
     from ..experiments.study import run_study
 
     t0 = time.time()
@@ -68,7 +71,7 @@ def study_cmd(
         with loading():
             result = run_study(model=model, benchmarks=benches, preset=preset, out=out, limit=limit, split=split,
                                options=data_dirs(data_dir or [], benches), steps=steps, seed=seed,
-                               batch_size=batch_size, device=device, overwrite=overwrite,
+                               batch_size=batch_size, device=device, text_model=text_model, overwrite=overwrite,
                                quiet=quiet or not world.main, world=world,
                                load_options={**({"dtype": dtype} if dtype else {}),
                                              **model_options(device_map, image_size), **scale_options})
@@ -76,6 +79,8 @@ def study_cmd(
         return
     for name, summary in result.summaries.items():
         console.print(summary_table(summary, title=f"mirage study: {model} on {name}"))
+        if summary.get("blind"):
+            console.print(blind_table(summary["blind"], title=f"image-free measures (MMStar) on {name}"))
     if len(result.table) > 1:
         console.print(study_table(result.table, title=f"mirage study: {model}, every benchmark"))
     console.print(f"study directory: {out}  ({time.time() - t0:.0f} s)")

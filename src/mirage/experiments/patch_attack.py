@@ -188,7 +188,7 @@ def evaluate_patch(model: VLM, bench: Benchmark, questions: Sequence[Question], 
 
 def attack_summary(clean: dict[str, dict], attacked: dict[str, dict], questions: Sequence[Question],
                    goal: str, target: str | None, seed: int = 0) -> dict:
-    """Accuracy with and without the patch on the same questions, the drop (paired bootstrap interval, McNemar),
+    """Accuracy with and without the patch on the same questions, the drop (paired Newcombe interval, McNemar),
     and the attack success rate among questions answered correctly with the clean image: flipped to a wrong answer
     (untargeted), or to the target (targeted; questions whose answer is the target do not count)."""
     qs = [q for q in questions if q.id in clean and q.id in attacked]

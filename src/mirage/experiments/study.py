@@ -3,7 +3,8 @@
     mirage study      # the demo preset: the demo model on ShapesQA; 2 CPU cores: 5-6.5 minutes (bench/RESULTS.md)
     mirage study --model hf:DIR --benchmark mmstar,scienceqa --preset quick --out runs/q
 
-Per benchmark: the image conditions; per-question features and pixels (each re-checked from its PNG); universal
+Per benchmark: the image conditions and `none` (no image at all), with a base LM on the same prompts as text
+(`text-model`, for MMStar's S_t, MG and ML: `text_model`, the demo's own base LM by default for the demo); per-question features and pixels (each re-checked from its PNG); universal
 features and pixels with a held-out split; per-question features through one encoder at a time (models with several
 encoders); gradient saliency maps; two-stage inversion. Sizes come from a preset (`presets.py`), capped by `limit`.
 The parts are data (`study_parts`: a list of named `Part`s), run by one loop over `RUNNERS`. The directory holds the
@@ -13,6 +14,7 @@ per benchmark.
 
 from __future__ import annotations
 
+import functools
 import re
 import time
 from dataclasses import asdict, dataclass, field, fields, replace
@@ -21,11 +23,13 @@ from typing import Callable, Sequence
 
 from ..benchmarks import load_benchmark
 from ..benchmarks.question import Benchmark
+from ..blind import blind_measures
 from ..conditions import parse_conditions
 from ..distributed import SINGLE, ShardedRun, World
-from ..evaluate import evaluate_conditions
+from ..evaluate import evaluate_conditions, evaluate_text_model
 from ..inputs import Reference
 from ..models import load_model
+from ..models.text_lm import DEMO_TEXT_LM, load_text_model
 from ..models.vlm import VLM
 from ..optimize import OptimizeConfig
 from ..runs import RunDir
@@ -36,7 +40,8 @@ from .optimization import OptimizeSpec, run_optimization
 from .presets import preset as preset_config
 from .saliency import run_saliency
 
-STUDY_CONDITIONS = "real,blank,noise,wrong,blur,shuffle"
+STUDY_CONDITIONS = "real,none,blank,noise,wrong,blur,shuffle"
+DEMO_TEXT_MODEL = "demo"  # the demo's base LM (models/demo/weights/text-lm), scored when the model is the demo
 
 
 @dataclass
@@ -85,9 +90,10 @@ class Part:
     settings: dict = field(default_factory=dict)
 
 
-def study_parts(plan: StudyPlan, encoders: Sequence[str], seed: int = 0) -> list[Part]:
+def study_parts(plan: StudyPlan, encoders: Sequence[str], seed: int = 0, text_model: str | None = None
+                ) -> list[Part]:
     """The study as a list of named parts, in the order they run (parts of size 0 left out; single-encoder runs
-    only for a model with several encoders)."""
+    only for a model with several encoders; `text_model`: its base LM's part, on the conditions' questions)."""
     cfg = OptimizeConfig(steps=plan.steps, batch_size=plan.batch_size, seed=seed)
     ucfg = OptimizeConfig(steps=plan.universal_steps, batch_size=min(2 * plan.batch_size, plan.universal_train),
                           seed=seed)
@@ -98,8 +104,10 @@ def study_parts(plan: StudyPlan, encoders: Sequence[str], seed: int = 0) -> list
              (OptimizeSpec("pixels", scope="universal", train=plan.universal_train), universal, ucfg)]
     if len(encoders) > 1:
         specs += [(OptimizeSpec("features", encoders=[e]), plan.single_encoder, cfg) for e in encoders]
+    base_lm = [Part("text-model", "text_model", plan.condition_questions, {"spec": text_model, "seed": seed})
+               ] if text_model else []
     parts = [Part("conditions", "conditions", plan.condition_questions,
-                  {"conditions": plan.conditions, "seed": seed}),
+                  {"conditions": plan.conditions, "seed": seed}), *base_lm,
              *(Part(spec.source, "optimization", n, {"spec": spec, "cfg": c}) for spec, n, c in specs if n),
              Part("saliency-gradient", "saliency", settings={"method": "gradient", "n": plan.saliency}),
              Part("inversion_blank", "inversion", settings={
@@ -111,6 +119,17 @@ def study_parts(plan: StudyPlan, encoders: Sequence[str], seed: int = 0) -> list
 def _conditions(model: VLM, bench: Benchmark, run: RunDir, ref: Reference | None, quiet: bool, world: World,
                 conditions: str, seed: int) -> None:
     evaluate_conditions(model, bench, parse_conditions(conditions), seed=seed, batch_size=32, run=run, quiet=quiet,
+                        world=world)
+
+
+@functools.lru_cache(maxsize=1)  # one base LM for every benchmark of a study
+def _base_lm(spec: str, device: str) -> VLM:
+    return load_text_model(spec, device=device)
+
+
+def _text_model(model: VLM, bench: Benchmark, run: RunDir, ref: Reference | None, quiet: bool, world: World,
+                spec: str, seed: int) -> None:
+    evaluate_text_model(_base_lm(spec, str(model.device)), bench, seed=seed, batch_size=32, run=run, quiet=quiet,
                         world=world)
 
 
@@ -130,7 +149,8 @@ def _main_only(runner: Callable[..., object]) -> Callable[..., None]:
 
 
 # experiment -> runner(model, bench, run, ref, quiet, world, **settings): one call shape for every part
-RUNNERS: dict[str, Callable[..., None]] = {"conditions": _conditions, "optimization": _optimization,
+RUNNERS: dict[str, Callable[..., None]] = {"conditions": _conditions, "text_model": _text_model,
+                                           "optimization": _optimization,
                                            "saliency": _main_only(run_saliency),
                                            "inversion": _main_only(run_inversion)}
 
@@ -213,10 +233,12 @@ def run_study(model: str = "demo", benchmarks: str | Sequence[str] = "shapes", p
               out: str | Path = "mirage-study", limit: int | None = None, split: str | None = None,
               options: dict[str, dict] | None = None, steps: int | None = None, seed: int = 0,
               batch_size: int | None = None, device: str | None = None, load_options: dict | None = None,
-              overwrite: bool = False, quiet: bool = False, world: World = SINGLE) -> StudyResult:
+              text_model: str | None = None, overwrite: bool = False, quiet: bool = False,
+              world: World = SINGLE) -> StudyResult:
     """Run every part of the study of `model` on each of `benchmarks` into `out` (resuming what is there): one
     run directory per benchmark, then summary.json with each benchmark's summary and the cross-benchmark table.
-    `options`: loader options by benchmark name (e.g. {"scienceqa": {"data_dir": ...}}); `steps` (every loop's) and
+    `text_model`: a base LM (`demo`, `hf:<id or dir>`) scored on the same prompts as text (default: the demo's
+    own for the demo model, else none). `options`: loader options by benchmark name (e.g. {"scienceqa": {"data_dir": ...}}); `steps` (every loop's) and
     `batch_size` override the preset's; `load_options` go to `load_model` (dtype, device_map, image_size, gpus).
     Under torchrun (`world`) the parts that shard today (conditions, optimized inputs) shard; the others run on
     rank 0."""
@@ -231,20 +253,23 @@ def run_study(model: str = "demo", benchmarks: str | Sequence[str] = "shapes", p
         from ..errors import UsageError
 
         raise UsageError(f"--benchmark: two benchmarks share a sub-directory name ({', '.join(names)})")
+    if text_model is None and model == "demo" and (DEMO_TEXT_LM / "config.json").is_file():
+        # shipped weights only (demo:DIR has its own LM); a checkout without the base LM's weights runs without S_t
+        text_model = DEMO_TEXT_MODEL
     out = Path(out)
     load_options = load_options or {}
     identity = {k: v for k, v in load_options.items() if k != "gpus"}  # where the model runs is not the run's identity
     config = {"command": "study", "model": model, "benchmarks": names, "dirs": dirs, "preset": preset,
-              "split": split, "limit": limit, "options": options, "seed": seed, "plan": asdict(plan),
+              "text_model": text_model, "split": split, "limit": limit, "options": options, "seed": seed, "plan": asdict(plan),
               "batch_size": plan.batch_size, **identity}
     study = _open(out, config, overwrite, world)
     vlm = load_model(model, device=device, **load_options)
-    parts = study_parts(plan, [s.name for s in vlm.encoders], seed)
+    parts = study_parts(plan, [s.name for s in vlm.encoders], seed, text_model)
     summaries, timings = {}, {}
     for name, bench in benches.items():
         run_config = {"command": "study", "model": model, "benchmark": name, "split": bench.split, "limit": limit,
                       "n_questions": len(bench), "seed": seed, "plan": asdict(plan), "batch_size": plan.batch_size,
-                      "preset": preset, **options.get(name, {}), **identity}
+                      "preset": preset, "text_model": text_model, **options.get(name, {}), **identity}
         run = _open(out / dirs[name], run_config, overwrite, world)
         ref = None  # the optimized inputs' reference statistics, from the benchmark's first real images
         timings[name] = {}
@@ -256,7 +281,7 @@ def run_study(model: str = "demo", benchmarks: str | Sequence[str] = "shapes", p
                                      **part.settings)
             timings[name][part.name] = round(time.time() - t, 1)
         rows = _rows(run, world)
-        summaries[name] = summarize(rows) | {"n_questions": len(bench)}
+        summaries[name] = summarize(rows) | {"n_questions": len(bench), "blind": blind_measures(rows)}
         summaries[name]["best_crafted"] = best_crafted(summaries[name], rows)
         if world.main:
             run.write_json("summary.json", summaries[name])

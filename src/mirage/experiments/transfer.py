@@ -9,7 +9,7 @@
      "benchmarks": {benchmark: {"name", "split", "n"}}}
 
     cell = {"trained_on", "evaluated_on", "n", "accuracy", "ci95": [lo, hi], "blank_accuracy",
-            "gain": accuracy - blank_accuracy on the same questions, "gain_ci95": [lo, hi] (paired bootstrap),
+            "gain": accuracy - blank_accuracy on the same questions, "gain_ci95": [lo, hi] (paired, Newcombe),
             "mcnemar": {"n", "a_only" (input right, blank wrong), "b_only" (blank right, input wrong), "p"}}
 
 Result rows go to the run too (source: the input's name; `blank` for the baseline), so a killed run resumes.

@@ -26,11 +26,12 @@ def attention_implementation(device: torch.device) -> str:
 
 
 def load_hf(path: str, device: torch.device, dtype: torch.dtype | None = None, device_map: str | None = None,
-            image_size: int | None = None, gpus: list[int] | None = None) -> VLM:
+            image_size: int | None = None, gpus: list[int] | None = None, image_aspect_ratio: str | None = None) -> VLM:
     """Load a transformers VLM from a hub id or directory; bf16 on GPU and fp32 on CPU unless `dtype` is given.
     `device_map` (e.g. "auto") splits it over GPUs, the default when several are visible; `gpus` limits that split
     to these GPU indices (a torchrun rank's group); `image_size` is the Qwen2-VL family's fixed resolution for
-    optimization (a multiple of 28)."""
+    optimization (a multiple of 28); `image_aspect_ratio` is LLaVA-1.5's preprocessing (pad: the official code's,
+    the default; crop: the transformers processor's)."""
     from transformers import AutoConfig, AutoModelForImageTextToText
     from transformers.models.auto.modeling_auto import MODEL_FOR_IMAGE_TEXT_TO_TEXT_MAPPING_NAMES
 
@@ -41,6 +42,8 @@ def load_hf(path: str, device: torch.device, dtype: torch.dtype | None = None, d
                          f"(full support: {', '.join(FULL.values())}; others through AutoModelForImageTextToText)")
     if image_size is not None and not kind.startswith("qwen2"):
         raise ValueError(f"image_size applies to the Qwen2-VL family, not to {kind!r}")
+    if image_aspect_ratio is not None and kind != "llava":
+        raise ValueError(f"image_aspect_ratio applies to LLaVA-1.5, not to {kind!r}")
     dtype = dtype or (torch.bfloat16 if device.type == "cuda" else torch.float32)
     max_memory = None
     if gpus and len(gpus) > 1:
@@ -60,7 +63,7 @@ def load_hf(path: str, device: torch.device, dtype: torch.dtype | None = None, d
 
         from .hf_llava import HFLlava
 
-        vlm = HFLlava(model, AutoProcessor.from_pretrained(path))
+        vlm = HFLlava(model, AutoProcessor.from_pretrained(path), image_aspect_ratio)
     elif kind in ("qwen2_vl", "qwen2_5_vl"):
         from transformers import AutoImageProcessor, AutoTokenizer
 

@@ -2,8 +2,13 @@
 
 Stages: `processed` = the CLIP processor's pixel values; `features` = the vision tower's hidden states at the
 configured layer (CLS dropped under the "default" strategy), e.g. [B, 576, 1024] at 336 px; `tokens` = the
-projector's output. `preprocess` is a differentiable twin of the processor: shortest-edge bicubic resize with
-antialiasing, centre crop, normalisation.
+projector's output.
+
+Preprocessing (`image_aspect_ratio`): "pad" (the default) is the official LLaVA code's, which LLaVA-1.5's published
+numbers used (`image_aspect_ratio: pad` in its config; haotian-liu/LLaVA `mm_utils.process_images`): the image
+centred on a square of the processor's mean colour, then resized to 336 x 336, so nothing is cropped away. "crop" is
+the transformers processor's (llava-hf): the short side resized to 336, then a centre crop. `preprocess` is the
+differentiable twin of either: antialiased bicubic resizes, the pad or the crop, normalisation.
 """
 
 from __future__ import annotations
@@ -15,17 +20,23 @@ import torch.nn.functional as F
 from PIL import Image
 from torch import Tensor
 
-from .spliced import TransformersSpliced, image_turn
+from .spliced import TransformersSpliced
+from .square import normalize, pad_colour, pad_square, process_pil, resize_like_pil
 from .vlm import EncoderSpec, on_device
 
 ENCODER = "vision"
+ASPECT_RATIOS = ("pad", "crop")  # the official LLaVA code's; the transformers processor's
 
 
 class HFLlava(TransformersSpliced):
-    """A transformers LLaVA model and its processor."""
+    """A transformers LLaVA model and its processor; `image_aspect_ratio` "pad" (official LLaVA) or "crop"."""
 
-    def __init__(self, model, processor):
+    def __init__(self, model, processor, image_aspect_ratio: str | None = None):
         super().__init__()
+        self.image_aspect_ratio = image_aspect_ratio or "pad"
+        if self.image_aspect_ratio not in ASPECT_RATIOS:
+            raise ValueError(f"image_aspect_ratio {image_aspect_ratio!r}: allowed {', '.join(ASPECT_RATIOS)} (pad: the "
+                             "official LLaVA code's, crop: the transformers processor's)")
         self.model, self.processor, self.tokenizer = model, processor, processor.tokenizer
         self.tokenizer.padding_side = "left"
         self.inner = model.model  # LlavaModel: vision_tower, multi_modal_projector, language_model
@@ -41,14 +52,25 @@ class HFLlava(TransformersSpliced):
         dim = vc.hidden_size * (len(self.layer) if isinstance(self.layer, (list, tuple)) else 1)
         self.encoders = [EncoderSpec(ENCODER, vc.image_size, tuple(ip.image_mean), tuple(ip.image_std), n, dim)]
         self.num_image_tokens = n
+        self.pad_size = ip.size["shortest_edge"]  # a padded square: the short-side resize is the whole resize
+        if self.image_aspect_ratio == "pad" and self.crop not in (None, (self.pad_size, self.pad_size)):
+            raise ValueError(f"image_aspect_ratio pad: the processor resizes to {self.pad_size} but crops to "
+                             f"{self.crop}; the official pad path (LLaVA-1.5: 336 and 336) needs them equal")
 
     # --- visual path ---------------------------------------------------------------------------
     def process_images(self, images: Sequence[Image.Image]) -> dict[str, Tensor]:
-        pv = self.processor.image_processor(images=[im.convert("RGB") for im in images], return_tensors="pt")
+        ip = self.processor.image_processor
+        if self.image_aspect_ratio == "pad":
+            pv = process_pil(images, self.pad_size, pad_colour(ip.image_mean), ip.image_mean, ip.image_std)
+            return {ENCODER: pv.to(self.device)}
+        pv = ip(images=[im.convert("RGB") for im in images], return_tensors="pt")
         return {ENCODER: pv["pixel_values"].to(self.device)}
 
     def preprocess(self, pixels: Tensor, names: Sequence[str] | None = None) -> dict[str, Tensor]:
         ip = self.processor.image_processor
+        if self.image_aspect_ratio == "pad":
+            x = resize_like_pil(pad_square(pixels, pad_colour(ip.image_mean)), self.pad_size)
+            return {ENCODER: normalize(x, ip.image_mean, ip.image_std)}
         h, w = pixels.shape[-2:]
         short = ip.size["shortest_edge"]
         # as transformers' get_resize_output_image_size(default_to_square=False): short side -> `short`
@@ -74,5 +96,5 @@ class HFLlava(TransformersSpliced):
         return self.inner.multi_modal_projector(features[ENCODER].to(self.dtype))
 
     # --- language side -------------------------------------------------------------------------
-    def chat_text(self, prompt: str) -> str:
-        return self.processor.apply_chat_template(image_turn(prompt), add_generation_prompt=True)
+    def render(self, messages: list[dict], add_generation_prompt: bool) -> str:
+        return self.processor.apply_chat_template(messages, add_generation_prompt=add_generation_prompt)

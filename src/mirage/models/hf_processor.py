@@ -15,8 +15,9 @@ import torch
 from PIL import Image
 from torch import Tensor
 
-from .spliced import chat_letter_ids, image_turn
-from .vlm import IMAGES, VLM, Visual
+from .chat import adds_special_tokens, image_turn
+from .spliced import chat_letter_ids
+from .vlm import IMAGES, NONE, VLM, Visual
 
 
 class NotSupportedYet(ValueError):
@@ -69,14 +70,21 @@ class ProcessorVLM(VLM):
     def answer_loss(self, prompts, visual, targets):
         raise self._missing("the answer loss on optimized inputs")
 
-    def chat_text(self, prompt: str) -> str:
-        return self.processor.apply_chat_template(image_turn(prompt), add_generation_prompt=True)
+    def chat_text(self, prompt: str, image: bool = True) -> str:
+        return self.processor.apply_chat_template(image_turn(prompt, image=image), add_generation_prompt=True)
+
+    def answered_text(self, prompt: str, answer: str) -> str:
+        return self.processor.apply_chat_template(image_turn(prompt, answer), add_generation_prompt=False)
 
     def _inputs(self, prompts: Sequence[str], visual: Visual) -> dict:
-        if visual.stage != IMAGES:
+        if visual.stage not in (IMAGES, NONE):
             raise self._missing(f"a visual input at the {visual.stage!r} stage")
-        batch = self.processor(images=[[im.convert("RGB")] for im in visual.value],
-                               text=[self.chat_text(p) for p in prompts], padding=True, return_tensors="pt")
+        image = visual.stage == IMAGES
+        texts = [self.chat_text(p, image) for p in prompts]  # one template: all start with its BOS or none does
+        # `none`: the text-only turn and no pixel values at all
+        images = {"images": [[im.convert("RGB")] for im in visual.value]} if image else {}
+        batch = self.processor(text=texts, padding=True, return_tensors="pt",
+                               add_special_tokens=adds_special_tokens(self.tokenizer, texts[0]), **images)
         out = {}
         for k, v in batch.items():
             if torch.is_tensor(v):

@@ -35,8 +35,8 @@ import torch.nn.functional as F
 from PIL import Image
 from torch import Tensor
 
-from .spliced import TransformersSpliced, image_turn
-from .vlm import IMAGES, EncoderSpec, Visual, on_device
+from .spliced import TransformersSpliced
+from .vlm import IMAGES, NONE, EncoderSpec, Visual, on_device
 
 ENCODER = "vision"
 DEFAULT_IMAGE_SIZE = 448
@@ -177,6 +177,8 @@ class HFQwen2VL(TransformersSpliced):
         return merged.view(f.shape[0], -1, merged.shape[-1])
 
     def prepare(self, prompts: Sequence[str], visual: Visual, targets: Sequence[str] | None = None):
+        if visual.stage == NONE:  # text only: plain positions on all three M-RoPE axes (layout None)
+            return super().prepare(prompts, visual, targets)
         if visual.stage == IMAGES:  # native resolution: a grid and a token count per image
             pv, thw = self._processor(visual.value)
             grids = [tuple(g) for g in thw.tolist()]
@@ -189,9 +191,6 @@ class HFQwen2VL(TransformersSpliced):
         return input_ids, mask, labels, tokens, [(1, self.grid, self.grid)] * len(prompts)
 
     # --- language side -------------------------------------------------------------------------
-    def chat_text(self, prompt: str) -> str:
-        return self.tokenizer.apply_chat_template(image_turn(prompt), tokenize=False, add_generation_prompt=True)
-
     def positions(self, input_ids: Tensor, mask: Tensor, layout) -> Tensor:
         grids = layout if layout is not None else [None] * len(input_ids)
         return mrope_positions(input_ids, mask, self.image_token_id, grids, self.merge)

@@ -10,20 +10,30 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from ..benchmarks.question import LETTERS
-from .vlm import VLM, Visual, on_device
+from .chat import answer_ids, chat_ids, image_turn
+from .vlm import NONE, VLM, Visual, on_device
 
 
 class SplicedVLM(VLM):
-    """Subclasses provide `tokenizer`, `image_token_id`, `num_image_tokens`, `chat_text`, `embed`, `lm_hidden`
-    and `lm_head_logits`."""
+    """Subclasses provide `tokenizer`, `image_token_id`, `num_image_tokens`, `embed`, `lm_hidden` and
+    `lm_head_logits`, and `render` where the chat template is not the tokenizer's."""
 
     tokenizer = None
     image_token_id: int
     num_image_tokens: int
 
-    def chat_text(self, prompt: str) -> str:
-        """The model's chat-formatted user turn with one image placeholder, ready for the answer."""
-        raise NotImplementedError
+    def render(self, messages: list[dict], add_generation_prompt: bool) -> str:
+        """The model's chat template on `messages` (here the tokenizer's)."""
+        return self.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=add_generation_prompt)
+
+    def chat_text(self, prompt: str, image: bool = True) -> str:
+        """The model's chat-formatted user turn with one image placeholder (none when `image` is False: the
+        template's text-only turn), ready for the answer."""
+        return self.render(image_turn(prompt, image=image), True)
+
+    def answered_text(self, prompt: str, answer: str) -> str:
+        """`chat_text`'s conversation with the assistant's turn answering `answer` (where the letters are read)."""
+        return self.render(image_turn(prompt, answer), False)
 
     def embed(self, input_ids: Tensor) -> Tensor:
         raise NotImplementedError
@@ -36,24 +46,27 @@ class SplicedVLM(VLM):
         raise NotImplementedError
 
     def sequences(self, prompts: Sequence[str], targets: Sequence[str] | None = None,
-                  counts: int | Sequence[int] | None = None) -> tuple[Tensor, Tensor, Tensor]:
+                  counts: int | Sequence[int] | None = None, image: bool = True) -> tuple[Tensor, Tensor, Tensor]:
         """Left-padded ids with the image placeholder repeated `counts` times (per row, or `num_image_tokens`);
-        mask; labels (-100 off target)."""
+        mask; labels (-100 off target). `image=False`: the text-only prompts, no placeholder."""
         # prompt -> token ids: an optimization asks for each prompt once per step, ~50 times, and the chat template
         # plus tokenizer cost host time on every call (bounded: cleared past 65,536 prompts)
         cache = self.__dict__.setdefault("_prompt_ids", {})
         if len(cache) > 65536:
             cache.clear()
         for p in prompts:
-            if p not in cache:
-                cache[p] = self.tokenizer(self.chat_text(p), add_special_tokens=False).input_ids
-        out = build_sequences(self.tokenizer, [cache[p] for p in prompts], targets, self.image_token_id,
-                              self.num_image_tokens if counts is None else counts)
+            if (p, image) not in cache:
+                cache[p, image] = chat_ids(self.tokenizer, self.chat_text(p, image))
+        counts = 0 if not image else self.num_image_tokens if counts is None else counts
+        out = build_sequences(self.tokenizer, [cache[p, image] for p in prompts], targets, self.image_token_id, counts)
         return tuple(on_device(t, self.device) for t in out)
 
     def prepare(self, prompts: Sequence[str], visual: Visual, targets: Sequence[str] | None = None):
         """What one forward pass needs: ids, mask, labels, image tokens ([B, N, D], or [sum N_i, D] when rows hold
-        different numbers) and a `layout` for `positions` (None here)."""
+        different numbers) and a `layout` for `positions` (None here). A `none` visual gives the text-only prompts
+        and no image tokens (None)."""
+        if visual.stage == NONE:
+            return (*self.sequences(prompts, targets, image=False), None, None)
         input_ids, mask, labels = self.sequences(prompts, targets)
         return input_ids, mask, labels, self.to_tokens(visual), None
 
@@ -106,11 +119,6 @@ class SplicedVLM(VLM):
         return texts
 
 
-def image_turn(prompt: str) -> list[dict]:
-    """One user turn holding the image, then the prompt, as transformers chat templates take it."""
-    return [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": prompt}]}]
-
-
 class TransformersSpliced(SplicedVLM):
     """A transformers `...ForConditionalGeneration` (`self.model`, with `self.inner = model.model` holding the
     `language_model`) read through the spliced path: the LM runs on our input embeddings."""
@@ -136,11 +144,11 @@ class TransformersSpliced(SplicedVLM):
 
 def build_sequences(tokenizer, texts: Sequence[str] | Sequence[list[int]], targets: Sequence[str] | None,
                     image_token_id: int, num_image_tokens: int | Sequence[int]) -> tuple[Tensor, Tensor, Tensor]:
-    """Tokenize chat texts (or take them tokenized), repeat the image placeholder `num_image_tokens` times (one count
-    for all rows or one per row; 0: texts carry no image), append target tokens, left-pad. Returns ids, attention
-    mask and labels (-100 except on targets)."""
+    """Tokenize chat texts (`chat_ids`) or take them tokenized, repeat the image placeholder `num_image_tokens` times
+    (one count for all rows or one per row; 0: texts carry no image), append target tokens, left-pad. Returns ids,
+    attention mask and labels (-100 except on targets)."""
     texts = list(texts)
-    ids = texts if texts and not isinstance(texts[0], str) else tokenizer(texts, add_special_tokens=False).input_ids
+    ids = texts if texts and not isinstance(texts[0], str) else [chat_ids(tokenizer, t) for t in texts]
     tgt = tokenizer(list(targets), add_special_tokens=False).input_ids if targets is not None else [[]] * len(ids)
     counts = [num_image_tokens] * len(ids) if isinstance(num_image_tokens, int) else list(num_image_tokens)
     seqs, labels = [], []
@@ -160,25 +168,13 @@ def build_sequences(tokenizer, texts: Sequence[str] | Sequence[list[int]], targe
     return input_ids, mask, labels_t
 
 
-def chat_letter_ids(model, n: int, find=None) -> list[int]:
-    """The first `n` answer letters' tokens after `model.chat_text`'s prompt, found once (by `find`, default
-    `answer_token_ids`) and kept on the model."""
+def chat_letter_ids(model, n: int) -> list[int]:
+    """The first `n` answer letters' tokens as the model's template writes them in an assistant turn after
+    `model.chat_text` (`model.answered_text`), found once and kept on the model."""
     if n > len(LETTERS):
         raise ValueError(f"{n} choices: at most {len(LETTERS)} letters")
     if not hasattr(model, "_letters"):
-        model._letters = (find or answer_token_ids)(model.tokenizer, model.chat_text("x"), list(LETTERS))
+        letters = list(LETTERS)
+        model._letters = answer_ids(model.tokenizer, model.chat_text("x"),
+                                    [model.answered_text("x", a) for a in letters], letters)
     return model._letters[:n]
-
-
-def answer_token_ids(tokenizer, prompt_text: str, answers: Sequence[str]) -> list[int]:
-    """The token each answer string starts with when written right after `prompt_text` (" A" for Llama-style
-    tokenizers after "ASSISTANT:", "A" after a prompt ending in a newline, as Qwen's, or for word-level ones)."""
-    base = tokenizer(prompt_text, add_special_tokens=False).input_ids
-    sep = "" if prompt_text[-1:].isspace() else " "  # "ASSISTANT: A" but "<|im_start|>assistant\nA"
-    out = []
-    for a in answers:
-        full = tokenizer(prompt_text + sep + a, add_special_tokens=False).input_ids
-        if full[: len(base)] != base or len(full) <= len(base):
-            raise ValueError(f"cannot find the token of answer {a!r} after the prompt")
-        out.append(full[len(base)])
-    return out

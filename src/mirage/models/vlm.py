@@ -16,6 +16,9 @@ STAGES = ("pixels", "processed", "features", "tokens")
 # Before them all, `images`: a list of PIL images for the model's own processor (a backend may keep each image's
 # native resolution there, as the Qwen2-VL family does); no gradient flows through this stage.
 IMAGES = "images"
+# No image at all (the `none` condition, MMStar's S_wv): the model's text-only prompt, with no image placeholder,
+# no image tokens and no pixels. The value is None; each backend builds its text-only chat turn.
+NONE = "none"
 
 
 @dataclass(frozen=True)
@@ -35,14 +38,23 @@ class Visual:
     """A batch of visual inputs at one stage (see STAGES)."""
 
     stage: str
-    value: Tensor | dict[str, Tensor] | list[Image.Image]
+    value: Tensor | dict[str, Tensor] | list[Image.Image] | None
 
     def __post_init__(self) -> None:
-        if self.stage not in (IMAGES, *STAGES):
-            raise ValueError(f"unknown stage {self.stage!r} (allowed: {', '.join((IMAGES, *STAGES))})")
+        if self.stage not in (NONE, IMAGES, *STAGES):
+            raise ValueError(f"unknown stage {self.stage!r} (allowed: {', '.join((NONE, IMAGES, *STAGES))})")
+        if (self.stage == NONE) != (self.value is None):
+            raise ValueError(f"a {self.stage!r} visual {'has no' if self.stage == NONE else 'needs a'} value")
+
+    @classmethod
+    def none(cls) -> "Visual":
+        """No image, for any batch size."""
+        return cls(NONE, None)
 
     def select(self, rows: Sequence[int]) -> "Visual":
         """The same stage for a subset of the batch's rows."""
+        if self.stage == NONE:
+            return self
         if isinstance(self.value, list):
             return Visual(self.stage, [self.value[i] for i in rows])
         if isinstance(self.value, dict):
@@ -89,6 +101,8 @@ class VLM(nn.Module):
 
     def to_tokens(self, visual: Visual) -> Tensor:
         """Advance a visual input from its stage to image tokens."""
+        if visual.stage == NONE:
+            raise ValueError("a `none` visual has no image tokens: the model reads the text-only prompt")
         v = visual.value
         if visual.stage == IMAGES:
             v = self.process_images(v)

@@ -9,6 +9,7 @@ from pathlib import Path
 
 from jinja2 import Environment, FileSystemLoader
 
+from .blind_panel import blind_panel
 from ..errors import MirageError, UsageError
 from .demo_panel import demo_panels
 from .gallery import DEFAULT_MAX_IMAGES, galleries, single_images
@@ -81,7 +82,8 @@ def report_context(run_dir: str | Path, max_images: int = DEFAULT_MAX_IMAGES, qu
         title=f"mirage report: {data.config.get('model', '?')} on {data.config.get('benchmark', '?')}"
               f"/{data.config.get('split', '?')}",
         run_path=str(data.path), facts=run_facts(data), config_json=json.dumps(data.config, indent=2, sort_keys=True),
-        timings=data.timings, panels=panels, table=table, types=question_types(table), baselines=baselines(table),
+        timings=data.timings, panels=panels, blind=blind_panel(data.rows), intervals=data.summary["intervals"],
+        table=table, types=question_types(table), baselines=baselines(table),
         plots=[p for p in plots if p is not None], galleries=galleries(data, qs, max_images),
         singles=single_images(data, {p.source for p in panels}), questions_loaded=bool(qs),
         question_note=question_note, skipped=data.summary_file.get("skipped_no_image", {}),

@@ -66,7 +66,7 @@ def accuracy_plot(table: list[SourceRow], chance: float | None) -> Plot:
         ax.axvline(chance, color="grey", ls="--", lw=1, label=f"chance {chance:.2f}")
     ax.set_yticks(y, [r.info.name for r in rows])
     ax.set_xlim(-0.02, 1.02)
-    ax.set_xlabel("accuracy (95% bootstrap interval)")
+    ax.set_xlabel("accuracy (95% Wilson interval)")
     ax.grid(axis="x", alpha=0.3)
     ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1), fontsize=8)
     return Plot("accuracy", "Accuracy per source", _uri(fig),
@@ -74,7 +74,8 @@ def accuracy_plot(table: list[SourceRow], chance: float | None) -> Plot:
 
 
 def spectrum_plot(table: list[SourceRow]) -> Plot | None:
-    """Conditions from no information (blank) to full information (real), and the optimized inputs beside them."""
+    """Conditions from no image (none) or no information (blank) to full information (real), and the optimized
+    inputs beside them."""
     by_name = {r.info.name: r for r in table}
     conds = [by_name[c] for c in SPECTRUM if c in by_name]
     optimized = [r for r in table if r.info.group == "optimized" and r.info.suffix != "train"]
@@ -96,8 +97,8 @@ def spectrum_plot(table: list[SourceRow]) -> Plot | None:
     ax.grid(axis="y", alpha=0.3)
     ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1), fontsize=8)
     return Plot("spectrum", "From no image information to all of it", _uri(fig),
-                "Left of the line: conditions ordered from no information about the image (blank) to all of it "
-                "(real). Right: the optimized inputs (universal inputs on their held-out questions).")
+                "Left of the line: conditions ordered from no image at all (none) and no information about it (blank) "
+                "to all of it (real). Right: the optimized inputs (universal inputs on their held-out questions).")
 
 
 def _running_mean(ys: list[float], window: int = 5) -> list[float]:

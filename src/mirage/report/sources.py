@@ -5,7 +5,7 @@ from __future__ import annotations
 from ..sources import SourceInfo, parse_source
 
 # From no information about the image to all of it: the order the spectrum plot walks.
-SPECTRUM = ("blank", "noise", "shuffle", "blur", "wrong", "real")
+SPECTRUM = ("none", "blank", "noise", "shuffle", "blur", "wrong", "real")  # none: no image at all
 
 # Table order: groups first, then the run's own order within a group.
 GROUPS = ("condition", "optimized", "single-encoder", "other")

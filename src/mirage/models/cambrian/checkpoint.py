@@ -145,7 +145,8 @@ def load_tower(cfg: TowerConfig, path: Path, device: torch.device, dtype: torch.
                                 "save_pretrained) or a hub source in its config")
     if cfg.arch == "convnext":
         return load_open_clip_convnext(cfg, device, dtype)
-    overrides = {"vision_use_head": False} if cfg.arch == "siglip" else {}
+    # the hub's SigLIP config says gelu_pytorch_tanh: the official timm trunk runs exact GELU (pin_tower sets it too)
+    overrides = {"vision_use_head": False, "hidden_act": "gelu"} if cfg.arch == "siglip" else {}
     model, info = model_cls.from_pretrained(cfg.source, dtype=dtype, output_loading_info=True, **overrides)
     if info.get("missing_keys"):
         raise ValueError(f"{cfg.source}: vision tower {cfg.name!r} misses weights {sorted(info['missing_keys'])}")

@@ -14,16 +14,12 @@ import math
 from dataclasses import asdict, dataclass, field, fields
 
 from ...registry import did_you_mean
+from ..square import pad_colour
 
 CLIP_MEAN, CLIP_STD = (0.48145466, 0.4578275, 0.40821073), (0.26862954, 0.26130258, 0.27577711)
 IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 HALF = (0.5, 0.5, 0.5)
 SVA_HEADS = 16  # hard-coded in the official VisionCrossAttentionLayer
-
-
-def pad_colour(mean: tuple[float, float, float]) -> tuple[int, int, int]:
-    """The colour `expand2square` pads with: the processor's image_mean as `int(x * 255)`."""
-    return tuple(int(x * 255) for x in mean)
 
 
 @dataclass
@@ -51,7 +47,7 @@ def _siglip(token_len: int = 576) -> TowerConfig:
                        pad_colour(CLIP_MEAN), source="google/siglip-so400m-patch14-384",
                        config=dict(hidden_size=1152, intermediate_size=4304, num_hidden_layers=27,
                                    num_attention_heads=16, image_size=384, patch_size=14,
-                                   hidden_act="gelu_pytorch_tanh", layer_norm_eps=1e-6, vision_use_head=False))
+                                   hidden_act="gelu", layer_norm_eps=1e-6, vision_use_head=False))
 
 
 def _clip(token_len: int = 576) -> TowerConfig:
@@ -218,7 +214,8 @@ def config_8b() -> CambrianConfig:
 
 def tiny_config(vocab_size: int = 128, image_position: int = 0) -> CambrianConfig:
     """The 8B's structure at toy sizes, for tests: 4 towers (ConvNeXt with 16x the tokens, 4 x 4 windows),
-    interpolated SigLIP/DINOv2 grids, a 2-layer LM with a sampler layer after each layer."""
+    interpolated SigLIP/DINOv2 grids (DINOv2's position embeddings interpolated from 9 x 9 to 7 x 7, as the 8B's
+    from 37 x 37 to 27 x 27), a 2-layer LM with a sampler layer after each layer."""
     towers = [
         TowerConfig("siglip/CLIP-ViT-SO400M-14-384", "siglip", "siglip", 56, 16, HALF, HALF, pad_colour(CLIP_MEAN),
                     config=dict(hidden_size=40, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2,
@@ -230,7 +227,7 @@ def tiny_config(vocab_size: int = 128, image_position: int = 0) -> CambrianConfi
         TowerConfig("facebook/dinov2-giant-res378", "dino", "dinov2", 42, 16, IMAGENET_MEAN, IMAGENET_STD,
                     pad_colour(IMAGENET_MEAN),
                     config=dict(hidden_size=48, num_hidden_layers=2, num_attention_heads=2, mlp_ratio=2,
-                                use_swiglu_ffn=True, image_size=42, patch_size=6)),
+                                use_swiglu_ffn=True, image_size=54, patch_size=6)),  # trained at 54, run at 42
         TowerConfig("clip-convnext-XXL-multi-stage", "convnext", "convnext", 64, 256, CLIP_MEAN, CLIP_STD,
                     pad_colour(CLIP_MEAN),
                     config=dict(num_channels=3, patch_size=4, num_stages=2, hidden_sizes=[8, 16], depths=[1, 1],

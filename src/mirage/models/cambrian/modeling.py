@@ -41,13 +41,14 @@ from torch import Tensor, nn
 from torch.utils.checkpoint import checkpoint
 from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
 
-from ..spliced import SplicedVLM, chat_letter_ids
-from ..vlm import EncoderSpec, Visual, on_device
+from ..spliced import SplicedVLM
+from ..square import normalize, pad_square, process_pil, resize_like_pil
+from ..vlm import NONE, EncoderSpec, Visual, on_device
 from .checkpoint import load_official, load_tower, read_config, save_official, save_towers
 from .config import CambrianConfig
-from .processing import IMAGE_SIZE, image_cells, normalize, pad_square, process_pil, resize_like_pil
+from .processing import IMAGE_SIZE, image_cells
 from .sva import SamplerInputs, SVAConnector, TokenSampler
-from .template import ensure_image_token, glued_answer_ids, llama_3_prompt
+from .template import ensure_image_token, llama_3_answered, llama_3_prompt
 from .towers import VisionTower
 
 
@@ -149,10 +150,15 @@ class CambrianVLM(SplicedVLM):
         return tokens
 
     # --- language side -----------------------------------------------------------------------------------------
-    def chat_text(self, prompt: str) -> str:
-        return llama_3_prompt(prompt)
+    def chat_text(self, prompt: str, image: bool = True) -> str:
+        return llama_3_prompt(prompt, image)
+
+    def answered_text(self, prompt: str, answer: str) -> str:
+        return llama_3_answered(prompt, answer)
 
     def prepare(self, prompts: Sequence[str], visual: Visual, targets: Sequence[str] | None = None):
+        if visual.stage == NONE:  # text only: no image position to check, no slots to mask
+            return super().prepare(prompts, visual, targets)
         input_ids, mask, labels, tokens, layout = super().prepare(prompts, visual, targets)
         self._check_position(input_ids, mask)
         ctx = getattr(tokens, "cambrian", None)
@@ -172,9 +178,6 @@ class CambrianVLM(SplicedVLM):
         if at != self.config.image_position:
             warnings.warn(f"the image starts at token {at}, the checkpoint's image_position is "
                           f"{self.config.image_position}: the prompt does not follow the model's template")
-
-    def letter_ids(self, n: int) -> list[int]:
-        return chat_letter_ids(self, n, glued_answer_ids)
 
     def embed(self, input_ids: Tensor) -> Tensor:
         # the placeholder's id may lie past the vocabulary; its rows are replaced by image tokens anyway

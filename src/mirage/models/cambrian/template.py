@@ -21,12 +21,14 @@ SYSTEM = ("You are Cambrian, a highly intelligent multimodal AI trained by NYU V
 SPECIAL_TOKENS = [BOS, "<|end_of_text|>", "<|start_header_id|>", "<|end_header_id|>", "<|eot_id|>"]
 
 
-def llama_3_prompt(question: str) -> str:
+def llama_3_prompt(question: str, image: bool = True) -> str:
     """One user turn with the image before `question`, ready for the assistant's answer (token for token what
-    official inference feeds the model: the tokenizer's BOS, then the template's)."""
+    official inference feeds the model: the tokenizer's BOS, then the template's). `image=False`: the question
+    alone, as official inference builds a turn without an image (no `<image>\\n`)."""
     header = lambda role: f"<|start_header_id|>{role}<|end_header_id|>"
+    placeholder = f"{IMAGE_TOKEN}\n" if image else ""
     return (f"{BOS}{BOS}{header('system')}{SYSTEM}<|eot_id|>"
-            f"{header('user')}{IMAGE_TOKEN}\n{question}<|eot_id|>{header('assistant')}")
+            f"{header('user')}{placeholder}{question}<|eot_id|>{header('assistant')}")
 
 
 def ensure_image_token(tokenizer) -> int:
@@ -37,17 +39,10 @@ def ensure_image_token(tokenizer) -> int:
     return tokenizer.convert_tokens_to_ids(IMAGE_TOKEN)
 
 
-def glued_answer_ids(tokenizer, prompt: str, answers: Sequence[str]) -> list[int]:
-    """The token each answer starts with when written right after `prompt` with no space, as the llama_3 template
-    puts the assistant's text directly after `<|end_header_id|>`."""
-    base = tokenizer(prompt, add_special_tokens=False).input_ids
-    out = []
-    for a in answers:
-        full = tokenizer(prompt + a, add_special_tokens=False).input_ids
-        if full[: len(base)] != base or len(full) <= len(base):
-            raise ValueError(f"cannot find the token of answer {a!r} after the prompt")
-        out.append(full[len(base)])
-    return out
+def llama_3_answered(question: str, answer: str) -> str:
+    """`llama_3_prompt` followed by the assistant's turn answering `answer`, as conv_llama_3 writes it: the answer
+    directly after `<|end_header_id|>`, with no space or newline."""
+    return f"{llama_3_prompt(question)}{answer}<|eot_id|>"
 
 
 def word_level_tokenizer(words: Sequence[str]):

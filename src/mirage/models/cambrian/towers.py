@@ -2,15 +2,17 @@
 
 What the official towers return (cambrian/model/multimodal_encoder/, commit 539ffc3), reproduced here:
 - SigLIP SO400M/14@384: timm `forward_features` (final norm, 27 x 27 = 729 tokens) bilinearly resized to 24 x 24.
-  Here: transformers `SiglipVisionModel` (`last_hidden_state` is after `post_layernorm`); real weights from
-  google/siglip-so400m-patch14-384, the same big_vision checkpoint open_clip's timm/ViT-SO400M-14-SigLIP-384 holds.
+  Here: transformers `SiglipVisionModel` (`last_hidden_state` is after `post_layernorm`) with timm's exact GELU
+  (pinned.py); real weights from google/siglip-so400m-patch14-384, the same big_vision checkpoint open_clip's
+  timm/ViT-SO400M-14-SigLIP-384 holds.
 - CLIP ViT-L/14@336: transformers `CLIPVisionModel`, `hidden_states[-2]` without CLS (24 x 24, no resize).
-- DINOv2-g/14 at 378 px: transformers `Dinov2Model`, `last_hidden_state` without CLS (27 x 27) resized to 24 x 24.
+- DINOv2-g/14 at 378 px: transformers `Dinov2Model` with 4.37's position interpolation (pinned.py),
+  `last_hidden_state` without CLS (27 x 27) resized to 24 x 24.
 - ConvNeXt-XXL@1024 (open_clip CLIP-convnext_xxlarge trunk, a timm ConvNeXt): the stem and each of the 4 stages'
   maps (256, 128, 64, 32 px) bilinearly resized to 96 x 96 and concatenated: 9216 tokens of 384+768+1536+3072 = 5760.
   Here: transformers `ConvNextModel` holds the same architecture (no open_clip/timm dependency); its internal
-  LayerNorms are set to timm's eps for convnext_xxlarge (1e-5, transformers hard-codes 1e-6). Real weights need the
-  key mapping in `convnext_from_open_clip`.
+  LayerNorms get timm's eps for convnext_xxlarge (1e-5, transformers hard-codes 1e-6; pinned.py). Real weights
+  need the key mapping in `convnext_from_open_clip`.
 Resizes run in float32 and cast back, as the official towers do.
 """
 
@@ -25,9 +27,9 @@ from torch import Tensor, nn
 from torch.utils.checkpoint import checkpoint
 from transformers import (CLIPVisionConfig, CLIPVisionModel, ConvNextConfig, ConvNextModel, Dinov2Config, Dinov2Model,
                           SiglipVisionConfig, SiglipVisionModel)
-from transformers.models.convnext.modeling_convnext import ConvNextLayerNorm
 
 from .config import TowerConfig
+from .pinned import pin_tower
 
 
 class ConvNextTrunk(ConvNextModel):
@@ -65,8 +67,7 @@ class VisionTower(nn.Module):
         config_cls, model_cls = ARCHS[cfg.arch]
         self.arch, self.token_len, self.select_layer = cfg.arch, cfg.token_len, cfg.select_layer
         self.model = model if model is not None else model_cls(config_cls(**cfg.config))
-        if cfg.arch == "convnext":
-            set_layer_norm_eps(self.model, self.model.config.layer_norm_eps)
+        pin_tower(self.model, cfg.arch)  # the official activation, eps, attention scale, DINOv2 interpolation
 
     @property
     def dim(self) -> int:
@@ -97,13 +98,6 @@ class VisionTower(nn.Module):
             y = F.interpolate(x.float(), size=(side, side), mode="bilinear", align_corners=False).to(x.dtype)
             maps.append(y.flatten(2).transpose(1, 2))  # [B, side*side, C_stage]
         return torch.cat(maps, -1)
-
-
-def set_layer_norm_eps(model: nn.Module, eps: float) -> None:
-    """Every ConvNeXt LayerNorm (transformers fixes them at 1e-6) gets `eps`."""
-    for mod in model.modules():
-        if isinstance(mod, (ConvNextLayerNorm, nn.LayerNorm)):
-            mod.eps = eps
 
 
 # open_clip's CLIP-convnext_xxlarge holds the tower as a timm ConvNeXt under `visual.trunk.`; transformers' names:

@@ -33,7 +33,8 @@ A Cambrian-style vision-language model trained by mirage on ShapesQA: four trans
 (`clip`, `siglip`, `dino`, `convnext`, each with its own input size and normalisation; the ConvNeXt gives 16x the
 tokens of the others), an SVA-style aggregator (8x8 queries, each attending to its window of every encoder), and a
 transformers `LlamaForCausalLM` reading 64 image tokens at the `<image>` placeholder of a chat prompt. It answers
-multiple-choice questions through the next-token logits of the answer letters.
+multiple-choice questions through the next-token logits of the answer letters. Its base LM (the same LM trained on
+text alone, for MMStar's S_t: `mirage eval --text-model demo`) is in `text-lm/`, with its own card.
 
 ## Training
 {history}
@@ -65,6 +66,41 @@ Validation curve of the last stage (first questions of the val split, through th
 {rows}
 
 `prior` questions are answerable from the text alone; with a blank image the other types should fall to chance (0.25).
+"""
+    path = model_dir / "MODEL_CARD.md"
+    path.write_text(text)
+    return path
+
+
+def write_text_card(model_dir: str | Path, summary: dict) -> Path:
+    """MODEL_CARD.md of the demo's base LM (`mirage train-demo-text`) from its training.json and `summary`, a
+    `stats.summarize` of its `text-model` rows on the ShapesQA test split."""
+    model_dir = Path(model_dir)
+    t = json.loads((model_dir / "training.json").read_text())
+    src = "text-model"
+    types = sorted(summary["by_type"][src])
+    lo, hi = summary["ci95"][src]
+    text = f"""# mirage demo base LM (text only)
+
+The demo VLM's language model alone: the same transformers `LlamaForCausalLM` shape and the same word-level
+tokenizer and chat template as the demo (`../config.json`, `../tokenizer.json`), trained on the text phase of
+`mirage train-demo` only: letter drills ("pick red A . blue B . red ..." -> B) and the text-prior facts, every
+prompt a text-only chat turn, no image ever. It is the demo's LM as it was before vision joined: the demo itself was
+trained jointly and kept no checkpoint of that stage, so `mirage train-demo-text` retrains it with the same recipe
+and data stream ({t['steps']} steps of batch {t['batch_size']}, lr {t['lr']}, seed {t['seed']}, {t['device']},
+{t['seconds']:.0f} s). It has never seen a ShapesQA question about colour, shape, count, size or position: it is
+MMStar's base LLM for the demo (`mirage eval --text-model demo`, S_t), not a blind baseline trained on the benchmark.
+Weights: `model.safetensors`, {(model_dir / 'model.safetensors').stat().st_size / 1e6:.1f} MB (float16, loaded in
+float32); a plain transformers directory, so `--text-model hf:DIR` loads it too.
+
+## Evaluation: ShapesQA test split, the same prompts as the VLM, as text
+
+| n | accuracy | 95% CI (Wilson) | {' | '.join(types)} |
+| --- | --- | --- | {' | '.join('---' for _ in types)} |
+| {summary['n'][src]} | {summary['accuracy'][src]:.3f} | [{lo:.3f}, {hi:.3f}] | {' | '.join(f"{summary['by_type'][src][x]:.3f}" for x in types)} |
+
+`prior` questions are the text-prior facts it was trained on; the visual types have nothing to go on without the
+image (chance 0.25).
 """
     path = model_dir / "MODEL_CARD.md"
     path.write_text(text)

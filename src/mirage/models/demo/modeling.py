@@ -103,8 +103,8 @@ class DemoVLM(SplicedVLM):
         return self.aggregator({n: f.to(self.dtype) for n, f in features.items()})
 
     # --- language side -----------------------------------------------------------------------
-    def chat_text(self, prompt: str) -> str:
-        return chat_prompt(self.tokenizer, prompt)
+    def chat_text(self, prompt: str, image: bool = True) -> str:
+        return chat_prompt(self.tokenizer, prompt, image)
 
     def embed(self, input_ids: Tensor) -> Tensor:
         return self.lm.get_input_embeddings()(input_ids)

@@ -1,0 +1,48 @@
+"""Chat text -> token ids, owned here once for every backend: the ids the model's own processor gives, and the
+answer letters as the model's template writes them.
+
+The rule (transformers' `ProcessorMixin.apply_chat_template(..., tokenize=True)`): the tokenizer adds its special
+tokens (its BOS) unless the rendered text already starts with the BOS, so a sequence holds the BOS once whether the
+template writes it (Gemma 3, Idefics3, Mistral 3, Llama 3) or not (llava-hf's LLaVA-1.5, whose official runner also
+starts with `<s>`).
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+
+def image_turn(prompt: str, answer: str | None = None, image: bool = True) -> list[dict]:
+    """One user turn holding the image (none when `image` is False: the text-only turn of the `none` condition),
+    then the prompt, as transformers chat templates take it; with `answer`, followed by the assistant's turn."""
+    turns = [{"role": "user", "content": [{"type": "image"}] * image + [{"type": "text", "text": prompt}]}]
+    if answer is not None:
+        turns.append({"role": "assistant", "content": [{"type": "text", "text": answer}]})
+    return turns
+
+
+def adds_special_tokens(tokenizer, text: str) -> bool:
+    """Whether the processor lets the tokenizer add its special tokens to `text`: not when the text (the chat
+    template) already starts with the tokenizer's BOS."""
+    bos = tokenizer.bos_token
+    return not (bos and text.startswith(bos))
+
+
+def chat_ids(tokenizer, text: str) -> list[int]:
+    """A rendered chat text's token ids exactly as the model's processor tokenizes it (the BOS once)."""
+    return tokenizer(text, add_special_tokens=adds_special_tokens(tokenizer, text)).input_ids
+
+
+def answer_ids(tokenizer, asked: str, answered: Sequence[str], answers: Sequence[str]) -> list[int]:
+    """The first token the template writes for each answer: `asked` is the chat text ready for the assistant's turn,
+    `answered[i]` the same conversation with the assistant's turn answering `answers[i]` (" A" after llava's
+    "ASSISTANT:", "A" after Qwen's "assistant\\n", Mistral 3's "[/INST]" or Llama 3's "<|end_header_id|>")."""
+    base = chat_ids(tokenizer, asked)
+    out = []
+    for text, a in zip(answered, answers):
+        full = chat_ids(tokenizer, text)
+        if full[: len(base)] != base or len(full) <= len(base):
+            raise ValueError(f"cannot find the token of answer {a!r}: the chat template's assistant turn answering it "
+                             f"does not start with its generation prompt ({text!r} after {asked!r})")
+        out.append(full[len(base)])
+    return out

@@ -1,0 +1,105 @@
+"""A text-only causal LM behind the VLM interface, for MMStar's S_t (`--text-model`): it scores the same prompts as
+a VLM's `none` condition, as text, through its own chat template's text-only turn (or the bare prompt when it has
+none). It takes only the `none` visual: a text model sees no image.
+"""
+
+from __future__ import annotations
+
+import inspect
+from pathlib import Path
+from typing import Sequence
+
+import torch
+from torch import Tensor
+
+from ..errors import MirageError
+from .chat import adds_special_tokens
+from .spliced import chat_letter_ids
+from .vlm import NONE, VLM, Visual, on_device
+
+DEMO_TEXT_LM = Path(__file__).parent / "demo" / "weights" / "text-lm"
+
+
+class TextLM(VLM):
+    """A transformers `AutoModelForCausalLM` and its tokenizer."""
+
+    encoders: list = []
+
+    def __init__(self, model, tokenizer, name: str = ""):
+        super().__init__()
+        self.model, self.tokenizer, self.name = model, tokenizer, name
+        self.tokenizer.padding_side = "left"
+        self.chat = bool(getattr(tokenizer, "chat_template", None))
+        self._positions = "position_ids" in inspect.signature(model.forward).parameters
+
+    @property
+    def device(self) -> torch.device:
+        return self.model.get_input_embeddings().weight.device
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return self.model.get_input_embeddings().weight.dtype
+
+    def chat_text(self, prompt: str, image: bool = False) -> str:
+        """The text-only user turn of the LM's chat template, ready for the answer; the bare prompt without one."""
+        if not self.chat:
+            return prompt
+        return self.tokenizer.apply_chat_template([{"role": "user", "content": prompt}], tokenize=False,
+                                                  add_generation_prompt=True)
+
+    def answered_text(self, prompt: str, answer: str) -> str:
+        """`chat_text` followed by the assistant's turn answering `answer` (where the letters are read)."""
+        if not self.chat:
+            return f"{prompt} {answer}"
+        turns = [{"role": "user", "content": prompt}, {"role": "assistant", "content": answer}]
+        return self.tokenizer.apply_chat_template(turns, tokenize=False, add_generation_prompt=False)
+
+    def _inputs(self, prompts: Sequence[str], visual: Visual) -> dict:
+        if visual.stage != NONE:
+            raise ValueError(f"{self.name}: a text model takes no visual input (got stage {visual.stage!r}); "
+                             "it scores the `none` prompts")
+        texts = [self.chat_text(p) for p in prompts]
+        # the BOS once, as a processor tokenizes (models/chat.py): added unless the template already wrote it
+        batch = self.tokenizer(texts, add_special_tokens=adds_special_tokens(self.tokenizer, texts[0]), padding=True,
+                               return_tensors="pt")
+        out = {"input_ids": on_device(batch["input_ids"], self.device),
+               "attention_mask": on_device(batch["attention_mask"], self.device)}
+        if self._positions:  # left padding must not shift positions
+            out["position_ids"] = (out["attention_mask"].cumsum(-1) - 1).clamp(min=0)
+        return out
+
+    def next_token_logits(self, prompts: Sequence[str], visual: Visual) -> Tensor:
+        return self.model(**self._inputs(prompts, visual), use_cache=False).logits[:, -1].float()
+
+    def letter_ids(self, n: int) -> list[int]:
+        return chat_letter_ids(self, n)
+
+    @torch.no_grad()
+    def generate(self, prompts: Sequence[str], visual: Visual, max_new_tokens: int = 8) -> list[str]:
+        inputs = self._inputs(prompts, visual)
+        inputs.pop("position_ids", None)  # generate derives them from the mask
+        out = self.model.generate(**inputs, max_new_tokens=max_new_tokens, do_sample=False)
+        new = out[:, inputs["input_ids"].shape[1] :]
+        return [t.strip() for t in self.tokenizer.batch_decode(new, skip_special_tokens=True)]
+
+
+def load_text_model(spec: str, device: str | torch.device | None = None,
+                    dtype: torch.dtype | None = None) -> TextLM:
+    """`demo` (the demo's base LM shipped beside its weights) or `hf:<hub id or directory>` (any causal LM); fp32 on
+    CPU, bf16 on GPU unless `dtype`."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    name, _, path = spec.partition(":")
+    if name == "demo":
+        path = path or str(DEMO_TEXT_LM)
+        if not (Path(path) / "config.json").is_file():
+            raise FileNotFoundError(f"--text-model {spec!r}: no base LM at {path!r} (write one with "
+                                    "`mirage train-demo-text --out DIR`, then --text-model demo:DIR)")
+    elif name != "hf" or not path:
+        raise MirageError(f"--text-model {spec!r}: give demo, demo:DIR or hf:<hub id or directory> (a causal LM)")
+    device = torch.device(device) if device is not None else torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    dtype = dtype or (torch.bfloat16 if device.type == "cuda" else torch.float32)
+    model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype).to(device).eval().requires_grad_(False)
+    lm = TextLM(model, AutoTokenizer.from_pretrained(path), spec)
+    lm.name_or_path = spec
+    return lm

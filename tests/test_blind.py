@@ -1,0 +1,52 @@
+"""MMStar's image-free measures (mirage.blind) against a hand computation on a synthetic run."""
+
+import pytest
+
+from mirage.blind import blind_measures
+from mirage.stats import paired_difference_ci, wilson_interval
+
+
+def rows(spec: dict[str, str], types: str) -> list[dict]:
+    """spec: source -> a string of 1/0 per question (q0, q1, ...); types: one letter per question."""
+    return [{"question_id": f"q{i}", "source": s, "correct": c == "1", "type": types[i]}
+            for s, outcomes in spec.items() for i, c in enumerate(outcomes)]
+
+
+SPEC = {"real": "1111111110", "none": "1101100100", "text-model": "1001000000", "blank": "1100000000"}
+TYPES = "aaaaabbbbb"
+
+
+def test_mg_ml_by_hand():
+    b = blind_measures(rows(SPEC, TYPES))
+    # S_v 9/10, S_wv 5/10, S_t 2/10 -> MG 0.4, ML 0.3
+    assert (b["S_v"]["value"], b["S_wv"]["value"], b["S_t"]["value"]) == (0.9, 0.5, 0.2)
+    assert b["MG"]["value"] == 0.4 and b["ML"]["value"] == 0.3 and b["ML"]["difference"] == 0.3
+    assert b["S_v"]["ci95"] == [round(x, 4) for x in wilson_interval(9, 10)]
+    real, none = [c == "1" for c in SPEC["real"]], [c == "1" for c in SPEC["none"]]
+    assert b["MG"]["ci95"] == [round(x, 4) for x in paired_difference_ci(real, none)[1:]]
+    # type a (q0-q4): real 5/5, none 4/5, text 2/5 -> MG 0.2, ML 0.4
+    a = b["by_type"]["a"]
+    assert (a["S_v"]["value"], a["S_wv"]["value"], a["S_t"]["value"], a["MG"]["value"], a["ML"]["value"]) == \
+        (1.0, 0.8, 0.4, 0.2, 0.4)
+    # type b: none 1/5, text 0/5, real 4/5
+    assert b["by_type"]["b"]["MG"]["value"] == 0.6 and b["by_type"]["b"]["ML"]["value"] == 0.2
+    assert "Wilson" in b["intervals"]["accuracy"] and b["sources"]["S_wv"] == "none"
+
+
+def test_ml_clips_at_zero_and_its_interval_too():
+    spec = {"none": "1000000000", "text-model": "1111100000"}
+    b = blind_measures(rows(spec, "a" * 10))
+    assert b["ML"]["value"] == 0.0 and b["ML"]["difference"] == -0.4
+    lo, hi = b["ML"]["ci95"]
+    assert lo == 0.0 and 0.0 <= hi < 0.1
+    assert "MG" not in b and "S_v" not in b  # no real rows: only what its sources allow
+
+
+def test_paired_on_shared_questions_only():
+    spec = {"real": "1111111111", "none": "00000"}  # none on q0-q4 only
+    b = blind_measures(rows(spec, "a" * 10))
+    assert b["MG"]["n"] == 5 and b["MG"]["value"] == 1.0 and b["S_v"]["n"] == 10
+
+
+def test_absent_without_image_free_sources():
+    assert blind_measures(rows({"real": "11", "blank": "01"}, "aa")) is None
