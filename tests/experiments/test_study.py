@@ -156,3 +156,24 @@ def test_benchmark_dirs_are_safe_names():
     assert benchmark_dir("mmstar") == "mmstar"
     assert benchmark_dir("file:/data/my questions.jsonl") == "file_my_questions"
     assert benchmark_dir("spec:/x/y.toml") == "spec_y"
+
+
+def test_sharded_study_equals_one_process(tiny_study, study_env, study_args, tmp_path):
+    """Under torchrun (2 gloo ranks) the parts that shard split the questions; the rows equal one process's."""
+    out = tmp_path / "sharded"
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "MIRAGE_CACHE": str(study_env[0])}
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node=2", "-m", "mirage",
+           *study_args(study_env[1], out)]
+    res = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=400)
+    assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
+    whole = tiny_study[0]
+    for name in ("shapes", "scienceqa"):
+        a, b = rows_by_key(whole / name / "results.jsonl"), rows_by_key(out / name / "results.jsonl")
+        assert a.keys() == b.keys(), name
+        for k in a:  # universal inputs sum their gradients across ranks: equal up to summation order only
+            if "universal" not in k[1]:
+                assert (a[k]["pred"], a[k]["correct"]) == (b[k]["pred"], b[k]["correct"]), k
+        assert not list((out / name).glob("results.rank*.jsonl"))  # rank 0 merged every rank's rows
+        assert json.loads((out / name / "config.json").read_text())["environment"]["world_size"] == 2
+    assert json.loads((out / "summary.json").read_text())["table"][0]["S_v"] == \
+        json.loads((whole / "summary.json").read_text())["table"][0]["S_v"]
