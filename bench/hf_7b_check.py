@@ -31,9 +31,15 @@ from mirage.optimize import OptimizeConfig
 from mirage.runs import RunDir
 from mirage.stats import summarize
 
-CHAT = ("{% for m in messages %}{% if m['role'] == 'user' %}USER: {% for c in m['content'] %}"
-        "{% if c['type'] == 'image' %}<image>\n{% else %}{{ c['text'] }}{% endif %}{% endfor %} {% endif %}{% endfor %}"
-        "{% if add_generation_prompt %}ASSISTANT:{% endif %}")
+# llava-hf/llava-1.5-7b-hf's chat template (mirage reads the answer letters from its assistant turn)
+CHAT = ("{% for message in messages %}{% if message['role'] != 'system' %}{{ message['role'].upper() + ': '}}"
+        "{% endif %}"
+        "{# Render all images first #}{% for content in message['content'] | selectattr('type', 'equalto', 'image') %}"
+        "{{ '<image>\n' }}{% endfor %}{# Render all text next #}{% if message['role'] != 'assistant' %}"
+        "{% for content in message['content'] | selectattr('type', 'equalto', 'text') %}{{ content['text'] + ' '}}"
+        "{% endfor %}{% else %}{% for content in message['content'] | selectattr('type', 'equalto', 'text') %}"
+        "{% generation %}{{ content['text'] + ' '}}{% endgeneration %}{% endfor %}{% endif %}{% endfor %}"
+        "{% if add_generation_prompt %}{{ 'ASSISTANT:' }}{% endif %}")
 VOCAB = 32064
 DEVICE = "cuda"
 

@@ -24,10 +24,10 @@ from mirage.models.cambrian import IMAGE_SIZE, CambrianConfig, CambrianVLM, conf
 from mirage.models.cambrian.checkpoint import load_tower, official_state, our_key
 from mirage.models.cambrian.pinned import dinov2_pos_encoding
 from mirage.models.cambrian.processing import image_cells
-from mirage.models.square import normalize, pad_square, process_pil, resize_like_pil
 from mirage.models.cambrian.sva import SamplerInputs, window_masks
 from mirage.models.cambrian.template import IMAGE_TOKEN, SYSTEM, llama_3_prompt, word_level_tokenizer
 from mirage.models.cambrian.towers import ConvNextTrunk, VisionTower, convnext_from_open_clip
+from mirage.models.square import normalize, pad_square, process_pil, resize_like_pil
 from mirage.optimize import OptimizeConfig
 from mirage.runs import RunDir
 

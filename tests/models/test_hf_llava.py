@@ -20,7 +20,8 @@ from mirage.optimize import OptimizeConfig
 from mirage.runs import RunDir
 
 # llava-hf/llava-1.5-7b-hf's chat template: it writes no <s>; the tokenizer adds it (as LlamaTokenizer does)
-CHAT = ("{% for message in messages %}{% if message['role'] != 'system' %}{{ message['role'].upper() + ': '}}{% endif %}"
+CHAT = ("{% for message in messages %}{% if message['role'] != 'system' %}{{ message['role'].upper() + ': '}}"
+        "{% endif %}"
         "{# Render all images first #}{% for content in message['content'] | selectattr('type', 'equalto', 'image') %}"
         "{{ '<image>\n' }}{% endfor %}{# Render all text next #}{% if message['role'] != 'assistant' %}"
         "{% for content in message['content'] | selectattr('type', 'equalto', 'text') %}{{ content['text'] + ' '}}"

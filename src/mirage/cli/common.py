@@ -35,6 +35,8 @@ DeviceMap = Annotated[Optional[str], typer.Option(
     help="hf: accelerate device map, e.g. auto (the default when several GPUs are visible).")]
 ImageSize = Annotated[Optional[int], typer.Option(
     min=28, help="hf Qwen2-VL family: the fixed square resolution of optimized inputs (a multiple of 28; 448).")]
+AspectRatio = Annotated[Optional[str], typer.Option(
+    help="hf LLaVA-1.5: pad (the official LLaVA code's, the default) or crop (the transformers processor's).")]
 GpusPerRank = Annotated[int, typer.Option(
     min=1, help="torchrun: GPUs per rank; the model is split over them (e.g. 8 GPUs as 4 ranks x 2).")]
 Seed = Annotated[int, typer.Option(help="Seed of everything random in the command.")]
@@ -92,9 +94,11 @@ def benchmark_options(name: str, data_dir: Optional[Path], subjects: Optional[st
     return opts
 
 
-def model_options(device_map: Optional[str], image_size: Optional[int]) -> dict:
+def model_options(device_map: Optional[str], image_size: Optional[int],
+                  image_aspect_ratio: Optional[str] = None) -> dict:
     """Backend options from the command line (a backend that takes none of them refuses them by name)."""
-    return {k: v for k, v in {"device_map": device_map, "image_size": image_size}.items() if v is not None}
+    opts = {"device_map": device_map, "image_size": image_size, "image_aspect_ratio": image_aspect_ratio}
+    return {k: v for k, v in opts.items() if v is not None}
 
 
 def scale_out(device: Optional[str], gpus_per_rank: int):

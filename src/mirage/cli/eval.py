@@ -7,9 +7,9 @@ from typing import Annotated, Optional
 
 import typer
 
-from .common import (AllQuestions, BenchmarkName, Circular, Config, DataDir, Device, DeviceMap, Dtype, GpusPerRank, ImageSize, Model, Out,
-                     Overwrite, Quiet, Split, Subjects, benchmark_options, console, finish, loading, model_options,
-                     names, open_run, scale_out, user_errors, write_timings)
+from .common import (AllQuestions, AspectRatio, BenchmarkName, Circular, Config, DataDir, Device, DeviceMap, Dtype,
+                     GpusPerRank, ImageSize, Model, Out, Overwrite, Quiet, Split, Subjects, benchmark_options, console,
+                     finish, loading, model_options, names, open_run, scale_out, user_errors, write_timings)
 
 
 def eval_cmd(
@@ -34,6 +34,7 @@ def eval_cmd(
     dtype: Dtype = None,
     device_map: DeviceMap = None,
     image_size: ImageSize = None,
+    image_aspect_ratio: AspectRatio = None,
     gpus_per_rank: GpusPerRank = 1,
     text_model: Annotated[Optional[str], typer.Option(help="Base LLM scoring the same prompts as text (rows "
                                                       "text-model, S_t): hf:<id or dir> (a causal LM), or demo.")
@@ -64,13 +65,13 @@ def eval_cmd(
             bench = load_benchmark(benchmark, split=split, limit=limit, **bench_options)
         run_config = eval_config(model, bench, conds, seed, limit, batch_size, scoring, text_model) | {
             "data_dir": str(data_dir) if data_dir else None, "subjects": names(subjects), "all_questions": all_questions,
-            "dtype": dtype, **model_options(device_map, image_size)} | {
+            "dtype": dtype, **model_options(device_map, image_size, image_aspect_ratio)} | {
             k: v for k, v in bench_options.items() if k not in ("data_dir", "subjects", "all_questions")}
         run = open_run(out, run_config, overwrite, world)
         t0 = time.time()
         with loading():
-            vlm = load_model(model, device=device, dtype=dtype, **model_options(device_map, image_size),
-                             **scale_options)
+            vlm = load_model(model, device=device, dtype=dtype, **scale_options,
+                             **model_options(device_map, image_size, image_aspect_ratio))
             lm = load_text_model(text_model, device=device or vlm.device, dtype=parse_dtype(dtype)) if text_model \
                 else None
         t1 = time.time()

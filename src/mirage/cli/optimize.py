@@ -7,9 +7,9 @@ from typing import Annotated, Optional
 
 import typer
 
-from .common import (AllQuestions, BenchmarkName, DataDir, Device, DeviceMap, Dtype, GpusPerRank, ImageSize, Model, Out,
-                     Overwrite, Quiet, Split, Subjects, benchmark_options, console, finish, loading, model_options,
-                     names, open_run, scale_out, user_errors, write_timings)
+from .common import (AllQuestions, AspectRatio, BenchmarkName, DataDir, Device, DeviceMap, Dtype, GpusPerRank,
+                     ImageSize, Model, Out, Overwrite, Quiet, Split, Subjects, benchmark_options, console, finish,
+                     loading, model_options, names, open_run, scale_out, user_errors, write_timings)
 
 
 def optimize_cmd(
@@ -54,6 +54,7 @@ def optimize_cmd(
     dtype: Dtype = None,
     device_map: DeviceMap = None,
     image_size: ImageSize = None,
+    image_aspect_ratio: AspectRatio = None,
     gpus_per_rank: GpusPerRank = 1,
     seed: Annotated[int, typer.Option(help="Seed of the inputs' starts and the training order.")] = 0,
     batch_size: Annotated[int, typer.Option(min=1, help="Questions optimized together.")] = 16,
@@ -92,12 +93,12 @@ def optimize_cmd(
                   "grad_checkpointing": grad_checkpointing, "offload_unused_encoders": offload_unused_encoders,
                   "compile": compile,
                   "data_dir": str(data_dir) if data_dir else None, "subjects": names(subjects),
-                  "all_questions": all_questions, **model_options(device_map, image_size)}
+                  "all_questions": all_questions, **model_options(device_map, image_size, image_aspect_ratio)}
         run = open_run(out, config, overwrite, world)
         t0 = time.time()
         with loading():
-            vlm = load_model(model, device=device, dtype=dtype, **model_options(device_map, image_size),
-                             **scale_options)
+            vlm = load_model(model, device=device, dtype=dtype, **scale_options,
+                             **model_options(device_map, image_size, image_aspect_ratio))
         t1 = time.time()
         apply_switches(vlm, spec, grad_checkpointing, offload_unused_encoders, compile)
         run_input(vlm, bench, spec, cfg, run, quiet=quiet, world=world)

@@ -8,8 +8,8 @@ from typing import Annotated, Optional
 
 import typer
 
-from .common import (Device, DeviceMap, Dtype, GpusPerRank, ImageSize, Model, Overwrite, Quiet, Seed, Split,
-                     benchmark_options, console, loading, model_options, names, scale_out, user_errors)
+from .common import (AspectRatio, Device, DeviceMap, Dtype, GpusPerRank, ImageSize, Model, Overwrite, Quiet, Seed,
+                     Split, benchmark_options, console, loading, model_options, names, scale_out, user_errors)
 from .report import write_page
 
 
@@ -55,6 +55,7 @@ def study_cmd(
     dtype: Dtype = None,
     device_map: DeviceMap = None,
     image_size: ImageSize = None,
+    image_aspect_ratio: AspectRatio = None,
     gpus_per_rank: GpusPerRank = 1,
     quiet: Quiet = False,
 ) -> None:
@@ -73,8 +74,8 @@ def study_cmd(
                                options=data_dirs(data_dir or [], benches), steps=steps, seed=seed,
                                batch_size=batch_size, device=device, text_model=text_model, overwrite=overwrite,
                                quiet=quiet or not world.main, world=world,
-                               load_options={**({"dtype": dtype} if dtype else {}),
-                                             **model_options(device_map, image_size), **scale_options})
+                               load_options={**({"dtype": dtype} if dtype else {}), **scale_options,
+                                             **model_options(device_map, image_size, image_aspect_ratio)})
     if not world.main:
         return
     for name, summary in result.summaries.items():
