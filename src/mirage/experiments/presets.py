@@ -23,8 +23,8 @@ def demo() -> dict:
     Expected numbers (seed 0, the shipped weights; bench/RESULTS.md): `expected` below, within `tolerance`.
     """
     return dict(
-        condition_questions=None, features_question=200, pixels_question=100, universal_train=500, universal_heldout=500,
-        single_encoder=100, saliency=32, inversion=16, steps=50, universal_steps=50, inversion_steps=100,
+        condition_questions=None, features_question=200, pixels_question=100, universal_train=500,
+        universal_heldout=500, single_encoder=100, saliency=32, inversion=16, steps=50, universal_steps=50, inversion_steps=100,
         batch_size=16,
         expected={"real": 1.000, "blank": 0.372, "noise": 0.378, "wrong": 0.383, "blur": 0.376, "shuffle": 0.617,
                   "features-question": 1.000, "pixels-question": 1.000, "pixels-question-png": 1.000,
@@ -57,8 +57,8 @@ def paper() -> dict:
             --benchmark mmstar,ai2d,mmmu,scienceqa --preset paper --out runs/paper
     """
     return dict(
-        condition_questions=None, features_question=200, pixels_question=200, universal_train=500, universal_heldout=500,
-        single_encoder=200, saliency=64, inversion=32, steps=100, universal_steps=100, inversion_steps=200,
+        condition_questions=None, features_question=200, pixels_question=200, universal_train=500,
+        universal_heldout=500, single_encoder=200, saliency=64, inversion=32, steps=100, universal_steps=100, inversion_steps=200,
         batch_size=16,
     )
 

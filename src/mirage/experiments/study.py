@@ -4,9 +4,9 @@
     mirage study --model hf:DIR --benchmark mmstar,scienceqa --preset quick --out runs/q
 
 Per benchmark: the image conditions and `none` (no image at all), with a base LM on the same prompts as text
-(`text-model`, for MMStar's S_t, MG and ML: `text_model`, the demo's own base LM by default for the demo); per-question features and pixels (each re-checked from its PNG); universal
-features and pixels with a held-out split; per-question features through one encoder at a time (models with several
-encoders); gradient saliency maps; two-stage inversion. Sizes come from a preset (`presets.py`), capped by `limit`.
+(`text-model`, for MMStar's S_t, MG and ML; by default the demo's own base LM for the demo); per-question features
+and pixels (each re-checked from its PNG); universal features and pixels with a held-out split; per-question features
+through one encoder at a time (models with several encoders); gradient saliency maps; two-stage inversion. Sizes come from a preset (`presets.py`), capped by `limit`.
 The parts are data (`study_parts`: a list of named `Part`s), run by one loop over `RUNNERS`. The directory holds the
 study's config.json and summary.json (each benchmark's summary and the cross-benchmark table) and one run directory
 per benchmark.
@@ -23,10 +23,9 @@ from typing import Callable, Sequence
 
 from ..benchmarks import load_benchmark
 from ..benchmarks.question import Benchmark
-from ..blind import blind_measures
 from ..conditions import parse_conditions
 from ..distributed import SINGLE, ShardedRun, World
-from ..evaluate import evaluate_conditions, evaluate_text_model
+from ..evaluate import evaluate_conditions, evaluate_text_model, summarize_conditions
 from ..inputs import Reference
 from ..models import load_model
 from ..models.text_lm import DEMO_TEXT_LM, load_text_model
@@ -34,7 +33,7 @@ from ..models.vlm import VLM
 from ..optimize import OptimizeConfig
 from ..runs import RunDir
 from ..sources import parse_source
-from ..stats import paired_difference, summarize
+from ..stats import paired_difference
 from .inversion import InversionConfig, run_inversion
 from .optimization import OptimizeSpec, run_optimization
 from .presets import preset as preset_config
@@ -235,13 +234,9 @@ def run_study(model: str = "demo", benchmarks: str | Sequence[str] = "shapes", p
               batch_size: int | None = None, device: str | None = None, load_options: dict | None = None,
               text_model: str | None = None, overwrite: bool = False, quiet: bool = False,
               world: World = SINGLE) -> StudyResult:
-    """Run every part of the study of `model` on each of `benchmarks` into `out` (resuming what is there): one
-    run directory per benchmark, then summary.json with each benchmark's summary and the cross-benchmark table.
-    `text_model`: a base LM (`demo`, `hf:<id or dir>`) scored on the same prompts as text (default: the demo's
-    own for the demo model, else none). `options`: loader options by benchmark name (e.g. {"scienceqa": {"data_dir": ...}}); `steps` (every loop's) and
-    `batch_size` override the preset's; `load_options` go to `load_model` (dtype, device_map, image_size, gpus).
-    Under torchrun (`world`) the parts that shard today (conditions, optimized inputs) shard; the others run on
-    rank 0."""
+    """Run (or resume) every part of the study of `model` on each of `benchmarks` into `out`, one run directory per
+    benchmark, then summary.json (each benchmark's summary, the cross-benchmark table). `options`: loader options by
+    benchmark; `text_model`: the base LM for S_t (the demo's own for `demo`); `load_options`: to `load_model`."""
     names = [b.strip() for b in benchmarks.split(",")] if isinstance(benchmarks, str) else list(benchmarks)
     overrides = {k: v for k, v in {"steps": steps, "universal_steps": steps, "inversion_steps": steps,
                                   "batch_size": batch_size}.items() if v is not None}
@@ -260,37 +255,44 @@ def run_study(model: str = "demo", benchmarks: str | Sequence[str] = "shapes", p
     load_options = load_options or {}
     identity = {k: v for k, v in load_options.items() if k != "gpus"}  # where the model runs is not the run's identity
     config = {"command": "study", "model": model, "benchmarks": names, "dirs": dirs, "preset": preset,
-              "text_model": text_model, "split": split, "limit": limit, "options": options, "seed": seed, "plan": asdict(plan),
-              "batch_size": plan.batch_size, **identity}
+              "text_model": text_model, "split": split, "limit": limit, "options": options, "seed": seed,
+              "plan": asdict(plan), "batch_size": plan.batch_size, **identity}
     study = _open(out, config, overwrite, world)
+    runs = {name: _open(out / dirs[name], {  # every benchmark's directory checked before any work
+        "command": "study", "model": model, "benchmark": name, "split": bench.split, "limit": limit,
+        "n_questions": len(bench), "seed": seed, "plan": asdict(plan), "batch_size": plan.batch_size,
+        "preset": preset, "text_model": text_model, **options.get(name, {}), **identity}, overwrite, world)
+        for name, bench in benches.items()}
     vlm = load_model(model, device=device, **load_options)
     parts = study_parts(plan, [s.name for s in vlm.encoders], seed, text_model)
     summaries, timings = {}, {}
     for name, bench in benches.items():
-        run_config = {"command": "study", "model": model, "benchmark": name, "split": bench.split, "limit": limit,
-                      "n_questions": len(bench), "seed": seed, "plan": asdict(plan), "batch_size": plan.batch_size,
-                      "preset": preset, "text_model": text_model, **options.get(name, {}), **identity}
-        run = _open(out / dirs[name], run_config, overwrite, world)
-        ref = None  # the optimized inputs' reference statistics, from the benchmark's first real images
-        timings[name] = {}
-        for part in parts:
-            if part.experiment == "optimization" and ref is None:
-                ref = Reference.from_benchmark(vlm, bench)
-            t = time.time()
-            RUNNERS[part.experiment](vlm, bench.subset(part.n), run, ref, quiet or not world.main, world,
-                                     **part.settings)
-            timings[name][part.name] = round(time.time() - t, 1)
-        rows = _rows(run, world)
-        summaries[name] = summarize(rows) | {"n_questions": len(bench), "blind": blind_measures(rows)}
-        summaries[name]["best_crafted"] = best_crafted(summaries[name], rows)
+        timings[name] = run_parts(vlm, bench, runs[name], parts, quiet or not world.main, world)
+        rows = _rows(runs[name], world)
+        summaries[name] = summarize_conditions(rows, bench, parse_conditions(plan.conditions))
+        summaries[name] |= {"n_questions": len(bench), "best_crafted": best_crafted(summaries[name], rows)}
         if world.main:
-            run.write_json("summary.json", summaries[name])
-            run.write_json("timings.json", timings[name])
+            runs[name].write_json("summary.json", summaries[name])
+            runs[name].write_json("timings.json", timings[name])
     result = StudyResult(out, summaries, [table_row(n, dirs[n], summaries[n]) for n in names])
     if world.main:
         study.write_json("summary.json", result.summary)
         study.write_json("timings.json", timings)
     return result
+
+
+def run_parts(model: VLM, bench: Benchmark, run: RunDir, parts: Sequence[Part], quiet: bool = True,
+              world: World = SINGLE) -> dict[str, float]:
+    """Each part on its first questions of `bench` into `run` (resuming what it holds); seconds per part."""
+    ref = None  # the optimized inputs' reference statistics, from the benchmark's first real images
+    timings = {}
+    for part in parts:
+        if part.experiment == "optimization" and ref is None:
+            ref = Reference.from_benchmark(model, bench)
+        t = time.time()
+        RUNNERS[part.experiment](model, bench.subset(part.n), run, ref, quiet, world, **part.settings)
+        timings[part.name] = round(time.time() - t, 1)
+    return timings
 
 
 def study(model: str = "demo", benchmarks: str | Sequence[str] = "shapes", preset: str = "demo", **kwargs) -> dict:
@@ -299,5 +301,5 @@ def study(model: str = "demo", benchmarks: str | Sequence[str] = "shapes", prese
     return run_study(model, benchmarks, preset, **kwargs).summary
 
 
-__all__ = ["Part", "RUNNERS", "StudyPlan", "StudyResult", "benchmark_dir", "best_crafted", "run_study", "study",
-           "study_parts", "table_row"]
+__all__ = ["Part", "RUNNERS", "StudyPlan", "StudyResult", "benchmark_dir", "best_crafted", "run_parts", "run_study",
+           "study", "study_parts", "table_row"]
