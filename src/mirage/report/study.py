@@ -74,7 +74,7 @@ def build_study_report(study_dir: str | Path, max_images: int, questions: bool =
     facts = [("model", config.get("model")), ("benchmarks", ", ".join(config["benchmarks"])),
              ("preset", config.get("preset")), ("limit", config.get("limit")), ("seed", config.get("seed")),
              ("text model", config.get("text_model")),
-             ("wall time", f"{total:.1f} s ({total / 60:.1f} min)" if per_bench else None)]
+             ("time in the parts", f"{total:.1f} s ({total / 60:.1f} min)" if per_bench else None)]
     from .. import __version__
 
     return env.get_template("study.html.j2").render(
