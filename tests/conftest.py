@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 import torch
 
@@ -95,3 +97,65 @@ def tiny_dir(tmp_path_factory, tiny_model):
     d = tmp_path_factory.mktemp("tiny")
     tiny_model.save_pretrained(d)
     return str(d)
+
+
+SCIENCEQA_DIR = "/work/shared/fixtures/scienceqa"
+
+
+def _study_args(model_dir, out) -> list[str]:
+    return ["study", "--model", f"demo:{model_dir}", "--benchmark", "shapes,scienceqa", "--data-dir",
+            f"scienceqa={SCIENCEQA_DIR}", "--text-model", f"hf:{Path(model_dir).parent / 'lm'}", "--limit", "4", "--steps", "2", "--batch-size", "2", "--device", "cpu",
+            "--out", str(out), "-q"]
+
+
+@pytest.fixture(scope="session")
+def study_args():
+    """`study_args(model_dir, out)`: `mirage study` on two benchmarks (ShapesQA and the ScienceQA fixture), tiny:
+    4 questions, 2 steps, a tiny random causal LM (saved beside the model) as the text model."""
+    return _study_args
+
+
+@pytest.fixture(scope="module")
+def study_env(tmp_path_factory, tiny_model, small_bench):
+    """A ShapesQA cache whose test split is `small_bench` (MIRAGE_CACHE while the module runs), and the tiny model
+    saved: (cache dir, model dir)."""
+    import pyarrow.parquet as pq
+
+    from mirage.benchmarks.shapes.dataset import questions_to_table, split_path
+
+    root = tmp_path_factory.mktemp("study-env")
+    mp = pytest.MonkeyPatch()
+    mp.setenv("MIRAGE_CACHE", str(root / "cache"))
+    path = split_path("test", 0)
+    path.parent.mkdir(parents=True)
+    pq.write_table(questions_to_table(small_bench.questions), path)
+    tiny_model.save_pretrained(root / "tiny")
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    tok = tiny_model.tokenizer
+    torch.manual_seed(0)
+    LlamaForCausalLM(LlamaConfig(vocab_size=len(tok), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                                 num_attention_heads=2, num_key_value_heads=1, pad_token_id=tok.pad_token_id,
+                                 bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id)
+                     ).save_pretrained(root / "lm")
+    tok.save_pretrained(root / "lm")
+    yield root / "cache", root / "tiny"
+    mp.undo()
+
+
+@pytest.fixture(scope="module")
+def tiny_study(tmp_path_factory, study_env):
+    """An uninterrupted tiny study directory (`study_args`), run through the CLI: (directory, CLI output)."""
+    from typer.testing import CliRunner
+
+    from mirage.cli import app
+
+    out = tmp_path_factory.mktemp("study") / "study"
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        res = CliRunner().invoke(app, _study_args(study_env[1], out))
+    finally:
+        torch.set_num_threads(threads)
+    assert res.exit_code == 0, res.output
+    return out, res.output

@@ -21,6 +21,28 @@ def summary_table(summary: dict, title: str | None = None) -> Table:
     return table
 
 
+def _cell(m: dict | None, signed: bool = False) -> str:
+    if not m or m.get("value", m.get("difference")) is None:
+        return ""
+    v = m.get("value", m.get("difference"))
+    lo, hi = m["ci95"]
+    return f"{v:+.3f} [{lo:+.3f}, {hi:+.3f}]" if signed else f"{v:.3f} [{lo:.3f}, {hi:.3f}]"
+
+
+def study_table(table: list[dict], title: str | None = None) -> Table:
+    """The cross-benchmark table of a study: per benchmark S_v, S_wv, S_t, MG, ML and the best crafted input
+    against real, each with its 95% interval."""
+    out = Table(title=title)
+    for col in ("benchmark", "S_v", "S_wv", "S_t", "MG", "ML", "best crafted input", "minus real"):
+        out.add_column(col, justify="left" if col in ("benchmark", "best crafted input") else "right")
+    for line in table:
+        best = line.get("best_crafted") or {}
+        out.add_row(line["benchmark"], *(_cell(line.get(m)) for m in ("S_v", "S_wv", "S_t")),
+                    *(_cell(line.get(m), signed=True) for m in ("MG", "ML")),
+                    f"{best['source']} {_cell(best)}" if best else "", _cell(best.get("vs_real"), signed=True))
+    return out
+
+
 def blind_table(blind: dict, title: str = "image-free measures (MMStar)") -> Table:
     """S_v, S_wv, S_t, MG, ML with their 95% intervals, overall and per question type (see `mirage.blind`)."""
     from .blind import MEASURES

@@ -135,3 +135,11 @@ class ShardedRun(RunDir):
             self.fold_rank_files()
         self.world.barrier()
         return read_rows(self.results_path, repair=False)
+
+
+def open_run(path, config: dict, world: World = SINGLE, overwrite: bool = False,
+             allow_env_change: bool = False) -> RunDir:
+    """The run directory at `path`, created or resumed: this rank's view of a shared one under torchrun."""
+    if world.distributed:
+        return ShardedRun.open_shared(path, config, world, overwrite, allow_env_change)
+    return RunDir.open(path, config, overwrite=overwrite, allow_env_change=allow_env_change)

@@ -8,7 +8,6 @@ import json
 import os
 import re
 import shutil
-import subprocess
 from pathlib import Path
 
 import numpy as np
@@ -30,7 +29,8 @@ SOURCES = ["real", "blank", "noise", "wrong", "blur", "shuffle", "pixels-questio
 
 @pytest.fixture(scope="module")
 def study_run(tmp_path_factory):
-    """A tiny real `mirage study` on the bundled demo model; the CLI writes the report at its end."""
+    """A tiny real `mirage study` on the bundled demo model; the CLI writes the study's report at its end, and
+    here its ShapesQA run directory (`shapes/`) gets its own, as `mirage report DIR/shapes` writes it."""
     from typer.testing import CliRunner
 
     from mirage.cli import app
@@ -43,6 +43,7 @@ def study_run(tmp_path_factory):
     finally:
         torch.set_num_threads(threads)
     assert res.exit_code == 0, res.output
+    write_report(out / "shapes")
     return out, res.output
 
 
@@ -163,7 +164,7 @@ def test_study_writes_report_and_prints_its_path(study_run):
 
 
 def test_study_report_numbers_equal_stats(study_run):
-    out, _ = study_run
+    out = study_run[0] / "shapes"
     page = (out / "report.html").read_text()
     rows = _rows(out)
     check_table_matches_stats(page, rows)
@@ -191,16 +192,24 @@ def test_study_report_numbers_equal_stats(study_run):
 
 def test_study_measures_what_needs_the_image(study_run):
     """The default study runs `none` and the demo's base LM beside the image conditions: summary.json's blind
-    measures and the report's panel."""
+    measures (the benchmark's and the study's table) and the report's panel."""
     out, output = study_run
-    summary = json.loads((out / "summary.json").read_text())
-    assert {"S_v", "S_wv", "S_t", "MG", "ML"} <= set(summary["blind"])
-    assert summary["n"]["none"] == summary["n"]["text-model"] == summary["n"]["real"]
-    assert 'id="blind"' in (out / "report.html").read_text() and "image-free measures" in output
+    from mirage.models.text_lm import DEMO_TEXT_LM
+
+    summary = json.loads((out / "shapes" / "summary.json").read_text())
+    # the base LM's part runs where its weights ship (models/demo/weights/text-lm)
+    measures = ("S_v", "S_wv", "S_t", "MG", "ML") if (DEMO_TEXT_LM / "config.json").is_file() else ("S_v", "S_wv", "MG")
+    assert set(measures) <= set(summary["blind"])
+    assert summary["n"]["none"] == summary["n"]["real"] == summary["n"].get("text-model", summary["n"]["real"])
+    line = json.loads((out / "summary.json").read_text())["table"][0]
+    assert all(line[m] == summary["blind"][m] for m in measures)
+    assert 'id="blind"' in (out / "shapes" / "report.html").read_text() and "image-free measures" in output
+    assert 'id="bench-shapes-blind"' in (out / "report.html").read_text()
 
 
-def test_report_is_self_contained(study_run):
-    page = (study_run[0] / "report.html").read_text()
+@pytest.mark.parametrize("page", ["report.html", "shapes/report.html"])
+def test_report_is_self_contained(study_run, page):
+    page = (study_run[0] / page).read_text()
     assert "<script" not in page and "<link" not in page and "@import" not in page and "url(" not in page
     refs = re.findall(r'\b(?:src|href)="([^"]*)"', page)
     assert refs and all(r.startswith(("data:image/png;base64,", "#")) for r in refs)
@@ -265,84 +274,21 @@ def test_cli_report(synthetic_run, tmp_path):
 
 # ---- a real browser ---------------------------------------------------------------------------------------------
 
-PROBE_HEAD = """<script>
-window.__probe = {errors: []};
-for (const level of ["error", "warn"]) {
-  const orig = console[level];
-  console[level] = (...args) => {
-    window.__probe.errors.push(level + ": " + args.join(" "));
-    orig.apply(console, args);
-  };
-}
-window.addEventListener("error", e => window.__probe.errors.push("error event: " +
-  (e.message || (e.target && (e.target.outerHTML || "").slice(0, 80)))), true);
-window.addEventListener("unhandledrejection", e => window.__probe.errors.push("rejection: " + e.reason));
-</script>"""
-PROBE_TAIL = """<script>
-window.addEventListener("load", () => {
-  const imgs = [...document.images];
-  const out = {images: imgs.length, broken: imgs.filter(i => !(i.complete && i.naturalWidth > 0)).map(i => i.alt),
-               errors: window.__probe.errors,
-               pwned: window.__mirage_pwned === undefined ? null : window.__mirage_pwned,
-               title: document.title, shown: document.body.textContent.includes('<script>window.__mirage_pwned')};
-  const pre = document.createElement("pre");
-  pre.id = "mirage-probe";
-  pre.textContent = JSON.stringify(out);
-  document.body.appendChild(pre);
-});
-</script>"""
-
-
-def chromium() -> str:
-    """The headless browser; a clear failure (not a skip) when it is missing, unless MIRAGE_SKIP_BROWSER=1."""
-    if os.environ.get("MIRAGE_SKIP_BROWSER") == "1":
-        pytest.skip("MIRAGE_SKIP_BROWSER=1")
-    for name in (os.environ.get("MIRAGE_CHROMIUM"), "chromium", "chromium-browser", "google-chrome"):
-        if name and shutil.which(name):
-            return shutil.which(name)
-    pytest.fail("chromium not found: install Debian's chromium (apt-get install -y chromium; .ci/run does) "
-                "or set MIRAGE_SKIP_BROWSER=1 to skip the browser tests")
-
-
-def run_chromium(args: list[str], profile: Path) -> subprocess.CompletedProcess:
-    cmd = [chromium(), "--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars", "--no-first-run",
-           f"--user-data-dir={profile}", "--enable-logging=stderr", "--v=0", *args]
-    return subprocess.run(cmd, capture_output=True, text=True, timeout=120)
-
-
-def console_lines(stderr: str) -> list[str]:
-    return [line for line in stderr.splitlines() if ":CONSOLE" in line]
-
-
-def browse(page: Path, tmp_path: Path) -> dict:
-    """Open `page` (its CSP line removed, so the probe may run) in headless Chromium; the probe's findings."""
-    text = page.read_text()
-    csp = re.search(r'<meta http-equiv="Content-Security-Policy"[^>]*>', text)
-    assert csp, "the report should forbid scripts and network with a CSP"
-    text = text.replace(csp.group(0), PROBE_HEAD, 1).replace("</body>", PROBE_TAIL + "</body>", 1)
-    probed = tmp_path / "probed.html"
-    probed.write_text(text)
-    res = run_chromium(["--virtual-time-budget=15000", "--dump-dom", probed.as_uri()], tmp_path / "profile")
-    found = re.search(r'<pre id="mirage-probe">(.*?)</pre>', res.stdout, re.S)
-    assert found, f"no probe result in the page (chromium rc {res.returncode}): {res.stderr[-2000:]}"
-    return json.loads(html.unescape(found.group(1))) | {"console": console_lines(res.stderr)}
-
-
-def test_browser_shows_every_image_and_runs_no_injected_script(synthetic_run, tmp_path):
-    found = browse(synthetic_run / "report.html", tmp_path)
+def test_browser_shows_every_image_and_runs_no_injected_script(synthetic_run, tmp_path, browser):
+    found = browser.browse(synthetic_run / "report.html", tmp_path)
     assert found["images"] > 10 * 16 and found["broken"] == []
     assert found["errors"] == [] and found["console"] == []
     assert found["pwned"] is None and found["title"] != "pwned" and found["shown"]
 
 
-def test_browser_on_real_run_and_demo_panel_screenshot(study_run, tmp_path):
+def test_browser_on_real_run_and_demo_panel_screenshot(study_run, tmp_path, browser):
     page = study_run[0] / "report.html"
-    found = browse(page, tmp_path)
+    found = browser.browse(page, tmp_path)
     assert found["images"] >= 3 + 5 and found["broken"] == [] and found["errors"] == [] and found["console"] == []
     shot = tmp_path / "report-demo-panel.png"
-    res = run_chromium(["--window-size=1280,900", f"--screenshot={shot}", page.as_uri()], tmp_path / "profile2")
+    res = browser.run_chromium(["--window-size=1280,900", f"--screenshot={shot}", page.as_uri()], tmp_path / "profile2")
     assert shot.is_file(), res.stderr[-2000:]
-    assert console_lines(res.stderr) == []  # the page as written, under its CSP: no violation logged
+    assert browser.console_lines(res.stderr) == []  # the page as written, under its CSP: no violation logged
     with Image.open(shot) as im:
         assert im.size == (1280, 900)
         panel = np.asarray(im.convert("RGB"))[200:700]

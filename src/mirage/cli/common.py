@@ -112,12 +112,10 @@ def scale_out(device: Optional[str], gpus_per_rank: int):
 
 def open_run(out: Path, config: dict, overwrite: bool, world=None, allow_env_change: bool = False):
     """The run directory OUT (this rank's view under torchrun), created or resumed."""
-    from ..distributed import ShardedRun
-    from ..runs import RunDir
+    from ..distributed import SINGLE
+    from ..distributed import open_run as open_for
 
-    if world is not None and world.distributed:
-        return ShardedRun.open_shared(out, config, world, overwrite, allow_env_change)
-    return RunDir.open(out, config, overwrite=overwrite, allow_env_change=allow_env_change)
+    return open_for(out, config, world or SINGLE, overwrite, allow_env_change)
 
 
 def finish(run, world) -> list[dict]:

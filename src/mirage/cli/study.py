@@ -1,4 +1,4 @@
-"""`mirage study`: the default study on ShapesQA, one run directory and its report."""
+"""`mirage study`: the whole study of a model on several benchmarks, one study directory and its report."""
 
 from __future__ import annotations
 
@@ -8,32 +8,82 @@ from typing import Annotated, Optional
 
 import typer
 
-from .common import AllowEnvChange, Device, Model, Overwrite, Quiet, console, user_errors
+from .common import (AllowEnvChange, AspectRatio, Device, DeviceMap, Dtype, GpusPerRank, ImageSize, Model, Overwrite, Quiet, Seed,
+                     Split, benchmark_options, console, loading, model_options, names, scale_out, user_errors)
 from .report import write_page
 
 
+def data_dirs(given: list[str], benchmarks: list[str]) -> dict[str, dict]:
+    """`--data-dir NAME=DIR` (or a bare DIR when one benchmark takes it) -> loader options by benchmark."""
+    from ..benchmarks import benchmark_options as taken_by
+    from ..errors import UsageError
+
+    out: dict[str, dict] = {}
+    for item in given:
+        name, _, path = item.rpartition("=") if "=" in item else ("", "", item)
+        if not name:
+            takers = [b for b in benchmarks if "data_dir" in taken_by(b)]
+            if len(takers) != 1:
+                raise UsageError(f"--data-dir {item!r}: say which benchmark it is for (NAME=DIR); "
+                                 f"benchmarks that take one: {', '.join(takers) or 'none of ' + ', '.join(benchmarks)}")
+            name = takers[0]
+        if name not in benchmarks:
+            raise UsageError(f"--data-dir {item!r}: {name!r} is not one of --benchmark {','.join(benchmarks)}")
+        out[name] = benchmark_options(name, Path(path), None, False)
+    return out
+
+
 def study_cmd(
-    out: Annotated[Path, typer.Option(help="Run directory.")] = Path("mirage-study"),
     model: Model = "demo",
+    benchmark: Annotated[str, typer.Option(help="Comma-separated benchmarks, e.g. mmstar,scienceqa.")] = "shapes",
+    preset: Annotated[str, typer.Option(help="Sizes of every part: demo, quick or paper (experiments/presets.py).")
+                      ] = "demo",
     limit: Annotated[Optional[int], typer.Option(min=2, help="Cap every part at N questions (a quick look).")] = None,
-    steps: Annotated[int, typer.Option(min=1, help="Adam steps of the optimized inputs.")] = 50,
-    batch_size: Annotated[int, typer.Option(min=1, help="Questions optimized together.")] = 16,
+    out: Annotated[Path, typer.Option(help="Study directory (one sub-directory per benchmark).")
+                   ] = Path("mirage-study"),
+    split: Split = None,
+    data_dir: Annotated[Optional[list[str]], typer.Option(help="NAME=DIR: a benchmark's local copy (repeatable).")
+                        ] = None,
+    text_model: Annotated[Optional[str], typer.Option(help="Base LLM scoring the same prompts as text (S_t; demo, "
+                                                      "hf:<id or dir>; default: the demo's own for the demo).")
+                          ] = None,
+    steps: Annotated[Optional[int], typer.Option(min=1, help="Adam steps (default: the preset's).")] = None,
+    batch_size: Annotated[Optional[int], typer.Option(min=1, help="Questions optimized together.")] = None,
+    seed: Seed = 0,
     overwrite: Overwrite = False,
     allow_env_change: AllowEnvChange = False,
     device: Device = None,
+    dtype: Dtype = None,
+    device_map: DeviceMap = None,
+    image_size: ImageSize = None,
+    image_aspect_ratio: AspectRatio = None,
+    gpus_per_rank: GpusPerRank = 1,
     quiet: Quiet = False,
 ) -> None:
-    """The default study on ShapesQA: image conditions, per-question and universal optimized features and pixels
-    (with PNG re-checks), and single-encoder feature runs; one table, one run directory."""
-    from ..display import blind_table, summary_table
+    """The study: per benchmark the image conditions, per-question and universal optimized features and pixels
+    (with PNG re-checks), single-encoder runs, saliency and inversion; one study directory and one report.
+    Under `torchrun -m mirage study ...` the conditions and optimized inputs are sharded over the ranks."""
+    from ..display import blind_table, study_table, summary_table
     from ..experiments.study import run_study
 
     t0 = time.time()
     with user_errors():
-        result = run_study(model=model, out=out, limit=limit, steps=steps, batch_size=batch_size, device=device,
-                           overwrite=overwrite, quiet=quiet, allow_env_change=allow_env_change)
-    console.print(summary_table(result.summary, title=f"mirage study: {model} on ShapesQA test"))
-    if result.summary.get("blind"):
-        console.print(blind_table(result.summary["blind"]))
-    console.print(f"run directory: {out}  ({time.time() - t0:.0f} s)")
+        world, device, scale_options = scale_out(device, gpus_per_rank)
+        benches = names(benchmark) or ["shapes"]
+        with loading():
+            result = run_study(model=model, benchmarks=benches, preset=preset, out=out, limit=limit, split=split,
+                               options=data_dirs(data_dir or [], benches), steps=steps, seed=seed,
+                               batch_size=batch_size, device=device, text_model=text_model, overwrite=overwrite,
+                               quiet=quiet or not world.main, world=world, allow_env_change=allow_env_change,
+                               load_options={**({"dtype": dtype} if dtype else {}), **scale_options,
+                                             **model_options(device_map, image_size, image_aspect_ratio)})
+    if not world.main:
+        return
+    for name, summary in result.summaries.items():
+        console.print(summary_table(summary, title=f"mirage study: {model} on {name}"))
+        if summary.get("blind"):
+            console.print(blind_table(summary["blind"], title=f"image-free measures (MMStar) on {name}"))
+    if len(result.table) > 1:
+        console.print(study_table(result.table, title=f"mirage study: {model}, every benchmark"))
+    console.print(f"study directory: {out}  ({time.time() - t0:.0f} s)")
     console.print(f"report: {write_page(out)}")

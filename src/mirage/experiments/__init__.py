@@ -7,7 +7,8 @@ into a run directory (the study calls them all in one shape: `study.RUNNERS`).
     inversion      two-stage inversion of optimized features into pixels (`run_inversion`)
     saliency       saliency maps with the pointing game (`run_saliency`)
     transfer       universal inputs across benchmarks and question types (`transfer_matrix`, `type_transfer`)
-    study          the default study: a list of named parts of the above (`run_study`)
+    study          the study of a model on several benchmarks: a list of named parts of the above (`run_study`),
+                   sized by a preset (presets: demo, quick, paper)
 
 `run_input` is the one dispatcher from `--input` to its runner.
 """

@@ -1,36 +1,43 @@
-"""`mirage study`: the default study on the bundled demo model and ShapesQA, one resumable run directory.
+"""`mirage study`: the whole study of one model on several benchmarks, one resumable study directory.
 
-    mirage study      # 2 CPU cores: about 6.5 minutes (see bench/RESULTS.md for the measured table)
+    mirage study      # the demo preset: the demo model on ShapesQA; 2 CPU cores: 5-6.5 minutes (bench/RESULTS.md)
+    mirage study --model hf:DIR --benchmark mmstar,scienceqa --preset quick --out runs/q
 
-Parts: the six image conditions and `none` (no image at all) on the test split, with the demo's base LM on the same
-prompts (`text-model`, for MMStar's S_t, MG and ML); per-question features (200 questions) and pixels (100, each
-re-checked from its PNG); universal features and pixels (train 500, held out 500); per-question features through
-one encoder at a time (100 each); gradient saliency maps with the pointing game (32); two-stage inversion of
-blank-started per-question features into pixels (16). `limit` caps every part (universal: half train, half held out).
-The parts are data (`study_parts`: a list of named `Part`s), run by one loop over `RUNNERS`.
+Per benchmark: the image conditions and `none` (no image at all), with a base LM on the same prompts as text
+(`text-model`, for MMStar's S_t, MG and ML; by default the demo's own base LM for the demo); per-question features
+and pixels (each re-checked from its PNG); universal features and pixels with a held-out split; per-question features
+through one encoder at a time (models with several encoders); gradient saliency maps; two-stage inversion. Sizes come from a preset (`presets.py`), capped by `limit`.
+The parts are data (`study_parts`: a list of named `Part`s), run by one loop over `RUNNERS`. The directory holds the
+study's config.json and summary.json (each benchmark's summary and the cross-benchmark table) and one run directory
+per benchmark.
 """
 
 from __future__ import annotations
 
+import functools
+import re
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Callable, Sequence
 
 from ..benchmarks import load_benchmark
 from ..benchmarks.question import Benchmark
-from ..blind import blind_measures
 from ..conditions import parse_conditions
+from ..distributed import SINGLE, World, open_run
 from ..errors import loading_user_input
-from ..evaluate import EvalResult, evaluate_conditions, evaluate_text_model
+from ..evaluate import evaluate_conditions, evaluate_text_model, summarize_conditions
 from ..inputs import Reference
 from ..models import load_model
+from ..models.text_lm import DEMO_TEXT_LM, load_text_model
 from ..models.vlm import VLM
 from ..optimize import OptimizeConfig
 from ..runs import RunDir
-from ..stats import summarize
+from ..sources import parse_source
+from ..stats import paired_difference
 from .inversion import InversionConfig, run_inversion
 from .optimization import OptimizeSpec, run_optimization
+from .presets import preset as preset_config
 from .saliency import run_saliency
 
 STUDY_CONDITIONS = "real,none,blank,noise,wrong,blur,shuffle"
@@ -39,29 +46,37 @@ DEMO_TEXT_MODEL = "demo"  # the demo's base LM (models/demo/weights/text-lm), sc
 
 @dataclass
 class StudyPlan:
-    """How many questions each part of the study uses."""
+    """How many questions each part of the study uses (None: all the benchmark's), and the loop settings."""
 
     conditions: str = STUDY_CONDITIONS
+    condition_questions: int | None = None
     features_question: int = 200
     pixels_question: int = 100
     universal_train: int = 500
     universal_heldout: int = 500
     single_encoder: int = 100
+    saliency: int = 32  # gradient saliency maps (the cheapest method), with the pointing game where boxes exist
+    inversion: int = 16  # two-stage inversion from blank-started per-question features
     steps: int = 50
     universal_steps: int = 50
-    batch_size: int = 16
-    saliency: int = 32  # gradient saliency maps (the cheapest method) with the pointing game
-    inversion: int = 16  # two-stage inversion from blank-started per-question features
     inversion_steps: int = 100
+    batch_size: int = 16
+
+    @classmethod
+    def from_preset(cls, name: str, **overrides) -> "StudyPlan":
+        """The plan of preset `name` (its `expected` numbers and other notes left out), with `overrides`."""
+        known = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in preset_config(name).items() if k in known} | overrides)
 
     def capped(self, limit: int | None) -> "StudyPlan":
+        """Every part at most `limit` questions (universal: half train, half held out)."""
         if limit is None:
             return self
         train = min(self.universal_train, max(1, limit // 2))
-        return StudyPlan(self.conditions, min(self.features_question, limit), min(self.pixels_question, limit),
-                         train, min(self.universal_heldout, max(1, limit - train)), min(self.single_encoder, limit),
-                         self.steps, self.universal_steps, self.batch_size, min(self.saliency, limit),
-                         min(self.inversion, limit), self.inversion_steps)
+        cap = {k: min(getattr(self, k), limit) for k in ("features_question", "pixels_question", "single_encoder",
+                                                         "saliency", "inversion")}
+        return replace(self, condition_questions=min(self.condition_questions or limit, limit), universal_train=train,
+                       universal_heldout=min(self.universal_heldout, max(1, limit - train)), **cap)
 
 
 @dataclass(frozen=True)
@@ -75,8 +90,10 @@ class Part:
     settings: dict = field(default_factory=dict)
 
 
-def study_parts(plan: StudyPlan, encoders: Sequence[str], seed: int = 0, text_model: str | None = None) -> list[Part]:
-    """The default study as a list of named parts, in the order they run (`text_model`: its base LM's part)."""
+def study_parts(plan: StudyPlan, encoders: Sequence[str], seed: int = 0, text_model: str | None = None
+                ) -> list[Part]:
+    """The study as a list of named parts, in the order they run (parts of size 0 left out; single-encoder runs
+    only for a model with several encoders; `text_model`: its base LM's part, on the conditions' questions)."""
     cfg = OptimizeConfig(steps=plan.steps, batch_size=plan.batch_size, seed=seed)
     ucfg = OptimizeConfig(steps=plan.universal_steps, batch_size=min(2 * plan.batch_size, plan.universal_train),
                           seed=seed)
@@ -85,73 +102,202 @@ def study_parts(plan: StudyPlan, encoders: Sequence[str], seed: int = 0, text_mo
              (OptimizeSpec("pixels"), plan.pixels_question, cfg),
              (OptimizeSpec("features", scope="universal", train=plan.universal_train), universal, ucfg),
              (OptimizeSpec("pixels", scope="universal", train=plan.universal_train), universal, ucfg)]
-    specs += [(OptimizeSpec("features", encoders=[e]), plan.single_encoder, cfg) for e in encoders]
-    base_lm = [Part("text-model", "text_model", settings={"spec": text_model, "seed": seed})] if text_model else []
-    return [Part("conditions", "conditions", settings={"conditions": plan.conditions, "seed": seed}), *base_lm,
-            *(Part(spec.source, "optimization", n, {"spec": spec, "cfg": c}) for spec, n, c in specs),
-            Part("saliency-gradient", "saliency", settings={"method": "gradient", "n": plan.saliency}),
-            Part("inversion_blank", "inversion", settings={
-                "n": plan.inversion, "steps": plan.inversion_steps, "cfg": InversionConfig(start="blank", seed=seed),
-                "stage1": cfg})]
+    if len(encoders) > 1:
+        specs += [(OptimizeSpec("features", encoders=[e]), plan.single_encoder, cfg) for e in encoders]
+    base_lm = [Part("text-model", "text_model", plan.condition_questions, {"spec": text_model, "seed": seed})
+               ] if text_model else []
+    parts = [Part("conditions", "conditions", plan.condition_questions,
+                  {"conditions": plan.conditions, "seed": seed}), *base_lm,
+             *(Part(spec.source, "optimization", n, {"spec": spec, "cfg": c}) for spec, n, c in specs if n),
+             Part("saliency-gradient", "saliency", settings={"method": "gradient", "n": plan.saliency}),
+             Part("inversion_blank", "inversion", settings={
+                 "n": plan.inversion, "steps": plan.inversion_steps,
+                 "cfg": InversionConfig(start="blank", seed=seed), "stage1": cfg})]
+    return [p for p in parts if p.n != 0 and p.settings.get("n", 1) != 0]
 
 
-def _conditions(model: VLM, bench: Benchmark, run: RunDir, ref: Reference | None, quiet: bool, conditions: str,
-                seed: int) -> None:
-    evaluate_conditions(model, bench, parse_conditions(conditions), seed=seed, batch_size=32, run=run, quiet=quiet)
+def _conditions(model: VLM, bench: Benchmark, run: RunDir, ref: Reference | None, quiet: bool, world: World,
+                conditions: str, seed: int) -> None:
+    evaluate_conditions(model, bench, parse_conditions(conditions), seed=seed, batch_size=32, run=run, quiet=quiet,
+                        world=world)
 
 
-def _text_model(model: VLM, bench: Benchmark, run: RunDir, ref: Reference | None, quiet: bool, spec: str,
-                seed: int) -> None:
-    from ..models.text_lm import load_text_model
-
-    evaluate_text_model(load_text_model(spec, device=model.device), bench, seed=seed, batch_size=32, run=run,
-                        quiet=quiet)
+@functools.lru_cache(maxsize=1)  # one base LM for every benchmark of a study
+def _base_lm(spec: str, device: str) -> VLM:
+    return load_text_model(spec, device=device)
 
 
-def _optimization(model: VLM, bench: Benchmark, run: RunDir, ref: Reference | None, quiet: bool,
+def _text_model(model: VLM, bench: Benchmark, run: RunDir, ref: Reference | None, quiet: bool, world: World,
+                spec: str, seed: int) -> None:
+    evaluate_text_model(_base_lm(spec, str(model.device)), bench, seed=seed, batch_size=32, run=run, quiet=quiet,
+                        world=world)
+
+
+def _optimization(model: VLM, bench: Benchmark, run: RunDir, ref: Reference | None, quiet: bool, world: World,
                   spec: OptimizeSpec, cfg: OptimizeConfig) -> None:
-    run_optimization(model, bench, spec, cfg, run, ref, quiet)
+    run_optimization(model, bench, spec, cfg, run, ref, quiet, world)
 
 
-def _saliency(model: VLM, bench: Benchmark, run: RunDir, ref: Reference | None, quiet: bool, **settings) -> None:
-    run_saliency(model, bench, run, quiet=quiet, **settings)
+def _main_only(runner: Callable[..., object]) -> Callable[..., None]:
+    """A part that does not shard yet: rank 0 runs it, the other ranks wait for it."""
+    def run_part(model: VLM, bench: Benchmark, run: RunDir, ref: Reference | None, quiet: bool, world: World,
+                 **settings) -> None:
+        if world.main:
+            runner(model, bench, run, quiet=quiet, **settings)
+        world.barrier()
+    return run_part
 
 
-def _inversion(model: VLM, bench: Benchmark, run: RunDir, ref: Reference | None, quiet: bool, **settings) -> None:
-    run_inversion(model, bench, run, quiet=quiet, **settings)
-
-
-# experiment -> runner(model, bench, run, ref, quiet, **settings): one call shape for every part
+# experiment -> runner(model, bench, run, ref, quiet, world, **settings): one call shape for every part
 RUNNERS: dict[str, Callable[..., None]] = {"conditions": _conditions, "text_model": _text_model,
                                            "optimization": _optimization,
-                                           "saliency": _saliency, "inversion": _inversion}
+                                           "saliency": _main_only(run_saliency),
+                                           "inversion": _main_only(run_inversion)}
 
 
-def run_study(model: str = "demo", benchmark: str = "shapes", split: str = "test", out: str | Path = "mirage-study",
-              limit: int | None = None, steps: int = 50, seed: int = 0, batch_size: int = 16,
-              device: str | None = None, overwrite: bool = False, quiet: bool = False,
-              allow_env_change: bool = False) -> EvalResult:
-    """Run every part of the study into `out` (resuming what is there); returns all rows and their summary."""
-    plan = StudyPlan(steps=steps, universal_steps=steps, batch_size=batch_size).capped(limit)
+def benchmark_dir(name: str) -> str:
+    """The sub-directory of benchmark `name` in a study directory (`file:path/x.jsonl` -> `file_x`)."""
+    kind, sep, path = name.partition(":")
+    if sep and kind in ("file", "spec"):
+        name = f"{kind}_{Path(path).stem}"
+    return re.sub(r"[^A-Za-z0-9._-]+", "_", name)
+
+
+def best_crafted(summary: dict, rows: Sequence[dict]) -> dict | None:
+    """The optimized input with the highest accuracy (held-out rows; `-train` rows left out), and its paired
+    difference from `real` on the questions both have. None when the run has no optimized input."""
+    crafted = [s for s in summary["n"] if parse_source(s).group in ("optimized", "single-encoder")
+               and parse_source(s).suffix != "train"]
+    if not crafted:
+        return None
+    best = max(crafted, key=lambda s: (summary["accuracy"][s], summary["n"][s]))  # ties: the one on more questions
+    correct = {}
+    for r in rows:
+        if r["source"] in (best, "real"):
+            correct.setdefault(r["source"], {})[r["question_id"]] = bool(r["correct"])
+    out = {"source": best, "n": summary["n"][best], "value": summary["accuracy"][best],
+           "ci95": summary["ci95"][best]}
+    if "real" in correct:
+        shared = sorted(correct[best].keys() & correct["real"].keys(), key=str)
+        diff = paired_difference([correct[best][q] for q in shared], [correct["real"][q] for q in shared])
+        out["vs_real"] = {"n": len(shared), "difference": diff["difference"], "ci95": diff["ci95"],
+                          "p": diff["mcnemar"]["p"]}
+    return out
+
+
+def _measure(summary: dict, name: str, source: str) -> dict | None:
+    # summary.json's `blind` block where the run has one; S_v (real) is also a plain accuracy
+    if name in (summary.get("blind") or {}):
+        return summary["blind"][name]
+    if name == "S_v" and source in summary["n"]:
+        return {"n": summary["n"][source], "value": summary["accuracy"][source], "ci95": summary["ci95"][source]}
+    return None
+
+
+MEASURES = {"S_v": "real", "S_wv": "none", "S_t": "text-model", "MG": None, "ML": None}
+
+
+def table_row(name: str, directory: str, summary: dict) -> dict:
+    """One benchmark's line of the cross-benchmark table, read off its summary.json."""
+    line = {"benchmark": name, "dir": directory, "n_questions": summary.get("n_questions")}
+    for m, source in MEASURES.items():
+        line[m] = _measure(summary, m, source)
+    line["best_crafted"] = summary.get("best_crafted")
+    return line
+
+
+@dataclass
+class StudyResult:
+    """Each benchmark's summary (by benchmark name) and the cross-benchmark table."""
+
+    path: Path
+    summaries: dict[str, dict]
+    table: list[dict]
+
+    @property
+    def summary(self) -> dict:
+        return {"benchmarks": self.summaries, "table": self.table}
+
+
+def _rows(run: RunDir, world: World) -> list[dict]:
+    return run.merge() if world.distributed else run.rows()
+
+
+def run_study(model: str = "demo", benchmarks: str | Sequence[str] = "shapes", preset: str = "demo",
+              out: str | Path = "mirage-study", limit: int | None = None, split: str | None = None,
+              options: dict[str, dict] | None = None, steps: int | None = None, seed: int = 0,
+              batch_size: int | None = None, device: str | None = None, load_options: dict | None = None,
+              text_model: str | None = None, overwrite: bool = False, quiet: bool = False,
+              world: World = SINGLE, allow_env_change: bool = False) -> StudyResult:
+    """Run (or resume) every part of the study of `model` on each of `benchmarks` into `out`, one run directory per
+    benchmark, then summary.json (each benchmark's summary, the cross-benchmark table). `options`: loader options by
+    benchmark; `text_model`: the base LM for S_t (the demo's own for `demo`); `load_options`: to `load_model`."""
+    names = [b.strip() for b in benchmarks.split(",")] if isinstance(benchmarks, str) else list(benchmarks)
+    overrides = {k: v for k, v in {"steps": steps, "universal_steps": steps, "inversion_steps": steps,
+                                  "batch_size": batch_size}.items() if v is not None}
+    plan = StudyPlan.from_preset(preset, **overrides).capped(limit)
+    options = options or {}
     with loading_user_input():
-        bench = load_benchmark(benchmark, split=split, limit=limit)
-    text_model = DEMO_TEXT_MODEL if model == "demo" else None  # shipped weights only: demo:DIR has its own LM
-    config = {"command": "study", "model": model, "benchmark": benchmark, "split": split, "limit": limit,
-              "n_questions": len(bench), "seed": seed, "plan": asdict(plan), "batch_size": batch_size,
-              "text_model": text_model}
-    run = RunDir.open(out, config, overwrite=overwrite, allow_env_change=allow_env_change)
+        benches = {name: load_benchmark(name, split=split, limit=limit, **options.get(name, {})) for name in names}
+    dirs = {name: benchmark_dir(name) for name in names}
+    if len(set(dirs.values())) < len(dirs):
+        from ..errors import UsageError
+
+        raise UsageError(f"--benchmark: two benchmarks share a sub-directory name ({', '.join(names)})")
+    if text_model is None and model == "demo" and (DEMO_TEXT_LM / "config.json").is_file():
+        # shipped weights only (demo:DIR has its own LM); a checkout without the base LM's weights runs without S_t
+        text_model = DEMO_TEXT_MODEL
+    out = Path(out)
+    load_options = load_options or {}
+    identity = {k: v for k, v in load_options.items() if k != "gpus"}  # where the model runs is not the run's identity
+    config = {"command": "study", "model": model, "benchmarks": names, "dirs": dirs, "preset": preset,
+              "text_model": text_model, "split": split, "limit": limit, "options": options, "seed": seed,
+              "plan": asdict(plan), "batch_size": plan.batch_size, **identity}
+    study = open_run(out, config, world, overwrite, allow_env_change)
+    runs = {name: open_run(out / dirs[name], {  # every benchmark's directory checked before any work
+        "command": "study", "model": model, "benchmark": name, "split": bench.split, "limit": limit,
+        "n_questions": len(bench), "seed": seed, "plan": asdict(plan), "batch_size": plan.batch_size,
+        "preset": preset, "text_model": text_model, **options.get(name, {}), **identity}, world, overwrite,
+        allow_env_change)
+        for name, bench in benches.items()}
     with loading_user_input():
-        vlm = load_model(model, device=device)
-    timings: dict[str, float] = {}
-    ref = None  # the optimized inputs' reference statistics, from the whole benchmark once the conditions ran
-    for part in study_parts(plan, [s.name for s in vlm.encoders], seed, text_model):
+        vlm = load_model(model, device=device, **load_options)
+    parts = study_parts(plan, [s.name for s in vlm.encoders], seed, text_model)
+    summaries, timings = {}, {}
+    for name, bench in benches.items():
+        timings[name] = run_parts(vlm, bench, runs[name], parts, quiet or not world.main, world)
+        rows = _rows(runs[name], world)
+        summaries[name] = summarize_conditions(rows, bench, parse_conditions(plan.conditions))
+        summaries[name] |= {"n_questions": len(bench), "best_crafted": best_crafted(summaries[name], rows)}
+        if world.main:
+            runs[name].write_json("summary.json", summaries[name])
+            runs[name].write_json("timings.json", timings[name])
+    result = StudyResult(out, summaries, [table_row(n, dirs[n], summaries[n]) for n in names])
+    if world.main:
+        study.write_json("summary.json", result.summary)
+        study.write_json("timings.json", timings)
+    return result
+
+
+def run_parts(model: VLM, bench: Benchmark, run: RunDir, parts: Sequence[Part], quiet: bool = True,
+              world: World = SINGLE) -> dict[str, float]:
+    """Each part on its first questions of `bench` into `run` (resuming what it holds); seconds per part."""
+    ref = None  # the optimized inputs' reference statistics, from the benchmark's first real images
+    timings = {}
+    for part in parts:
         if part.experiment == "optimization" and ref is None:
-            ref = Reference.from_benchmark(vlm, bench)
+            ref = Reference.from_benchmark(model, bench)
         t = time.time()
-        RUNNERS[part.experiment](vlm, bench.subset(part.n), run, ref, quiet, **part.settings)
-        timings[part.name] = time.time() - t
-    summary = summarize(run.rows())
-    summary["blind"] = blind_measures(run.rows())
-    run.write_json("summary.json", summary)
-    run.write_json("timings.json", {k: round(v, 1) for k, v in timings.items()})
-    return EvalResult(run.rows(), summary)
+        RUNNERS[part.experiment](model, bench.subset(part.n), run, ref, quiet, world, **part.settings)
+        timings[part.name] = round(time.time() - t, 1)
+    return timings
+
+
+def study(model: str = "demo", benchmarks: str | Sequence[str] = "shapes", preset: str = "demo", **kwargs) -> dict:
+    """The Python API of `mirage study`: run (or resume) the study and return its summary (each benchmark's
+    summary and the cross-benchmark table), as summary.json holds it. `kwargs` as `run_study`'s."""
+    return run_study(model, benchmarks, preset, **kwargs).summary
+
+
+__all__ = ["Part", "RUNNERS", "StudyPlan", "StudyResult", "benchmark_dir", "best_crafted", "run_parts", "run_study",
+           "study", "study_parts", "table_row"]

@@ -28,7 +28,7 @@ def _num(x, fmt: str = ".3f") -> str:
     return "–" if x is None or (isinstance(x, float) and math.isnan(x)) else format(x, fmt)
 
 
-def _environment() -> Environment:
+def environment() -> Environment:
     env = Environment(loader=FileSystemLoader(TEMPLATES), autoescape=True, trim_blocks=True, lstrip_blocks=True)
     env.filters["num"] = _num
     env.filters["pval"] = lambda p: _num(p, ".2g")
@@ -64,9 +64,9 @@ def _read_json(path: Path) -> dict | None:
         raise MirageError(f"{path}: not valid JSON ({e})") from e
 
 
-def build_report(run_dir: str | Path, max_images: int = DEFAULT_MAX_IMAGES, questions: bool = True) -> str:
-    """The report of the run in `run_dir` as one HTML string (images and plots embedded). Reads the run's files
-    and, when `questions` and cheap, its benchmark's questions; never loads a model."""
+def report_context(run_dir: str | Path, max_images: int = DEFAULT_MAX_IMAGES, questions: bool = True) -> dict:
+    """What the report template shows of the run in `run_dir`, read from its files (and, when `questions` and
+    cheap, its benchmark's questions); never loads a model."""
     if max_images < 0:
         raise UsageError(f"--max-images must be >= 0, got {max_images}")
     data = load_run(run_dir)
@@ -78,7 +78,7 @@ def build_report(run_dir: str | Path, max_images: int = DEFAULT_MAX_IMAGES, ques
              transfer_plot(_read_json(Path(run_dir) / "transfer.json"))]
     from .. import __version__
 
-    return _environment().get_template("report.html.j2").render(
+    return dict(
         title=f"mirage report: {data.config.get('model', '?')} on {data.config.get('benchmark', '?')}"
               f"/{data.config.get('split', '?')}",
         run_path=str(data.path), facts=run_facts(data), config_json=json.dumps(data.config, indent=2, sort_keys=True),
@@ -91,12 +91,6 @@ def build_report(run_dir: str | Path, max_images: int = DEFAULT_MAX_IMAGES, ques
         generated=time.strftime("%Y-%m-%d %H:%M:%S"))
 
 
-def write_report(run_dir: str | Path, out: str | Path | None = None, max_images: int = DEFAULT_MAX_IMAGES,
-                 questions: bool = True) -> Path:
-    """Write the report of `run_dir` to `out` (default RUN_DIR/report.html); returns its path."""
-    html = build_report(run_dir, max_images, questions)
-    path = Path(out) if out is not None else Path(run_dir) / REPORT
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(html, encoding="utf-8")
-    tmp.replace(path)
-    return path
+def build_run_report(run_dir: str | Path, max_images: int = DEFAULT_MAX_IMAGES, questions: bool = True) -> str:
+    """The report of the run in `run_dir` as one HTML string (images and plots embedded)."""
+    return environment().get_template("report.html.j2").render(**report_context(run_dir, max_images, questions))
