@@ -197,3 +197,15 @@ def test_seed_for_is_stable():
     assert 0 <= seed_for("x") < 2**64
     assert seed_for("noise", 0, "q1") != seed_for("noise", 1, "q1")
 
+
+
+def test_wrong_on_a_limited_run_is_a_prefix_of_the_full_run(bench):
+    # The derangement covers the whole split, so `--limit N` shows each question what the full run shows it.
+    cond = get_condition("wrong")
+    for seed in range(3):
+        full = ConditionContext(bench, seed=seed)
+        for n in (2, 4):
+            limited = ConditionContext(bench.subset(n), seed=seed)
+            for q in bench.subset(n):
+                assert same(cond.image(q, limited), cond.image(q, full)), (n, q.id, seed)
+    assert bench.subset(3).subset(2).split_questions == bench.questions  # kept through any number of limits

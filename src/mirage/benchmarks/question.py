@@ -87,6 +87,9 @@ class Benchmark:
     split: str
     questions: list[Question]
     prompt_style: Callable[[Question], str] = letter_prompt
+    # The whole split these questions were taken from (None: just them). Conditions that look across questions
+    # (`wrong`) draw from it, so a run on the first N questions is a prefix of the run on all of them.
+    pool: list[Question] | None = field(default=None, repr=False, compare=False)
 
     def __len__(self) -> int:
         return len(self.questions)
@@ -104,7 +107,12 @@ class Benchmark:
     def subset(self, limit: int | None) -> "Benchmark":
         """The first `limit` questions (all when None), same name and prompt style."""
         qs = self.questions if limit is None else self.questions[:limit]
-        return Benchmark(self.name, self.split, list(qs), self.prompt_style)
+        return Benchmark(self.name, self.split, list(qs), self.prompt_style, self.split_questions)
+
+    @property
+    def split_questions(self) -> list[Question]:
+        """The whole split (`pool`), or these questions when they are all there is."""
+        return self.pool if self.pool is not None else self.questions
 
     def types(self) -> Sequence[str]:
         return sorted({q.type for q in self.questions})
