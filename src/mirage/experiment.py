@@ -111,13 +111,13 @@ def run_optimization(model: VLM, bench: Benchmark, spec: OptimizeSpec, cfg: Opti
         if world.distributed:
             raise ValueError(f"--input {spec.input} runs in one process (no torchrun sharding yet)")
         runner(model, bench, run, train=spec.train, steps=cfg.steps, seed=cfg.seed, quiet=quiet,
-               **({"lr": cfg.lr} if cfg.lr else {}), **spec.options)
+               **({"lr": cfg.lr} if cfg.lr is not None else {}), **spec.options)
         return run.rows()
     ref = ref or Reference.from_benchmark(model, bench)
     objective = OBJECTIVES.get(spec.objective)
     opts = dict(param=spec.param, encoders=spec.encoders, detach=spec.detach, quantize=spec.quantize,
                 resolution=spec.resolution, seed=cfg.seed, **spec.options)
-    lr = cfg.lr or default_lr(spec.input, spec.param)
+    lr = cfg.lr if cfg.lr is not None else default_lr(spec.input, spec.param)  # 0 is a value: no update
     source = spec.source
     if spec.scope == "question":
         inp = build_input(spec.input, model, cfg.batch_size, ref, **opts)
