@@ -26,3 +26,18 @@ def test_lr_zero_is_honoured_not_replaced_by_the_default(shapes_cli, tmp_path):
     assert run(*base, "--steps", "3", "--out", three).exit_code == 0
     assert [r["probs"] for r in rows(one)] == [r["probs"] for r in rows(three)]
     assert json.loads((one / "config.json").read_text())["lr"] == 0.0
+
+
+def test_help_imports_neither_torch_nor_any_backend():
+    # `mirage --help` took 6 s importing torch and every backend; help must only need typer.
+    import subprocess
+    import sys
+    code = ("import sys; from typer.testing import CliRunner; from mirage.cli import app\n"
+            "for cmd in ([], ['eval'], ['optimize'], ['study'], ['report'], ['train-demo'], ['saliency'], ['invert'],"
+            " ['transfer'], ['transfer-types']):\n"
+            "    res = CliRunner().invoke(app, cmd + ['--help'])\n"
+            "    assert res.exit_code == 0, (cmd, res.output)\n"
+            "heavy = sorted(m for m in ('torch', 'transformers', 'numpy', 'scipy') if m in sys.modules)\n"
+            "assert not heavy, heavy\n")
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert res.returncode == 0, res.stderr

@@ -12,7 +12,6 @@ import typer
 from rich.console import Console
 
 from .benchmarks import ImageLoadError, load_benchmark
-from .conditions import parse_conditions
 from .display import summary_table
 from .registry import UnknownNameError
 from .runs import RunConfigMismatch
@@ -128,6 +127,7 @@ def eval_cmd(
 ) -> None:
     """Evaluate a model on a benchmark under image conditions; writes OUT/results.jsonl and OUT/summary.json.
     Under `torchrun --nproc-per-node N -m mirage eval ...` the questions are sharded over the ranks."""
+    from .conditions import parse_conditions
     from .evaluate import SCORINGS, eval_config, evaluate_conditions, summarize_conditions
     from .models import load_model, parse_dtype
 
