@@ -41,3 +41,44 @@ def test_help_imports_neither_torch_nor_any_backend():
             "assert not heavy, heavy\n")
     res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert res.returncode == 0, res.stderr
+
+
+def export_jsonl(questions, folder, text=lambda q: q.text):
+    """ShapesQA questions in the documented JSONL format, each with its own PNG beside the file."""
+    folder.mkdir(exist_ok=True)
+    lines = []
+    for q in questions:
+        (folder / f"{q.id}.png").write_bytes(q.images[0])
+        lines.append(json.dumps({"id": q.id, "question": text(q), "choices": list(q.choices),
+                                 "answer": q.answer_letter, "image": f"{q.id}.png", "type": q.type}))
+    path = folder / "set.jsonl"
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def test_demo_reads_a_jsonl_benchmark_as_it_reads_shapes(shapes_cli, small_bench, tmp_path):
+    # The same questions through `file:` and through `shapes` are the same prompts to the demo, so the same rows.
+    path = export_jsonl(small_bench.questions[:6], tmp_path / "jb")
+    args = ["eval", "--model", f"demo:{shapes_cli}", "--conditions", "real,blank", "-q"]
+    assert run(*args, "--benchmark", f"file:{path}", "--out", tmp_path / "f").exit_code == 0
+    assert run(*args, "--limit", "6", "--out", tmp_path / "s").exit_code == 0
+    key = lambda r: (r["source"], r["question_id"])  # noqa: E731
+    got, want = sorted(rows(tmp_path / "f"), key=key), sorted(rows(tmp_path / "s"), key=key)
+    assert [r["probs"] for r in got] == [r["probs"] for r in want]
+    assert not any("unknown_words" in r for r in got)
+
+
+def test_prompts_the_demo_cannot_read_are_counted_or_refused(shapes_cli, small_bench, tmp_path):
+    qs = small_bench.questions[:4]
+    some = export_jsonl(qs, tmp_path / "some", text=lambda q: q.text.replace("what", "What", 1) if q is qs[0] else q.text)
+    res = run("eval", "--model", f"demo:{shapes_cli}", "--benchmark", f"file:{some}", "--conditions", "real",
+              "--out", tmp_path / "s", "-q")
+    assert res.exit_code == 0, res.output
+    assert "warning:" in res.output and "1 of 4 prompts" in res.output and "'What'" in res.output
+    assert {r["question_id"]: r.get("unknown_words") for r in rows(tmp_path / "s")}[qs[0].id] == 1
+    assert json.loads((tmp_path / "s" / "summary.json").read_text())["unknown_words"] == {
+        "questions": 1, "max_per_prompt": 1}
+    garbage = export_jsonl(qs, tmp_path / "bad", text=lambda q: "Welche Farbe hat das Quadrat unten links?")
+    res = run("eval", "--model", f"demo:{shapes_cli}", "--benchmark", f"file:{garbage}", "--out", tmp_path / "b")
+    assert res.exit_code == 2 and "cannot read" in res.output and repr(qs[0].id) in res.output
+    assert "'Welche'" in res.output and not (tmp_path / "b" / "results.jsonl").exists()

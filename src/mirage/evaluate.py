@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import random
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
@@ -13,7 +14,7 @@ from .benchmarks.question import LETTERS, Benchmark, Question
 from .conditions import Condition, ConditionContext, parse_conditions, seed_for
 from .distributed import SINGLE, World
 from .models.vlm import VLM, Visual
-from .progress import progress_bar
+from .progress import progress_bar, warn
 from .runs import RunDir
 from .stats import summarize
 
@@ -27,6 +28,41 @@ class EvalResult:
 
 
 SCORINGS = ("letter", "generate")
+# A prompt with a larger share of words its model cannot read (e.g. the demo's word-level vocabulary on a JSONL
+# set's own wording) would be scored at chance without a word: refused.
+MAX_UNKNOWN_SHARE = 0.25
+_WORDS = re.compile(r"\w+|[^\w\s]+")  # how a Whitespace pre-tokenizer splits words
+_warned: set[tuple] = set()
+
+
+class UnreadablePromptError(ValueError):
+    """A prompt is mostly words the model's tokenizer cannot represent."""
+
+
+def check_prompts(model: VLM, benchmark: Benchmark, questions: Sequence[Question] | None = None,
+                  world: World = SINGLE) -> dict[str, int]:
+    """Unknown words per question id (those with any). Refuses a benchmark with a prompt past MAX_UNKNOWN_SHARE;
+    otherwise warns once (rank 0) how many prompts have unknown words, with an example."""
+    counts, worst = {}, (0.0, None, [])
+    for q in benchmark.questions if questions is None else questions:
+        prompt = benchmark.prompt(q)
+        unknown = model.unknown_words(prompt)
+        if unknown:
+            counts[q.id] = len(unknown)
+            share = len(unknown) / max(1, len(_WORDS.findall(prompt)))
+            worst = max(worst, (share, q.id, unknown), key=lambda w: w[0])
+    share, qid, words = worst
+    example = f"question {qid!r}: {len(words)} of its prompt's words are unknown ({', '.join(map(repr, words[:8]))})"
+    if share > MAX_UNKNOWN_SHARE:
+        raise UnreadablePromptError(
+            f"{benchmark.name}: the model cannot read these prompts: {example}, {share:.0%} of the prompt. Write the "
+            "questions in words its tokenizer knows (the demo knows ShapesQA's words only).")
+    key = (id(model), benchmark.name, len(counts))
+    if counts and world.main and key not in _warned:
+        _warned.add(key)
+        warn(f"{benchmark.name}: {len(counts)} of {len(benchmark.questions if questions is None else questions)} "
+             f"prompts have words the model cannot read (recorded as `unknown_words` in their rows); {example}")
+    return counts
 
 
 def score(model: VLM, benchmark: Benchmark, questions: Sequence[Question], visual: Visual, source: str,
@@ -62,6 +98,10 @@ def score(model: VLM, benchmark: Benchmark, questions: Sequence[Question], visua
                 answer, correct = q.answer_letter, pred == q.answer_letter
             rows[i] = {"question_id": q.id, "source": source, "pred": pred, "answer": answer, "correct": bool(correct),
                        "response": text, "type": q.type}
+    for i, q in enumerate(questions):  # a prompt read in part is scored, and says so
+        unknown = model.unknown_words(benchmark.prompt(q))
+        if unknown:
+            rows[i]["unknown_words"] = len(unknown)
     return [rows[i] for i in range(len(questions))]
 
 
@@ -84,6 +124,8 @@ def evaluate_conditions(model: VLM, benchmark: Benchmark, conditions: Sequence[C
     Under torchrun each rank takes its shard of the questions (conditions still see the whole benchmark)."""
     if scoring not in SCORINGS:
         raise ValueError(f"--scoring: unknown scoring {scoring!r} (allowed: {', '.join(SCORINGS)})")
+    benchmark = benchmark.for_model(model)
+    check_prompts(model, benchmark, world=world)
     if run:
         run.annotate(**environment(model))
     done = run.done() if run else set()
@@ -120,6 +162,9 @@ def summarize_conditions(rows: list[dict], benchmark: Benchmark, conditions: Seq
     summary = summarize(rows)
     if skipped(benchmark, conditions):
         summary["skipped_no_image"] = skipped(benchmark, conditions)
+    unknown = {r["question_id"]: r["unknown_words"] for r in rows if r.get("unknown_words")}
+    if unknown:  # prompts the model read only in part
+        summary["unknown_words"] = {"questions": len(unknown), "max_per_prompt": max(unknown.values())}
     return summary
 
 

@@ -12,7 +12,7 @@ from .benchmarks.question import Benchmark, Question
 from .compiling import compile_blocks
 from .conditions import Condition, ConditionContext
 from .distributed import SINGLE, World
-from .evaluate import evaluate_conditions
+from .evaluate import check_prompts, evaluate_conditions
 from .inputs import PARAMS, Reference, build_input, default_lr, own_loop
 from .models.vlm import VLM
 from .objectives import OBJECTIVES
@@ -102,6 +102,8 @@ def run_optimization(model: VLM, bench: Benchmark, spec: OptimizeSpec, cfg: Opti
                      ref: Reference | None = None, quiet: bool = True, world: World = SINGLE) -> list[dict]:
     """Run `spec` on `bench` into `run`; returns all rows it produced (resumes from rows already in `run`). Under
     torchrun (`world`), questions are sharded and universal gradients summed across ranks."""
+    bench = bench.for_model(model)
+    check_prompts(model, bench, world=world)
     runner = own_loop(spec.input)
     if runner is not None:  # patch, generator: their own loops over each question's real image or text
         if spec.scope != "universal":

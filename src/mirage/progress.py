@@ -19,3 +19,10 @@ def progress_bar(description: str, total: int, quiet: bool = False) -> Iterator[
     with Progress(*columns) as bar:
         task = bar.add_task(description, total=total)
         yield lambda n=1: bar.advance(task, n)
+
+
+def warn(message: str) -> None:
+    """One `warning:` line on stderr, beside the bars (shown under `quiet` too: quiet only hides bars)."""
+    from rich.console import Console
+
+    Console(stderr=True, width=200).print(f"[bold yellow]warning:[/] {message}", highlight=False)

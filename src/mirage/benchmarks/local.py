@@ -108,4 +108,4 @@ def load_jsonl(path: str | Path) -> Benchmark:
             questions.append(q)
     if not questions:
         raise ValueError(f"{path}: no questions")
-    return Benchmark(path.stem, "file", questions, mc_prompt)
+    return Benchmark(path.stem, "file", questions, mc_prompt, generic_prompt=True)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import io
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
@@ -90,6 +90,9 @@ class Benchmark:
     # The whole split these questions were taken from (None: just them). Conditions that look across questions
     # (`wrong`) draw from it, so a run on the first N questions is a prefix of the run on all of them.
     pool: list[Question] | None = field(default=None, repr=False, compare=False)
+    # True when `prompt_style` is mirage's generic one (a `file:` set has no official prompt): a model that reads
+    # a prompt style of its own (`VLM.prompt_style`, e.g. the demo's) is asked in that instead.
+    generic_prompt: bool = False
 
     def __len__(self) -> int:
         return len(self.questions)
@@ -107,7 +110,14 @@ class Benchmark:
     def subset(self, limit: int | None) -> "Benchmark":
         """The first `limit` questions (all when None), same name and prompt style."""
         qs = self.questions if limit is None else self.questions[:limit]
-        return Benchmark(self.name, self.split, list(qs), self.prompt_style, self.split_questions)
+        return replace(self, questions=list(qs), pool=self.split_questions)
+
+    def for_model(self, model) -> "Benchmark":
+        """This benchmark as `model` is asked it: a generic prompt gives way to the model's own prompt style."""
+        own = getattr(model, "prompt_style", None)
+        if not self.generic_prompt or own is None:
+            return self
+        return replace(self, prompt_style=own, generic_prompt=False, pool=self.split_questions)
 
     @property
     def split_questions(self) -> list[Question]:
