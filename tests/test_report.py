@@ -352,3 +352,12 @@ def test_browser_on_real_run_and_demo_panel_screenshot(study_run, tmp_path):
     if keep:
         Path(keep).mkdir(parents=True, exist_ok=True)
         shutil.copy(shot, Path(keep) / shot.name)
+
+
+def test_study_parts_are_bounded_by_limit_and_steps(study_run):
+    # `mirage study --limit 6 --steps 2`: no part may look at more questions or run more steps than the flags say.
+    out, _ = study_run
+    plan = json.loads((out / "config.json").read_text())["plan"]
+    assert all(v <= 6 for k, v in plan.items() if k not in ("conditions", "batch_size") and not k.endswith("steps"))
+    assert plan["steps"] == plan["universal_steps"] == 2 and plan["inversion_steps"] == 4
+    assert max(r.get("steps", 0) for r in _rows(out)) <= 4

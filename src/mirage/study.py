@@ -5,7 +5,8 @@
 Parts: the six image conditions on the test split; per-question features (200 questions) and pixels (100, each
 re-checked from its PNG); universal features and pixels (train 500, held out 500); per-question features through
 one encoder at a time (100 each); gradient saliency maps with the pointing game (32); two-stage inversion of
-blank-started per-question features into pixels (16). `limit` caps every part (universal: half train, half held out).
+blank-started per-question features into pixels (16, 100 steps). `limit` caps every part (universal: half train,
+half held out); `steps` sets every loop's steps (inversion: twice as many).
 """
 
 from __future__ import annotations
@@ -56,11 +57,17 @@ class StudyPlan:
                          min(self.inversion, limit), self.inversion_steps)
 
 
+def study_plan(limit: int | None = None, steps: int = 50, batch_size: int = 16) -> StudyPlan:
+    """The parts' sizes for `--limit` and `--steps`: every count within `limit`, every loop's steps scale with
+    `steps` (inversion's pixels take twice as many: 100 at the default 50)."""
+    return StudyPlan(steps=steps, universal_steps=steps, inversion_steps=2 * steps, batch_size=batch_size).capped(limit)
+
+
 def run_study(model: str = "demo", benchmark: str = "shapes", split: str = "test", out: str | Path = "mirage-study",
               limit: int | None = None, steps: int = 50, seed: int = 0, batch_size: int = 16,
               device: str | None = None, overwrite: bool = False, quiet: bool = False) -> EvalResult:
     """Run every part of the study into `out` (resuming what is there); returns all rows and their summary."""
-    plan = StudyPlan(steps=steps, universal_steps=steps, batch_size=batch_size).capped(limit)
+    plan = study_plan(limit, steps, batch_size)
     conds = parse_conditions(plan.conditions)
     bench = load_benchmark(benchmark, split=split, limit=limit)
     config = {"command": "study", "model": model, "benchmark": benchmark, "split": split, "limit": limit,
