@@ -26,7 +26,7 @@ from torch import Tensor, nn
 from ..benchmarks.question import LETTERS, Benchmark, Question
 from ..conditions import seed_for
 from ..models.vlm import VLM, Visual
-from .base import Input
+from .base import Input, take_slots
 
 PATCH_FRACTION = 64 / 336  # the classic 64 px patch on a 336 px image, ~19% of the side
 GOALS = ("untargeted", "targeted")
@@ -125,7 +125,7 @@ class PatchInput(Input):
             self.logits[slot] = sample.to(self.logits.device, self.logits.dtype)
 
     def patches(self, slots: Tensor) -> Tensor:
-        return torch.sigmoid(self.logits[slots])
+        return torch.sigmoid(take_slots(self.logits, slots))
 
     def forward(self, slots: Tensor, images: Tensor | None = None, placement: Placement | None = None) -> Visual:
         """The real `images` [B, 3, R, R] with the slots' patches pasted at `placement`, as `pixels`."""

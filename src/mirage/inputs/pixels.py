@@ -6,7 +6,7 @@ import torch
 from torch import Tensor, nn
 
 from ..models.vlm import VLM, Visual
-from .base import Input
+from .base import Input, take_slots
 
 PARAMS = ("raw", "sigmoid", "fourier")
 
@@ -65,9 +65,9 @@ class PixelInput(Input):
         if self.param == "fourier":
             x = self.image(slots)
         elif self.param == "sigmoid":
-            x = torch.sigmoid(self.pixels[slots])
+            x = torch.sigmoid(take_slots(self.pixels, slots))
         else:
-            x = self.pixels[slots].clamp(0, 1)
+            x = take_slots(self.pixels, slots).clamp(0, 1)
         return quantize_ste(x) if self.quantize else x
 
     def forward(self, slots: Tensor) -> Visual:
