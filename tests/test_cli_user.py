@@ -82,3 +82,20 @@ def test_prompts_the_demo_cannot_read_are_counted_or_refused(shapes_cli, small_b
     res = run("eval", "--model", f"demo:{shapes_cli}", "--benchmark", f"file:{garbage}", "--out", tmp_path / "b")
     assert res.exit_code == 2 and "cannot read" in res.output and repr(qs[0].id) in res.output
     assert "'Welche'" in res.output and not (tmp_path / "b" / "results.jsonl").exists()
+
+
+def test_a_hub_model_that_cannot_be_had_is_one_line(tmp_path):
+    # Offline, with an empty cache: transformers' 224-line OSError becomes one line naming the model and the fix.
+    import os
+    import subprocess
+    import sys
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_HOME": str(tmp_path / "hf"), "OMP_NUM_THREADS": "1"}
+    res = subprocess.run([sys.executable, "-m", "mirage", "eval", "--model", "hf:llava-hf/llava-1.5-7b-hf",
+                          "--limit", "2", "--out", str(tmp_path / "r")], capture_output=True, text=True, env=env,
+                         timeout=300)
+    out = res.stdout + res.stderr
+    assert res.returncode == 2 and "Traceback" not in out, out
+    assert "hf:llava-hf/llava-1.5-7b-hf: not a local directory" in out and "huggingface-cli download" in out
+    bad = runner.invoke(app, ["eval", "--model", f"hf:{tmp_path / 'nothing-here'}", "--limit", "2",
+                              "--out", str(tmp_path / "r2")])
+    assert bad.exit_code == 2 and "nothing-here" in bad.output and "Traceback" not in bad.output
