@@ -35,7 +35,7 @@ import transformers
 from mirage.benchmarks.question import Benchmark
 from mirage.benchmarks.shapes import generate_questions
 from mirage.benchmarks.shapes.questions import vocabulary
-from mirage.experiment import OptimizeSpec, apply_switches
+from mirage.experiments import OptimizeSpec, apply_switches
 from mirage.inputs import Reference, build_input, default_lr
 from mirage.models.cambrian import CambrianVLM, config_8b, tiny_config
 from mirage.models.cambrian.template import IMAGE_TOKEN, llama_3_prompt, word_level_tokenizer

@@ -17,7 +17,7 @@ from mirage.benchmarks import Benchmark
 from mirage.benchmarks.shapes import generate_questions
 from mirage.conditions import parse_conditions
 from mirage.evaluate import evaluate_conditions
-from mirage.experiment import OptimizeSpec, apply_switches, run_optimization
+from mirage.experiments import OptimizeSpec, apply_switches, run_optimization
 from mirage.models import load_model
 from mirage.optimize import OptimizeConfig
 from mirage.runs import RunDir

@@ -25,7 +25,7 @@ import torch
 from mirage.benchmarks import load_benchmark
 from mirage.conditions import parse_conditions
 from mirage.evaluate import evaluate_conditions
-from mirage.experiment import OptimizeSpec, run_optimization
+from mirage.experiments import OptimizeSpec, run_optimization
 from mirage.models import load_model
 from mirage.optimize import OptimizeConfig
 from mirage.runs import RunDir

@@ -37,7 +37,7 @@ from mirage.benchmarks import load_benchmark  # noqa: E402
 from mirage.benchmarks.question import letter_prompt  # noqa: E402
 from mirage.conditions import parse_conditions  # noqa: E402
 from mirage.evaluate import evaluate_conditions  # noqa: E402
-from mirage.experiment import OptimizeSpec, apply_switches, run_optimization  # noqa: E402
+from mirage.experiments import OptimizeSpec, apply_switches, run_optimization  # noqa: E402
 from mirage.inputs import Reference, build_input, default_lr  # noqa: E402
 from mirage.models import load_model  # noqa: E402
 from mirage.objectives import OBJECTIVES  # noqa: E402

@@ -87,3 +87,11 @@ def shapes_cli(tmp_path, monkeypatch, tiny_model, small_bench):
     model_dir = tmp_path / "tiny"
     tiny_model.save_pretrained(model_dir)
     return model_dir
+
+
+@pytest.fixture(scope="module")
+def tiny_dir(tmp_path_factory, tiny_model):
+    """The tiny model saved to a directory (use it as `demo:DIR`)."""
+    d = tmp_path_factory.mktemp("tiny")
+    tiny_model.save_pretrained(d)
+    return str(d)

@@ -5,7 +5,7 @@ import random
 
 import pytest
 
-from mirage.stats import accuracy_ci, mcnemar_exact, summarize
+from mirage.stats import accuracy_ci, mcnemar_exact, paired_difference, summarize
 
 
 def test_accuracy_ci_value_is_mean_and_interval_contains_it():
@@ -137,3 +137,9 @@ def test_summarize_rejects_duplicate_rows():
     rows = _rows() + [{"question_id": "q1", "source": "real", "correct": False, "type": "a"}]
     with pytest.raises(ValueError, match="duplicate"):
         summarize(rows)
+
+
+def test_paired_difference():
+    d = paired_difference([True, True, True, False], [False, False, True, False])
+    assert d["difference"] == 0.5 and d["ci95"][0] <= 0.5 <= d["ci95"][1]
+    assert d["mcnemar"]["a_only"] == 2 and d["mcnemar"]["b_only"] == 0

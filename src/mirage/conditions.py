@@ -5,7 +5,6 @@ Every condition is deterministic per (question id, seed) and returns an RGB imag
 
 from __future__ import annotations
 
-import hashlib
 from dataclasses import dataclass
 from functools import cached_property, lru_cache
 from pathlib import Path
@@ -16,7 +15,9 @@ import torch
 from PIL import Image
 
 from mirage.benchmarks.question import Benchmark, ImageLoadError, Question
+from mirage.errors import MirageError, UsageError
 from mirage.registry import Registry
+from mirage.seeding import seed_for
 
 CONDITIONS: Registry[Callable[[Question, "ConditionContext"], Image.Image]] = Registry("condition")
 
@@ -53,12 +54,6 @@ class Condition:
         return self.make(question, ctx)
 
 
-def seed_for(*parts: object) -> int:
-    """A stable 64-bit seed from `parts` (their str forms); unlike hash(), the same in every process."""
-    digest = hashlib.sha256("\x1f".join(map(str, parts)).encode()).digest()
-    return int.from_bytes(digest[:8], "big")
-
-
 def _size(question: Question) -> tuple[int, int]:
     return question.image(0).size if question.images else DEFAULT_SIZE
 
@@ -92,10 +87,10 @@ def _derangement(ids: tuple[str, ...], seed: int) -> tuple[tuple[int, ...], dict
     """A single-cycle permutation of positions (Sattolo) and the position of each id."""
     n = len(ids)
     if n < 2:
-        raise ValueError(f"condition 'wrong' needs at least 2 questions to take another's image, got {n}")
+        raise MirageError(f"condition 'wrong' needs at least 2 questions to take another's image, got {n}")
     index = {qid: i for i, qid in enumerate(ids)}
     if len(index) != n:
-        raise ValueError("condition 'wrong' needs unique question ids")
+        raise MirageError("condition 'wrong' needs unique question ids")
     rng = np.random.default_rng(seed_for("wrong", seed, n))
     perm = list(range(n))
     for i in range(n - 1, 0, -1):
@@ -114,7 +109,7 @@ def wrong(question: Question, ctx: ConditionContext) -> Image.Image:
     questions = ctx.benchmark.split_questions
     perm, index = ctx.derangement
     if question.id not in index:
-        raise ValueError(f"condition 'wrong': question {question.id!r} is not in benchmark {ctx.benchmark.name!r}")
+        raise MirageError(f"condition 'wrong': question {question.id!r} is not in benchmark {ctx.benchmark.name!r}")
     own = question.image(0) if question.images else None
     size = own.size if own is not None else DEFAULT_SIZE
     start = index[question.id]
@@ -127,7 +122,7 @@ def wrong(question: Question, ctx: ConditionContext) -> Image.Image:
                 # Same size as the real image, so that image-token counts do not differ between conditions.
                 return img if img.size == size else img.resize(size, Image.BICUBIC)
         j = perm[j]
-    raise ValueError(f"condition 'wrong': no other question of {ctx.benchmark.name!r} has a different image")
+    raise MirageError(f"condition 'wrong': no other question of {ctx.benchmark.name!r} has a different image")
 
 
 @CONDITIONS.register("blur")
@@ -191,10 +186,10 @@ def parse_conditions(csv: str | Sequence[str]) -> list[Condition]:
     """Conditions from "real,blank,noise" (or a list of specs), all validated before any is used."""
     specs = [s.strip() for s in (csv.split(",") if isinstance(csv, str) else csv)]
     if not specs or specs == [""]:
-        raise ValueError("no conditions given")
+        raise UsageError("no conditions given")
     if "" in specs:
-        raise ValueError(f"empty condition name in {','.join(specs)!r}")
+        raise UsageError(f"empty condition name in {','.join(specs)!r}")
     dups = sorted({s for s in specs if specs.count(s) > 1})
     if dups:
-        raise ValueError(f"duplicate condition(s): {', '.join(dups)}")
+        raise UsageError(f"duplicate condition(s): {', '.join(dups)}")
     return [get_condition(s) for s in specs]

@@ -23,6 +23,7 @@ from typing import Sequence, TypeVar
 import torch
 import torch.distributed as dist
 
+from .errors import UsageError
 from .runs import RunDir, append_rows, read_rows
 
 T = TypeVar("T")
@@ -62,7 +63,7 @@ class World:
         """The GPU indices this rank uses (`per_rank` consecutive ones per local rank)."""
         first = self.local_rank * per_rank
         if first + per_rank > torch.cuda.device_count():
-            raise ValueError(f"--gpus-per-rank {per_rank}: local rank {self.local_rank} needs GPUs {first}.."
+            raise UsageError(f"--gpus-per-rank {per_rank}: local rank {self.local_rank} needs GPUs {first}.."
                              f"{first + per_rank - 1}, but {torch.cuda.device_count()} are visible")
         return list(range(first, first + per_rank))
 

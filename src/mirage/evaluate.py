@@ -2,17 +2,17 @@
 
 from __future__ import annotations
 
-import random
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
+from typing import Callable, Sequence
 
 import torch
 
 from .benchmarks.question import LETTERS, Benchmark, Question
-from .conditions import Condition, ConditionContext, parse_conditions, seed_for
+from .conditions import Condition, ConditionContext, parse_conditions
 from .distributed import SINGLE, World
+from .errors import MirageError, UsageError
 from .models.vlm import VLM, Visual
 from .progress import progress_bar, warn
 from .runs import RunDir
@@ -35,7 +35,7 @@ _WORDS = re.compile(r"\w+|[^\w\s]+")  # how a Whitespace pre-tokenizer splits wo
 _warned: set[tuple] = set()
 
 
-class UnreadablePromptError(ValueError):
+class UnreadablePromptError(MirageError):
     """A prompt is mostly words the model's tokenizer cannot represent."""
 
 
@@ -68,8 +68,8 @@ def check_prompts(model: VLM, benchmark: Benchmark, questions: Sequence[Question
 def score(model: VLM, benchmark: Benchmark, questions: Sequence[Question], visual: Visual, source: str,
           scoring: str = "letter", seed: int = 0, max_new_tokens: int = 32) -> list[dict]:
     """Rows for one batch given `visual`. `letter`: probabilities of the option letters at the answer position;
-    `generate`: greedy generation read by MMMU's official parser. Open questions are always generated and judged
-    by the official `eval_open`."""
+    `generate`: greedy generation judged by the benchmark (`Benchmark.judge`). Open questions are always
+    generated."""
     by_letter = [i for i, q in enumerate(questions) if scoring == "letter" and q.kind == "mc"]
     rows: dict[int, dict] = {}
     if by_letter:
@@ -83,19 +83,10 @@ def score(model: VLM, benchmark: Benchmark, questions: Sequence[Question], visua
                        "type": q.type}
     generated = [i for i in range(len(questions)) if i not in rows]
     if generated:
-        from .benchmarks.mmmu import eval_open, parse_multi_choice_response, parse_open_response
-
         qs = [questions[i] for i in generated]
         responses = model.generate([benchmark.prompt(q) for q in qs], visual.select(generated), max_new_tokens)
         for i, q, text in zip(generated, qs, responses):
-            if q.kind == "open":
-                pred, answer, correct = text, q.meta["answer"], eval_open(q.meta["answer"], parse_open_response(text))
-            else:
-                # the parser's random fallback is seeded per question, so a resumed run parses alike
-                rng = random.Random(seed_for("parse", seed, q.id))
-                index2ans = dict(zip(q.letters, q.choices))
-                pred = parse_multi_choice_response(text, list(q.letters), index2ans, rng)
-                answer, correct = q.answer_letter, pred == q.answer_letter
+            pred, answer, correct = benchmark.judge(q, text, seed)
             rows[i] = {"question_id": q.id, "source": source, "pred": pred, "answer": answer, "correct": bool(correct),
                        "response": text, "type": q.type}
     for i, q in enumerate(questions):  # a prompt read in part is scored, and says so
@@ -103,6 +94,27 @@ def score(model: VLM, benchmark: Benchmark, questions: Sequence[Question], visua
         if unknown:
             rows[i]["unknown_words"] = len(unknown)
     return [rows[i] for i in range(len(questions))]
+
+
+def score_pending(questions: Sequence[Question], source: str, rows_for: Callable[[list[Question]], list[dict]],
+                  run: RunDir | None = None, batch_size: int = 32, done: set | None = None,
+                  advance: Callable[[int], None] | None = None) -> list[dict]:
+    """The one resumable scoring loop: the `questions` that `run` (or `done`) holds no row of `source` for, in
+    batches of `batch_size`, each scored by `rows_for(batch)` and appended to `run` at once, so a killed run loses
+    at most one batch. Returns the new rows."""
+    if done is None:
+        done = run.done() if run else set()
+    todo = [q for q in questions if (q.id, source) not in done]
+    rows: list[dict] = []
+    for i in range(0, len(todo), batch_size):
+        batch = todo[i : i + batch_size]
+        new = rows_for(batch)
+        if run:
+            run.append(new)
+        rows += new
+        if advance:
+            advance(len(batch))
+    return rows
 
 
 def environment(model: VLM) -> dict:
@@ -123,28 +135,25 @@ def evaluate_conditions(model: VLM, benchmark: Benchmark, conditions: Sequence[C
     """Rows for every (question, condition), skipping those `run` already holds and appending new ones to it.
     Under torchrun each rank takes its shard of the questions (conditions still see the whole benchmark)."""
     if scoring not in SCORINGS:
-        raise ValueError(f"--scoring: unknown scoring {scoring!r} (allowed: {', '.join(SCORINGS)})")
+        raise UsageError(f"--scoring: unknown scoring {scoring!r} (allowed: {', '.join(SCORINGS)})")
     benchmark = benchmark.for_model(model)
     check_prompts(model, benchmark, world=world)
     if run:
         run.annotate(**environment(model))
     done = run.done() if run else set()
     # a condition built from the question's own image has nothing to show for a text-only question
-    todo = [(c, q) for c in conditions for q in world.shard(benchmark.questions)
-            if (q.id, c.name) not in done and (q.images or not c.needs_image)]
+    shown = {c.name: [q for q in world.shard(benchmark.questions) if q.images or not c.needs_image]
+             for c in conditions}
+    total = sum((q.id, c.name) not in done for c in conditions for q in shown[c.name])
     ctx = ConditionContext(benchmark, seed)
     new: list[dict] = []
-    with torch.inference_mode(), progress_bar("evaluating", len(todo), quiet) as advance:
+    with torch.inference_mode(), progress_bar("evaluating", total, quiet) as advance:
         for c in conditions:
-            qs = [q for cc, q in todo if cc is c]
-            for i in range(0, len(qs), batch_size):
-                batch = qs[i : i + batch_size]
+            def rows_for(batch: list[Question], c: Condition = c) -> list[dict]:
                 visual = model.visual_from_images([c.image(q, ctx) for q in batch])
-                rows = score(model, benchmark, batch, visual, c.name, scoring, seed)
-                if run:
-                    run.append(rows)
-                new += rows
-                advance(len(batch))
+                return score(model, benchmark, batch, visual, c.name, scoring, seed)
+
+            new += score_pending(shown[c.name], c.name, rows_for, run, batch_size, done, advance)
     if run is None:
         return new
     names = {c.name for c in conditions}

@@ -19,13 +19,14 @@ from PIL import Image
 from safetensors.torch import save_file
 
 from .benchmarks.question import LETTERS, Benchmark, Question
-from .conditions import seed_for
 from .distributed import SINGLE, World
+from .evaluate import score_pending
 from .inputs.base import Input
 from .models.vlm import VLM, on_device
 from .objectives import Objective, choice_margin
 from .progress import progress_bar
 from .runs import RunDir
+from .seeding import seed_for
 from .slot_adam import SlotAdam
 
 
@@ -217,16 +218,10 @@ def save_universal(ckpt: Path, inp: Input, opt: torch.optim.Optimizer, step: int
 def universal_rows(model: VLM, bench: Benchmark, questions: Sequence[Question], inp: Input, objective: Objective,
                    source: str, run: RunDir | None, batch_size: int, world: World = SINGLE) -> list[dict]:
     """Evaluate the trained universal input on `questions` (this rank's shard; skipping rows `run` holds)."""
-    done = {qid for qid, src in run.done() if src == source} if run else set()
-    todo = [q for q in world.shard(questions) if q.id not in done]
-    rows = []
+    def rows_for(qs: list[Question]) -> list[dict]:
+        slots = torch.zeros(len(qs), dtype=torch.long, device=model.device)
+        _, logits = objective(model, [bench.prompt(q) for q in qs], inp(slots), qs)
+        return [result_row(q, lg.cpu(), source) for q, lg in zip(qs, logits)]
+
     with torch.no_grad():
-        for i in range(0, len(todo), batch_size):
-            qs = todo[i : i + batch_size]
-            slots = torch.zeros(len(qs), dtype=torch.long, device=model.device)
-            _, logits = objective(model, [bench.prompt(q) for q in qs], inp(slots), qs)
-            new = [result_row(q, lg.cpu(), source) for q, lg in zip(qs, logits)]
-            if run:
-                run.append(new)
-            rows += new
-    return rows
+        return score_pending(world.shard(questions), source, rows_for, run, batch_size)

@@ -5,10 +5,12 @@ from __future__ import annotations
 import difflib
 from typing import Callable, Generic, Iterator, TypeVar
 
+from .errors import MirageError
+
 T = TypeVar("T")
 
 
-class UnknownNameError(KeyError, ValueError):
+class UnknownNameError(KeyError, MirageError):
     """A name that is not in a registry; the message lists the allowed names."""
 
     def __str__(self) -> str:  # KeyError would quote the message

@@ -12,6 +12,8 @@ from pathlib import Path
 from typing import Sequence
 
 CONFIG = "config.json"
+from .errors import MirageError
+
 RESULTS = "results.jsonl"
 SUMMARY = "summary.json"
 ARTIFACTS = "artifacts"
@@ -19,7 +21,7 @@ ARTIFACTS = "artifacts"
 _MISSING = "<missing>"
 
 
-class RunConfigMismatch(ValueError):
+class RunConfigMismatch(MirageError):
     """An existing run directory was made with a different config."""
 
 
@@ -85,14 +87,14 @@ class RunDir:
         # The round trip makes tuples and lists (and other JSON-equal values) compare equal.
         run.config = json.loads(json.dumps(config))
         if run.path.exists() and not run.path.is_dir():
-            raise ValueError(f"run directory {str(run.path)!r} exists and is not a directory")
+            raise MirageError(f"run directory {str(run.path)!r} exists and is not a directory")
         config_path = run.path / CONFIG
 
         if not overwrite and config_path.exists():
             try:
                 old = json.loads(config_path.read_text(encoding="utf-8"))
             except ValueError as e:
-                raise ValueError(f"{config_path}: not valid JSON ({e})") from e
+                raise MirageError(f"{config_path}: not valid JSON ({e})") from e
             diff = _config_diff(old, run.config, cls.NEUTRAL_KEYS)
             if diff:
                 raise RunConfigMismatch(
@@ -104,7 +106,7 @@ class RunDir:
                 run.fold_rank_files()
             return run
         if not overwrite and run.path.is_dir() and any(run.path.iterdir()):
-            raise ValueError(
+            raise MirageError(
                 f"{str(run.path)!r} is a non-empty directory without {CONFIG}, so not a run directory; "
                 "refusing to write into it. Use --overwrite or another --out."
             )
@@ -202,7 +204,7 @@ def read_rows(path: Path, repair: bool = True) -> list[dict]:
             if i == len(lines) and not torn:
                 torn = True  # an unparsable final line is what a kill mid-append leaves
                 break
-            raise ValueError(f"{path}: line {i} is corrupt ({e})") from e
+            raise MirageError(f"{path}: line {i} is corrupt ({e})") from e
         if row is not None:
             out.append(row)
         end += len(line) + 1

@@ -1,4 +1,5 @@
-"""Statistics over result rows: bootstrap accuracy intervals, paired McNemar tests, run summaries."""
+"""Every statistic mirage reports: bootstrap accuracy intervals, paired differences and McNemar tests, run
+summaries."""
 
 from __future__ import annotations
 
@@ -47,6 +48,31 @@ def mcnemar_exact(a: Sequence[bool], b: Sequence[bool]) -> dict:
     discordant = a_only + b_only
     p = binomtest(a_only, discordant, 0.5).pvalue if discordant else 1.0
     return {"n": len(x), "a_only": a_only, "b_only": b_only, "p": float(p)}
+
+
+def paired_difference(a: Sequence[bool], b: Sequence[bool], level: float = 0.95, n_boot: int = 2000,
+                      seed: int = 0) -> dict:
+    """Accuracy of `a` minus that of `b` on the same questions: {"difference", "ci95" (percentile bootstrap over
+    questions), "mcnemar" (exact, `a_only` = right in a only)}."""
+    if len(a) != len(b):
+        raise ValueError(f"paired outcomes need equal lengths, got {len(a)} and {len(b)}")
+    d = np.asarray(a, dtype=float) - np.asarray(b, dtype=float)
+    if len(d) == 0:  # None, not NaN: transfer.json must stay valid JSON for the report's scripts
+        return {"difference": None, "ci95": [None, None], "mcnemar": mcnemar_exact(a, b)}
+    means = d[np.random.default_rng(seed).integers(len(d), size=(n_boot, len(d)))].mean(1)
+    lo, hi = np.quantile(means, [(1 - level) / 2, (1 + level) / 2])
+    return {"difference": round(float(d.mean()), 4), "ci95": [round(float(lo), 4), round(float(hi), 4)],
+            "mcnemar": mcnemar_exact(a, b)}
+
+
+def json_number(x: float | None) -> float | None:
+    """`x` rounded to 4 decimals for JSON; None where undefined (NaN: no questions), which JSON cannot hold."""
+    return None if x is None or x != x else round(float(x), 4)
+
+
+def json_interval(values) -> list[float | None]:
+    """(estimate, lo, hi) as JSON numbers (`json_number` each)."""
+    return [json_number(v) for v in values]
 
 
 def _r(x: float) -> float:

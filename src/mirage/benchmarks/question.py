@@ -9,13 +9,15 @@ from typing import Any, Callable, Sequence
 
 from PIL import Image, UnidentifiedImageError
 
+from ..errors import MirageError
+
 LETTERS = "ABCDEFGHIJKLMNOPQRSTUVWXYZ"
 
 # An image as stored by a loader: encoded bytes (PNG/JPEG, as the hub's image structs hold) or a file path.
 ImageRef = bytes | str | Path
 
 
-class ImageLoadError(ValueError):
+class ImageLoadError(MirageError):
     """An image of a question could not be read; the message names the file and the question."""
 
 
@@ -93,6 +95,8 @@ class Benchmark:
     # True when `prompt_style` is mirage's generic one (a `file:` set has no official prompt): a model that reads
     # a prompt style of its own (`VLM.prompt_style`, e.g. the demo's) is asked in that instead.
     generic_prompt: bool = False
+    # how a generated answer is judged: (question, response, seed) -> (pred, answer, correct); None: MMMU's parser
+    judging: Callable[[Question, str, int], tuple] | None = None
 
     def __len__(self) -> int:
         return len(self.questions)
@@ -123,6 +127,15 @@ class Benchmark:
     def split_questions(self) -> list[Question]:
         """The whole split (`pool`), or these questions when they are all there is."""
         return self.pool if self.pool is not None else self.questions
+
+    def judge(self, question: Question, response: str, seed: int = 0) -> tuple[str, str, bool]:
+        """(pred, answer, correct) of a generated `response`: the benchmark's own `judging`, or by default the
+        official MMMU parser and judge (multiple choice or open), which mirage uses for every benchmark."""
+        if self.judging is not None:
+            return self.judging(question, response, seed)
+        from .mmmu_judge import judge_response
+
+        return judge_response(question, response, seed)
 
     def types(self) -> Sequence[str]:
         return sorted({q.type for q in self.questions})

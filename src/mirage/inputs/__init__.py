@@ -1,15 +1,16 @@
-"""Optimizable inputs, one file each: `features`, `pixels` (raw / sigmoid / fourier), `tokens`; and two trained by
-their own loops (OWN_LOOPS): `patch` (pasted onto real images) and `generator` (conditioned on the question)."""
+"""Optimizable inputs (parameterizations only), one file each: `features`, `pixels` (raw / sigmoid / fourier),
+`tokens`, `patch` (pasted onto real images) and `generator` (conditioned on the question). The last two are trained
+by their own experiments (`mirage.experiments.OWN_LOOPS`), the others by `optimize`'s loops."""
 
 from __future__ import annotations
 
-import importlib
 from dataclasses import dataclass
 
 import torch
 from PIL import Image
 
 from ..benchmarks.question import Benchmark
+from ..errors import UsageError
 from ..models.vlm import VLM
 from ..registry import Registry, did_you_mean
 from .base import Input
@@ -49,7 +50,7 @@ def check_encoders(model: VLM, names: list[str] | None, flag: str) -> None:
     allowed = [s.name for s in model.encoders]
     for n in names or []:
         if n not in allowed:
-            raise ValueError(f"{flag}: {did_you_mean('encoder', n, allowed)}")
+            raise UsageError(f"{flag}: {did_you_mean('encoder', n, allowed)}")
 
 
 @INPUTS.register("features")
@@ -80,22 +81,9 @@ def _patch(model: VLM, slots: int, ref: Reference, size: int | None = None, seed
 
 @INPUTS.register("generator")
 def _generator(model: VLM, slots: int, ref: Reference, generator=None, seed: int = 0, **_) -> Input:
-    from ..generator import GeneratorInput  # imports diffusers only when a generator is asked for
+    from .generator import GeneratorInput  # imports diffusers only when a generator is asked for
 
     return GeneratorInput(model, 1, generator, seed)
-
-
-# Inputs trained by their own loop, not `optimize`'s: each step needs the questions' real images (patch) or texts
-# (generator), which `Input.forward(slots)` never sees. input -> (module, runner(model, bench, run, **options)).
-OWN_LOOPS = {"patch": ("mirage.inputs.patch", "run_patch"), "generator": ("mirage.generator", "run_generator")}
-
-
-def own_loop(kind: str):
-    """The runner of an input with its own loop (`run_patch`, `run_generator`), or None for `optimize`'s inputs."""
-    if kind not in OWN_LOOPS:
-        return None
-    module, name = OWN_LOOPS[kind]
-    return getattr(importlib.import_module(module), name)
 
 
 def build_input(kind: str, model: VLM, slots: int, ref: Reference, **options) -> Input:
@@ -107,5 +95,5 @@ def default_lr(kind: str, param: str = "sigmoid") -> float:
     return DEFAULT_LR[f"pixels-{param}" if kind == "pixels" else kind]
 
 
-__all__ = ["INPUTS", "OWN_LOOPS", "PARAMS", "FeatureInput", "Input", "PixelInput", "Reference", "TokenInput",
-           "build_input", "default_lr", "own_loop"]
+__all__ = ["INPUTS", "PARAMS", "FeatureInput", "Input", "PixelInput", "Reference", "TokenInput", "build_input",
+           "check_encoders", "default_lr"]

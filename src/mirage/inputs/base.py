@@ -5,8 +5,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from ..conditions import seed_for
 from ..models.vlm import VLM, Visual
+from ..seeding import seed_for
 
 
 def take_slots(param: Tensor, slots: Tensor) -> Tensor:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
+from ..errors import UsageError
 from ..models.vlm import VLM, Visual
 from .base import Input, take_slots
 
@@ -37,7 +38,7 @@ class PixelInput(Input):
         if param not in PARAMS:
             from ..registry import did_you_mean
 
-            raise ValueError(did_you_mean("pixel parameterization", param, list(PARAMS)))
+            raise UsageError(did_you_mean("pixel parameterization", param, list(PARAMS)))
         self.param, self.quantize = param, quantize
         r = resolution or max(s.image_size for s in model.encoders)
         self.resolution = r

@@ -11,6 +11,7 @@ import importlib.util
 
 import torch
 
+from ..errors import MirageError
 from .vlm import VLM
 
 FULL = {"llava": "LLaVA-1.5 (LlavaForConditionalGeneration)", "qwen2_vl": "Qwen2-VL", "qwen2_5_vl": "Qwen2.5-VL"}
@@ -25,7 +26,7 @@ def attention_implementation(device: torch.device) -> str:
     return "sdpa"
 
 
-class ModelLoadError(ValueError):
+class ModelLoadError(MirageError):
     """A model's files could not be read: a missing directory, or a hub id neither cached nor reachable."""
 
 

@@ -9,6 +9,7 @@ from pathlib import Path
 
 from jinja2 import Environment, FileSystemLoader
 
+from ..errors import MirageError, UsageError
 from .demo_panel import demo_panels
 from .gallery import DEFAULT_MAX_IMAGES, galleries, single_images
 from .plots import (accuracy_plot, chance_level, encoder_plot, history_plot, per_question_plot, spectrum_plot,
@@ -59,14 +60,14 @@ def _read_json(path: Path) -> dict | None:
     except FileNotFoundError:
         return None
     except ValueError as e:
-        raise ValueError(f"{path}: not valid JSON ({e})") from e
+        raise MirageError(f"{path}: not valid JSON ({e})") from e
 
 
 def build_report(run_dir: str | Path, max_images: int = DEFAULT_MAX_IMAGES, questions: bool = True) -> str:
     """The report of the run in `run_dir` as one HTML string (images and plots embedded). Reads the run's files
     and, when `questions` and cheap, its benchmark's questions; never loads a model."""
     if max_images < 0:
-        raise ValueError(f"--max-images must be >= 0, got {max_images}")
+        raise UsageError(f"--max-images must be >= 0, got {max_images}")
     data = load_run(run_dir)
     qs, question_note = load_questions(data.config) if questions else ({}, "question loading was turned off")
     table = source_rows(data.summary, data.rows)

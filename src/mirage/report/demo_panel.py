@@ -11,7 +11,7 @@ from ..stats import accuracy_ci, mcnemar_exact
 from .images import noise_picture, png_uri
 from .questions import real_image
 from .rundata import RunData
-from .sources import parse_source
+from ..sources import parse_source
 
 
 @dataclass

@@ -13,7 +13,7 @@ from ..benchmarks.question import LETTERS, Question
 from .images import THUMB_SIDE, file_uri, png_uri
 from .questions import real_image
 from .rundata import RunData
-from .sources import parse_source
+from ..sources import parse_source
 
 DEFAULT_MAX_IMAGES = 16
 

@@ -7,7 +7,8 @@ import io
 import math
 from dataclasses import dataclass
 
-from .sources import SPECTRUM, SourceInfo
+from ..sources import SourceInfo
+from .sources import SPECTRUM
 from .tables import SourceRow
 
 GROUP_COLOURS = {"condition": "#4C72B0", "optimized": "#DD8452", "single-encoder": "#55A868", "other": "#8172B3"}

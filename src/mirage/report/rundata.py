@@ -6,6 +6,7 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from ..errors import MirageError
 from ..runs import ARTIFACTS, CONFIG, RESULTS, SUMMARY
 from ..stats import summarize
 
@@ -18,7 +19,7 @@ def _read_json(path: Path):
     try:
         return json.loads(path.read_text(encoding="utf-8"))
     except ValueError as e:
-        raise ValueError(f"{path}: not valid JSON ({e})") from e
+        raise MirageError(f"{path}: not valid JSON ({e})") from e
 
 
 @dataclass
@@ -57,7 +58,7 @@ def read_rows(path: Path) -> list[dict]:
         except ValueError as e:
             if i == len(lines) or (i == len(lines) - 1 and not lines[-1]):
                 break  # the last line: a write in progress or a kill mid-append
-            raise ValueError(f"{path}: line {i} is corrupt ({e})") from e
+            raise MirageError(f"{path}: line {i} is corrupt ({e})") from e
     return rows
 
 
@@ -93,7 +94,7 @@ def load_run(path: str | Path) -> RunData:
             raise FileNotFoundError(f"{str(path)!r} is not a run directory: it has no {name}")
     rows = read_rows(path / RESULTS)
     if not rows:
-        raise ValueError(f"{path / RESULTS}: no result rows to report")
+        raise MirageError(f"{path / RESULTS}: no result rows to report")
     data = RunData(path, _read_json(path / CONFIG), rows, summarize(rows))
     if (path / SUMMARY).is_file():
         data.summary_file = _read_json(path / SUMMARY)

@@ -5,7 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from ..stats import PAIRED_BASELINES
-from .sources import SourceInfo, ordered_sources
+from ..sources import SourceInfo
+from .sources import ordered_sources
 
 
 @dataclass

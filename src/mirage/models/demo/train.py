@@ -28,6 +28,7 @@ from ...benchmarks.question import Question, letter_prompt
 from ...benchmarks.shapes.dataset import item_rng
 from ...benchmarks.shapes.questions import NUMBERS, TYPE_WEIGHTS, TYPES, referring_phrase, sample_item, vocabulary
 from ...benchmarks.shapes.scene import CELL, COLOURS, GRID, SHAPES, SIZES, render, scene_tensors
+from ...errors import MirageError
 from ..vlm import Visual
 from .config import DemoConfig
 from .modeling import DemoVLM, build_sequences
@@ -207,7 +208,7 @@ def train_demo(out: str | Path, cfg: TrainConfig = TrainConfig(), device: str | 
         model = DemoVLM.from_pretrained(cfg.init, device=device)
         known = model.tokenizer.get_vocab()
         if any(tokenizer.get_vocab().get(w, i) != i for w, i in known.items()):
-            raise ValueError(f"--init {cfg.init}: its tokenizer's ids differ from this version's vocabulary")
+            raise MirageError(f"--init {cfg.init}: its tokenizer's ids differ from this version's vocabulary")
         model.tokenizer = tokenizer  # a superset with the same ids
         if len(tokenizer) > model.config.vocab_size:  # new words: grow the (tied) embeddings, old rows kept
             model.lm.resize_token_embeddings(len(tokenizer))
@@ -227,7 +228,7 @@ def train_demo(out: str | Path, cfg: TrainConfig = TrainConfig(), device: str | 
     if ckpt.exists():
         state = torch.load(ckpt, map_location=device, weights_only=False)
         if state["config"] != asdict(cfg):
-            raise ValueError(f"{ckpt} was written with another training config: {state['config']}")
+            raise MirageError(f"{ckpt} was written with another training config: {state['config']}")
         model.load_state_dict(state["model"]), heads.load_state_dict(state["heads"]), opt.load_state_dict(state["opt"])
         start = state["step"]
     (out / "train_config.json").write_text(json.dumps(asdict(cfg), indent=2))

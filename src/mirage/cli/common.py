@@ -1,0 +1,139 @@
+"""What every command shares: the one console, the options declared once, the handling of user errors, and the
+run-directory plumbing (torchrun world, timings)."""
+
+from __future__ import annotations
+
+import sys
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Annotated, Iterator, Optional
+
+import typer
+from rich.console import Console
+
+from ..errors import MirageError, UsageError
+
+console = Console(width=None if sys.stdout.isatty() else 130)  # logs and pipes get full tables
+# What a user did wrong: printed as one red line. Anything else is a bug and shows its traceback.
+EXPECTED = (MirageError, FileNotFoundError)
+
+# --- options shared by several commands (the default stays at each command: they differ) -----------------------
+Model = Annotated[str, typer.Option(help="Model spec: demo, demo:DIR, hf:<hub id or dir> or cambrian:<hub id or dir>.")]
+BenchmarkName = Annotated[str, typer.Option(help="Benchmark name.")]
+Split = Annotated[Optional[str], typer.Option(help="Benchmark split (default: the benchmark's own; mmmu: validation).")]
+DataDir = Annotated[Optional[Path], typer.Option(help="mmmu/scienceqa: a local copy in the hub's layout.")]
+Subjects = Annotated[Optional[str], typer.Option(help="mmmu: comma-separated subjects.")]
+AllQuestions = Annotated[bool, typer.Option(help="scienceqa: include questions without an image.")]
+Out = Annotated[Path, typer.Option(help="Run directory (resumed if it exists with the same config).")]
+Overwrite = Annotated[bool, typer.Option(help="Discard an existing run in OUT.")]
+Device = Annotated[Optional[str], typer.Option(help="cpu, cuda, cuda:1 ... (default: cuda if available).")]
+Dtype = Annotated[Optional[str], typer.Option(
+    help="float32/fp32, bfloat16/bf16 or float16/fp16 (default: bf16 on GPU, fp32 on CPU; demo: fp32).")]
+DeviceMap = Annotated[Optional[str], typer.Option(
+    help="hf: accelerate device map, e.g. auto (the default when several GPUs are visible).")]
+ImageSize = Annotated[Optional[int], typer.Option(
+    min=28, help="hf Qwen2-VL family: the fixed square resolution of optimized inputs (a multiple of 28; 448).")]
+GpusPerRank = Annotated[int, typer.Option(
+    min=1, help="torchrun: GPUs per rank; the model is split over them (e.g. 8 GPUs as 4 ranks x 2).")]
+Seed = Annotated[int, typer.Option(help="Seed of everything random in the command.")]
+Quiet = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars.")]
+
+
+def fail(err: Exception) -> None:
+    """Print a user error as one line and exit with status 2."""
+    console.print(f"[bold red]error:[/] {err}", highlight=False)
+    raise typer.Exit(2)
+
+
+@contextmanager
+def user_errors() -> Iterator[None]:
+    """Run a command's work: a user error (EXPECTED) becomes one red line and exit status 2."""
+    try:
+        yield
+    except EXPECTED as e:
+        fail(e)
+
+
+@contextmanager
+def loading() -> Iterator[None]:
+    """Loading what the user named (a model spec, a benchmark, a dtype): the loaders' ValueError is about that
+    input (a spec, file, split, subject or option), so it is the user's; elsewhere a ValueError is a bug."""
+    try:
+        yield
+    except MirageError:
+        raise
+    except ValueError as e:
+        raise MirageError(str(e)) from e
+
+
+def names(csv: Optional[str]) -> Optional[list[str]]:
+    """"a, b" -> ["a", "b"]; None or "" -> None."""
+    return [x.strip() for x in csv.split(",") if x.strip()] if csv else None
+
+
+def benchmark_options(name: str, data_dir: Optional[Path], subjects: Optional[str], all_questions: bool) -> dict:
+    """The loader options a benchmark takes (its loader's own parameters); a flag given to a benchmark that has no
+    use for it is refused, naming the benchmarks that take it."""
+    import inspect
+
+    from ..benchmarks import BENCHMARKS
+
+    def takes(bench: str, option: str) -> bool:
+        return bench in BENCHMARKS and option in inspect.signature(BENCHMARKS.get(bench)).parameters
+
+    given = {"data_dir": str(data_dir) if data_dir is not None else None, "subjects": names(subjects),
+             "all_questions": True if all_questions else None}
+    opts = {k: v for k, v in given.items() if v is not None}
+    for option in opts:
+        if not takes(name, option):
+            users = " and ".join(b for b in BENCHMARKS.names() if takes(b, option))
+            raise UsageError(f"--{option.replace('_', '-')} applies to {users}, not {name!r}")
+    return opts
+
+
+def model_options(device_map: Optional[str], image_size: Optional[int]) -> dict:
+    """Backend options from the command line (a backend that takes none of them refuses them by name)."""
+    return {k: v for k, v in {"device_map": device_map, "image_size": image_size}.items() if v is not None}
+
+
+def scale_out(device: Optional[str], gpus_per_rank: int):
+    """Under torchrun: this rank's world, its device (cuda:<local rank> by default) and, with several GPUs per
+    rank, the GPUs the model is split over. A single process gets rank 0 of 1."""
+    import torch
+
+    from ..distributed import init_world
+
+    world = init_world()
+    options = {}
+    if torch.cuda.is_available() and device is None and (world.distributed or gpus_per_rank > 1):
+        gpus = world.gpus(gpus_per_rank)
+        device = f"cuda:{gpus[0]}"
+        if len(gpus) > 1:
+            options["gpus"] = gpus
+    return world, device, options
+
+
+def open_run(out: Path, config: dict, overwrite: bool, world):
+    from ..distributed import ShardedRun
+    from ..runs import RunDir
+
+    if world.distributed:
+        return ShardedRun.open_shared(out, config, world, overwrite)
+    return RunDir.open(out, config, overwrite=overwrite)
+
+
+def finish(run, world) -> list[dict]:
+    """All rows of the run; under torchrun, rank 0 first merges every rank's rows into results.jsonl."""
+    return run.merge() if world.distributed else run.rows()
+
+
+def write_timings(run, load_s: float, work_s: float, world) -> None:
+    """timings.json: this invocation's model loading and work (a resumed run times only what it did), with the
+    peak GPU memory of rank 0's devices."""
+    import torch
+
+    t = {"load_s": round(load_s, 1), "work_s": round(work_s, 1), "ranks": world.size}
+    if torch.cuda.is_available():
+        t["peak_gb"] = {i: round(torch.cuda.max_memory_allocated(i) / 2**30, 2)
+                        for i in range(torch.cuda.device_count()) if torch.cuda.max_memory_allocated(i)}
+    run.write_json("timings.json", t)

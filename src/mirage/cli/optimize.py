@@ -1,0 +1,111 @@
+"""`mirage optimize`: inputs that make the model answer without a real image, by `--input` through its runner."""
+
+from __future__ import annotations
+
+import time
+from typing import Annotated, Optional
+
+import typer
+
+from .common import (AllQuestions, BenchmarkName, DataDir, Device, DeviceMap, Dtype, GpusPerRank, ImageSize, Model, Out,
+                     Overwrite, Quiet, Split, Subjects, benchmark_options, console, finish, loading, model_options,
+                     names, open_run, scale_out, user_errors, write_timings)
+
+
+def optimize_cmd(
+    model: Model = "demo",
+    benchmark: BenchmarkName = "shapes",
+    split: Split = None,
+    data_dir: DataDir = None,
+    subjects: Subjects = None,
+    all_questions: AllQuestions = False,
+    input: Annotated[str, typer.Option("--input", help="features, pixels, tokens, patch or generator.")] = "features",
+    param: Annotated[str, typer.Option(help="Pixel parameterization: raw, sigmoid or fourier.")] = "sigmoid",
+    scope: Annotated[str, typer.Option(help="question (one input each) or universal (one for all).")] = "question",
+    encoders: Annotated[Optional[str], typer.Option(help="Optimize through these encoders only, e.g. clip,dino.")
+                        ] = None,
+    detach: Annotated[Optional[str], typer.Option(help="Encoders whose feature tensors stay frozen at their init.")
+                      ] = None,
+    objective: Annotated[str, typer.Option(help="ce (answer cross-entropy) or margin.")] = "ce",
+    steps: Annotated[int, typer.Option(min=1, help="Adam steps (per question, or universal steps).")] = 50,
+    lr: Annotated[Optional[float], typer.Option(min=0.0, help="Learning rate (default: the input's).")] = None,
+    early_stop: Annotated[int, typer.Option(min=0, help="Stop a question once its margin held this many steps "
+                                            "(0: off).")] = 3,
+    train: Annotated[int, typer.Option(min=1, help="Universal: train on the first N questions, hold out the rest.")
+                     ] = 500,
+    accum: Annotated[int, typer.Option(min=1, help="Universal: mini-batches whose gradients are summed per step.")
+                     ] = 1,
+    limit: Annotated[Optional[int], typer.Option(min=1, help="First N questions only.")] = None,
+    quantize: Annotated[bool, typer.Option(help="Pixels: optimize the 8-bit image (straight-through rounding).")
+                        ] = False,
+    resolution: Annotated[Optional[int], typer.Option(min=8, help="Pixels: image side (default: largest encoder "
+                                                      "input).")] = None,
+    goal: Annotated[str, typer.Option(help="Patch: untargeted (away from the answer) or targeted.")] = "untargeted",
+    target: Annotated[Optional[str], typer.Option(help="Patch, targeted: a letter (e.g. B) or 'wrong'.")] = None,
+    patch_size: Annotated[Optional[int], typer.Option(min=4, help="Patch: side in pixels (default: 64/336 of the "
+                                                      "input).")] = None,
+    method: Annotated[str, typer.Option(help="Generator: reinforce (policy gradient) or backprop (control).")
+                      ] = "reinforce",
+    grad_checkpointing: Annotated[bool, typer.Option(help="Recompute activations in the backward pass.")] = False,
+    offload_unused_encoders: Annotated[bool, typer.Option(help="Move encoders the input bypasses to the CPU.")
+                                       ] = False,
+    compile: Annotated[bool, typer.Option("--compile", help="torch.compile the model's layers (GPU: ~1.4x faster "
+                                          "steps on 7B after a compile of ~10-20 s; bench/RESULTS.md).")] = False,
+    dtype: Dtype = None,
+    device_map: DeviceMap = None,
+    image_size: ImageSize = None,
+    gpus_per_rank: GpusPerRank = 1,
+    seed: Annotated[int, typer.Option(help="Seed of the inputs' starts and the training order.")] = 0,
+    batch_size: Annotated[int, typer.Option(min=1, help="Questions optimized together.")] = 16,
+    out: Out = ...,
+    overwrite: Overwrite = False,
+    device: Device = None,
+    quiet: Quiet = False,
+) -> None:
+    """Optimize inputs that make the model answer without a real image; writes rows, artifacts and PNG re-checks."""
+    from ..benchmarks import load_benchmark
+    from ..display import summary_table
+    from ..experiments import OptimizeSpec, apply_switches, run_input
+    from ..models import load_model, parse_dtype
+    from ..optimize import OptimizeConfig
+    from ..stats import summarize
+
+    with user_errors():
+        world, device, scale_options = scale_out(device, gpus_per_rank)
+        quiet = quiet or not world.main
+        with loading():
+            parse_dtype(dtype)  # refused before anything is written
+        own = {"patch": {"goal": goal, "target": target, "size": patch_size}, "generator": {"method": method}}
+        spec = OptimizeSpec(input=input, scope=scope, param=param, encoders=names(encoders), detach=names(detach),
+                            objective=objective, quantize=quantize, resolution=resolution, train=train,
+                            options=own.get(input, {}))
+        cfg = OptimizeConfig(steps=steps, lr=lr, batch_size=batch_size, early_stop=early_stop, seed=seed, accum=accum)
+        with loading():
+            bench = load_benchmark(benchmark, split=split, limit=limit,
+                                   **benchmark_options(benchmark, data_dir, subjects, all_questions))
+        spec_config = spec.to_config()
+        if spec.scope == "question":
+            spec_config.pop("train")  # only universal runs split the questions
+        config = {"command": "optimize", "model": model, "benchmark": benchmark, "split": bench.split, "limit": limit,
+                  "n_questions": len(bench), "spec": spec_config, "steps": steps, "lr": lr,
+                  "early_stop": early_stop, "seed": seed, "dtype": dtype, "batch_size": batch_size, "accum": accum,
+                  "grad_checkpointing": grad_checkpointing, "offload_unused_encoders": offload_unused_encoders,
+                  "compile": compile,
+                  "data_dir": str(data_dir) if data_dir else None, "subjects": names(subjects),
+                  "all_questions": all_questions, **model_options(device_map, image_size)}
+        run = open_run(out, config, overwrite, world)
+        t0 = time.time()
+        with loading():
+            vlm = load_model(model, device=device, dtype=dtype, **model_options(device_map, image_size),
+                             **scale_options)
+        t1 = time.time()
+        apply_switches(vlm, spec, grad_checkpointing, offload_unused_encoders, compile)
+        run_input(vlm, bench, spec, cfg, run, quiet=quiet, world=world)
+        rows = finish(run, world)
+    if not world.main:
+        return
+    write_timings(run, t1 - t0, time.time() - t1, world)
+    summary = summarize(rows)
+    run.write_json("summary.json", summary)
+    console.print(summary_table(summary, title=f"{spec.source}: {model} on {benchmark}/{bench.split}"))
+    console.print(f"run directory: {out}")

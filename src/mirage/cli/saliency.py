@@ -1,0 +1,66 @@
+"""`mirage saliency`: saliency maps of the answer w.r.t. the pixels, with the pointing game."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+
+from .common import (BenchmarkName, Device, Dtype, Model, Out, Overwrite, Quiet, Split, console, loading,
+                     user_errors)
+
+
+def saliency_cmd(
+    model: Model = "demo",
+    benchmark: BenchmarkName = "shapes",
+    split: Split = None,
+    method: Annotated[str, typer.Option(help="gradient, smoothgrad, ig (integrated gradients) or gxi.")] = "gradient",
+    per_encoder: Annotated[bool, typer.Option(help="Also one map per encoder (gradient through it alone).")] = False,
+    limit: Annotated[int, typer.Option(min=1, help="Maps for the first N questions with an image.")] = 32,
+    batch_size: Annotated[int, typer.Option(min=1, help="Questions per attribution call (real and wrong "
+                                            "together).")] = 8,
+    seed: Annotated[int, typer.Option(help="Seed of the wrong image and of smoothgrad's noise.")] = 0,
+    out: Out = ...,
+    overwrite: Overwrite = False,
+    device: Device = None,
+    dtype: Dtype = None,
+    quiet: Quiet = False,
+) -> None:
+    """Saliency maps of the answer w.r.t. the pixels, real and wrong image, with the pointing game and
+    energy-in-box on the target object; writes OUT/saliency.jsonl, OUT/saliency-summary.json and overlay PNGs."""
+    from ..benchmarks import load_benchmark
+    from ..experiments.saliency import SALIENCY_METHODS, SaliencyConfig, run_saliency, saliency_config
+    from ..models import load_model, parse_dtype
+    from ..runs import RunDir
+
+    with user_errors():
+        with loading():
+            parse_dtype(dtype)
+        SALIENCY_METHODS.get(method)  # refused before anything is written
+        cfg = SaliencyConfig(batch_size=batch_size, seed=seed)
+        with loading():
+            bench = load_benchmark(benchmark, split=split)  # whole: the wrong image is drawn over all its questions
+        # neither the method nor the limit: several methods and a growing N share one run directory
+        config = {"command": "saliency", "model": model, "benchmark": benchmark, "split": bench.split,
+                  "dtype": dtype, "saliency": saliency_config(cfg)}
+        run = RunDir.open(out, config, overwrite=overwrite)
+        with loading():
+            vlm = load_model(model, device=device, dtype=dtype)
+        summary = run_saliency(vlm, bench, run, method, limit, per_encoder, batch_size, cfg, quiet)
+    console.print(saliency_table(summary, f"saliency: {model} on {benchmark}/{bench.split}"))
+    console.print(f"run directory: {out}")
+
+
+def saliency_table(summary: dict, title: str):
+    """Per source and question type: n, pointing game and energy-in-box (real / wrong image) beside the baseline."""
+    from rich.table import Table
+
+    table = Table(title=title)
+    for col in ("source", "type", "n", "pointing real", "pointing wrong", "energy real", "energy wrong",
+                "random baseline"):
+        table.add_column(col, justify="left" if col in ("source", "type") else "right")
+    for source, per in summary.items():
+        for qtype, f in per.items():
+            table.add_row(source, qtype, str(f["n"]), f"{f['pointing_real']:.2f}", f"{f['pointing_wrong']:.2f}",
+                          f"{f['energy_real']:.3f}", f"{f['energy_wrong']:.3f}", f"{f['baseline']:.3f}")
+    return table

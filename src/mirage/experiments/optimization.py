@@ -1,0 +1,132 @@
+"""The optimization experiment (`mirage optimize` for features, pixels and tokens, and the study's parts): build the
+input, run its scope through `optimize`'s loops, write artifacts, and re-check every saved image from its PNG file
+through the model's real processor."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field, replace
+
+import torch
+from PIL import Image
+
+from .. import sources
+from ..benchmarks.question import Benchmark, Question
+from ..compiling import compile_blocks
+from ..conditions import Condition, ConditionContext
+from ..distributed import SINGLE, World
+from ..errors import UsageError
+from ..evaluate import check_prompts, evaluate_conditions
+from ..inputs import INPUTS, PARAMS, Reference, build_input, default_lr
+from ..models.vlm import VLM
+from ..objectives import OBJECTIVES
+from ..optimize import OptimizeConfig, optimize_questions, optimize_universal, universal_rows
+from ..registry import did_you_mean
+from ..runs import RunDir
+from ..sources import SCOPES
+from .common import check_train
+
+
+@dataclass
+class OptimizeSpec:
+    """What to optimize: input kind, scope, parameterization, encoder subset, objective and switches."""
+
+    input: str = "features"
+    scope: str = "question"
+    param: str = "sigmoid"
+    encoders: list[str] | None = None
+    detach: list[str] | None = None
+    objective: str = "ce"
+    quantize: bool = False
+    resolution: int | None = None
+    train: int = 500  # universal: the first `train` questions train, the rest are held out
+    options: dict = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        INPUTS.get(self.input)  # unknown names fail with "did you mean"
+        OBJECTIVES.get(self.objective)
+        if self.scope not in SCOPES:
+            raise UsageError(f"--scope: {did_you_mean('scope', self.scope, list(SCOPES))}")
+        if self.param not in PARAMS:
+            raise UsageError(f"--param: {did_you_mean('pixel parameterization', self.param, list(PARAMS))}")
+
+    @property
+    def source(self) -> str:
+        """Result rows' source name: `<input>-<scope>`, plus the encoder subset for single-encoder runs."""
+        return sources.optimized(self.input, self.scope, self.encoders)
+
+    def to_config(self) -> dict:
+        return asdict(self)
+
+
+def apply_switches(model: VLM, spec: OptimizeSpec, grad_checkpointing: bool = False, offload: bool = False,
+                   compile: bool | str = False) -> None:
+    """Memory switches: gradient checkpointing of the LM and encoders; unused encoders moved to the CPU. Speed switch:
+    `compile` (True, or a torch.compile backend name) compiles the model's repeated blocks."""
+    if grad_checkpointing:
+        # the LM (`lm`, or a transformers VLM's whole `model`, which passes the switch to its towers) and encoders
+        lm = getattr(model, "lm", None) or getattr(model, "model", None)
+        for m in [lm, *getattr(model, "vision", {}).values()]:
+            if m is None:
+                continue
+            inner = getattr(m, "model", m)
+            if getattr(inner, "supports_gradient_checkpointing", False):
+                kwargs = {"use_reentrant": False}  # inputs that need no grad must still get their gradients
+                if hasattr(inner, "activation_checkpointing_enable"):  # transformers >= 5.2x's name
+                    inner.activation_checkpointing_enable(activation_checkpointing_kwargs=kwargs)
+                else:
+                    inner.gradient_checkpointing_enable(gradient_checkpointing_kwargs=kwargs)
+        model.train()  # transformers checkpoints only in training mode; these models have no dropout
+    if offload:
+        if not hasattr(model, "vision"):
+            raise UsageError(f"--offload-unused-encoders: {type(model).__name__} has no separately held encoders "
+                             "to move (it applies to the demo model and Cambrian-1)")
+        used = (spec.encoders or [s.name for s in model.encoders]) if spec.input == "pixels" else []
+        for s in model.encoders:
+            if s.name not in used:
+                model.vision[s.name].to("cpu")
+    if compile:
+        if compile_blocks(model, "inductor" if compile is True else compile) == 0:
+            raise UsageError(f"--compile: {type(model).__name__} has no repeated blocks to compile")
+
+
+def png_condition(run: RunDir, source: str, universal: bool) -> Condition:
+    """A condition showing each question its saved PNG (or the one universal PNG), read from disk."""
+    def make(q: Question, ctx: ConditionContext) -> Image.Image:
+        path = run.artifacts_dir / (f"{source}.png" if universal else f"{source}/{q.id}.png")
+        with Image.open(path) as im:
+            return im.convert("RGB")
+    return Condition(sources.png(source), make)
+
+
+def run_optimization(model: VLM, bench: Benchmark, spec: OptimizeSpec, cfg: OptimizeConfig, run: RunDir,
+                     ref: Reference | None = None, quiet: bool = True, world: World = SINGLE) -> list[dict]:
+    """Run `spec` (an input of `optimize`'s loops: features, pixels, tokens) on `bench` into `run`; returns all rows
+    it produced (resumes from rows already in `run`). Under torchrun (`world`), questions are sharded and universal
+    gradients summed across ranks. `mirage.experiments.run_input` dispatches every `--input`, patch and generator
+    included."""
+    bench = bench.for_model(model)
+    check_prompts(model, bench, world=world)
+    ref = ref or Reference.from_benchmark(model, bench)
+    objective = OBJECTIVES.get(spec.objective)
+    opts = dict(param=spec.param, encoders=spec.encoders, detach=spec.detach, quantize=spec.quantize,
+                resolution=spec.resolution, seed=cfg.seed, **spec.options)
+    lr = cfg.lr if cfg.lr is not None else default_lr(spec.input, spec.param)  # 0 is a value: no update
+    source = spec.source
+    if spec.scope == "question":
+        inp = build_input(spec.input, model, cfg.batch_size, ref, **opts)
+        optimize_questions(model, bench, inp, objective, cfg, source, run, lr, quiet, world)
+        if spec.input == "pixels":
+            evaluate_conditions(model, bench, [png_condition(run, source, False)], run=run, quiet=quiet, world=world)
+        return [r for r in run.rows() if r["source"] in (source, sources.png(source))]
+    check_train(spec.train, len(bench))
+    train, held_out = bench.questions[: spec.train], bench.questions[spec.train :]
+    inp = build_input(spec.input, model, 1, ref, **opts)
+    optimize_universal(model, bench, train, inp, objective, cfg, source, run, lr, quiet, world=world)
+    with torch.no_grad():
+        universal_rows(model, bench, held_out, inp, objective, source, run, cfg.batch_size, world)
+        universal_rows(model, bench, train, inp, objective, sources.train(source), run, cfg.batch_size, world)
+    if spec.input == "pixels":
+        evaluate_conditions(model, replace(bench, questions=list(held_out)), [png_condition(run, source, True)],
+                            run=run, quiet=quiet, world=world)
+    names = {source, sources.train(source), sources.png(source)}
+    return [r for r in run.rows() if r["source"] in names]

@@ -1,0 +1,111 @@
+"""The one owner of result rows' `source` names, built and parsed here only.
+
+    <condition>                          real, blank, noise, wrong, blur, shuffle, file:<path>
+    <input>-<scope>[-<e1>+<e2>]          an optimized input (features-question, pixels-universal-clip+dino)
+    <source>-png                         the same input re-checked from its saved 8-bit PNG
+    <source>-train                       a universal input on its own training questions
+    inversion[_<start>][-<encoders>]     two-stage inversion (its PNG re-check: -png)
+    patch-untargeted, patch-targeted-<letter|wrong> (-fixed, -png), patch-random
+    generator-<method> (-train), saliency-<method>[-<encoder>]
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Sequence
+
+from .conditions import CONDITIONS, FILE_PREFIX
+
+SCOPES = ("question", "universal")
+SUFFIXES = {"png": "re-checked from its saved 8-bit PNG", "train": "on its training questions"}
+PATCH_RANDOM = "patch-random"  # the untrained noise patch at the same places: the occlusion control
+
+
+def optimized(input: str, scope: str, encoders: Sequence[str] | None = None) -> str:
+    """`<input>-<scope>`, plus the encoder subset for single-encoder (or subset) runs."""
+    return f"{input}-{scope}" + (f"-{'+'.join(encoders)}" if encoders else "")
+
+
+def png(source: str) -> str:
+    """The rows of `source`'s saved 8-bit image read back through the model's real processor."""
+    return f"{source}-png"
+
+
+def train(source: str) -> str:
+    """The rows of a universal input on its own training questions."""
+    return f"{source}-train"
+
+
+def fixed(source: str) -> str:
+    """A patch's rows at the fixed unseen places (corners and centre)."""
+    return f"{source}-fixed"
+
+
+def inversion(encoders: Sequence[str] | None = None, start: str = "random") -> str:
+    """`inversion` (`inversion_blank` from blank-start features), plus `-<e1>+<e2>` through a subset of encoders."""
+    return "inversion" + ("" if start == "random" else f"_{start}") + (f"-{'+'.join(encoders)}" if encoders else "")
+
+
+def patch(goal: str, target: str | None) -> str:
+    """`patch-untargeted`, `patch-targeted-B`, `patch-targeted-wrong`."""
+    return "patch-untargeted" if goal == "untargeted" else f"patch-targeted-{target}"
+
+
+def generator(method: str) -> str:
+    return f"generator-{method}"
+
+
+def saliency(method: str, encoder: str | None = None) -> str:
+    """`saliency-<method>`, plus `-<encoder>` for a map through one encoder alone."""
+    return f"saliency-{method}" + (f"-{encoder}" if encoder else "")
+
+
+@dataclass(frozen=True)
+class SourceInfo:
+    """One source name, parsed."""
+
+    name: str
+    group: str  # condition, optimized, single-encoder or other
+    input: str | None = None  # features, pixels, tokens ... for optimized inputs
+    scope: str | None = None  # question or universal
+    encoders: tuple[str, ...] = ()  # single-encoder (or subset) runs
+    suffix: str | None = None  # png or train
+
+    @property
+    def base(self) -> str:
+        """The optimized source a `-png` / `-train` row belongs to (the name itself otherwise)."""
+        return self.name[: -len(self.suffix) - 1] if self.suffix else self.name
+
+    @property
+    def description(self) -> str:
+        if self.group == "condition":
+            return "file image" if self.name.startswith(FILE_PREFIX) else "image condition"
+        if self.group == "other":
+            return ""
+        what = f"{self.input}, {'one per question' if self.scope == 'question' else 'one for all questions'}"
+        if self.encoders:
+            what += f", through {' + '.join(self.encoders)} only"
+        if self.scope == "universal" and not self.suffix:
+            what += ", held-out questions"
+        return what + (f", {SUFFIXES[self.suffix]}" if self.suffix else "")
+
+
+def parse_source(name: str) -> SourceInfo:
+    """Classify a source name (unknown shapes fall in the `other` group rather than failing)."""
+    if name in CONDITIONS or name.startswith(FILE_PREFIX):
+        return SourceInfo(name, "condition")
+    stem, suffix = name, None
+    for s in SUFFIXES:
+        if name.endswith(f"-{s}"):
+            stem, suffix = name[: -len(s) - 1], s
+            break
+    parts = stem.split("-")
+    if len(parts) < 2 or parts[1] not in SCOPES or not parts[0]:
+        return SourceInfo(name, "other")
+    encoders = tuple(e for e in "-".join(parts[2:]).split("+") if e)
+    return SourceInfo(name, "single-encoder" if encoders else "optimized", parts[0], parts[1], encoders, suffix)
+
+
+def is_universal(name: str) -> bool:
+    """Whether `name` is a universal optimized input (one for all questions)."""
+    return parse_source(name).scope == "universal"

@@ -1,0 +1,82 @@
+import json
+
+import pytest
+from typer.testing import CliRunner
+
+from mirage.cli import app
+
+runner = CliRunner()
+
+
+def run(*args):
+    return runner.invoke(app, list(args))
+
+
+@pytest.mark.parametrize("flag, value, message", [
+    ("--conditions", "real,bluur", "unknown condition 'bluur'; did you mean 'blur'?"),
+    ("--benchmark", "shapez", "unknown benchmark 'shapez'; did you mean 'shapes'?"),
+    ("--split", "tets", "unknown split 'tets'; did you mean 'test'?"),
+    ("--model", "dmeo", "unknown model 'dmeo'; did you mean 'demo'?"),
+    ("--conditions", "real,real", "duplicate condition"),
+])
+def test_bad_names_are_refused_before_any_work(tmp_path, flag, value, message):
+    res = run("eval", "--out", str(tmp_path / "run"), "--limit", "2", flag, value)
+    assert res.exit_code == 2 and message in res.output
+    assert not (tmp_path / "run" / "results.jsonl").exists()
+
+
+def test_nonsense_numbers_and_missing_files(tmp_path):
+    res = run("eval", "--out", str(tmp_path / "r"), "--limit", "0")
+    assert res.exit_code == 2 and "--limit" in res.output
+    res = run("eval", "--out", str(tmp_path / "r"), "--batch-size", "-3")
+    assert res.exit_code == 2 and "--batch-size" in res.output
+    res = run("eval", "--out", str(tmp_path / "r"), "--conditions", f"real,file:{tmp_path}/nope.png", "--limit", "2")
+    assert res.exit_code == 2 and "nope.png" in res.output
+
+
+def test_eval_writes_run_and_refuses_changed_config(tmp_path, tiny_dir):
+    out = tmp_path / "run"
+    args = ["eval", "--model", f"demo:{tiny_dir}", "--limit", "6", "--conditions", "real,blur", "--out", str(out), "-q"]
+    res = run(*args)
+    assert res.exit_code == 0, res.output
+    assert "real" in res.output and "blur" in res.output
+    cfg = json.loads((out / "config.json").read_text())
+    assert cfg["conditions"] == ["real", "blur"] and cfg["n_questions"] == 6
+    assert len((out / "results.jsonl").read_text().splitlines()) == 12
+    changed = run(*args[:5], "--conditions", "real", "--out", str(out), "-q")
+    assert changed.exit_code == 2 and "conditions" in changed.output and "--overwrite" in changed.output
+    assert len((out / "results.jsonl").read_text().splitlines()) == 12  # nothing lost
+    again = run(*args[:5], "--conditions", "real", "--out", str(out), "-q", "--overwrite")
+    assert again.exit_code == 0 and len((out / "results.jsonl").read_text().splitlines()) == 6
+
+
+def test_unreadable_real_image_names_file_and_question(tmp_path, tiny_model):
+    from mirage.benchmarks.question import Benchmark, ImageLoadError, Question
+    from mirage.evaluate import evaluate
+    bad = Benchmark("local", "test", [Question("q-7", "what ?", ("a", "b"), 0, images=(str(tmp_path / "gone.png"),)),
+                                      Question("q-8", "what ?", ("a", "b"), 1, images=(b"not a png",))])
+    with pytest.raises(ImageLoadError, match=r"question 'q-7'.*gone\.png"):
+        evaluate(tiny_model, bad.subset(1), "real")
+    with pytest.raises(ImageLoadError, match=r"question 'q-8'"):
+        evaluate(tiny_model, Benchmark("local", "test", bad.questions[1:]), "real")
+
+
+def test_real_benchmarks_from_local_copies(tmp_path, tiny_dir, monkeypatch):
+    import importlib  # (mirage.evaluate, as an attribute, is the function)
+    # the loaders' paths, run on a model that cannot read their words
+    monkeypatch.setattr(importlib.import_module("mirage.evaluate"), "MAX_UNKNOWN_SHARE", 1.0)
+    fixtures = "/work/shared/fixtures"
+    res = run("eval", "--model", f"demo:{tiny_dir}", "--benchmark", "mmmu", "--data-dir", f"{fixtures}/mmmu",
+              "--subjects", "Music,Biology", "--conditions", "real,blank", "--scoring", "generate",
+              "--out", str(tmp_path / "m"), "-q")
+    assert res.exit_code == 0, res.output
+    cfg = json.loads((tmp_path / "m" / "config.json").read_text())
+    assert cfg["split"] == "validation" and cfg["environment"]["attn_implementation"] == "sdpa"
+    rows = [json.loads(x) for x in (tmp_path / "m" / "results.jsonl").read_text().splitlines()]
+    assert {r["type"] for r in rows} == {"Music", "Biology"} and all("response" in r for r in rows)
+    res = run("optimize", "--model", f"demo:{tiny_dir}", "--benchmark", "scienceqa", "--data-dir",
+              f"{fixtures}/scienceqa", "--input", "pixels", "--steps", "2", "--limit", "3", "--out", str(tmp_path / "s"), "-q")
+    assert res.exit_code == 0, res.output
+    assert "pixels-question-png" in json.loads((tmp_path / "s" / "summary.json").read_text())["n"]
+    bad = run("eval", "--benchmark", "shapes", "--subjects", "Music", "--out", str(tmp_path / "x"))
+    assert bad.exit_code == 2 and "--subjects applies to mmmu" in bad.output

@@ -1,0 +1,50 @@
+import json
+
+from typer.testing import CliRunner
+
+from mirage.cli import app
+
+runner = CliRunner()
+
+
+def run(*args):
+    return runner.invoke(app, list(args))
+
+
+def test_optimize_universal_with_accumulation_resumes(tmp_path, tiny_dir):
+    out = tmp_path / "u"
+    args = ["optimize", "--model", f"demo:{tiny_dir}", "--input", "features", "--scope", "universal", "--train", "4",
+            "--limit", "6", "--steps", "3", "--batch-size", "2", "--accum", "2", "--out", str(out), "-q"]
+    res = run(*args)
+    assert res.exit_code == 0, res.output
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["n"] == {"features-universal": 2, "features-universal-train": 4}
+    assert (out / "artifacts" / "features-universal.safetensors").exists()
+    history = json.loads((out / "artifacts" / "features-universal.history.json").read_text())
+    assert len(history) == 3
+    lines = (out / "results.jsonl").read_text().splitlines()
+    assert run(*args).exit_code == 0 and (out / "results.jsonl").read_text().splitlines() == lines
+    bad = run(*args[:-3], "--dtype", "fp8", "--out", str(tmp_path / "x"))
+    assert bad.exit_code == 2 and "--dtype" in bad.output and "did you mean 'fp32'" in bad.output
+
+
+def test_compile_flag_reaches_the_model_and_does_not_block_a_resume(tmp_path, tiny_dir, monkeypatch):
+    import mirage.experiments.optimization
+    from mirage.compiling import compile_blocks
+    backends = []
+
+    def spy(model, backend):  # the CLI asks for inductor; aot_eager traces the same graphs in a fraction of the time
+        backends.append(backend)
+        return compile_blocks(model, "aot_eager")
+
+    monkeypatch.setattr(mirage.experiments.optimization, "compile_blocks", spy)
+    out = tmp_path / "f"
+    args = ["optimize", "--model", f"demo:{tiny_dir}", "--input", "features", "--limit", "3", "--steps", "2",
+            "--out", str(out), "-q"]
+    first = run(*args)
+    assert first.exit_code == 0, first.output
+    assert backends == []
+    resumed = run(*args, "--compile")  # a speed switch, not part of the run's identity
+    assert resumed.exit_code == 0, resumed.output
+    assert backends == ["inductor"]
+    assert json.loads((out / "config.json").read_text())["compile"] is False  # the config of the run's first call
