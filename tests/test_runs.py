@@ -40,7 +40,7 @@ def test_reopen_same_config_and_neutral_change_keeps_rows(tmp_path):
 
 
 def test_changed_key_raises_mismatch_naming_key_and_values(tmp_path):
-    RunDir.open(tmp_path, CONFIG)
+    RunDir.open(tmp_path, CONFIG).append([_row(1)])  # a run with work in it (an empty one may be restarted)
     with pytest.raises(RunConfigMismatch) as e:
         RunDir.open(tmp_path, {**CONFIG, "model": "other-model", "extra": 3})
     msg = str(e.value)
@@ -161,3 +161,10 @@ def test_rows_parse_cleanly_after_sigkill_mid_append(tmp_path):
     assert run.results_path.read_bytes().endswith(b"\n")
     run.append([_row(-1)])
     assert run.rows()[-1]["question_id"] == "q-1"
+
+
+def test_a_run_without_work_takes_a_new_config(tmp_path):
+    # A start that failed after writing config.json (a typo found when the model loads) holds nothing to keep.
+    RunDir.open(tmp_path, CONFIG)
+    run = RunDir.open(tmp_path, {**CONFIG, "model": "other-model"})
+    assert json.loads((tmp_path / "config.json").read_text())["model"] == "other-model" and run.rows() == []

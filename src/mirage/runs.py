@@ -48,13 +48,16 @@ def _atomic_write(path: Path, text: str) -> None:
     _fsync_dir(path.parent)
 
 
-def _config_diff(old: dict, new: dict, ignore: frozenset[str]) -> list[str]:
-    keys = sorted((old.keys() | new.keys()) - ignore)
-    return [
-        f"{k}: {json.dumps(old.get(k, _MISSING))} -> {json.dumps(new.get(k, _MISSING))}"
-        for k in keys
-        if old.get(k, _MISSING) != new.get(k, _MISSING)
-    ]
+def _config_diff(old: dict, new: dict, ignore: frozenset[str], prefix: str = "") -> list[str]:
+    """`key: old -> new` for each differing key; nested dicts name the inner key (`spec.scope`), not the whole dict."""
+    out = []
+    for k in sorted((old.keys() | new.keys()) - ignore):
+        a, b = old.get(k, _MISSING), new.get(k, _MISSING)
+        if isinstance(a, dict) and isinstance(b, dict):
+            out += _config_diff(a, b, frozenset(), f"{prefix}{k}.")
+        elif a != b:
+            out.append(f"{prefix}{k}: {json.dumps(a)} -> {json.dumps(b)}")
+    return out
 
 
 def _parse_line(line: bytes) -> dict | None:
@@ -96,15 +99,18 @@ class RunDir:
             except ValueError as e:
                 raise MirageError(f"{config_path}: not valid JSON ({e})") from e
             diff = _config_diff(old, run.config, cls.NEUTRAL_KEYS)
-            if diff:
+            if diff and not run.holds_work():
+                overwrite = True  # a start that failed before any work (a typo, a missing flag): nothing to keep
+            elif diff:
                 raise RunConfigMismatch(
                     f"run directory {str(run.path)!r} was made with a different config: "
                     + "; ".join(diff)
                     + ". Use --overwrite to start over, or another --out."
                 )
-            if fold:
-                run.fold_rank_files()
-            return run
+            else:
+                if fold:
+                    run.fold_rank_files()
+                return run
         if not overwrite and run.path.is_dir() and any(run.path.iterdir()):
             raise MirageError(
                 f"{str(run.path)!r} is a non-empty directory without {CONFIG}, so not a run directory; "
@@ -115,6 +121,10 @@ class RunDir:
         run._clear()
         _atomic_write(config_path, json.dumps(run.config, indent=2, sort_keys=True) + "\n")
         return run
+
+    def holds_work(self) -> bool:
+        """Whether anything but config.json was written: rows, artifacts, summaries, checkpoints."""
+        return any(p.is_file() and p.name != CONFIG and p.stat().st_size > 0 for p in self.path.rglob("*"))
 
     def rank_files(self) -> list[Path]:
         return sorted(self.path.glob("results.rank*.jsonl"))

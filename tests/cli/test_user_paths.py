@@ -99,3 +99,40 @@ def test_a_hub_model_that_cannot_be_had_is_one_line(tmp_path):
     bad = runner.invoke(app, ["eval", "--model", f"hf:{tmp_path / 'nothing-here'}", "--limit", "2",
                               "--out", str(tmp_path / "r2")])
     assert bad.exit_code == 2 and "nothing-here" in bad.output and "Traceback" not in bad.output
+
+
+def test_flags_that_would_do_nothing_are_refused_by_name(tmp_path):
+    base = ["optimize", "--limit", "4", "--out", tmp_path / "r"]
+    for flags, message in [(["--input", "tokens", "--encoders", "clip"], "--encoders applies to --input features or pixels, not tokens"),
+                           (["--input", "features", "--param", "fourier"], "--param applies to --input pixels, not features"),
+                           (["--input", "features", "--quantize"], "--quantize applies to --input pixels, not features"),
+                           (["--input", "pixels", "--detach", "clip"], "--detach applies to --input features, not pixels"),
+                           (["--input", "features", "--goal", "targeted"], "--goal applies to --input patch, not features"),
+                           (["--input", "pixels", "--method", "backprop"], "--method applies to --input generator")]:
+        res = run(*base, *flags)
+        assert res.exit_code == 2 and message in res.output, (flags, res.output)
+    assert not (tmp_path / "r").exists()
+
+
+def test_a_failed_start_does_not_block_the_corrected_retry(shapes_cli, tmp_path):
+    out = tmp_path / "r"
+    model = f"demo:{shapes_cli}"
+    common = ["--limit", "4", "--steps", "1", "--out", out, "-q"]
+    for typo in (["--model", "demoo"], ["--model", model, "--encoders", "clipp"]):
+        res = run("optimize", "--input", "features", *typo, *common)
+        assert res.exit_code == 2 and "did you mean" in res.output, res.output
+    res = run("optimize", "--model", model, "--input", "features", "--encoders", "clip", *common)
+    assert res.exit_code == 0, res.output
+    assert json.loads((out / "config.json").read_text())["spec"]["encoders"] == ["clip"]
+    # once work is written, a different config is refused again, naming the inner key that changed
+    res = run("optimize", "--model", model, "--input", "features", "--encoders", "dino", *common)
+    assert res.exit_code == 2 and 'spec.encoders: ["clip"] -> ["dino"]' in res.output
+
+
+def test_patch_and_generator_imply_scope_universal(shapes_cli, tmp_path):
+    res = run("optimize", "--model", f"demo:{shapes_cli}", "--input", "patch", "--train", "2", "--limit", "4",
+              "--steps", "1", "--out", tmp_path / "p", "-q")
+    assert res.exit_code == 0, res.output
+    assert json.loads((tmp_path / "p" / "config.json").read_text())["spec"]["scope"] == "universal"
+    res = run("optimize", "--input", "patch", "--scope", "question", "--out", tmp_path / "q")
+    assert res.exit_code == 2 and "--scope universal" in res.output

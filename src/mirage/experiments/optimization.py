@@ -26,12 +26,18 @@ from ..sources import SCOPES
 from .common import check_train
 
 
+UNIVERSAL_ONLY = ("patch", "generator")  # trained as one input for a train set: --scope universal is implied
+# The inputs each switch changes (tokens come after the connector, so no encoder subset reaches them).
+FLAG_INPUTS = {"--param": ("pixels",), "--quantize": ("pixels",), "--resolution": ("pixels",),
+               "--encoders": ("features", "pixels"), "--detach": ("features",)}
+
+
 @dataclass
 class OptimizeSpec:
     """What to optimize: input kind, scope, parameterization, encoder subset, objective and switches."""
 
     input: str = "features"
-    scope: str = "question"
+    scope: str | None = None  # None: universal for inputs trained as one (patch, generator), else question
     param: str = "sigmoid"
     encoders: list[str] | None = None
     detach: list[str] | None = None
@@ -44,10 +50,19 @@ class OptimizeSpec:
     def __post_init__(self) -> None:
         INPUTS.get(self.input)  # unknown names fail with "did you mean"
         OBJECTIVES.get(self.objective)
+        if self.scope is None:
+            self.scope = "universal" if self.input in UNIVERSAL_ONLY else "question"
         if self.scope not in SCOPES:
             raise UsageError(f"--scope: {did_you_mean('scope', self.scope, list(SCOPES))}")
         if self.param not in PARAMS:
             raise UsageError(f"--param: {did_you_mean('pixel parameterization', self.param, list(PARAMS))}")
+        # A switch the input has no use for would run unchanged under another name: refused by name.
+        given = {"--param": self.param != "sigmoid", "--quantize": self.quantize,
+                 "--resolution": self.resolution is not None, "--encoders": bool(self.encoders),
+                 "--detach": bool(self.detach)}
+        for flag, inputs in FLAG_INPUTS.items():
+            if given[flag] and self.input not in inputs:
+                raise UsageError(f"{flag} applies to --input {' or '.join(inputs)}, not {self.input}")
 
     @property
     def source(self) -> str:
