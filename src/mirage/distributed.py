@@ -102,7 +102,7 @@ class ShardedRun(RunDir):
         if not world.main:
             base = RunDir.open(path, config, fold=False)  # compares the config; rank 0 may be appending already
         run = cls(path, world)
-        run.config = base.config
+        run.config, run.stored_config = base.config, base.stored_config
         return run
 
     def rank_path(self, rank: int) -> Path:

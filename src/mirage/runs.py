@@ -4,6 +4,7 @@ Appends are fsynced and a torn last line is repaired, so a run survives SIGKILL 
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import shutil
@@ -12,6 +13,7 @@ from pathlib import Path
 from typing import Sequence
 
 CONFIG = "config.json"
+TIMINGS = "timings.json"
 from .errors import MirageError
 
 RESULTS = "results.jsonl"
@@ -77,7 +79,8 @@ class RunDir:
 
     def __init__(self, path) -> None:
         self.path = Path(path)
-        self.config: dict = {}
+        self.config: dict = {}  # this invocation's
+        self.stored_config: dict = {}  # config.json's: the run's first call, plus its environment
 
     @classmethod
     def open(cls, path, config: dict, overwrite: bool = False, fold: bool = True) -> "RunDir":
@@ -108,6 +111,7 @@ class RunDir:
                     + ". Use --overwrite to start over, or another --out."
                 )
             else:
+                run.stored_config = old
                 if fold:
                     run.fold_rank_files()
                 return run
@@ -117,9 +121,16 @@ class RunDir:
                 "refusing to write into it. Use --overwrite or another --out."
             )
 
-        run.path.mkdir(parents=True, exist_ok=True)
-        run._clear()
-        _atomic_write(config_path, json.dumps(run.config, indent=2, sort_keys=True) + "\n")
+        try:
+            run.path.mkdir(parents=True, exist_ok=True)
+            run._clear()
+            _atomic_write(config_path, json.dumps(run.config, indent=2, sort_keys=True) + "\n")
+        except OSError as e:  # a read-only --out: one line, not fifty of OSError
+            if e.errno not in (errno.EACCES, errno.EPERM, errno.EROFS):
+                raise
+            raise MirageError(f"cannot write the run directory {str(run.path)!r}: {e.strerror} "
+                              f"({e.filename}); choose a writable --out") from None
+        run.stored_config = json.loads(json.dumps(run.config))
         return run
 
     def holds_work(self) -> bool:
@@ -148,12 +159,16 @@ class RunDir:
     def annotate(self, **facts) -> None:
         """Record facts known only once the model is loaded in config.json's `environment` (not part of the
         identity compared on resume)."""
-        self.config.setdefault("environment", {}).update(json.loads(json.dumps(facts)))
-        _atomic_write(self.path / CONFIG, json.dumps(self.config, indent=2, sort_keys=True) + "\n")
+        facts = json.loads(json.dumps(facts))
+        self.config.setdefault("environment", {}).update(facts)
+        self.stored_config.setdefault("environment", {}).update(facts)
+        # the stored config keeps the first call's neutral keys (batch size ...): each call's go to timings.json
+        _atomic_write(self.path / CONFIG, json.dumps(self.stored_config, indent=2, sort_keys=True) + "\n")
 
     def _clear(self) -> None:
         # Only our own outputs: the directory may hold files the user put there.
         self.results_path.unlink(missing_ok=True)
+        (self.path / TIMINGS).unlink(missing_ok=True)  # a new run's log starts empty
         for f in self.rank_files():
             f.unlink()
         self.summary_path.unlink(missing_ok=True)
@@ -187,6 +202,27 @@ class RunDir:
     def append(self, rows: Sequence[dict]) -> None:
         """Append rows as JSON lines and fsync, so a kill loses at most this batch."""
         append_rows(self.results_path, rows)
+
+    def log_invocation(self, record: dict) -> dict:
+        """Append this invocation's record (its times, batch size, ...) to timings.json, whose `total` sums every
+        invocation's seconds: a resumed run adds to the record instead of replacing it. Returns the whole log."""
+        path = self.path / TIMINGS
+        log = json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
+        if log and "invocations" not in log:  # a log from before invocations were kept: its one invocation
+            log = {"invocations": [log]}
+        invocations = log.get("invocations", []) + [json.loads(json.dumps(record))]
+        total: dict = {}
+        for inv in invocations:
+            for key, value in inv.items():
+                if key.endswith("_s") and isinstance(value, (int, float)):
+                    total[key] = round(total.get(key, 0.0) + value, 1)
+            for part, value in inv.get("parts", {}).items():
+                total.setdefault("parts", {})[part] = round(total.get("parts", {}).get(part, 0.0) + value, 1)
+        total["wall_s"] = round(sum(v for k, v in total.items() if k.endswith("_s") and k != "wall_s")
+                                + sum(total.get("parts", {}).values()), 1)
+        log = {"invocations": invocations, "total": total}
+        self.write_json(TIMINGS, log)
+        return log
 
     def write_json(self, name: str, obj) -> Path:
         """Atomically write `obj` as JSON to `name` in the run directory; returns its path."""

@@ -136,3 +136,43 @@ def test_patch_and_generator_imply_scope_universal(shapes_cli, tmp_path):
     assert json.loads((tmp_path / "p" / "config.json").read_text())["spec"]["scope"] == "universal"
     res = run("optimize", "--input", "patch", "--scope", "question", "--out", tmp_path / "q")
     assert res.exit_code == 2 and "--scope universal" in res.output
+
+
+def test_every_invocation_is_kept_and_totals_shown(shapes_cli, tmp_path):
+    # A resume with another --batch-size (and nothing left to do) must not replace the first call's record.
+    out = tmp_path / "r"
+    args = ["eval", "--model", f"demo:{shapes_cli}", "--conditions", "real", "--limit", "4", "--out", out, "-q"]
+    assert run(*args, "--batch-size", "4").exit_code == 0
+    first = json.loads((out / "timings.json").read_text())["invocations"][0]
+    assert run(*args, "--batch-size", "2").exit_code == 0
+    log = json.loads((out / "timings.json").read_text())
+    assert [i["batch_size"] for i in log["invocations"]] == [4, 2] and log["invocations"][0] == first
+    assert log["total"]["work_s"] == round(sum(i["work_s"] for i in log["invocations"]), 1)
+    assert json.loads((out / "config.json").read_text())["batch_size"] == 4  # the run's first call
+    assert run("report", out).exit_code == 0
+    page = (out / "report.html").read_text()
+    assert "4, then 2" in page and "in 2 invocations" in page
+
+
+def test_a_read_only_out_is_one_line(shapes_cli, tmp_path, monkeypatch):
+    import errno
+    import os
+    import pathlib
+    ro = tmp_path / "ro"
+    ro.mkdir()
+    os.chmod(ro, 0o500)
+    if os.geteuid() == 0:  # root writes through file modes: make the folder read-only as a read-only mount is
+        mkdir = pathlib.Path.mkdir
+
+        def refuse(self, *a, **k):
+            if str(self).startswith(str(ro)):
+                raise OSError(errno.EROFS, "Read-only file system", str(self))
+            return mkdir(self, *a, **k)
+
+        monkeypatch.setattr(pathlib.Path, "mkdir", refuse)
+    try:
+        res = run("eval", "--model", f"demo:{shapes_cli}", "--limit", "2", "--out", ro / "run")
+    finally:
+        os.chmod(ro, 0o700)
+    assert res.exit_code == 2, res.output
+    assert "cannot write the run directory" in res.output and "--out" in res.output and "Traceback" not in res.output

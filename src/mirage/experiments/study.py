@@ -140,5 +140,5 @@ def run_study(model: str = "demo", benchmark: str = "shapes", split: str = "test
         timings[part.name] = time.time() - t
     summary = summarize(run.rows())
     run.write_json("summary.json", summary)
-    run.write_json("timings.json", {k: round(v, 1) for k, v in timings.items()})
+    run.log_invocation({"batch_size": batch_size, "parts": {k: round(v, 1) for k, v in timings.items()}})
     return EvalResult(run.rows(), summary)

@@ -47,9 +47,13 @@ def run_facts(data: RunData) -> list[tuple[str, str]]:
              ("device", env.get("device", c.get("device"))), ("dtype", env.get("dtype", c.get("dtype"))),
              ("attention", env.get("attn_implementation")), ("torch", env.get("torch")),
              ("transformers", env.get("transformers"))]
+    sizes = list(dict.fromkeys(i["batch_size"] for i in data.invocations if i.get("batch_size") is not None))
+    if len(sizes) > 1:  # resumed with another --batch-size: each call's, in order
+        facts[[k for k, _ in facts].index("batch size")] = ("batch size", ", then ".join(map(str, sizes)))
     if data.timings:
         total = sum(float(v) for v in data.timings.values() if isinstance(v, (int, float)))
-        facts.append(("wall time", f"{total:.1f} s ({total / 60:.1f} min) over {len(data.timings)} parts"))
+        calls = f" in {len(data.invocations)} invocations" if len(data.invocations) > 1 else ""
+        facts.append(("wall time", f"{total:.1f} s ({total / 60:.1f} min) over {len(data.timings)} parts{calls}"))
     facts.append(("result rows", f"{len(data.rows)} in {len(data.sources)} sources"))
     return [(k, str(v)) for k, v in facts if v is not None]
 

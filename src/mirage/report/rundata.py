@@ -31,7 +31,8 @@ class RunData:
     rows: list[dict]
     summary: dict
     summary_file: dict = field(default_factory=dict)  # summary.json as written (for notes such as skipped images)
-    timings: dict = field(default_factory=dict)
+    timings: dict = field(default_factory=dict)  # seconds per part (or loading / work), summed over invocations
+    invocations: list[dict] = field(default_factory=list)  # timings.json's record of each call of the command
     histories: dict[str, list[dict]] = field(default_factory=dict)  # universal loss histories by source
     image_dirs: dict[str, list[Path]] = field(default_factory=dict)  # artifacts/<key>/*.png by key, sorted
     root_images: dict[str, Path] = field(default_factory=dict)  # artifacts/<key>.png by key
@@ -99,6 +100,11 @@ def load_run(path: str | Path) -> RunData:
     if (path / SUMMARY).is_file():
         data.summary_file = _read_json(path / SUMMARY)
     if (path / TIMINGS).is_file():
-        data.timings = _read_json(path / TIMINGS)
+        log = _read_json(path / TIMINGS)
+        if "invocations" not in log:  # a log from before invocations were kept
+            log = {"invocations": [log], "total": log}
+        data.invocations = log["invocations"]
+        total = log.get("total", {})
+        data.timings = total.get("parts") or {k: v for k, v in total.items() if k.endswith("_s") and k != "wall_s"}
     _scan_artifacts(path / ARTIFACTS, data)
     return data
