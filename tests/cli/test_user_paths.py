@@ -176,3 +176,36 @@ def test_a_read_only_out_is_one_line(shapes_cli, tmp_path, monkeypatch):
         os.chmod(ro, 0o700)
     assert res.exit_code == 2, res.output
     assert "cannot write the run directory" in res.output and "--out" in res.output and "Traceback" not in res.output
+
+
+def test_ctrl_c_says_what_is_kept_and_the_rerun_resumes_without_empty_bars(shapes_cli, tmp_path, monkeypatch):
+    import importlib
+    evaluate = importlib.import_module("mirage.evaluate")
+    score, calls = evaluate.score, []
+
+    def interrupted_second_batch(*a, **k):
+        calls.append(1)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return score(*a, **k)
+
+    monkeypatch.setattr(evaluate, "score", interrupted_second_batch)
+    out = tmp_path / "r"
+    args = ["eval", "--model", f"demo:{shapes_cli}", "--conditions", "real", "--limit", "6", "--batch-size", "2",
+            "--out", out]
+    res = run(*args)
+    assert res.exit_code == 130
+    assert "interrupted" in res.output and "2 finished rows kept" in res.output and "rerun the same command" in res.output
+    assert "Traceback" not in res.output
+    monkeypatch.setattr(evaluate, "score", score)
+    assert run(*args).exit_code == 0 and len(rows(out)) == 6
+
+
+def test_a_part_with_nothing_left_shows_no_bar(monkeypatch):
+    # A resumed study printed twelve empty "0/0" bars, one per finished part.
+    import mirage.progress
+    made = []
+    monkeypatch.setattr(mirage.progress, "Progress", lambda *a, **k: made.append(1) or __import__("contextlib").nullcontext())
+    with mirage.progress.progress_bar("evaluating", 0) as advance:
+        advance(0)
+    assert made == []

@@ -22,7 +22,10 @@ app.command("transfer-types")(transfer.transfer_types_cmd)
 
 
 def main() -> None:
-    app()
+    try:
+        app()
+    except KeyboardInterrupt:  # Ctrl-C before a command's own handler (while starting up): no traceback
+        raise SystemExit(130) from None
 
 
 __all__ = ["app", "main"]

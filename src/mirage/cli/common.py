@@ -47,12 +47,27 @@ def fail(err: Exception) -> None:
 
 
 @contextmanager
-def user_errors() -> Iterator[None]:
-    """Run a command's work: a user error (EXPECTED) becomes one red line and exit status 2."""
+def user_errors(out: Optional[Path] = None) -> Iterator[None]:
+    """Run a command's work: a user error (EXPECTED) becomes one red line and exit status 2; Ctrl-C says what the
+    run directory `out` keeps and exits 130."""
     try:
         yield
     except EXPECTED as e:
         fail(e)
+    except KeyboardInterrupt:
+        console.print(f"[bold yellow]interrupted:[/] {kept(out)}", highlight=False)
+        raise typer.Exit(130) from None
+
+
+def kept(out: Optional[Path]) -> str:
+    """What an interrupted run leaves: its finished rows, and that the same command resumes."""
+    if out is None or not (out / "config.json").is_file():
+        return "nothing was written."
+    from ..runs import read_rows
+
+    files = [out / "results.jsonl", *sorted(out.glob("results.rank*.jsonl"))]
+    n = len({(r["question_id"], r["source"]) for f in files if f.is_file() for r in read_rows(f)})
+    return f"{n} finished rows kept in {out}; rerun the same command to resume."
 
 
 @contextmanager

@@ -43,7 +43,7 @@ def eval_cmd(
     from ..benchmarks import load_benchmark
     from ..models import load_model, parse_dtype
 
-    with user_errors():
+    with user_errors(out):
         world, device, scale_options = scale_out(device, gpus_per_rank)
         quiet = quiet or not world.main
         with loading():

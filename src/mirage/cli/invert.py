@@ -48,7 +48,7 @@ def invert_cmd(
     from ..runs import RunDir
     from ..stats import summarize
 
-    with user_errors():
+    with user_errors(out):
         with loading():
             parse_dtype(dtype)
         if from_ is not None and not (from_ / "config.json").is_file():

@@ -84,7 +84,7 @@ def optimize_cmd(
     from ..optimize import OptimizeConfig
     from ..stats import summarize
 
-    with user_errors():
+    with user_errors(out):
         world, device, scale_options = scale_out(device, gpus_per_rank)
         quiet = quiet or not world.main
         with loading():

@@ -28,7 +28,7 @@ def study_cmd(
     from ..experiments.study import run_study
 
     t0 = time.time()
-    with user_errors():
+    with user_errors(out):
         result = run_study(model=model, out=out, limit=limit, steps=steps, batch_size=batch_size, device=device,
                            overwrite=overwrite, quiet=quiet)
     console.print(summary_table(result.summary, title=f"mirage study: {model} on ShapesQA test"))
