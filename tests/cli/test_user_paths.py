@@ -209,3 +209,13 @@ def test_a_part_with_nothing_left_shows_no_bar(monkeypatch):
     with mirage.progress.progress_bar("evaluating", 0) as advance:
         advance(0)
     assert made == []
+
+
+def test_a_hub_benchmark_without_datasets_is_one_line(tmp_path, monkeypatch):
+    import sys
+    monkeypatch.setitem(sys.modules, "datasets", None)  # as if not installed (importing it raises ImportError)
+    for name, layout in (("mmmu", "<Subject>/<split>-*.parquet"), ("scienceqa", "data/<split>-*.parquet")):
+        res = run("eval", "--benchmark", name, "--limit", "2", "--out", tmp_path / name)
+        assert res.exit_code == 2 and "Traceback" not in res.output, res.output
+        assert f"--benchmark {name} from the hub needs the `datasets` package" in res.output
+        assert "pip install datasets" in res.output and "--data-dir" in res.output and layout in res.output

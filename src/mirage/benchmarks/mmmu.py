@@ -121,7 +121,10 @@ def _local_tables(data_dir: Path, split: str, subjects: tuple[str, ...], explici
 
 
 def _hub_tables(split: str, subjects: tuple[str, ...]) -> list[tuple[str, Any]]:
-    from datasets import load_dataset
+    from ..errors import require
+
+    load_dataset = require("datasets", "--benchmark mmmu from the hub",
+                           "give --data-dir with a local copy (<Subject>/<split>-*.parquet)").load_dataset
 
     # Arrow format keeps the images as the hub's {bytes, path} structs, the same rows a local parquet gives.
     return [(s, load_dataset("MMMU/MMMU", s, split=split).with_format("arrow")[:]) for s in subjects]

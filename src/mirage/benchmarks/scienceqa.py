@@ -65,7 +65,10 @@ def load_scienceqa(split: str = "test", data_dir: str | Path | None = None, all_
     """ScienceQA `split` from a local copy in the hub layout (`data_dir`) or the hub; image questions only
     unless `all_questions` (test: 2,017 of 4,241)."""
     if data_dir is None:
-        import datasets
+        from ..errors import require
+
+        datasets = require("datasets", "--benchmark scienceqa from the hub",
+                           "give --data-dir with a local copy (data/<split>-*.parquet)")
 
         # The arrow view keeps images as {bytes, path} structs: no decoding at load time.
         tables = [datasets.load_dataset(HUB_ID, split=split).with_format("arrow")[:]]
