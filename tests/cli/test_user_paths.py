@@ -219,3 +219,20 @@ def test_a_hub_benchmark_without_datasets_is_one_line(tmp_path, monkeypatch):
         assert res.exit_code == 2 and "Traceback" not in res.output, res.output
         assert f"--benchmark {name} from the hub needs the `datasets` package" in res.output
         assert "pip install datasets" in res.output and "--data-dir" in res.output and layout in res.output
+
+
+def test_help_has_text_for_every_option_and_no_bool_type():
+    import typer as _typer
+    commands = _typer.main.get_command(app).commands
+    missing = [(name, p.opts) for name, c in commands.items() for p in c.params if not getattr(p, "help", None)]
+    assert missing == []
+    for name in commands:
+        page = runner.invoke(app, [name, "--help"], terminal_width=200).output
+        assert "<bool>" not in page, name
+    assert "[OPTIONS] RUN_DIR" in runner.invoke(app, ["report", "--help"], terminal_width=200).output
+
+
+def test_train_demo_refuses_phases_longer_than_its_steps(tmp_path):
+    res = run("train-demo", "--out", tmp_path / "d", "--steps", "100")  # text 800 + vision 600 by default
+    assert res.exit_code == 2 and "--text-steps 800 + --vision-steps 600" in res.output and "--steps 100" in res.output
+    assert not (tmp_path / "d").exists()

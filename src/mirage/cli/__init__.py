@@ -4,9 +4,26 @@ builds the app and registers them (the command modules never import it)."""
 from __future__ import annotations
 
 import typer
+from typer.core import TyperArgument, TyperOption
 
 from . import eval, invert, optimize, report, saliency, study, train_demo, transfer
 
+_value_type = TyperOption.display_type_rich
+
+
+def _flag_type(self, ctx):
+    """A flag takes no value: typer 0.29 labels every flag, --help included, `<bool>` in the help's type column."""
+    return None if self.is_flag else _value_type(self, ctx)
+
+
+def _usage_name(self) -> str:
+    """RUN_DIR as the docstrings write it (typer 0.29 writes a required argument `{RUN_DIR}`)."""
+    name = self.display_name_raw
+    return (name if self.required else f"[{name}]") + ("..." if self.nargs != 1 else "")
+
+
+TyperOption.display_type_rich = _flag_type
+TyperArgument._usage_display_name = _usage_name
 app = typer.Typer(add_completion=False, no_args_is_help=True,
                   help="How much of a vision-language model's benchmark score needs a real image?")
 
