@@ -60,6 +60,16 @@ def saliency(method: str, encoder: str | None = None) -> str:
     return f"saliency-{method}" + (f"-{encoder}" if encoder else "")
 
 
+# What the sources of the analyses are, by name prefix (most specific first), for the report's "what" column.
+OTHER_DESCRIPTIONS = (
+    ("inversion", "pixels inverted from per-question features (two-stage inversion)"),
+    (PATCH_RANDOM, "an untrained noise patch on the real image (the occlusion control)"),
+    ("patch-untargeted", "adversarial patch on the real image, away from the answer"),
+    ("patch-targeted", "adversarial patch on the real image, toward a target letter"),
+    ("generator", "images from the question-conditioned generator"),
+)
+
+
 @dataclass(frozen=True)
 class SourceInfo:
     """One source name, parsed."""
@@ -78,10 +88,14 @@ class SourceInfo:
 
     @property
     def description(self) -> str:
+        """What the source shows the model, in words (the report's "what" column)."""
         if self.group == "condition":
             return "file image" if self.name.startswith(FILE_PREFIX) else "image condition"
         if self.group == "other":
-            return ""
+            what = next((what for prefix, what in OTHER_DESCRIPTIONS if self.name.startswith(prefix)), "")
+            ends = {**SUFFIXES, "fixed": "at fixed unseen places"}
+            tail = next((t for k, t in ends.items() if self.name.endswith(f"-{k}")), None)
+            return what + (f", {tail}" if what and tail else "")
         what = f"{self.input}, {'one per question' if self.scope == 'question' else 'one for all questions'}"
         if self.encoders:
             what += f", through {' + '.join(self.encoders)} only"

@@ -236,3 +236,43 @@ def test_train_demo_refuses_phases_longer_than_its_steps(tmp_path):
     res = run("train-demo", "--out", tmp_path / "d", "--steps", "100")  # text 800 + vision 600 by default
     assert res.exit_code == 2 and "--text-steps 800 + --vision-steps 600" in res.output and "--steps 100" in res.output
     assert not (tmp_path / "d").exists()
+
+
+def test_report_shows_saliency_measures_of_a_saliency_run(shapes_cli, tmp_path):
+    out = tmp_path / "sal"
+    res = run("saliency", "--model", f"demo:{shapes_cli}", "--limit", "2", "--out", out, "-q")
+    assert res.exit_code == 0, res.output
+    summary = json.loads((out / "saliency-summary.json").read_text())
+    res = run("report", out)
+    assert res.exit_code == 0, res.output
+    page = (out / "report.html").read_text()
+    assert 'id="saliency-table"' in page and "pointing real" in page
+    figures = summary["saliency-gradient"]["all"]
+    assert f"{figures['pointing_real']:.3f}" in page and f"{figures['baseline']:.3f}" in page
+
+
+def test_report_names_what_every_source_is_and_its_benchmark(shapes_cli, small_bench, tmp_path):
+    # A JSONL set with a typed and an untyped question, its generic sources, and the analyses' source names.
+    qs = small_bench.questions[:4]
+    path = export_jsonl(qs, tmp_path / "jb")
+    lines = path.read_text().splitlines()
+    lines[0] = json.dumps({k: v for k, v in json.loads(lines[0]).items() if k != "type"})
+    path.write_text("\n".join(lines) + "\n")
+    out = tmp_path / "r"
+    assert run("eval", "--model", f"demo:{shapes_cli}", "--benchmark", f"file:{path}", "--conditions", "real,blank",
+               "--out", out, "-q").exit_code == 0
+    assert run("report", out).exit_code == 0
+    page = (out / "report.html").read_text()
+    assert "set/file" not in page and "on set</title>" in page  # the file's set, not `set/file`
+    assert "<th>(no type)</th>" in page and "<th></th>" not in page
+
+
+def test_analyses_sources_say_what_they_are_and_unpaired_rows_get_no_test():
+    from mirage.sources import parse_source
+    from mirage.stats import summarize
+    for name in ("inversion_blank", "inversion-png", "patch-untargeted", "patch-targeted-B-fixed", "patch-random",
+                 "generator-reinforce", "generator-reinforce-train"):
+        assert parse_source(name).description, name
+    row = lambda q, s, c: {"question_id": q, "source": s, "correct": c, "type": ""}  # noqa: E731
+    summary = summarize([row("a", "blank", True), row("b", "generator-reinforce-train", False)])
+    assert "blank" not in summary["paired"]["generator-reinforce-train"]  # zero pairs: no p-value

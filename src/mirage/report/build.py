@@ -14,6 +14,7 @@ from .demo_panel import demo_panels
 from .gallery import DEFAULT_MAX_IMAGES, galleries, single_images
 from .plots import (accuracy_plot, chance_level, encoder_plot, history_plot, per_question_plot, spectrum_plot,
                     transfer_plot)
+from .measures import measure_tables
 from .questions import load_questions
 from .rundata import RunData, load_run
 from .sources import GROUP_TITLES
@@ -32,6 +33,12 @@ def _environment() -> Environment:
     env.filters["num"] = _num
     env.filters["pval"] = lambda p: _num(p, ".2g")
     return env
+
+
+def benchmark_title(config: dict) -> str:
+    """`shapes/test`; a `file:` set has no split of its own, so just its file (not `file:x.jsonl/file`)."""
+    name, split = config.get("benchmark", "?"), config.get("split", "?")
+    return name if split == "file" or str(name).startswith("file:") else f"{name}/{split}"
 
 
 def run_facts(data: RunData) -> list[tuple[str, str]]:
@@ -76,16 +83,16 @@ def build_report(run_dir: str | Path, max_images: int = DEFAULT_MAX_IMAGES, ques
     qs, question_note = load_questions(data.config) if questions else ({}, "question loading was turned off")
     table = source_rows(data.summary, data.rows)
     panels = demo_panels(data, qs, question_note)
-    plots = [accuracy_plot(table, chance_level(data.rows)), spectrum_plot(table), history_plot(data.histories),
+    plots = [accuracy_plot(table, chance_level(data.rows)) if table else None, spectrum_plot(table),
+             history_plot(data.histories),
              per_question_plot(data.rows, [r.info for r in table]), encoder_plot(table),
              transfer_plot(_read_json(Path(run_dir) / "transfer.json"))]
     from .. import __version__
 
     return _environment().get_template("report.html.j2").render(
-        title=f"mirage report: {data.config.get('model', '?')} on {data.config.get('benchmark', '?')}"
-              f"/{data.config.get('split', '?')}",
+        title=f"mirage report: {data.config.get('model', '?')} on {benchmark_title(data.config)}",
         run_path=str(data.path), facts=run_facts(data), config_json=json.dumps(data.config, indent=2, sort_keys=True),
-        timings=data.timings, panels=panels, table=table, types=question_types(table), baselines=baselines(table),
+        timings=data.timings, measures=measure_tables(data.path, data.rows), panels=panels, table=table, types=question_types(table), baselines=baselines(table),
         plots=[p for p in plots if p is not None], galleries=galleries(data, qs, max_images),
         singles=single_images(data, {p.source for p in panels}), questions_loaded=bool(qs),
         question_note=question_note, skipped=data.summary_file.get("skipped_no_image", {}),

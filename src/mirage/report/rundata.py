@@ -11,6 +11,7 @@ from ..runs import ARTIFACTS, CONFIG, RESULTS, SUMMARY
 from ..stats import summarize
 
 TIMINGS = "timings.json"
+MEASURE_FILES = ("saliency-summary.json",)  # a run may hold only these (saliency)
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
 HISTORY_SUFFIX = ".history.json"
 
@@ -90,12 +91,12 @@ def _scan_artifacts(directory: Path, data: RunData) -> None:
 def load_run(path: str | Path) -> RunData:
     """Read a run directory; raises FileNotFoundError when it has no config.json or results.jsonl."""
     path = Path(path)
-    for name in (CONFIG, RESULTS):
-        if not (path / name).is_file():
-            raise FileNotFoundError(f"{str(path)!r} is not a run directory: it has no {name}")
-    rows = read_rows(path / RESULTS)
-    if not rows:
-        raise MirageError(f"{path / RESULTS}: no result rows to report")
+    if not (path / CONFIG).is_file():
+        raise FileNotFoundError(f"{str(path)!r} is not a run directory: it has no {CONFIG}")
+    rows = read_rows(path / RESULTS) if (path / RESULTS).is_file() else []
+    measured = any((path / f).is_file() for f in MEASURE_FILES) or any(path.glob("patch-*.summary.json"))
+    if not rows and not measured:  # a saliency run has no accuracy rows, only its measures
+        raise MirageError(f"{path}: no result rows ({RESULTS}) and no measures to report")
     data = RunData(path, _read_json(path / CONFIG), rows, summarize(rows))
     if (path / SUMMARY).is_file():
         data.summary_file = _read_json(path / SUMMARY)
