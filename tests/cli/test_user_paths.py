@@ -270,7 +270,7 @@ def test_report_names_what_every_source_is_and_its_benchmark(shapes_cli, small_b
 def test_analyses_sources_say_what_they_are_and_unpaired_rows_get_no_test():
     from mirage.sources import parse_source
     from mirage.stats import summarize
-    for name in ("inversion_blank", "inversion-png", "patch-untargeted", "patch-targeted-B-fixed", "patch-random",
+    for name in ("inversion-question-from-blank", "inversion-question-png", "patch-untargeted", "patch-targeted-B-fixed", "patch-random",
                  "generator-reinforce", "generator-reinforce-train"):
         assert parse_source(name).description, name
     row = lambda q, s, c: {"question_id": q, "source": s, "correct": c, "type": ""}  # noqa: E731

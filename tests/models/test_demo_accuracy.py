@@ -39,7 +39,7 @@ def test_study_small_limit_end_to_end(tmp_path):
             "pixels-question-png", "features-universal", "features-universal-train", "pixels-universal",
             "pixels-universal-train", "pixels-universal-png", "features-question-clip", "features-question-siglip",
             "features-question-dino", "features-question-convnext",
-            "features_blank-question", "inversion_blank", "inversion_blank-png"}  # inversion's two stages
+            "features-question-from-blank", "inversion-question-from-blank", "inversion-question-from-blank-png"}  # inversion's two stages
     assert set(summary["n"]) == want and all(src in res.output for src in want)
     saliency = json.loads((out / "saliency-summary.json").read_text())
     assert "saliency-gradient" in saliency and list((out / "artifacts" / "saliency-gradient").glob("*-real.png"))

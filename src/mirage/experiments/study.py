@@ -17,6 +17,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Callable, Sequence
 
+from .. import sources
 from ..benchmarks import load_benchmark
 from ..benchmarks.question import Benchmark
 from ..conditions import parse_conditions
@@ -92,7 +93,7 @@ def study_parts(plan: StudyPlan, encoders: Sequence[str], seed: int = 0) -> list
     return [Part("conditions", "conditions", settings={"conditions": plan.conditions, "seed": seed}),
             *(Part(spec.source, "optimization", n, {"spec": spec, "cfg": c}) for spec, n, c in specs),
             Part("saliency-gradient", "saliency", settings={"method": "gradient", "n": plan.saliency}),
-            Part("inversion_blank", "inversion", settings={
+            Part(sources.inversion(start="blank"), "inversion", settings={
                 "n": plan.inversion, "steps": plan.inversion_steps, "cfg": InversionConfig(start="blank", seed=seed),
                 "stage1": cfg})]
 
