@@ -106,5 +106,5 @@ def test_optimize_command_runs_the_patch_loop_and_refuses_per_question(tmp_path)
     assert ok.exit_code == 0, ok.output
     sources = {r["source"] for r in read_rows(tmp_path / "a" / "results.jsonl")}
     assert {"patch-untargeted", "patch-untargeted-png"} <= sources
-    bad = CliRunner().invoke(app, [*base, "--out", str(tmp_path / "b")])
+    bad = CliRunner().invoke(app, [*base, "--scope", "question", "--out", str(tmp_path / "b")])  # universal is implied
     assert bad.exit_code == 2 and "use --scope universal" in bad.output
