@@ -1,7 +1,5 @@
-import numpy as np
 import pytest
 import torch
-from PIL import Image
 from safetensors.torch import load_file
 
 from mirage.benchmarks.question import Benchmark
