@@ -213,3 +213,15 @@ def test_none_gives_no_image(bench, tiny_model):
         cond.image(bench[0], ConditionContext(bench))
     with pytest.raises(ValueError, match="no image tokens"):
         tiny_model.to_tokens(visual)
+
+
+def test_wrong_on_a_limited_run_is_a_prefix_of_the_full_run(bench):
+    # The derangement covers the whole split, so `--limit N` shows each question what the full run shows it.
+    cond = get_condition("wrong")
+    for seed in range(3):
+        full = ConditionContext(bench, seed=seed)
+        for n in (2, 4):
+            limited = ConditionContext(bench.subset(n), seed=seed)
+            for q in bench.subset(n):
+                assert same(cond.image(q, limited), cond.image(q, full)), (n, q.id, seed)
+    assert bench.subset(3).subset(2).split_questions == bench.questions  # kept through any number of limits

@@ -41,7 +41,7 @@ def test_reopen_same_config_and_neutral_change_keeps_rows(tmp_path):
 
 
 def test_changed_key_raises_mismatch_naming_key_and_values(tmp_path):
-    RunDir.open(tmp_path, CONFIG)
+    RunDir.open(tmp_path, CONFIG).append([_row(1)])  # a run with work in it (an empty one may be restarted)
     with pytest.raises(RunConfigMismatch) as e:
         RunDir.open(tmp_path, {**CONFIG, "model": "other-model", "extra": 3})
     msg = str(e.value)
@@ -199,3 +199,8 @@ def test_another_image_processor_backend_is_another_environment(tmp_path):
     cfg = json.loads((tmp_path / "r" / "config.json").read_text())
     assert cfg["environment"]["image_processor_backend"] == "torchvision" and cfg["environment_changes"]
 
+def test_a_run_without_work_takes_a_new_config(tmp_path):
+    # A start that failed after writing config.json (a typo found when the model loads) holds nothing to keep.
+    RunDir.open(tmp_path, CONFIG)
+    run = RunDir.open(tmp_path, {**CONFIG, "model": "other-model"})
+    assert json.loads((tmp_path / "config.json").read_text())["model"] == "other-model" and run.rows() == []

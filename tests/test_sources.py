@@ -23,5 +23,14 @@ def test_built_names_parse_back():
     assert parse_source(sources.train(sources.optimized("features", "universal"))).suffix == "train"
     assert sources.is_universal("tokens-universal") and not sources.is_universal("features-question")
     assert parse_source("file:x.png").group == "condition"
-    assert sources.inversion(["clip"], "blank") == "inversion_blank-clip"
+    assert sources.inversion(["clip"], "blank") == "inversion-question-clip-from-blank"
     assert sources.patch("targeted", "B") == "patch-targeted-B" and sources.saliency("ig", "dino") == "saliency-ig-dino"
+
+
+def test_every_optimized_name_follows_input_scope_grammar():
+    # `features_blank-question` and `inversion_blank` broke `<input>-<scope>`: the start is a `-from-<start>` part.
+    for name, start, encoders in ((sources.optimized("features", "question", start="blank"), "blank", ()),
+                                  (sources.inversion(), None, ()), (sources.inversion(["clip"], "blank"), "blank", ("clip",))):
+        info = sources.parse_source(name)
+        assert (info.scope, info.start, info.encoders) == ("question", start, encoders), name
+        assert sources.parse_source(sources.png(name)).suffix == "png"

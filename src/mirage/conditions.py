@@ -7,7 +7,7 @@ Every image condition is deterministic per (question id, seed) and returns an RG
 from __future__ import annotations
 
 from dataclasses import dataclass
-from functools import lru_cache
+from functools import cached_property, lru_cache
 from pathlib import Path
 from typing import Callable, Sequence
 
@@ -37,6 +37,11 @@ class ConditionContext:
 
     benchmark: Benchmark
     seed: int = 0
+
+    @cached_property
+    def derangement(self) -> tuple[tuple[int, ...], dict[str, int]]:
+        """`wrong`'s permutation of the whole split's positions, and each id's position (made once per context)."""
+        return _derangement(tuple(q.id for q in self.benchmark.split_questions), self.seed)
 
 
 @dataclass(frozen=True)
@@ -119,12 +124,13 @@ def _derangement(ids: tuple[str, ...], seed: int) -> tuple[tuple[int, ...], dict
 
 @CONDITIONS.register("wrong")
 def wrong(question: Question, ctx: ConditionContext) -> Image.Image:
-    """Another question's first image, by a fixed derangement of the questions being evaluated (ctx.benchmark).
+    """Another question's first image, by a fixed derangement of the benchmark's whole split
+    (`ctx.benchmark.split_questions`), so `--limit N` shows the same images as the first N rows of a full run.
 
     Resized to this question's image size; questions without an image or with an identical image are skipped.
     """
-    questions = ctx.benchmark.questions
-    perm, index = _derangement(tuple(q.id for q in questions), ctx.seed)
+    questions = ctx.benchmark.split_questions
+    perm, index = ctx.derangement
     if question.id not in index:
         raise MirageError(f"condition 'wrong': question {question.id!r} is not in benchmark {ctx.benchmark.name!r}")
     own = question.image(0) if question.images else None

@@ -103,7 +103,8 @@ class ShardedRun(RunDir):
         if not world.main:  # compares the config; rank 0 may be appending already
             base = RunDir.open(path, config, fold=False, allow_env_change=allow_env_change)
         run = cls(path, world)
-        run.config, run.allow_env_change = base.config, allow_env_change
+        run.config, run.stored_config = base.config, base.stored_config
+        run.allow_env_change = allow_env_change
         return run
 
     def rank_path(self, rank: int) -> Path:

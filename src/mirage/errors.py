@@ -25,3 +25,18 @@ def loading_user_input() -> Iterator[None]:
         raise
     except ValueError as e:
         raise MirageError(str(e)) from e
+class MissingDependency(MirageError):
+    """An optional package that what the user asked for needs is not installed."""
+
+
+def require(module: str, needed_for: str, otherwise: str = ""):
+    """Import optional `module`, or refuse in one line naming what needs it, how to install it, and the other way."""
+    import importlib
+
+    try:
+        return importlib.import_module(module)
+    except ModuleNotFoundError as e:
+        if e.name != module.split(".")[0]:
+            raise  # the package is there but broken: its own error says more
+        raise MissingDependency(f"{needed_for} needs the `{module}` package, which is not installed: "
+                                f"pip install {module}" + (f"; or {otherwise}" if otherwise else "")) from None

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Sequence
@@ -13,10 +14,10 @@ from .blind import blind_measures
 from .conditions import Condition, ConditionContext, parse_conditions
 from .distributed import SINGLE, World
 from .environment import model_environment
-from .errors import UsageError
+from .errors import MirageError, UsageError
 from .models.vlm import VLM, Visual
 from .prefetch import prompt_batches, visual_batches
-from .progress import progress_bar
+from .progress import progress_bar, warn
 from .runs import RunDir
 from .sources import TEXT_MODEL
 from .stats import summarize
@@ -31,6 +32,41 @@ class EvalResult:
 
 
 SCORINGS = ("letter", "generate")
+# A prompt with a larger share of words its model cannot read (e.g. the demo's word-level vocabulary on a JSONL
+# set's own wording) would be scored at chance without a word: refused.
+MAX_UNKNOWN_SHARE = 0.25
+_WORDS = re.compile(r"\w+|[^\w\s]+")  # how a Whitespace pre-tokenizer splits words
+_warned: set[tuple] = set()
+
+
+class UnreadablePromptError(MirageError):
+    """A prompt is mostly words the model's tokenizer cannot represent."""
+
+
+def check_prompts(model: VLM, benchmark: Benchmark, questions: Sequence[Question] | None = None,
+                  world: World = SINGLE) -> dict[str, int]:
+    """Unknown words per question id (those with any). Refuses a benchmark with a prompt past MAX_UNKNOWN_SHARE;
+    otherwise warns once (rank 0) how many prompts have unknown words, with an example."""
+    counts, worst = {}, (0.0, None, [])
+    for q in benchmark.questions if questions is None else questions:
+        prompt = benchmark.prompt(q)
+        unknown = model.unknown_words(prompt)
+        if unknown:
+            counts[q.id] = len(unknown)
+            share = len(unknown) / max(1, len(_WORDS.findall(prompt)))
+            worst = max(worst, (share, q.id, unknown), key=lambda w: w[0])
+    share, qid, words = worst
+    example = f"question {qid!r}: {len(words)} of its prompt's words are unknown ({', '.join(map(repr, words[:8]))})"
+    if share > MAX_UNKNOWN_SHARE:
+        raise UnreadablePromptError(
+            f"{benchmark.name}: the model cannot read these prompts: {example}, {share:.0%} of the prompt. Write the "
+            "questions in words its tokenizer knows (the demo knows ShapesQA's words only).")
+    key = (id(model), benchmark.name, len(counts))
+    if counts and world.main and key not in _warned:
+        _warned.add(key)
+        warn(f"{benchmark.name}: {len(counts)} of {len(benchmark.questions if questions is None else questions)} "
+             f"prompts have words the model cannot read (recorded as `unknown_words` in their rows); {example}")
+    return counts
 
 
 def score(model: VLM, benchmark: Benchmark, questions: Sequence[Question], visual: Visual, source: str,
@@ -60,6 +96,10 @@ def score(model: VLM, benchmark: Benchmark, questions: Sequence[Question], visua
     for i, q in enumerate(questions):  # circular evaluation: each row keeps its question's rotation
         if "circular" in q.meta:
             rows[i]["circular"] = q.meta["circular"]
+    for i, q in enumerate(questions):  # a prompt read in part is scored, and says so
+        unknown = model.unknown_words(benchmark.prompt(q))
+        if unknown:
+            rows[i]["unknown_words"] = len(unknown)
     return [rows[i] for i in range(len(questions))]
 
 
@@ -95,6 +135,8 @@ def evaluate_conditions(model: VLM, benchmark: Benchmark, conditions: Sequence[C
     `workers`: threads preparing images ahead of the model (default: `prefetch.default_workers`; 0: none)."""
     if scoring not in SCORINGS:
         raise UsageError(f"--scoring: unknown scoring {scoring!r} (allowed: {', '.join(SCORINGS)})")
+    benchmark = benchmark.for_model(model)
+    check_prompts(model, benchmark, world=world)
     if run:
         run.annotate(**model_environment(model))
     # a condition built from the question's own image has nothing to show for a text-only question
@@ -156,6 +198,9 @@ def summarize_conditions(rows: list[dict], benchmark: Benchmark, conditions: Seq
         summary["blind"] = blind
     if skipped(benchmark, conditions):
         summary["skipped_no_image"] = skipped(benchmark, conditions)
+    unknown = {r["question_id"]: r["unknown_words"] for r in rows if r.get("unknown_words")}
+    if unknown:  # prompts the model read only in part
+        summary["unknown_words"] = {"questions": len(unknown), "max_per_prompt": max(unknown.values())}
     return summary
 
 

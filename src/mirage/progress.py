@@ -10,8 +10,9 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 @contextmanager
 def progress_bar(description: str, total: int, quiet: bool = False) -> Iterator[Callable[[int], None]]:
-    """Yields `advance(n)`; shows a bar with count, elapsed and remaining time unless `quiet`."""
-    if quiet:
+    """Yields `advance(n)`; shows a bar with count, elapsed and remaining time unless `quiet` or there is nothing
+    to do (a resumed run would print an empty 0/0 bar per finished part)."""
+    if quiet or total <= 0:
         yield lambda n=1: None
         return
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
@@ -19,3 +20,10 @@ def progress_bar(description: str, total: int, quiet: bool = False) -> Iterator[
     with Progress(*columns) as bar:
         task = bar.add_task(description, total=total)
         yield lambda n=1: bar.advance(task, n)
+
+
+def warn(message: str) -> None:
+    """One `warning:` line on stderr, beside the bars (shown under `quiet` too: quiet only hides bars)."""
+    from rich.console import Console
+
+    Console(stderr=True, width=200).print(f"[bold yellow]warning:[/] {message}", highlight=False)

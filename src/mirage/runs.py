@@ -4,6 +4,7 @@ Appends are fsynced and a torn last line is repaired, so a run survives SIGKILL 
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import shutil
@@ -12,6 +13,7 @@ from pathlib import Path
 from typing import Sequence
 
 CONFIG = "config.json"
+TIMINGS = "timings.json"
 from .environment import library_changes, library_versions
 from .errors import MirageError
 
@@ -59,13 +61,16 @@ def _atomic_write(path: Path, text: str) -> None:
     _fsync_dir(path.parent)
 
 
-def _config_diff(old: dict, new: dict, ignore: frozenset[str]) -> list[str]:
-    keys = sorted((old.keys() | new.keys()) - ignore)
-    return [
-        f"{k}: {json.dumps(old.get(k, _MISSING))} -> {json.dumps(new.get(k, _MISSING))}"
-        for k in keys
-        if old.get(k, _MISSING) != new.get(k, _MISSING)
-    ]
+def _config_diff(old: dict, new: dict, ignore: frozenset[str], prefix: str = "") -> list[str]:
+    """`key: old -> new` for each differing key; nested dicts name the inner key (`spec.scope`), not the whole dict."""
+    out = []
+    for k in sorted((old.keys() | new.keys()) - ignore):
+        a, b = old.get(k, _MISSING), new.get(k, _MISSING)
+        if isinstance(a, dict) and isinstance(b, dict):
+            out += _config_diff(a, b, frozenset(), f"{prefix}{k}.")
+        elif a != b:
+            out.append(f"{prefix}{k}: {json.dumps(a)} -> {json.dumps(b)}")
+    return out
 
 
 def _parse_line(line: bytes) -> dict | None:
@@ -86,7 +91,8 @@ class RunDir:
 
     def __init__(self, path) -> None:
         self.path = Path(path)
-        self.config: dict = {}
+        self.config: dict = {}  # this invocation's
+        self.stored_config: dict = {}  # config.json's: the run's first call, plus its environment
         self.allow_env_change = False
 
     @classmethod
@@ -113,37 +119,55 @@ class RunDir:
             except ValueError as e:
                 raise MirageError(f"{config_path}: not valid JSON ({e})") from e
             diff = _config_diff(old, run.config, cls.NEUTRAL_KEYS)
-            if diff:
+            if diff and not run.holds_work():
+                overwrite = True  # a start that failed before any work (a typo, a missing flag): nothing to keep
+            elif diff:
                 raise RunConfigMismatch(
                     f"run directory {str(run.path)!r} was made with a different config: "
                     + "; ".join(diff)
                     + ". Use --overwrite to start over, or another --out."
                 )
-            run.config = {**run.config, **{k: old[k] for k in ("environment", LIBRARIES_KEY, ENV_CHANGES_KEY)
-                                           if k in old}}
-            recorded = old.get(LIBRARIES_KEY)
-            if recorded is None:  # a run made before versions were recorded: record them from now on
-                run._record(**{LIBRARIES_KEY: versions})
-            elif recorded != versions:
-                run._environment_changed(library_changes(recorded, versions), versions)
-            if fold:
-                run.fold_rank_files()
-            return run
+            else:
+                run.stored_config = old
+                run.config = {**run.config, **{k: old[k] for k in ("environment", LIBRARIES_KEY, ENV_CHANGES_KEY)
+                                               if k in old}}
+                recorded = old.get(LIBRARIES_KEY)
+                if recorded is None:  # a run made before versions were recorded: record them from now on
+                    run._record(**{LIBRARIES_KEY: versions})
+                elif recorded != versions:
+                    run._environment_changed(library_changes(recorded, versions), versions)
+                if fold:
+                    run.fold_rank_files()
+                return run
         if not overwrite and run.path.is_dir() and any(run.path.iterdir()):
             raise MirageError(
                 f"{str(run.path)!r} is a non-empty directory without {CONFIG}, so not a run directory; "
                 "refusing to write into it. Use --overwrite or another --out."
             )
 
-        run.path.mkdir(parents=True, exist_ok=True)
-        run._clear()
-        run.config[LIBRARIES_KEY] = versions
-        _atomic_write(config_path, json.dumps(run.config, indent=2, sort_keys=True) + "\n")
+        try:
+            run.path.mkdir(parents=True, exist_ok=True)
+            run._clear()
+            run.config[LIBRARIES_KEY] = versions
+            _atomic_write(config_path, json.dumps(run.config, indent=2, sort_keys=True) + "\n")
+        except OSError as e:  # a read-only --out: one line, not fifty of OSError
+            if e.errno not in (errno.EACCES, errno.EPERM, errno.EROFS):
+                raise
+            raise MirageError(f"cannot write the run directory {str(run.path)!r}: {e.strerror} "
+                              f"({e.filename}); choose a writable --out") from None
+        run.stored_config = json.loads(json.dumps(run.config))
         return run
 
+    def holds_work(self) -> bool:
+        """Whether anything but config.json was written: rows, artifacts, summaries, checkpoints."""
+        return any(p.is_file() and p.name != CONFIG and p.stat().st_size > 0 for p in self.path.rglob("*"))
+
     def _record(self, **entries) -> None:
-        self.config.update(json.loads(json.dumps(entries)))
-        _atomic_write(self.path / CONFIG, json.dumps(self.config, indent=2, sort_keys=True) + "\n")
+        """Add `entries` to config.json (the stored config: the run's first call's values) and to this call's."""
+        entries = json.loads(json.dumps(entries))
+        self.config.update(entries)
+        self.stored_config.update(entries)
+        _atomic_write(self.path / CONFIG, json.dumps(self.stored_config, indent=2, sort_keys=True) + "\n")
 
     def _environment_changed(self, changes: list[str], versions: dict | None = None) -> None:
         """Refuse a resume under another environment, or (allowed) record the change and carry on."""
@@ -180,17 +204,21 @@ class RunDir:
     def annotate(self, **facts) -> None:
         """Record facts known only once the model is loaded in config.json's `environment` (not part of the
         identity compared on resume, except the image-processor backend: another one is another environment)."""
+        facts = json.loads(json.dumps(facts))
         old = self.config.get("environment", {})
         changed = [f"{k} {old[k]} -> {facts[k]}" for k in BACKEND_KEYS
                    if k in old and k in facts and old[k] != facts[k]]
         if changed:
             self._environment_changed(changed)
-        self.config.setdefault("environment", {}).update(json.loads(json.dumps(facts)))
-        _atomic_write(self.path / CONFIG, json.dumps(self.config, indent=2, sort_keys=True) + "\n")
+        self.config.setdefault("environment", {}).update(facts)
+        self.stored_config.setdefault("environment", {}).update(facts)
+        # the stored config keeps the first call's neutral keys (batch size ...): each call's go to timings.json
+        _atomic_write(self.path / CONFIG, json.dumps(self.stored_config, indent=2, sort_keys=True) + "\n")
 
     def _clear(self) -> None:
         # Only our own outputs: the directory may hold files the user put there.
         self.results_path.unlink(missing_ok=True)
+        (self.path / TIMINGS).unlink(missing_ok=True)  # a new run's log starts empty
         for f in self.rank_files():
             f.unlink()
         self.summary_path.unlink(missing_ok=True)
@@ -224,6 +252,27 @@ class RunDir:
     def append(self, rows: Sequence[dict]) -> None:
         """Append rows as JSON lines and fsync, so a kill loses at most this batch."""
         append_rows(self.results_path, rows)
+
+    def log_invocation(self, record: dict) -> dict:
+        """Append this invocation's record (its times, batch size, ...) to timings.json, whose `total` sums every
+        invocation's seconds: a resumed run adds to the record instead of replacing it. Returns the whole log."""
+        path = self.path / TIMINGS
+        log = json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
+        if log and "invocations" not in log:  # a log from before invocations were kept: its one invocation
+            log = {"invocations": [log]}
+        invocations = log.get("invocations", []) + [json.loads(json.dumps(record))]
+        total: dict = {}
+        for inv in invocations:
+            for key, value in inv.items():
+                if key.endswith("_s") and isinstance(value, (int, float)):
+                    total[key] = round(total.get(key, 0.0) + value, 1)
+            for part, value in inv.get("parts", {}).items():
+                total.setdefault("parts", {})[part] = round(total.get("parts", {}).get(part, 0.0) + value, 1)
+        total["wall_s"] = round(sum(v for k, v in total.items() if k.endswith("_s") and k != "wall_s")
+                                + sum(total.get("parts", {}).values()), 1)
+        log = {"invocations": invocations, "total": total}
+        self.write_json(TIMINGS, log)
+        return log
 
     def write_json(self, name: str, obj) -> Path:
         """Atomically write `obj` as JSON to `name` in the run directory; returns its path."""

@@ -2,10 +2,11 @@
 
     <condition>                          real, blank, noise, wrong, blur, shuffle, file:<path>, none (no image)
     text-model                           the base LLM on the same prompts as text (--text-model)
-    <input>-<scope>[-<e1>+<e2>]          an optimized input (features-question, pixels-universal-clip+dino)
+    <input>-<scope>[-<e1>+<e2>][-from-<start>]   an optimized input (features-question, pixels-universal-clip+dino,
+                                         features-question-from-blank: started from the blank image's features)
     <source>-png                         the same input re-checked from its saved 8-bit PNG
     <source>-train                       a universal input on its own training questions
-    inversion[_<start>][-<encoders>]     two-stage inversion (its PNG re-check: -png)
+    inversion-question[-<encoders>][-from-<start>]   two-stage inversion (its PNG re-check: -png)
     patch-untargeted, patch-targeted-<letter|wrong> (-fixed, -png), patch-random
     generator-<method> (-train), saliency-<method>[-<encoder>]
 """
@@ -18,14 +19,17 @@ from typing import Sequence
 from .conditions import CONDITIONS, FILE_PREFIX
 
 SCOPES = ("question", "universal")
+START = "from"  # `-from-<start>`: where an input's optimization started, when not at its random start
 SUFFIXES = {"png": "re-checked from its saved 8-bit PNG", "train": "on its training questions"}
 TEXT_MODEL = "text-model"  # MMStar's S_t: the VLM's base LLM on the text alone
 PATCH_RANDOM = "patch-random"  # the untrained noise patch at the same places: the occlusion control
 
 
-def optimized(input: str, scope: str, encoders: Sequence[str] | None = None) -> str:
-    """`<input>-<scope>`, plus the encoder subset for single-encoder (or subset) runs."""
-    return f"{input}-{scope}" + (f"-{'+'.join(encoders)}" if encoders else "")
+def optimized(input: str, scope: str, encoders: Sequence[str] | None = None, start: str | None = None) -> str:
+    """`<input>-<scope>`, plus the encoder subset for single-encoder (or subset) runs, plus `-from-<start>` when the
+    input starts from an image's features (blank) instead of its random start."""
+    return (f"{input}-{scope}" + (f"-{'+'.join(encoders)}" if encoders else "")
+            + (f"-{START}-{start}" if start else ""))
 
 
 def png(source: str) -> str:
@@ -44,8 +48,9 @@ def fixed(source: str) -> str:
 
 
 def inversion(encoders: Sequence[str] | None = None, start: str = "random") -> str:
-    """`inversion` (`inversion_blank` from blank-start features), plus `-<e1>+<e2>` through a subset of encoders."""
-    return "inversion" + ("" if start == "random" else f"_{start}") + (f"-{'+'.join(encoders)}" if encoders else "")
+    """`inversion-question` (`inversion-question-from-blank` from blank-start features), with `-<e1>+<e2>` through
+    a subset of encoders: per-question pixels, named as every optimized input is."""
+    return optimized("inversion", "question", encoders, None if start == "random" else start)
 
 
 def patch(goal: str, target: str | None) -> str:
@@ -62,6 +67,16 @@ def saliency(method: str, encoder: str | None = None) -> str:
     return f"saliency-{method}" + (f"-{encoder}" if encoder else "")
 
 
+# What the sources of the analyses are, by name prefix (most specific first), for the report's "what" column.
+OTHER_DESCRIPTIONS = (
+    ("inversion", "pixels inverted from per-question features (two-stage inversion)"),
+    (PATCH_RANDOM, "an untrained noise patch on the real image (the occlusion control)"),
+    ("patch-untargeted", "adversarial patch on the real image, away from the answer"),
+    ("patch-targeted", "adversarial patch on the real image, toward a target letter"),
+    ("generator", "images from the question-conditioned generator"),
+)
+
+
 @dataclass(frozen=True)
 class SourceInfo:
     """One source name, parsed."""
@@ -72,6 +87,7 @@ class SourceInfo:
     scope: str | None = None  # question or universal
     encoders: tuple[str, ...] = ()  # single-encoder (or subset) runs
     suffix: str | None = None  # png or train
+    start: str | None = None  # blank: started from the blank image's features
 
     @property
     def base(self) -> str:
@@ -80,17 +96,27 @@ class SourceInfo:
 
     @property
     def description(self) -> str:
+        """What the source shows the model, in words (the report's "what" column)."""
         if self.group == "condition":
             if self.name == "none":
                 return "no image at all (text-only prompt)"
             return "file image" if self.name.startswith(FILE_PREFIX) else "image condition"
         if self.name == TEXT_MODEL:
             return "base LLM, text only"
+        if self.input == "inversion":
+            return (OTHER_DESCRIPTIONS[0][1] + (f", from {self.start}-start features" if self.start else "")
+                    + (f", through {' + '.join(self.encoders)} only" if self.encoders else "")
+                    + (f", {SUFFIXES[self.suffix]}" if self.suffix else ""))
         if self.group == "other":
-            return ""
+            what = next((what for prefix, what in OTHER_DESCRIPTIONS if self.name.startswith(prefix)), "")
+            ends = {**SUFFIXES, "fixed": "at fixed unseen places"}
+            tail = next((t for k, t in ends.items() if self.name.endswith(f"-{k}")), None)
+            return what + (f", {tail}" if what and tail else "")
         what = f"{self.input}, {'one per question' if self.scope == 'question' else 'one for all questions'}"
         if self.encoders:
             what += f", through {' + '.join(self.encoders)} only"
+        if self.start:
+            what += f", started from the {self.start} image's features"
         if self.scope == "universal" and not self.suffix:
             what += ", held-out questions"
         return what + (f", {SUFFIXES[self.suffix]}" if self.suffix else "")
@@ -106,10 +132,14 @@ def parse_source(name: str) -> SourceInfo:
             stem, suffix = name[: -len(s) - 1], s
             break
     parts = stem.split("-")
+    start = None
+    if len(parts) >= 4 and parts[-2] == START:
+        parts, start = parts[:-2], parts[-1]
     if len(parts) < 2 or parts[1] not in SCOPES or not parts[0]:
         return SourceInfo(name, "other")
     encoders = tuple(e for e in "-".join(parts[2:]).split("+") if e)
-    return SourceInfo(name, "single-encoder" if encoders else "optimized", parts[0], parts[1], encoders, suffix)
+    return SourceInfo(name, "single-encoder" if encoders else "optimized", parts[0], parts[1], encoders, suffix,
+                      start)
 
 
 def is_universal(name: str) -> bool:

@@ -145,6 +145,8 @@ def summarize(rows: Iterable[dict]) -> dict:
             if base == source or base not in by_source:
                 continue
             shared = sorted(per_q.keys() & by_source[base].keys(), key=str)
+            if not shared:  # no question in common (a universal input's training rows): no test, not p = 1
+                continue
             diff = paired_difference([bool(per_q[q]["correct"]) for q in shared],
                                      [bool(by_source[base][q]["correct"]) for q in shared])
             test = diff["mcnemar"]

@@ -102,3 +102,11 @@ def test_run_generator_writes_rows_artifacts_and_summary(tiny_model, small_bench
     assert len(json.loads((art / "generator-reinforce.history.json").read_text())) == 2
     assert {p.stem for p in (art / "generator-reinforce").glob("*.png")} == set(out["samples"])
     assert json.loads((run.path / "generator-reinforce.summary.json").read_text())["reward_last"] == out["reward_last"]
+
+
+def test_universal_baseline_runs_the_generators_steps(tiny_model, small_bench, tmp_path):
+    # `--steps 3` bounds the whole run: the universal-pixels baseline ran 30 steps whatever the flag said.
+    bench = Benchmark("shapes", "test", small_bench.questions[:8])
+    run = RunDir.open(tmp_path / "run", {"x": 1})
+    run_generator(tiny_model, bench, run, train=4, steps=2, config=TINY, questions=2, samples=2, eval_train=2)
+    assert len(json.loads((run.artifacts_dir / "pixels-universal.history.json").read_text())) == 2

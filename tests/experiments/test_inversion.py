@@ -26,20 +26,20 @@ def inverted(tiny_model, small_bench, tmp_path_factory):
 
 def test_feature_match_improves_and_rows_are_written(inverted):
     run, summary = inverted
-    rows = [r for r in run.rows() if r["source"] == "inversion"]
+    rows = [r for r in run.rows() if r["source"] == "inversion-question"]
     assert len(rows) == 3 and all(set(r["cos_end"]) == set(NAMES) for r in rows)
     for name in NAMES:
         assert summary["cos_end"][name] > summary["cos_start"][name], name
-    assert {r["source"] for r in run.rows()} == {"features-question", "inversion", "inversion-png"}
-    assert summary["accuracy"]["inversion"]["n"] == summary["accuracy"]["inversion-png"]["n"] == 3
+    assert {r["source"] for r in run.rows()} == {"features-question", "inversion-question", "inversion-question-png"}
+    assert summary["accuracy"]["inversion-question"]["n"] == summary["accuracy"]["inversion-question-png"]["n"] == 3
 
 
 def test_png_recheck_reads_the_saved_image(inverted, small_bench):
     run, _ = inverted
-    pngs = [r for r in run.rows() if r["source"] == "inversion-png"]
+    pngs = [r for r in run.rows() if r["source"] == "inversion-question-png"]
     assert [r["question_id"] for r in pngs] == [q.id for q in small_bench.questions[:3]]
     for r in pngs:
-        with Image.open(run.artifacts_dir / "inversion" / f"{r['question_id']}.png") as im:
+        with Image.open(run.artifacts_dir / "inversion-question" / f"{r['question_id']}.png") as im:
             assert im.size == (112, 112) and np.asarray(im).std() > 0
 
 
@@ -48,10 +48,10 @@ def test_encoder_subset_and_resume(inverted, tiny_model, small_bench, tmp_path):
     run = RunDir.open(tmp_path / "run", {"x": 1})
     summary = run_inversion(tiny_model, small_bench, run, n=2, encoders=["clip"], targets_from=source_run, cfg=FAST)
     rows = run.rows()
-    assert summary["source"] == "inversion-clip" and summary["encoders"] == ["clip"]
+    assert summary["source"] == "inversion-question-clip" and summary["encoders"] == ["clip"]
     assert summary["cos_end"]["clip"] > summary["cos_start"]["clip"]
-    assert [set(r["cos_end"]) for r in rows if r["source"] == "inversion-clip"] == [{"clip"}] * 2
-    assert (run.artifacts_dir / "inversion-clip" / f"{small_bench[0].id}.png").is_file()
+    assert [set(r["cos_end"]) for r in rows if r["source"] == "inversion-question-clip"] == [{"clip"}] * 2
+    assert (run.artifacts_dir / "inversion-question-clip" / f"{small_bench[0].id}.png").is_file()
     run_inversion(tiny_model, small_bench, run, n=3, encoders=["clip"], targets_from=source_run, cfg=FAST)
     again = run.rows()
     assert again[:4] == rows  # the first two questions' rows were kept, not redone
@@ -74,11 +74,11 @@ def test_blank_start_targets_begin_near_an_image(tiny_model, small_bench, tmp_pa
     run = RunDir.open(tmp_path / "run", {"x": 1})
     cfg = InversionConfig(steps=2, batch_size=2, start="blank")
     summary = run_inversion(tiny_model, small_bench, run, n=1, encoders=["clip"], cfg=cfg, stage1=STAGE1)
-    assert summary["source"] == "inversion_blank-clip"
-    with Image.open(run.artifacts_dir / "inversion_blank-clip" / f"{small_bench[0].id}.png") as im:
+    assert summary["source"] == "inversion-question-clip-from-blank"
+    with Image.open(run.artifacts_dir / "inversion-question-clip-from-blank" / f"{small_bench[0].id}.png") as im:
         assert im.size == (224, 224)  # by default the largest encoder input, as pixels-question
-    assert {r["source"] for r in run.rows()} == {"features_blank-question", "inversion_blank-clip",
-                                                  "inversion_blank-clip-png"}
+    assert {r["source"] for r in run.rows()} == {"features-question-from-blank", "inversion-question-clip-from-blank",
+                                                  "inversion-question-clip-from-blank-png"}
     with pytest.raises(ValueError, match="did you mean 'blank'"):
         InversionConfig(start="blnak")
 
@@ -95,7 +95,7 @@ def test_cli_inverts_from_a_run_and_refuses_unknown_encoders(inverted, shapes_cl
             "--out", str(out), "-q"]
     res = runner.invoke(app, [*args, "--encoders", "clip"])
     assert res.exit_code == 0, res.output
-    assert "inversion-clip" in res.output and "cos_end" in res.output
+    assert "inversion-question-clip" in res.output and "cos_end" in res.output
     bad = runner.invoke(app, [*args[:-3], "--out", str(tmp_path / "bad"), "--encoders", "clipp"])
     assert bad.exit_code == 2 and "did you mean 'clip'" in bad.output
     assert not (tmp_path / "bad").exists()

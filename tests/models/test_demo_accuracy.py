@@ -40,7 +40,7 @@ def test_study_small_limit_end_to_end(tmp_path):
             "pixels-question-png", "features-universal", "features-universal-train", "pixels-universal",
             "pixels-universal-train", "pixels-universal-png", "features-question-clip", "features-question-siglip",
             "features-question-dino", "features-question-convnext",
-            "features_blank-question", "inversion_blank", "inversion_blank-png"}  # inversion's two stages
+            "features-question-from-blank", "inversion-question-from-blank", "inversion-question-from-blank-png"}  # inversion's two stages
     assert set(summary["n"]) == want and all(src in res.output for src in want)
     assert {"S_v", "S_wv", "S_t", "MG", "ML"} <= set(summary["blind"])
     saliency = json.loads((out / "saliency-summary.json").read_text())

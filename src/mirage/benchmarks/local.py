@@ -114,4 +114,4 @@ def load_jsonl(path: str | Path) -> Benchmark:
             questions.append(q)
     if not questions:
         raise ValueError(f"{path}: no questions")
-    return Benchmark(path.stem, "file", questions, file_prompt)
+    return Benchmark(path.stem, "file", questions, file_prompt, generic_prompt=True)

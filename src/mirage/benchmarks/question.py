@@ -89,6 +89,12 @@ class Benchmark:
     split: str
     questions: list[Question]
     prompt_style: Callable[[Question], str] = letter_prompt
+    # The whole split these questions were taken from (None: just them). Conditions that look across questions
+    # (`wrong`) draw from it, so a run on the first N questions is a prefix of the run on all of them.
+    pool: list[Question] | None = field(default=None, repr=False, compare=False)
+    # True when `prompt_style` is mirage's generic one (a `file:` set has no official prompt): a model that reads
+    # a prompt style of its own (`VLM.prompt_style`, e.g. the demo's) is asked in that instead.
+    generic_prompt: bool = False
     # how a generated answer is judged: (question, response, seed) -> (pred, answer, correct); None: MMMU's parser
     judging: Callable[[Question, str, int], tuple] | None = None
 
@@ -108,7 +114,19 @@ class Benchmark:
     def subset(self, limit: int | None) -> "Benchmark":
         """The first `limit` questions (all when None), same name and prompt style."""
         qs = self.questions if limit is None else self.questions[:limit]
-        return replace(self, questions=list(qs))
+        return replace(self, questions=list(qs), pool=self.split_questions)
+
+    def for_model(self, model) -> "Benchmark":
+        """This benchmark as `model` is asked it: a generic prompt gives way to the model's own prompt style."""
+        own = getattr(model, "prompt_style", None)
+        if not self.generic_prompt or own is None:
+            return self
+        return replace(self, prompt_style=own, generic_prompt=False, pool=self.split_questions)
+
+    @property
+    def split_questions(self) -> list[Question]:
+        """The whole split (`pool`), or these questions when they are all there is."""
+        return self.pool if self.pool is not None else self.questions
 
     def judge(self, question: Question, response: str, seed: int = 0) -> tuple[str, str, bool]:
         """(pred, answer, correct) of a generated `response`: the benchmark's own `judging`, or by default the

@@ -6,10 +6,27 @@ from __future__ import annotations
 from typing import Optional
 
 import typer
+from typer.core import TyperArgument, TyperOption
 
 from . import (benchmarks, curate, eval, invert, optimize, report, saliency, study, train_demo, train_demo_text,
                transfer)
 
+_value_type = TyperOption.display_type_rich
+
+
+def _flag_type(self, ctx):
+    """A flag takes no value: typer 0.29 labels every flag, --help included, `<bool>` in the help's type column."""
+    return None if self.is_flag else _value_type(self, ctx)
+
+
+def _usage_name(self) -> str:
+    """RUN_DIR as the docstrings write it (typer 0.29 writes a required argument `{RUN_DIR}`)."""
+    name = self.display_name_raw
+    return (name if self.required else f"[{name}]") + ("..." if self.nargs != 1 else "")
+
+
+TyperOption.display_type_rich = _flag_type
+TyperArgument._usage_display_name = _usage_name
 app = typer.Typer(add_completion=False, no_args_is_help=True,
                   help="How much of a vision-language model's benchmark score needs a real image?")
 
@@ -38,7 +55,10 @@ app.command("transfer-types")(transfer.transfer_types_cmd)
 
 
 def main() -> None:
-    app()
+    try:
+        app()
+    except KeyboardInterrupt:  # Ctrl-C before a command's own handler (while starting up): no traceback
+        raise SystemExit(130) from None
 
 
 __all__ = ["app", "main"]

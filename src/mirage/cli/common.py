@@ -4,6 +4,7 @@ run-directory plumbing (torchrun world, timings)."""
 from __future__ import annotations
 
 import sys
+import time
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated, Iterator, Optional
@@ -54,12 +55,27 @@ def fail(err: Exception) -> None:
 
 
 @contextmanager
-def user_errors() -> Iterator[None]:
-    """Run a command's work: a user error (EXPECTED) becomes one red line and exit status 2."""
+def user_errors(out: Optional[Path] = None) -> Iterator[None]:
+    """Run a command's work: a user error (EXPECTED) becomes one red line and exit status 2; Ctrl-C says what the
+    run directory `out` keeps and exits 130."""
     try:
         yield
     except EXPECTED as e:
         fail(e)
+    except KeyboardInterrupt:
+        console.print(f"[bold yellow]interrupted:[/] {kept(out)}", highlight=False)
+        raise typer.Exit(130) from None
+
+
+def kept(out: Optional[Path]) -> str:
+    """What an interrupted run leaves: its finished rows, and that the same command resumes."""
+    if out is None or not (out / "config.json").is_file():
+        return "nothing was written."
+    from ..runs import read_rows
+
+    files = [out / "results.jsonl", *sorted(out.glob("results.rank*.jsonl"))]
+    n = len({(r["question_id"], r["source"]) for f in files if f.is_file() for r in read_rows(f)})
+    return f"{n} finished rows kept in {out}; rerun the same command to resume."
 
 
 def names(csv: Optional[str]) -> Optional[list[str]]:
@@ -123,13 +139,15 @@ def finish(run, world) -> list[dict]:
     return run.merge() if world.distributed else run.rows()
 
 
-def write_timings(run, load_s: float, work_s: float, world) -> None:
-    """timings.json: this invocation's model loading and work (a resumed run times only what it did), with the
-    peak GPU memory of rank 0's devices."""
+def write_timings(run, load_s: float, work_s: float, world) -> dict:
+    """Append this invocation to timings.json (its command line, batch size, model loading and work, the peak GPU
+    memory of rank 0's devices); `total` sums every invocation, so a resumed run keeps what the earlier ones took."""
     import torch
 
-    t = {"load_s": round(load_s, 1), "work_s": round(work_s, 1), "ranks": world.size}
+    t = {"started": time.strftime("%Y-%m-%dT%H:%M:%S", time.localtime(time.time() - load_s - work_s)),
+         "argv": " ".join(sys.argv[1:]), "batch_size": run.config.get("batch_size"), "load_s": round(load_s, 1),
+         "work_s": round(work_s, 1), "ranks": world.size}
     if torch.cuda.is_available():
         t["peak_gb"] = {i: round(torch.cuda.max_memory_allocated(i) / 2**30, 2)
                         for i in range(torch.cuda.device_count()) if torch.cuda.max_memory_allocated(i)}
-    run.write_json("timings.json", t)
+    return run.log_invocation(t)

@@ -56,7 +56,7 @@ def eval_cmd(
     from ..models import load_model, parse_dtype
     from ..models.text_lm import load_text_model
 
-    with user_errors():
+    with user_errors(out):
         world, device, scale_options = scale_out(device, gpus_per_rank)
         quiet = quiet or not world.main
         with loading():

@@ -20,7 +20,7 @@ def invert_cmd(
                                                   "OUT.")] = None,
     encoders: Annotated[Optional[str], typer.Option(help="Invert through these encoders only, e.g. clip.")] = None,
     start: Annotated[str, typer.Option(help="Stage 1 starts from random features (features-question) or from the "
-                                       "blank image's (features_blank-question).")] = "random",
+                                       "blank image's (features-question-from-blank).")] = "random",
     steps: Annotated[int, typer.Option(min=1, help="Adam steps of stage 2.")] = 100,
     lr: Annotated[Optional[float], typer.Option(min=0.0, help="Learning rate (default: the parameterization's).")
                   ] = None,
@@ -49,7 +49,7 @@ def invert_cmd(
     from ..runs import RunDir
     from ..stats import summarize
 
-    with user_errors():
+    with user_errors(out):
         with loading():
             parse_dtype(dtype)
         if from_ is not None and not (from_ / "config.json").is_file():

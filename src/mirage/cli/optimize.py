@@ -7,10 +7,21 @@ from typing import Annotated, Optional
 
 import typer
 
+from ..errors import UsageError
 from .common import (AllQuestions, AllowEnvChange, AspectRatio, BenchmarkName, DataDir, Device, DeviceMap, Dtype,
-                     GpusPerRank,
-                     ImageSize, Model, Out, Overwrite, Quiet, Split, Subjects, benchmark_options, console, finish,
-                     loading, model_options, names, open_run, scale_out, user_errors, write_timings)
+                     GpusPerRank, ImageSize, Model, Out, Overwrite, Quiet, Split, Subjects, benchmark_options,
+                     console, finish, loading, model_options, names, open_run, scale_out, user_errors, write_timings)
+
+
+def own_options(input: str, goal: str, target: Optional[str], patch_size: Optional[int], method: str) -> dict:
+    """The options of inputs with their own experiment; one given to another input is refused by name."""
+    given = {"patch": {"--goal": goal != "untargeted", "--target": target is not None, "--patch-size":
+                       patch_size is not None}, "generator": {"--method": method != "reinforce"}}
+    for owner, flags in given.items():
+        for flag, set_ in flags.items():
+            if set_ and input != owner:
+                raise UsageError(f"{flag} applies to --input {owner}, not {input}")
+    return {"patch": {"goal": goal, "target": target, "size": patch_size}, "generator": {"method": method}}.get(input, {})
 
 
 def optimize_cmd(
@@ -22,7 +33,9 @@ def optimize_cmd(
     all_questions: AllQuestions = False,
     input: Annotated[str, typer.Option("--input", help="features, pixels, tokens, patch or generator.")] = "features",
     param: Annotated[str, typer.Option(help="Pixel parameterization: raw, sigmoid or fourier.")] = "sigmoid",
-    scope: Annotated[str, typer.Option(help="question (one input each) or universal (one for all).")] = "question",
+    scope: Annotated[Optional[str], typer.Option(help="question (one input each) or universal (one for all); "
+                                                 "default: universal for patch and generator, else question.")
+                     ] = None,
     encoders: Annotated[Optional[str], typer.Option(help="Optimize through these encoders only, e.g. clip,dino.")
                         ] = None,
     detach: Annotated[Optional[str], typer.Option(help="Encoders whose feature tensors stay frozen at their init.")
@@ -73,15 +86,15 @@ def optimize_cmd(
     from ..optimize import OptimizeConfig
     from ..stats import summarize
 
-    with user_errors():
+    with user_errors(out):
         world, device, scale_options = scale_out(device, gpus_per_rank)
         quiet = quiet or not world.main
         with loading():
             parse_dtype(dtype)  # refused before anything is written
-        own = {"patch": {"goal": goal, "target": target, "size": patch_size}, "generator": {"method": method}}
+        own = own_options(input, goal, target, patch_size, method)
         spec = OptimizeSpec(input=input, scope=scope, param=param, encoders=names(encoders), detach=names(detach),
                             objective=objective, quantize=quantize, resolution=resolution, train=train,
-                            options=own.get(input, {}))
+                            options=own)
         cfg = OptimizeConfig(steps=steps, lr=lr, batch_size=batch_size, early_stop=early_stop, seed=seed, accum=accum)
         with loading():
             bench = load_benchmark(benchmark, split=split, limit=limit,

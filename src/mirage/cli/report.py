@@ -11,7 +11,7 @@ from .common import console, user_errors
 
 
 def report_cmd(
-    run_dir: Annotated[Path, typer.Argument(help="Run directory (config.json, results.jsonl, artifacts/).")],
+    run_dir: Annotated[Path, typer.Argument(metavar="RUN_DIR", help="Run directory (config.json, results.jsonl, artifacts/).")],
     max_images: Annotated[int, typer.Option(min=0, help="Images shown per gallery; the rest are counted, not "
                                             "shown.")] = 16,
     questions: Annotated[bool, typer.Option(help="Load the run's benchmark for question text and real images.")

@@ -34,7 +34,7 @@ def saliency_cmd(
     from ..models import load_model, parse_dtype
     from ..runs import RunDir
 
-    with user_errors():
+    with user_errors(out):
         with loading():
             parse_dtype(dtype)
         SALIENCY_METHODS.get(method)  # refused before anything is written

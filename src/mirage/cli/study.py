@@ -67,7 +67,7 @@ def study_cmd(
     from ..experiments.study import run_study
 
     t0 = time.time()
-    with user_errors():
+    with user_errors(out):
         world, device, scale_options = scale_out(device, gpus_per_rank)
         benches = names(benchmark) or ["shapes"]
         with loading():

@@ -16,11 +16,13 @@ from .common import Device, Quiet, console, user_errors
 
 def train_demo_cmd(
     out: Annotated[Path, typer.Option(help="Training directory (resumed if it holds a checkpoint).")] = ...,
-    steps: Annotated[int, typer.Option(min=1)] = 5000,
+    steps: Annotated[int, typer.Option(min=1, help="Training steps in all, the text and vision phases included.")
+                     ] = 5000,
     text_steps: Annotated[int, typer.Option(min=0, help="Steps of text-only LM training first.")] = 800,
     vision_steps: Annotated[int, typer.Option(min=0, help="Then steps of dense-head vision pretraining.")] = 600,
-    batch_size: Annotated[int, typer.Option(min=1)] = 256,
-    lr: Annotated[float, typer.Option(min=0.0)] = 5e-4,
+    batch_size: Annotated[int, typer.Option(min=1, help="Questions per training step.")] = 256,
+    lr: Annotated[float, typer.Option(min=0.0, help="Peak AdamW learning rate (after warm-up; cosine decay).")
+                  ] = 5e-4,
     workers: Annotated[int, typer.Option(min=0, help="Data worker processes.")] = 4,
     init: Annotated[Optional[Path], typer.Option(help="Continue from this model directory (joint phase only).")
                     ] = None,
@@ -50,9 +52,10 @@ def train_demo_cmd(
         weights = parse_type_weights(type_weights) if type_weights else None
     if init is not None:
         text_steps = vision_steps = 0  # the phases before joint training were done by the stage that made `init`
-    cfg = TrainConfig(steps=steps, text_steps=text_steps, vision_steps=vision_steps, batch_size=batch_size, lr=lr,
-                      workers=workers, type_weights=weights, aux_fraction=aux_fraction,
-                      init=str(init) if init else None)
+    with user_errors():
+        cfg = TrainConfig(steps=steps, text_steps=text_steps, vision_steps=vision_steps, batch_size=batch_size, lr=lr,
+                          workers=workers, type_weights=weights, aux_fraction=aux_fraction,
+                          init=str(init) if init else None)
     t0 = time.time()
     with progress_bar("training", steps, quiet) as advance:
         def on_step(step: int, rec: dict) -> None:

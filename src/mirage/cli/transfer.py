@@ -78,7 +78,7 @@ def transfer_cmd(
     from ..models import load_model
     from ..runs import RunDir
 
-    with user_errors():
+    with user_errors(out):
         inputs = _inputs(from_)
         benches = _benches(benchmark, split, limit, by_type)
         config = {"command": "transfer", "model": model, "inputs": {k: str(v) for k, v in inputs.items()},
@@ -116,7 +116,7 @@ def transfer_types_cmd(
     from ..models import load_model
     from ..runs import RunDir
 
-    with user_errors():
+    with user_errors(out):
         check_type_transfer_input(input)  # before the run directory and the model
         with loading():
             bench = load_benchmark(benchmark, split=split, limit=limit)

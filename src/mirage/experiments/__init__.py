@@ -20,6 +20,7 @@ from typing import Callable
 from ..benchmarks.question import Benchmark
 from ..distributed import SINGLE, World
 from ..errors import UsageError
+from ..evaluate import check_prompts
 from ..inputs import Reference
 from ..models.vlm import VLM
 from ..optimize import OptimizeConfig
@@ -45,13 +46,15 @@ def run_input(model: VLM, bench: Benchmark, spec: OptimizeSpec, cfg: OptimizeCon
     runner = own_loop(spec.input)
     if runner is None:
         return run_optimization(model, bench, spec, cfg, run, ref, quiet, world)
+    bench = bench.for_model(model)
+    check_prompts(model, bench, world=world)
     if spec.scope != "universal":
         raise UsageError(f"--input {spec.input} trains one input for a train set: use --scope universal")
     check_train(spec.train, len(bench))
     if world.distributed:
         raise UsageError(f"--input {spec.input} runs in one process (no torchrun sharding yet)")
     runner(model, bench, run, train=spec.train, steps=cfg.steps, seed=cfg.seed, quiet=quiet,
-           **({"lr": cfg.lr} if cfg.lr else {}), **spec.options)
+           **({"lr": cfg.lr} if cfg.lr is not None else {}), **spec.options)
     return run.rows()
 
 

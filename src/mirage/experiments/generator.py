@@ -31,15 +31,18 @@ def generated_images(bench: Benchmark, gen: GeneratorInput, questions: Sequence[
 
 
 def generator_rows(model: VLM, bench: Benchmark, gen: GeneratorInput, questions: Sequence[Question], source: str,
-                   seed: int, run: RunDir | None = None, batch_size: int = 32) -> list[dict]:
+                   seed: int, run: RunDir | None = None, batch_size: int = 32, quiet: bool = True) -> list[dict]:
     """Rows of the generator's 8-bit samples read by the model's real processor (skipping rows `run` holds)."""
     from ..evaluate import score, score_pending
+    from ..progress import progress_bar
 
     def rows_for(qs: list[Question]) -> list[dict]:
         with torch.inference_mode():
             return score(model, bench, qs, model.visual_from_images(generated_images(bench, gen, qs, seed)), source)
 
-    return score_pending(questions, source, rows_for, run, batch_size)
+    done = run.done() if run else set()
+    with progress_bar(f"evaluating {source}", sum((q.id, source) not in done for q in questions), quiet) as advance:
+        return score_pending(questions, source, rows_for, run, batch_size, done, advance)
 
 
 def save_samples(run: RunDir, bench: Benchmark, gen: GeneratorInput, questions: Sequence[Question], source: str,
@@ -60,11 +63,11 @@ def save_samples(run: RunDir, bench: Benchmark, gen: GeneratorInput, questions: 
 def run_generator(model: VLM, bench: Benchmark, run: RunDir, method: str = "reinforce", train: int = 200,
                   steps: int = 100, heldout: int | None = None, config: GeneratorConfig | None = None,
                   lr: float = 3e-4, questions: int = 8, samples: int = 2, reward: str = "prob",
-                  universal_steps: int = 30, eval_train: int = 100, seed: int = 0, quiet: bool = True,
+                  universal_steps: int | None = None, eval_train: int = 100, seed: int = 0, quiet: bool = True,
                   stop_after: int | None = None, **train_options) -> dict:
     """Train the generator (`reinforce` or the `backprop` control) on the first `train` questions of `bench`, then
     evaluate it on the next `heldout` (default: the rest) beside blank, noise and a universal pixel input trained
-    `universal_steps` steps on the same questions (0: skipped). Resumable; returns (and writes
+    `universal_steps` steps on the same questions (default: `steps`, the generator's own budget; 0: skipped). Resumable; returns (and writes
     `<source>.summary.json`) accuracies with 95% intervals, McNemar against blank, and the reward curve's ends."""
     from ..conditions import parse_conditions
     from ..evaluate import evaluate_conditions
@@ -75,6 +78,7 @@ def run_generator(model: VLM, bench: Benchmark, run: RunDir, method: str = "rein
     cfg = TrainConfig(method=method, steps=steps, lr=lr, questions=questions, samples=samples, reward=reward,
                       seed=seed, **train_options)
     source = sources.generator(method)
+    universal_steps = steps if universal_steps is None else universal_steps
     t0 = time.time()
     train_qs, held = bench.questions[:train], bench.questions[train:][:heldout]
     gen = GeneratorInput(model, 1, config, seed).to(model.device)
@@ -89,11 +93,11 @@ def run_generator(model: VLM, bench: Benchmark, run: RunDir, method: str = "rein
         {"generator": gen.config.to_dict(), "train": asdict(cfg)}, indent=1))
 
     t = time.time()
-    generator_rows(model, bench, gen, held, source, seed, run)
-    generator_rows(model, bench, gen, train_qs[:eval_train], sources.train(source), seed, run)
+    generator_rows(model, bench, gen, held, source, seed, run, quiet=quiet)
+    generator_rows(model, bench, gen, train_qs[:eval_train], sources.train(source), seed, run, quiet=quiet)
     samples_saved = save_samples(run, bench, gen, held, source, seed)
     held_bench = replace(bench, questions=list(held))
-    evaluate_conditions(model, held_bench, parse_conditions("blank,noise"), run=run, quiet=True)
+    evaluate_conditions(model, held_bench, parse_conditions("blank,noise"), run=run, quiet=quiet)
     timings["evaluate"] = round(time.time() - t, 1)
     names = [source, "blank", "noise"]
     if universal_steps:

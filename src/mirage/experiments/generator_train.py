@@ -136,7 +136,7 @@ def train_step(model: VLM, bench: Benchmark, gen: GeneratorInput, qs: Sequence[Q
 @contextmanager
 def reward_bar(description: str, total: int, quiet: bool) -> Iterator[Callable[[float], None]]:
     """A progress bar (as mirage.progress's) that also shows the running reward; yields `advance(reward)`."""
-    if quiet:
+    if quiet or total <= 0:
         yield lambda reward: None
         return
     from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn,

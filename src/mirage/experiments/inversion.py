@@ -12,8 +12,8 @@ start and the end) and `inversion-png` (the saved 8-bit PNG through the model's 
 Stage 1 as the study runs it (`features-question`) starts each question from random features at the scale of real
 ones and stops as soon as the answer is secured (a few Adam steps), so its features are mostly that random start:
 no image has features near them (the real image's cosine to them is ~0). `start="blank"` runs stage 1 from the blank
-image's features instead (source `features_blank-question`, same loop and settings), so the target is an image's
-features plus what the answer needs; its inversions are named `inversion_blank[-<encoders>]`.
+image's features instead (source `features-question-from-blank`, same loop and settings), so the target is an
+image's features plus what the answer needs; its inversions are named `inversion-question[-<encoders>]-from-blank`.
 """
 
 from __future__ import annotations
@@ -46,7 +46,7 @@ from .optimization import OptimizeSpec, png_condition, run_optimization
 
 # stage 1's source (rows, and artifacts/<source>/<qid>.safetensors) by where its features start
 TARGET_SOURCES = {"random": sources.optimized("features", "question"),
-                  "blank": sources.optimized("features_blank", "question")}
+                  "blank": sources.optimized("features", "question", start="blank")}
 DEFAULT_LR = {"fourier": 0.05, "sigmoid": 0.1, "raw": 0.02}
 COMPARE = ("real", "blank", *TARGET_SOURCES.values(), sources.optimized("pixels", "question"),
            sources.png(sources.optimized("pixels", "question")))
@@ -92,7 +92,7 @@ class InversionConfig:
 
 
 def source_name(encoders: Sequence[str] | None, start: str = "random") -> str:
-    """`inversion` (`inversion_blank` from blank-start features), plus `-<e1>+<e2>` through a subset of encoders."""
+    """`inversion-question[-<e1>+<e2>]`, plus `-from-blank` from blank-start features (`sources.inversion`)."""
     return sources.inversion(encoders, start)
 
 

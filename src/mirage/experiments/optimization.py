@@ -15,7 +15,7 @@ from ..compiling import compile_blocks
 from ..conditions import Condition, ConditionContext
 from ..distributed import SINGLE, World
 from ..errors import UsageError
-from ..evaluate import evaluate_conditions
+from ..evaluate import check_prompts, evaluate_conditions
 from ..inputs import INPUTS, PARAMS, Reference, build_input, default_lr
 from ..models.vlm import VLM
 from ..objectives import OBJECTIVES
@@ -26,12 +26,18 @@ from ..sources import SCOPES
 from .common import check_train
 
 
+UNIVERSAL_ONLY = ("patch", "generator")  # trained as one input for a train set: --scope universal is implied
+# The inputs each switch changes (tokens come after the connector, so no encoder subset reaches them).
+FLAG_INPUTS = {"--param": ("pixels",), "--quantize": ("pixels",), "--resolution": ("pixels",),
+               "--encoders": ("features", "pixels"), "--detach": ("features",)}
+
+
 @dataclass
 class OptimizeSpec:
     """What to optimize: input kind, scope, parameterization, encoder subset, objective and switches."""
 
     input: str = "features"
-    scope: str = "question"
+    scope: str | None = None  # None: universal for inputs trained as one (patch, generator), else question
     param: str = "sigmoid"
     encoders: list[str] | None = None
     detach: list[str] | None = None
@@ -44,10 +50,19 @@ class OptimizeSpec:
     def __post_init__(self) -> None:
         INPUTS.get(self.input)  # unknown names fail with "did you mean"
         OBJECTIVES.get(self.objective)
+        if self.scope is None:
+            self.scope = "universal" if self.input in UNIVERSAL_ONLY else "question"
         if self.scope not in SCOPES:
             raise UsageError(f"--scope: {did_you_mean('scope', self.scope, list(SCOPES))}")
         if self.param not in PARAMS:
             raise UsageError(f"--param: {did_you_mean('pixel parameterization', self.param, list(PARAMS))}")
+        # A switch the input has no use for would run unchanged under another name: refused by name.
+        given = {"--param": self.param != "sigmoid", "--quantize": self.quantize,
+                 "--resolution": self.resolution is not None, "--encoders": bool(self.encoders),
+                 "--detach": bool(self.detach)}
+        for flag, inputs in FLAG_INPUTS.items():
+            if given[flag] and self.input not in inputs:
+                raise UsageError(f"{flag} applies to --input {' or '.join(inputs)}, not {self.input}")
 
     @property
     def source(self) -> str:
@@ -104,11 +119,13 @@ def run_optimization(model: VLM, bench: Benchmark, spec: OptimizeSpec, cfg: Opti
     it produced (resumes from rows already in `run`). Under torchrun (`world`), questions are sharded and universal
     gradients summed across ranks. `mirage.experiments.run_input` dispatches every `--input`, patch and generator
     included."""
+    bench = bench.for_model(model)
+    check_prompts(model, bench, world=world)
     ref = ref or Reference.from_benchmark(model, bench)
     objective = OBJECTIVES.get(spec.objective)
     opts = dict(param=spec.param, encoders=spec.encoders, detach=spec.detach, quantize=spec.quantize,
                 resolution=spec.resolution, seed=cfg.seed, **spec.options)
-    lr = cfg.lr or default_lr(spec.input, spec.param)
+    lr = cfg.lr if cfg.lr is not None else default_lr(spec.input, spec.param)  # 0 is a value: no update
     source = spec.source
     if spec.scope == "question":
         inp = build_input(spec.input, model, cfg.batch_size, ref, **opts)

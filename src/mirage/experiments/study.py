@@ -6,7 +6,8 @@
 Per benchmark: the image conditions and `none` (no image at all), with a base LM on the same prompts as text
 (`text-model`, for MMStar's S_t, MG and ML; by default the demo's own base LM for the demo); per-question features
 and pixels (each re-checked from its PNG); universal features and pixels with a held-out split; per-question features
-through one encoder at a time (models with several encoders); gradient saliency maps; two-stage inversion. Sizes come from a preset (`presets.py`), capped by `limit`.
+through one encoder at a time (models with several encoders); gradient saliency maps; two-stage inversion. Sizes come
+from a preset (`presets.py`), capped by `limit`; `steps` sets every loop's steps (inversion's pixels: twice as many).
 The parts are data (`study_parts`: a list of named `Part`s), run by one loop over `RUNNERS`. The directory holds the
 study's config.json and summary.json (each benchmark's summary and the cross-benchmark table) and one run directory
 per benchmark.
@@ -21,6 +22,7 @@ from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Callable, Sequence
 
+from .. import sources
 from ..benchmarks import load_benchmark
 from ..benchmarks.question import Benchmark
 from ..conditions import parse_conditions
@@ -110,7 +112,7 @@ def study_parts(plan: StudyPlan, encoders: Sequence[str], seed: int = 0, text_mo
                   {"conditions": plan.conditions, "seed": seed}), *base_lm,
              *(Part(spec.source, "optimization", n, {"spec": spec, "cfg": c}) for spec, n, c in specs if n),
              Part("saliency-gradient", "saliency", settings={"method": "gradient", "n": plan.saliency}),
-             Part("inversion_blank", "inversion", settings={
+             Part(sources.inversion(start="blank"), "inversion", settings={
                  "n": plan.inversion, "steps": plan.inversion_steps,
                  "cfg": InversionConfig(start="blank", seed=seed), "stage1": cfg})]
     return [p for p in parts if p.n != 0 and p.settings.get("n", 1) != 0]
@@ -233,7 +235,9 @@ def run_study(model: str = "demo", benchmarks: str | Sequence[str] = "shapes", p
     benchmark, then summary.json (each benchmark's summary, the cross-benchmark table). `options`: loader options by
     benchmark; `text_model`: the base LM for S_t (the demo's own for `demo`); `load_options`: to `load_model`."""
     names = [b.strip() for b in benchmarks.split(",")] if isinstance(benchmarks, str) else list(benchmarks)
-    overrides = {k: v for k, v in {"steps": steps, "universal_steps": steps, "inversion_steps": steps,
+    # `steps` sets every loop's steps; inversion's pixels take twice as many (100 at the demo's 50)
+    overrides = {k: v for k, v in {"steps": steps, "universal_steps": steps,
+                                  "inversion_steps": 2 * steps if steps else None,
                                   "batch_size": batch_size}.items() if v is not None}
     plan = StudyPlan.from_preset(preset, **overrides).capped(limit)
     options = options or {}
@@ -269,9 +273,10 @@ def run_study(model: str = "demo", benchmarks: str | Sequence[str] = "shapes", p
         rows = _rows(runs[name], world)
         summaries[name] = summarize_conditions(rows, bench, parse_conditions(plan.conditions))
         summaries[name] |= {"n_questions": len(bench), "best_crafted": best_crafted(summaries[name], rows)}
-        if world.main:
+        if world.main:  # timings.json keeps every invocation (a resumed study adds to it)
             runs[name].write_json("summary.json", summaries[name])
-            runs[name].write_json("timings.json", timings[name])
+            log = runs[name].log_invocation({"batch_size": plan.batch_size, "parts": timings[name]})
+            timings[name] = log["total"].get("parts", {})  # the study's timings: every invocation's, summed
     result = StudyResult(out, summaries, [table_row(n, dirs[n], summaries[n]) for n in names])
     if world.main:
         study.write_json("summary.json", result.summary)

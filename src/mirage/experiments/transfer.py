@@ -208,7 +208,7 @@ def type_transfer(model: VLM, bench: Benchmark, run: RunDir, input: str = "featu
         inp = build_input(input, model, 1, ref, seed=seed)
         source = sources.optimized(input, "universal")
         optimize_universal(model, tb, tb.questions[:k], inp, OBJECTIVES.get("ce"), cfg, source, sub,
-                           lr or default_lr(input), quiet)
+                           lr if lr is not None else default_lr(input), quiet)
         inputs[t] = next(p for p in (sub.artifacts_dir / f"{source}{s}" for s in ARTIFACT_SUFFIXES) if p.exists())
         held[t] = replace(tb, questions=tb.questions[k:])
     return transfer_matrix(model, inputs, held, run, quiet=quiet)

@@ -9,6 +9,13 @@ from ..models.vlm import VLM, Visual
 from ..seeding import seed_for
 
 
+def take_slots(param: Tensor, slots: Tensor) -> Tensor:
+    """`param[slots]` along the slot dimension. Its backward adds the gradients of repeated slots (a universal
+    input: every row is slot 0) one after another; plain indexing's backward adds them with parallel atomics on a
+    multi-threaded CPU, so two identical runs differed in their last bits."""
+    return param.index_select(0, slots.to(param.device))
+
+
 class Input(nn.Module):
     """Parameters with a leading slot dimension [S, ...]; `forward(slots)` gives the Visual for a batch.
 

@@ -6,7 +6,7 @@ import torch
 from torch import Tensor, nn
 
 from ..models.vlm import VLM, Visual
-from .base import Input
+from .base import Input, take_slots
 
 
 class FeatureInput(Input):
@@ -48,7 +48,7 @@ class FeatureInput(Input):
         out = {}
         for name in self.names:
             if name in self.params:
-                out[name] = self.params[name][slots]
+                out[name] = take_slots(self.params[name], slots)
             else:
                 held = getattr(self, f"held_{name}")
                 out[name] = held.to(slots.device).expand(len(slots), *held.shape[1:])

@@ -7,6 +7,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from .base import take_slots
+
 # Lucid's square root of the ImageNet colour covariance (columns = decorrelated channels).
 _COLOR_CORRELATION_SVD_SQRT = torch.tensor(
     [[0.26, 0.09, 0.02],
@@ -54,7 +56,7 @@ class FourierImage(nn.Module):
 
     def forward(self, slots: torch.Tensor | None = None) -> torch.Tensor:
         """Images [len(slots) or S, 3, H, W] in (0, 1); repeated slot indices share (and sum gradients into) one slot."""
-        spec = self.spectrum if slots is None else self.spectrum[slots.to(self.spectrum.device)]  # [B, 3, H, W//2+1, 2]
+        spec = self.spectrum if slots is None else take_slots(self.spectrum, slots)  # [B, 3, H, W//2+1, 2]
         spec = torch.complex(spec[..., 0], spec[..., 1]) * self.scale  # [B, 3, H, W//2+1]
         x = torch.fft.irfft2(spec, s=(self.height, self.width), norm="ortho") / _IMAGE_DIVISOR  # [B, 3, H, W]
         # Lucid maps with t @ M.T, i.e. output channel d = sum_c M[d, c] * t[c].

@@ -15,7 +15,7 @@ from torch import Tensor, nn
 
 from ..errors import UsageError
 from ..models.vlm import VLM, Visual
-from .base import Input
+from .base import Input, take_slots
 
 PATCH_FRACTION = 64 / 336  # the classic 64 px patch on a 336 px image, ~19% of the side
 FIXED = ("top-left", "top-right", "bottom-left", "bottom-right", "centre")
@@ -113,7 +113,7 @@ class PatchInput(Input):
             self.logits[slot] = sample.to(self.logits.device, self.logits.dtype)
 
     def patches(self, slots: Tensor) -> Tensor:
-        return torch.sigmoid(self.logits[slots])
+        return torch.sigmoid(take_slots(self.logits, slots))
 
     def forward(self, slots: Tensor) -> Visual:
         """Not a model input by itself: a patch lands on each question's real image, which `forward(slots)` never

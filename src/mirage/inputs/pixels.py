@@ -7,7 +7,7 @@ from torch import Tensor, nn
 
 from ..errors import UsageError
 from ..models.vlm import VLM, Visual
-from .base import Input
+from .base import Input, take_slots
 
 PARAMS = ("raw", "sigmoid", "fourier")
 
@@ -66,9 +66,9 @@ class PixelInput(Input):
         if self.param == "fourier":
             x = self.image(slots)
         elif self.param == "sigmoid":
-            x = torch.sigmoid(self.pixels[slots])
+            x = torch.sigmoid(take_slots(self.pixels, slots))
         else:
-            x = self.pixels[slots].clamp(0, 1)
+            x = take_slots(self.pixels, slots).clamp(0, 1)
         return quantize_ste(x) if self.quantize else x
 
     def forward(self, slots: Tensor) -> Visual:

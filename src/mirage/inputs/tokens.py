@@ -6,7 +6,7 @@ import torch
 from torch import Tensor, nn
 
 from ..models.vlm import VLM, Visual
-from .base import Input
+from .base import Input, take_slots
 
 
 class TokenInput(Input):
@@ -26,7 +26,7 @@ class TokenInput(Input):
             self.tokens[slot] = sample.to(self.tokens.device, self.tokens.dtype)
 
     def forward(self, slots: Tensor) -> Visual:
-        return Visual("tokens", self.tokens[slots])
+        return Visual("tokens", take_slots(self.tokens, slots))
 
     def export(self, slot: int) -> dict[str, Tensor]:
         return {"tokens": self.tokens[slot].detach().cpu().contiguous()}

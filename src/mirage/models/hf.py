@@ -13,6 +13,7 @@ import importlib.util
 
 import torch
 
+from ..errors import MirageError
 from .vlm import VLM
 
 FULL = {"llava": "LLaVA-1.5 (LlavaForConditionalGeneration)", "qwen2_vl": "Qwen2-VL", "qwen2_5_vl": "Qwen2.5-VL",
@@ -28,6 +29,10 @@ def attention_implementation(device: torch.device) -> str:
     return "sdpa"
 
 
+class ModelLoadError(MirageError):
+    """A model's files could not be read: a missing directory, or a hub id neither cached nor reachable."""
+
+
 def load_hf(path: str, device: torch.device, dtype: torch.dtype | None = None, device_map: str | None = None,
             image_size: int | None = None, gpus: list[int] | None = None, image_aspect_ratio: str | None = None) -> VLM:
     """Load a transformers VLM from a hub id or directory; bf16 on GPU and fp32 on CPU unless `dtype` is given.
@@ -35,7 +40,23 @@ def load_hf(path: str, device: torch.device, dtype: torch.dtype | None = None, d
     to these GPU indices (a torchrun rank's group); `image_size` is the fixed resolution of optimized inputs
     (the Qwen2-VL family: a multiple of 28; the generic families: any size, default the processor's own);
     `image_aspect_ratio` is LLaVA-1.5's preprocessing (pad: the official code's, the default; crop: the
-    transformers processor's)."""
+    transformers processor's). Files that cannot be had raise ModelLoadError, one line saying what to do."""
+    from pathlib import Path
+
+    try:
+        return _load_hf(path, device, dtype, device_map, image_size, gpus, image_aspect_ratio)
+    except OSError as e:  # transformers' offline / not-found errors: pages of traceback for one missing thing
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        if Path(path).exists():
+            raise ModelLoadError(f"hf:{path}: cannot read the model directory: {first}") from None
+        raise ModelLoadError(
+            f"hf:{path}: not a local directory, and not loadable from the hub ({first}). Download it where the "
+            f"hub is reachable (`huggingface-cli download {path}`, then it is read from the cache; HF_HOME to move "
+            "the cache), or give hf:DIR with a saved model.") from None
+
+
+def _load_hf(path: str, device: torch.device, dtype: torch.dtype | None, device_map: str | None,
+             image_size: int | None, gpus: list[int] | None, image_aspect_ratio: str | None) -> VLM:
     from transformers import AutoConfig, AutoModelForImageTextToText
     from transformers.models.auto.modeling_auto import MODEL_FOR_IMAGE_TEXT_TO_TEXT_MAPPING_NAMES
 

@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Sequence
+from typing import TYPE_CHECKING, Callable, Sequence
 
 import torch
 from PIL import Image
 from torch import Tensor, nn
+
+if TYPE_CHECKING:
+    from ..benchmarks.question import Question
 
 # Where a visual input enters the model. `pixels`: [B, 3, H, W] floats in [0, 1];
 # `processed`: {encoder: [B, 3, s, s]} normalised encoder inputs; `features`: {encoder: [B, T_e, D_e]};
@@ -81,6 +84,9 @@ class VLM(nn.Module):
     """A vision-language model seen through mirage's stages; subclasses implement the abstract steps."""
 
     encoders: list[EncoderSpec]
+    # The prompt style the model was trained to read, used for benchmarks with no official prompt (`file:`);
+    # None: such benchmarks keep mirage's generic multiple-choice prompt.
+    prompt_style: Callable[[Question], str] | None = None
 
     # --- the visual path -------------------------------------------------------------------
     def process_images(self, images: Sequence[Image.Image]) -> dict[str, Tensor]:
@@ -138,6 +144,10 @@ class VLM(nn.Module):
     def generate(self, prompts: Sequence[str], visual: Visual, max_new_tokens: int = 8) -> list[str]:
         """Greedy free-form answers."""
         raise NotImplementedError
+
+    def unknown_words(self, prompt: str) -> list[str]:
+        """Words of `prompt` the tokenizer can only map to its unknown token (a byte-level tokenizer has none)."""
+        return []
 
     @property
     def device(self) -> torch.device:

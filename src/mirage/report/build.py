@@ -15,6 +15,7 @@ from .demo_panel import demo_panels
 from .gallery import DEFAULT_MAX_IMAGES, galleries, single_images
 from .plots import (accuracy_plot, chance_level, encoder_plot, history_plot, per_question_plot, spectrum_plot,
                     transfer_plot)
+from .measures import measure_tables
 from .questions import load_questions
 from .rundata import RunData, load_run
 from .sources import GROUP_TITLES
@@ -35,6 +36,12 @@ def environment() -> Environment:
     return env
 
 
+def benchmark_title(config: dict) -> str:
+    """`shapes/test`; a `file:` set has no split of its own, so just its file (not `file:x.jsonl/file`)."""
+    name, split = config.get("benchmark", "?"), config.get("split", "?")
+    return name if split == "file" or str(name).startswith("file:") else f"{name}/{split}"
+
+
 def run_facts(data: RunData) -> list[tuple[str, str]]:
     """Model, benchmark, split, seed, steps, device, versions and wall time, as (label, value) pairs."""
     c, env = data.config, data.config.get("environment", {})
@@ -48,9 +55,13 @@ def run_facts(data: RunData) -> list[tuple[str, str]]:
              ("device", env.get("device", c.get("device"))), ("dtype", env.get("dtype", c.get("dtype"))),
              ("attention", env.get("attn_implementation")), ("torch", env.get("torch")),
              ("transformers", env.get("transformers"))]
+    sizes = list(dict.fromkeys(i["batch_size"] for i in data.invocations if i.get("batch_size") is not None))
+    if len(sizes) > 1:  # resumed with another --batch-size: each call's, in order
+        facts[[k for k, _ in facts].index("batch size")] = ("batch size", ", then ".join(map(str, sizes)))
     if data.timings:
         total = sum(float(v) for v in data.timings.values() if isinstance(v, (int, float)))
-        facts.append(("wall time", f"{total:.1f} s ({total / 60:.1f} min) over {len(data.timings)} parts"))
+        calls = f" in {len(data.invocations)} invocations" if len(data.invocations) > 1 else ""
+        facts.append(("wall time", f"{total:.1f} s ({total / 60:.1f} min) over {len(data.timings)} parts{calls}"))
     facts.append(("result rows", f"{len(data.rows)} in {len(data.sources)} sources"))
     return [(k, str(v)) for k, v in facts if v is not None]
 
@@ -73,16 +84,17 @@ def report_context(run_dir: str | Path, max_images: int = DEFAULT_MAX_IMAGES, qu
     qs, question_note = load_questions(data.config) if questions else ({}, "question loading was turned off")
     table = source_rows(data.summary, data.rows)
     panels = demo_panels(data, qs, question_note)
-    plots = [accuracy_plot(table, chance_level(data.rows)), spectrum_plot(table), history_plot(data.histories),
+    plots = [accuracy_plot(table, chance_level(data.rows)) if table else None, spectrum_plot(table),
+             history_plot(data.histories),
              per_question_plot(data.rows, [r.info for r in table]), encoder_plot(table),
              transfer_plot(_read_json(Path(run_dir) / "transfer.json"))]
     from .. import __version__
 
     return dict(
-        title=f"mirage report: {data.config.get('model', '?')} on {data.config.get('benchmark', '?')}"
-              f"/{data.config.get('split', '?')}",
+        title=f"mirage report: {data.config.get('model', '?')} on {benchmark_title(data.config)}",
         run_path=str(data.path), facts=run_facts(data), config_json=json.dumps(data.config, indent=2, sort_keys=True),
-        timings=data.timings, panels=panels, blind=blind_panel(data.rows), intervals=data.summary["intervals"],
+        timings=data.timings, measures=measure_tables(data.path, data.rows), panels=panels,
+        blind=blind_panel(data.rows), intervals=data.summary["intervals"],
         table=table, types=question_types(table), baselines=baselines(table),
         plots=[p for p in plots if p is not None], galleries=galleries(data, qs, max_images),
         singles=single_images(data, {p.source for p in panels}), questions_loaded=bool(qs),

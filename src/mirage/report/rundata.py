@@ -7,10 +7,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..errors import MirageError
-from ..runs import ARTIFACTS, CONFIG, RESULTS, SUMMARY
+from ..runs import TIMINGS, ARTIFACTS, CONFIG, RESULTS, SUMMARY
 from ..stats import summarize
 
-TIMINGS = "timings.json"
+MEASURE_FILES = ("saliency-summary.json",)  # a run may hold only these (saliency)
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
 HISTORY_SUFFIX = ".history.json"
 
@@ -31,7 +31,8 @@ class RunData:
     rows: list[dict]
     summary: dict
     summary_file: dict = field(default_factory=dict)  # summary.json as written (for notes such as skipped images)
-    timings: dict = field(default_factory=dict)
+    timings: dict = field(default_factory=dict)  # seconds per part (or loading / work), summed over invocations
+    invocations: list[dict] = field(default_factory=list)  # timings.json's record of each call of the command
     histories: dict[str, list[dict]] = field(default_factory=dict)  # universal loss histories by source
     image_dirs: dict[str, list[Path]] = field(default_factory=dict)  # artifacts/<key>/*.png by key, sorted
     root_images: dict[str, Path] = field(default_factory=dict)  # artifacts/<key>.png by key
@@ -89,16 +90,21 @@ def _scan_artifacts(directory: Path, data: RunData) -> None:
 def load_run(path: str | Path) -> RunData:
     """Read a run directory; raises FileNotFoundError when it has no config.json or results.jsonl."""
     path = Path(path)
-    for name in (CONFIG, RESULTS):
-        if not (path / name).is_file():
-            raise FileNotFoundError(f"{str(path)!r} is not a run directory: it has no {name}")
-    rows = read_rows(path / RESULTS)
-    if not rows:
-        raise MirageError(f"{path / RESULTS}: no result rows to report")
+    if not (path / CONFIG).is_file():
+        raise FileNotFoundError(f"{str(path)!r} is not a run directory: it has no {CONFIG}")
+    rows = read_rows(path / RESULTS) if (path / RESULTS).is_file() else []
+    measured = any((path / f).is_file() for f in MEASURE_FILES) or any(path.glob("patch-*.summary.json"))
+    if not rows and not measured:  # a saliency run has no accuracy rows, only its measures
+        raise MirageError(f"{path}: no result rows ({RESULTS}) and no measures to report")
     data = RunData(path, _read_json(path / CONFIG), rows, summarize(rows))
     if (path / SUMMARY).is_file():
         data.summary_file = _read_json(path / SUMMARY)
     if (path / TIMINGS).is_file():
-        data.timings = _read_json(path / TIMINGS)
+        log = _read_json(path / TIMINGS)
+        if "invocations" not in log:  # a log from before invocations were kept
+            log = {"invocations": [log], "total": log}
+        data.invocations = log["invocations"]
+        total = log.get("total", {})
+        data.timings = total.get("parts") or {k: v for k, v in total.items() if k.endswith("_s") and k != "wall_s"}
     _scan_artifacts(path / ARTIFACTS, data)
     return data

@@ -14,6 +14,7 @@ from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
 from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
 
+from ...benchmarks.question import letter_prompt
 from ..spliced import SplicedVLM
 from ..spliced import build_sequences as spliced_sequences
 from ..vlm import EncoderSpec, on_device
@@ -34,6 +35,8 @@ def build_sequences(tokenizer: PreTrainedTokenizerFast, prompts: Sequence[str], 
 
 class DemoVLM(SplicedVLM):
     """Four vision encoders -> SVA-style aggregator -> image tokens spliced into a LlamaForCausalLM."""
+
+    prompt_style = staticmethod(letter_prompt)  # ShapesQA's prompt, the only one it was trained on
 
     def __init__(self, config: DemoConfig, tokenizer: PreTrainedTokenizerFast):
         super().__init__()
@@ -114,6 +117,12 @@ class DemoVLM(SplicedVLM):
 
     def lm_head_logits(self, hidden: Tensor) -> Tensor:
         return self.lm.lm_head(hidden)
+
+    def unknown_words(self, prompt: str) -> list[str]:
+        """The prompt's words outside the word-level vocabulary (each becomes `<unk>`)."""
+        vocab = self.tokenizer.get_vocab()
+        words = self.tokenizer.backend_tokenizer.pre_tokenizer.pre_tokenize_str(prompt)
+        return [w for w, _ in words if w not in vocab]
 
     def letter_ids(self, n: int) -> list[int]:
         if n > 10:

@@ -62,6 +62,13 @@ class TrainConfig:
     seed: int = 0
     workers: int = 4
 
+    def __post_init__(self) -> None:
+        from ...errors import UsageError
+
+        if self.joint_start >= self.steps:  # the joint phase, the only one with images and questions, would never run
+            raise UsageError(f"--text-steps {self.text_steps} + --vision-steps {self.vision_steps} = {self.joint_start}"
+                             f" leave no joint training within --steps {self.steps}: make --steps larger than their sum")
+
     @property
     def joint_start(self) -> int:
         return self.text_steps + self.vision_steps
