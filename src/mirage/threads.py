@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import math
 import os
+import sys
 from pathlib import Path
 from typing import Mapping
 
@@ -85,11 +86,16 @@ def choose_threads(requested: int | None = None, env: Mapping[str, str] = os.env
                           cgroup_quota() if quota is _READ else quota, ranks)
 
 
-def apply_threads(requested: int | None = None) -> int:
-    """Set torch's intra-op threads as `choose_threads` says (once, at start-up); returns the count in use."""
-    import torch
-
+def apply_threads(requested: int | None = None) -> int | None:
+    """Set torch's intra-op threads as `choose_threads` says (once, at start-up); returns the count chosen (None:
+    OMP_NUM_THREADS stands). Before torch is imported only OMP_NUM_THREADS is set, which torch reads when it starts,
+    so that `mirage --help` needs no torch."""
     n = choose_threads(requested)
+    torch = sys.modules.get("torch")
+    if torch is None:
+        if n is not None:
+            os.environ["OMP_NUM_THREADS"] = str(n)
+        return n
     if n is not None and n != torch.get_num_threads():
         torch.set_num_threads(n)
     return torch.get_num_threads()

@@ -61,5 +61,10 @@ def test_optimize_command_runs_the_patch_loop_and_refuses_per_question(tmp_path)
     assert ok.exit_code == 0, ok.output
     sources = {r["source"] for r in read_rows(tmp_path / "a" / "results.jsonl")}
     assert {"patch-untargeted", "patch-untargeted-png"} <= sources
-    bad = CliRunner().invoke(app, [*base, "--out", str(tmp_path / "b")])
+    assert CliRunner().invoke(app, ["report", str(tmp_path / "a")]).exit_code == 0  # success, not only accuracy
+    page = (tmp_path / "a" / "report.html").read_text()
+    rate = json.loads((tmp_path / "a" / "patch-untargeted.summary.json").read_text())["evaluations"][
+        "patch-untargeted"]["success_rate"]
+    assert 'id="patch-table"' in page and "drop beyond random patch" in page and f"{rate[0]:.3f} [" in page
+    bad = CliRunner().invoke(app, [*base, "--scope", "question", "--out", str(tmp_path / "b")])  # universal is implied
     assert bad.exit_code == 2 and "use --scope universal" in bad.output

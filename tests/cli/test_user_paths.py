@@ -68,7 +68,8 @@ def test_demo_reads_a_jsonl_benchmark_as_it_reads_shapes(shapes_cli, small_bench
     assert not any("unknown_words" in r for r in got)
 
 
-def test_prompts_the_demo_cannot_read_are_counted_or_refused(shapes_cli, small_bench, tmp_path):
+def test_prompts_the_demo_cannot_read_are_counted_or_refused(shapes_cli, small_bench, tmp_path, monkeypatch):
+    monkeypatch.delenv("MIRAGE_MAX_UNKNOWN_SHARE")  # the default threshold
     qs = small_bench.questions[:4]
     some = export_jsonl(qs, tmp_path / "some", text=lambda q: q.text.replace("what", "What", 1) if q is qs[0] else q.text)
     res = run("eval", "--model", f"demo:{shapes_cli}", "--benchmark", f"file:{some}", "--conditions", "real",
@@ -211,14 +212,20 @@ def test_a_part_with_nothing_left_shows_no_bar(monkeypatch):
     assert made == []
 
 
-def test_a_hub_benchmark_without_datasets_is_one_line(tmp_path, monkeypatch):
-    import sys
-    monkeypatch.setitem(sys.modules, "datasets", None)  # as if not installed (importing it raises ImportError)
-    for name, layout in (("mmmu", "<Subject>/<split>-*.parquet"), ("scienceqa", "data/<split>-*.parquet")):
+def test_a_hub_benchmark_that_cannot_be_downloaded_is_one_line(tmp_path, monkeypatch):
+    import huggingface_hub
+    from huggingface_hub.errors import LocalEntryNotFoundError
+
+    def offline(**kwargs):  # what snapshot_download raises offline with nothing cached
+        raise LocalEntryNotFoundError("An error happened while trying to locate the files on the Hub.\nMore lines.")
+
+    monkeypatch.setattr(huggingface_hub, "snapshot_download", offline)
+    for name, layout in (("mmmu", "/validation-*.parquet"), ("scienceqa", "data/test-*.parquet"),
+                         ("mmstar", ".parquet")):
         res = run("eval", "--benchmark", name, "--limit", "2", "--out", tmp_path / name)
         assert res.exit_code == 2 and "Traceback" not in res.output, res.output
-        assert f"--benchmark {name} from the hub needs the `datasets` package" in res.output
-        assert "pip install datasets" in res.output and "--data-dir" in res.output and layout in res.output
+        assert f"{name}: cannot download" in res.output and "--data-dir" in res.output and layout in res.output
+        assert len(res.output.strip().splitlines()) <= 3, res.output  # one message (rich may wrap it)
 
 
 def test_help_has_text_for_every_option_and_no_bool_type():

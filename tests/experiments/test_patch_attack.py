@@ -94,22 +94,3 @@ def test_run_patch_writes_rows_png_examples_and_resumes(tiny_model, small_bench,
     assert {e["question_id"] for e in examples} == saved
     assert json.loads((whole.path / "patch-untargeted.summary.json").read_text())["source"] == "patch-untargeted"
 
-
-def test_optimize_command_runs_the_patch_loop_and_refuses_per_question(tmp_path):
-    from typer.testing import CliRunner
-
-    from mirage.cli import app
-    from mirage.runs import read_rows
-
-    base = ["optimize", "--input", "patch", "--limit", "6", "--train", "3", "--steps", "2", "--device", "cpu", "-q"]
-    ok = CliRunner().invoke(app, [*base, "--scope", "universal", "--patch-size", "16", "--out", str(tmp_path / "a")])
-    assert ok.exit_code == 0, ok.output
-    sources = {r["source"] for r in read_rows(tmp_path / "a" / "results.jsonl")}
-    assert {"patch-untargeted", "patch-untargeted-png"} <= sources
-    assert CliRunner().invoke(app, ["report", str(tmp_path / "a")]).exit_code == 0  # success, not only accuracy
-    page = (tmp_path / "a" / "report.html").read_text()
-    rate = json.loads((tmp_path / "a" / "patch-untargeted.summary.json").read_text())["evaluations"][
-        "patch-untargeted"]["success_rate"]
-    assert 'id="patch-table"' in page and "drop beyond random patch" in page and f"{rate[0]:.3f} [" in page
-    bad = CliRunner().invoke(app, [*base, "--scope", "question", "--out", str(tmp_path / "b")])  # universal is implied
-    assert bad.exit_code == 2 and "use --scope universal" in bad.output

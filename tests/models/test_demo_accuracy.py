@@ -34,7 +34,8 @@ def test_study_small_limit_end_to_end(tmp_path):
     out = tmp_path / "study"
     res = CliRunner().invoke(app, ["study", "--out", str(out), "--limit", "8", "--steps", "3", "-q"])
     assert res.exit_code == 0, res.output
-    summary = json.loads((out / "summary.json").read_text())
+    run = out / "shapes"  # the study directory holds one run directory per benchmark
+    summary = json.loads((run / "summary.json").read_text())
     want = {"real", "none", "text-model",  # no image at all, and the demo's base LM: the study's S_wv and S_t
             "blank", "noise", "wrong", "blur", "shuffle", "features-question", "pixels-question",
             "pixels-question-png", "features-universal", "features-universal-train", "pixels-universal",
@@ -43,10 +44,10 @@ def test_study_small_limit_end_to_end(tmp_path):
             "features-question-from-blank", "inversion-question-from-blank", "inversion-question-from-blank-png"}  # inversion's two stages
     assert set(summary["n"]) == want and all(src in res.output for src in want)
     assert {"S_v", "S_wv", "S_t", "MG", "ML"} <= set(summary["blind"])
-    saliency = json.loads((out / "saliency-summary.json").read_text())
-    assert "saliency-gradient" in saliency and list((out / "artifacts" / "saliency-gradient").glob("*-real.png"))
+    saliency = json.loads((run / "saliency-summary.json").read_text())
+    assert "saliency-gradient" in saliency and list((run / "artifacts" / "saliency-gradient").glob("*-real.png"))
     assert summary["n"]["features-universal"] == 4 and summary["n"]["features-question"] == 8
-    assert len(list((out / "artifacts" / "pixels-question").glob("*.png"))) == 8
-    lines = (out / "results.jsonl").read_text().splitlines()
+    assert len(list((run / "artifacts" / "pixels-question").glob("*.png"))) == 8
+    lines = (run / "results.jsonl").read_text().splitlines()
     again = CliRunner().invoke(app, ["study", "--out", str(out), "--limit", "8", "--steps", "3", "-q"])
-    assert again.exit_code == 0 and (out / "results.jsonl").read_text().splitlines() == lines  # resumed: nothing redone
+    assert again.exit_code == 0 and (run / "results.jsonl").read_text().splitlines() == lines  # resumed: nothing redone

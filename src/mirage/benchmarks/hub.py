@@ -11,6 +11,7 @@ from typing import Any
 
 from PIL import Image, UnidentifiedImageError
 
+from ..errors import MirageError
 from .hooks import CHOICE_PARSERS, JUDGES, PROMPT_STYLES, ROW_HOOKS
 from .question import LETTERS, Benchmark, ImageLoadError, Question
 from .spec import BenchmarkSpec
@@ -57,7 +58,13 @@ def _download(spec: BenchmarkSpec, globs: tuple[str, ...], repo: str | None) -> 
     if repo not in (spec.hub, *spec.mirrors):
         raise ValueError(f"{spec.name}: hub repository {repo!r} is neither {spec.hub!r} nor a known mirror "
                          f"({', '.join(spec.mirrors) or 'none'})")
-    return snapshot_download(repo_id=repo, repo_type="dataset", allow_patterns=list(globs))
+    try:
+        return snapshot_download(repo_id=repo, repo_type="dataset", allow_patterns=list(globs))
+    except OSError as e:  # offline, not cached, no such repository: one line with the way around it
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        layout = ", ".join(globs[:2]) + (f", ... ({len(globs)} patterns)" if len(globs) > 2 else "")
+        raise MirageError(f"{spec.name}: cannot download from the hub's {repo} ({first}); give --data-dir DIR with "
+                          f"a local copy in the hub's layout ({layout})") from None
 
 
 # ----------------------------------------------------------------------------------------------- rows
@@ -233,7 +240,8 @@ def load_spec_benchmark(spec: BenchmarkSpec, split: str | None = None, data_dir:
     files = split_files(spec, config, split, data_dir, repo)
     name = spec.name if config == spec.default_config else f"{spec.name}-{config}".replace(" ", "_")
     judging = JUDGES.get(spec.judge) if spec.judge else None
-    bench = Benchmark(name, split, read_questions(spec, files, config, split, filtered), spec_prompt(spec), judging)
+    bench = Benchmark(name, split, read_questions(spec, files, config, split, filtered), spec_prompt(spec),
+                      judging=judging)
     if not bench.questions:
         raise ValueError(f"{spec.name}: no questions in {', '.join(str(f) for f in files)} after the filters")
     if circular:
