@@ -43,8 +43,8 @@ def test_every_part_has_its_rows_per_benchmark(tiny_study):
             by_source.setdefault(r["source"], set()).add(r["question_id"])
         for c in CONDITIONS:
             assert by_source[c] == set(ids), (name, c)
-        for s in ("features-question", "pixels-question", "pixels-question-png", "inversion_blank",
-                  "inversion_blank-png", *(f"features-question-{e}" for e in ENCODERS)):
+        for s in ("features-question", "pixels-question", "pixels-question-png", "inversion-question-from-blank",
+                  "inversion-question-from-blank-png", *(f"features-question-{e}" for e in ENCODERS)):
             assert by_source[s] == set(ids), (name, s)
         # universal: 2 train, 2 held out (--limit 4)
         assert by_source["features-universal"] == by_source["pixels-universal"] == by_source["pixels-universal-png"]
