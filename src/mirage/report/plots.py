@@ -109,14 +109,13 @@ def _running_mean(ys: list[float], window: int = 5) -> list[float]:
     return out
 
 
-def history_plot(histories: dict[str, list[dict]]) -> Plot | None:
-    """Loss (and batch accuracy, when recorded) per step of each universal optimization."""
-    if not histories:
-        return None
+def history_figure(histories: dict[str, list[dict]]):
+    """One row of panels per source (loss, and batch accuracy when recorded), each on its own step axis: a 100-step
+    inversion beside a 10-step universal run would otherwise squash the short curve into the left edge."""
     has_acc = any("batch_accuracy" in h for hist in histories.values() for h in hist)
-    fig = _figure(10 if has_acc else 6, 3.5)
-    axes = fig.subplots(1, 2) if has_acc else [fig.add_subplot()]
-    for k, (source, hist) in enumerate(histories.items()):
+    fig = _figure(10 if has_acc else 6, 0.6 + 2.6 * len(histories))
+    grid = fig.subplots(len(histories), 2 if has_acc else 1, squeeze=False)  # [sources, panels]
+    for k, ((source, hist), axes) in enumerate(zip(histories.items(), grid)):
         steps = [h.get("step", i + 1) for i, h in enumerate(hist)]
         series = [[h.get("loss", math.nan) for h in hist]]
         if has_acc:
@@ -125,15 +124,24 @@ def history_plot(histories: dict[str, list[dict]]) -> Plot | None:
             # each step sees another mini-batch, so the raw curve is noisy: draw it faint under a running mean
             ax.plot(steps, ys, color=f"C{k}", alpha=0.3, lw=1)
             ax.plot(steps, _running_mean(ys), color=f"C{k}", lw=2, label=source)
-    axes[0].set(xlabel="step", ylabel="training loss", title="loss")
-    if has_acc:
-        axes[1].set(xlabel="step", ylabel="accuracy on the step's batch", title="batch accuracy", ylim=(-0.02, 1.02))
-    for ax in axes:
-        ax.grid(alpha=0.3)
-        ax.legend(fontsize=8)
+            ax.grid(alpha=0.3)
+        axes[0].set(xlabel="step", ylabel="training loss", title=f"{source}: loss ({len(hist)} steps)")
+        if has_acc:
+            axes[1].set(xlabel="step", ylabel="accuracy on the step's batch", title=f"{source}: batch accuracy",
+                        ylim=(-0.02, 1.02))
+    fig.tight_layout()
+    return fig
+
+
+def history_plot(histories: dict[str, list[dict]]) -> Plot | None:
+    """Loss (and batch accuracy, when recorded) per step of each universal optimization."""
+    if not histories:
+        return None
+    fig = history_figure(histories)
     return Plot("history", "Universal optimization: loss curves", _uri(fig),
                 "From artifacts/<source>.history.json: one point per optimizer step, each on a new mini-batch of "
-                "training questions (faint), and their running mean over 5 steps (bold).")
+                "training questions (faint), and their running mean over 5 steps (bold); one row per source, each on its "
+                "own step and loss scale.")
 
 
 def per_question_plot(rows: list[dict], sources: list[SourceInfo]) -> Plot | None:
