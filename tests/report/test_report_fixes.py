@@ -14,3 +14,29 @@ def test_history_gives_each_source_its_own_step_axis():
     assert len(loss_axes) == 2
     short = next(ax for ax in loss_axes if ax.get_title().startswith("universal-noise"))
     assert short.get_xlim()[1] < 10, short.get_xlim()
+
+
+def _rows(source: str, qids: range, right_every: int) -> list[dict]:
+    return [{"source": source, "question_id": f"q{i}", "type": "colour", "correct": i % right_every == 0}
+            for i in qids]
+
+
+def test_vs_real_says_why_when_the_run_has_no_real_rows():
+    from mirage.report.tables import baselines, source_rows
+    from mirage.stats import summarize
+
+    rows = _rows("blank", range(20), 3) + _rows("universal-noise", range(20), 2)  # an optimize run: no `real`
+    table = source_rows(summarize(rows), rows)
+    assert baselines(table) == ["real", "blank"]
+    uni = next(r for r in table if r.info.name == "universal-noise")
+    assert uni.unpaired == {"real": "no real rows in this run"}
+    assert "blank" in uni.paired
+
+
+def test_vs_real_says_why_when_no_question_is_shared():
+    from mirage.report.tables import source_rows
+    from mirage.stats import summarize
+
+    rows = _rows("real", range(10), 2) + _rows("universal-noise-train", range(10, 20), 2)
+    uni = next(r for r in source_rows(summarize(rows), rows) if r.info.name == "universal-noise-train")
+    assert uni.unpaired["real"] == "no questions in common with real"

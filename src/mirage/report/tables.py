@@ -20,6 +20,7 @@ class SourceRow:
     paired: dict[str, dict]  # baseline -> {"n", "a_only", "b_only", "p"}; a_only: this source right, baseline wrong
     by_type: dict[str, float] = field(default_factory=dict)
     type_n: dict[str, int] = field(default_factory=dict)
+    unpaired: dict[str, str] = field(default_factory=dict)  # baseline -> why there is no test (an empty cell misleads)
 
 
 def source_rows(summary: dict, rows: list[dict]) -> list[SourceRow]:
@@ -28,10 +29,17 @@ def source_rows(summary: dict, rows: list[dict]) -> list[SourceRow]:
     for r in rows:
         counts = type_n.setdefault(r["source"], {})
         counts[r["type"]] = counts.get(r["type"], 0) + 1
-    return [SourceRow(info, summary["n"][info.name], summary["accuracy"][info.name],
-                      tuple(summary["ci95"][info.name]), summary["paired"].get(info.name, {}),
-                      summary["by_type"].get(info.name, {}), type_n.get(info.name, {}))
-            for info in ordered_sources(list(summary["n"]))]
+    out = [SourceRow(info, summary["n"][info.name], summary["accuracy"][info.name],
+                     tuple(summary["ci95"][info.name]), summary["paired"].get(info.name, {}),
+                     summary["by_type"].get(info.name, {}), type_n.get(info.name, {}))
+           for info in ordered_sources(list(summary["n"]))]
+    for row in out:
+        for base in PAIRED_BASELINES:
+            if base == row.info.name or base in row.paired:
+                continue
+            row.unpaired[base] = (f"no questions in common with {base}" if base in summary["n"]
+                                  else f"no {base} rows in this run")
+    return out
 
 
 def question_types(table: list[SourceRow]) -> list[str]:
@@ -41,6 +49,7 @@ def question_types(table: list[SourceRow]) -> list[str]:
 
 
 def baselines(table: list[SourceRow]) -> list[str]:
-    """The paired-test baselines that are sources of this run."""
+    """The paired-test baselines, when any is a source of this run: all of them, so that a missing one (an optimize
+    run has no `real` rows) is a column saying why rather than a silent gap."""
     names = {row.info.name for row in table}
-    return [b for b in PAIRED_BASELINES if b in names]
+    return list(PAIRED_BASELINES) if names & set(PAIRED_BASELINES) else []
