@@ -40,3 +40,26 @@ def test_vs_real_says_why_when_no_question_is_shared():
     rows = _rows("real", range(10), 2) + _rows("universal-noise-train", range(10, 20), 2)
     uni = next(r for r in source_rows(summarize(rows), rows) if r.info.name == "universal-noise-train")
     assert uni.unpaired["real"] == "no questions in common with real"
+
+
+def test_patch_rows_show_the_attack_success_rate(tmp_path):
+    import json
+
+    from mirage.report.build import build_run_report
+    from mirage.stats import summarize
+
+    run = tmp_path / "run"
+    run.mkdir()
+    rows = [{"question_id": f"q{i}", "source": source, "pred": "A", "answer": "A" if i % 2 else "B",
+             "correct": bool(i % 2), "type": "colour"} for source in ("real", "patch-untargeted") for i in range(10)]
+    (run / "config.json").write_text(json.dumps({"command": "patch", "model": "demo", "benchmark": "shapes"}))
+    (run / "results.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    (run / "summary.json").write_text(json.dumps(summarize(rows)))
+    (run / "patch-untargeted.summary.json").write_text(json.dumps({"evaluations": {"patch-untargeted": {
+        "n": 10, "n_attackable": 5, "success_rate": [0.6, 0.2307, 0.8824], "drop": [0.3, 0.1, 0.5]}}}))
+    page = build_run_report(run, questions=False)
+    assert "attack success [95% CI]" in page
+    cell = page.split('data-source="patch-untargeted"', 1)[1].split("</tr>", 1)[0]
+    assert 'data-success="0.6"' in cell and "[0.231, 0.882]" in cell
+    real = page.split('data-source="real"', 1)[1].split("</tr>", 1)[0]
+    assert "data-success" not in real

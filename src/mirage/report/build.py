@@ -15,7 +15,7 @@ from .demo_panel import demo_panels
 from .gallery import DEFAULT_MAX_IMAGES, galleries, single_images
 from .plots import (accuracy_plot, chance_level, encoder_plot, history_plot, per_question_plot, spectrum_plot,
                     transfer_plot)
-from .measures import measure_tables
+from .measures import attack_success, measure_tables
 from .questions import load_questions
 from .rundata import RunData, load_run
 from .sources import GROUP_TITLES
@@ -82,7 +82,7 @@ def report_context(run_dir: str | Path, max_images: int = DEFAULT_MAX_IMAGES, qu
         raise UsageError(f"--max-images must be >= 0, got {max_images}")
     data = load_run(run_dir)
     qs, question_note = load_questions(data.config) if questions else ({}, "question loading was turned off")
-    table = source_rows(data.summary, data.rows)
+    table = source_rows(data.summary, data.rows, attack_success(data.path))
     panels = demo_panels(data, qs, question_note)
     plots = [accuracy_plot(table, chance_level(data.rows)) if table else None, spectrum_plot(table),
              history_plot(data.histories),
@@ -95,7 +95,7 @@ def report_context(run_dir: str | Path, max_images: int = DEFAULT_MAX_IMAGES, qu
         run_path=str(data.path), facts=run_facts(data), config_json=json.dumps(data.config, indent=2, sort_keys=True),
         timings=data.timings, measures=measure_tables(data.path, data.rows), panels=panels,
         blind=blind_panel(data.rows), intervals=data.summary["intervals"],
-        table=table, types=question_types(table), baselines=baselines(table),
+        table=table, types=question_types(table), baselines=baselines(table), attacked=any(r.attack for r in table),
         plots=[p for p in plots if p is not None], galleries=galleries(data, qs, max_images),
         singles=single_images(data, {p.source for p in panels}), questions_loaded=bool(qs),
         question_note=question_note, skipped=data.summary_file.get("skipped_no_image", {}),

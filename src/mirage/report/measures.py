@@ -76,6 +76,18 @@ def patch_table(path: Path) -> MeasureTable | None:
                         ["evaluation", "n", "success rate", "accuracy drop", "drop beyond random patch"], out)
 
 
+def attack_success(path: Path) -> dict[str, dict]:
+    """Per patch evaluation (a source of the rows): its attack success rate {"value", "ci95", "n"} (n: the questions
+    it can succeed on), from the patch summary files; the main table shows it where accuracy misleads."""
+    out = {}
+    for file in sorted(path.glob("patch-*.summary.json")):
+        for name, ev in json.loads(file.read_text(encoding="utf-8")).get("evaluations", {}).items():
+            rate = ev.get("success_rate") or [None]
+            if rate[0] is not None:
+                out[name] = {"value": rate[0], "ci95": list(rate[1:3]), "n": ev.get("n_attackable")}
+    return out
+
+
 def _interval(v) -> str:
     """[value, lo, hi] (or {"value", "ci95"}) as `0.420 [0.300, 0.550]`; "" when absent."""
     if isinstance(v, dict):

@@ -20,11 +20,13 @@ class SourceRow:
     paired: dict[str, dict]  # baseline -> {"n", "a_only", "b_only", "p"}; a_only: this source right, baseline wrong
     by_type: dict[str, float] = field(default_factory=dict)
     type_n: dict[str, int] = field(default_factory=dict)
-    unpaired: dict[str, str] = field(default_factory=dict)  # baseline -> why there is no test (an empty cell misleads)
+    unpaired: dict[str, str] = field(default_factory=dict)
+    attack: dict | None = None  # a patch's attack success {"value", "ci95", "n"}: its metric, not accuracy  # baseline -> why there is no test (an empty cell misleads)
 
 
-def source_rows(summary: dict, rows: list[dict]) -> list[SourceRow]:
-    """Every source of the summary, grouped as `ordered_sources` orders them."""
+def source_rows(summary: dict, rows: list[dict], attacks: dict[str, dict] | None = None) -> list[SourceRow]:
+    """Every source of the summary, grouped as `ordered_sources` orders them; `attacks` (measures.attack_success)
+    gives patch sources their attack success rate."""
     type_n: dict[str, dict[str, int]] = {}
     for r in rows:
         counts = type_n.setdefault(r["source"], {})
@@ -34,6 +36,7 @@ def source_rows(summary: dict, rows: list[dict]) -> list[SourceRow]:
                      summary["by_type"].get(info.name, {}), type_n.get(info.name, {}))
            for info in ordered_sources(list(summary["n"]))]
     for row in out:
+        row.attack = (attacks or {}).get(row.info.name)
         for base in PAIRED_BASELINES:
             if base == row.info.name or base in row.paired:
                 continue
