@@ -34,7 +34,7 @@ from .. import sources
 from ..benchmarks.question import Benchmark, Question
 from ..errors import MirageError, UsageError
 from ..evaluate import evaluate_conditions
-from ..inputs import FeatureInput, PixelInput, Reference, check_encoders, default_lr
+from ..inputs import PARAMS, FeatureInput, PixelInput, Reference, check_encoders, default_lr
 from ..models.vlm import VLM, Visual
 from ..objectives import OBJECTIVES
 from ..optimize import OptimizeConfig, optimize_questions, result_row
@@ -47,6 +47,7 @@ from .optimization import OptimizeSpec, png_condition, run_optimization
 # stage 1's source (rows, and artifacts/<source>/<qid>.safetensors) by where its features start
 TARGET_SOURCES = {"random": sources.optimized("features", "question"),
                   "blank": sources.optimized("features", "question", start="blank")}
+# inversion's own steps (feature matching, not answer CE); a parameterization not named here takes its `optimize` lr
 DEFAULT_LR = {"fourier": 0.05, "sigmoid": 0.1, "raw": 0.02}
 COMPARE = ("real", "blank", *TARGET_SOURCES.values(), sources.optimized("pixels", "question"),
            sources.png(sources.optimized("pixels", "question")))
@@ -76,14 +77,16 @@ class InversionConfig:
     seed: int = 0
 
     def __post_init__(self) -> None:
-        if self.param not in DEFAULT_LR:
-            raise UsageError(f"--param: {did_you_mean('pixel parameterization', self.param, list(DEFAULT_LR))}")
+        if self.param not in PARAMS:
+            raise UsageError(f"--param: {did_you_mean('pixel parameterization', self.param, list(PARAMS))}")
         if self.start not in TARGET_SOURCES:
             raise UsageError(f"--start: {did_you_mean('stage-1 start', self.start, list(TARGET_SOURCES))}")
 
     @property
     def learning_rate(self) -> float:
-        return self.lr if self.lr is not None else DEFAULT_LR[self.param]
+        if self.lr is not None:
+            return self.lr
+        return DEFAULT_LR[self.param] if self.param in DEFAULT_LR else default_lr("pixels", self.param)
 
     def to_config(self) -> dict:
         d = asdict(self)

@@ -1,6 +1,6 @@
-"""Optimizable inputs (parameterizations only), one file each: `features`, `pixels` (raw / sigmoid / fourier),
-`tokens`, `patch` (pasted onto real images) and `generator` (conditioned on the question). The last two are trained
-by their own experiments (`mirage.experiments.OWN_LOOPS`), the others by `optimize`'s loops."""
+"""Optimizable inputs (parameterizations only), one file each: `features`, `pixels` (under one of `pixel_params`:
+raw / sigmoid / fourier), `tokens`, `patch` (pasted onto real images) and `generator` (conditioned on the question).
+The last two are trained by their own experiments (`mirage.experiments.OWN_LOOPS`), the others by `optimize`'s loops."""
 
 from __future__ import annotations
 
@@ -15,12 +15,13 @@ from ..models.vlm import VLM
 from ..registry import Registry, did_you_mean
 from .base import Input
 from .features import FeatureInput
+from .pixel_params import PIXEL_PARAMS, PixelParam
 from .pixels import PARAMS, PixelInput
 from .tokens import TokenInput
 
 INPUTS: Registry = Registry("input")
-DEFAULT_LR = {"features": 0.1, "tokens": 0.01, "pixels-raw": 0.02, "pixels-sigmoid": 0.1, "pixels-fourier": 0.005,
-              "patch": 0.1, "generator": 3e-4}
+# pixels: each parameterization's own `lr` (`pixel_params`)
+DEFAULT_LR = {"features": 0.1, "tokens": 0.01, "patch": 0.1, "generator": 3e-4}
 
 
 @dataclass
@@ -92,8 +93,8 @@ def build_input(kind: str, model: VLM, slots: int, ref: Reference, **options) ->
 
 
 def default_lr(kind: str, param: str = "sigmoid") -> float:
-    return DEFAULT_LR[f"pixels-{param}" if kind == "pixels" else kind]
+    return PIXEL_PARAMS.get(param).lr if kind == "pixels" else DEFAULT_LR[kind]
 
 
-__all__ = ["INPUTS", "PARAMS", "FeatureInput", "Input", "PixelInput", "Reference", "TokenInput", "build_input",
-           "check_encoders", "default_lr"]
+__all__ = ["INPUTS", "PARAMS", "PIXEL_PARAMS", "FeatureInput", "Input", "PixelInput", "PixelParam", "Reference",
+           "TokenInput", "build_input", "check_encoders", "default_lr"]

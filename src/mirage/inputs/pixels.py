@@ -3,13 +3,20 @@
 from __future__ import annotations
 
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 
 from ..errors import UsageError
 from ..models.vlm import VLM, Visual
-from .base import Input, take_slots
+from ..registry import did_you_mean
+from .base import Input
+from .pixel_params import PIXEL_PARAMS
 
-PARAMS = ("raw", "sigmoid", "fourier")
+PARAMS = tuple(PIXEL_PARAMS)  # the `--param` names
+
+
+def _renamed_pixels(state: dict, prefix: str, *_) -> None:
+    if prefix + "pixels" in state:
+        state[prefix + "image.pixels"] = state.pop(prefix + "pixels")
 
 
 def quantize_ste(x: Tensor) -> Tensor:
@@ -18,8 +25,8 @@ def quantize_ste(x: Tensor) -> Tensor:
 
 
 class PixelInput(Input):
-    """Images [S, 3, R, R] in [0, 1] under a parameterization: `raw` (clamped), `sigmoid`, or `fourier` (Lucid-style
-    spectrum with decorrelated colour). With `quantize`, every forward sees the 8-bit image a PNG will hold."""
+    """Images [S, 3, R, R] in [0, 1] under a parameterization of `PIXEL_PARAMS` (`image`). With `quantize`, every
+    forward sees the 8-bit image a PNG will hold."""
 
     stage = "pixels"
 
@@ -35,40 +42,26 @@ class PixelInput(Input):
                 if name not in self.through:
                     self.register_buffer(f"held_{name}", value.detach().float().cpu())
             self._order = [s.name for s in model.encoders]
-        if param not in PARAMS:
-            from ..registry import did_you_mean
-
+        if param not in PIXEL_PARAMS:
             raise UsageError(did_you_mean("pixel parameterization", param, list(PARAMS)))
         self.param, self.quantize = param, quantize
         r = resolution or max(s.image_size for s in model.encoders)
         self.resolution = r
-        if param == "fourier":
-            from .fourier import FourierImage
+        self.image = PIXEL_PARAMS.get(param)(slots, r, r)
+        # checkpoints written before the parameterizations were modules hold raw/sigmoid pixels as "pixels"
+        self._register_load_state_dict_pre_hook(_renamed_pixels)
 
-            self.image = FourierImage(slots, r, r)
-        else:
-            self.pixels = nn.Parameter(torch.zeros(slots, 3, r, r))  # [S, 3, R, R]
+    @property
+    def pixels(self) -> Tensor:
+        """The free pixels [S, 3, R, R] of `raw` and `sigmoid`."""
+        return self.image.pixels
 
     def reset(self, slot: int, key: str) -> None:
-        g = self.generator(key)
-        if self.param == "fourier":
-            self.image.reset_(slot, g)
-            return
-        with torch.no_grad():
-            if self.param == "raw":
-                sample = torch.rand(self.pixels.shape[1:], generator=g) * 0.2 + 0.4  # mid-grey with a little noise
-            else:
-                sample = torch.randn(self.pixels.shape[1:], generator=g) * 0.1  # sigmoid(0) = mid-grey
-            self.pixels[slot] = sample.to(self.pixels.device, self.pixels.dtype)
+        self.image.reset_(slot, self.generator(key))
 
     def images(self, slots: Tensor) -> Tensor:
         """[B, 3, R, R] in [0, 1] for these slots."""
-        if self.param == "fourier":
-            x = self.image(slots)
-        elif self.param == "sigmoid":
-            x = torch.sigmoid(take_slots(self.pixels, slots))
-        else:
-            x = take_slots(self.pixels, slots).clamp(0, 1)
+        x = self.image(slots)
         return quantize_ste(x) if self.quantize else x
 
     def forward(self, slots: Tensor) -> Visual:
@@ -82,9 +75,7 @@ class PixelInput(Input):
         return Visual("features", feats)
 
     def project_(self) -> None:
-        if self.param == "raw":
-            with torch.no_grad():
-                self.pixels.clamp_(0, 1)
+        self.image.project_()
 
     def export(self, slot: int) -> dict[str, Tensor]:
         with torch.no_grad():
