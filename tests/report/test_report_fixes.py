@@ -63,3 +63,24 @@ def test_patch_rows_show_the_attack_success_rate(tmp_path):
     assert 'data-success="0.6"' in cell and "[0.231, 0.882]" in cell
     real = page.split('data-source="real"', 1)[1].split("</tr>", 1)[0]
     assert "data-success" not in real
+
+
+def test_demo_panel_verdict_among_what_the_run_evaluated():
+    # A generator run has no `real` rows: the panel said "the model does best with random noise" as if the real
+    # image had been compared, and showed "The real image -, n = 0" without a word.
+    from mirage.report.demo_panel import PanelImage, _verdict
+
+    def image(label, source, correct):
+        im = PanelImage(label, source, None, "")
+        im.correct = {f"q{i}": c for i, c in enumerate(correct)}
+        im.n, im.accuracy, im.ci95 = len(correct), sum(correct) / max(1, len(correct)), (0.0, 1.0)
+        return im
+
+    noise = image("Random noise", "noise", [True, True, False, False])
+    optimized = image("Optimized universal noise", "pixels-universal", [True, False, False, False])
+    real = PanelImage("The real image", "real", None, "")
+    lines = _verdict([noise, optimized, real])
+    assert lines[0].startswith("Of the pictures this run evaluated, the model does best with random noise")
+    assert "Not evaluated in this run, so not compared: the real image (no 'real' rows)." in lines
+    full = _verdict([noise, optimized, image("The real image", "real", [True] * 4)])
+    assert full[0].startswith("The model does best with the real image") and not any("Not evaluated" in x for x in full)

@@ -71,9 +71,15 @@ def _verdict(images: list[PanelImage]) -> list[str]:
     best = max(im.accuracy for im in scored)
     top = [im for im in scored if im.accuracy == best]
     names = " and ".join(im.label.lower() for im in top)
-    lines = [f"The model does best with {names}: accuracy {best:.3f} "
+    missing = [im for im in images if not im.n]
+    # a run without one of the three (a generator run has no `real` rows) answers only among what it evaluated
+    lead = "Of the pictures this run evaluated, the model does best with" if missing else "The model does best with"
+    lines = [f"{lead} {names}: accuracy {best:.3f} "
              f"(95% CI {top[0].ci95[0]:.3f}–{top[0].ci95[1]:.3f}, n = {top[0].n})."
              + (" (a tie)" if len(top) > 1 else "")]
+    if missing:
+        lines.append("Not evaluated in this run, so not compared: "
+                     + ", ".join(f"{im.label.lower()} (no {im.source!r} rows)" for im in missing) + ".")
     noise, optimized, real = images
     for a, b in ((optimized, noise), (real, optimized)):
         if a.n and b.n:
