@@ -125,6 +125,39 @@ def test_letter_probabilities_equal_the_processor_and_forward(llava_crop, bench)
         torch.testing.assert_close(mine, theirs, atol=1e-5, rtol=0)
 
 
+def test_batched_letters_are_each_prompt_alone_through_transformers(llava, bench):
+    """Letter scoring right-aligns a batch of prompts of different lengths and passes no attention mask
+    (`causal_scoring`): each row's letter logits equal transformers' forward on that prompt alone (no padding at
+    all), and so do the gradients an optimization reads from the features."""
+    qs = [q for q in bench.questions if len(bench.prompt(q).split()) > 3][:4]
+    prompts = [bench.prompt(q) for q in qs]
+    ids, mask, _ = llava.sequences(prompts)
+    assert llava.causal_scoring and len(set(mask.sum(1).tolist())) > 1  # the batch is padded
+    processed = llava.process_images([q.image() for q in qs])
+    feats = llava.encode(processed)["vision"].detach().requires_grad_(True)
+    n = min(len(q.choices) for q in qs)
+    batched = llava.choice_logits(prompts, Visual("features", {"vision": feats}), [n] * len(qs))
+    batched.logsumexp(-1).sum().backward()
+    letters = llava.letter_ids(n)
+    for i, p in enumerate(prompts):
+        one_ids, one_mask, _ = llava.sequences([p])
+        f = feats.detach()[i : i + 1].requires_grad_(True)
+        embeds = llava.embed(one_ids).masked_scatter((one_ids == llava.image_token_id)[..., None], llava.connect({"vision": f}))
+        theirs = llava.model(inputs_embeds=embeds, attention_mask=one_mask).logits[0, -1, letters]
+        torch.testing.assert_close(batched[i], theirs, atol=1e-5, rtol=1e-5)
+        theirs.logsumexp(-1).backward()
+        torch.testing.assert_close(feats.grad[i], f.grad[0], atol=1e-6, rtol=1e-4)
+
+
+def test_right_align_moves_each_row_to_the_left_edge():
+    from mirage.models.spliced import right_align
+
+    ids = torch.tensor([[0, 0, 5, 6], [7, 8, 9, 1], [0, 0, 0, 2]])
+    mask = (ids != 0).long()
+    moved, last = right_align(ids, mask)
+    assert moved.tolist() == [[5, 6, 0, 0], [7, 8, 9, 1], [2, 0, 0, 0]] and last.tolist() == [1, 3, 0]
+
+
 def test_pad_is_the_official_llava_preprocessing(llava, llava_crop, bench, tmp_path):
     """haotian-liu/LLaVA `process_images` with `image_aspect_ratio: pad`: expand2square with the processor's mean as
     int(x * 255) (written here with numpy), then the CLIP processor; its letter probabilities through the model's

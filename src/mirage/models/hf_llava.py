@@ -31,6 +31,8 @@ ASPECT_RATIOS = ("pad", "crop")  # the official LLaVA code's; the transformers p
 class HFLlava(TransformersSpliced):
     """A transformers LLaVA model and its processor; `image_aspect_ratio` "pad" (official LLaVA) or "crop"."""
 
+    causal_scoring = True  # its LM (Vicuna/Llama for LLaVA-1.5) attends by the causal mask alone
+
     def __init__(self, model, processor, image_aspect_ratio: str | None = None):
         super().__init__()
         self.image_aspect_ratio = image_aspect_ratio or "pad"

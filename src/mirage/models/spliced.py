@@ -21,6 +21,11 @@ class SplicedVLM(VLM):
     tokenizer = None
     image_token_id: int
     num_image_tokens: int
+    # True where the LM attends by the causal mask alone (1-D positions, no attention rule of its own such as
+    # Gemma 3's bidirectional image tokens, `_hidden` not overridden): letter scoring then right-aligns each row and
+    # passes no attention mask. Padding after a row's last token is never seen by it under the causal mask, so the
+    # answer position's state is the unpadded one, and sdpa runs its causal kernel instead of a masked one.
+    causal_scoring = False
 
     def render(self, messages: list[dict], add_generation_prompt: bool) -> str:
         """The model's chat template on `messages` (here the tokenizer's)."""
@@ -70,12 +75,15 @@ class SplicedVLM(VLM):
         input_ids, mask, labels = self.sequences(prompts, targets)
         return input_ids, mask, labels, self.to_tokens(visual), None
 
-    def positions(self, input_ids: Tensor, mask: Tensor, layout) -> Tensor:
-        """Position ids of a left-padded batch: padding must not shift positions."""
+    def positions(self, input_ids: Tensor, mask: Tensor | None, layout) -> Tensor:
+        """Position ids of a left-padded batch: padding must not shift positions (no mask: rows start at 0)."""
+        if mask is None:
+            return torch.arange(input_ids.shape[1], device=input_ids.device).expand_as(input_ids)
         return (mask.cumsum(-1) - 1).clamp(min=0)
 
-    def _hidden(self, input_ids: Tensor, mask: Tensor, image_tokens: Tensor | None, layout=None) -> Tensor:
-        """The LM's hidden states [B, L, D] with image tokens at the placeholders, filled row by row (None: text only)."""
+    def _hidden(self, input_ids: Tensor, mask: Tensor | None, image_tokens: Tensor | None, layout=None) -> Tensor:
+        """The LM's hidden states [B, L, D] with image tokens at the placeholders, filled row by row (None: text only).
+        `mask` None: every row starts at position 0 and the LM's causal mask is the only one (`causal_scoring`)."""
         embeds = self.embed(input_ids)
         if image_tokens is not None:
             slots = (input_ids == self.image_token_id).unsqueeze(-1)
@@ -88,8 +96,13 @@ class SplicedVLM(VLM):
 
     def next_token_logits(self, prompts: Sequence[str], visual: Visual) -> Tensor:
         input_ids, mask, _, tokens, layout = self.prepare(prompts, visual)
-        hidden = self._hidden(input_ids, mask, tokens, layout)
-        return self.lm_head_logits(hidden[:, -1:])[:, 0].float()  # the head on the answer position only
+        if self.causal_scoring and layout is None:
+            input_ids, last = right_align(input_ids, mask)
+            hidden = self._hidden(input_ids, None, tokens, layout)
+            hidden = hidden.gather(1, last.view(-1, 1, 1).expand(-1, 1, hidden.shape[-1]))
+        else:
+            hidden = self._hidden(input_ids, mask, tokens, layout)[:, -1:]
+        return self.lm_head_logits(hidden)[:, 0].float()  # the head on the answer position only
 
     def letter_ids(self, n: int) -> list[int]:
         return chat_letter_ids(self, n)
@@ -140,6 +153,15 @@ class TransformersSpliced(SplicedVLM):
 
     def lm_head_logits(self, hidden: Tensor) -> Tensor:
         return self.model.lm_head(hidden)
+
+
+def right_align(input_ids: Tensor, mask: Tensor) -> tuple[Tensor, Tensor]:
+    """A left-padded batch moved to the left edge of each row (its padding after it), and each row's last position
+    [B], on the batch's device without a host sync."""
+    lengths = mask.sum(1)
+    width = input_ids.shape[1]
+    index = (torch.arange(width, device=input_ids.device) + (width - lengths)[:, None]) % width
+    return input_ids.gather(1, index), lengths - 1
 
 
 def build_sequences(tokenizer, texts: Sequence[str] | Sequence[list[int]], targets: Sequence[str] | None,

@@ -37,6 +37,7 @@ class DemoVLM(SplicedVLM):
     """Four vision encoders -> SVA-style aggregator -> image tokens spliced into a LlamaForCausalLM."""
 
     prompt_style = staticmethod(letter_prompt)  # ShapesQA's prompt, the only one it was trained on
+    causal_scoring = True  # a Llama LM: the causal mask is its only attention rule
 
     def __init__(self, config: DemoConfig, tokenizer: PreTrainedTokenizerFast):
         super().__init__()
