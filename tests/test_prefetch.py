@@ -124,3 +124,25 @@ def test_score_pending_batches_and_prepares_only_the_pending(tmp_path):
     assert [r["question_id"] for r in new] == ["q6", "q5", "q4", "q2", "q1", "q0"]
     assert sorted(map(tuple, prepared_for)) == sorted([("q6", "q5", "q4", "q2"), ("q1", "q0")])
     assert sorted(r["question_id"] for r in run.rows()) == [f"q{i}" for i in range(7)]  # each once
+
+
+def test_one_prefetch_pipeline_spans_the_conditions(tiny_model, small_bench, monkeypatch):
+    """The next condition's first batch is prepared while the last ones of the condition before are scored: one
+    pipeline over every (condition, batch), not one per condition that starts empty (the GPU waiting on the host
+    once per condition)."""
+    import importlib
+
+    evaluate_module = importlib.import_module("mirage.evaluate")  # the package's `evaluate` is the function
+
+    calls = []
+    real = evaluate_module.visual_batches
+
+    def spy(model, visual_of, items, workers=None):
+        calls.append([name for name, _ in items])
+        yield from real(model, visual_of, items, workers)
+
+    monkeypatch.setattr(evaluate_module, "visual_batches", spy)
+    conds = parse_conditions("real,blank")
+    rows = evaluate_conditions(tiny_model, small_bench, conds, batch_size=8, quiet=True, workers=2)
+    assert calls == [["real"] * 3 + ["blank"] * 3]
+    assert [(r["source"], r["question_id"]) for r in rows] == [(c.name, q.id) for c in conds for q in small_bench]

@@ -105,22 +105,40 @@ def score(model: VLM, benchmark: Benchmark, questions: Sequence[Question], visua
     return [rows[i] for i in range(len(questions))]
 
 
+def pending(questions: Sequence[Question], source: str, run: RunDir | None = None, done: set | None = None
+            ) -> list[Question]:
+    """The `questions` that `run` (or `done`) holds no row of `source` for, in order."""
+    if done is None:
+        done = run.done() if run else set()
+    return [q for q in questions if (q.id, source) not in done]
+
+
 def score_pending(questions: Sequence[Question], source: str, rows_for: Callable[..., list[dict]],
                   run: RunDir | None = None, batch_size: int = 32, done: set | None = None,
                   advance: Callable[[int], None] | None = None, batching: Callable | None = None,
                   ahead: Callable | None = None) -> list[dict]:
-    """The one resumable scoring loop: the `questions` that `run` (or `done`) holds no row of `source` for, in
-    batches of `batch_size`, each scored by `rows_for(batch)` and appended to `run` at once, so a killed run loses
-    at most one batch. Returns the new rows. `batching(todo)`: the batches (default: in order); `ahead(batches)`:
-    yields (batch, prepared) with host work done ahead of the model (prefetch.py), scored by `rows_for(batch,
-    prepared)`."""
-    if done is None:
-        done = run.done() if run else set()
-    todo = [q for q in questions if (q.id, source) not in done]
+    """The `questions` of one source that `run` (or `done`) holds no row of, through `score_batches` in batches
+    of `batch_size`, each scored by `rows_for(batch)` (`rows_for(batch, prepared)` with `ahead`). `batching(todo)`:
+    the batches (default: in order). Returns the new rows."""
+    todo = pending(questions, source, run, done)
     batches = batching(todo) if batching else [todo[i : i + batch_size] for i in range(0, len(todo), batch_size)]
+    ahead_of = None if ahead is None else (
+        lambda items: (((source, batch), prepared) for batch, prepared in ahead([b for _, b in items])))
+    return score_batches([(source, b) for b in batches], lambda _, batch, *prepared: rows_for(batch, *prepared),
+                         run, advance, ahead_of)
+
+
+def score_batches(batches: Sequence[tuple[str, list[Question]]], rows_for: Callable[..., list[dict]],
+                  run: RunDir | None = None, advance: Callable[[int], None] | None = None,
+                  ahead: Callable | None = None) -> list[dict]:
+    """The one resumable scoring loop: each (source, batch) scored by `rows_for(source, batch)` and appended to `run`
+    at once, so a killed run loses at most one batch. `ahead(batches)`: yields ((source, batch), prepared) with host
+    work done ahead of the model (prefetch.py), scored by `rows_for(source, batch, prepared)`; one pipeline over all
+    the batches, so the next source's first batch is prepared while this source's last ones are scored. Returns
+    the new rows."""
     rows: list[dict] = []
-    for batch, prepared in ahead(batches) if ahead else ((b, None) for b in batches):
-        new = rows_for(batch, prepared) if ahead else rows_for(batch)
+    for (source, batch), prepared in ahead(batches) if ahead else ((b, None) for b in batches):
+        new = rows_for(source, batch, prepared) if ahead else rows_for(source, batch)
         if run:
             run.append(new)
         rows += new
@@ -159,20 +177,18 @@ def evaluate_text_model(lm: VLM, benchmark: Benchmark, *, seed: int = 0, batch_s
 
 def _score_sources(model: VLM, benchmark: Benchmark, sources, seed: int, batch_size: int, run: RunDir | None,
                    quiet: bool, scoring: str, workers: int | None) -> list[dict]:
-    """Each (source name, its questions, the visual for a batch) through `score_pending`; all rows of these
-    sources (the run's, when there is one)."""
+    """Each (source name, its questions, the visual for a batch) through one `score_batches` pipeline; all rows of
+    these sources (the run's, when there is one)."""
     done = run.done() if run else set()
-    total = sum((q.id, name) not in done for name, qs, _ in sources for q in qs)
-    new: list[dict] = []
-    with torch.inference_mode(), progress_bar("evaluating", total, quiet) as advance:
-        for name, qs, visual_of in sources:
-            def rows_for(batch: list[Question], visual: Visual, name=name) -> list[dict]:
-                return score(model, benchmark, batch, visual, name, scoring, seed)
-
-            # batches by prompt length, their visuals made (images processed) in worker threads ahead (prefetch.py)
-            new += score_pending(qs, name, rows_for, run, batch_size, done, advance,
-                                 lambda todo: prompt_batches(model, benchmark, todo, batch_size),
-                                 lambda bs, visual_of=visual_of: visual_batches(model, visual_of, bs, workers))
+    todo = [(name, pending(qs, name, done=done)) for name, qs, _ in sources]
+    visual_of = {name: v for name, _, v in sources}
+    # batches by prompt length, their visuals made (images processed) in worker threads ahead (prefetch.py), one
+    # pipeline across the sources: a condition's first batch does not wait on the host
+    batches = [(name, b) for name, qs in todo for b in prompt_batches(model, benchmark, qs, batch_size)]
+    with torch.inference_mode(), progress_bar("evaluating", sum(len(qs) for _, qs in todo), quiet) as advance:
+        new = score_batches(
+            batches, lambda name, batch, visual: score(model, benchmark, batch, visual, name, scoring, seed), run,
+            advance, lambda items: visual_batches(model, lambda item: visual_of[item[0]](item[1]), items, workers))
     if run is None:
         # the sources' and questions' order, not the batches'
         rank = {(q.id, name): (k, i) for k, (name, qs, _) in enumerate(sources) for i, q in enumerate(qs)}

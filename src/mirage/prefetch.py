@@ -105,11 +105,12 @@ def prompt_batches(model, benchmark: Benchmark, questions: Sequence[Question], b
     return length_batches(questions, lengths, batch_size)
 
 
-def visual_batches(model, visual_of: Callable[[Sequence[Question]], object], batches: Sequence[Sequence[Question]],
-                   workers: int | None = None) -> Iterator[tuple[Sequence[Question], object]]:
-    """(batch, its Visual) for each batch of questions, `visual_of(batch)` (a condition's images made and run through
-    the model's processor: `Condition.visual`) computed by `prefetched` (workers default: `default_workers`). On a GPU
-    the workers copy on a side stream: a copy on the model's stream would wait behind the batches queued before it."""
+def visual_batches(model, visual_of: Callable[[T], object], batches: Sequence[T],
+                   workers: int | None = None) -> Iterator[tuple[T, object]]:
+    """(batch, its Visual) for each batch (of questions, or any item `visual_of` takes), `visual_of(batch)` (a
+    condition's images made and run through the model's processor: `Condition.visual`) computed by `prefetched`
+    (workers default: `default_workers`). On a GPU the workers copy on a side stream: a copy on the model's stream
+    would wait behind the batches queued before it."""
     device = torch.device(model.device)
     workers = default_workers(device) if workers is None else workers
     stream = torch.cuda.Stream(device) if workers and device.type == "cuda" and SIDE_STREAM else None
