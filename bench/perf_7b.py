@@ -14,6 +14,10 @@ syncs:   where one per-question features step waits for the GPU (`torch.cuda.set
          mirage and transformers that asked for each synchronizing operation.
 scaling: compiled features at batch 16 on 16, 32 and 64 questions (is the cost per question constant?), and
          universal features: seconds per step for train sets of 32, 128 and 512 questions at batch 16.
+padding: compiled features and pixels at batch 16, left-padded rows with an attention mask (as before) against
+         right-aligned rows with none (`causal_scoring`), in the same call.
+profile: where the GPU time of compiled batch-16 features steps goes (torch.profiler): kernels by kind (matrix
+         products, attention, fused Triton, other), their share of the wall time, and the matrix products' TFLOP/s.
 Results are written to OUT.json after every part (a run cut short keeps what it measured). `--small`: a 1/16-size
 model on the CPU, to check the script. No numbers are asserted.
 """
@@ -82,6 +86,51 @@ def sync_census(model, bench, ref) -> list[dict]:
         torch.cuda.set_sync_debug_mode("default")
         warnings.showwarning = old
     return [{"site": k, "count": v} for k, v in sites.most_common()]
+
+
+KINDS = (("matmul", ("nvjet", "gemm", "cutlass", "xmma", "cublas", "sm90_")),
+         ("attention", ("flash", "fmha", "attention", "cudnn", "attn")),
+         ("triton (fused element-wise)", ("triton",)))
+
+
+def kind_of(kernel: str) -> str:
+    name = kernel.lower()
+    return next((k for k, keys in KINDS if any(key in name for key in keys)), "other (aten element-wise, copies)")
+
+
+def step_profile(model, bench, ref, batch: int, work: Path, steps: int = 4) -> dict:
+    """GPU time of `steps` compiled features steps at `batch` (one `run_optimization`, rows and artifacts included)
+    by kernel kind, against the wall time; the matrix products' rate from the LM's parameters and tokens."""
+    from torch.profiler import ProfilerActivity, profile
+
+    qs = bench.subset(batch)
+    lengths = model.sequences([bench.prompt(q) for q in qs.questions])[1].sum(1).tolist()
+    lm_params = sum(p.numel() for k, p in model.inner.language_model.named_parameters() if "embed_tokens" not in k)
+    cfg = OptimizeConfig(steps=steps, batch_size=batch, early_stop=0)
+    run_optimization(model, qs, OptimizeSpec("features"), cfg, RunDir.open(work / "prof-warm", {}), ref)  # warm
+    base.sync()
+    with profile(activities=[ProfilerActivity.CUDA]) as prof:
+        t0 = time.perf_counter()
+        run_optimization(model, qs, OptimizeSpec("features"), cfg, RunDir.open(work / "prof", {}), ref)
+        base.sync()
+        wall = time.perf_counter() - t0
+    events = [e for e in prof.key_averages() if e.self_device_time_total > 0]
+    by_kind: dict[str, float] = {}
+    for e in events:
+        by_kind[kind_of(e.key)] = by_kind.get(kind_of(e.key), 0.0) + e.self_device_time_total / 1e3
+    gpu = sum(by_kind.values())
+    tokens = max(lengths) * batch  # the padded batch the kernels see
+    # steps forward+backward (4 x params x tokens) and the last forward of the row (2 x params x tokens)
+    flop = (4 * steps + 2) * lm_params * tokens
+    top = sorted(events, key=lambda e: e.self_device_time_total, reverse=True)[:20]
+    return {"batch": batch, "steps": steps, "wall_ms": round(wall * 1e3, 1), "gpu_ms": round(gpu, 1),
+            "gpu_busy": round(gpu / (wall * 1e3), 3), "tokens_per_forward": tokens,
+            "categories": {k: {"ms": round(v, 1), "share_of_gpu": round(v / gpu, 3)} for k, v in
+                           sorted(by_kind.items(), key=lambda kv: -kv[1])},
+            "matmul_tflops": round(flop / (by_kind.get("matmul", 0.0) / 1e3) / 1e12, 1) if by_kind.get("matmul") else None,
+            "per_question_step_ms": round(wall * 1e3 / (batch * (steps + 0.5)), 2),
+            "top_kernels": [{"name": e.key[:100], "kind": kind_of(e.key), "calls": e.count,
+                             "ms": round(e.self_device_time_total / 1e3, 2)} for e in top]}
 
 
 def main() -> None:
@@ -188,6 +237,26 @@ def main() -> None:
         agree("features/batch1", "features/batch16-compiled")
         measure("pixels/batch16-compiled", opt("pixels", 16, 2 * n, "pc16"), 2 * n)
         agree("pixels/batch1", "pixels/batch16-compiled")
+    if "padding" in parts:
+        keep = model.causal_scoring
+        for causal in (False, True):  # each mask variant's shapes compiled outside the timing
+            model.causal_scoring = causal
+            for source in ("features", "pixels"):
+                measure(f"compile/padding-{source}-{causal}", lambda: run_optimization(
+                    model, bench.subset(16), OptimizeSpec(source), OptimizeConfig(steps=2, batch_size=16, early_stop=0),
+                    RunDir.open(work / f"warm-pad-{source}{causal}", {}), ref), 16)
+        for source in ("features", "pixels"):
+            for causal in (False, True):
+                model.causal_scoring = causal
+                tag = "right-aligned-no-mask" if causal else "left-padded-mask"
+                measure(f"padding/{source}-batch16-compiled-{tag}", opt(source, 16, n, f"pad-{source}{causal}"), n)
+            agree(f"padding/{source}-batch16-compiled-left-padded-mask",
+                  f"padding/{source}-batch16-compiled-right-aligned-no-mask")
+        model.causal_scoring = keep
+    if "profile" in parts and dev == "cuda":
+        res["profile"] = step_profile(model, bench, ref, 16, work)
+        print("profile", res["profile"]["categories"], flush=True)
+        out.write_text(json.dumps(res, indent=2))
     if "compiled-features" in parts:  # the compiled features rows alone (a check of a change)
         measure("features/batch16-compiled", opt("features", 16, 2 * n, "fc16"), 2 * n)
     if "scaling" in parts:

@@ -67,6 +67,8 @@ def main() -> None:
     ap.add_argument("--generate-questions", type=int, default=64)
     ap.add_argument("--quick", action="store_true", help="the defaults only: eager and compiled with 2 workers, "
                     "and the generate loop (no host, before, forward or profile parts)")
+    ap.add_argument("--masked-too", action="store_true", help="the compiled runs also with left-padded rows and an "
+                    "attention mask (causal_scoring off, the loop before right-aligned scoring), in the same call")
     args = ap.parse_args()
     base.DEVICE = dev = "cpu" if args.small else "cuda"
     n = 16 if args.small else args.questions
@@ -220,13 +222,21 @@ def main() -> None:
     t0 = time.perf_counter()
     compile_blocks(model, backend="aot_eager" if args.small else "inductor")  # --small: the path, quickly
     # every shape family the timed runs meet (padded and one-length batches, batch 32, 64 and a remainder), twice
-    for b, count in ((32, n), (32, 40)) if args.quick else ((32, n), (64, n), (32, 40), (32, n), (64, n)):
-        evaluate_conditions(model, bench224.subset(count), conds, batch_size=b, quiet=True, workers=0)
+    masks = (True, False) if args.masked_too else (model.causal_scoring,)
+    for causal in masks:
+        model.causal_scoring = causal
+        for b, count in ((32, n), (32, 40)) if args.quick else ((32, n), (64, n), (32, 40), (32, n), (64, n)):
+            evaluate_conditions(model, bench224.subset(count), conds, batch_size=b, quiet=True, workers=0)
+    model.causal_scoring = masks[0]
     res["compile_warmup_s"] = round(time.perf_counter() - t0, 1)
     save()
     for name, b in benches.items():
-        for rep in (1, 2):
-            evaluate(f"compiled/w2/{name}/batch32/run{rep}", b, 32, 2)
+        for causal in masks:
+            model.causal_scoring = causal
+            tag = "" if len(masks) == 1 else "/right-aligned" if causal else "/left-padded-mask"
+            for rep in (1, 2):
+                evaluate(f"compiled/w2/{name}/batch32{tag}/run{rep}", b, 32, 2)
+        model.causal_scoring = masks[0]
         if not args.quick:
             evaluate(f"compiled/w2/{name}/batch64", b, 64, 2)
             evaluate(f"compiled/w4/{name}/batch64", b, 64, 4)
