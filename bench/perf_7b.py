@@ -88,8 +88,8 @@ def sync_census(model, bench, ref) -> list[dict]:
     return [{"site": k, "count": v} for k, v in sites.most_common()]
 
 
-KINDS = (("matmul", ("nvjet", "gemm", "cutlass", "xmma", "cublas", "sm90_")),
-         ("attention", ("flash", "fmha", "attention", "cudnn", "attn")),
+KINDS = (("attention", ("flash", "fmha", "attention", "sdpa", "cudnn", "attn")),  # before matmul: cuDNN's are sm90_
+         ("matmul", ("nvjet", "gemm", "cutlass", "xmma", "cublas", "sm90_")),
          ("triton (fused element-wise)", ("triton",)))
 
 

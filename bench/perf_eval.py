@@ -38,7 +38,7 @@ from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).parent))
 import hf_7b_check as base  # noqa: E402
-from perf_7b import context_prompt  # noqa: E402
+from perf_7b import context_prompt, kind_of  # noqa: E402
 
 import mirage.prefetch as prefetch  # noqa: E402
 from mirage.benchmarks import load_benchmark  # noqa: E402
@@ -67,6 +67,8 @@ def main() -> None:
     ap.add_argument("--generate-questions", type=int, default=64)
     ap.add_argument("--quick", action="store_true", help="the defaults only: eager and compiled with 2 workers, "
                     "and the generate loop (no host, before, forward or profile parts)")
+    ap.add_argument("--profile", action="store_true", help="after the compiled runs, one compiled 224-px loop under "
+                    "torch.profiler: GPU time by kernel kind against the wall time (how busy the loop keeps the GPU)")
     ap.add_argument("--masked-too", action="store_true", help="the compiled runs also with left-padded rows and an "
                     "attention mask (causal_scoring off, the loop before right-aligned scoring), in the same call")
     args = ap.parse_args()
@@ -244,6 +246,25 @@ def main() -> None:
     if not args.quick:
         forwards("compiled")
         forwards("compiled", 64)
+    if args.profile and dev == "cuda":
+        from torch.profiler import ProfilerActivity, profile
+        base.sync()
+        with profile(activities=[ProfilerActivity.CUDA]) as prof:
+            t0 = time.perf_counter()
+            got = evaluate_conditions(model, bench224.subset(n), conds, batch_size=32, quiet=True, workers=2)
+            base.sync()
+            wall = time.perf_counter() - t0
+        kinds: dict[str, float] = {}
+        for e in prof.key_averages():
+            if e.self_device_time_total > 0:
+                kinds[kind_of(e.key)] = kinds.get(kind_of(e.key), 0.0) + e.self_device_time_total / 1e3
+        gpu = sum(kinds.values())
+        res["profile_compiled_loop_224px"] = {
+            "forwards": len(got), "wall_ms": round(wall * 1e3, 1), "gpu_ms": round(gpu, 1),
+            "gpu_busy": round(gpu / (wall * 1e3), 3), "per_s_under_profiler": round(len(got) / wall, 1),
+            "kinds_ms": {k: round(v, 1) for k, v in sorted(kinds.items(), key=lambda kv: -kv[1])},
+            "gpu_bound_per_s": round(len(got) / (gpu / 1e3), 1)}
+        print("profile", res["profile_compiled_loop_224px"], flush=True)
     save()
 
 

@@ -146,3 +146,35 @@ def test_one_prefetch_pipeline_spans_the_conditions(tiny_model, small_bench, mon
     rows = evaluate_conditions(tiny_model, small_bench, conds, batch_size=8, quiet=True, workers=2)
     assert calls == [["real"] * 3 + ["blank"] * 3]
     assert [(r["source"], r["question_id"]) for r in rows] == [(c.name, q.id) for c in conds for q in small_bench]
+
+
+def test_late_rows_are_read_after_the_next_batch_is_queued_and_kept_on_an_error(tmp_path):
+    """`score_batches` with `rows_for` returning a function (`score_later`): batch k's rows are read after batch k+1
+    is launched (its device work queued first), every row lands once and in order, and when a batch fails the one
+    before it is still written."""
+    from mirage.benchmarks.question import Question
+    from mirage.evaluate import score_batches
+
+    qs = [Question(f"q{i}", "t", ("a", "b"), 0) for i in range(6)]
+    events = []
+
+    def rows_for(source, batch, fail_at=None):
+        if batch[0].id == fail_at:
+            raise RuntimeError(f"batch at {fail_at} failed")
+        events.append(("launch", batch[0].id))
+
+        def read():
+            events.append(("read", batch[0].id))
+            return [{"question_id": q.id, "source": source} for q in batch]
+        return read
+
+    batches = [("s", qs[i : i + 2]) for i in range(0, 6, 2)]
+    run = RunDir.open(tmp_path / "run", {"x": 1})
+    rows = score_batches(batches, rows_for, run)
+    assert events == [("launch", "q0"), ("launch", "q2"), ("read", "q0"), ("launch", "q4"), ("read", "q2"),
+                      ("read", "q4")]
+    assert [r["question_id"] for r in rows] == [q.id for q in qs] == [r["question_id"] for r in run.rows()]
+    run2 = RunDir.open(tmp_path / "run2", {"x": 1})
+    with pytest.raises(RuntimeError, match="batch at q4 failed"):
+        score_batches(batches, lambda s, b: rows_for(s, b, fail_at="q4"), run2)
+    assert [r["question_id"] for r in run2.rows()] == ["q0", "q1", "q2", "q3"]  # nothing scored is lost

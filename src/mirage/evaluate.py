@@ -76,33 +76,50 @@ def score(model: VLM, benchmark: Benchmark, questions: Sequence[Question], visua
     """Rows for one batch given `visual`. `letter`: probabilities of the option letters at the answer position;
     `generate`: greedy generation judged by the benchmark (`Benchmark.judge`). Open questions are always
     generated."""
+    return score_later(model, benchmark, questions, visual, source, scoring, seed, max_new_tokens)()
+
+
+def score_later(model: VLM, benchmark: Benchmark, questions: Sequence[Question], visual: Visual, source: str,
+                scoring: str = "letter", seed: int = 0, max_new_tokens: int = 32) -> Callable[[], list[dict]]:
+    """`score` in two halves: the letter forward is queued on the model's device now, and the returned function
+    reads it back and writes the rows (generation, which reads every token, runs then too). On a GPU the next
+    batch's forward can so be queued before this batch's readback waits for it: the GPU does not idle while the
+    host writes rows."""
     by_letter = [i for i, q in enumerate(questions) if scoring == "letter" and q.kind == "mc"]
-    rows: dict[int, dict] = {}
+    probs = None
     if by_letter:
         qs = [questions[i] for i in by_letter]
         sub = visual if len(by_letter) == len(questions) else visual.select(by_letter)  # no copy in the usual case
         logits = model.choice_logits([benchmark.prompt(q) for q in qs], sub, [len(q.choices) for q in qs])
-        for i, q, p in zip(by_letter, qs, logits.float().softmax(-1).cpu()):
-            pred = int(p[: len(q.choices)].argmax())
-            rows[i] = {"question_id": q.id, "source": source, "pred": LETTERS[pred], "answer": q.answer_letter,
-                       "correct": pred == q.answer, "probs": [round(float(x), 4) for x in p[: len(q.choices)]],
-                       "type": q.type}
-    generated = [i for i in range(len(questions)) if i not in rows]
-    if generated:
-        qs = [questions[i] for i in generated]
-        responses = model.generate([benchmark.prompt(q) for q in qs], visual.select(generated), max_new_tokens)
-        for i, q, text in zip(generated, qs, responses):
-            pred, answer, correct = benchmark.judge(q, text, seed)
-            rows[i] = {"question_id": q.id, "source": source, "pred": pred, "answer": answer, "correct": bool(correct),
-                       "response": text, "type": q.type}
-    for i, q in enumerate(questions):  # circular evaluation: each row keeps its question's rotation
-        if "circular" in q.meta:
-            rows[i]["circular"] = q.meta["circular"]
-    for i, q in enumerate(questions):  # a prompt read in part is scored, and says so
-        unknown = model.unknown_words(benchmark.prompt(q))
-        if unknown:
-            rows[i]["unknown_words"] = len(unknown)
-    return [rows[i] for i in range(len(questions))]
+        probs = logits.float().softmax(-1)
+
+    def rows_now() -> list[dict]:
+        rows: dict[int, dict] = {}
+        if probs is not None:
+            for i, p in zip(by_letter, probs.cpu()):
+                q = questions[i]
+                pred = int(p[: len(q.choices)].argmax())
+                rows[i] = {"question_id": q.id, "source": source, "pred": LETTERS[pred], "answer": q.answer_letter,
+                           "correct": pred == q.answer, "probs": [round(float(x), 4) for x in p[: len(q.choices)]],
+                           "type": q.type}
+        generated = [i for i in range(len(questions)) if i not in rows]
+        if generated:
+            qs = [questions[i] for i in generated]
+            responses = model.generate([benchmark.prompt(q) for q in qs], visual.select(generated), max_new_tokens)
+            for i, q, text in zip(generated, qs, responses):
+                pred, answer, correct = benchmark.judge(q, text, seed)
+                rows[i] = {"question_id": q.id, "source": source, "pred": pred, "answer": answer,
+                           "correct": bool(correct), "response": text, "type": q.type}
+        for i, q in enumerate(questions):  # circular evaluation: each row keeps its question's rotation
+            if "circular" in q.meta:
+                rows[i]["circular"] = q.meta["circular"]
+        for i, q in enumerate(questions):  # a prompt read in part is scored, and says so
+            unknown = model.unknown_words(benchmark.prompt(q))
+            if unknown:
+                rows[i]["unknown_words"] = len(unknown)
+        return [rows[i] for i in range(len(questions))]
+
+    return rows_now
 
 
 def pending(questions: Sequence[Question], source: str, run: RunDir | None = None, done: set | None = None
@@ -132,18 +149,35 @@ def score_batches(batches: Sequence[tuple[str, list[Question]]], rows_for: Calla
                   run: RunDir | None = None, advance: Callable[[int], None] | None = None,
                   ahead: Callable | None = None) -> list[dict]:
     """The one resumable scoring loop: each (source, batch) scored by `rows_for(source, batch)` and appended to `run`
-    at once, so a killed run loses at most one batch. `ahead(batches)`: yields ((source, batch), prepared) with host
-    work done ahead of the model (prefetch.py), scored by `rows_for(source, batch, prepared)`; one pipeline over all
-    the batches, so the next source's first batch is prepared while this source's last ones are scored. Returns
-    the new rows."""
+    at once, so a killed run loses at most one batch (two when rows come late, below). `ahead(batches)`: yields
+    ((source, batch), prepared) with host work done ahead of the model (prefetch.py), scored by
+    `rows_for(source, batch, prepared)`; one pipeline over all the batches, so the next source's first batch is
+    prepared while this source's last ones are scored. `rows_for` may return a function that gives the rows
+    (`score_later`): it is called after the next batch's `rows_for`, so that batch's device work is queued before
+    this one's readback waits. Returns the new rows."""
     rows: list[dict] = []
-    for (source, batch), prepared in ahead(batches) if ahead else ((b, None) for b in batches):
-        new = rows_for(source, batch, prepared) if ahead else rows_for(source, batch)
+    late: tuple | None = None
+
+    def finish(batch, made) -> None:
+        new = made() if callable(made) else made
         if run:
             run.append(new)
-        rows += new
+        rows.extend(new)
         if advance:
             advance(len(batch))
+
+    for (source, batch), prepared in ahead(batches) if ahead else ((b, None) for b in batches):
+        try:
+            made = rows_for(source, batch, prepared) if ahead else rows_for(source, batch)
+        except BaseException:
+            if late is not None:  # the batch before is written before the error goes up
+                finish(*late)
+            raise
+        if late is not None:
+            finish(*late)
+        late = (batch, made)
+    if late is not None:
+        finish(*late)
     return rows
 
 
@@ -187,7 +221,7 @@ def _score_sources(model: VLM, benchmark: Benchmark, sources, seed: int, batch_s
     batches = [(name, b) for name, qs in todo for b in prompt_batches(model, benchmark, qs, batch_size)]
     with torch.inference_mode(), progress_bar("evaluating", sum(len(qs) for _, qs in todo), quiet) as advance:
         new = score_batches(
-            batches, lambda name, batch, visual: score(model, benchmark, batch, visual, name, scoring, seed), run,
+            batches, lambda name, batch, visual: score_later(model, benchmark, batch, visual, name, scoring, seed), run,
             advance, lambda items: visual_batches(model, lambda item: visual_of[item[0]](item[1]), items, workers))
     if run is None:
         # the sources' and questions' order, not the batches'
