@@ -16,7 +16,7 @@ scaling: compiled features at batch 16 on 16, 32 and 64 questions (is the cost p
          universal features: seconds per step for train sets of 32, 128 and 512 questions at batch 16.
 padding: compiled features and pixels at batch 16, left-padded rows with an attention mask (as before) against
          right-aligned rows with none (`causal_scoring`), in the same call.
-profile: where the GPU time of compiled batch-16 features steps goes (torch.profiler): kernels by kind (matrix
+profile: where the GPU time of compiled batch-16 features and pixels steps goes (torch.profiler): kernels by kind (matrix
          products, attention, fused Triton, other), their share of the wall time, and the matrix products' TFLOP/s.
 Results are written to OUT.json after every part (a run cut short keeps what it measured). `--small`: a 1/16-size
 model on the CPU, to check the script. No numbers are asserted.
@@ -98,8 +98,8 @@ def kind_of(kernel: str) -> str:
     return next((k for k, keys in KINDS if any(key in name for key in keys)), "other (aten element-wise, copies)")
 
 
-def step_profile(model, bench, ref, batch: int, work: Path, steps: int = 4) -> dict:
-    """GPU time of `steps` compiled features steps at `batch` (one `run_optimization`, rows and artifacts included)
+def step_profile(model, bench, ref, batch: int, work: Path, steps: int = 4, source: str = "features") -> dict:
+    """GPU time of `steps` compiled `source` steps at `batch` (one `run_optimization`, rows and artifacts included)
     by kernel kind, against the wall time; the matrix products' rate from the LM's parameters and tokens."""
     from torch.profiler import ProfilerActivity, profile
 
@@ -107,11 +107,11 @@ def step_profile(model, bench, ref, batch: int, work: Path, steps: int = 4) -> d
     lengths = model.sequences([bench.prompt(q) for q in qs.questions])[1].sum(1).tolist()
     lm_params = sum(p.numel() for k, p in model.inner.language_model.named_parameters() if "embed_tokens" not in k)
     cfg = OptimizeConfig(steps=steps, batch_size=batch, early_stop=0)
-    run_optimization(model, qs, OptimizeSpec("features"), cfg, RunDir.open(work / "prof-warm", {}), ref)  # warm
+    run_optimization(model, qs, OptimizeSpec(source), cfg, RunDir.open(work / f"prof-warm-{source}", {}), ref)  # warm
     base.sync()
     with profile(activities=[ProfilerActivity.CUDA]) as prof:
         t0 = time.perf_counter()
-        run_optimization(model, qs, OptimizeSpec("features"), cfg, RunDir.open(work / "prof", {}), ref)
+        run_optimization(model, qs, OptimizeSpec(source), cfg, RunDir.open(work / f"prof-{source}", {}), ref)
         base.sync()
         wall = time.perf_counter() - t0
     events = [e for e in prof.key_averages() if e.self_device_time_total > 0]
@@ -254,9 +254,10 @@ def main() -> None:
                   f"padding/{source}-batch16-compiled-right-aligned-no-mask")
         model.causal_scoring = keep
     if "profile" in parts and dev == "cuda":
-        res["profile"] = step_profile(model, bench, ref, 16, work)
-        print("profile", res["profile"]["categories"], flush=True)
-        out.write_text(json.dumps(res, indent=2))
+        for source in ("features", "pixels"):
+            res[f"profile-{source}"] = got = step_profile(model, bench, ref, 16, work, source=source)
+            print(f"profile-{source}", {k: v for k, v in got.items() if k != "top_kernels"}, flush=True)
+            out.write_text(json.dumps(res, indent=2))
     if "compiled-features" in parts:  # the compiled features rows alone (a check of a change)
         measure("features/batch16-compiled", opt("features", 16, 2 * n, "fc16"), 2 * n)
     if "scaling" in parts:

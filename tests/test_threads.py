@@ -6,7 +6,7 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-from mirage.threads import apply_threads, cgroup_quota, choose_threads, fitted_threads
+from mirage.threads import apply_threads, cgroup_quota, choose_threads, cpu_ticks, fitted_threads, idle_cores
 
 
 def _proc(tmp_path, text):
@@ -54,7 +54,8 @@ def test_precedence_threads_flag_then_omp_env_then_fit():
     assert choose_threads(3, {"OMP_NUM_THREADS": "1"}, affinity=16, quota=None) == 3
     assert choose_threads(None, {"OMP_NUM_THREADS": "1"}, affinity=16, quota=None) is None
     assert choose_threads(None, {"LOCAL_WORLD_SIZE": "8"}, affinity=16, quota=None) == 2
-    assert choose_threads(None, {}, affinity=16, quota=4.0) == 4
+    assert choose_threads(None, {}, affinity=16, quota=4.0, idle=None) == 4
+    assert choose_threads(None, {}, affinity=16, quota=4.0, idle=1.1) == 1  # another process holds the cores
     with pytest.raises(ValueError, match="--threads"):
         choose_threads(0, {})
 
@@ -72,3 +73,28 @@ def test_cli_threads_option_sets_torch_threads():
         assert apply_threads(None) == 2  # OMP_NUM_THREADS is set under the test runner: kept, no change
     finally:
         torch.set_num_threads(before)
+
+
+def test_busy_cores_are_left_out():
+    assert fitted_threads(2, None, idle=2.0) == 2
+    assert fitted_threads(2, None, idle=0.9) == 1  # one CPU-bound process beside us on 2 cores
+    assert fitted_threads(16, 4.0, idle=9.6) == 4  # the quota is still the bound
+    assert fitted_threads(8, None, idle=0.1) == 1  # never 0
+
+
+def test_idle_cores_reads_proc_stat_over_the_window(tmp_path):
+    stat = tmp_path / "stat"
+    #         user nice system idle iowait irq softirq steal
+    first = ("cpu  0 0 0 0 0 0 0 0\n"
+             "cpu0 100 0 0 100 0 0 0 0\ncpu1 100 0 0 100 0 0 0 0\ncpu2 0 0 0 0 0 0 0 0\n")
+    # over the window: cpu0 all busy (user 20 + system 0), cpu1 idle 15 of 20 (iowait counts as idle)
+    second = ("cpu  0 0 0 0 0 0 0 0\n"
+              "cpu0 118 0 2 100 0 0 0 0\ncpu1 103 0 2 110 5 0 0 0\ncpu2 0 0 0 0 0 0 0 0\n")
+    stat.write_text(first)
+    assert cpu_ticks(stat)[1] == (100, 200)
+    got = idle_cores({0, 1}, stat=stat, sleep=lambda s: stat.write_text(second))
+    assert got == pytest.approx(0.0 + 15 / 20)
+    stat.write_text(first)
+    # a CPU without ticks in the window counts as idle; CPUs outside the set are not looked at
+    assert idle_cores({0, 2}, stat=stat, sleep=lambda s: stat.write_text(second)) == pytest.approx(1.0)
+    assert idle_cores({0}, stat=tmp_path / "missing", sleep=lambda s: None) is None

@@ -33,8 +33,8 @@ app = typer.Typer(add_completion=False, no_args_is_help=True,
 
 @app.callback()
 def _start(threads: Optional[int] = typer.Option(None, "--threads", min=1, envvar="MIRAGE_THREADS", help=(
-        "CPU threads for torch (default: the cores this process may use, shared among torchrun ranks; "
-        "OMP_NUM_THREADS, when set, is kept)."))) -> None:
+        "CPU threads for torch (default: the cores this process may use and other processes leave idle at "
+        "start-up, shared among torchrun ranks; OMP_NUM_THREADS, when set, is kept)."))) -> None:
     from ..threads import apply_threads
 
     apply_threads(threads)
