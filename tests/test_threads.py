@@ -60,8 +60,10 @@ def test_precedence_threads_flag_then_omp_env_then_fit():
         choose_threads(0, {})
 
 
-def test_cli_threads_option_sets_torch_threads():
+def test_cli_threads_option_sets_torch_threads(monkeypatch):
     from mirage.cli import app
+
+    monkeypatch.setenv("OMP_NUM_THREADS", "2")
 
     before = torch.get_num_threads()
     try:
@@ -70,7 +72,7 @@ def test_cli_threads_option_sets_torch_threads():
         torch.set_num_threads(1)
         CliRunner().invoke(app, ["--threads", "2", "report", "/nonexistent-run-dir"])
         assert torch.get_num_threads() == 2
-        assert apply_threads(None) == 2  # OMP_NUM_THREADS is set under the test runner: kept, no change
+        assert apply_threads(None) == 2  # a set OMP_NUM_THREADS is kept: no change
     finally:
         torch.set_num_threads(before)
 

@@ -114,6 +114,16 @@ def fitted_threads(affinity: int, quota: float | None, local_ranks: int = 1, idl
 _READ = object()  # choose_threads: read the machine's value
 
 
+_IDLE: list[float | None] = []
+
+
+def _idle_at_start() -> float | None:
+    """`idle_cores`, watched once per process (a second command in the same process reuses it)."""
+    if not _IDLE:
+        _IDLE.append(idle_cores())
+    return _IDLE[0]
+
+
 def choose_threads(requested: int | None = None, env: Mapping[str, str] = os.environ,
                    affinity: int | None = None, quota=_READ, idle=_READ) -> int | None:
     """The intra-op thread count mirage should use: `requested` (`--threads`), else None when OMP_NUM_THREADS is
@@ -132,7 +142,7 @@ def choose_threads(requested: int | None = None, env: Mapping[str, str] = os.env
     fit = fitted_threads(affinity, quota, ranks)
     if idle is _READ:
         # sibling ranks start together and would see each other as load; they already share the cores
-        idle = idle_cores() if fit > 1 and ranks == 1 else None
+        idle = _idle_at_start() if fit > 1 and ranks == 1 else None
     return fitted_threads(affinity, quota, ranks, idle)
 
 
