@@ -182,7 +182,7 @@ def test_a_read_only_out_is_one_line(shapes_cli, tmp_path, monkeypatch):
 def test_ctrl_c_says_what_is_kept_and_the_rerun_resumes_without_empty_bars(shapes_cli, tmp_path, monkeypatch):
     import importlib
     evaluate = importlib.import_module("mirage.evaluate")
-    score, calls = evaluate.score, []
+    score, calls = evaluate.score_later, []  # the evaluation loop's scoring (rows read back a batch later)
 
     def interrupted_second_batch(*a, **k):
         calls.append(1)
@@ -190,7 +190,7 @@ def test_ctrl_c_says_what_is_kept_and_the_rerun_resumes_without_empty_bars(shape
             raise KeyboardInterrupt
         return score(*a, **k)
 
-    monkeypatch.setattr(evaluate, "score", interrupted_second_batch)
+    monkeypatch.setattr(evaluate, "score_later", interrupted_second_batch)
     out = tmp_path / "r"
     args = ["eval", "--model", f"demo:{shapes_cli}", "--conditions", "real", "--limit", "6", "--batch-size", "2",
             "--out", out]
@@ -198,7 +198,7 @@ def test_ctrl_c_says_what_is_kept_and_the_rerun_resumes_without_empty_bars(shape
     assert res.exit_code == 130
     assert "interrupted" in res.output and "2 finished rows kept" in res.output and "rerun the same command" in res.output
     assert "Traceback" not in res.output
-    monkeypatch.setattr(evaluate, "score", score)
+    monkeypatch.setattr(evaluate, "score_later", score)
     assert run(*args).exit_code == 0 and len(rows(out)) == 6
 
 
