@@ -57,9 +57,13 @@ def test_overwrite_clears_run_outputs_but_keeps_other_files(tmp_path):
     (run.artifacts_dir / "sub").mkdir(parents=True)
     (run.artifacts_dir / "sub" / "f.txt").write_text("x")
     (tmp_path / "notes.txt").write_text("mine")
+    from mirage.experiments.saliency import saliency_rows
+    saliency_rows(run).append([{"question_id": "q1", "source": "saliency-gradient"}])
+    run.write_json("saliency-summary.json", {"x": 1})
     run = RunDir.open(tmp_path, {**CONFIG, "model": "other"}, overwrite=True)
-    assert run.rows() == []
+    assert run.rows() == [] and saliency_rows(run).rows() == []  # saliency's rows were kept before
     assert not run.summary_path.exists() and not run.artifacts_dir.exists()
+    assert not (tmp_path / "saliency-summary.json").exists()
     assert (tmp_path / "notes.txt").read_text() == "mine"
     assert json.loads((tmp_path / "config.json").read_text())["model"] == "other"
 

@@ -20,6 +20,11 @@ from .errors import MirageError
 RESULTS = "results.jsonl"
 SUMMARY = "summary.json"
 ARTIFACTS = "artifacts"
+# saliency's rows and summary (experiments.saliency): rows without `correct`, so beside results.jsonl, not in it
+SALIENCY_ROWS = "saliency.jsonl"
+SALIENCY_SUMMARY = "saliency-summary.json"
+# what a run writes beside config.json, rank files and artifacts/: what --overwrite discards
+OUTPUTS = (RESULTS, TIMINGS, SUMMARY, SALIENCY_ROWS, SALIENCY_SUMMARY)
 
 _MISSING = "<missing>"
 
@@ -218,10 +223,10 @@ class RunDir:
     def _clear(self) -> None:
         # Only our own outputs: the directory may hold files the user put there.
         self.results_path.unlink(missing_ok=True)
-        (self.path / TIMINGS).unlink(missing_ok=True)  # a new run's log starts empty
+        for name in OUTPUTS:  # a new run's timings log starts empty too
+            (self.path / name).unlink(missing_ok=True)
         for f in self.rank_files():
             f.unlink()
-        self.summary_path.unlink(missing_ok=True)
         if self.artifacts_dir.is_dir():
             shutil.rmtree(self.artifacts_dir)
         else:

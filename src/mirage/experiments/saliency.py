@@ -35,11 +35,11 @@ from ..evaluate import score_pending
 from ..models.vlm import VLM, Visual
 from ..progress import progress_bar
 from ..registry import Registry, did_you_mean
-from ..runs import RunDir
+from ..runs import SALIENCY_ROWS, SALIENCY_SUMMARY, RunDir
 from ..seeding import seed_for
 
-ROWS = "saliency.jsonl"
-SUMMARY = "saliency-summary.json"
+ROWS = SALIENCY_ROWS
+SUMMARY = SALIENCY_SUMMARY
 COLORMAP = "inferno"
 
 

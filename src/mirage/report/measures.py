@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
-SALIENCY_SUMMARY = "saliency-summary.json"  # experiments.saliency.SUMMARY (the report imports no experiment)
+from ..runs import SALIENCY_SUMMARY  # runs owns the run directory's file names
 
 
 @dataclass

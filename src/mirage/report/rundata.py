@@ -7,10 +7,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..errors import MirageError
-from ..runs import TIMINGS, ARTIFACTS, CONFIG, RESULTS, SUMMARY
+from ..runs import ARTIFACTS, CONFIG, RESULTS, SALIENCY_SUMMARY, SUMMARY, TIMINGS
 from ..stats import summarize
 
-MEASURE_FILES = ("saliency-summary.json",)  # a run may hold only these (saliency)
+MEASURE_FILES = (SALIENCY_SUMMARY,)  # a run may hold only these (saliency)
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
 HISTORY_SUFFIX = ".history.json"
 
