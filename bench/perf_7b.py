@@ -98,6 +98,15 @@ def kind_of(kernel: str) -> str:
     return next((k for k, keys in KINDS if any(key in name for key in keys)), "other (aten element-wise, copies)")
 
 
+def kernel_ms_by_kind(events) -> dict[str, float]:
+    """GPU milliseconds of profiler events (`prof.key_averages()`) summed by `kind_of` their kernel."""
+    out: dict[str, float] = {}
+    for e in events:
+        if e.self_device_time_total > 0:
+            out[kind_of(e.key)] = out.get(kind_of(e.key), 0.0) + e.self_device_time_total / 1e3
+    return out
+
+
 def step_profile(model, bench, ref, batch: int, work: Path, steps: int = 4, source: str = "features") -> dict:
     """GPU time of `steps` compiled `source` steps at `batch` (one `run_optimization`, rows and artifacts included)
     by kernel kind, against the wall time; the matrix products' rate from the LM's parameters and tokens."""
@@ -115,9 +124,7 @@ def step_profile(model, bench, ref, batch: int, work: Path, steps: int = 4, sour
         base.sync()
         wall = time.perf_counter() - t0
     events = [e for e in prof.key_averages() if e.self_device_time_total > 0]
-    by_kind: dict[str, float] = {}
-    for e in events:
-        by_kind[kind_of(e.key)] = by_kind.get(kind_of(e.key), 0.0) + e.self_device_time_total / 1e3
+    by_kind = kernel_ms_by_kind(events)
     gpu = sum(by_kind.values())
     tokens = max(lengths) * batch  # the padded batch the kernels see
     # steps forward+backward (4 x params x tokens) and the last forward of the row (2 x params x tokens)

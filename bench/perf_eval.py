@@ -38,7 +38,7 @@ from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).parent))
 import hf_7b_check as base  # noqa: E402
-from perf_7b import context_prompt, kind_of  # noqa: E402
+from perf_7b import context_prompt, kernel_ms_by_kind  # noqa: E402
 
 import mirage.prefetch as prefetch  # noqa: E402
 from mirage.benchmarks import load_benchmark  # noqa: E402
@@ -254,10 +254,7 @@ def main() -> None:
             got = evaluate_conditions(model, bench224.subset(n), conds, batch_size=32, quiet=True, workers=2)
             base.sync()
             wall = time.perf_counter() - t0
-        kinds: dict[str, float] = {}
-        for e in prof.key_averages():
-            if e.self_device_time_total > 0:
-                kinds[kind_of(e.key)] = kinds.get(kind_of(e.key), 0.0) + e.self_device_time_total / 1e3
+        kinds = kernel_ms_by_kind(prof.key_averages())
         gpu = sum(kinds.values())
         res["profile_compiled_loop_224px"] = {
             "forwards": len(got), "wall_ms": round(wall * 1e3, 1), "gpu_ms": round(gpu, 1),

@@ -97,9 +97,9 @@ def test_evaluation_rows_same_with_worker_threads(tiny_model, small_bench, tmp_p
     assert sorted(stored, key=key) == sorted(inline, key=key)
 
 
-def test_score_pending_batches_and_prepares_only_the_pending(tmp_path):
+def test_score_batches_batches_and_prepares_only_the_pending(tmp_path):
     from mirage.benchmarks.question import Question
-    from mirage.evaluate import score_pending
+    from mirage.evaluate import pending, score_batches
 
     qs = [Question(f"q{i}", "t", ("a", "b"), 0) for i in range(7)]
     run = RunDir.open(tmp_path / "run", {"x": 1})
@@ -118,8 +118,9 @@ def test_score_pending_batches_and_prepares_only_the_pending(tmp_path):
         assert prepared == [q.id.upper() for q in batch]  # each batch gets its own preparation
         return [{"question_id": q.id, "source": "s"} for q in batch]
 
-    new = score_pending(qs, "s", rows_for, run, 4, batching=batching,
-                        ahead=lambda bs: prefetched(prepare, bs, 2))
+    batches = [("s", b) for b in batching(pending(qs, "s", run))]
+    new = score_batches(batches, lambda _, batch, prepared: rows_for(batch, prepared), run,
+                        ahead=lambda items: prefetched(lambda item: prepare(item[1]), items, 2))
     assert batched == [["q0", "q1", "q2", "q4", "q5", "q6"]]
     assert [r["question_id"] for r in new] == ["q6", "q5", "q4", "q2", "q1", "q0"]
     assert sorted(map(tuple, prepared_for)) == sorted([("q6", "q5", "q4", "q2"), ("q1", "q0")])

@@ -130,19 +130,14 @@ def pending(questions: Sequence[Question], source: str, run: RunDir | None = Non
     return [q for q in questions if (q.id, source) not in done]
 
 
-def score_pending(questions: Sequence[Question], source: str, rows_for: Callable[..., list[dict]],
+def score_pending(questions: Sequence[Question], source: str, rows_for: Callable[[list[Question]], list[dict]],
                   run: RunDir | None = None, batch_size: int = 32, done: set | None = None,
-                  advance: Callable[[int], None] | None = None, batching: Callable | None = None,
-                  ahead: Callable | None = None) -> list[dict]:
+                  advance: Callable[[int], None] | None = None) -> list[dict]:
     """The `questions` of one source that `run` (or `done`) holds no row of, through `score_batches` in batches
-    of `batch_size`, each scored by `rows_for(batch)` (`rows_for(batch, prepared)` with `ahead`). `batching(todo)`:
-    the batches (default: in order). Returns the new rows."""
+    of `batch_size` in order, each scored by `rows_for(batch)`. Returns the new rows."""
     todo = pending(questions, source, run, done)
-    batches = batching(todo) if batching else [todo[i : i + batch_size] for i in range(0, len(todo), batch_size)]
-    ahead_of = None if ahead is None else (
-        lambda items: (((source, batch), prepared) for batch, prepared in ahead([b for _, b in items])))
-    return score_batches([(source, b) for b in batches], lambda _, batch, *prepared: rows_for(batch, *prepared),
-                         run, advance, ahead_of)
+    batches = [(source, todo[i : i + batch_size]) for i in range(0, len(todo), batch_size)]
+    return score_batches(batches, lambda _, batch: rows_for(batch), run, advance)
 
 
 def score_batches(batches: Sequence[tuple[str, list[Question]]], rows_for: Callable[..., list[dict]],

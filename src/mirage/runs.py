@@ -222,7 +222,6 @@ class RunDir:
 
     def _clear(self) -> None:
         # Only our own outputs: the directory may hold files the user put there.
-        self.results_path.unlink(missing_ok=True)
         for name in OUTPUTS:  # a new run's timings log starts empty too
             (self.path / name).unlink(missing_ok=True)
         for f in self.rank_files():

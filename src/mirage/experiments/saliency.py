@@ -38,8 +38,6 @@ from ..registry import Registry, did_you_mean
 from ..runs import SALIENCY_ROWS, SALIENCY_SUMMARY, RunDir
 from ..seeding import seed_for
 
-ROWS = SALIENCY_ROWS
-SUMMARY = SALIENCY_SUMMARY
 COLORMAP = "inferno"
 
 
@@ -227,7 +225,7 @@ class _RowsFile(RunDir):
 
 def saliency_rows(run: RunDir) -> RunDir:
     """The run's saliency rows (saliency.jsonl) as a RunDir view: `.rows()`, `.append()`, `.done()`."""
-    return _RowsFile(run, ROWS)
+    return _RowsFile(run, SALIENCY_ROWS)
 
 
 def source_name(method: str, encoder: str | None = None) -> str:
@@ -273,7 +271,7 @@ def run_saliency(model: VLM, bench: Benchmark, run: RunDir, method: str = "gradi
             score_pending(questions, source, lambda b, s=source, e=encoder: rows_for(b, s, e), store, bs, done,
                           advance)
     all_rows = store.rows()
-    run.write_json(SUMMARY, saliency_summary(all_rows))
+    run.write_json(SALIENCY_SUMMARY, saliency_summary(all_rows))
     names = {s for s, _ in maps_of}
     return saliency_summary([r for r in all_rows if r["source"] in names])
 
