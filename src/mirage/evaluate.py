@@ -254,7 +254,7 @@ def summarize_conditions(rows: list[dict], benchmark: Benchmark, conditions: Seq
 def eval_config(model_name: str, benchmark: Benchmark, conditions: Sequence[Condition], seed: int,
                 limit: int | None, batch_size: int, scoring: str = "letter", text_model: str | None = None) -> dict:
     """What identifies an evaluation run (batch size may change on resume)."""
-    config = {"command": "eval", "model": model_name, "benchmark": benchmark.name, "split": benchmark.split,
+    config = {"command": "eval", "model": model_name, **benchmark.identity(), "split": benchmark.split,
               "limit": limit, "n_questions": len(benchmark), "conditions": [c.name for c in conditions], "seed": seed,
               "batch_size": batch_size, "scoring": scoring}
     if text_model:  # only when given, so runs written before --text-model existed still resume

@@ -97,6 +97,16 @@ class Benchmark:
     generic_prompt: bool = False
     # how a generated answer is judged: (question, response, seed) -> (pred, answer, correct); None: MMMU's parser
     judging: Callable[[Question, str, int], tuple] | None = None
+    # A `file:`/`spec:` benchmark: the name that loads it again from any directory (its resolved path) and the
+    # sha256 of that file, so a run records which file it evaluated, not a stem another file shares (`identity`).
+    ref: str | None = None
+    digest: str | None = None
+
+    def identity(self) -> dict:
+        """What names this benchmark in a run's config.json: `benchmark` (the registered name, or `file:`/`spec:`
+        and the resolved path) and, for a file, `benchmark_sha256` (another file at that path is another
+        benchmark)."""
+        return {"benchmark": self.ref or self.name, **({"benchmark_sha256": self.digest} if self.digest else {})}
 
     def __len__(self) -> int:
         return len(self.questions)

@@ -259,7 +259,7 @@ def run_study(model: str = "demo", benchmarks: str | Sequence[str] = "shapes", p
               "plan": asdict(plan), "batch_size": plan.batch_size, **identity}
     study = open_run(out, config, world, overwrite, allow_env_change)
     runs = {name: open_run(out / dirs[name], {  # every benchmark's directory checked before any work
-        "command": "study", "model": model, "benchmark": name, "split": bench.split, "limit": limit,
+        "command": "study", "model": model, **bench.identity(), "split": bench.split, "limit": limit,
         "n_questions": len(bench), "seed": seed, "plan": asdict(plan), "batch_size": plan.batch_size,
         "preset": preset, "text_model": text_model, **options.get(name, {}), **identity}, world, overwrite,
         allow_env_change)
