@@ -13,7 +13,7 @@ from typing import Callable, Sequence
 
 from .benchmarks.question import Benchmark, Question
 from .errors import MirageError
-from .runs import CONFIG, RESULTS, read_rows
+from .runs import CONFIG, RESULTS, read_rows, unique_rows
 
 IMAGE_FREE = ("none", "text-model")
 QUESTIONS = "questions.jsonl"
@@ -27,7 +27,7 @@ def _read_run(path: Path) -> tuple[dict, dict[str, dict[str, bool]]]:
             raise FileNotFoundError(f"run {str(path)!r} has no {f}")
     config = json.loads((path / CONFIG).read_text())
     correct: dict[str, dict[str, bool]] = {}
-    for r in read_rows(path / RESULTS, repair=False):
+    for r in unique_rows(read_rows(path / RESULTS, repair=False)):
         correct.setdefault(r["source"], {})[r["question_id"]] = bool(r["correct"])
     return config, correct
 

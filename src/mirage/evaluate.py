@@ -19,7 +19,7 @@ from .errors import MirageError, UsageError
 from .models.vlm import VLM, Visual
 from .prefetch import prompt_batches, visual_batches
 from .progress import progress_bar, warn
-from .runs import RunDir
+from .runs import RunDir, release_locks
 from .sources import TEXT_MODEL
 from .stats import summarize
 
@@ -279,4 +279,5 @@ def evaluate(model: VLM, benchmark: Benchmark, conditions: str | Sequence[str] =
     summary = summarize_conditions(rows, benchmark, conds)
     if run:
         run.write_json("summary.json", summary)
+        release_locks()  # another process may write the run now
     return EvalResult(rows, summary)
