@@ -88,12 +88,14 @@ def eval_cmd(
         if lm is not None:
             evaluate_text_model(lm, bench, seed=seed, batch_size=batch_size, run=run, quiet=quiet, scoring=scoring,
                                 world=world)
-        names_ = {c.name for c in conds} | ({TEXT_MODEL} if text_model else set())
+        # the run's every source: a run grown by this call reports what it holds, not only what this call added
+        held = parse_conditions(",".join(run.stored_config.get("conditions", [c.name for c in conds])))
+        names_ = {c.name for c in held} | ({TEXT_MODEL} if run.stored_config.get("text_model") else set())
         rows = [r for r in finish(run, world) if r["source"] in names_]
     if not world.main:
         return
     write_timings(run, t1 - t0, time.time() - t1, world)
-    summary = summarize_conditions(rows, bench, conds)
+    summary = summarize_conditions(rows, bench, held)
     if "skipped_no_image" in summary:
         console.print(f"skipped, questions without an image: {summary['skipped_no_image']}")
     run.write_json("summary.json", summary)

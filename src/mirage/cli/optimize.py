@@ -102,7 +102,7 @@ def optimize_cmd(
         spec_config = spec.to_config()
         if spec.scope == "question":
             spec_config.pop("train")  # only universal runs split the questions
-        config = {"command": "optimize", "model": model, "benchmark": benchmark, "split": bench.split, "limit": limit,
+        config = {"command": "optimize", "model": model, **bench.identity(), "split": bench.split, "limit": limit,
                   "n_questions": len(bench), "spec": spec_config, "steps": steps, "lr": lr,
                   "early_stop": early_stop, "seed": seed, "dtype": dtype, "batch_size": batch_size, "accum": accum,
                   "grad_checkpointing": grad_checkpointing, "offload_unused_encoders": offload_unused_encoders,
