@@ -26,3 +26,50 @@ def word_tokenizer(special: list[str], **tokens) -> tuple[PreTrainedTokenizerFas
 def to_tensor(im: Image.Image) -> torch.Tensor:
     """A PIL image as [1, 3, H, W] floats in [0, 1]."""
     return torch.from_numpy(np.array(im.convert("RGB"))).permute(2, 0, 1)[None].float() / 255
+
+
+def _corpus(extra: str = "") -> list[str]:
+    """Text to learn a tiny BPE from: the ScienceQA fixture's questions, choices, lectures and solutions, the
+    benchmark prompts' words and the chat templates' words."""
+    import pyarrow.parquet as pq
+
+    rows = pq.read_table("/work/shared/fixtures/scienceqa/data/test-00000-of-00001.parquet").to_pylist()
+    text = [" ".join([r["question"], *r["choices"], r["hint"] or "", r["lecture"] or "", r["solution"] or ""])
+            for r in rows]
+    return [*text, " ".join(WORDS), "Answer with the option's letter from the given choices directly.",
+            "USER: ASSISTANT: User: Assistant: user assistant model system A chat between a curious user", extra]
+
+
+def _bpe(pre_tokenizer, vocab_size: int, alphabet: list[str] = ()) -> tuple[dict, list]:
+    import json
+
+    from tokenizers import models, trainers
+
+    t = Tokenizer(models.BPE())
+    t.pre_tokenizer = pre_tokenizer
+    t.train_from_iterator(_corpus(), trainers.BpeTrainer(vocab_size=vocab_size, initial_alphabet=list(alphabet),
+                                                         show_progress=False))
+    model = json.loads(t.to_str())["model"]
+    return model["vocab"], [tuple(m) if isinstance(m, list) else tuple(m.split(" ")) for m in model["merges"]]
+
+
+def sentencepiece_bpe(cls, head: list[str], **kwargs):
+    """A Llama-style tokenizer (SentencePiece BPE with byte fallback: `head` tokens first, then <0x00>..<0xFF>, then
+    merged pieces with ▁ for spaces) of class `cls` (LlamaTokenizer, GemmaTokenizer), learned on `_corpus`;
+    `kwargs` are the published tokenizer_config's settings."""
+    from tokenizers.pre_tokenizers import Metaspace
+
+    learned, merges = _bpe(Metaspace(), 500)
+    vocab = {t: i for i, t in enumerate([*head, *(f"<0x{b:02X}>" for b in range(256))])}
+    for t in sorted(learned, key=learned.get):
+        vocab.setdefault(t, len(vocab))
+    return cls(vocab=vocab, merges=merges, **kwargs)
+
+
+def byte_level_bpe(cls, **kwargs):
+    """A GPT-2-style byte-level BPE tokenizer (Qwen2, SmolLM, Llama 3, tekken) of class `cls`, learned on `_corpus`;
+    special tokens come after the learned ones, as in those vocabularies."""
+    from tokenizers.pre_tokenizers import ByteLevel
+
+    vocab, merges = _bpe(ByteLevel(add_prefix_space=False), 600, ByteLevel.alphabet())
+    return cls(vocab=vocab, merges=merges, **kwargs)

@@ -19,7 +19,7 @@ from .errors import MirageError, UsageError
 from .models.vlm import VLM, Visual
 from .prefetch import prompt_batches, visual_batches
 from .progress import progress_bar, warn
-from .runs import RunDir
+from .runs import RunDir, release_locks
 from .sources import TEXT_MODEL
 from .stats import summarize
 
@@ -258,7 +258,7 @@ def summarize_conditions(rows: list[dict], benchmark: Benchmark, conditions: Seq
 def eval_config(model_name: str, benchmark: Benchmark, conditions: Sequence[Condition], seed: int,
                 limit: int | None, batch_size: int, scoring: str = "letter", text_model: str | None = None) -> dict:
     """What identifies an evaluation run (batch size may change on resume)."""
-    config = {"command": "eval", "model": model_name, "benchmark": benchmark.name, "split": benchmark.split,
+    config = {"command": "eval", "model": model_name, **benchmark.identity(), "split": benchmark.split,
               "limit": limit, "n_questions": len(benchmark), "conditions": [c.name for c in conditions], "seed": seed,
               "batch_size": batch_size, "scoring": scoring}
     if text_model:  # only when given, so runs written before --text-model existed still resume
@@ -283,4 +283,5 @@ def evaluate(model: VLM, benchmark: Benchmark, conditions: str | Sequence[str] =
     summary = summarize_conditions(rows, benchmark, conds)
     if run:
         run.write_json("summary.json", summary)
+        release_locks()  # another process may write the run now
     return EvalResult(rows, summary)

@@ -9,9 +9,9 @@ from typing import Annotated, Optional
 import typer
 
 from ..errors import UsageError
-from .common import (AllQuestions, AllowEnvChange, AspectRatio, BatchSize, BenchmarkName, Compile, DataDir, Device,
-                     DeviceMap, Dtype, Encoders, GpusPerRank, ImageSize, InputKind, Limit, Lr, Method, Model, Out,
-                     Overwrite, Param, Quiet, Seed, Split, Steps, Subjects, benchmark_options, console, finish, loading,
+from .common import (AllQuestions, AllowEnvChange, AspectRatio, BatchSize, BenchmarkName, Compile, Conversation,
+                     DataDir, Device, DeviceMap, Dtype, Encoders, GpusPerRank, ImageSize, InputKind, Limit, Lr, Method,
+                     Model, Out, Overwrite, Param, Quiet, Seed, Split, Steps, Subjects, benchmark_options, console, finish, loading,
                      model_options, names, open_run, scale_out, user_errors, write_timings)
 
 
@@ -69,6 +69,7 @@ def optimize_cmd(
     device_map: DeviceMap = None,
     image_size: ImageSize = None,
     image_aspect_ratio: AspectRatio = None,
+    conversation: Conversation = None,
     gpus_per_rank: GpusPerRank = 1,
     seed: Seed("Seed of the inputs' starts and the training order.") = 0,
     batch_size: BatchSize("Questions optimized together, or auto: on a GPU the largest batch (and the memory "
@@ -111,18 +112,18 @@ def optimize_cmd(
         spec_config = spec.to_config()
         if spec.scope == "question":
             spec_config.pop("train")  # only universal runs split the questions
-        config = {"command": "optimize", "model": model, "benchmark": benchmark, "split": bench.split, "limit": limit,
+        config = {"command": "optimize", "model": model, **bench.identity(), "split": bench.split, "limit": limit,
                   "n_questions": len(bench), "spec": spec_config, "steps": steps, "lr": lr,
                   "early_stop": early_stop, "seed": seed, "dtype": dtype, "batch_size": batch_size, "accum": accum,
                   "grad_checkpointing": grad_checkpointing, "offload_unused_encoders": offload_unused_encoders,
                   "compile": compile,
                   "data_dir": str(data_dir) if data_dir else None, "subjects": names(subjects),
-                  "all_questions": all_questions, **model_options(device_map, image_size, image_aspect_ratio)}
+                  "all_questions": all_questions, **model_options(device_map, image_size, image_aspect_ratio, conversation)}
         run = open_run(out, config, overwrite, world, allow_env_change)
         t0 = time.time()
         with loading():
             vlm = load_model(model, device=device, dtype=dtype, **scale_options,
-                             **model_options(device_map, image_size, image_aspect_ratio))
+                             **model_options(device_map, image_size, image_aspect_ratio, conversation))
         t1 = time.time()
         fit = None
         if batch == AUTO and own_loop(spec.input) is None:  # patch and generator take no --batch-size
