@@ -71,9 +71,27 @@ def matmul_tflops(device: torch.device) -> float | None:
     return round(2 * n**3 / sorted(times)[len(times) // 2] / 1e12, 1)
 
 
+def gqa_flop_counts() -> None:
+    """torch's sdpa FLOP formulas assert equal query and key heads; Llama-3's grouped-query attention has 32 query
+    heads over 8 key/value heads: count it as the kernels compute it, every query head against its group's keys."""
+    import torch.utils.flop_counter as fc
+
+    if getattr(fc, "_mirage_gqa", False):
+        return
+    fwd, bwd = fc.sdpa_flop_count, fc.sdpa_backward_flop_count
+
+    def heads(q, *kv):
+        return [(*s[:1], q[1], *s[2:]) for s in kv]
+
+    fc.sdpa_flop_count = lambda q, k, v: fwd(q, *heads(q, k, v))
+    fc.sdpa_backward_flop_count = lambda g, q, k, v: bwd(g, q, *heads(q, k, v))
+    fc._mirage_gqa = True
+
+
 def question_flops(model, bench, spec: OptimizeSpec, ref: Reference) -> dict:
     """FLOPs of one question's forward and input-gradient backward (mean over the distinct questions, batch 1,
     eager, no switches), and its sequence length."""
+    gqa_flop_counts()
     clear_switches(model)
     cfg = OptimizeConfig()
     fwd, bwd, tokens = [], [], []
