@@ -93,10 +93,11 @@ def test_a_hub_model_that_cannot_be_had_is_one_line(tmp_path):
                          timeout=300)
     out = res.stdout + res.stderr
     assert res.returncode == 2 and "Traceback" not in out, out
-    assert "hf:llava-hf/llava-1.5-7b-hf: not a local directory" in out and "huggingface-cli download" in out
+    assert "hf:llava-hf/llava-1.5-7b-hf: not a local directory" in out and "`hf download" in out  # the CLI it has
     bad = runner.invoke(app, ["eval", "--model", f"hf:{tmp_path / 'nothing-here'}", "--limit", "2",
                               "--out", str(tmp_path / "r2")])
-    assert bad.exit_code == 2 and "nothing-here" in bad.output and "Traceback" not in bad.output
+    assert bad.exit_code == 2 and "Traceback" not in bad.output
+    assert "no such directory" in bad.output and "hf download" not in bad.output  # a path is no hub id (issue 31)
 
 
 def test_flags_that_would_do_nothing_are_refused_by_name(tmp_path):
