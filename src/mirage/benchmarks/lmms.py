@@ -13,8 +13,8 @@ Options for letter scoring, one rule, the first that applies to a doc:
 3. the options the rendered prompt labels itself (`A. x` / `A: x` / `(A) x` / `A) x`, after the last `Options:`);
 4. a yes/no gold (`doc_to_target` is yes or no in any case): the options yes, no.
 The gold is `doc_to_target`: an option letter (`A`, `(A)`, `A.`), else an option's text, else an option index. A
-doc none of whose rules applies takes bare letters, as many as the task's other docs have when they all agree; a
-task none of whose docs has options is refused by name.
+doc none of whose rules applies takes bare letters, as many as most of the task's other docs have (MMStar's few
+questions without written options); a task none of whose docs has options is refused by name.
 """
 
 from __future__ import annotations
@@ -51,54 +51,11 @@ class LmmsError(MirageError):
 # ----------------------------------------------------------------------------------------------- import
 
 
-def hide_broken_torchvision() -> str | None:
-    """Hide an installed torchvision that cannot load beside this torch (the package index's Linux wheel is a CUDA
-    build; beside the CPU torch every import of it fails with `operator torchvision::nms does not exist`), so that
-    neither transformers (which picks torchvision image backends when it is importable) nor lmms-eval's task code
-    tries it. Decided from the two packages' files without importing either; returns why it was hidden, or None."""
-    import importlib.util
-
-    if "torchvision" in sys.modules:
-        return None  # imported already (it loaded, or the caller handles it)
-    try:
-        tv, torch_ = importlib.util.find_spec("torchvision"), importlib.util.find_spec("torch")
-    except (ImportError, ValueError):
-        return None
-    if tv is None or torch_ is None or not tv.submodule_search_locations or not torch_.submodule_search_locations:
-        return None
-    why = None
-    tv_cuda = _version_field(Path(tv.submodule_search_locations[0]) / "version.py", "cuda")
-    torch_cuda = _version_field(Path(torch_.submodule_search_locations[0]) / "version.py", "cuda")
-    if tv_cuda and not torch_cuda:
-        why = f"torchvision is a CUDA {tv_cuda} build and torch a CPU build"
-    else:
-        try:
-            pins = [r for r in metadata.requires("torchvision") or [] if re.match(r"torch\s*==", r)]
-            have = metadata.version("torch").split("+")[0]
-            if pins and pins[0].split("==")[1].split(";")[0].strip().split("+")[0] != have:
-                why = f"torchvision was built for {pins[0].split(';')[0].strip()}, torch is {have}"
-        except metadata.PackageNotFoundError:
-            pass
-    if why:
-        sys.modules["torchvision"] = None  # `import torchvision` raises ImportError; find_spec gives None
-    return why
-
-
-def _version_field(path: Path, name: str) -> str | None:
-    try:
-        m = re.search(rf"^{name}\s*(?::[^=]*)?=\s*['\"]?([^'\"\n]*)['\"]?", path.read_text(), re.M)
-    except OSError:
-        return None
-    value = m.group(1).strip() if m else None
-    return None if value in (None, "", "None") else value
-
-
 def _lmms():
     """lmms-eval's task package, imported once: a missing install is one line naming the extra. MathVista's utils
     build an OpenAI client at import, which needs some OPENAI_API_KEY; mirage sends nothing to it."""
     if "lmms_eval.tasks" in sys.modules:
         return sys.modules["lmms_eval.tasks"]
-    hide_broken_torchvision()
     try:
         version = metadata.version("lmms_eval")
     except metadata.PackageNotFoundError:
@@ -127,7 +84,9 @@ def _quiet_loguru() -> None:
 # ----------------------------------------------------------------------------------------------- task index
 
 _INDEX: dict[str, dict] = {}
-_TASK_LINE = re.compile(r"^(?:task|group):\s*['\"]?([A-Za-z0-9_.+\-]+)['\"]?\s*$", re.M)
+_NAMES: dict[str, Path] = {}
+_NAME_LINE = re.compile(r"^(?:task|group|tag):\s*['\"]?([A-Za-z0-9_.+\-]+)['\"]?\s*$", re.M)
+_TAG_LIST = re.compile(r"^tag:\s*\n((?:[ \t]*-[ \t]*\S+[ \t]*\n)+)", re.M)
 
 
 def _tasks_dir() -> Path:
@@ -136,42 +95,54 @@ def _tasks_dir() -> Path:
     return Path(lmms_eval.__file__).parent / "tasks"
 
 
-def _folder_of(name: str) -> Path | None:
-    """The folder of lmms-eval's tasks whose YAMLs name `name` as a task or group (a text scan: parsing every YAML
-    takes lmms-eval ~10 s), or None."""
-    root = _tasks_dir()
-    for path in sorted(root.rglob("*.yaml")):
-        try:
-            if name in _TASK_LINE.findall(path.read_text(encoding="utf-8", errors="replace")):
-                return path.parent
-        except OSError:
-            continue
-    return None
+def task_folders() -> dict[str, Path]:
+    """Every task, group and tag name lmms-eval's YAMLs declare -> the folder declaring it first. A text scan of
+    the files (~0.3 s); lmms-eval's own index parses every YAML (~10 s)."""
+    if not _NAMES:
+        for path in sorted(_tasks_dir().rglob("*yaml*")):
+            try:
+                text = path.read_text(encoding="utf-8", errors="replace")
+            except OSError:
+                continue
+            names = _NAME_LINE.findall(text) + [n.strip(" -\t'\"") for block in _TAG_LIST.findall(text)
+                                                for n in block.splitlines() if n.strip()]
+            for name in names:
+                _NAMES.setdefault(name, path.parent)
+    return _NAMES
 
 
 def task_manager(name: str | None = None, model_name: str | None = None):
-    """An lmms-eval TaskManager indexing the folder of task `name` (every task when None, ~10 s)."""
+    """An lmms-eval TaskManager indexing the folder of task `name` (every task when None, ~10 s); an unknown name
+    is refused with the names that come closest."""
     tasks = _lmms()
-    folder = None if name is None else _folder_of(name)
-    key = str(folder)
-    if key not in _INDEX:
-        tm = tasks.TaskManager(verbosity="ERROR") if folder is None else \
-            tasks.TaskManager(verbosity="ERROR", include_path=str(folder), include_defaults=False)
-        _INDEX[key] = tm.task_index
-    tm = tasks.TaskManager.__new__(tasks.TaskManager)  # the index made once per folder and process
-    tm.verbosity, tm.include_path, tm.model_name = "ERROR", None, model_name
-    from loguru import logger
+    folder = None
+    if name is not None:
+        folders = task_folders()
+        if name not in folders:
+            from ..registry import did_you_mean
 
-    tm.logger = logger
-    tm._task_index = dict(_INDEX[key])
-    tm._all_tasks = sorted(tm._task_index)
-    tm._all_groups = sorted(x for x in tm._all_tasks if tm._task_index[x]["type"] == "group")
-    tm._all_subtasks = sorted(x for x in tm._all_tasks if tm._task_index[x]["type"] == "task")
-    tm._all_tags = sorted(x for x in tm._all_tasks if tm._task_index[x]["type"] == "tag")
-    import collections
+            raise LmmsError(did_you_mean("lmms-eval task", name, sorted(folders)))
+        folder = folders[name]
+    return _cached_manager(tasks.TaskManager)(verbosity="ERROR", include_path=None if folder is None else str(folder),
+                                             include_defaults=folder is None, model_name=model_name)
 
-    tm.task_group_map = collections.defaultdict(list)
-    return tm
+
+def task_manager_for(folder: Path):
+    """An lmms-eval TaskManager indexing one folder of its tasks (made once per process)."""
+    return _cached_manager(_lmms().TaskManager)(verbosity="ERROR", include_path=str(folder), include_defaults=False)
+
+
+def _cached_manager(base):
+    """lmms-eval's TaskManager whose index of a folder is made once per process."""
+
+    class CachedIndex(base):
+        def initialize_tasks(self, include_path=None, include_defaults=True):
+            key = f"{include_path}|{include_defaults}"
+            if key not in _INDEX:
+                _INDEX[key] = super().initialize_tasks(include_path=include_path, include_defaults=include_defaults)
+            return dict(_INDEX[key])
+
+    return CachedIndex
 
 
 def _leaves(loaded: dict) -> list[tuple[str, Any]]:
@@ -189,21 +160,30 @@ def load_tasks(name: str, data_dir: str | Path | None = None, model_name: str | 
     """lmms-eval's task objects of task or group `name` (each subtask of a group), their data from `data_dir` (a
     local copy in the hub's layout) or the hub; `model_name`: whose lmms-eval kwargs the prompts take."""
     tm = task_manager(name, model_name)
-    if name not in tm.all_tasks:
-        from ..registry import did_you_mean
-
-        raise LmmsError(did_you_mean("lmms-eval task", name, tm.all_tasks) if tm.all_tasks else
-                        f"lmms:{name}: no lmms-eval task or group of that name (mirage benchmarks --lmms lists them)")
+    if name not in tm.all_tasks:  # declared in the folder, yet lmms-eval does not index it (a broken YAML)
+        raise LmmsError(f"lmms:{name}: lmms-eval cannot index it (its YAML does not load as a task or group)")
     entry: Any = name
     if data_dir is not None:
         root = Path(data_dir)
         if not root.is_dir():
             raise FileNotFoundError(f"lmms:{name}: data directory {str(root)!r} does not exist")
         entry = {"task": name, "dataset_path": str(root.resolve())}
+    # lmms-eval retries a failing download 5 times, 2 s apart: pointless for a local copy or an offline hub
+    from lmms_eval.api.task import ConfigurableTask
+
+    download = ConfigurableTask.download
+    offline = any(os.environ.get(v, "").lower() in ("1", "true", "yes") for v in ("HF_HUB_OFFLINE",
+                                                                                 "HF_DATASETS_OFFLINE"))
+    if (data_dir is not None or offline) and hasattr(download, "retry_with"):
+        from tenacity import stop_after_attempt
+
+        ConfigurableTask.download = download.retry_with(stop=stop_after_attempt(1))
     try:
         loaded = tm.load_task_or_group([entry])
     except Exception as e:  # noqa: BLE001 (datasets, tenacity and the task's own code raise anything)
         raise _load_error(name, data_dir, e) from None
+    finally:
+        ConfigurableTask.download = download
     return _leaves(loaded)
 
 
@@ -299,7 +279,7 @@ def _field_options(doc: dict, prompt: str) -> tuple[str, ...] | None:
 
 def _prompt_options(prompt: str) -> tuple[str, ...] | None:
     """Rule 3: the options labelled in the rendered prompt (after the last `Options:` when there is one)."""
-    found = labelled_in_text(re.sub(r"(?m)^\(([A-Z])\)\s?", r"\1. ", prompt), "Options:")
+    found = labelled_in_text(prompt, "Options:")
     return found if len(found) >= 2 else None
 
 
@@ -475,16 +455,15 @@ def load_lmms(task: str, split: str | None = None, data_dir: str | Path | None =
                                 f"{list(options)} (found by the {rule} rule)")
             questions.append(Question(qid, text, options, gold, images, qtype, meta))
     if unfound:
-        sizes = {len(q.choices) for q in questions}
+        from collections import Counter
+
         where = f"doc {unfound[0][0].meta['lmms_doc']} of {unfound[0][0].meta['lmms_task']}"
         if not questions:
             raise LmmsError(f"lmms:{task}: cannot find the options of its questions (no doc_to_choice, no options "
                             f"field shown in the prompt, no labelled options in the prompt, no yes/no gold; e.g. "
                             f"{where}, gold {unfound[0][1]!r}): mirage cannot score it by letter")
-        if len(sizes) != 1:
-            raise LmmsError(f"lmms:{task}: {where} shows no options and the task's other questions have "
-                            f"{sorted(sizes)} options: cannot tell how many it has")
-        k = sizes.pop()
+        # the most common number of options among the others (ties: the larger)
+        k = max(Counter(len(q.choices) for q in questions).items(), key=lambda kv: (kv[1], kv[0]))[0]
         for q, target in unfound:
             bare = tuple(LETTERS[:k])
             gold = _gold(target, bare)
@@ -501,6 +480,10 @@ def load_lmms(task: str, split: str | None = None, data_dir: str | Path | None =
         return q.meta["prompts"].get(model_name, q.text) if model_name else q.text
 
     def family_prompt(model):
+        many = next((q for q in questions if len(q.images) > getattr(model, "max_images", 1)), None)
+        if many is not None:
+            raise LmmsError(f"lmms:{task}: question {many.id!r} has {len(many.images)} images; mirage asks "
+                            f"{type(model).__name__} one image per question")
         name = model_name_of(model)
         return None if name is None else (lambda q: prompt(q, name))
 
@@ -517,3 +500,86 @@ def load_lmms(task: str, split: str | None = None, data_dir: str | Path | None =
     return Benchmark(f"{PREFIX}{task}", splits[0] if len(set(splits)) == 1 else "+".join(dict.fromkeys(splits)),
                      questions, prompt, judging=judging, family_prompt=family_prompt,
                      metrics=_aggregate({n: o for n, (o, _) in objects.items()}))
+
+
+# ----------------------------------------------------------------------------------------------- listing
+
+_MEDIA_KWARGS = ("video", "From_YouTube", "load_from_disk", "builder_script")
+
+
+def why_not(config: dict) -> str | None:
+    """Why mirage cannot ask a task (its full YAML config), or None when it can try: a `generate_until` task with
+    images. Whether its options are found shows when its data loads (the rule above)."""
+    output = config.get("output_type", "generate_until")
+    if output != "generate_until":
+        return f"output type {output} (mirage asks generate_until tasks)"
+    if config.get("doc_to_visual") is None:
+        return "text only (no doc_to_visual)"
+    kwargs = config.get("dataset_kwargs") or {}
+    media = [k for k in _MEDIA_KWARGS if kwargs.get(k)]
+    if media:
+        return f"video or a data set read another way ({', '.join(media)})"
+    if not callable(config.get("doc_to_text")) and not isinstance(config.get("doc_to_text"), str):
+        return "no doc_to_text"
+    return None
+
+
+_MC_WORDS = re.compile(r"\b(letter|option|options|choice|choices|yes or no|respond with)\b", re.I)
+
+
+def _looks_multiple_choice(config: dict) -> bool:
+    """A doc_to_choice, or prompt kwargs asking for an option's letter (or yes or no)."""
+    if config.get("doc_to_choice") is not None:
+        return True
+    return bool(_MC_WORDS.search(json.dumps(config.get("lmms_eval_specific_kwargs") or {}, default=str)))
+
+
+class _hub_offline:
+    """huggingface_hub offline for a while (its constant, read when a download starts)."""
+
+    def __enter__(self):
+        import huggingface_hub.constants as constants
+
+        self.constants, self.saved = constants, constants.HF_HUB_OFFLINE
+        constants.HF_HUB_OFFLINE = True
+
+    def __exit__(self, *exc):
+        self.constants.HF_HUB_OFFLINE = self.saved
+
+
+def list_lmms(match: str = "*") -> list[dict]:
+    """lmms-eval's tasks whose names match `match` (fnmatch), each with its data set, whether mirage can ask it
+    ("yes": multiple choice with images; "maybe": images, but its YAML shows no sign of options; "no") and why.
+    A task that may run has its YAML read with its code (imported); the others' code is not imported."""
+    import fnmatch
+
+    from lmms_eval import utils
+
+    out, seen = [], set()
+    for folder in dict.fromkeys(f for n, f in task_folders().items() if fnmatch.fnmatch(n, match)):
+        index = task_manager_for(folder).task_index
+        for name in sorted(n for n, e in index.items() if e["type"] == "task" and fnmatch.fnmatch(n, match)):
+            if name in seen:
+                continue
+            seen.add(name)
+            path = index[name]["yaml_path"]
+            simple = utils.load_yaml_config(path, mode="simple")
+            entry = {"name": name, "dataset": str(simple.get("dataset_path") or ""), "runs": "no",
+                     "why": why_not({**simple, "doc_to_visual": True, "doc_to_text": "(read with its code)"}
+                                    if "doc_to_visual" in simple else simple)}
+            if entry["why"] is None:
+                try:
+                    with _hub_offline():  # some tasks' code fetches files from the hub at import: not for a listing
+                        config = utils.load_yaml_config(path, mode="full")
+                except Exception as e:  # noqa: BLE001 (a task's code may raise anything at import)
+                    first = (str(e).strip().splitlines() or [""])[0][:160]
+                    entry["why"] = f"its code does not import ({type(e).__name__}: {first})"
+                else:
+                    entry["why"] = why_not(config)
+                    if entry["why"] is None and _looks_multiple_choice(config):
+                        entry["runs"], entry["why"] = "yes", "multiple choice: options found when its data loads"
+                    elif entry["why"] is None:
+                        entry["runs"], entry["why"] = "maybe", "no sign of options in its YAML (open answers?): " \
+                                                               "refused when its data loads if none are found"
+            out.append(entry)
+    return sorted(out, key=lambda e: e["name"])
