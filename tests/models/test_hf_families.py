@@ -7,7 +7,7 @@ import json
 
 import pytest
 import torch
-from tiny_hf import byte_level_bpe, sentencepiece_bpe
+from tiny_hf import ONEVISION, byte_level_bpe, sentencepiece_bpe
 from transformers import AddedToken
 from typer.testing import CliRunner
 
@@ -38,17 +38,6 @@ LLAVA_NEXT = ("{% for message in messages %}{% if message['role'] == 'system' %}
               "'text') %}{{ content['text'] }}{% endfor %}{{' [/INST]' }}{% elif message['role'] == 'assistant' %}"
               "{{ ' ' + message['content'][0]['text'] + '<\\\\s> '}}{% else %}{{ raise_exception('Only user and assistant "
               "roles are supported!') }}{% endif %}{% endfor %}")
-# llava-hf/llava-onevision-qwen2-0.5b-ov-hf's chat_template.json (transformers'
-# tests/models/llava_onevision/test_processing_llava_onevision.py): turns open "<|im_start|>role " (a space), the
-# generation prompt "<|im_start|>assistant\\n"
-ONEVISION = ("{% for message in messages %}{{'<|im_start|>' + message['role'] + ' '}}{# Render all images first #}"
-             "{% for content in message['content'] | selectattr('type', 'equalto', 'image') %}{{ '<image>' }}{% endfor %}"
-             "{# Render all video then #}{% for content in message['content'] | selectattr('type', 'equalto', 'video') %}"
-             "{{ '<video>' }}{% endfor %}{# Render all text next #}{% if message['role'] != 'assistant' %}"
-             "{% for content in message['content'] | selectattr('type', 'equalto', 'text') %}{{ '\\n' + content['text'] }}"
-             "{% endfor %}{% else %}{% for content in message['content'] | selectattr('type', 'equalto', 'text') %}"
-             "{% generation %}{{ '\\n' + content['text'] }}{% endgeneration %}{% endfor %}{% endif %}{{'<|im_end|>'}}"
-             "{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\\n' }}{% endif %}")
 # google/gemma-3-4b-it's chat template (transformers' tests/models/gemma3/test_processing_gemma3.py)
 GEMMA3 = ("{{ bos_token }}\n{%- if messages[0]['role'] == 'system' -%}\n    {%- set first_user_prefix = messages[0]['content']"
           "[0]['text'] + '\n\n' -%}\n    {%- set loop_messages = messages[1:] -%}\n{%- else -%}\n    {%- set first_user_prefix "
@@ -169,14 +158,10 @@ def llava_next(d):
     strategy default, one additional token); preprocessor_config (CLIP 336, image_grid_pinpoints of 336 multiples),
     shrunk to 8 px patches and 32 px tiles."""
     from transformers import (CLIPVisionConfig, LlavaNextConfig, LlavaNextForConditionalGeneration, LlavaNextProcessor,
-                              LlamaTokenizer, MistralConfig)
+                              MistralConfig)
     from transformers.models.llava_next.image_processing_pil_llava_next import LlavaNextImageProcessorPil
 
-    tok = sentencepiece_bpe(LlamaTokenizer, ["<unk>", "<s>", "</s>"], add_bos_token=True, add_eos_token=False,
-                            unk_token="<unk>", bos_token="<s>", eos_token="</s>")
-    n = len(tok)
-    tok.add_tokens(AddedToken("<image>", special=True, normalized=False), special_tokens=True)
-    tok.add_special_tokens({"pad_token": "<pad>"})
+    tok, n = _vicuna(legacy=True)  # Mistral-7B-Instruct-v0.2: LlamaTokenizer, add_bos_token true, legacy true
     ip = LlavaNextImageProcessorPil(size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32}, resample=3,
                                     image_mean=CLIP_MEAN, image_std=CLIP_STD, image_grid_pinpoints=GRID)
     processor = LlavaNextProcessor(image_processor=ip, tokenizer=tok, patch_size=8, chat_template=LLAVA_NEXT,
@@ -405,11 +390,10 @@ def mistral3(d):
     control = ["<unk>", "<s>", "</s>", "[INST]", "[/INST]", "[AVAILABLE_TOOLS]", "[/AVAILABLE_TOOLS]",
                "[TOOL_RESULTS]", "[/TOOL_RESULTS]", "[TOOL_CALLS]", "[IMG]", "<pad>", "[IMG_BREAK]", "[IMG_END]",
                "[PREFIX]", "[MIDDLE]", "[SUFFIX]", "[SYSTEM_PROMPT]", "[/SYSTEM_PROMPT]"]
-    learned = byte_level_bpe(GPT2Tokenizer, unk_token="<unk>").get_vocab()
-    from tiny_hf import _bpe
+    from tiny_hf import bpe_pieces
     from tokenizers.pre_tokenizers import ByteLevel
 
-    _, merges = _bpe(ByteLevel(add_prefix_space=False), 600, ByteLevel.alphabet())
+    learned, merges = bpe_pieces(ByteLevel(add_prefix_space=False), 600, ByteLevel.alphabet())
     vocab = {t: i for i, t in enumerate(control)}
     for t in sorted(learned, key=learned.get):
         vocab.setdefault(t, len(vocab))

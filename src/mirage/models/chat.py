@@ -33,7 +33,8 @@ def chat_ids(tokenizer, text: str) -> list[int]:
     return tokenizer(text, add_special_tokens=adds_special_tokens(tokenizer, text)).input_ids
 
 
-def answer_ids(ids: Callable[[str], list[int]], asked: str, answered: Sequence[str], answers: Sequence[str]) -> list[int]:
+def answer_ids(ids: Callable[[str], list[int]], asked: str, answered: Sequence[str],
+               answers: Sequence[str]) -> list[int]:
     """The first token the model writes for each answer after the generation prompt: `asked` is the chat text ready
     for the assistant's turn, `answered[i]` the same conversation with the assistant's turn answering `answers[i]`,
     `ids` the model's chat text -> token ids (its processor's).

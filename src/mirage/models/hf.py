@@ -1,10 +1,11 @@
 """Loading transformers VLMs (`hf:<hub id or directory>`): dtype, device map and attention by the hardware.
 
 Backends by model type: LLaVA-1.5 and the Qwen2-VL family (Qwen2-VL, Qwen2.5-VL, Qwen3-VL) have their own backends,
-the families in `hf_families.FAMILIES` (LLaVA-NeXT/OneVision, Gemma 3, PaliGemma, Idefics3/SmolVLM, InternVL) the
-generic one (`hf_generic`), as does any other model whose probes pass (one fixed-size image, tower -> projector, the
-LM as its own forward): all get every stage, so every input and scope. Any other image-text-to-text model with a chat
-template is evaluated through its own processor (`ProcessorVLM`), and optimization says what does not fit.
+the families in `hf_families.FAMILIES` (LLaVA-NeXT/OneVision, Gemma 3, PaliGemma, Idefics3/SmolVLM, InternVL,
+Mistral 3) the generic one (`hf_generic`), as does any other model whose probes pass (one fixed-size image, tower ->
+projector, the LM as its own forward): all get every stage, so every input and scope. Any other image-text-to-text
+model with a chat template is evaluated through its own processor (`ProcessorVLM`), and optimization says what does
+not fit.
 """
 
 from __future__ import annotations
