@@ -178,13 +178,14 @@ def finish(run, world) -> list[dict]:
     return run.merge() if world.distributed else run.rows()
 
 
-def write_timings(run, load_s: float, work_s: float, world) -> dict:
+def write_timings(run, load_s: float, work_s: float, world, extra: Optional[dict] = None) -> dict:
     """Complete this invocation's record in timings.json (`open_run` started it: its command line, batch size;
-    now its model loading and work, the peak GPU memory of rank 0's devices); `total` sums every invocation, so a
-    resumed run keeps what the earlier ones took, interrupted ones included."""
+    now its model loading and work, the peak GPU memory of rank 0's devices, and `extra`: e.g. the batch size
+    `--batch-size auto` chose and its measurements); `total` sums every invocation, so a resumed run keeps what the
+    earlier ones took, interrupted ones included."""
     import torch
 
-    t = {"load_s": round(load_s, 1), "work_s": round(work_s, 1)}
+    t = {"load_s": round(load_s, 1), "work_s": round(work_s, 1), **(extra or {})}
     if torch.cuda.is_available():
         t["peak_gb"] = {i: round(torch.cuda.max_memory_allocated(i) / 2**30, 2)
                         for i in range(torch.cuda.device_count()) if torch.cuda.max_memory_allocated(i)}
