@@ -586,7 +586,8 @@ def official_letter_logits(model, processor, question: str, image, n: int) -> to
 def test_llava_official_conversation_equals_the_official_code(legacy, tmp_path, sqa_bench):
     """The default LLaVA-1.5 prompt is the official code's (vicuna_v1, its system line, the image padded to a
     square), on a tiny checkpoint converted as transformers' conversion script does, its tokenizer loaded with
-    legacy false (vicuna-7b-v1.5's) or true: `real` and `none` letter logits equal the official steps'."""
+    legacy false (vicuna-7b-v1.5's) or true: `real` and `none` letter logits equal the official steps'; with
+    `--conversation hf` they equal transformers' processor + forward under either `legacy`."""
     d, processor = save("llava", tmp_path, legacy=legacy)
     vlm = load_model(f"hf:{d}", device="cpu")
     assert vlm.conversation == "vicuna_v1" and vlm.image_aspect_ratio == "pad"
@@ -599,5 +600,13 @@ def test_llava_official_conversation_equals_the_official_code(legacy, tmp_path, 
                                    atol=1e-4, rtol=1e-4)
         torch.testing.assert_close(none[row, : n[row]], official_letter_logits(vlm.model, processor, p, None, n[row]),
                                    atol=1e-4, rtol=1e-4)
-    hf = load_model(f"hf:{d}", device="cpu", conversation="hf")  # llava-hf's template: no system line
-    assert not torch.allclose(hf.choice_logits(prompts, Visual.none(), n), none, atol=1e-4)
+    # llava-hf's template and crop: the processor's ids, whatever `legacy` does to the space after <image>
+    hf = load_model(f"hf:{d}", device="cpu", conversation="hf", image_aspect_ratio="crop")
+    hf_none = hf.choice_logits(prompts, Visual.none(), n)
+    assert not torch.allclose(hf_none, none, atol=1e-4)  # no system line
+    hf_real = hf.choice_logits(prompts, hf.visual_from_images([q.image() for q in qs]), n)
+    for row, (p, q) in enumerate(zip(prompts, qs)):
+        for ours, image in ((hf_real, q.image()), (hf_none, None)):
+            inputs = reference("llava", processor, hf.model, p, image)
+            theirs = hf.model(**inputs).logits[0, -1, hf.letter_ids(n[row])]
+            torch.testing.assert_close(ours[row, : n[row]], theirs, atol=1e-4, rtol=1e-4)
