@@ -503,6 +503,19 @@ def test_eval_with_the_default_conditions(family, tmp_path):
     assert {r["source"] for r in rows} == {"real", "none", "blank", "noise", "wrong", "blur", "shuffle"}
 
 
+def test_optimize_pixels_per_question(family, tmp_path):
+    """`mirage optimize --input pixels` at the family's fixed size, each result re-checked from its PNG at native
+    resolution (per-question features run in the quick study below)."""
+    kind, d, _, _ = family
+    out = tmp_path / "run"
+    size = ["--image-size", str(IMAGE_SIZE[kind])] if kind in IMAGE_SIZE else []
+    res = CliRunner().invoke(app, ["optimize", "--model", f"hf:{d}", *SQA, "--input", "pixels", "--limit", "2",
+                                   "--steps", "1", *size, "--device", "cpu", "-q", "--out", str(out)])
+    assert res.exit_code == 0, res.output
+    rows = [json.loads(line) for line in (out / "results.jsonl").read_text().splitlines()]
+    assert {r["source"] for r in rows} >= {"pixels-question", "pixels-question-png"}
+
+
 def test_quick_study_optimizes_pixels_and_features_per_question(family, tmp_path):
     """`mirage study --preset quick`: conditions, per-question features and pixels (each re-checked from its PNG at
     native resolution), universal inputs and saliency, on every family."""
