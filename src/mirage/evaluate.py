@@ -12,14 +12,14 @@ import torch
 
 from .benchmarks.question import LETTERS, Benchmark, Question
 from .blind import blind_measures
-from .conditions import Condition, ConditionContext, parse_conditions
+from .conditions import ASKED_KEY, Condition, ConditionContext, parse_conditions
 from .distributed import SINGLE, World
 from .environment import model_environment
 from .errors import MirageError, UsageError
 from .models.vlm import VLM, Visual
 from .prefetch import prompt_batches, visual_batches
 from .progress import progress_bar, warn
-from .runs import RunDir
+from .runs import RunDir, release_locks
 from .sources import TEXT_MODEL
 from .stats import summarize
 
@@ -115,6 +115,8 @@ def score_later(model: VLM, benchmark: Benchmark, questions: Sequence[Question],
         for i, q in enumerate(questions):  # circular evaluation: each row keeps its question's rotation
             if "circular" in q.meta:
                 rows[i]["circular"] = q.meta["circular"]
+            if ASKED_KEY in q.meta:  # asked with words not its own (image-only, both, captions): whose they are
+                rows[i].update(q.meta[ASKED_KEY])
         for i, q in enumerate(questions):  # a prompt read in part is scored, and says so
             unknown = model.unknown_words(benchmark.prompt(q))
             if unknown:
@@ -194,7 +196,9 @@ def evaluate_conditions(model: VLM, benchmark: Benchmark, conditions: Sequence[C
     shown = {c.name: [q for q in world.shard(benchmark.questions) if q.images or not c.needs_image]
              for c in conditions}
     ctx = ConditionContext(benchmark, seed)
-    sources = [(c.name, shown[c.name], lambda batch, c=c: c.visual(model, batch, ctx)) for c in conditions]
+    # each condition's questions as the model is asked them (words, options, gold) and their images
+    sources = [(c.name, [c.ask(q, ctx) for q in shown[c.name]], lambda batch, c=c: c.visual(model, batch, ctx))
+               for c in conditions]
     return _score_sources(model, benchmark, sources, seed, batch_size, run, quiet, scoring, workers)
 
 
@@ -270,7 +274,7 @@ def benchmark_metrics(rows: list[dict], benchmark: Benchmark) -> dict:
 def eval_config(model_name: str, benchmark: Benchmark, conditions: Sequence[Condition], seed: int,
                 limit: int | None, batch_size: int, scoring: str = "letter", text_model: str | None = None) -> dict:
     """What identifies an evaluation run (batch size may change on resume)."""
-    config = {"command": "eval", "model": model_name, "benchmark": benchmark.name, "split": benchmark.split,
+    config = {"command": "eval", "model": model_name, **benchmark.identity(), "split": benchmark.split,
               "limit": limit, "n_questions": len(benchmark), "conditions": [c.name for c in conditions], "seed": seed,
               "batch_size": batch_size, "scoring": scoring}
     if text_model:  # only when given, so runs written before --text-model existed still resume
@@ -295,4 +299,5 @@ def evaluate(model: VLM, benchmark: Benchmark, conditions: str | Sequence[str] =
     summary = summarize_conditions(rows, benchmark, conds)
     if run:
         run.write_json("summary.json", summary)
+        release_locks()  # another process may write the run now
     return EvalResult(rows, summary)

@@ -87,14 +87,16 @@ def load_benchmark(name: str, split: str | None = None, limit: int | None = None
     if name.startswith("file:"):
         from .local import load_jsonl
 
-        return load_jsonl(name[len("file:"):], **kwargs).subset(limit)
+        path = name[len("file:"):]
+        return _by_file(load_jsonl(path, **kwargs), "file", path).subset(limit)
     if name.startswith("lmms:"):
         from .lmms import load_lmms
 
         return load_lmms(name[len("lmms:"):], split=split, **kwargs).subset(limit)
     circular = kwargs.pop("circular", False)  # applied after `limit`: the first N questions, each rotated
     if name.startswith("spec:"):
-        bench = _spec_loader(name[len("spec:"):], split=split, **kwargs).subset(limit)
+        path = name[len("spec:"):]
+        bench = _by_file(_spec_loader(path, split=split, **kwargs), "spec", path).subset(limit)
     else:
         loader = BENCHMARKS.get(name)
         bench = loader(**kwargs) if split is None else loader(split=split, **kwargs)  # None: the benchmark's default
@@ -104,6 +106,16 @@ def load_benchmark(name: str, split: str | None = None, limit: int | None = None
 
         bench = circular_benchmark(bench)
     return bench
+
+
+def _by_file(bench: Benchmark, kind: str, path) -> Benchmark:
+    """A benchmark read from a file of one's own, named by the file's resolved path and its content's sha256."""
+    import hashlib
+    from dataclasses import replace
+    from pathlib import Path
+
+    path = Path(path).resolve()
+    return replace(bench, ref=f"{kind}:{path}", digest=hashlib.sha256(path.read_bytes()).hexdigest())
 
 
 def list_benchmarks() -> list[dict]:
