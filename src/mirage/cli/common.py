@@ -39,6 +39,9 @@ ImageSize = Annotated[Optional[int], typer.Option(
     "default 448; the generic families: default the processor's own, see the README's model table).")]
 AspectRatio = Annotated[Optional[str], typer.Option(
     help="hf LLaVA-1.5: pad (the official LLaVA code's, the default) or crop (the transformers processor's).")]
+Conversation = Annotated[Optional[str], typer.Option(
+    help="hf LLaVA-1.5: vicuna_v1 (the official LLaVA code's prompt, with its system line; the default) or hf "
+    "(llava-hf's chat template, as lmms-eval's llava_hf runs).")]
 GpusPerRank = Annotated[int, typer.Option(
     min=1, help="torchrun: GPUs per rank; the model is split over them (e.g. 8 GPUs as 4 ranks x 2).")]
 Quiet = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars.")]
@@ -142,9 +145,10 @@ def benchmark_options(name: str, data_dir: Optional[Path], subjects: Optional[st
 
 
 def model_options(device_map: Optional[str], image_size: Optional[int],
-                  image_aspect_ratio: Optional[str] = None) -> dict:
+                  image_aspect_ratio: Optional[str] = None, conversation: Optional[str] = None) -> dict:
     """Backend options from the command line (a backend that takes none of them refuses them by name)."""
-    opts = {"device_map": device_map, "image_size": image_size, "image_aspect_ratio": image_aspect_ratio}
+    opts = {"device_map": device_map, "image_size": image_size, "image_aspect_ratio": image_aspect_ratio,
+            "conversation": conversation}
     return {k: v for k, v in opts.items() if v is not None}
 
 
@@ -185,13 +189,14 @@ def finish(run, world) -> list[dict]:
     return run.merge() if world.distributed else run.rows()
 
 
-def write_timings(run, load_s: float, work_s: float, world) -> dict:
+def write_timings(run, load_s: float, work_s: float, world, extra: Optional[dict] = None) -> dict:
     """Complete this invocation's record in timings.json (`open_run` started it: its command line, batch size;
-    now its model loading and work, the peak GPU memory of rank 0's devices); `total` sums every invocation, so a
-    resumed run keeps what the earlier ones took, interrupted ones included."""
+    now its model loading and work, the peak GPU memory of rank 0's devices, and `extra`: e.g. the batch size
+    `--batch-size auto` chose and its measurements); `total` sums every invocation, so a resumed run keeps what the
+    earlier ones took, interrupted ones included."""
     import torch
 
-    t = {"load_s": round(load_s, 1), "work_s": round(work_s, 1)}
+    t = {"load_s": round(load_s, 1), "work_s": round(work_s, 1), **(extra or {})}
     if torch.cuda.is_available():
         t["peak_gb"] = {i: round(torch.cuda.max_memory_allocated(i) / 2**30, 2)
                         for i in range(torch.cuda.device_count()) if torch.cuda.max_memory_allocated(i)}

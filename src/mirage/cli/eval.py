@@ -8,8 +8,8 @@ from typing import Annotated
 import typer
 
 from .common import (AllQuestions, AllowEnvChange, AspectRatio, BatchSize, BenchmarkName, Circular, Compile, Config,
-                     DataDir, Device, DeviceMap, Dtype, GpusPerRank, ImageSize, Limit, Model, Out, Overwrite, Quiet,
-                     Seed, Split, Subjects, TextModel, benchmark_options, console, finish, loading, model_options,
+                     Conversation, DataDir, Device, DeviceMap, Dtype, GpusPerRank, ImageSize, Limit, Model, Out,
+                     Overwrite, Quiet, Seed, Split, Subjects, TextModel, benchmark_options, console, finish, loading, model_options,
                      names, open_run, scale_out, user_errors, write_timings)
 
 
@@ -37,6 +37,7 @@ def eval_cmd(
     device_map: DeviceMap = None,
     image_size: ImageSize = None,
     image_aspect_ratio: AspectRatio = None,
+    conversation: Conversation = None,
     gpus_per_rank: GpusPerRank = 1,
     compile: Compile("torch.compile the model's layers (GPU: ~1.3x faster letter scoring on 7B after ~30 s of "
                      "compiling; bench/RESULTS.md).") = False,
@@ -47,7 +48,7 @@ def eval_cmd(
     """Evaluate a model on a benchmark under image conditions; writes OUT/results.jsonl and OUT/summary.json.
     Under `torchrun --nproc-per-node N -m mirage eval ...` the questions are sharded over the ranks."""
     from ..conditions import parse_conditions
-    from ..display import blind_table, summary_table
+    from ..display import blind_table, metrics_table, summary_table
     from ..errors import UsageError
     from ..evaluate import (SCORINGS, TEXT_MODEL, eval_config, evaluate_conditions, evaluate_text_model,
                             summarize_conditions)
@@ -70,13 +71,13 @@ def eval_cmd(
         run_config = eval_config(model, bench, conds, seed, limit, batch_size, scoring, text_model) | {
             "data_dir": str(data_dir) if data_dir else None, "subjects": names(subjects),
             "all_questions": all_questions,
-            "dtype": dtype, **model_options(device_map, image_size, image_aspect_ratio)} | {
+            "dtype": dtype, **model_options(device_map, image_size, image_aspect_ratio, conversation)} | {
             k: v for k, v in bench_options.items() if k not in ("data_dir", "subjects", "all_questions")}
         run = open_run(out, run_config, overwrite, world, allow_env_change)
         t0 = time.time()
         with loading():
             vlm = load_model(model, device=device, dtype=dtype, **scale_options,
-                             **model_options(device_map, image_size, image_aspect_ratio))
+                             **model_options(device_map, image_size, image_aspect_ratio, conversation))
             lm = load_text_model(text_model, device=device or vlm.device, dtype=parse_dtype(dtype)) if text_model \
                 else None
         t1 = time.time()
@@ -104,4 +105,6 @@ def eval_cmd(
         console.print(summary_table(summary["circular"], title="circular: correct only when every rotation is"))
     if "blind" in summary:
         console.print(blind_table(summary["blind"]))
+    if "metrics" in summary:
+        console.print(metrics_table(summary["metrics"]))
     console.print(f"run directory: {out}")
