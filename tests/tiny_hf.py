@@ -28,6 +28,23 @@ WORDS = ("USER ASSISTANT User Assistant user assistant model : . ? , ( ) Answer 
          "directly which of these what is a an").split()
 
 
+# llava-hf/llava-1.5-7b-hf's chat template (its chat_template.json): images first, then the text
+LLAVA_CHAT = ("{% for message in messages %}{% if message['role'] != 'system' %}{{ message['role'].upper() + ': '}}"
+              "{% endif %}{% for content in message['content'] | selectattr('type', 'equalto', 'image') %}"
+              "{{ '<image>\n' }}{% endfor %}{% if message['role'] != 'assistant' %}"
+              "{% for content in message['content'] | selectattr('type', 'equalto', 'text') %}{{ content['text'] + ' '}}"
+              "{% endfor %}{% else %}{% for content in message['content'] | selectattr('type', 'equalto', 'text') %}"
+              "{% generation %}{{ content['text'] + ' '}}{% endgeneration %}{% endfor %}{% endif %}{% endfor %}"
+              "{% if add_generation_prompt %}{{ 'ASSISTANT:' }}{% endif %}")
+# the Qwen2-VL family's turn format (Qwen/Qwen2.5-VL-3B-Instruct's template without its system turn): an image is
+# <|vision_start|><|image_pad|><|vision_end|> where the content places it
+QWEN_CHAT = ("{% for m in messages %}<|im_start|>{{ m['role'] }}\n{% for c in m['content'] %}"
+             "{% if c['type'] == 'image' %}<|vision_start|><|image_pad|><|vision_end|>{% else %}{{ c['text'] }}{% endif %}"
+             "{% endfor %}<|im_end|>\n{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}")
+QWEN_SPECIAL = ["<unk>", "<|endoftext|>", "<|im_start|>", "<|im_end|>", "<|vision_start|>", "<|vision_end|>",
+                "<|image_pad|>", "<|video_pad|>"]
+
+
 def word_tokenizer(special: list[str], **tokens) -> tuple[PreTrainedTokenizerFast, dict]:
     """A word-level tokenizer: `special` first (ids 0..), then the letters A-J, then the test prompts' words."""
     vocab = {t: i for i, t in enumerate([*special, *"ABCDEFGHIJ", *WORDS])}

@@ -107,9 +107,11 @@ def score_later(model: VLM, benchmark: Benchmark, questions: Sequence[Question],
             qs = [questions[i] for i in generated]
             responses = model.generate([benchmark.prompt(q) for q in qs], visual.select(generated), max_new_tokens)
             for i, q, text in zip(generated, qs, responses):
-                pred, answer, correct = benchmark.judge(q, text, seed)
+                pred, answer, correct, *metrics = benchmark.judge(q, text, seed)
                 rows[i] = {"question_id": q.id, "source": source, "pred": pred, "answer": answer,
                            "correct": bool(correct), "response": text, "type": q.type}
+                if metrics:  # the benchmark's own per-question scores (lmms-eval's process_results)
+                    rows[i]["metrics"] = metrics[0]
         for i, q in enumerate(questions):  # circular evaluation: each row keeps its question's rotation
             if "circular" in q.meta:
                 rows[i]["circular"] = q.meta["circular"]
@@ -244,6 +246,9 @@ def summarize_conditions(rows: list[dict], benchmark: Benchmark, conditions: Seq
         from .benchmarks.circular import circular_rows
 
         summary["circular"] = summarize(circular_rows(rows))
+    own = benchmark_metrics(rows, benchmark)
+    if own:
+        summary["metrics"] = own
     blind = blind_measures(rows)
     if blind:
         summary["blind"] = blind
@@ -253,6 +258,17 @@ def summarize_conditions(rows: list[dict], benchmark: Benchmark, conditions: Seq
     if unknown:  # prompts the model read only in part
         summary["unknown_words"] = {"questions": len(unknown), "max_per_prompt": max(unknown.values())}
     return summary
+
+
+def benchmark_metrics(rows: list[dict], benchmark: Benchmark) -> dict:
+    """Per source, the benchmark's own aggregation of its generated rows' `metrics` (lmms-eval's number)."""
+    if benchmark.metrics is None:
+        return {}
+    by_source: dict[str, list] = {}
+    for r in rows:
+        if "metrics" in r:
+            by_source.setdefault(r["source"], []).append(r["metrics"])
+    return {source: benchmark.metrics(values) for source, values in by_source.items()}
 
 
 def eval_config(model_name: str, benchmark: Benchmark, conditions: Sequence[Condition], seed: int,

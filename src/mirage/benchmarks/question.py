@@ -13,8 +13,9 @@ from ..errors import MirageError
 
 LETTERS = "ABCDEFGHIJKLMNOPQRSTUVWXYZ"
 
-# An image as stored by a loader: encoded bytes (PNG/JPEG, as the hub's image structs hold) or a file path.
-ImageRef = bytes | str | Path
+# An image as stored by a loader: encoded bytes (PNG/JPEG, as the hub's image structs hold), a file path, or an
+# object whose `open()` makes the PIL image when asked (lmms-eval's doc_to_visual, `benchmarks.lmms.LazyImage`).
+ImageRef = bytes | str | Path | Any
 
 
 class ImageLoadError(MirageError):
@@ -60,6 +61,11 @@ def to_rgb(im: Image.Image, question_id: str = "?") -> Image.Image:
 def open_image(ref: ImageRef, question_id: str) -> Image.Image:
     """Decode one stored image as RGB (`to_rgb`), naming the question (and file) when it cannot be read."""
     where = f"file {str(ref)!r}" if isinstance(ref, (str, Path)) else "embedded image bytes"
+    if not isinstance(ref, (bytes, str, Path)):
+        try:
+            return ref.open()
+        except (OSError, ValueError, KeyError, IndexError) as e:
+            raise ImageLoadError(f"question {question_id!r}: cannot make {ref}: {e}") from e
     try:
         src = io.BytesIO(ref) if isinstance(ref, bytes) else ref
         with Image.open(src) as im:
@@ -133,6 +139,12 @@ class Benchmark:
     generic_prompt: bool = False
     # how a generated answer is judged: (question, response, seed) -> (pred, answer, correct); None: MMMU's parser
     judging: Callable[[Question, str, int], tuple] | None = None
+    # model -> the prompt style its family is asked in, where the benchmark has one per family (lmms-eval's
+    # per-model kwargs), or None for the benchmark's own
+    family_prompt: Callable[[Any], Callable[[Question], str] | None] | None = None
+    # the benchmark's own aggregation of the `metrics` its judging adds to generated rows (lmms-eval's
+    # process_results + aggregation): one source's values -> {metric: value}
+    metrics: Callable[[list[dict]], dict] | None = None
     # A `file:`/`spec:` benchmark: the name that loads it again from any directory (its resolved path) and the
     # sha256 of that file, so a run records which file it evaluated, not a stem another file shares (`identity`).
     ref: str | None = None
@@ -164,6 +176,9 @@ class Benchmark:
 
     def for_model(self, model) -> "Benchmark":
         """This benchmark as `model` is asked it: a generic prompt gives way to the model's own prompt style."""
+        family = self.family_prompt(model) if self.family_prompt is not None else None
+        if family is not None:
+            return replace(self, prompt_style=family, family_prompt=None, pool=self.split_questions)
         own = getattr(model, "prompt_style", None)
         if not self.generic_prompt or own is None:
             return self
@@ -174,9 +189,10 @@ class Benchmark:
         """The whole split (`pool`), or these questions when they are all there is."""
         return self.pool if self.pool is not None else self.questions
 
-    def judge(self, question: Question, response: str, seed: int = 0) -> tuple[str, str, bool]:
+    def judge(self, question: Question, response: str, seed: int = 0) -> tuple:
         """(pred, answer, correct) of a generated `response`: the benchmark's own `judging`, or by default the
-        official MMMU parser and judge (multiple choice or open), which mirage uses for every benchmark."""
+        official MMMU parser and judge (multiple choice or open), which mirage uses for every benchmark. A
+        benchmark with `metrics` adds a fourth item, the row's `metrics` (lmms-eval's process_results)."""
         if self.judging is not None:
             return self.judging(question, response, seed)
         from .mmmu_judge import judge_response
