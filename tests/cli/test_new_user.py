@@ -197,3 +197,39 @@ def test_ctrl_c_of_a_study_counts_the_rows_of_its_benchmarks(tmp_path):
     (tmp_path / "shapes" / "results.jsonl").write_text(
         "".join(json.dumps({"question_id": f"q{i}", "source": "real"}) + "\n" for i in range(3)))
     assert kept(tmp_path).startswith(f"3 finished rows kept in {tmp_path} (shapes)")  # was: 0
+
+
+def test_data_dir_reaches_saliency_invert_and_transfer(shapes_cli, tmp_path):
+    from PIL import Image
+
+    sqa = "/work/shared/fixtures/scienceqa"
+    res = run("saliency", "--model", f"demo:{shapes_cli}", "--benchmark", "scienceqa", "--data-dir", sqa,
+              "--limit", "1", "--out", tmp_path / "s", "-q")
+    assert res.exit_code == 0, res.output  # was: no such option --data-dir
+    assert "no pointing-game figures: the questions of scienceqa have no target box" in one_line(res)
+    for cmd in ("invert", "transfer-types"):  # the flag reaches the benchmark's options, refused where unused
+        res = run(cmd, "--data-dir", sqa, "--out", tmp_path / "x")
+        assert res.exit_code == 2 and "--data-dir applies to" in one_line(res) and "not 'shapes'" in one_line(res)
+    Image.new("RGB", (8, 8)).save(tmp_path / "u.png")
+    res = run("transfer", "--from", tmp_path / "u.png", "--data-dir", f"scienceqa={sqa}", "--out", tmp_path / "x")
+    assert res.exit_code == 2 and "'scienceqa' is not one of --benchmark shapes" in one_line(res)
+
+
+def test_progress_lines_where_output_is_not_a_terminal(shapes_cli, tmp_path, monkeypatch):
+    monkeypatch.setenv("MIRAGE_PROGRESS_EVERY", "0")  # every advance (default: every 30 s)
+    res = run("eval", "--model", f"demo:{shapes_cli}", "--conditions", "real", "--limit", "4", "--batch-size", "2",
+              "--out", tmp_path / "r")
+    assert res.exit_code == 0, res.output
+    assert "evaluating: 2/4 (50%)" in res.output and "evaluating: 4/4 (100%)" in res.output and "ETA" in res.output
+
+
+def test_the_python_api_applies_the_thread_policy(monkeypatch):
+    import mirage
+    import mirage.threads
+
+    calls = []
+    monkeypatch.setattr(mirage.threads, "apply_threads", lambda n=None: calls.append(n))
+    monkeypatch.setattr(mirage, "_THREADS", [])
+    monkeypatch.setenv("MIRAGE_THREADS", "1")
+    monkeypatch.delitem(vars(mirage), "evaluate", raising=False)
+    assert callable(mirage.evaluate) and calls == [1]
