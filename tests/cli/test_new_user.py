@@ -233,3 +233,33 @@ def test_the_python_api_applies_the_thread_policy(monkeypatch):
     monkeypatch.setenv("MIRAGE_THREADS", "1")
     monkeypatch.delitem(vars(mirage), "evaluate", raising=False)
     assert callable(mirage.evaluate) and calls == [1]
+
+
+def test_show_exports_csv_and_compare_pairs_two_runs(shapes_cli, tiny_model, tmp_path):
+    import csv
+
+    from safetensors.torch import load_file, save_file
+
+    base = ["eval", "--conditions", "real,blank", "--limit", "4", "-q"]
+    assert run(*base, "--model", f"demo:{shapes_cli}", "--out", tmp_path / "a").exit_code == 0
+    other = tmp_path / "other"
+    tiny_model.save_pretrained(other)  # model B: the same tiny model with one weight zeroed
+    state = load_file(other / "model.safetensors")
+    key = next(k for k in state if k.startswith("lm.") and k.endswith("weight"))
+    state[key] = state[key] * 0
+    save_file(state, other / "model.safetensors")
+    assert run(*base, "--model", f"demo:{other}", "--out", tmp_path / "b").exit_code == 0
+    res = run("show", tmp_path / "a", "--csv", tmp_path / "t.csv", "--rows", tmp_path / "r.csv")
+    assert res.exit_code == 0, res.output
+    table = list(csv.DictReader(open(tmp_path / "t.csv")))
+    summary = json.loads((tmp_path / "a" / "summary.json").read_text())
+    assert [(t["source"], float(t["accuracy"])) for t in table] == list(summary["accuracy"].items())
+    assert len(list(csv.DictReader(open(tmp_path / "r.csv")))) == 8
+    res = run("compare", tmp_path / "a", tmp_path / "b")
+    assert res.exit_code == 0, res.output
+    from mirage.stats import paired_difference
+
+    a = {r["question_id"]: r["correct"] for r in rows(tmp_path / "a") if r["source"] == "real"}
+    b = {r["question_id"]: r["correct"] for r in rows(tmp_path / "b") if r["source"] == "real"}
+    want = paired_difference([a[q] for q in sorted(a)], [b[q] for q in sorted(a)])
+    assert f"{want['difference']:+.3f}" in res.output and f"{want['mcnemar']['p']:.2g}" in res.output
