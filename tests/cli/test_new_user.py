@@ -263,3 +263,21 @@ def test_show_exports_csv_and_compare_pairs_two_runs(shapes_cli, tiny_model, tmp
     b = {r["question_id"]: r["correct"] for r in rows(tmp_path / "b") if r["source"] == "real"}
     want = paired_difference([a[q] for q in sorted(a)], [b[q] for q in sorted(a)])
     assert f"{want['difference']:+.3f}" in res.output and f"{want['mcnemar']['p']:.2g}" in res.output
+
+
+def test_a_model_of_ones_own_by_module_and_class(shapes_cli, tmp_path, monkeypatch):
+    (tmp_path / "my_vlms.py").write_text(
+        "import torch\n"
+        "from mirage.models.demo.modeling import DemoVLM\n\n\n"
+        "class Mine(DemoVLM):  # a VLM subclass; here the demo's, loaded from a directory\n"
+        "    @classmethod\n"
+        "    def load(cls, path, device, dtype, **options):\n"
+        "        return cls.from_pretrained(path, device=device, dtype=dtype or torch.float32)\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    args = ["eval", "--conditions", "real", "--limit", "2", "-q"]
+    res = run(*args, "--model", f"my_vlms:Mine:{shapes_cli}", "--out", tmp_path / "mine")
+    assert res.exit_code == 0, res.output
+    assert run(*args, "--model", f"demo:{shapes_cli}", "--out", tmp_path / "demo").exit_code == 0
+    assert [r["probs"] for r in rows(tmp_path / "mine")] == [r["probs"] for r in rows(tmp_path / "demo")]
+    res = run(*args, "--model", "my_vlms:Yours", "--out", tmp_path / "x")
+    assert res.exit_code == 2 and "module 'my_vlms' has no 'Yours'" in one_line(res)
