@@ -41,8 +41,9 @@ ImageSize = Annotated[Optional[int], typer.Option(
 AspectRatio = Annotated[Optional[str], typer.Option(
     help="hf LLaVA-1.5: pad (the official LLaVA code's, the default) or crop (the transformers processor's).")]
 Conversation = Annotated[Optional[str], typer.Option(
-    help="hf LLaVA-1.5: vicuna_v1 (the official LLaVA code's prompt, with its system line; the default) or hf "
-    "(llava-hf's chat template, as lmms-eval's llava_hf runs).")]
+    help="hf: the prompt. hf (the processor's chat template; the default except for LLaVA-1.5) or an official "
+    "conversation: vicuna_v1 (LLaVA-1.5's official code, with its system line; its default), qwen_1_5 "
+    "(LLaVA-OneVision's official code, as lmms-eval's llava_onevision runs).")]
 GpusPerRank = Annotated[int, typer.Option(
     min=1, help="torchrun: GPUs per rank; the model is split over them (e.g. 8 GPUs as 4 ranks x 2).")]
 Quiet = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars.")]
