@@ -317,3 +317,29 @@ def test_an_optimize_only_report_names_no_missing_baseline(shapes_cli, tmp_path)
     assert run("report", out, "--no-questions").exit_code == 0
     page = " ".join((out / "report.html").read_text().split())
     assert "McNemar test against on" not in page and "no real or blank rows in this run: no paired test" in page
+
+
+def test_models_import_nothing_above_them():
+    # arrows point down: cli -> experiments -> loops (optimize, evaluate) -> models; training the demo's text LM
+    # imported `evaluate` from models/demo (issue 31, the house)
+    import ast
+    from pathlib import Path
+
+    import mirage
+
+    root = Path(mirage.__file__).parent
+    above = ("evaluate", "optimize", "experiments", "cli", "report", "curate")
+    for path in (root / "models").rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom) and node.level:
+                target = (path.parent.relative_to(root).parts[: len(path.parent.relative_to(root).parts)
+                                                               - node.level + 1] + tuple((node.module or "").split(".")))
+                assert not (target and target[0] in above), (path, node.module)
+
+
+def test_train_demo_text_runs_as_typed(tmp_path):
+    # it refused every --steps ("leave no joint training", with a traceback): its text-only phase is all it trains
+    res = run("train-demo-text", "--out", tmp_path / "lm", "--steps", "1", "--batch-size", "2", "--eval-limit", "4",
+              "-q")
+    assert res.exit_code == 0, res.output
+    assert (tmp_path / "lm" / "config.json").is_file() and (tmp_path / "lm" / "MODEL_CARD.md").is_file()
