@@ -26,6 +26,7 @@ import torch.nn.functional as F
 from PIL import Image
 from torch import Tensor
 
+from .chat import IMAGE_MARKER
 from .spliced import TransformersSpliced
 from .square import normalize, pad_colour, pad_square, process_pil, resize_like_pil
 from .vlm import EncoderSpec, on_device
@@ -124,6 +125,8 @@ class HFLlava(TransformersSpliced):
         # conv_vicuna_v1.get_prompt() (SeparatorStyle.TWO, sep " ") after the eval scripts' append_message(USER,
         # "<image>\\n" + question) and append_message(ASSISTANT, None)
         image_token = self.processor.image_token
+        if IMAGE_MARKER in prompt:  # the image where the benchmark's text places it (lmms-eval's llava); none: no marker
+            return f"{VICUNA_V1_SYSTEM} USER: {prompt.replace(IMAGE_MARKER, image_token if image else '')} ASSISTANT:"
         return f"{VICUNA_V1_SYSTEM} USER: {image_token + chr(10) if image else ''}{prompt} ASSISTANT:"
 
     def answered_text(self, prompt: str, answer: str) -> str:
