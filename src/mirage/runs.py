@@ -23,8 +23,9 @@ ARTIFACTS = "artifacts"
 # saliency's rows and summary (experiments.saliency): rows without `correct`, so beside results.jsonl, not in it
 SALIENCY_ROWS = "saliency.jsonl"
 SALIENCY_SUMMARY = "saliency-summary.json"
+CAPTIONS = "captions.jsonl"  # the `caption:` conditions' captions (mirage.captions), made once
 # what a run writes beside config.json, rank files and artifacts/: what --overwrite discards
-OUTPUTS = (RESULTS, TIMINGS, SUMMARY, SALIENCY_ROWS, SALIENCY_SUMMARY)
+OUTPUTS = (RESULTS, TIMINGS, SUMMARY, SALIENCY_ROWS, SALIENCY_SUMMARY, CAPTIONS)
 
 _MISSING = "<missing>"
 
@@ -224,7 +225,7 @@ class RunDir:
         # Only our own outputs: the directory may hold files the user put there.
         for name in OUTPUTS:  # a new run's timings log starts empty too
             (self.path / name).unlink(missing_ok=True)
-        for f in self.rank_files():
+        for f in [*self.rank_files(), *self.path.glob("captions.rank*.jsonl")]:
             f.unlink()
         if self.artifacts_dir.is_dir():
             shutil.rmtree(self.artifacts_dir)

@@ -47,7 +47,7 @@ def eval_cmd(
     """Evaluate a model on a benchmark under image conditions; writes OUT/results.jsonl and OUT/summary.json.
     Under `torchrun --nproc-per-node N -m mirage eval ...` the questions are sharded over the ranks."""
     from ..conditions import parse_conditions
-    from ..display import blind_table, summary_table
+    from ..display import blind_table, shuffle_table, summary_table
     from ..errors import UsageError
     from ..evaluate import (SCORINGS, TEXT_MODEL, eval_config, evaluate_conditions, evaluate_text_model,
                             summarize_conditions)
@@ -101,4 +101,6 @@ def eval_cmd(
         console.print(summary_table(summary["circular"], title="circular: correct only when every rotation is"))
     if "blind" in summary:
         console.print(blind_table(summary["blind"]))
+    if "shuffle" in summary:
+        console.print(shuffle_table(summary["shuffle"]))
     console.print(f"run directory: {out}")

@@ -25,6 +25,7 @@ from typing import Callable, Sequence
 from .. import sources
 from ..benchmarks import load_benchmark
 from ..benchmarks.question import Benchmark
+from ..blind import SHUFFLE_MEASURES
 from ..conditions import parse_conditions
 from ..distributed import SINGLE, World, open_run
 from ..errors import loading_user_input
@@ -42,7 +43,7 @@ from .optimization import OptimizeSpec, run_optimization
 from .presets import preset as preset_config
 from .saliency import run_saliency
 
-STUDY_CONDITIONS = "real,none,blank,noise,wrong,blur,shuffle"
+STUDY_CONDITIONS = "real,none,blank,noise,wrong,blur,shuffle,image-only,both"
 DEMO_TEXT_MODEL = "demo"  # the demo's base LM (models/demo/weights/text-lm), scored when the model is the demo
 
 
@@ -200,10 +201,13 @@ MEASURES = {"S_v": "real", "S_wv": "none", "S_t": "text-model", "MG": None, "ML"
 
 
 def table_row(name: str, directory: str, summary: dict) -> dict:
-    """One benchmark's line of the cross-benchmark table, read off its summary.json."""
+    """One benchmark's line of the cross-benchmark table, read off its summary.json: MMStar's measures, the
+    shuffle decomposition (overall; `shuffle`, without its per-type blocks), the best crafted input."""
     line = {"benchmark": name, "dir": directory, "n_questions": summary.get("n_questions")}
     for m, source in MEASURES.items():
         line[m] = _measure(summary, m, source)
+    shuffle = summary.get("shuffle")
+    line["shuffle"] = {k: v for k, v in shuffle.items() if k in (*SHUFFLE_MEASURES, "chance")} if shuffle else None
     line["best_crafted"] = summary.get("best_crafted")
     return line
 
