@@ -87,3 +87,27 @@ def test_shuffle_decomposition_needs_a_shuffle_and_pairs_what_exists():
     d = shuffle_decomposition(rows({"real": "1111", "image-only": "10"}, "aaaa"))
     assert d["text_adds"]["n"] == 2 and d["text_adds"]["value"] == 0.5 and d["pair"]["n"] == 4
     assert "image_adds" not in d and "pair_beyond" not in d and "neither" not in d and "chance" not in d
+
+
+def test_run_difference_by_hand():
+    """Every measure of run B minus run A on the questions both have: accuracies with Newcombe's paired interval,
+    differences of differences (MG) with a paired t interval on the per-question differences."""
+    from scipy.stats import t
+
+    from mirage.blind import run_difference
+
+    a = rows({"real": "1111100000", "none": "1010100000"}, "a" * 10)
+    b = rows({"real": "1111111000", "none": "1010000000", "blank": "1"}, "a" * 10)
+    d = run_difference(a, b)["measures"]
+    assert "blank" not in d  # a source of one run only
+    real_a, real_b = [c == "1" for c in "1111100000"], [c == "1" for c in "1111111000"]
+    assert d["real"] == d["S_v"] == {"n": 10, "a": 0.5, "b": 0.7, "difference": 0.2, "ci95": [
+        round(x, 4) for x in paired_difference_ci(real_b, real_a)[1:]]}
+    # MG per question: A real - none = 0101000000 -> 0.2; B = 0101111000 -> 0.5; B - A = 0000111000
+    diffs = [0, 0, 0, 0, 1, 1, 1, 0, 0, 0]
+    mean = sum(diffs) / 10
+    sd = (sum((x - mean) ** 2 for x in diffs) / 9) ** 0.5
+    half = t.ppf(0.975, 9) * sd / 10 ** 0.5
+    assert d["MG"]["a"] == 0.2 and d["MG"]["b"] == 0.5 and d["MG"]["difference"] == 0.3
+    assert d["MG"]["ci95"] == [round(mean - half, 4), round(mean + half, 4)]
+    assert "S_t" not in d and "ML" not in d

@@ -18,7 +18,7 @@ from __future__ import annotations
 from typing import Iterable, Mapping
 
 from .sources import TEXT_MODEL
-from .stats import INTERVALS, accuracy_ci, paired_difference_ci
+from .stats import INTERVALS, MEAN_INTERVAL, accuracy_ci, paired_difference_ci, paired_mean_difference_ci
 
 SOURCES = {"S_v": "real", "S_wv": "none", "S_t": TEXT_MODEL}
 MEASURES = ("S_v", "S_wv", "S_t", "MG", "ML")
@@ -124,3 +124,54 @@ def shuffle_decomposition(rows: Iterable[dict], chance: Mapping[str, float] | No
         if block:
             by_type[t] = block
     return {**out, "by_type": by_type, "sources": dict(SHUFFLE_SOURCES), "intervals": dict(INTERVALS)}
+
+
+# Every measure as a per-question score from each source's correctness (1/0): an accuracy (one source) or a
+# difference of two (MG, ML before clipping, the shuffle differences), for comparing two runs question by question.
+PER_QUESTION = {
+    "S_v": ("real",), "S_wv": ("none",), "S_t": (TEXT_MODEL,), "MG": ("real", "none"), "ML": ("none", TEXT_MODEL),
+    "image_only": ("image-only",), "text_only": ("wrong",), "neither": ("both",),
+    "image_adds": ("real", "wrong"), "text_adds": ("real", "image-only"), "pair_beyond": ("real", "image-only|wrong"),
+}
+
+
+def _per_question(rows: Iterable[dict]) -> dict[str, dict[str, float]]:
+    correct: dict[str, dict[str, float]] = {}
+    for r in rows:
+        correct.setdefault(r["source"], {})[r["question_id"]] = float(bool(r["correct"]))
+    if "image-only" in correct and "wrong" in correct:  # right with the image alone or the text alone
+        io, w = correct["image-only"], correct["wrong"]
+        correct["image-only|wrong"] = {q: max(io[q], w[q]) for q in io.keys() & w.keys()}
+    return correct
+
+
+def _scores(correct: dict[str, dict[str, float]], terms: tuple[str, ...]) -> dict[str, float]:
+    if not all(t in correct for t in terms):
+        return {}
+    if len(terms) == 1:
+        return correct[terms[0]]
+    a, b = correct[terms[0]], correct[terms[1]]
+    return {q: a[q] - b[q] for q in a.keys() & b.keys()}
+
+
+def run_difference(rows_a: Iterable[dict], rows_b: Iterable[dict]) -> dict:
+    """Every measure of run B minus the same measure of run A on the questions both have (the same questions asked
+    another way, e.g. in another prompt): {measure: {"n", "a", "b", "difference", "ci95"}} for each source's
+    accuracy (by source name) and each measure of `PER_QUESTION` (ML unclipped, S_wv - S_t); accuracies get
+    Newcombe's paired interval, differences of differences a paired t interval (`intervals`)."""
+    ca, cb = _per_question(rows_a), _per_question(rows_b)
+    sources = [s for s in ca if s in cb and "|" not in s]
+    terms = {**{s: (s,) for s in sources}, **PER_QUESTION}
+    out: dict = {}
+    for name, t in terms.items():
+        a, b = _scores(ca, t), _scores(cb, t)
+        qs = sorted(a.keys() & b.keys(), key=str)
+        if not qs:
+            continue
+        xa, xb = [a[q] for q in qs], [b[q] for q in qs]
+        binary = len(t) == 1
+        d, lo, hi = (paired_difference_ci([bool(x) for x in xb], [bool(x) for x in xa]) if binary
+                     else paired_mean_difference_ci(xb, xa))
+        out[name] = {"n": len(qs), "a": _r(sum(xa) / len(qs)), "b": _r(sum(xb) / len(qs)), "difference": _r(d),
+                     "ci95": [_r(lo), _r(hi)]}
+    return {"measures": out, "intervals": {"accuracy": INTERVALS["difference"], "difference": MEAN_INTERVAL}}

@@ -97,3 +97,18 @@ def shuffle_table(shuffle: dict, title: str = "where the score comes from (Multi
     for t, b in shuffle["by_type"].items():
         table.add_row(t, *(cell(b, m) for m in measures))
     return table
+
+
+def difference_table(difference: dict, first: str, second: str, title: str | None = None) -> Table:
+    """Every measure under two runs (two prompt variants) and its difference, second minus first, with its paired
+    95% interval (`blind.run_difference`)."""
+    table = Table(title=title, caption=f"accuracies: {difference['intervals']['accuracy']}; differences of "
+                                       f"differences (MG, ML, ...): {difference['intervals']['difference']}")
+    for col in ("measure", "n", first, second, f"{second} - {first}"):
+        table.add_column(col, justify="left" if col == "measure" else "right")
+    for name, m in difference["measures"].items():
+        lo, hi = m["ci95"]
+        table.add_row(name, str(m["n"]), f"{m['a']:+.3f}" if m["a"] < 0 else f"{m['a']:.3f}",
+                      f"{m['b']:+.3f}" if m["b"] < 0 else f"{m['b']:.3f}",
+                      f"{m['difference']:+.3f} [{lo:+.3f}, {hi:+.3f}]")
+    return table

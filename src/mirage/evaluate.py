@@ -189,7 +189,7 @@ def evaluate_conditions(model: VLM, benchmark: Benchmark, conditions: Sequence[C
     benchmark = benchmark.for_model(model)
     check_prompts(model, benchmark, world=world)
     if run:
-        run.annotate(**model_environment(model))
+        run.annotate(**model_environment(model), prompt=benchmark.prompt_name)
     # a condition built from the question's own image has nothing to show for a text-only question
     shown = {c.name: [q for q in world.shard(benchmark.questions) if q.images or not c.needs_image]
              for c in conditions}
@@ -278,13 +278,16 @@ def summarize_conditions(rows: list[dict], benchmark: Benchmark, conditions: Seq
 
 
 def eval_config(model_name: str, benchmark: Benchmark, conditions: Sequence[Condition], seed: int,
-                limit: int | None, batch_size: int, scoring: str = "letter", text_model: str | None = None) -> dict:
+                limit: int | None, batch_size: int, scoring: str = "letter", text_model: str | None = None,
+                prompt: str | None = None) -> dict:
     """What identifies an evaluation run (batch size may change on resume)."""
     config = {"command": "eval", "model": model_name, "benchmark": benchmark.name, "split": benchmark.split,
               "limit": limit, "n_questions": len(benchmark), "conditions": [c.name for c in conditions], "seed": seed,
               "batch_size": batch_size, "scoring": scoring}
     if text_model:  # only when given, so runs written before --text-model existed still resume
         config["text_model"] = text_model
+    if prompt:  # --prompt (lmms-eval, model, official); the prompt it resolves to is in `environment.prompt`
+        config["prompt"] = prompt
     if any(c.captioner for c in conditions):  # the fixed prompt the captions were made with
         from .captions import caption_settings
 
@@ -294,14 +297,16 @@ def eval_config(model_name: str, benchmark: Benchmark, conditions: Sequence[Cond
 
 def evaluate(model: VLM, benchmark: Benchmark, conditions: str | Sequence[str] = "real", *, seed: int = 0,
              batch_size: int = 32, out: str | Path | None = None, overwrite: bool = False,
-             quiet: bool = True, text_model: VLM | None = None) -> EvalResult:
+             quiet: bool = True, text_model: VLM | None = None, prompt: str | None = None) -> EvalResult:
     """Evaluate `model` on `benchmark` under `conditions` (and `text_model`, a `models.text_lm.TextLM`, on the same
-    prompts: rows `text-model`); with `out`, a resumable run directory is kept there."""
+    prompts: rows `text-model`), asked in prompt variant `prompt` (`Benchmark.with_prompt`; None: the benchmark's
+    own); with `out`, a resumable run directory is kept there."""
     conds = parse_conditions(conditions)
+    benchmark = benchmark.with_prompt(prompt, model)
     run = None
     if out is not None:
         config = eval_config(getattr(model, "name_or_path", type(model).__name__), benchmark, conds, seed, None,
-                             batch_size, text_model=getattr(text_model, "name_or_path", None))
+                             batch_size, text_model=getattr(text_model, "name_or_path", None), prompt=prompt)
         run = RunDir.open(out, config, overwrite=overwrite)
     rows = evaluate_conditions(model, benchmark, conds, seed=seed, batch_size=batch_size, run=run, quiet=quiet)
     if text_model is not None:
