@@ -111,4 +111,16 @@ def difference_table(difference: dict, first: str, second: str, title: str | Non
         table.add_row(name, str(m["n"]), f"{m['a']:+.3f}" if m["a"] < 0 else f"{m['a']:.3f}",
                       f"{m['b']:+.3f}" if m["b"] < 0 else f"{m['b']:.3f}",
                       f"{m['difference']:+.3f} [{lo:+.3f}, {hi:+.3f}]")
+
+
+def metrics_table(metrics: dict, title: str = "the benchmark's own metrics (lmms-eval process_results + aggregation)"
+                  ) -> Table:
+    """Per source, the benchmark's own aggregated metrics of its generated answers (`summary["metrics"]`)."""
+    names = list(dict.fromkeys(m for values in metrics.values() for m in values))
+    table = Table(title=title)
+    for col in ("source", *names):
+        table.add_column(col, justify="left" if col == "source" else "right")
+    fmt = lambda v: f"{v:.4g}" if isinstance(v, (int, float)) and not isinstance(v, bool) else str(v)
+    for source, values in metrics.items():
+        table.add_row(source, *(fmt(values[m]) if m in values else "" for m in names))
     return table

@@ -41,7 +41,7 @@ def saliency_cmd(
         with loading():
             bench = load_benchmark(benchmark, split=split)  # whole: the wrong image is drawn over all its questions
         # neither the method nor the limit: several methods and a growing N share one run directory
-        config = {"command": "saliency", "model": model, "benchmark": benchmark, "split": bench.split,
+        config = {"command": "saliency", "model": model, **bench.identity(), "split": bench.split,
                   "dtype": dtype, "saliency": saliency_config(cfg)}
         run = RunDir.open(out, config, overwrite=overwrite, allow_env_change=allow_env_change)
         with loading():

@@ -284,7 +284,7 @@ def run_study(model: str = "demo", benchmarks: str | Sequence[str] = "shapes", p
               **({"prompt": variants} if variants else {})}  # only when given: older studies still resume
     study = open_run(out, config, world, overwrite, allow_env_change)
     bench_config = {name: {
-        "command": "study", "model": model, "benchmark": name, "split": bench.split, "limit": limit,
+        "command": "study", "model": model, **bench.identity(), "split": bench.split, "limit": limit,
         "n_questions": len(bench), "seed": seed, "plan": asdict(plan), "batch_size": plan.batch_size,
         "preset": preset, "text_model": text_model, **options.get(name, {}), **identity}
         for name, bench in benches.items()}
@@ -294,6 +294,9 @@ def run_study(model: str = "demo", benchmarks: str | Sequence[str] = "shapes", p
     second = {name: open_run(out / prompt_dir(dirs[name], variants[1]), bench_config[name] | {"prompt": variants[1]},
                              world, overwrite, allow_env_change)
               for name in names} if len(variants) == 2 else {}
+    if world.main:  # timings.json records this call from now on, whether it finishes or not
+        for run in [*runs.values(), *second.values()]:
+            run.start_invocation({"batch_size": plan.batch_size})
     with loading_user_input():
         vlm = load_model(model, device=device, **load_options)
     parts = study_parts(plan, [s.name for s in vlm.encoders], seed, text_model)
@@ -311,11 +314,13 @@ def run_study(model: str = "demo", benchmarks: str | Sequence[str] = "shapes", p
             timings[name] = log["total"].get("parts", {})  # the study's timings: every invocation's, summed
         if name in second:  # the measures again in the second prompt, and their differences
             again = [p for p in parts if p.experiment in ("conditions", "text_model")]
-            run_parts(vlm, bench.with_prompt(variants[1], vlm), second[name], again, quiet or not world.main, world)
+            took = run_parts(vlm, bench.with_prompt(variants[1], vlm), second[name], again, quiet or not world.main,
+                             world)
             rows_b = _rows(second[name], world)
             if world.main:
                 second[name].write_json("summary.json", summarize_conditions(rows_b, bench, parse_conditions(
                     plan.conditions)))
+                second[name].log_invocation({"batch_size": plan.batch_size, "parts": took})
             differences[name] = run_difference(rows, rows_b)
     result = StudyResult(out, summaries, [table_row(n, dirs[n], summaries[n]) for n in names],
                          {"variants": variants, "dirs": {n: prompt_dir(dirs[n], variants[1]) for n in names},
@@ -337,6 +342,7 @@ def run_parts(model: VLM, bench: Benchmark, run: RunDir, parts: Sequence[Part], 
         t = time.time()
         RUNNERS[part.experiment](model, bench.subset(part.n), run, ref, quiet, world, **part.settings)
         timings[part.name] = round(time.time() - t, 1)
+        run.tick(parts=timings)  # timings.json: the parts this call finished, should it be interrupted
     return timings
 
 

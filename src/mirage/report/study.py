@@ -74,8 +74,13 @@ def build_study_report(study_dir: str | Path, max_images: int, questions: bool =
     shuffles = [m for m in STUDY_SHUFFLE if any(m in (line.get("shuffle") or {}) for line in table)]
     picture = shuffle_plot({line["benchmark"]: line["shuffle"] for line in table if line.get("shuffle")},
                            "Every benchmark: pair, image alone, text alone, neither", "shuffle-benchmarks")
-    timings = _read(path / TIMINGS) if (path / TIMINGS).is_file() else {}
-    per_bench = {k: round(sum(v.values()), 1) for k, v in timings.items() if isinstance(v, dict)}
+    # each benchmark's own timings.json: every invocation's parts, interrupted and killed ones included
+    per_bench = {}
+    for name in config["benchmarks"]:
+        log = path / config["dirs"][name] / TIMINGS
+        parts = (_read(log) or {}).get("total", {}).get("parts") if log.is_file() else None
+        if parts:
+            per_bench[name] = round(sum(parts.values()), 1)
     total = sum(per_bench.values())
     facts = [("model", config.get("model")), ("benchmarks", ", ".join(config["benchmarks"])),
              ("preset", config.get("preset")), ("limit", config.get("limit")), ("seed", config.get("seed")),
