@@ -103,3 +103,13 @@ def test_captions_from_another_model_and_from_a_file(tmp_path, tiny_dir, tiny_mo
 def test_bad_captioners_are_refused(spec, message):
     with pytest.raises(MirageError, match=message):
         parse_conditions(spec)
+
+
+def test_a_finished_run_grows_by_a_caption_condition(tmp_path, tiny_dir):
+    out = tmp_path / "run"
+    base = ["eval", "--model", f"demo:{tiny_dir}", "--limit", "3", "--out", str(out), "-q"]
+    assert CliRunner().invoke(app, [*base, "--conditions", "real"]).exit_code == 0
+    res = CliRunner().invoke(app, [*base, "--conditions", "real,caption:self"])
+    assert res.exit_code == 0, res.output
+    assert json.loads((out / "config.json").read_text())["captions"]["prompt"] == CAPTION_PROMPT
+    assert len(read_rows(out / "results.jsonl")) == 6 and len(read_rows(out / "captions.jsonl")) == 3
