@@ -64,7 +64,13 @@ def _option(type_, *decls: str, **bounds):
 BatchSize = _option(int, min=1)
 Limit = _option(Optional[int], min=1)
 Steps = _option(int, min=1)
-Lr = _option(Optional[float], min=0.0)
+def _positive(value: Optional[float]) -> Optional[float]:
+    if value is not None and value <= 0:  # Adam at lr 0 never moves the input: a run that only looks like one
+        raise typer.BadParameter(f"{value} is not > 0")
+    return value
+
+
+Lr = _option(Optional[float], callback=_positive)
 Seed = _option(int)
 Encoders = _option(Optional[str])
 Param = _option(str)
@@ -85,15 +91,17 @@ def fail(err: Exception) -> None:
 def user_errors(out: Optional[Path] = None) -> Iterator[None]:
     """Run a command's work: a user error (EXPECTED) becomes one red line and exit status 2; Ctrl-C says what the
     run directory `out` keeps and exits 130."""
-    from ..runs import interrupted, release_locks
+    from ..runs import discard_unstarted, interrupted, release_locks
 
     try:
         yield
     except EXPECTED as e:
         interrupted("failed")
+        discard_unstarted()
         fail(e)
     except KeyboardInterrupt:
         interrupted()
+        discard_unstarted()
         console.print(f"[bold yellow]interrupted:[/] {kept(out)}", highlight=False)
         raise typer.Exit(130) from None
     finally:
@@ -154,7 +162,10 @@ def scale_out(device: Optional[str], gpus_per_rank: int):
     import torch
 
     from ..distributed import init_world
+    from ..models import parse_device
 
+    if device is not None:
+        parse_device(device)  # refused before anything is written
     world = init_world()
     options = {}
     if torch.cuda.is_available() and device is None and (world.distributed or gpus_per_rank > 1):

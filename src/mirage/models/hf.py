@@ -49,13 +49,24 @@ def load_hf(path: str, device: torch.device, dtype: torch.dtype | None = None, d
     try:
         return _load_hf(path, device, dtype, device_map, image_size, gpus, image_aspect_ratio, conversation)
     except OSError as e:  # transformers' offline / not-found errors: pages of traceback for one missing thing
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        if Path(path).exists():
-            raise ModelLoadError(f"hf:{path}: cannot read the model directory: {first}") from None
-        raise ModelLoadError(
-            f"hf:{path}: not a local directory, and not loadable from the hub ({first}). Download it where the "
-            f"hub is reachable (`huggingface-cli download {path}`, then it is read from the cache; HF_HOME to move "
-            "the cache), or give hf:DIR with a saved model.") from None
+        raise unreadable(f"hf:{path}", path, e) from None
+
+
+def unreadable(spec: str, path: str, e: OSError) -> ModelLoadError:
+    """One line for model files that cannot be had (`--model` and `--text-model` alike): a directory that cannot be
+    read, a local path that does not exist, or a hub id neither cached nor reachable (with the download command)."""
+    from pathlib import Path
+
+    first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+    if Path(path).exists():
+        return ModelLoadError(f"{spec}: cannot read the model directory: {first}")
+    parts = path.split("/")
+    if path.startswith(("/", ".", "~")) or len(parts) > 2 or "\\" in path:  # a path, not a hub id (org/name)
+        return ModelLoadError(f"{spec}: no such directory {path!r}")
+    return ModelLoadError(
+        f"{spec}: not a local directory, and not loadable from the hub ({first}). Download it where the hub is "
+        f"reachable (`hf download {path}`, then it is read from the cache; HF_HOME to move the cache), or give "
+        "a directory with a saved model.")
 
 
 def _load_hf(path: str, device: torch.device, dtype: torch.dtype | None, device_map: str | None,

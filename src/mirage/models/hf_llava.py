@@ -129,7 +129,7 @@ class HFLlava(TransformersSpliced):
     def answered_text(self, prompt: str, answer: str) -> str:
         if self.conversation == "hf":
             return super().answered_text(prompt, answer)
-        return f"{self.chat_text(prompt)} {answer}{self.tokenizer.eos_token}"  # sep2 "</s>" closes the answer
+        return f"{self.chat_text(prompt)} {answer}</s>"  # conv_vicuna_v1's sep2 closes the answer
 
     def text_ids(self, text: str) -> list[int]:
         """The official code's ids (`tokenizer_image_token`: the text around each image placeholder tokenized apart,
