@@ -113,6 +113,7 @@ class HFQwen2VL(TransformersSpliced):
     """A transformers Qwen2-VL or Qwen2.5-VL model, its image processor and tokenizer (with the chat template)."""
 
     max_images = 64  # images per question at native resolution (the `images` stage), each where its text says
+    prompt_family = "qwen"  # `--prompt model`: the Qwen-VL prompts lmms-eval publishes (mmstar_qwen, mmmu_val_qwen)
 
     def __init__(self, model, image_processor, tokenizer, image_size: int | None = None):
         super().__init__()
