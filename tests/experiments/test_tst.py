@@ -178,3 +178,19 @@ def test_ibp_stops_by_its_rule():
     assert why == "budget" and len(kept) == 92 and [len(r["removed"]) for r in rounds] == [5, 3, 0]
     kept, rounds, why = bias_pruning(qs, budget=0.5, batch=0.05, tau=0.9, chance_stop=True, diagnose=_fixed(biased))
     assert why == "trained-blind accuracy within chance" and len(kept) == 100  # 12% right: below chance at once
+
+
+def test_the_study_runs_the_tst_parts_and_its_table_shows_them(tiny_model, small_bench, tmp_path):
+    from mirage.evaluate import summarize_conditions
+    from mirage.experiments.study import StudyPlan, run_parts, study_parts, table_row
+
+    parts = [p for p in study_parts(StudyPlan(tst_lm=12), [], 0) if p.experiment == "tst"]
+    assert [(p.name, p.n) for p in parts] == [("tst-rf", None), ("tst-lm", 12)]
+    run = RunDir.open(tmp_path / "run", {"b": 1})
+    timings = run_parts(tiny_model, small_bench, run, parts)
+    assert set(timings) == {"tst-rf", "tst-lm"}
+    rows = run.rows()
+    assert len([r for r in rows if r["source"] == "tst-rf"]) == 24
+    assert len([r for r in rows if r["source"] == "tst-lm"]) == 12 and rows[-1]["zero_shot"] == "none"
+    line = table_row("shapes", "shapes", summarize_conditions(rows, small_bench, []))
+    assert line["TsT_rf"]["n"] == 24 and line["TsT_lm"]["n"] == 12 and line["S_wv"] is None

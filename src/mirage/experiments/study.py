@@ -69,7 +69,7 @@ class StudyPlan:
     tst_rf: int | None = None  # trained blind (TsT), cross-fitted: the random forest's questions (None: all)
     tst_lm: int | None = 200  # the LoRA-tuned LM's questions (the base LM's when the study has one, else the VLM's)
     tst_folds: int = 5
-    tst_epochs: int = 5
+    tst_epochs: int = 2  # the demo's (presets: quick and paper 5, the paper's)
 
     @classmethod
     def from_preset(cls, name: str, **overrides) -> "StudyPlan":

@@ -86,7 +86,7 @@ class ForestSettings:
 def assign_folds(questions: Sequence[Question], prompts: Sequence[str], k: int = 5, seed: int = 0) -> dict[str, int]:
     """Question id -> fold in 0..k-1: stratified by the gold letter, questions with the same prompt in one fold,
     deterministic in (the questions, k, seed)."""
-    from sklearn.model_selection import StratifiedGroupKFold
+    from sklearn.model_selection import GroupKFold, StratifiedGroupKFold
 
     if k < 2:
         raise UsageError(f"--folds {k}: cross-fitting needs at least 2 folds")
@@ -96,11 +96,13 @@ def assign_folds(questions: Sequence[Question], prompts: Sequence[str], k: int =
                          "folds")
     groups = [group_of[p] for p in prompts]
     y = [q.answer for q in questions]
+    # every letter rarer than k (a handful of questions): groups alone, unstratified
+    splitter = (StratifiedGroupKFold if max(np.bincount(y)) >= k else GroupKFold)(n_splits=k, shuffle=True,
+                                                                                  random_state=seed)
+    out = {}
     with warnings.catch_warnings():  # a letter rarer than k: sklearn warns, the folds are still valid
         warnings.simplefilter("ignore", UserWarning)
-        splits = StratifiedGroupKFold(n_splits=k, shuffle=True, random_state=seed).split(np.zeros(len(y)), y, groups)
-        out = {}
-        for fold, (_, test) in enumerate(splits):
+        for fold, (_, test) in enumerate(splitter.split(np.zeros(len(y)), y, groups)):
             out.update({questions[i].id: fold for i in test})
     return out
 
