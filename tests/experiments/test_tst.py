@@ -27,20 +27,22 @@ def one_thread():
     torch.set_num_threads(threads)
 
 KEYS = ["alpha", "bravo", "charlie", "delta"]
+PARTNERS = ["apple", "banana", "cherry", "date"]
 
 
 def synthetic(n: int, shortcut: bool, seed: int = 0) -> Benchmark:
-    """Questions of random words and options; with `shortcut`, one of four keywords in the question gives the
-    answer's letter (keyword i -> letter i), else the letter is random."""
+    """Questions of random words with four options of random words; with `shortcut`, one of four keywords in the
+    question names a word of the answer (keyword i -> partner word i in the gold option), else nothing does."""
     rng = np.random.default_rng(seed)
     qs = []
     for i in range(n):
-        answer = int(rng.integers(4))
+        answer, key = int(rng.integers(4)), int(rng.integers(4))
         words = list(rng.choice(WORDS, 5))
+        choices = [list(rng.choice(WORDS, 2)) for _ in range(4)]
         if shortcut:
-            words.insert(int(rng.integers(5)), KEYS[answer])
-        qs.append(Question(f"q{i:04d}", " ".join(words), tuple(" ".join(rng.choice(WORDS, 2)) for _ in range(4)),
-                           answer, type="t"))
+            words.insert(int(rng.integers(5)), KEYS[key])
+            choices[answer].insert(int(rng.integers(3)), PARTNERS[key])
+        qs.append(Question(f"q{i:04d}", " ".join(words), tuple(" ".join(c) for c in choices), answer, type="t"))
     return Benchmark("synthetic", "test", qs, letter_prompt)
 
 

@@ -17,7 +17,8 @@ trainers/llamafactory.py):
     the options' text and length, the question type, the answer space). The paper's features are written per
     benchmark; mirage's are generic: each option is one row (hashed question words, option words, question x option
     word pairs, the option's letter, its length and overlap with the question, the question type), the forest's
-    probability that the option is the answer, normalised over the options.
+    probability that the option is the answer, normalised over the options. (Question word x letter pairs found
+    a planted keyword -> letter shortcut but, diluting the rest, cost ShapesQA's text-prior questions 0.94 -> 0.80.)
   * LM: LoRA on every linear layer of the LM's decoder (LLaMA-Factory's `lora_target: all`), rank 8, alpha 16
     (2 x rank), dropout 0.1, lr 2e-4, AdamW, cosine schedule with 10% warm-up, 5 epochs, batch 32 (the paper's
     defaults). The objective is the SFT loss of the one-token response, the gold letter: cross-entropy of the
@@ -117,15 +118,15 @@ def _words(text: str) -> list[str]:
 
 
 def option_features(q: Question) -> list[tuple[list[str], list[float]]]:
-    """Per option: tokens (question type, letter, question words, option words, question word x option word and
-    question word x letter pairs, type x letter) and numbers (letter index, option length in characters and words,
+    """Per option: tokens (question type, letter, type x letter, question words, option words, question word x
+    option word pairs) and numbers (letter index, option length in characters and words,
     words shared with the question, the number of options)."""
     qw = sorted(set(_words(q.text)))
     out = []
     for i, choice in enumerate(q.choices):
         ow = sorted(set(_words(choice)))
         tokens = [f"type={q.type}", f"letter={i}", f"type={q.type}|{i}", *(f"q:{w}" for w in qw),
-                  *(f"o:{w}" for w in ow), *(f"qo:{a}|{b}" for a in qw for b in ow), *(f"ql:{w}|{i}" for w in qw)]
+                  *(f"o:{w}" for w in ow), *(f"qo:{a}|{b}" for a in qw for b in ow)]
         out.append((tokens, [i, len(choice), len(ow), len(set(qw) & set(ow)), len(q.choices)]))
     return out
 
