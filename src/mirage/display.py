@@ -61,3 +61,16 @@ def blind_table(blind: dict, title: str = "image-free measures (MMStar)") -> Tab
     for t, b in blind["by_type"].items():
         table.add_row(t, *(cell(b, m) for m in measures))
     return table
+
+
+def metrics_table(metrics: dict, title: str = "the benchmark's own metrics (lmms-eval process_results + aggregation)"
+                  ) -> Table:
+    """Per source, the benchmark's own aggregated metrics of its generated answers (`summary["metrics"]`)."""
+    names = list(dict.fromkeys(m for values in metrics.values() for m in values))
+    table = Table(title=title)
+    for col in ("source", *names):
+        table.add_column(col, justify="left" if col == "source" else "right")
+    fmt = lambda v: f"{v:.4g}" if isinstance(v, (int, float)) and not isinstance(v, bool) else str(v)
+    for source, values in metrics.items():
+        table.add_row(source, *(fmt(values[m]) if m in values else "" for m in names))
+    return table

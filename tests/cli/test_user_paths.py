@@ -200,6 +200,12 @@ def test_ctrl_c_says_what_is_kept_and_the_rerun_resumes_without_empty_bars(shape
     assert "Traceback" not in res.output
     monkeypatch.setattr(evaluate, "score_later", score)
     assert run(*args).exit_code == 0 and len(rows(out)) == 6
+    # timings.json records the interrupted call too (issue 31 item 2: a study's 19 minutes reported as 483 s)
+    log = json.loads((out / "timings.json").read_text())
+    assert [i["status"] for i in log["invocations"]] == ["interrupted", "finished"]
+    first, second = log["invocations"]
+    assert first["elapsed_s"] >= 0 and "argv" in first and "work_s" in second
+    assert log["total"]["wall_s"] == round(first["elapsed_s"] + second["load_s"] + second["work_s"], 1)
 
 
 def test_a_part_with_nothing_left_shows_no_bar(monkeypatch):

@@ -9,7 +9,7 @@ import importlib.util
 import pytest
 import torch
 from PIL import Image
-from tiny_hf import to_tensor, word_tokenizer
+from tiny_hf import ONEVISION, to_tensor, word_tokenizer
 from transformers import (CLIPVisionConfig, Gemma3Config, Gemma3ForConditionalGeneration, Gemma3Processor,
                           Gemma3TextConfig, GemmaConfig, LlamaConfig, LlavaNextConfig, LlavaNextForConditionalGeneration,
                           LlavaNextProcessor, LlavaOnevisionConfig, LlavaOnevisionForConditionalGeneration,
@@ -126,7 +126,7 @@ def save_tiny(d, kind: str) -> str:
                                     extra_special_tokens={"image_token": "<image>", "video_token": "<video>"})
         ip = LlavaOnevisionImageProcessorPil(size={"height": 32, "width": 32}, image_grid_pinpoints=GRID)
         processor = image_only(LlavaOnevisionProcessor)(image_processor=ip, tokenizer=tok, num_image_tokens=16,
-                                                        vision_feature_select_strategy="full", chat_template=QWEN)
+                                                        vision_feature_select_strategy="full", chat_template=ONEVISION)
         model = LlavaOnevisionForConditionalGeneration(LlavaOnevisionConfig(
             vision_config=SiglipVisionConfig(**VISION), text_config=Qwen2Config(vocab_size=len(vocab), pad_token_id=1,
                                                                                 **TEXT),
@@ -302,7 +302,7 @@ def test_processors_with_a_video_part_load_without_torchvision(tmp_path):
             AutoProcessor.from_pretrained(d)
     vlm = load_model(f"hf:{d}", device="cpu")
     assert not hasattr(vlm.processor, "video_processor") and vlm.processor.num_image_tokens == 16
-    assert vlm.chat_text("x").startswith("<|im_start|>user\n<image>")
+    assert vlm.chat_text("x").startswith("<|im_start|>user <image>\nx<|im_end|>")
 
 
 def test_cli_optimizes_a_generic_family_at_its_image_size(tmp_path):
@@ -324,3 +324,4 @@ def test_cli_optimizes_a_generic_family_at_its_image_size(tmp_path):
     assert cfg["image_size"] == 64 and cfg["environment"]["fixed_layout"]["family"] == "Gemma3"
     rows = [json.loads(line) for line in (out / "results.jsonl").read_text().splitlines()]
     assert {r["source"] for r in rows} >= {"pixels-question", "pixels-question-png"}
+

@@ -4,7 +4,6 @@ run-directory plumbing (torchrun world, timings)."""
 from __future__ import annotations
 
 import sys
-import time
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated, Iterator, Optional
@@ -40,12 +39,36 @@ ImageSize = Annotated[Optional[int], typer.Option(
     "default 448; the generic families: default the processor's own, see the README's model table).")]
 AspectRatio = Annotated[Optional[str], typer.Option(
     help="hf LLaVA-1.5: pad (the official LLaVA code's, the default) or crop (the transformers processor's).")]
+Conversation = Annotated[Optional[str], typer.Option(
+    help="hf LLaVA-1.5: vicuna_v1 (the official LLaVA code's prompt, with its system line; the default) or hf "
+    "(llava-hf's chat template, as lmms-eval's llava_hf runs).")]
 GpusPerRank = Annotated[int, typer.Option(
     min=1, help="torchrun: GPUs per rank; the model is split over them (e.g. 8 GPUs as 4 ranks x 2).")]
-Seed = Annotated[int, typer.Option(help="Seed of everything random in the command.")]
 Quiet = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars.")]
 AllowEnvChange = Annotated[bool, typer.Option(
     help="Resume a run made under other library versions (recorded in config.json) instead of refusing.")]
+
+
+# --- options every command declares alike but describes in its own words: OPTION("help") ------------------------
+def _option(type_, *decls: str, **bounds):
+    """An option's type, flag and bounds, declared once; each command passes its help (and may tighten a bound)."""
+    def with_help(help: str, type=type_, **more):
+        return Annotated[type, typer.Option(*decls, help=help, **(bounds | more))]
+    return with_help
+
+
+BatchSize = _option(int, min=1)
+Limit = _option(Optional[int], min=1)
+Steps = _option(int, min=1)
+Lr = _option(Optional[float], min=0.0)
+Seed = _option(int)
+Encoders = _option(Optional[str])
+Param = _option(str)
+Method = _option(str)
+InputKind = _option(str, "--input")
+TextModel = _option(Optional[str])
+Compile = _option(bool, "--compile")
+EvalLimit = _option(int, min=1)
 
 
 def fail(err: Exception) -> None:
@@ -58,13 +81,19 @@ def fail(err: Exception) -> None:
 def user_errors(out: Optional[Path] = None) -> Iterator[None]:
     """Run a command's work: a user error (EXPECTED) becomes one red line and exit status 2; Ctrl-C says what the
     run directory `out` keeps and exits 130."""
+    from ..runs import interrupted, release_locks
+
     try:
         yield
     except EXPECTED as e:
+        interrupted("failed")
         fail(e)
     except KeyboardInterrupt:
+        interrupted()
         console.print(f"[bold yellow]interrupted:[/] {kept(out)}", highlight=False)
         raise typer.Exit(130) from None
+    finally:
+        release_locks()
 
 
 def kept(out: Optional[Path]) -> str:
@@ -73,9 +102,14 @@ def kept(out: Optional[Path]) -> str:
         return "nothing was written."
     from ..runs import read_rows
 
-    files = [out / "results.jsonl", *sorted(out.glob("results.rank*.jsonl"))]
-    n = len({(r["question_id"], r["source"]) for f in files if f.is_file() for r in read_rows(f)})
-    return f"{n} finished rows kept in {out}; rerun the same command to resume."
+    def count(run: Path) -> int:
+        files = [run / "results.jsonl", *sorted(run.glob("results.rank*.jsonl"))]
+        return len({(r["question_id"], r["source"]) for f in files if f.is_file() for r in read_rows(f)})
+
+    inner = [d for d in sorted(out.iterdir()) if (d / "config.json").is_file()]  # a study's benchmarks
+    n = count(out) + sum(count(d) for d in inner)
+    where = f"{out} ({', '.join(d.name for d in inner)})" if inner else str(out)
+    return f"{n} finished rows kept in {where}; rerun the same command to resume."
 
 
 def names(csv: Optional[str]) -> Optional[list[str]]:
@@ -103,9 +137,10 @@ def benchmark_options(name: str, data_dir: Optional[Path], subjects: Optional[st
 
 
 def model_options(device_map: Optional[str], image_size: Optional[int],
-                  image_aspect_ratio: Optional[str] = None) -> dict:
+                  image_aspect_ratio: Optional[str] = None, conversation: Optional[str] = None) -> dict:
     """Backend options from the command line (a backend that takes none of them refuses them by name)."""
-    opts = {"device_map": device_map, "image_size": image_size, "image_aspect_ratio": image_aspect_ratio}
+    opts = {"device_map": device_map, "image_size": image_size, "image_aspect_ratio": image_aspect_ratio,
+            "conversation": conversation}
     return {k: v for k, v in opts.items() if v is not None}
 
 
@@ -131,7 +166,11 @@ def open_run(out: Path, config: dict, overwrite: bool, world=None, allow_env_cha
     from ..distributed import SINGLE
     from ..distributed import open_run as open_for
 
-    return open_for(out, config, world or SINGLE, overwrite, allow_env_change)
+    world = world or SINGLE
+    run = open_for(out, config, world, overwrite, allow_env_change)
+    if world.main:  # timings.json records this call from now on, whether it finishes or not
+        run.start_invocation({"batch_size": run.config.get("batch_size"), "ranks": world.size})
+    return run
 
 
 def finish(run, world) -> list[dict]:
@@ -139,14 +178,14 @@ def finish(run, world) -> list[dict]:
     return run.merge() if world.distributed else run.rows()
 
 
-def write_timings(run, load_s: float, work_s: float, world) -> dict:
-    """Append this invocation to timings.json (its command line, batch size, model loading and work, the peak GPU
-    memory of rank 0's devices); `total` sums every invocation, so a resumed run keeps what the earlier ones took."""
+def write_timings(run, load_s: float, work_s: float, world, extra: Optional[dict] = None) -> dict:
+    """Complete this invocation's record in timings.json (`open_run` started it: its command line, batch size;
+    now its model loading and work, the peak GPU memory of rank 0's devices, and `extra`: e.g. the batch size
+    `--batch-size auto` chose and its measurements); `total` sums every invocation, so a resumed run keeps what the
+    earlier ones took, interrupted ones included."""
     import torch
 
-    t = {"started": time.strftime("%Y-%m-%dT%H:%M:%S", time.localtime(time.time() - load_s - work_s)),
-         "argv": " ".join(sys.argv[1:]), "batch_size": run.config.get("batch_size"), "load_s": round(load_s, 1),
-         "work_s": round(work_s, 1), "ranks": world.size}
+    t = {"load_s": round(load_s, 1), "work_s": round(work_s, 1), **(extra or {})}
     if torch.cuda.is_available():
         t["peak_gb"] = {i: round(torch.cuda.max_memory_allocated(i) / 2**30, 2)
                         for i in range(torch.cuda.device_count()) if torch.cuda.max_memory_allocated(i)}

@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 import time
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 
-from .common import (AllQuestions, AllowEnvChange, AspectRatio, BenchmarkName, Circular, Config, DataDir, Device,
-                     DeviceMap, Dtype, GpusPerRank, ImageSize, Model, Out, Overwrite, Quiet, Split, Subjects,
-                     benchmark_options, console, finish, loading, model_options, names, open_run, scale_out,
-                     user_errors, write_timings)
+from .common import (AllQuestions, AllowEnvChange, AspectRatio, BatchSize, BenchmarkName, Circular, Compile, Config,
+                     Conversation, DataDir, Device, DeviceMap, Dtype, GpusPerRank, ImageSize, Limit, Model, Out,
+                     Overwrite, Quiet, Seed, Split, Subjects, TextModel, benchmark_options, console, finish, loading, model_options,
+                     names, open_run, scale_out, user_errors, write_timings)
 
 
 def eval_cmd(
@@ -19,9 +19,9 @@ def eval_cmd(
     split: Split = None,
     conditions: Annotated[str, typer.Option(help="Comma-separated conditions (none: no image at all).")
                           ] = "real,none,blank,noise,wrong,blur,shuffle",
-    limit: Annotated[Optional[int], typer.Option(min=1, help="Evaluate the first N questions only.")] = None,
-    seed: Annotated[int, typer.Option(help="Seed of the conditions (noise, wrong, shuffle).")] = 0,
-    batch_size: Annotated[int, typer.Option(min=1, help="Questions per forward pass.")] = 32,
+    limit: Limit("Evaluate the first N questions only.") = None,
+    seed: Seed("Seed of the conditions (noise, wrong, shuffle).") = 0,
+    batch_size: BatchSize("Questions per forward pass.") = 32,
     scoring: Annotated[str, typer.Option(help="letter (option-letter probabilities) or generate (parsed answer).")
                        ] = "letter",
     data_dir: DataDir = None,
@@ -37,18 +37,18 @@ def eval_cmd(
     device_map: DeviceMap = None,
     image_size: ImageSize = None,
     image_aspect_ratio: AspectRatio = None,
+    conversation: Conversation = None,
     gpus_per_rank: GpusPerRank = 1,
-    compile: Annotated[bool, typer.Option("--compile", help="torch.compile the model's layers (GPU: ~1.3x faster "
-                                          "letter scoring on 7B after ~30 s of compiling; bench/RESULTS.md).")] = False,
-    text_model: Annotated[Optional[str], typer.Option(help="Base LLM scoring the same prompts as text (rows "
-                                                      "text-model, S_t): hf:<id or dir> (a causal LM), or demo.")
-                          ] = None,
+    compile: Compile("torch.compile the model's layers (GPU: ~1.3x faster letter scoring on 7B after ~30 s of "
+                     "compiling; bench/RESULTS.md).") = False,
+    text_model: TextModel("Base LLM scoring the same prompts as text (rows text-model, S_t): hf:<id or dir> (a "
+                          "causal LM), or demo.") = None,
     quiet: Quiet = False,
 ) -> None:
     """Evaluate a model on a benchmark under image conditions; writes OUT/results.jsonl and OUT/summary.json.
     Under `torchrun --nproc-per-node N -m mirage eval ...` the questions are sharded over the ranks."""
     from ..conditions import parse_conditions
-    from ..display import blind_table, summary_table
+    from ..display import blind_table, metrics_table, summary_table
     from ..errors import UsageError
     from ..evaluate import (SCORINGS, TEXT_MODEL, eval_config, evaluate_conditions, evaluate_text_model,
                             summarize_conditions)
@@ -70,13 +70,13 @@ def eval_cmd(
         run_config = eval_config(model, bench, conds, seed, limit, batch_size, scoring, text_model) | {
             "data_dir": str(data_dir) if data_dir else None, "subjects": names(subjects),
             "all_questions": all_questions,
-            "dtype": dtype, **model_options(device_map, image_size, image_aspect_ratio)} | {
+            "dtype": dtype, **model_options(device_map, image_size, image_aspect_ratio, conversation)} | {
             k: v for k, v in bench_options.items() if k not in ("data_dir", "subjects", "all_questions")}
         run = open_run(out, run_config, overwrite, world, allow_env_change)
         t0 = time.time()
         with loading():
             vlm = load_model(model, device=device, dtype=dtype, **scale_options,
-                             **model_options(device_map, image_size, image_aspect_ratio))
+                             **model_options(device_map, image_size, image_aspect_ratio, conversation))
             lm = load_text_model(text_model, device=device or vlm.device, dtype=parse_dtype(dtype)) if text_model \
                 else None
         t1 = time.time()
@@ -88,12 +88,14 @@ def eval_cmd(
         if lm is not None:
             evaluate_text_model(lm, bench, seed=seed, batch_size=batch_size, run=run, quiet=quiet, scoring=scoring,
                                 world=world)
-        names_ = {c.name for c in conds} | ({TEXT_MODEL} if text_model else set())
+        # the run's every source: a run grown by this call reports what it holds, not only what this call added
+        held = parse_conditions(",".join(run.stored_config.get("conditions", [c.name for c in conds])))
+        names_ = {c.name for c in held} | ({TEXT_MODEL} if run.stored_config.get("text_model") else set())
         rows = [r for r in finish(run, world) if r["source"] in names_]
     if not world.main:
         return
     write_timings(run, t1 - t0, time.time() - t1, world)
-    summary = summarize_conditions(rows, bench, conds)
+    summary = summarize_conditions(rows, bench, held)
     if "skipped_no_image" in summary:
         console.print(f"skipped, questions without an image: {summary['skipped_no_image']}")
     run.write_json("summary.json", summary)
@@ -102,4 +104,6 @@ def eval_cmd(
         console.print(summary_table(summary["circular"], title="circular: correct only when every rotation is"))
     if "blind" in summary:
         console.print(blind_table(summary["blind"]))
+    if "metrics" in summary:
+        console.print(metrics_table(summary["metrics"]))
     console.print(f"run directory: {out}")

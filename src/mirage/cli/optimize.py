@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import time
+from dataclasses import replace
 from typing import Annotated, Optional
 
 import typer
 
 from ..errors import UsageError
-from .common import (AllQuestions, AllowEnvChange, AspectRatio, BenchmarkName, DataDir, Device, DeviceMap, Dtype,
-                     GpusPerRank, ImageSize, Model, Out, Overwrite, Quiet, Split, Subjects, benchmark_options,
-                     console, finish, loading, model_options, names, open_run, scale_out, user_errors, write_timings)
+from .common import (AllQuestions, AllowEnvChange, AspectRatio, BatchSize, BenchmarkName, Compile, Conversation,
+                     DataDir, Device, DeviceMap, Dtype, Encoders, GpusPerRank, ImageSize, InputKind, Limit, Lr, Method,
+                     Model, Out, Overwrite, Param, Quiet, Seed, Split, Steps, Subjects, benchmark_options, console, finish, loading,
+                     model_options, names, open_run, scale_out, user_errors, write_timings)
 
 
 def own_options(input: str, goal: str, target: Optional[str], patch_size: Optional[int], method: str) -> dict:
@@ -31,25 +33,24 @@ def optimize_cmd(
     data_dir: DataDir = None,
     subjects: Subjects = None,
     all_questions: AllQuestions = False,
-    input: Annotated[str, typer.Option("--input", help="features, pixels, tokens, patch or generator.")] = "features",
-    param: Annotated[str, typer.Option(help="Pixel parameterization: raw, sigmoid or fourier.")] = "sigmoid",
+    input: InputKind("features, pixels, tokens, patch or generator.") = "features",
+    param: Param("Pixel parameterization: raw, sigmoid or fourier.") = "sigmoid",
     scope: Annotated[Optional[str], typer.Option(help="question (one input each) or universal (one for all); "
                                                  "default: universal for patch and generator, else question.")
                      ] = None,
-    encoders: Annotated[Optional[str], typer.Option(help="Optimize through these encoders only, e.g. clip,dino.")
-                        ] = None,
+    encoders: Encoders("Optimize through these encoders only, e.g. clip,dino.") = None,
     detach: Annotated[Optional[str], typer.Option(help="Encoders whose feature tensors stay frozen at their init.")
                       ] = None,
     objective: Annotated[str, typer.Option(help="ce (answer cross-entropy) or margin.")] = "ce",
-    steps: Annotated[int, typer.Option(min=1, help="Adam steps (per question, or universal steps).")] = 50,
-    lr: Annotated[Optional[float], typer.Option(min=0.0, help="Learning rate (default: the input's).")] = None,
+    steps: Steps("Adam steps (per question, or universal steps).") = 50,
+    lr: Lr("Learning rate (default: the input's).") = None,
     early_stop: Annotated[int, typer.Option(min=0, help="Stop a question once its margin held this many steps "
                                             "(0: off).")] = 3,
     train: Annotated[int, typer.Option(min=1, help="Universal: train on the first N questions, hold out the rest.")
                      ] = 500,
     accum: Annotated[int, typer.Option(min=1, help="Universal: mini-batches whose gradients are summed per step.")
                      ] = 1,
-    limit: Annotated[Optional[int], typer.Option(min=1, help="First N questions only.")] = None,
+    limit: Limit("First N questions only.") = None,
     quantize: Annotated[bool, typer.Option(help="Pixels: optimize the 8-bit image (straight-through rounding).")
                         ] = False,
     resolution: Annotated[Optional[int], typer.Option(min=8, help="Pixels: image side (default: largest encoder "
@@ -58,20 +59,24 @@ def optimize_cmd(
     target: Annotated[Optional[str], typer.Option(help="Patch, targeted: a letter (e.g. B) or 'wrong'.")] = None,
     patch_size: Annotated[Optional[int], typer.Option(min=4, help="Patch: side in pixels (default: 64/336 of the "
                                                       "input).")] = None,
-    method: Annotated[str, typer.Option(help="Generator: reinforce (policy gradient) or backprop (control).")
-                      ] = "reinforce",
+    method: Method("Generator: reinforce (policy gradient) or backprop (control).") = "reinforce",
     grad_checkpointing: Annotated[bool, typer.Option(help="Recompute activations in the backward pass.")] = False,
     offload_unused_encoders: Annotated[bool, typer.Option(help="Move encoders the input bypasses to the CPU.")
                                        ] = False,
-    compile: Annotated[bool, typer.Option("--compile", help="torch.compile the model's layers (GPU: ~1.4x faster "
-                                          "steps on 7B after a compile of ~10-20 s; bench/RESULTS.md).")] = False,
+    compile: Compile("torch.compile the model's layers (GPU: ~1.4x faster steps on 7B after a compile of ~10-20 s; "
+                     "bench/RESULTS.md).") = False,
     dtype: Dtype = None,
     device_map: DeviceMap = None,
     image_size: ImageSize = None,
     image_aspect_ratio: AspectRatio = None,
+    conversation: Conversation = None,
     gpus_per_rank: GpusPerRank = 1,
-    seed: Annotated[int, typer.Option(help="Seed of the inputs' starts and the training order.")] = 0,
-    batch_size: Annotated[int, typer.Option(min=1, help="Questions optimized together.")] = 16,
+    seed: Seed("Seed of the inputs' starts and the training order.") = 0,
+    batch_size: BatchSize("Questions optimized together, or auto: on a GPU the largest batch (and the memory "
+                          "switches only where needed) that one measured step shows to fit; on the CPU 16.",
+                          type=str, min=None) = "auto",
+    memory: Annotated[Optional[float], typer.Option(min=0.0, help="--batch-size auto: GiB to fit in (default: the "
+                                                    "GPU's free memory; on the CPU, measures a fit too).")] = None,
     out: Out = ...,
     overwrite: Overwrite = False,
     allow_env_change: AllowEnvChange = False,
@@ -81,7 +86,8 @@ def optimize_cmd(
     """Optimize inputs that make the model answer without a real image; writes rows, artifacts and PNG re-checks."""
     from ..benchmarks import load_benchmark
     from ..display import summary_table
-    from ..experiments import OptimizeSpec, apply_switches, run_input
+    from ..experiments import OptimizeSpec, apply_switches, own_loop, run_input
+    from ..experiments.fit import AUTO, fit_batch, parse_batch_size
     from ..models import load_model, parse_dtype
     from ..optimize import OptimizeConfig
     from ..stats import summarize
@@ -95,32 +101,47 @@ def optimize_cmd(
         spec = OptimizeSpec(input=input, scope=scope, param=param, encoders=names(encoders), detach=names(detach),
                             objective=objective, quantize=quantize, resolution=resolution, train=train,
                             options=own)
-        cfg = OptimizeConfig(steps=steps, lr=lr, batch_size=batch_size, early_stop=early_stop, seed=seed, accum=accum)
+        batch = parse_batch_size(batch_size)
+        if memory is not None and batch != AUTO:
+            raise UsageError("--memory applies to --batch-size auto")
+        cfg = OptimizeConfig(steps=steps, lr=lr, batch_size=batch if batch != AUTO else 16, early_stop=early_stop,
+                             seed=seed, accum=accum)
         with loading():
             bench = load_benchmark(benchmark, split=split, limit=limit,
                                    **benchmark_options(benchmark, data_dir, subjects, all_questions))
         spec_config = spec.to_config()
         if spec.scope == "question":
             spec_config.pop("train")  # only universal runs split the questions
-        config = {"command": "optimize", "model": model, "benchmark": benchmark, "split": bench.split, "limit": limit,
+        config = {"command": "optimize", "model": model, **bench.identity(), "split": bench.split, "limit": limit,
                   "n_questions": len(bench), "spec": spec_config, "steps": steps, "lr": lr,
                   "early_stop": early_stop, "seed": seed, "dtype": dtype, "batch_size": batch_size, "accum": accum,
                   "grad_checkpointing": grad_checkpointing, "offload_unused_encoders": offload_unused_encoders,
                   "compile": compile,
                   "data_dir": str(data_dir) if data_dir else None, "subjects": names(subjects),
-                  "all_questions": all_questions, **model_options(device_map, image_size, image_aspect_ratio)}
+                  "all_questions": all_questions, **model_options(device_map, image_size, image_aspect_ratio, conversation)}
         run = open_run(out, config, overwrite, world, allow_env_change)
         t0 = time.time()
         with loading():
             vlm = load_model(model, device=device, dtype=dtype, **scale_options,
-                             **model_options(device_map, image_size, image_aspect_ratio))
+                             **model_options(device_map, image_size, image_aspect_ratio, conversation))
         t1 = time.time()
-        apply_switches(vlm, spec, grad_checkpointing, offload_unused_encoders, compile)
+        fit = None
+        if batch == AUTO and own_loop(spec.input) is None:  # patch and generator take no --batch-size
+            fit = fit_batch(vlm, bench, spec, cfg, memory_gib=memory,
+                            fixed=cfg.batch_size if spec.scope == "universal" else None,
+                            grad_checkpointing=grad_checkpointing, offload=offload_unused_encoders)
+            cfg, spec = replace(cfg, batch_size=fit.batch_size), fit.spec(spec, vlm)
+            if world.main:
+                console.print(fit.describe(), highlight=False)
+        else:
+            apply_switches(vlm, spec, grad_checkpointing, offload_unused_encoders)
+        apply_switches(vlm, spec, compile=compile)
         run_input(vlm, bench, spec, cfg, run, quiet=quiet, world=world)
         rows = finish(run, world)
     if not world.main:
         return
-    write_timings(run, t1 - t0, time.time() - t1, world)
+    write_timings(run, t1 - t0, time.time() - t1, world,
+                  {"batch_size": cfg.batch_size, **({"auto": fit.record()} if fit else {})})
     summary = summarize(rows)
     run.write_json("summary.json", summary)
     console.print(summary_table(summary, title=f"{spec.source}: {model} on {benchmark}/{bench.split}"))

@@ -8,8 +8,8 @@ from typing import Annotated, Optional
 import typer
 from rich.table import Table
 
-from .common import (AllowEnvChange, BenchmarkName, Device, Model, Out, Overwrite, Quiet, Split, console, loading,
-                     user_errors)
+from .common import (AllowEnvChange, BatchSize, BenchmarkName, Device, InputKind, Limit, Model, Out, Overwrite, Quiet,
+                     Seed, Split, Steps, console, loading, user_errors)
 
 
 def _inputs(specs: list[str]) -> dict:
@@ -63,10 +63,10 @@ def transfer_cmd(
     benchmark: Annotated[list[str], typer.Option("--benchmark", help="Benchmark to evaluate on; repeat for more.")
                          ] = ["shapes"],
     split: Annotated[Optional[str], typer.Option(help="Split of every benchmark (default: each one's own).")] = None,
-    limit: Annotated[Optional[int], typer.Option(min=1, help="First N questions of each benchmark.")] = None,
+    limit: Limit("First N questions of each benchmark.") = None,
     by_type: Annotated[bool, typer.Option(help="Split each benchmark into one benchmark per question type.")] = False,
     model: Model = "demo",
-    batch_size: Annotated[int, typer.Option(min=1, help="Questions per forward pass.")] = 32,
+    batch_size: BatchSize("Questions per forward pass.") = 32,
     out: Out = ...,
     overwrite: Overwrite = False,
     allow_env_change: AllowEnvChange = False,
@@ -81,8 +81,10 @@ def transfer_cmd(
     with user_errors(out):
         inputs = _inputs(from_)
         benches = _benches(benchmark, split, limit, by_type)
+        files = {b.ref: b.digest for b in benches.values() if b.digest}  # file:/spec: benchmarks by content
         config = {"command": "transfer", "model": model, "inputs": {k: str(v) for k, v in inputs.items()},
-                  "benchmarks": benchmark, "split": split, "limit": limit, "by_type": by_type}
+                  "benchmarks": benchmark, "split": split, "limit": limit, "by_type": by_type,
+                  **({"benchmark_files": files} if files else {})}
         run = RunDir.open(out, config, overwrite=overwrite, allow_env_change=allow_env_change)
         with loading():
             vlm = load_model(model, device=device)
@@ -92,17 +94,16 @@ def transfer_cmd(
 
 
 def transfer_types_cmd(
-    input: Annotated[str, typer.Option("--input", help="Universal input trained per question type: features, "
-                                       "pixels or tokens.")] = "features",
-    steps: Annotated[int, typer.Option(min=1, help="Adam steps of each type's universal input.")] = 50,
+    input: InputKind("Universal input trained per question type: features, pixels or tokens.") = "features",
+    steps: Steps("Adam steps of each type's universal input.") = 50,
     train_fraction: Annotated[float, typer.Option(min=0.01, max=0.99, help="Share of each type's questions to "
                                                   "train on.")] = 0.5,
     benchmark: BenchmarkName = "shapes",
     split: Split = None,
-    limit: Annotated[Optional[int], typer.Option(min=2, help="First N questions only.")] = None,
+    limit: Limit("First N questions only.", min=2) = None,
     model: Model = "demo",
-    batch_size: Annotated[int, typer.Option(min=1, help="Questions per training step.")] = 16,
-    seed: Annotated[int, typer.Option(help="Seed of the inputs' starts and the training order.")] = 0,
+    batch_size: BatchSize("Questions per training step.") = 16,
+    seed: Seed("Seed of the inputs' starts and the training order.") = 0,
     out: Out = ...,
     overwrite: Overwrite = False,
     allow_env_change: AllowEnvChange = False,
@@ -121,7 +122,7 @@ def transfer_types_cmd(
         with loading():
             bench = load_benchmark(benchmark, split=split, limit=limit)
         config = {"command": "transfer-types", "model": model, "input": input, "steps": steps,
-                  "train_fraction": train_fraction, "benchmark": benchmark, "split": bench.split, "limit": limit,
+                  "train_fraction": train_fraction, **bench.identity(), "split": bench.split, "limit": limit,
                   "seed": seed, "batch_size": batch_size}
         run = RunDir.open(out, config, overwrite=overwrite, allow_env_change=allow_env_change)
         with loading():

@@ -104,6 +104,31 @@ def apply_switches(model: VLM, spec: OptimizeSpec, grad_checkpointing: bool = Fa
             raise UsageError(f"--compile: {type(model).__name__} has no repeated blocks to compile")
 
 
+def clear_switches(model: VLM) -> None:
+    """Undo `apply_switches`' memory switches: checkpointing off, every encoder back on the model's device, eval
+    mode (`experiments.fit` tries them one after another on the same model)."""
+    lm = getattr(model, "lm", None) or getattr(model, "model", None)
+    for m in [lm, *getattr(model, "vision", {}).values()]:
+        inner = getattr(m, "model", m)
+        if m is not None and getattr(inner, "supports_gradient_checkpointing", False):
+            off = getattr(inner, "activation_checkpointing_disable", None) or inner.gradient_checkpointing_disable
+            off()
+    onload(model)
+    model.eval()
+
+
+def onload(model: VLM) -> None:
+    """Encoders offloaded by `apply_switches` back on the model's device."""
+    for tower in getattr(model, "vision", {}).values():
+        tower.to(model.device)
+
+
+def spec_input(model: VLM, spec: OptimizeSpec, cfg: OptimizeConfig, slots: int, ref: Reference):
+    """The input `spec` optimizes, with `slots` parameter slots."""
+    return build_input(spec.input, model, slots, ref, param=spec.param, encoders=spec.encoders, detach=spec.detach,
+                       quantize=spec.quantize, resolution=spec.resolution, seed=cfg.seed, **spec.options)
+
+
 def png_condition(run: RunDir, source: str, universal: bool) -> Condition:
     """A condition showing each question its saved PNG (or the one universal PNG), read from disk."""
     def make(q: Question, ctx: ConditionContext) -> Image.Image:
@@ -123,24 +148,24 @@ def run_optimization(model: VLM, bench: Benchmark, spec: OptimizeSpec, cfg: Opti
     check_prompts(model, bench, world=world)
     ref = ref or Reference.from_benchmark(model, bench)
     objective = OBJECTIVES.get(spec.objective)
-    opts = dict(param=spec.param, encoders=spec.encoders, detach=spec.detach, quantize=spec.quantize,
-                resolution=spec.resolution, seed=cfg.seed, **spec.options)
     lr = cfg.lr if cfg.lr is not None else default_lr(spec.input, spec.param)  # 0 is a value: no update
     source = spec.source
     if spec.scope == "question":
-        inp = build_input(spec.input, model, cfg.batch_size, ref, **opts)
+        inp = spec_input(model, spec, cfg, cfg.batch_size, ref)
         optimize_questions(model, bench, inp, objective, cfg, source, run, lr, quiet, world)
         if spec.input == "pixels":
+            onload(model)  # the re-check runs every encoder on the real processor's output
             evaluate_conditions(model, bench, [png_condition(run, source, False)], run=run, quiet=quiet, world=world)
         return [r for r in run.rows() if r["source"] in (source, sources.png(source))]
     check_train(spec.train, len(bench))
     train, held_out = bench.questions[: spec.train], bench.questions[spec.train :]
-    inp = build_input(spec.input, model, 1, ref, **opts)
+    inp = spec_input(model, spec, cfg, 1, ref)
     optimize_universal(model, bench, train, inp, objective, cfg, source, run, lr, quiet, world=world)
     with torch.no_grad():
         universal_rows(model, bench, held_out, inp, objective, source, run, cfg.batch_size, world)
         universal_rows(model, bench, train, inp, objective, sources.train(source), run, cfg.batch_size, world)
     if spec.input == "pixels":
+        onload(model)
         evaluate_conditions(model, replace(bench, questions=list(held_out)), [png_condition(run, source, True)],
                             run=run, quiet=quiet, world=world)
     names = {source, sources.train(source), sources.png(source)}

@@ -279,11 +279,14 @@ def run_study(model: str = "demo", benchmarks: str | Sequence[str] = "shapes", p
               "plan": asdict(plan), "batch_size": plan.batch_size, **identity}
     study = open_run(out, config, world, overwrite, allow_env_change)
     runs = {name: open_run(out / dirs[name], {  # every benchmark's directory checked before any work
-        "command": "study", "model": model, "benchmark": name, "split": bench.split, "limit": limit,
+        "command": "study", "model": model, **bench.identity(), "split": bench.split, "limit": limit,
         "n_questions": len(bench), "seed": seed, "plan": asdict(plan), "batch_size": plan.batch_size,
         "preset": preset, "text_model": text_model, **options.get(name, {}), **identity}, world, overwrite,
         allow_env_change)
         for name, bench in benches.items()}
+    if world.main:  # timings.json records this call from now on, whether it finishes or not
+        for run in runs.values():
+            run.start_invocation({"batch_size": plan.batch_size})
     with loading_user_input():
         vlm = load_model(model, device=device, **load_options)
     parts = study_parts(plan, [s.name for s in vlm.encoders], seed, text_model)
@@ -315,6 +318,7 @@ def run_parts(model: VLM, bench: Benchmark, run: RunDir, parts: Sequence[Part], 
         t = time.time()
         RUNNERS[part.experiment](model, bench.subset(part.n), run, ref, quiet, world, **part.settings)
         timings[part.name] = round(time.time() - t, 1)
+        run.tick(parts=timings)  # timings.json: the parts this call finished, should it be interrupted
     return timings
 
 

@@ -40,6 +40,10 @@ class SplicedVLM(VLM):
         """`chat_text`'s conversation with the assistant's turn answering `answer` (where the letters are read)."""
         return self.render(image_turn(prompt, answer), False)
 
+    def text_ids(self, text: str) -> list[int]:
+        """A chat text's token ids as the model's processor gives them (placeholders not expanded)."""
+        return chat_ids(self.tokenizer, text)
+
     def embed(self, input_ids: Tensor) -> Tensor:
         raise NotImplementedError
 
@@ -61,7 +65,7 @@ class SplicedVLM(VLM):
             cache.clear()
         for p in prompts:
             if (p, image) not in cache:
-                cache[p, image] = chat_ids(self.tokenizer, self.chat_text(p, image))
+                cache[p, image] = self.text_ids(self.chat_text(p, image))
         counts = 0 if not image else self.num_image_tokens if counts is None else counts
         out = build_sequences(self.tokenizer, [cache[p, image] for p in prompts], targets, self.image_token_id, counts)
         return tuple(on_device(t, self.device) for t in out)
@@ -197,6 +201,7 @@ def chat_letter_ids(model, n: int) -> list[int]:
         raise ValueError(f"{n} choices: at most {len(LETTERS)} letters")
     if not hasattr(model, "_letters"):
         letters = list(LETTERS)
-        model._letters = answer_ids(model.tokenizer, model.chat_text("x"),
+        ids = getattr(model, "text_ids", None) or (lambda text: chat_ids(model.tokenizer, text))
+        model._letters = answer_ids(ids, model.chat_text("x"),
                                     [model.answered_text("x", a) for a in letters], letters)
     return model._letters[:n]

@@ -37,9 +37,12 @@ def environment() -> Environment:
 
 
 def benchmark_title(config: dict) -> str:
-    """`shapes/test`; a `file:` set has no split of its own, so just its file (not `file:x.jsonl/file`)."""
-    name, split = config.get("benchmark", "?"), config.get("split", "?")
-    return name if split == "file" or str(name).startswith("file:") else f"{name}/{split}"
+    """`shapes/test`; a `file:`/`spec:` benchmark by its file's name (config.json holds the whole path); a `file:`
+    set has no split of its own, so just its file (not `x/file`)."""
+    name, split = str(config.get("benchmark", "?")), config.get("split", "?")
+    if name.startswith(("file:", "spec:")):
+        name = Path(name[len("file:"):]).stem
+    return name if split == "file" or config.get("benchmark", "").startswith("file:") else f"{name}/{split}"
 
 
 def run_facts(data: RunData) -> list[tuple[str, str]]:
