@@ -193,6 +193,10 @@ class RunDir:
             )
 
         try:
+            if not run.path.exists():
+                _STARTED[run.path.resolve()] = True  # made by this call: removed whole if the start fails
+            else:
+                _STARTED.setdefault(run.path.resolve(), False)
             run.path.mkdir(parents=True, exist_ok=True)
             if lock:
                 lock_run(run.path)
@@ -315,8 +319,10 @@ class RunDir:
         for inv in log["invocations"]:
             if inv.get("status") == "running":
                 inv["status"] = "killed"
+        torch = sys.modules.get("torch")  # the thread count chosen at start-up from the machine's load
         self._invocation = {"started": time.strftime("%Y-%m-%dT%H:%M:%S"), "argv": " ".join(sys.argv[1:]),
-                            "pid": os.getpid(), "status": "running", "elapsed_s": 0.0, **(record or {})}
+                            "pid": os.getpid(), "status": "running", "elapsed_s": 0.0,
+                            **({"threads": torch.get_num_threads()} if torch else {}), **(record or {})}
         self._t0 = self._ticked = time.time()
         self._index = len(log["invocations"])  # its place in the log (this process holds the run's lock)
         self._write_timings(log["invocations"] + [self._invocation])
@@ -433,10 +439,29 @@ def lock_run(path: Path) -> None:
     _LOCKS[path] = fd
 
 
+_STARTED: dict[Path, bool] = {}  # runs this process started afresh -> whether it made the directory too
+
+
+def discard_unstarted() -> None:
+    """A command failed (or was interrupted) before any work: the runs it started afresh hold only what starting
+    wrote (config.json, the lock, timings.json); remove that, and a directory it made, so no config-only directory
+    is left behind to be mistaken for a run."""
+    for path, made in list(_STARTED.items()):
+        del _STARTED[path]
+        run = RunDir(path)
+        if not path.is_dir() or run.holds_work():
+            continue
+        for name in (CONFIG, TIMINGS, LOCK):
+            (path / name).unlink(missing_ok=True)
+        if made and not any(path.iterdir()):
+            path.rmdir()
+
+
 def release_locks() -> None:
     """The command is done: let other processes write the runs this one held."""
     import fcntl
 
+    _STARTED.clear()
     for path in list(_LOCKS):
         fd = _LOCKS.pop(path)
         fcntl.flock(fd, fcntl.LOCK_UN)

@@ -144,3 +144,56 @@ def test_a_finished_run_grows_by_sources_and_questions_and_refuses_other_meaning
     for flags, key in ((["--seed", "1"], "seed:"), (["--scoring", "generate"], "scoring:")):
         res = run(*base, "--conditions", "real", "--limit", "2", *flags)
         assert res.exit_code == 2 and key in one_line(res) and "A run takes more conditions" in one_line(res)
+
+
+def test_tracebacks_that_are_now_one_line(shapes_cli, tmp_path, monkeypatch):
+    import huggingface_hub.constants
+    import torch
+    from transformers import LlavaConfig
+
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)  # no network in tests (and none here)
+    LlavaConfig().save_pretrained(tmp_path / "llava")  # a VLM's config: enough to be told it is no causal LM
+    (tmp_path / "afile").write_text("x")
+    model = f"demo:{shapes_cli}"
+    cases = [(["eval", "--device", "gpu"], "--device 'gpu': not a device torch knows"),
+             (["eval", "--out", tmp_path / "afile" / "sub"], "a path above it is a file"),
+             (["report", tmp_path / "afile"], "is a file: give a run or study directory"),
+             (["eval", "--model", model, "--text-model", f"hf:{tmp_path / 'llava'}"], "'llava' model is not a causal"),
+             (["eval", "--model", f"hf:{tmp_path / 'llava'}", "--text-model", "demo"], "reads only ShapesQA's words"),
+             (["eval", "--model", model, "--text-model", "hf:no-such-org/no-such-lm"], "`hf download no-such-org")]
+    if not torch.cuda.is_available():
+        cases.append((["eval", "--device", "cuda"], "--device cuda: this torch was built without CUDA"))
+    for args, message in cases:
+        out = [] if "--out" in args or args[0] == "report" else ["--out", tmp_path / "r"]
+        res = run(*args, *out, "--limit", "2", "-q") if args[0] == "eval" else run(*args)
+        assert res.exit_code == 2 and message in one_line(res), (args, res.output)
+        assert "Traceback" not in res.output
+        assert not (tmp_path / "r").exists(), args  # a failed start leaves no config-only directory
+
+
+def test_optimize_caps_its_batch_skips_imageless_questions_and_reads_a_bom(shapes_cli, small_bench, tmp_path):
+    path = write_set(small_bench.questions[:3], tmp_path / "set")
+    lines = path.read_text().splitlines()
+    lines[2] = json.dumps({k: v for k, v in json.loads(lines[2]).items() if k != "image"})  # a text-only question
+    path.write_bytes(b"\xef\xbb\xbf" + ("\n".join(lines) + "\n").encode())  # as Excel writes UTF-8
+    res = run("optimize", "--model", f"demo:{shapes_cli}", "--benchmark", f"file:{path}", "--input", "pixels",
+              "--batch-size", "100000000", "--steps", "1", "--out", tmp_path / "r", "-q")
+    assert res.exit_code == 0, res.output  # was: 4.9 TB asked for, and "need at least one array to stack"
+    assert "skipped 1 of 3 questions without an image" in one_line(res)
+    assert {r["question_id"] for r in rows(tmp_path / "r")} == {q.id for q in small_bench.questions[:2]}
+    # a truncated image is refused when the set is loaded, not midway through every resume
+    png = tmp_path / "set" / f"{small_bench.questions[0].id}.png"
+    png.write_bytes(png.read_bytes()[:200])
+    res = run("eval", "--benchmark", f"file:{path}", "--out", tmp_path / "e", "-q")
+    assert res.exit_code == 2 and "line 1" in one_line(res) and "cannot read image file" in one_line(res)
+
+
+def test_ctrl_c_of_a_study_counts_the_rows_of_its_benchmarks(tmp_path):
+    from mirage.cli.common import kept
+
+    (tmp_path / "config.json").write_text("{}")
+    (tmp_path / "shapes").mkdir()
+    (tmp_path / "shapes" / "config.json").write_text("{}")
+    (tmp_path / "shapes" / "results.jsonl").write_text(
+        "".join(json.dumps({"question_id": f"q{i}", "source": "real"}) + "\n" for i in range(3)))
+    assert kept(tmp_path).startswith(f"3 finished rows kept in {tmp_path} (shapes)")  # was: 0

@@ -623,3 +623,45 @@ def test_llava_official_conversation_equals_the_official_code(legacy, tmp_path, 
             inputs = reference("llava", processor, hf.model, p, image)
             theirs = hf.model(**inputs).logits[0, -1, hf.letter_ids(n[row])]
             torch.testing.assert_close(ours[row, : n[row]], theirs, atol=1e-4, rtol=1e-4)
+
+
+def chatml_qwen_1_5_prompt(question: str, answer: str | None = None) -> str:
+    """LLaVA-VL/LLaVA-NeXT llava/conversation.py: conv_qwen ("qwen_1_5") through get_prompt's CHATML branch."""
+    system, roles, sep = "<|im_start|>system\nYou are a helpful assistant.", ("<|im_start|>user", "<|im_start|>assistant"), \
+        "<|im_end|>"
+    ret = "" if system == "" else system + sep + "\n"
+    for role, message in [(roles[0], question), (roles[1], answer)]:
+        ret += role + "\n" + message + sep + "\n" if message else role + "\n"
+    return ret
+
+
+def test_onevision_official_conversation_equals_lmms_evals_prompt(tmp_path, sqa_bench):
+    """`--conversation qwen_1_5` for LLaVA-OneVision: lmms-eval's llava_onevision prompt (`<image>\\n` + question in
+    conv_qwen, tokenized by tokenizer_image_token); the image tokens are transformers' (its processor's expansion,
+    the model's features): `real` and `none` letter logits equal that reference."""
+    d, processor = save("llava_onevision", tmp_path)
+    vlm = load_model(f"hf:{d}", device="cpu", conversation="qwen_1_5")
+    tok = processor.tokenizer
+    qs = sqa_bench.questions[:2]
+    prompts, n = [sqa_bench.prompt(q) for q in qs], [len(q.choices) for q in qs]
+    real = vlm.choice_logits(prompts, vlm.visual_from_images([q.image() for q in qs]), n)
+    none = vlm.choice_logits(prompts, Visual.none(), n)
+    for row, (p, q) in enumerate(zip(prompts, qs)):
+        for ours, image in ((real, q.image()), (none, None)):
+            question = "<image>\n" + p if image is not None else p
+            ids = tokenizer_image_token(chatml_qwen_1_5_prompt(question), tok)
+            letters = [tokenizer_image_token(chatml_qwen_1_5_prompt(question, a), tok)[len(ids)] for a in "ABCD"[: n[row]]]
+            if image is None:
+                inputs = {"input_ids": torch.tensor([ids])}
+            else:
+                inputs = processor(text=[chatml_qwen_1_5_prompt(question)], images=[[image.convert("RGB")]],
+                                   return_tensors="pt")
+                expanded = inputs["input_ids"][0].tolist()
+                image_id = tok.convert_tokens_to_ids("<image>")
+                folded = [-200 if t == image_id else t for i, t in enumerate(expanded)
+                          if t != image_id or expanded[i - 1] != image_id]
+                assert folded == ids  # the processor's text ids are tokenizer_image_token's
+            theirs = vlm.model(**inputs).logits[0, -1, letters]
+            torch.testing.assert_close(ours[row, : n[row]], theirs, atol=1e-4, rtol=1e-4)
+    with pytest.raises(ValueError, match="'vicuna_v1' does not apply to 'llava_onevision'.*hf, qwen_1_5"):
+        load_model(f"hf:{d}", device="cpu", conversation="vicuna_v1")

@@ -60,6 +60,8 @@ def to_rgb(im: Image.Image, question_id: str = "?") -> Image.Image:
 
 def open_image(ref: ImageRef, question_id: str) -> Image.Image:
     """Decode one stored image as RGB (`to_rgb`), naming the question (and file) when it cannot be read."""
+    import warnings
+
     where = f"file {str(ref)!r}" if isinstance(ref, (str, Path)) else "embedded image bytes"
     if not isinstance(ref, (bytes, str, Path)):
         try:
@@ -68,8 +70,24 @@ def open_image(ref: ImageRef, question_id: str) -> Image.Image:
             raise ImageLoadError(f"question {question_id!r}: cannot make {ref}: {e}") from e
     try:
         src = io.BytesIO(ref) if isinstance(ref, bytes) else ref
-        with Image.open(src) as im:
-            return to_rgb(im, question_id)
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            try:
+                with Image.open(src) as im:
+                    return to_rgb(im, question_id)
+            except Image.DecompressionBombWarning:  # said as one line, once, not as Python's raw warning
+                pass
+        _warn_once("large", f"question {question_id!r}: image {where} has more pixels than Pillow's "
+                   f"decompression-bomb limit ({Image.MAX_IMAGE_PIXELS:,}); read anyway, but each condition costs "
+                   "time and memory in proportion (blur: an FFT at full size)")
+        if isinstance(src, io.BytesIO):
+            src.seek(0)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            with Image.open(src) as im:
+                return to_rgb(im, question_id)
+    except Image.DecompressionBombError as e:  # over twice the limit: Pillow refuses to decode it
+        raise ImageLoadError(f"question {question_id!r}: image {where} is too large to decode ({e})") from e
     except (FileNotFoundError, IsADirectoryError) as e:
         raise ImageLoadError(f"question {question_id!r}: image {where} does not exist") from e
     except (UnidentifiedImageError, OSError, ValueError) as e:

@@ -40,8 +40,9 @@ ImageSize = Annotated[Optional[int], typer.Option(
 AspectRatio = Annotated[Optional[str], typer.Option(
     help="hf LLaVA-1.5: pad (the official LLaVA code's, the default) or crop (the transformers processor's).")]
 Conversation = Annotated[Optional[str], typer.Option(
-    help="hf LLaVA-1.5: vicuna_v1 (the official LLaVA code's prompt, with its system line; the default) or hf "
-    "(llava-hf's chat template, as lmms-eval's llava_hf runs).")]
+    help="hf: the prompt. hf (the processor's chat template; the default except for LLaVA-1.5) or an official "
+    "conversation: vicuna_v1 (LLaVA-1.5's official code, with its system line; its default), qwen_1_5 "
+    "(LLaVA-OneVision's official code, as lmms-eval's llava_onevision runs).")]
 GpusPerRank = Annotated[int, typer.Option(
     min=1, help="torchrun: GPUs per rank; the model is split over them (e.g. 8 GPUs as 4 ranks x 2).")]
 Quiet = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars.")]
@@ -60,7 +61,13 @@ def _option(type_, *decls: str, **bounds):
 BatchSize = _option(int, min=1)
 Limit = _option(Optional[int], min=1)
 Steps = _option(int, min=1)
-Lr = _option(Optional[float], min=0.0)
+def _positive(value: Optional[float]) -> Optional[float]:
+    if value is not None and value <= 0:  # Adam at lr 0 never moves the input: a run that only looks like one
+        raise typer.BadParameter(f"{value} is not > 0")
+    return value
+
+
+Lr = _option(Optional[float], callback=_positive)
 Seed = _option(int)
 Encoders = _option(Optional[str])
 Param = _option(str)
@@ -81,15 +88,17 @@ def fail(err: Exception) -> None:
 def user_errors(out: Optional[Path] = None) -> Iterator[None]:
     """Run a command's work: a user error (EXPECTED) becomes one red line and exit status 2; Ctrl-C says what the
     run directory `out` keeps and exits 130."""
-    from ..runs import interrupted, release_locks
+    from ..runs import discard_unstarted, interrupted, release_locks
 
     try:
         yield
     except EXPECTED as e:
         interrupted("failed")
+        discard_unstarted()
         fail(e)
     except KeyboardInterrupt:
         interrupted()
+        discard_unstarted()
         console.print(f"[bold yellow]interrupted:[/] {kept(out)}", highlight=False)
         raise typer.Exit(130) from None
     finally:
@@ -150,7 +159,10 @@ def scale_out(device: Optional[str], gpus_per_rank: int):
     import torch
 
     from ..distributed import init_world
+    from ..models import parse_device
 
+    if device is not None:
+        parse_device(device)  # refused before anything is written
     world = init_world()
     options = {}
     if torch.cuda.is_available() and device is None and (world.distributed or gpus_per_rank > 1):

@@ -54,7 +54,7 @@ def eval_cmd(
                             summarize_conditions)
     from ..benchmarks import load_benchmark
     from ..models import load_model, parse_dtype
-    from ..models.text_lm import load_text_model
+    from ..models.text_lm import check_text_model, load_text_model
 
     with user_errors(out):
         world, device, scale_options = scale_out(device, gpus_per_rank)
@@ -62,6 +62,7 @@ def eval_cmd(
         with loading():
             parse_dtype(dtype)  # refused before anything is written
         conds = parse_conditions(conditions)
+        check_text_model(text_model, model)
         if scoring not in SCORINGS:  # refused before the model loads
             raise UsageError(f"--scoring: unknown scoring {scoring!r} (allowed: {', '.join(SCORINGS)})")
         with loading():

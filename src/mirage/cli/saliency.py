@@ -47,7 +47,13 @@ def saliency_cmd(
         with loading():
             vlm = load_model(model, device=device, dtype=dtype)
         summary = run_saliency(vlm, bench, run, method, limit, per_encoder, batch_size, cfg, quiet)
-    console.print(saliency_table(summary, f"saliency: {model} on {benchmark}/{bench.split}"))
+    if any(per for per in summary.values()):
+        console.print(saliency_table(summary, f"saliency: {model} on {benchmark}/{bench.split}"))
+    elif not any(q.images for q in bench):
+        console.print(f"no maps: none of the questions of {benchmark} has an image")
+    else:  # the pointing game needs each question's target box, which only ShapesQA records
+        console.print(f"no pointing-game figures: the questions of {benchmark} have no target box (ShapesQA's do); "
+                      f"the maps are in {out / 'artifacts'}")
     console.print(f"run directory: {out}")
 
 

@@ -74,12 +74,13 @@ def transfer_cmd(
     quiet: Quiet = False,
 ) -> None:
     """Evaluate universal inputs trained on one benchmark on others, beside blank: writes OUT/transfer.json."""
-    from ..experiments.transfer import transfer_matrix
+    from ..experiments.transfer import check_trained_for, transfer_matrix
     from ..models import load_model
     from ..runs import RunDir
 
     with user_errors(out):
         inputs = _inputs(from_)
+        check_trained_for(inputs, model)
         benches = _benches(benchmark, split, limit, by_type)
         files = {b.ref: b.digest for b in benches.values() if b.digest}  # file:/spec: benchmarks by content
         config = {"command": "transfer", "model": model, "inputs": {k: str(v) for k, v in inputs.items()},

@@ -138,19 +138,35 @@ def png_condition(run: RunDir, source: str, universal: bool) -> Condition:
     return Condition(sources.png(source), make)
 
 
+def with_images(bench: Benchmark, what: str) -> Benchmark:
+    """The questions an optimized input can stand in for: those with an image (a text-only question has no image
+    to replace, as the image conditions skip it); the rest are skipped and said so, none left is refused."""
+    kept = [q for q in bench.questions if q.images]
+    if len(kept) == len(bench.questions):
+        return bench
+    if not kept:
+        raise UsageError(f"{what}: none of the {len(bench)} questions of {bench.name} has an image to replace")
+    from ..progress import warn
+
+    warn(f"{what}: skipped {len(bench) - len(kept)} of {len(bench)} questions without an image (as the image "
+         "conditions skip them)")
+    return replace(bench, questions=kept)
+
+
 def run_optimization(model: VLM, bench: Benchmark, spec: OptimizeSpec, cfg: OptimizeConfig, run: RunDir,
                      ref: Reference | None = None, quiet: bool = True, world: World = SINGLE) -> list[dict]:
     """Run `spec` (an input of `optimize`'s loops: features, pixels, tokens) on `bench` into `run`; returns all rows
     it produced (resumes from rows already in `run`). Under torchrun (`world`), questions are sharded and universal
     gradients summed across ranks. `mirage.experiments.run_input` dispatches every `--input`, patch and generator
     included."""
-    bench = bench.for_model(model)
+    bench = with_images(bench.for_model(model), f"--input {spec.input}")
     check_prompts(model, bench, world=world)
     ref = ref or Reference.from_benchmark(model, bench)
     objective = OBJECTIVES.get(spec.objective)
     lr = cfg.lr if cfg.lr is not None else default_lr(spec.input, spec.param)  # 0 is a value: no update
     source = spec.source
     if spec.scope == "question":
+        cfg = replace(cfg, batch_size=min(cfg.batch_size, len(bench)))  # slots are allocated: no more than questions
         inp = spec_input(model, spec, cfg, cfg.batch_size, ref)
         optimize_questions(model, bench, inp, objective, cfg, source, run, lr, quiet, world)
         if spec.input == "pixels":
@@ -159,6 +175,7 @@ def run_optimization(model: VLM, bench: Benchmark, spec: OptimizeSpec, cfg: Opti
         return [r for r in run.rows() if r["source"] in (source, sources.png(source))]
     check_train(spec.train, len(bench))
     train, held_out = bench.questions[: spec.train], bench.questions[spec.train :]
+    cfg = replace(cfg, batch_size=min(cfg.batch_size, len(train)))  # a step sees each train question once at most
     inp = spec_input(model, spec, cfg, 1, ref)
     optimize_universal(model, bench, train, inp, objective, cfg, source, run, lr, quiet, world=world)
     with torch.no_grad():
