@@ -9,7 +9,7 @@ def summary_table(summary: dict, title: str | None = None) -> Table:
     """Source, n, accuracy, 95% interval, per question type, and the paired test against `real`."""
     types = sorted({t for by in summary.get("by_type", {}).values() for t in by})
     table = Table(title=title)
-    for col in ("source", "n", "accuracy", "95% CI", *types, "vs real (p)"):
+    for col in ("source", "n", "accuracy", "95% CI", *(t or "(no type)" for t in types), "vs real (p)"):
         table.add_column(col, justify="left" if col == "source" else "right")
     for src, n in summary["n"].items():
         lo, hi = summary["ci95"][src]

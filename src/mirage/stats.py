@@ -153,3 +153,23 @@ def summarize(rows: Iterable[dict]) -> dict:
             paired[base] = {**test, "p": _sig(test["p"]), "difference": diff["difference"], "ci95": diff["ci95"]}
         out["paired"][source] = paired
     return out
+
+
+def compare_runs(rows_a: Iterable[dict], rows_b: Iterable[dict]) -> dict[str, dict]:
+    """Two runs (two models, or one model twice) on the same questions: per source both have, the accuracy of each
+    on the questions both answered, the paired difference a - b (Newcombe interval) and McNemar's exact test."""
+    def correct(rows) -> dict[str, dict[str, bool]]:
+        out: dict[str, dict[str, bool]] = {}
+        for r in rows:
+            out.setdefault(r["source"], {}).setdefault(r["question_id"], bool(r["correct"]))
+        return out
+
+    a, b = correct(rows_a), correct(rows_b)
+    out = {}
+    for source in [s for s in a if s in b]:
+        shared = sorted(a[source].keys() & b[source].keys(), key=str)
+        if not shared:
+            continue
+        x, y = [a[source][q] for q in shared], [b[source][q] for q in shared]
+        out[source] = {"n": len(shared), "a": _r(np.mean(x)), "b": _r(np.mean(y)), **paired_difference(x, y)}
+    return out

@@ -8,30 +8,10 @@ from typing import Annotated, Optional
 
 import typer
 
-from .common import (AllowEnvChange, AspectRatio, BatchSize, Conversation, Device, DeviceMap, Dtype, GpusPerRank,
-                     ImageSize, Limit, Model, Overwrite, Quiet, Seed, Split, Steps, TextModel, benchmark_options, console, loading,
-                     model_options, names, scale_out, user_errors)
+from .common import (AllowEnvChange, AspectRatio, BatchSize, Conversation, DataDirs, Device, DeviceMap, Dtype,
+                     GpusPerRank, ImageSize, Limit, Model, Overwrite, Quiet, Seed, Split, Steps, TextModel, console,
+                     data_dirs, loading, model_options, names, scale_out, user_errors)
 from .report import write_page
-
-
-def data_dirs(given: list[str], benchmarks: list[str]) -> dict[str, dict]:
-    """`--data-dir NAME=DIR` (or a bare DIR when one benchmark takes it) -> loader options by benchmark."""
-    from ..benchmarks import benchmark_options as taken_by
-    from ..errors import UsageError
-
-    out: dict[str, dict] = {}
-    for item in given:
-        name, _, path = item.rpartition("=") if "=" in item else ("", "", item)
-        if not name:
-            takers = [b for b in benchmarks if "data_dir" in taken_by(b)]
-            if len(takers) != 1:
-                raise UsageError(f"--data-dir {item!r}: say which benchmark it is for (NAME=DIR); "
-                                 f"benchmarks that take one: {', '.join(takers) or 'none of ' + ', '.join(benchmarks)}")
-            name = takers[0]
-        if name not in benchmarks:
-            raise UsageError(f"--data-dir {item!r}: {name!r} is not one of --benchmark {','.join(benchmarks)}")
-        out[name] = benchmark_options(name, Path(path), None, False)
-    return out
 
 
 def study_cmd(
@@ -43,8 +23,7 @@ def study_cmd(
     out: Annotated[Path, typer.Option(help="Study directory (one sub-directory per benchmark).")
                    ] = Path("mirage-study"),
     split: Split = None,
-    data_dir: Annotated[Optional[list[str]], typer.Option(help="NAME=DIR: a benchmark's local copy (repeatable).")
-                        ] = None,
+    data_dir: DataDirs = None,
     text_model: TextModel("Base LLM scoring the same prompts as text (S_t; demo, hf:<id or dir>; default: the "
                           "demo's own for the demo).") = None,
     steps: Steps("Adam steps (default: the preset's).", type=Optional[int]) = None,
