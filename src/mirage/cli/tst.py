@@ -5,11 +5,12 @@ from __future__ import annotations
 import json
 import time
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 
-from .common import AllowEnvChange, Device, Dtype, Quiet, console, finish, loading, names, user_errors, write_timings
+from .common import (AllowEnvChange, BatchSize, Device, Dtype, Limit, Lr, Quiet, Seed, TextModel, console, finish,
+                     loading, names, user_errors, write_timings)
 
 
 def tst_cmd(
@@ -17,14 +18,14 @@ def tst_cmd(
     diagnostics: Annotated[str, typer.Option(help="rf (random forest on the text), lm (LoRA-tuned LM), or both.")
                            ] = "rf,lm",
     folds: Annotated[int, typer.Option(min=2, help="k of the k-fold cross-fitting.")] = 5,
-    seed: Annotated[int, typer.Option(help="Seed of the fold assignment, the forest and the adapters.")] = 0,
-    limit: Annotated[Optional[int], typer.Option(min=1, help="The run's first N questions only.")] = None,
-    text_model: Annotated[Optional[str], typer.Option(help="Tune this causal LM (hf:<id or dir>, demo: the demo's base "
-                                                      "LM) instead of the run's model's own LM.")] = None,
+    seed: Seed("Seed of the fold assignment, the forest and the adapters.") = 0,
+    limit: Limit("The run's first N questions only.") = None,
+    text_model: TextModel("Tune this causal LM (hf:<id or dir>, demo: the demo's base LM) instead of the run's "
+                          "model's own LM.") = None,
     epochs: Annotated[int, typer.Option(min=1, help="tst-lm: epochs over the training folds.")] = 5,
-    lr: Annotated[float, typer.Option(help="tst-lm: peak learning rate (cosine, 10% warm-up).")] = 2e-4,
+    lr: Lr("tst-lm: peak learning rate (cosine, 10% warm-up).") = 2e-4,
     lora_rank: Annotated[int, typer.Option(min=1, help="tst-lm: LoRA rank (alpha = 2 x rank).")] = 8,
-    batch_size: Annotated[int, typer.Option(min=1, help="tst-lm: questions per training step.")] = 32,
+    batch_size: BatchSize("tst-lm: questions per training step.") = 32,
     device: Device = None,
     dtype: Dtype = None,
     allow_env_change: AllowEnvChange = False,
