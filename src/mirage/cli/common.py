@@ -47,6 +47,10 @@ Conversation = Annotated[Optional[str], typer.Option(
 GpusPerRank = Annotated[int, typer.Option(
     min=1, help="torchrun: GPUs per rank; the model is split over them (e.g. 8 GPUs as 4 ranks x 2).")]
 Quiet = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars.")]
+Prompt = Annotated[Optional[str], typer.Option(help="The prompt the benchmark is asked in: lmms-eval (its lmms-eval "
+                                               "task's), model (the model family's own, e.g. mmstar_qwen for "
+                                               "Qwen-VL), official (its official runner's: MMMU). Default: the "
+                                               "benchmark's own (MMMU: official).")]
 AllowEnvChange = Annotated[bool, typer.Option(
     help="Resume a run made under other library versions (recorded in config.json) instead of refusing.")]
 
