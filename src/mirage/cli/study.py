@@ -38,12 +38,16 @@ def study_cmd(
     image_aspect_ratio: AspectRatio = None,
     conversation: Conversation = None,
     gpus_per_rank: GpusPerRank = 1,
+    prompt: Annotated[Optional[str], typer.Option(help="The prompt variant (lmms-eval, model, official), or two "
+                                                  "to compare (e.g. lmms-eval,model): the study in the first, "
+                                                  "its conditions again in the second, and every measure's "
+                                                  "difference with a paired interval.")] = None,
     quiet: Quiet = False,
 ) -> None:
     """The study: per benchmark the image conditions, per-question and universal optimized features and pixels
     (with PNG re-checks), single-encoder runs, saliency and inversion; one study directory and one report.
     Under `torchrun -m mirage study ...` the conditions and optimized inputs are sharded over the ranks."""
-    from ..display import blind_table, study_table, summary_table
+    from ..display import blind_table, difference_table, study_table, summary_table
     from ..experiments.study import run_study
 
     t0 = time.time()
@@ -55,6 +59,7 @@ def study_cmd(
                                options=data_dirs(data_dir or [], benches), steps=steps, seed=seed,
                                batch_size=batch_size, device=device, text_model=text_model, overwrite=overwrite,
                                quiet=quiet or not world.main, world=world, allow_env_change=allow_env_change,
+                               prompts=prompt,
                                load_options={**({"dtype": dtype} if dtype else {}), **scale_options,
                                              **model_options(device_map, image_size, image_aspect_ratio, conversation)})
     if not world.main:
@@ -65,5 +70,9 @@ def study_cmd(
             console.print(blind_table(summary["blind"], title=f"image-free measures (MMStar) on {name}"))
     if len(result.table) > 1:
         console.print(study_table(result.table, title=f"mirage study: {model}, every benchmark"))
+    if result.prompts:
+        first, other = result.prompts["variants"]
+        for name, diff in result.prompts["difference"].items():
+            console.print(difference_table(diff, first, other, title=f"prompt {other} minus {first} on {name}"))
     console.print(f"study directory: {out}  ({time.time() - t0:.0f} s)")
     console.print(f"report: {write_page(out)}")

@@ -87,6 +87,9 @@ class VLM(nn.Module):
     # The prompt style the model was trained to read, used for benchmarks with no official prompt (`file:`);
     # None: such benchmarks keep mirage's generic multiple-choice prompt.
     prompt_style: Callable[[Question], str] | None = None
+    # The family whose own published benchmark prompts `--prompt model` asks in (a benchmark's prompt variant of
+    # that name, e.g. "qwen": lmms-eval's mmstar_qwen); None: the family publishes none mirage knows.
+    prompt_family: str | None = None
 
     # --- the visual path -------------------------------------------------------------------
     def process_images(self, images: Sequence[Image.Image]) -> dict[str, Tensor]:
