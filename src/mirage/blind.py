@@ -1,20 +1,34 @@
-"""MMStar's image-free measures from result rows: S_v (`real`), S_wv (`none`: the VLM with no image at all), S_t
+"""Measures of where a score comes from, read from result rows.
+
+MMStar's image-free measures: S_v (`real`), S_wv (`none`: the VLM with no image at all), S_t
 (`text-model`: its base LLM on the text), multi-modal gain MG = S_v - S_wv and multi-modal leakage
 ML = max(0, S_wv - S_t), each with a 95% interval over questions, overall and per question type.
 
-MG and ML are computed on the questions both of their terms have (paired); a measure whose sources are missing is
-left out. ML's interval is the paired interval of S_wv - S_t with both ends clipped at 0, as ML is.
+Beside them the trained-blind accuracies of the Test-set Stress-Test (Brown et al., 2025; experiments/tst.py):
+TsT_lm (`tst-lm`, an LM LoRA-tuned on the other folds' questions, no image) and TsT_rf (`tst-rf`, a random forest on
+the text), and how much zero-shot blind scoring understates them: gap_lm = TsT_lm - the same LM zero-shot (S_wv when
+the VLM's own LM was tuned, S_t when the base LM was; the rows' `zero_shot`), gap_rf = TsT_rf - S_wv (S_t when the
+run has no `none`).
+
+MG, ML and the gaps are computed on the questions both of their terms have (paired); a measure whose sources are
+missing is left out. ML's interval is the paired interval of S_wv - S_t with both ends clipped at 0, as ML is.
+
+The Multi-modal Data Spectrum's decomposition (`shuffle_decomposition`): accuracy with the pair as given (`real`),
+with the image alone (`image-only`: another question's words), with the text alone (`wrong`: another question's
+image) and with neither (`both`), beside chance, and the differences a reader wants from them, each with a paired
+interval on the questions both terms have.
 """
 
 from __future__ import annotations
 
-from typing import Iterable
+from typing import Iterable, Mapping
 
-from .sources import TEXT_MODEL
-from .stats import INTERVALS, accuracy_ci, paired_difference_ci
+from .sources import TEXT_MODEL, TST_LM, TST_RF
+from .stats import INTERVALS, MEAN_INTERVAL, accuracy_ci, paired_difference_ci, paired_mean_difference_ci
 
-SOURCES = {"S_v": "real", "S_wv": "none", "S_t": TEXT_MODEL}
-MEASURES = ("S_v", "S_wv", "S_t", "MG", "ML")
+SOURCES = {"S_v": "real", "S_wv": "none", "S_t": TEXT_MODEL, "TsT_lm": TST_LM, "TsT_rf": TST_RF}
+MEASURES = ("S_v", "S_wv", "S_t", "MG", "ML", "TsT_lm", "TsT_rf", "gap_lm", "gap_rf")
+BLIND = ("none", TEXT_MODEL, TST_LM, TST_RF)  # a run with rows of any of these has the block
 
 
 def _r(x: float) -> float:
@@ -37,31 +51,142 @@ def _difference(a: dict[str, bool], b: dict[str, bool], qids: set[str], clip: bo
     return out
 
 
-def _block(correct: dict[str, dict[str, bool]], qids: set[str]) -> dict:
+def _block(correct: dict[str, dict[str, bool]], qids: set[str], lm_zero_shot: str) -> dict:
     out = {m: _score(correct[s], qids) for m, s in SOURCES.items() if s in correct and qids & correct[s].keys()}
     if "S_v" in out and "S_wv" in out:
         out["MG"] = _difference(correct["real"], correct["none"], qids, clip=False)
     if "S_wv" in out and "S_t" in out:
         out["ML"] = _difference(correct["none"], correct[TEXT_MODEL], qids, clip=True)
+    rf_zero_shot = "none" if "none" in correct else TEXT_MODEL
+    for gap, source, zero_shot in (("gap_lm", TST_LM, lm_zero_shot), ("gap_rf", TST_RF, rf_zero_shot)):
+        if source in correct and zero_shot in correct and qids & correct[source].keys() & correct[zero_shot].keys():
+            out[gap] = _difference(correct[source], correct[zero_shot], qids, clip=False) | {"vs": zero_shot}
     return {m: out[m] for m in MEASURES if m in out and out[m]["n"]}
 
 
 def blind_measures(rows: Iterable[dict]) -> dict | None:
-    """{"S_v", "S_wv", "S_t", "MG", "ML" (those whose sources exist): {"n", "value", "ci95"}, "by_type": {type:
-    the same}, "sources", "intervals"}; None when the rows hold neither `none` nor `text-model`."""
+    """{"S_v", "S_wv", "S_t", "MG", "ML", "TsT_lm", "TsT_rf", "gap_lm", "gap_rf" (those whose sources exist):
+    {"n", "value", "ci95"} (gaps also "vs": their zero-shot source), "by_type": {type: the same}, "sources",
+    "intervals"}; None when the rows hold no image-free source (none, text-model, tst-lm, tst-rf)."""
     correct: dict[str, dict[str, bool]] = {}
     types: dict[str, str] = {}
+    lm_zero_shot = "none"
     for r in rows:
         if r["source"] in SOURCES.values():
             correct.setdefault(r["source"], {})[r["question_id"]] = bool(r["correct"])
             types.setdefault(r["question_id"], r.get("type", ""))
-    if not {"none", TEXT_MODEL} & correct.keys():
+            if r["source"] == TST_LM and r.get("zero_shot"):
+                lm_zero_shot = r["zero_shot"]
+    if not set(BLIND) & correct.keys():
         return None
     qids = set(types)
-    out = _block(correct, qids)
+    out = _block(correct, qids, lm_zero_shot)
     by_type = {}
     for t in sorted(set(types.values()), key=str):
-        block = _block(correct, {q for q, qt in types.items() if qt == t})
+        block = _block(correct, {q for q, qt in types.items() if qt == t}, lm_zero_shot)
         if block:
             by_type[t] = block
     return {**out, "by_type": by_type, "sources": dict(SOURCES), "intervals": dict(INTERVALS)}
+
+
+# The four conditions of the decomposition, by what the model has of the question's own pair.
+SHUFFLE_SOURCES = {"pair": "real", "image_only": "image-only", "text_only": "wrong", "neither": "both"}
+# The differences: what the image adds to the text, what the text adds to the image, the pair beyond either alone
+# (correct with the pair minus correct with the image alone or the text alone, per question).
+SHUFFLE_DIFFERENCES = {"image_adds": ("pair", "text_only"), "text_adds": ("pair", "image_only"),
+                       "pair_beyond": ("pair", "either_alone")}
+SHUFFLE_MEASURES = (*SHUFFLE_SOURCES, *SHUFFLE_DIFFERENCES)
+SHUFFLE_NAMES = {"pair": "pair", "image_only": "image alone", "text_only": "text alone", "neither": "neither",
+                 "image_adds": "image adds to text", "text_adds": "text adds to image",
+                 "pair_beyond": "pair beyond either alone", "chance": "chance"}
+
+
+def _shuffle_block(correct: dict[str, dict[str, bool]], qids: set[str], chance: Mapping[str, float]) -> dict:
+    out = {m: _score(correct[m], qids) for m in SHUFFLE_SOURCES if m in correct and qids & correct[m].keys()}
+    if "image_only" in correct and "text_only" in correct:
+        shared = correct["image_only"].keys() & correct["text_only"].keys()
+        correct = {**correct, "either_alone": {q: correct["image_only"][q] or correct["text_only"][q] for q in shared}}
+    for m, (a, b) in SHUFFLE_DIFFERENCES.items():
+        if a in correct and b in correct:
+            d = _difference(correct[a], correct[b], qids, clip=False)
+            if d["n"]:
+                out[m] = d
+    known = sorted(q for q in qids if q in chance)
+    if known:
+        out["chance"] = {"n": len(known), "value": _r(sum(chance[q] for q in known) / len(known))}
+    return out
+
+
+def shuffle_decomposition(rows: Iterable[dict], chance: Mapping[str, float] | None = None) -> dict | None:
+    """{"pair", "image_only", "text_only", "neither" (those whose sources exist): {"n", "value", "ci95"}; "image_adds"
+    (pair - text alone), "text_adds" (pair - image alone), "pair_beyond" (pair - correct with either alone):
+    {"n", "value", "ci95"} paired; "chance" (mean of `chance`, question id -> 1/options): {"n", "value"}; "by_type":
+    {type: the same}; "sources", "intervals"}. None unless the rows hold `image-only` or `both`."""
+    source_of = {s: m for m, s in SHUFFLE_SOURCES.items()}
+    correct: dict[str, dict[str, bool]] = {}
+    types: dict[str, str] = {}
+    for r in rows:
+        if r["source"] in source_of:
+            correct.setdefault(source_of[r["source"]], {})[r["question_id"]] = bool(r["correct"])
+            types.setdefault(r["question_id"], r.get("type", ""))
+    if not {"image_only", "neither"} & correct.keys():
+        return None
+    chance = chance or {}
+    out = _shuffle_block(correct, set(types), chance)
+    by_type = {}
+    for t in sorted(set(types.values()), key=str):
+        block = _shuffle_block(correct, {q for q, qt in types.items() if qt == t}, chance)
+        if block:
+            by_type[t] = block
+    return {**out, "by_type": by_type, "sources": dict(SHUFFLE_SOURCES), "intervals": dict(INTERVALS)}
+
+
+# Every measure as a per-question score from each source's correctness (1/0): an accuracy (one source) or a
+# difference of two (MG, ML before clipping, the shuffle differences), for comparing two runs question by question.
+PER_QUESTION = {
+    "S_v": ("real",), "S_wv": ("none",), "S_t": (TEXT_MODEL,), "MG": ("real", "none"), "ML": ("none", TEXT_MODEL),
+    "image_only": ("image-only",), "text_only": ("wrong",), "neither": ("both",),
+    "image_adds": ("real", "wrong"), "text_adds": ("real", "image-only"), "pair_beyond": ("real", "image-only|wrong"),
+}
+
+
+def _per_question(rows: Iterable[dict]) -> dict[str, dict[str, float]]:
+    correct: dict[str, dict[str, float]] = {}
+    for r in rows:
+        correct.setdefault(r["source"], {})[r["question_id"]] = float(bool(r["correct"]))
+    if "image-only" in correct and "wrong" in correct:  # right with the image alone or the text alone
+        io, w = correct["image-only"], correct["wrong"]
+        correct["image-only|wrong"] = {q: max(io[q], w[q]) for q in io.keys() & w.keys()}
+    return correct
+
+
+def _scores(correct: dict[str, dict[str, float]], terms: tuple[str, ...]) -> dict[str, float]:
+    if not all(t in correct for t in terms):
+        return {}
+    if len(terms) == 1:
+        return correct[terms[0]]
+    a, b = correct[terms[0]], correct[terms[1]]
+    return {q: a[q] - b[q] for q in a.keys() & b.keys()}
+
+
+def run_difference(rows_a: Iterable[dict], rows_b: Iterable[dict]) -> dict:
+    """Every measure of run B minus the same measure of run A on the questions both have (the same questions asked
+    another way, e.g. in another prompt): {measure: {"n", "a", "b", "difference", "ci95"}} for each source's
+    accuracy (by source name) and each measure of `PER_QUESTION` (ML unclipped, S_wv - S_t); accuracies get
+    Newcombe's paired interval, differences of differences a paired t interval (`intervals`)."""
+    ca, cb = _per_question(rows_a), _per_question(rows_b)
+    sources = [s for s in ca if s in cb and "|" not in s]
+    terms = {**{s: (s,) for s in sources}, **PER_QUESTION}
+    out: dict = {}
+    for name, t in terms.items():
+        a, b = _scores(ca, t), _scores(cb, t)
+        qs = sorted(a.keys() & b.keys(), key=str)
+        if not qs:
+            continue
+        xa, xb = [a[q] for q in qs], [b[q] for q in qs]
+        binary = len(t) == 1
+        d, lo, hi = (paired_difference_ci([bool(x) for x in xb], [bool(x) for x in xa]) if binary
+                     else paired_mean_difference_ci(xb, xa))
+        out[name] = {"n": len(qs), "a": _r(sum(xa) / len(qs)), "b": _r(sum(xb) / len(qs)), "difference": _r(d),
+                     "ci95": [_r(lo), _r(hi)]}
+    return {"measures": out, "intervals": {"accuracy": INTERVALS["difference"], "difference": MEAN_INTERVAL}}

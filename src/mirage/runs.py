@@ -28,8 +28,9 @@ ARTIFACTS = "artifacts"
 # saliency's rows and summary (experiments.saliency): rows without `correct`, so beside results.jsonl, not in it
 SALIENCY_ROWS = "saliency.jsonl"
 SALIENCY_SUMMARY = "saliency-summary.json"
+CAPTIONS = "captions.jsonl"  # the `caption:` conditions' captions (mirage.captions), made once
 # what a run writes beside config.json, rank files and artifacts/: what --overwrite discards
-OUTPUTS = (RESULTS, TIMINGS, SUMMARY, SALIENCY_ROWS, SALIENCY_SUMMARY)
+OUTPUTS = (RESULTS, TIMINGS, SUMMARY, SALIENCY_ROWS, SALIENCY_SUMMARY, CAPTIONS)
 
 _MISSING = "<missing>"
 
@@ -63,6 +64,9 @@ def _fsync_dir(path: Path) -> None:
 
 def _atomic_write(path: Path, text: str) -> None:
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(tmp, 0o666 & ~umask)  # mkstemp's 0600 would hide summaries from colleagues on a shared filesystem
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as f:
             f.write(text)
@@ -94,8 +98,8 @@ def _more(a, b):
 
 def _grown(old: dict, new: dict) -> tuple[dict, list[str]]:
     """A run grows instead of being refused where the new call only adds rows whose keys the run does not have yet
-    (rows are keyed by question and source): more conditions, a text model where it had none, more questions of an
-    evaluation. Returns the run's config after this call (old, grown) and the keys left to compare as they are;
+    (rows are keyed by question and source): more conditions, a text model where it had none, captions where it had
+    none (the `caption:` conditions' settings), more questions of an evaluation. Returns the run's config after this call (old, grown) and the keys left to compare as they are;
     anything that would change what existing rows mean (model, seed, prompt, scoring, preprocessing, another text
     model) stays in the comparison and is refused."""
     merged, grew = dict(old), []
@@ -106,6 +110,10 @@ def _grown(old: dict, new: dict) -> tuple[dict, list[str]]:
         if new.get("text_model") is not None:
             merged["text_model"] = new["text_model"]
         grew.append("text_model")
+    if old.get("captions") is None or new.get("captions") in (None, old.get("captions")):  # caption: conditions
+        if new.get("captions") is not None:
+            merged["captions"] = new["captions"]
+        grew.append("captions")
     if old.get("command") == new.get("command") == "eval":  # an evaluation's questions are independent
         merged["limit"] = _more(old.get("limit"), new.get("limit"))
         merged["n_questions"] = max(old.get("n_questions", 0), new.get("n_questions", 0))
@@ -193,6 +201,10 @@ class RunDir:
             )
 
         try:
+            if not run.path.exists():
+                _STARTED[run.path.resolve()] = True  # made by this call: removed whole if the start fails
+            else:
+                _STARTED.setdefault(run.path.resolve(), False)
             run.path.mkdir(parents=True, exist_ok=True)
             if lock:
                 lock_run(run.path)
@@ -271,7 +283,7 @@ class RunDir:
         # Only our own outputs: the directory may hold files the user put there.
         for name in OUTPUTS:  # a new run's timings log starts empty too
             (self.path / name).unlink(missing_ok=True)
-        for f in self.rank_files():
+        for f in [*self.rank_files(), *self.path.glob("captions.rank*.jsonl")]:
             f.unlink()
         if self.artifacts_dir.is_dir():
             shutil.rmtree(self.artifacts_dir)
@@ -315,8 +327,10 @@ class RunDir:
         for inv in log["invocations"]:
             if inv.get("status") == "running":
                 inv["status"] = "killed"
+        torch = sys.modules.get("torch")  # the thread count chosen at start-up from the machine's load
         self._invocation = {"started": time.strftime("%Y-%m-%dT%H:%M:%S"), "argv": " ".join(sys.argv[1:]),
-                            "pid": os.getpid(), "status": "running", "elapsed_s": 0.0, **(record or {})}
+                            "pid": os.getpid(), "status": "running", "elapsed_s": 0.0,
+                            **({"threads": torch.get_num_threads()} if torch else {}), **(record or {})}
         self._t0 = self._ticked = time.time()
         self._index = len(log["invocations"])  # its place in the log (this process holds the run's lock)
         self._write_timings(log["invocations"] + [self._invocation])
@@ -433,10 +447,29 @@ def lock_run(path: Path) -> None:
     _LOCKS[path] = fd
 
 
+_STARTED: dict[Path, bool] = {}  # runs this process started afresh -> whether it made the directory too
+
+
+def discard_unstarted() -> None:
+    """A command failed (or was interrupted) before any work: the runs it started afresh hold only what starting
+    wrote (config.json, the lock, timings.json); remove that, and a directory it made, so no config-only directory
+    is left behind to be mistaken for a run."""
+    for path, made in list(_STARTED.items()):
+        del _STARTED[path]
+        run = RunDir(path)
+        if not path.is_dir() or run.holds_work():
+            continue
+        for name in (CONFIG, TIMINGS, LOCK):
+            (path / name).unlink(missing_ok=True)
+        if made and not any(path.iterdir()):
+            path.rmdir()
+
+
 def release_locks() -> None:
     """The command is done: let other processes write the runs this one held."""
     import fcntl
 
+    _STARTED.clear()
     for path in list(_LOCKS):
         fd = _LOCKS.pop(path)
         fcntl.flock(fd, fcntl.LOCK_UN)

@@ -7,7 +7,7 @@ import json
 
 import pytest
 import torch
-from tiny_hf import byte_level_bpe, sentencepiece_bpe
+from tiny_hf import ONEVISION, byte_level_bpe, sentencepiece_bpe
 from transformers import AddedToken
 from typer.testing import CliRunner
 
@@ -38,17 +38,6 @@ LLAVA_NEXT = ("{% for message in messages %}{% if message['role'] == 'system' %}
               "'text') %}{{ content['text'] }}{% endfor %}{{' [/INST]' }}{% elif message['role'] == 'assistant' %}"
               "{{ ' ' + message['content'][0]['text'] + '<\\\\s> '}}{% else %}{{ raise_exception('Only user and assistant "
               "roles are supported!') }}{% endif %}{% endfor %}")
-# llava-hf/llava-onevision-qwen2-0.5b-ov-hf's chat_template.json (transformers'
-# tests/models/llava_onevision/test_processing_llava_onevision.py): turns open "<|im_start|>role " (a space), the
-# generation prompt "<|im_start|>assistant\\n"
-ONEVISION = ("{% for message in messages %}{{'<|im_start|>' + message['role'] + ' '}}{# Render all images first #}"
-             "{% for content in message['content'] | selectattr('type', 'equalto', 'image') %}{{ '<image>' }}{% endfor %}"
-             "{# Render all video then #}{% for content in message['content'] | selectattr('type', 'equalto', 'video') %}"
-             "{{ '<video>' }}{% endfor %}{# Render all text next #}{% if message['role'] != 'assistant' %}"
-             "{% for content in message['content'] | selectattr('type', 'equalto', 'text') %}{{ '\\n' + content['text'] }}"
-             "{% endfor %}{% else %}{% for content in message['content'] | selectattr('type', 'equalto', 'text') %}"
-             "{% generation %}{{ '\\n' + content['text'] }}{% endgeneration %}{% endfor %}{% endif %}{{'<|im_end|>'}}"
-             "{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\\n' }}{% endif %}")
 # google/gemma-3-4b-it's chat template (transformers' tests/models/gemma3/test_processing_gemma3.py)
 GEMMA3 = ("{{ bos_token }}\n{%- if messages[0]['role'] == 'system' -%}\n    {%- set first_user_prefix = messages[0]['content']"
           "[0]['text'] + '\n\n' -%}\n    {%- set loop_messages = messages[1:] -%}\n{%- else -%}\n    {%- set first_user_prefix "
@@ -169,14 +158,10 @@ def llava_next(d):
     strategy default, one additional token); preprocessor_config (CLIP 336, image_grid_pinpoints of 336 multiples),
     shrunk to 8 px patches and 32 px tiles."""
     from transformers import (CLIPVisionConfig, LlavaNextConfig, LlavaNextForConditionalGeneration, LlavaNextProcessor,
-                              LlamaTokenizer, MistralConfig)
+                              MistralConfig)
     from transformers.models.llava_next.image_processing_pil_llava_next import LlavaNextImageProcessorPil
 
-    tok = sentencepiece_bpe(LlamaTokenizer, ["<unk>", "<s>", "</s>"], add_bos_token=True, add_eos_token=False,
-                            unk_token="<unk>", bos_token="<s>", eos_token="</s>")
-    n = len(tok)
-    tok.add_tokens(AddedToken("<image>", special=True, normalized=False), special_tokens=True)
-    tok.add_special_tokens({"pad_token": "<pad>"})
+    tok, n = _vicuna(legacy=True)  # Mistral-7B-Instruct-v0.2: LlamaTokenizer, add_bos_token true, legacy true
     ip = LlavaNextImageProcessorPil(size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32}, resample=3,
                                     image_mean=CLIP_MEAN, image_std=CLIP_STD, image_grid_pinpoints=GRID)
     processor = LlavaNextProcessor(image_processor=ip, tokenizer=tok, patch_size=8, chat_template=LLAVA_NEXT,
@@ -405,11 +390,10 @@ def mistral3(d):
     control = ["<unk>", "<s>", "</s>", "[INST]", "[/INST]", "[AVAILABLE_TOOLS]", "[/AVAILABLE_TOOLS]",
                "[TOOL_RESULTS]", "[/TOOL_RESULTS]", "[TOOL_CALLS]", "[IMG]", "<pad>", "[IMG_BREAK]", "[IMG_END]",
                "[PREFIX]", "[MIDDLE]", "[SUFFIX]", "[SYSTEM_PROMPT]", "[/SYSTEM_PROMPT]"]
-    learned = byte_level_bpe(GPT2Tokenizer, unk_token="<unk>").get_vocab()
-    from tiny_hf import _bpe
+    from tiny_hf import bpe_pieces
     from tokenizers.pre_tokenizers import ByteLevel
 
-    _, merges = _bpe(ByteLevel(add_prefix_space=False), 600, ByteLevel.alphabet())
+    learned, merges = bpe_pieces(ByteLevel(add_prefix_space=False), 600, ByteLevel.alphabet())
     vocab = {t: i for i, t in enumerate(control)}
     for t in sorted(learned, key=learned.get):
         vocab.setdefault(t, len(vocab))
@@ -519,6 +503,19 @@ def test_eval_with_the_default_conditions(family, tmp_path):
     assert {r["source"] for r in rows} == {"real", "none", "blank", "noise", "wrong", "blur", "shuffle"}
 
 
+def test_optimize_pixels_per_question(family, tmp_path):
+    """`mirage optimize --input pixels` at the family's fixed size, each result re-checked from its PNG at native
+    resolution (per-question features run in the quick study below)."""
+    kind, d, _, _ = family
+    out = tmp_path / "run"
+    size = ["--image-size", str(IMAGE_SIZE[kind])] if kind in IMAGE_SIZE else []
+    res = CliRunner().invoke(app, ["optimize", "--model", f"hf:{d}", *SQA, "--input", "pixels", "--limit", "2",
+                                   "--steps", "1", *size, "--device", "cpu", "-q", "--out", str(out)])
+    assert res.exit_code == 0, res.output
+    rows = [json.loads(line) for line in (out / "results.jsonl").read_text().splitlines()]
+    assert {r["source"] for r in rows} >= {"pixels-question", "pixels-question-png"}
+
+
 def test_quick_study_optimizes_pixels_and_features_per_question(family, tmp_path):
     """`mirage study --preset quick`: conditions, per-question features and pixels (each re-checked from its PNG at
     native resolution), universal inputs and saliency, on every family."""
@@ -602,7 +599,8 @@ def official_letter_logits(model, processor, question: str, image, n: int) -> to
 def test_llava_official_conversation_equals_the_official_code(legacy, tmp_path, sqa_bench):
     """The default LLaVA-1.5 prompt is the official code's (vicuna_v1, its system line, the image padded to a
     square), on a tiny checkpoint converted as transformers' conversion script does, its tokenizer loaded with
-    legacy false (vicuna-7b-v1.5's) or true: `real` and `none` letter logits equal the official steps'."""
+    legacy false (vicuna-7b-v1.5's) or true: `real` and `none` letter logits equal the official steps'; with
+    `--conversation hf` they equal transformers' processor + forward under either `legacy`."""
     d, processor = save("llava", tmp_path, legacy=legacy)
     vlm = load_model(f"hf:{d}", device="cpu")
     assert vlm.conversation == "vicuna_v1" and vlm.image_aspect_ratio == "pad"
@@ -615,5 +613,92 @@ def test_llava_official_conversation_equals_the_official_code(legacy, tmp_path, 
                                    atol=1e-4, rtol=1e-4)
         torch.testing.assert_close(none[row, : n[row]], official_letter_logits(vlm.model, processor, p, None, n[row]),
                                    atol=1e-4, rtol=1e-4)
-    hf = load_model(f"hf:{d}", device="cpu", conversation="hf")  # llava-hf's template: no system line
-    assert not torch.allclose(hf.choice_logits(prompts, Visual.none(), n), none, atol=1e-4)
+    # llava-hf's template and crop: the processor's ids, whatever `legacy` does to the space after <image>
+    hf = load_model(f"hf:{d}", device="cpu", conversation="hf", image_aspect_ratio="crop")
+    hf_none = hf.choice_logits(prompts, Visual.none(), n)
+    assert not torch.allclose(hf_none, none, atol=1e-4)  # no system line
+    hf_real = hf.choice_logits(prompts, hf.visual_from_images([q.image() for q in qs]), n)
+    for row, (p, q) in enumerate(zip(prompts, qs)):
+        for ours, image in ((hf_real, q.image()), (hf_none, None)):
+            inputs = reference("llava", processor, hf.model, p, image)
+            theirs = hf.model(**inputs).logits[0, -1, hf.letter_ids(n[row])]
+            torch.testing.assert_close(ours[row, : n[row]], theirs, atol=1e-4, rtol=1e-4)
+
+
+def scored(d: str, conversation: str, bench):
+    """A saved family under an official conversation, and its `real` and `none` letter logits on two questions."""
+    vlm = load_model(f"hf:{d}", device="cpu", conversation=conversation)
+    qs = bench.questions[:2]
+    prompts, n = [bench.prompt(q) for q in qs], [len(q.choices) for q in qs]
+    real = vlm.choice_logits(prompts, vlm.visual_from_images([q.image() for q in qs]), n)
+    return vlm, qs, prompts, n, real, vlm.choice_logits(prompts, Visual.none(), n)
+
+
+def chatml_qwen_1_5_prompt(question: str, answer: str | None = None) -> str:
+    """LLaVA-VL/LLaVA-NeXT llava/conversation.py: conv_qwen ("qwen_1_5") through get_prompt's CHATML branch."""
+    system, roles, sep = "<|im_start|>system\nYou are a helpful assistant.", ("<|im_start|>user", "<|im_start|>assistant"), \
+        "<|im_end|>"
+    ret = "" if system == "" else system + sep + "\n"
+    for role, message in [(roles[0], question), (roles[1], answer)]:
+        ret += role + "\n" + message + sep + "\n" if message else role + "\n"
+    return ret
+
+
+def test_onevision_official_conversation_equals_lmms_evals_prompt(tmp_path, sqa_bench):
+    """`--conversation qwen_1_5` for LLaVA-OneVision: lmms-eval's llava_onevision prompt (`<image>\\n` + question in
+    conv_qwen, tokenized by tokenizer_image_token); the image tokens are transformers' (its processor's expansion,
+    the model's features): `real` and `none` letter logits equal that reference."""
+    d, processor = save("llava_onevision", tmp_path)
+    vlm, qs, prompts, n, real, none = scored(d, "qwen_1_5", sqa_bench)
+    tok = processor.tokenizer
+    for row, (p, q) in enumerate(zip(prompts, qs)):
+        for ours, image in ((real, q.image()), (none, None)):
+            question = "<image>\n" + p if image is not None else p
+            ids = tokenizer_image_token(chatml_qwen_1_5_prompt(question), tok)
+            letters = [tokenizer_image_token(chatml_qwen_1_5_prompt(question, a), tok)[len(ids)] for a in "ABCD"[: n[row]]]
+            if image is None:
+                inputs = {"input_ids": torch.tensor([ids])}
+            else:
+                inputs = processor(text=[chatml_qwen_1_5_prompt(question)], images=[[image.convert("RGB")]],
+                                   return_tensors="pt")
+                expanded = inputs["input_ids"][0].tolist()
+                image_id = tok.convert_tokens_to_ids("<image>")
+                folded = [-200 if t == image_id else t for i, t in enumerate(expanded)
+                          if t != image_id or expanded[i - 1] != image_id]
+                assert folded == ids  # the processor's text ids are tokenizer_image_token's
+            theirs = vlm.model(**inputs).logits[0, -1, letters]
+            torch.testing.assert_close(ours[row, : n[row]], theirs, atol=1e-4, rtol=1e-4)
+    with pytest.raises(ValueError, match="'vicuna_v1' does not apply to 'llava_onevision'.*hf, qwen_1_5"):
+        load_model(f"hf:{d}", device="cpu", conversation="vicuna_v1")
+
+
+def internvl2_5_query(question: str, num_image_token: int, num_patches: int) -> str:
+    """OpenGVLab/InternVL internvl/conversation.py `internvl2_5` (SeparatorStyle.MPT) as the models' `chat()` fills
+    it: `<image>\\n` + question, the assistant's empty turn, then `<image>` -> <img> + context tokens + </img>."""
+    system = "<|im_start|>system\n" + ("你是书生·万象，英文名是InternVL，是由上海人工智能实验室、清华大学及多家合作单位联合开发"
+                                       "的多模态大语言模型。")
+    roles, sep = ("<|im_start|>user\n", "<|im_start|>assistant\n"), "<|im_end|>\n"
+    if num_patches:
+        question = "<image>\n" + question
+    ret = system + sep
+    for role, message in [(roles[0], question), (roles[1], None)]:
+        ret += role + message + sep if message else role
+    return ret.replace("<image>", "<img>" + "<IMG_CONTEXT>" * num_image_token * num_patches + "</img>", 1)
+
+
+def test_internvl_official_conversation_equals_its_chat(tmp_path, sqa_bench):
+    """`--conversation internvl2_5` for InternVL: the prompt its `chat()` builds (system message, `<image>\\n`,
+    the image's context tokens between <img> and </img>), with transformers' tiles and forward."""
+    d, processor = save("internvl", tmp_path)
+    vlm, qs, prompts, n, real, none = scored(d, "internvl2_5", sqa_bench)
+    tok = processor.tokenizer
+    for row, (p, q) in enumerate(zip(prompts, qs)):
+        pixels = processor.image_processor(images=[q.image().convert("RGB")], return_tensors="pt")["pixel_values"]
+        for ours, patches in ((real, len(pixels)), (none, 0)):
+            query = internvl2_5_query(p, vlm.model.config.image_seq_length, patches)
+            inputs = tok(query, return_tensors="pt")
+            letters = [tok(query + a).input_ids[len(inputs["input_ids"][0])] for a in "ABCD"[: n[row]]]
+            if patches:
+                inputs["pixel_values"] = pixels
+            theirs = vlm.model(**inputs).logits[0, -1, letters]
+            torch.testing.assert_close(ours[row, : n[row]], theirs, atol=1e-4, rtol=1e-4)

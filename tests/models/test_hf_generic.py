@@ -9,7 +9,7 @@ import importlib.util
 import pytest
 import torch
 from PIL import Image
-from tiny_hf import to_tensor, word_tokenizer
+from tiny_hf import ONEVISION, to_tensor, word_tokenizer
 from transformers import (CLIPVisionConfig, Gemma3Config, Gemma3ForConditionalGeneration, Gemma3Processor,
                           Gemma3TextConfig, GemmaConfig, LlamaConfig, LlavaNextConfig, LlavaNextForConditionalGeneration,
                           LlavaNextProcessor, LlavaOnevisionConfig, LlavaOnevisionForConditionalGeneration,
@@ -48,17 +48,6 @@ IDEFICS = ("<|begin_of_text|>{% for m in messages %}{{ m['role'] | capitalize }}
            "{% endfor %}<end_of_utterance>\n{% endfor %}{% if add_generation_prompt %}{{ 'Assistant:' }}{% endif %}")
 IDEFICS_TOKENS = ["<fake_token_around_image>", "<image>", "<global-img>", "<end_of_utterance>",
                   *(f"<row_{i}_col_{j}>" for i in (1, 2) for j in (1, 2))]
-# llava-hf/llava-onevision-qwen2-0.5b-ov-hf's chat_template.json, as quoted in transformers'
-# tests/models/llava_onevision/test_processing_llava_onevision.py: every turn opens with "<|im_start|>role " (a space),
-# the generation prompt with "<|im_start|>assistant\n"
-ONEVISION = ("{% for message in messages %}{{'<|im_start|>' + message['role'] + ' '}}{# Render all images first #}"
-             "{% for content in message['content'] | selectattr('type', 'equalto', 'image') %}{{ '<image>' }}{% endfor %}"
-             "{# Render all video then #}{% for content in message['content'] | selectattr('type', 'equalto', 'video') %}"
-             "{{ '<video>' }}{% endfor %}{# Render all text next #}{% if message['role'] != 'assistant' %}"
-             "{% for content in message['content'] | selectattr('type', 'equalto', 'text') %}{{ '\\n' + content['text'] }}"
-             "{% endfor %}{% else %}{% for content in message['content'] | selectattr('type', 'equalto', 'text') %}"
-             "{% generation %}{{ '\\n' + content['text'] }}{% endgeneration %}{% endfor %}{% endif %}{{'<|im_end|>'}}"
-             "{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\\n' }}{% endif %}")
 GRID = [[32, 64], [64, 32], [64, 64]]
 TEXT = dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2, num_key_value_heads=1)
 VISION = dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2, image_size=32,

@@ -56,9 +56,12 @@ for _path in sorted(SPEC_DIR.glob("*.toml")):
 
 
 def benchmark_options(name: str) -> tuple[str, ...]:
-    """The loader options benchmark `name` takes (`file:` none, `spec:PATH` and the bundled specs their own)."""
+    """The loader options benchmark `name` takes (`file:` none, `lmms:TASK` a local copy, `spec:PATH` and the
+    bundled specs their own)."""
     if name.startswith("file:"):
         return ()
+    if name.startswith("lmms:"):
+        return ("data_dir",)
     if name.startswith("spec:"):
         return spec_options(load_spec(name[len("spec:"):]))
     BENCHMARKS.get(name)  # an unknown name fails here, with "did you mean"
@@ -67,7 +70,7 @@ def benchmark_options(name: str) -> tuple[str, ...]:
 
 def config_option(name: str) -> str | None:
     """The keyword that picks benchmark `name`'s config (`config`, mmmu-pro `options`), None when it has one."""
-    if name.startswith("file:"):
+    if name.startswith(("file:", "lmms:")):
         return None
     if not name.startswith("spec:"):
         BENCHMARKS.get(name)  # an unknown name fails here, with "did you mean"
@@ -79,12 +82,17 @@ def config_option(name: str) -> str | None:
 
 def load_benchmark(name: str, split: str | None = None, limit: int | None = None, **kwargs) -> Benchmark:
     """Load benchmark `name` (see `BENCHMARKS.names()`, `file:PATH` for a local JSONL file, whose `split` is
-    ignored, or `spec:PATH` for a spec file of one's own) at `split`, keeping the first `limit` questions."""
+    ignored, `lmms:TASK` for an lmms-eval task or group, or `spec:PATH` for a spec file of one's own) at `split`,
+    keeping the first `limit` questions."""
     if name.startswith("file:"):
         from .local import load_jsonl
 
         path = name[len("file:"):]
         return _by_file(load_jsonl(path, **kwargs), "file", path).subset(limit)
+    if name.startswith("lmms:"):
+        from .lmms import load_lmms
+
+        return load_lmms(name[len("lmms:"):], split=split, **kwargs).subset(limit)
     circular = kwargs.pop("circular", False)  # applied after `limit`: the first N questions, each rotated
     if name.startswith("spec:"):
         path = name[len("spec:"):]
@@ -119,9 +127,13 @@ def list_benchmarks() -> list[dict]:
     out = []
     for name in BENCHMARKS.names():
         spec = specs.get(name)
-        if spec is None:
-            out.append({"name": name, "hub": "",
-                        "splits": {}, "follows": "", "options": OPTIONS.get(name, ())})
+        if spec is None:  # ShapesQA: generated here, no hub files and no lmms-eval task
+            from .shapes.dataset import SPLITS
+
+            out.append({"name": name, "hub": "(generated locally)",
+                        "splits": {s: n for s, (_, n) in SPLITS.items()} if name == "shapes" else {},
+                        "follows": "mirage's letter prompt" if name == "shapes" else "",
+                        "options": OPTIONS.get(name, ())})
             continue
         if len(spec.configs) > 4:  # many alike configs read together (MMMU's subjects): by split
             splits = {s: spec.sizes.get(f"all/{s}") for s in spec.configs[spec.default_config]}

@@ -6,6 +6,7 @@ from __future__ import annotations
 import ast
 import io
 import math
+import re
 from pathlib import Path
 from typing import Any
 
@@ -149,6 +150,13 @@ def _image_refs(value: Any, column: str, folder: Path) -> list:
     return refs
 
 
+def tagged_images(text: str, choices: tuple[str, ...], columns: tuple[str, ...]) -> list[str]:
+    """The image columns named by `<image N>` tags in the question and its choices (image_N), each once, sorted by
+    name, as lmms-eval's mmmu_pro_doc_to_visual picks them from its prompt; only columns the spec lists."""
+    tags = re.findall(r"<image \d+>", " ".join([text, *choices]))
+    return [c for c in sorted({t.strip("<>").replace(" ", "_") for t in tags}) if c in columns]
+
+
 def row_question(spec: BenchmarkSpec, row: dict, qid: str, config: str, folder: Path) -> Question:
     """One hub row as a Question, multiple choice or (with `open_answers`) open; raises _RowError naming the field."""
     text = row[spec.question]
@@ -157,7 +165,8 @@ def row_question(spec: BenchmarkSpec, row: dict, qid: str, config: str, folder: 
     choices = _choices(spec, row)
     raw = row[spec.answer]
     gold = _answer_index(spec, raw, choices) if len(choices) >= 2 else None
-    images = tuple(r for col in spec.images for r in _image_refs(row[col], col, folder))
+    columns = tagged_images(text, choices, spec.images) if spec.images_tagged else spec.images
+    images = tuple(r for col in columns for r in _image_refs(row[col], col, folder))
     raw_type = None if spec.type is None else _get(row, spec.type)
     qtype = config if spec.type_from_config else ("" if raw_type is None else str(raw_type))
     meta: dict[str, Any] = {c: ("" if _get(row, c) is None else _get(row, c)) for c in spec.meta}
@@ -214,15 +223,25 @@ def read_questions(spec: BenchmarkSpec, files: list[Path], config: str, split: s
     return questions
 
 
-def spec_prompt(spec: BenchmarkSpec):
-    """The Benchmark's prompt style: the spec's named style with its arguments."""
-    style, args = PROMPT_STYLES.get(spec.prompt_style), dict(spec.prompt)
+def spec_prompt(spec: BenchmarkSpec, variant: str | None = None):
+    """The Benchmark's prompt style: the spec's named style with its arguments, or those of its prompt `variant`."""
+    if variant is None:
+        name, args, follows = spec.prompt_style, dict(spec.prompt), spec.follows
+    else:
+        args = dict(spec.prompt_variants[variant])
+        name, follows = args.pop("style", spec.prompt_style), args.pop("follows", "")
+    style = PROMPT_STYLES.get(name)
 
     def prompt(question: Question) -> str:
         return style(question, args)
 
-    prompt.__doc__ = f"{spec.name}: {spec.follows}"
+    prompt.__doc__ = f"{spec.name}: {follows}"
     return prompt
+
+
+def spec_prompts(spec: BenchmarkSpec) -> dict:
+    """Every prompt the spec names, by name (its own under `prompt_name`, then its variants)."""
+    return {spec.prompt_name: spec_prompt(spec), **{v: spec_prompt(spec, v) for v in spec.prompt_variants}}
 
 
 def load_spec_benchmark(spec: BenchmarkSpec, split: str | None = None, data_dir: str | Path | None = None,
@@ -241,7 +260,7 @@ def load_spec_benchmark(spec: BenchmarkSpec, split: str | None = None, data_dir:
     name = spec.name if config == spec.default_config else f"{spec.name}-{config}".replace(" ", "_")
     judging = JUDGES.get(spec.judge) if spec.judge else None
     bench = Benchmark(name, split, read_questions(spec, files, config, split, filtered), spec_prompt(spec),
-                      judging=judging)
+                      judging=judging, prompts=spec_prompts(spec), prompt_name=spec.prompt_name)
     if not bench.questions:
         raise ValueError(f"{spec.name}: no questions in {', '.join(str(f) for f in files)} after the filters")
     if circular:

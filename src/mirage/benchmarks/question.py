@@ -12,9 +12,11 @@ from PIL import Image, UnidentifiedImageError
 from ..errors import MirageError
 
 LETTERS = "ABCDEFGHIJKLMNOPQRSTUVWXYZ"
+PROMPT_VARIANTS = ("lmms-eval", "model", "official")  # what `--prompt` chooses among (Benchmark.with_prompt)
 
-# An image as stored by a loader: encoded bytes (PNG/JPEG, as the hub's image structs hold) or a file path.
-ImageRef = bytes | str | Path
+# An image as stored by a loader: encoded bytes (PNG/JPEG, as the hub's image structs hold), a file path, or an
+# object whose `open()` makes the PIL image when asked (lmms-eval's doc_to_visual, `benchmarks.lmms.LazyImage`).
+ImageRef = bytes | str | Path | Any
 
 
 class ImageLoadError(MirageError):
@@ -59,11 +61,34 @@ def to_rgb(im: Image.Image, question_id: str = "?") -> Image.Image:
 
 def open_image(ref: ImageRef, question_id: str) -> Image.Image:
     """Decode one stored image as RGB (`to_rgb`), naming the question (and file) when it cannot be read."""
+    import warnings
+
     where = f"file {str(ref)!r}" if isinstance(ref, (str, Path)) else "embedded image bytes"
+    if not isinstance(ref, (bytes, str, Path)):
+        try:
+            return ref.open()
+        except (OSError, ValueError, KeyError, IndexError) as e:
+            raise ImageLoadError(f"question {question_id!r}: cannot make {ref}: {e}") from e
     try:
         src = io.BytesIO(ref) if isinstance(ref, bytes) else ref
-        with Image.open(src) as im:
-            return to_rgb(im, question_id)
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            try:
+                with Image.open(src) as im:
+                    return to_rgb(im, question_id)
+            except Image.DecompressionBombWarning:  # said as one line, once, not as Python's raw warning
+                pass
+        _warn_once("large", f"question {question_id!r}: image {where} has more pixels than Pillow's "
+                   f"decompression-bomb limit ({Image.MAX_IMAGE_PIXELS:,}); read anyway, but each condition costs "
+                   "time and memory in proportion (blur: an FFT at full size)")
+        if isinstance(src, io.BytesIO):
+            src.seek(0)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            with Image.open(src) as im:
+                return to_rgb(im, question_id)
+    except Image.DecompressionBombError as e:  # over twice the limit: Pillow refuses to decode it
+        raise ImageLoadError(f"question {question_id!r}: image {where} is too large to decode ({e})") from e
     except (FileNotFoundError, IsADirectoryError) as e:
         raise ImageLoadError(f"question {question_id!r}: image {where} does not exist") from e
     except (UnidentifiedImageError, OSError, ValueError) as e:
@@ -133,6 +158,18 @@ class Benchmark:
     generic_prompt: bool = False
     # how a generated answer is judged: (question, response, seed) -> (pred, answer, correct); None: MMMU's parser
     judging: Callable[[Question, str, int], tuple] | None = None
+    # the published prompts it can be asked in, by name (`with_prompt`), and which one `prompt_style` is
+    prompts: dict[str, Callable[[Question], str]] = field(default_factory=dict, repr=False, compare=False)
+    prompt_name: str = "lmms-eval"
+    # model -> the prompt style its family is asked in, where the benchmark has one per family (lmms-eval's
+    # per-model kwargs), or None for the benchmark's own
+    family_prompt: Callable[[Any], Callable[[Question], str] | None] | None = None
+    # the benchmark's own aggregation of the `metrics` its judging adds to generated rows (lmms-eval's
+    # process_results + aggregation): one source's values -> {metric: value}
+    metrics: Callable[[list[dict]], dict] | None = None
+    # True: a question is asked with every image it holds, each where its text places an `<image>` marker
+    # (lmms-eval's doc_to_visual); False: with its first (MMMU's official LLaVA runner)
+    all_images: bool = False
     # A `file:`/`spec:` benchmark: the name that loads it again from any directory (its resolved path) and the
     # sha256 of that file, so a run records which file it evaluated, not a stem another file shares (`identity`).
     ref: str | None = None
@@ -164,19 +201,47 @@ class Benchmark:
 
     def for_model(self, model) -> "Benchmark":
         """This benchmark as `model` is asked it: a generic prompt gives way to the model's own prompt style."""
+        family = self.family_prompt(model) if self.family_prompt is not None else None
+        if family is not None:
+            return replace(self, prompt_style=family, family_prompt=None, pool=self.split_questions)
         own = getattr(model, "prompt_style", None)
         if not self.generic_prompt or own is None:
             return self
         return replace(self, prompt_style=own, generic_prompt=False, pool=self.split_questions)
+
+    def with_prompt(self, variant: str | None, model=None) -> "Benchmark":
+        """This benchmark asked in prompt `variant` (None: as it is): `lmms-eval` (its lmms-eval task's), `official`
+        (its official runner's, where it has one: MMMU), `model` (the model family's own published prompt, by
+        `model.prompt_family`, e.g. lmms-eval's `mmstar_qwen` for the Qwen-VL family)."""
+        if variant is None:
+            return self
+        from ..errors import UsageError
+
+        if variant not in PROMPT_VARIANTS:
+            from ..registry import did_you_mean
+
+            raise UsageError("--prompt: " + did_you_mean("prompt", variant, list(PROMPT_VARIANTS)))
+        key = getattr(model, "prompt_family", None) if variant == "model" else variant
+        if key is None:
+            raise UsageError(f"--prompt model: {type(model).__name__} has no published prompt family of its own "
+                             "(the Qwen-VL family has: qwen)")
+        if key == self.prompt_name:
+            return self
+        if key not in self.prompts:
+            raise UsageError(f"--prompt {variant}: {self.name} has no {key!r} prompt (it has: "
+                             f"{', '.join(dict.fromkeys([self.prompt_name, *self.prompts]))})")
+        return replace(self, prompt_style=self.prompts[key], prompt_name=key, generic_prompt=False,
+                       pool=self.split_questions)
 
     @property
     def split_questions(self) -> list[Question]:
         """The whole split (`pool`), or these questions when they are all there is."""
         return self.pool if self.pool is not None else self.questions
 
-    def judge(self, question: Question, response: str, seed: int = 0) -> tuple[str, str, bool]:
+    def judge(self, question: Question, response: str, seed: int = 0) -> tuple:
         """(pred, answer, correct) of a generated `response`: the benchmark's own `judging`, or by default the
-        official MMMU parser and judge (multiple choice or open), which mirage uses for every benchmark."""
+        official MMMU parser and judge (multiple choice or open), which mirage uses for every benchmark. A
+        benchmark with `metrics` adds a fourth item, the row's `metrics` (lmms-eval's process_results)."""
         if self.judging is not None:
             return self.judging(question, response, seed)
         from .mmmu_judge import judge_response

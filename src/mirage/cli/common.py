@@ -19,10 +19,13 @@ console = Console(width=None if sys.stdout.isatty() else 130)  # logs and pipes 
 EXPECTED = (MirageError, FileNotFoundError)
 
 # --- options shared by several commands (the default stays at each command: they differ) -----------------------
-Model = Annotated[str, typer.Option(help="Model spec: demo, demo:DIR, hf:<hub id or dir> or cambrian:<hub id or dir>.")]
-BenchmarkName = Annotated[str, typer.Option(help="Benchmark name.")]
+Model = Annotated[str, typer.Option(help="Model spec: demo, demo:DIR, hf:<hub id or dir>, cambrian:<hub id or dir> or "
+                                         "module:Class[:PATH] (a VLM of one's own).")]
+BenchmarkName = Annotated[str, typer.Option(help="Benchmark: a name (mirage benchmarks), file:PATH (a JSONL file of "
+                                                 "one's own) or spec:PATH (a spec file).")]
 Split = Annotated[Optional[str], typer.Option(help="Benchmark split (default: the benchmark's own; mmmu: validation).")]
 DataDir = Annotated[Optional[Path], typer.Option(help="A local copy of the benchmark in the hub's layout.")]
+DataDirs = Annotated[Optional[list[str]], typer.Option(help="NAME=DIR: a benchmark's local copy (repeatable).")]
 Subjects = Annotated[Optional[str], typer.Option(help="mmmu: comma-separated subjects.")]
 AllQuestions = Annotated[bool, typer.Option(help="scienceqa: include questions without an image.")]
 Config = Annotated[Optional[str], typer.Option(help="The benchmark's config: cvbench 2D/3D, mmmu-pro 10/4 options.")]
@@ -40,11 +43,16 @@ ImageSize = Annotated[Optional[int], typer.Option(
 AspectRatio = Annotated[Optional[str], typer.Option(
     help="hf LLaVA-1.5: pad (the official LLaVA code's, the default) or crop (the transformers processor's).")]
 Conversation = Annotated[Optional[str], typer.Option(
-    help="hf LLaVA-1.5: vicuna_v1 (the official LLaVA code's prompt, with its system line; the default) or hf "
-    "(llava-hf's chat template, as lmms-eval's llava_hf runs).")]
+    help="hf: the prompt. hf (the processor's chat template; the default except for LLaVA-1.5) or an official "
+    "conversation: vicuna_v1 (LLaVA-1.5's official code, with its system line; its default), qwen_1_5 "
+    "(LLaVA-OneVision's official code, as lmms-eval's llava_onevision runs), internvl2_5 (InternVL's chat()).")]
 GpusPerRank = Annotated[int, typer.Option(
     min=1, help="torchrun: GPUs per rank; the model is split over them (e.g. 8 GPUs as 4 ranks x 2).")]
 Quiet = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars.")]
+Prompt = Annotated[Optional[str], typer.Option(help="The prompt the benchmark is asked in: lmms-eval (its lmms-eval "
+                                               "task's), model (the model family's own, e.g. mmstar_qwen for "
+                                               "Qwen-VL), official (its official runner's: MMMU). Default: the "
+                                               "benchmark's own (MMMU: official).")]
 AllowEnvChange = Annotated[bool, typer.Option(
     help="Resume a run made under other library versions (recorded in config.json) instead of refusing.")]
 
@@ -60,7 +68,13 @@ def _option(type_, *decls: str, **bounds):
 BatchSize = _option(int, min=1)
 Limit = _option(Optional[int], min=1)
 Steps = _option(int, min=1)
-Lr = _option(Optional[float], min=0.0)
+def _positive(value: Optional[float]) -> Optional[float]:
+    if value is not None and value <= 0:  # Adam at lr 0 never moves the input: a run that only looks like one
+        raise typer.BadParameter(f"{value} is not > 0")
+    return value
+
+
+Lr = _option(Optional[float], callback=_positive)
 Seed = _option(int)
 Encoders = _option(Optional[str])
 Param = _option(str)
@@ -81,15 +95,17 @@ def fail(err: Exception) -> None:
 def user_errors(out: Optional[Path] = None) -> Iterator[None]:
     """Run a command's work: a user error (EXPECTED) becomes one red line and exit status 2; Ctrl-C says what the
     run directory `out` keeps and exits 130."""
-    from ..runs import interrupted, release_locks
+    from ..runs import discard_unstarted, interrupted, release_locks
 
     try:
         yield
     except EXPECTED as e:
         interrupted("failed")
+        discard_unstarted()
         fail(e)
     except KeyboardInterrupt:
         interrupted()
+        discard_unstarted()
         console.print(f"[bold yellow]interrupted:[/] {kept(out)}", highlight=False)
         raise typer.Exit(130) from None
     finally:
@@ -136,6 +152,24 @@ def benchmark_options(name: str, data_dir: Optional[Path], subjects: Optional[st
     return opts
 
 
+def data_dirs(given: list[str], benchmarks: list[str]) -> dict[str, dict]:
+    """`--data-dir NAME=DIR` (or a bare DIR when one benchmark takes it) -> loader options by benchmark."""
+    from ..benchmarks import benchmark_options as taken_by
+    out: dict[str, dict] = {}
+    for item in given:
+        name, _, path = item.rpartition("=") if "=" in item else ("", "", item)
+        if not name:
+            takers = [b for b in benchmarks if "data_dir" in taken_by(b)]
+            if len(takers) != 1:
+                raise UsageError(f"--data-dir {item!r}: say which benchmark it is for (NAME=DIR); "
+                                 f"benchmarks that take one: {', '.join(takers) or 'none of ' + ', '.join(benchmarks)}")
+            name = takers[0]
+        if name not in benchmarks:
+            raise UsageError(f"--data-dir {item!r}: {name!r} is not one of --benchmark {','.join(benchmarks)}")
+        out[name] = benchmark_options(name, Path(path), None, False)
+    return out
+
+
 def model_options(device_map: Optional[str], image_size: Optional[int],
                   image_aspect_ratio: Optional[str] = None, conversation: Optional[str] = None) -> dict:
     """Backend options from the command line (a backend that takes none of them refuses them by name)."""
@@ -150,7 +184,10 @@ def scale_out(device: Optional[str], gpus_per_rank: int):
     import torch
 
     from ..distributed import init_world
+    from ..models import parse_device
 
+    if device is not None:
+        parse_device(device)  # refused before anything is written
     world = init_world()
     options = {}
     if torch.cuda.is_available() and device is None and (world.distributed or gpus_per_rank > 1):

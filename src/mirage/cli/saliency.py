@@ -6,14 +6,15 @@ from typing import Annotated
 
 import typer
 
-from .common import (AllowEnvChange, BatchSize, BenchmarkName, Device, Dtype, Limit, Method, Model, Out, Overwrite,
-                     Quiet, Seed, Split, console, loading, user_errors)
+from .common import (AllowEnvChange, BatchSize, BenchmarkName, DataDir, Device, Dtype, Limit, Method, Model, Out,
+                     Overwrite, Quiet, Seed, Split, benchmark_options, console, loading, user_errors)
 
 
 def saliency_cmd(
     model: Model = "demo",
     benchmark: BenchmarkName = "shapes",
     split: Split = None,
+    data_dir: DataDir = None,
     method: Method("gradient, smoothgrad, ig (integrated gradients) or gxi.") = "gradient",
     per_encoder: Annotated[bool, typer.Option(help="Also one map per encoder (gradient through it alone).")] = False,
     limit: Limit("Maps for the first N questions with an image.", type=int) = 32,
@@ -39,15 +40,22 @@ def saliency_cmd(
         SALIENCY_METHODS.get(method)  # refused before anything is written
         cfg = SaliencyConfig(batch_size=batch_size, seed=seed)
         with loading():
-            bench = load_benchmark(benchmark, split=split)  # whole: the wrong image is drawn over all its questions
+            bench_options = benchmark_options(benchmark, data_dir, None, False)
+            bench = load_benchmark(benchmark, split=split, **bench_options)  # whole: `wrong` draws over all of it
         # neither the method nor the limit: several methods and a growing N share one run directory
-        config = {"command": "saliency", "model": model, **bench.identity(), "split": bench.split,
+        config = {"command": "saliency", "model": model, **bench.identity(), "split": bench.split, **bench_options,
                   "dtype": dtype, "saliency": saliency_config(cfg)}
         run = RunDir.open(out, config, overwrite=overwrite, allow_env_change=allow_env_change)
         with loading():
             vlm = load_model(model, device=device, dtype=dtype)
         summary = run_saliency(vlm, bench, run, method, limit, per_encoder, batch_size, cfg, quiet)
-    console.print(saliency_table(summary, f"saliency: {model} on {benchmark}/{bench.split}"))
+    if any(per for per in summary.values()):
+        console.print(saliency_table(summary, f"saliency: {model} on {benchmark}/{bench.split}"))
+    elif not any(q.images for q in bench):
+        console.print(f"no maps: none of the questions of {benchmark} has an image")
+    else:  # the pointing game needs each question's target box, which only ShapesQA records
+        console.print(f"no pointing-game figures: the questions of {benchmark} have no target box (ShapesQA's do); "
+                      f"the maps are in {out / 'artifacts'}")
     console.print(f"run directory: {out}")
 
 

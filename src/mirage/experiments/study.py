@@ -25,15 +25,17 @@ from typing import Callable, Sequence
 from .. import sources
 from ..benchmarks import load_benchmark
 from ..benchmarks.question import Benchmark
+from ..blind import MEASURES, SHUFFLE_MEASURES, SOURCES, run_difference
 from ..conditions import parse_conditions
 from ..distributed import SINGLE, World, open_run
 from ..errors import loading_user_input
 from ..evaluate import evaluate_conditions, evaluate_text_model, summarize_conditions
 from ..inputs import Reference
 from ..models import load_model
-from ..models.text_lm import DEMO_TEXT_LM, load_text_model
+from ..models.text_lm import DEMO_TEXT_LM, check_text_model, load_text_model
 from ..models.vlm import VLM
 from ..optimize import OptimizeConfig
+from ..progress import warn
 from ..runs import RunDir
 from ..sources import parse_source
 from ..stats import paired_difference
@@ -41,8 +43,9 @@ from .inversion import InversionConfig, run_inversion
 from .optimization import OptimizeSpec, run_optimization
 from .presets import preset as preset_config
 from .saliency import run_saliency
+from .tst import LoraSettings, run_tst
 
-STUDY_CONDITIONS = "real,none,blank,noise,wrong,blur,shuffle"
+STUDY_CONDITIONS = "real,none,blank,noise,wrong,blur,shuffle,image-only,both"
 DEMO_TEXT_MODEL = "demo"  # the demo's base LM (models/demo/weights/text-lm), scored when the model is the demo
 
 
@@ -63,6 +66,10 @@ class StudyPlan:
     universal_steps: int = 50
     inversion_steps: int = 100
     batch_size: int = 16
+    tst_rf: int | None = None  # trained blind (TsT), cross-fitted: the random forest's questions (None: all)
+    tst_lm: int | None = 200  # the LoRA-tuned LM's questions (the base LM's when the study has one, else the VLM's)
+    tst_folds: int = 5
+    tst_epochs: int = 2  # the demo's (presets: quick and paper 5, the paper's)
 
     @classmethod
     def from_preset(cls, name: str, **overrides) -> "StudyPlan":
@@ -77,6 +84,7 @@ class StudyPlan:
         train = min(self.universal_train, max(1, limit // 2))
         cap = {k: min(getattr(self, k), limit) for k in ("features_question", "pixels_question", "single_encoder",
                                                          "saliency", "inversion")}
+        cap |= {k: min(getattr(self, k) or limit, limit) for k in ("tst_rf", "tst_lm")}
         return replace(self, condition_questions=min(self.condition_questions or limit, limit), universal_train=train,
                        universal_heldout=min(self.universal_heldout, max(1, limit - train)), **cap)
 
@@ -114,7 +122,10 @@ def study_parts(plan: StudyPlan, encoders: Sequence[str], seed: int = 0, text_mo
              Part("saliency-gradient", "saliency", settings={"method": "gradient", "n": plan.saliency}),
              Part(sources.inversion(start="blank"), "inversion", settings={
                  "n": plan.inversion, "steps": plan.inversion_steps,
-                 "cfg": InversionConfig(start="blank", seed=seed), "stage1": cfg})]
+                 "cfg": InversionConfig(start="blank", seed=seed), "stage1": cfg}),
+             Part(sources.TST_RF, "tst", plan.tst_rf, {"diagnostics": ("rf",), "folds": plan.tst_folds, "seed": seed}),
+             Part(sources.TST_LM, "tst", plan.tst_lm, {"diagnostics": ("lm",), "folds": plan.tst_folds, "seed": seed,
+                                                       "text_model": text_model, "epochs": plan.tst_epochs})]
     return [p for p in parts if p.n != 0 and p.settings.get("n", 1) != 0]
 
 
@@ -135,6 +146,18 @@ def _text_model(model: VLM, bench: Benchmark, run: RunDir, ref: Reference | None
                         world=world)
 
 
+def _tst(model: VLM, bench: Benchmark, run: RunDir, ref: Reference | None, quiet: bool, world: World,
+         diagnostics: Sequence[str], folds: int, seed: int, text_model: str | None = None, epochs: int = 5) -> None:
+    # tst-lm tunes the study's base LM (the zero-shot S_t's) when it has one, else the VLM's own LM (S_wv's)
+    if len(bench) < 2 * folds:  # a --limit too small to cross-fit
+        if world.main and not quiet:
+            warn(f"{bench.name}: {len(bench)} questions are too few for {folds}-fold trained-blind rows; skipped")
+        return
+    lm = _base_lm(text_model, str(model.device)) if text_model and "lm" in diagnostics else None
+    run_tst(model, bench, run, diagnostics, folds, seed, lm=lm, lm_name=text_model, lora=LoraSettings(epochs=epochs),
+            quiet=quiet, world=world)
+
+
 def _optimization(model: VLM, bench: Benchmark, run: RunDir, ref: Reference | None, quiet: bool, world: World,
                   spec: OptimizeSpec, cfg: OptimizeConfig) -> None:
     run_optimization(model, bench, spec, cfg, run, ref, quiet, world)
@@ -153,7 +176,7 @@ def _main_only(runner: Callable[..., object]) -> Callable[..., None]:
 # experiment -> runner(model, bench, run, ref, quiet, world, **settings): one call shape for every part
 RUNNERS: dict[str, Callable[..., None]] = {"conditions": _conditions, "text_model": _text_model,
                                            "optimization": _optimization,
-                                           "saliency": _main_only(run_saliency),
+                                           "tst": _tst, "saliency": _main_only(run_saliency),
                                            "inversion": _main_only(run_inversion)}
 
 
@@ -196,14 +219,14 @@ def _measure(summary: dict, name: str, source: str) -> dict | None:
     return None
 
 
-MEASURES = {"S_v": "real", "S_wv": "none", "S_t": "text-model", "MG": None, "ML": None}
-
-
 def table_row(name: str, directory: str, summary: dict) -> dict:
-    """One benchmark's line of the cross-benchmark table, read off its summary.json."""
+    """One benchmark's line of the cross-benchmark table, read off its summary.json: MMStar's measures, the
+    shuffle decomposition (overall; `shuffle`, without its per-type blocks), the best crafted input."""
     line = {"benchmark": name, "dir": directory, "n_questions": summary.get("n_questions")}
-    for m, source in MEASURES.items():
-        line[m] = _measure(summary, m, source)
+    for m in MEASURES:
+        line[m] = _measure(summary, m, SOURCES.get(m))
+    shuffle = summary.get("shuffle")
+    line["shuffle"] = {k: v for k, v in shuffle.items() if k in (*SHUFFLE_MEASURES, "chance")} if shuffle else None
     line["best_crafted"] = summary.get("best_crafted")
     return line
 
@@ -215,10 +238,17 @@ class StudyResult:
     path: Path
     summaries: dict[str, dict]
     table: list[dict]
+    prompts: dict | None = None  # two prompt variants: each benchmark's measures, second minus first
 
     @property
     def summary(self) -> dict:
-        return {"benchmarks": self.summaries, "table": self.table}
+        return {"benchmarks": self.summaries, "table": self.table, **({"prompts": self.prompts} if self.prompts
+                                                                          else {})}
+
+
+def prompt_dir(directory: str, variant: str) -> str:
+    """The run directory of a benchmark's measures in a study's second prompt variant."""
+    return f"{directory}.prompt-{variant}"
 
 
 def _rows(run: RunDir, world: World) -> list[dict]:
@@ -230,19 +260,34 @@ def run_study(model: str = "demo", benchmarks: str | Sequence[str] = "shapes", p
               options: dict[str, dict] | None = None, steps: int | None = None, seed: int = 0,
               batch_size: int | None = None, device: str | None = None, load_options: dict | None = None,
               text_model: str | None = None, overwrite: bool = False, quiet: bool = False,
-              world: World = SINGLE, allow_env_change: bool = False) -> StudyResult:
+              world: World = SINGLE, allow_env_change: bool = False,
+              prompts: str | Sequence[str] | None = None) -> StudyResult:
     """Run (or resume) every part of the study of `model` on each of `benchmarks` into `out`, one run directory per
     benchmark, then summary.json (each benchmark's summary, the cross-benchmark table). `options`: loader options by
-    benchmark; `text_model`: the base LM for S_t (the demo's own for `demo`); `load_options`: to `load_model`."""
+    benchmark; `text_model`: the base LM for S_t (the demo's own for `demo`); `load_options`: to `load_model`.
+    `prompts`: the prompt variant the study asks in (`Benchmark.with_prompt`), or two ("lmms-eval,model"): the
+    study in the first, its conditions and text model again in the second (`<dir>.prompt-<second>/`), and every
+    measure's difference, second minus first, with a paired interval (summary.json's `prompts`)."""
     names = [b.strip() for b in benchmarks.split(",")] if isinstance(benchmarks, str) else list(benchmarks)
-    # `steps` sets every loop's steps; inversion's pixels take twice as many (100 at the demo's 50)
+    variants = [v.strip() for v in prompts.split(",")] if isinstance(prompts, str) else list(prompts or [])
+    if len(variants) > 2 or len(set(variants)) < len(variants) or "" in variants:
+        from ..errors import UsageError
+
+        raise UsageError(f"--prompt: one variant, or two different ones to compare, not {','.join(variants)!r}")
+    # `steps` sets every loop's steps, inversion's included (the presets give inversion twice the others' steps; the
+    # README promises every loop bounded by --steps)
     overrides = {k: v for k, v in {"steps": steps, "universal_steps": steps,
-                                  "inversion_steps": 2 * steps if steps else None,
+                                  "inversion_steps": steps,
                                   "batch_size": batch_size}.items() if v is not None}
     plan = StudyPlan.from_preset(preset, **overrides).capped(limit)
+    check_text_model(text_model, model)
     options = options or {}
     with loading_user_input():
         benches = {name: load_benchmark(name, split=split, limit=limit, **options.get(name, {})) for name in names}
+        for bench in benches.values():  # a variant a benchmark lacks is refused before any work
+            for v in variants:
+                if v != "model":
+                    bench.with_prompt(v)
     dirs = {name: benchmark_dir(name) for name in names}
     if len(set(dirs.values())) < len(dirs):
         from ..errors import UsageError
@@ -256,21 +301,29 @@ def run_study(model: str = "demo", benchmarks: str | Sequence[str] = "shapes", p
     identity = {k: v for k, v in load_options.items() if k != "gpus"}  # where the model runs is not the run's identity
     config = {"command": "study", "model": model, "benchmarks": names, "dirs": dirs, "preset": preset,
               "text_model": text_model, "split": split, "limit": limit, "options": options, "seed": seed,
-              "plan": asdict(plan), "batch_size": plan.batch_size, **identity}
+              "plan": asdict(plan), "batch_size": plan.batch_size, **identity,
+              **({"prompt": variants} if variants else {})}  # only when given: older studies still resume
     study = open_run(out, config, world, overwrite, allow_env_change)
-    runs = {name: open_run(out / dirs[name], {  # every benchmark's directory checked before any work
+    bench_config = {name: {
         "command": "study", "model": model, **bench.identity(), "split": bench.split, "limit": limit,
         "n_questions": len(bench), "seed": seed, "plan": asdict(plan), "batch_size": plan.batch_size,
-        "preset": preset, "text_model": text_model, **options.get(name, {}), **identity}, world, overwrite,
-        allow_env_change)
+        "preset": preset, "text_model": text_model, **options.get(name, {}), **identity}
         for name, bench in benches.items()}
+    runs = {name: open_run(out / dirs[name], bench_config[name] | ({"prompt": variants[0]} if variants else {}),
+                           world, overwrite, allow_env_change)  # every benchmark's directory checked before any work
+            for name in names}
+    second = {name: open_run(out / prompt_dir(dirs[name], variants[1]), bench_config[name] | {"prompt": variants[1]},
+                             world, overwrite, allow_env_change)
+              for name in names} if len(variants) == 2 else {}
     if world.main:  # timings.json records this call from now on, whether it finishes or not
-        for run in runs.values():
+        for run in [*runs.values(), *second.values()]:
             run.start_invocation({"batch_size": plan.batch_size})
     with loading_user_input():
         vlm = load_model(model, device=device, **load_options)
     parts = study_parts(plan, [s.name for s in vlm.encoders], seed, text_model)
-    summaries, timings = {}, {}
+    if variants:
+        benches = {name: bench.with_prompt(variants[0], vlm) for name, bench in benches.items()}
+    summaries, timings, differences = {}, {}, {}
     for name, bench in benches.items():
         timings[name] = run_parts(vlm, bench, runs[name], parts, quiet or not world.main, world)
         rows = _rows(runs[name], world)
@@ -280,7 +333,19 @@ def run_study(model: str = "demo", benchmarks: str | Sequence[str] = "shapes", p
             runs[name].write_json("summary.json", summaries[name])
             log = runs[name].log_invocation({"batch_size": plan.batch_size, "parts": timings[name]})
             timings[name] = log["total"].get("parts", {})  # the study's timings: every invocation's, summed
-    result = StudyResult(out, summaries, [table_row(n, dirs[n], summaries[n]) for n in names])
+        if name in second:  # the measures again in the second prompt, and their differences
+            again = [p for p in parts if p.experiment in ("conditions", "text_model")]
+            took = run_parts(vlm, bench.with_prompt(variants[1], vlm), second[name], again, quiet or not world.main,
+                             world)
+            rows_b = _rows(second[name], world)
+            if world.main:
+                second[name].write_json("summary.json", summarize_conditions(rows_b, bench, parse_conditions(
+                    plan.conditions)))
+                second[name].log_invocation({"batch_size": plan.batch_size, "parts": took})
+            differences[name] = run_difference(rows, rows_b)
+    result = StudyResult(out, summaries, [table_row(n, dirs[n], summaries[n]) for n in names],
+                         {"variants": variants, "dirs": {n: prompt_dir(dirs[n], variants[1]) for n in names},
+                          "difference": differences} if len(variants) == 2 else None)
     if world.main:
         study.write_json("summary.json", result.summary)
         study.write_json("timings.json", timings)

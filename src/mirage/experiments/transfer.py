@@ -70,6 +70,21 @@ def _encoders_of(source: str, model: VLM) -> list[str]:
 
 
 @torch.no_grad()
+def check_trained_for(inputs: dict[str, Path], model: str) -> None:
+    """Refuse an input whose run (artifacts/ beside a config.json) was made with another model than `model`: its
+    features or tokens are another model's (the tensor names would be all the error says)."""
+    import json
+
+    for name, path in inputs.items():
+        config = Path(path).parent.parent / "config.json"
+        if Path(path).parent.name != "artifacts" or not config.is_file():
+            continue
+        made_with = json.loads(config.read_text()).get("model")
+        if made_with not in (None, model):
+            raise MirageError(f"--from {name}: {Path(path).parent.parent} was made with --model {made_with}, not "
+                              f"{model}; evaluate it with --model {made_with}")
+
+
 def load_universal(model: VLM, path: str | Path) -> tuple[str, Visual]:
     """A universal artifact as (kind, Visual of batch 1): a PNG read by the model's real processor (through the
     encoders its source name lists; the others see the blank image, as in training), or saved features or tokens

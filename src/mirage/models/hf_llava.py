@@ -26,16 +26,13 @@ import torch.nn.functional as F
 from PIL import Image
 from torch import Tensor
 
+from .conversations import OFFICIAL, pick
 from .spliced import TransformersSpliced
 from .square import normalize, pad_colour, pad_square, process_pil, resize_like_pil
 from .vlm import EncoderSpec, on_device
 
 ENCODER = "vision"
 ASPECT_RATIOS = ("pad", "crop")  # the official LLaVA code's; the transformers processor's
-CONVERSATIONS = ("vicuna_v1", "hf")  # the official LLaVA code's; llava-hf's chat template
-# conv_vicuna_v1's system line (haotian-liu/LLaVA llava/conversation.py)
-VICUNA_V1_SYSTEM = ("A chat between a curious user and an artificial intelligence assistant. The assistant gives "
-                    "helpful, detailed, and polite answers to the user's questions.")
 
 
 class HFLlava(TransformersSpliced):
@@ -49,10 +46,7 @@ class HFLlava(TransformersSpliced):
         if self.image_aspect_ratio not in ASPECT_RATIOS:
             raise ValueError(f"image_aspect_ratio {image_aspect_ratio!r}: allowed {', '.join(ASPECT_RATIOS)} (pad: the "
                              "official LLaVA code's, crop: the transformers processor's)")
-        self.conversation = conversation or "vicuna_v1"
-        if self.conversation not in CONVERSATIONS:
-            raise ValueError(f"conversation {conversation!r}: allowed {', '.join(CONVERSATIONS)} (vicuna_v1: the "
-                             "official LLaVA code's, hf: llava-hf's chat template)")
+        self.conversation = pick("llava", conversation)
         self.model, self.processor, self.tokenizer = model, processor, processor.tokenizer
         self.tokenizer.padding_side = "left"
         self.inner = model.model  # LlavaModel: vision_tower, multi_modal_projector, language_model
@@ -121,15 +115,12 @@ class HFLlava(TransformersSpliced):
     def chat_text(self, prompt: str, image: bool = True) -> str:
         if self.conversation == "hf":
             return super().chat_text(prompt, image)
-        # conv_vicuna_v1.get_prompt() (SeparatorStyle.TWO, sep " ") after the eval scripts' append_message(USER,
-        # "<image>\\n" + question) and append_message(ASSISTANT, None)
-        image_token = self.processor.image_token
-        return f"{VICUNA_V1_SYSTEM} USER: {image_token + chr(10) if image else ''}{prompt} ASSISTANT:"
+        return OFFICIAL[self.conversation].asked(prompt, self.processor.image_token if image else "")
 
     def answered_text(self, prompt: str, answer: str) -> str:
         if self.conversation == "hf":
             return super().answered_text(prompt, answer)
-        return f"{self.chat_text(prompt)} {answer}{self.tokenizer.eos_token}"  # sep2 "</s>" closes the answer
+        return OFFICIAL[self.conversation].answered(prompt, self.processor.image_token, answer)
 
     def text_ids(self, text: str) -> list[int]:
         """The official code's ids (`tokenizer_image_token`: the text around each image placeholder tokenized apart,
@@ -137,7 +128,7 @@ class HFLlava(TransformersSpliced):
         (its expanded image tokens folded back into one placeholder): its tokenizer, whatever class the hub files
         load it as, decides the BOS and the spaces around `<image>`."""
         image_token = self.processor.image_token
-        if self.conversation == "vicuna_v1":
+        if self.conversation != "hf":
             parts = [self.tokenizer(part).input_ids for part in text.split(image_token)]
             bos = self.tokenizer.bos_token_id
             keep = 1 if parts[0][:1] == [bos] and bos is not None else 0

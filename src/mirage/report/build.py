@@ -10,6 +10,7 @@ from pathlib import Path
 from jinja2 import Environment, FileSystemLoader
 
 from .blind_panel import blind_panel
+from .shuffle_panel import caption_rows, shuffle_panel
 from ..errors import MirageError, UsageError
 from .demo_panel import demo_panels
 from .gallery import DEFAULT_MAX_IMAGES, galleries, single_images
@@ -61,6 +62,9 @@ def run_facts(data: RunData) -> list[tuple[str, str]]:
     sizes = list(dict.fromkeys(i["batch_size"] for i in data.invocations if i.get("batch_size") is not None))
     if len(sizes) > 1:  # resumed with another --batch-size: each call's, in order
         facts[[k for k, _ in facts].index("batch size")] = ("batch size", ", then ".join(map(str, sizes)))
+    threads = list(dict.fromkeys(i["threads"] for i in data.invocations if i.get("threads") is not None))
+    if threads:  # chosen at start-up from the machine's load: small differences between runs may come from it
+        facts.append(("CPU threads", ", then ".join(map(str, threads))))
     if data.timings:
         total = sum(float(v) for v in data.timings.values() if isinstance(v, (int, float)))
         calls = f" in {len(data.invocations)} invocations" if len(data.invocations) > 1 else ""
@@ -97,7 +101,8 @@ def report_context(run_dir: str | Path, max_images: int = DEFAULT_MAX_IMAGES, qu
         title=f"mirage report: {data.config.get('model', '?')} on {benchmark_title(data.config)}",
         run_path=str(data.path), facts=run_facts(data), config_json=json.dumps(data.config, indent=2, sort_keys=True),
         timings=data.timings, measures=measure_tables(data.path, data.rows), panels=panels,
-        blind=blind_panel(data.rows), intervals=data.summary["intervals"],
+        blind=blind_panel(data.rows), shuffle=shuffle_panel(data), captions=caption_rows(data, qs),
+        intervals=data.summary["intervals"],
         table=table, types=question_types(table), baselines=baselines(table), attacked=any(r.attack for r in table),
         plots=[p for p in plots if p is not None], galleries=galleries(data, qs, max_images),
         singles=single_images(data, {p.source for p in panels}), questions_loaded=bool(qs),
