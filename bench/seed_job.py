@@ -139,6 +139,7 @@ def main() -> None:
     ap.add_argument("--seed-card", type=float, default=None, help="also record auto's choice within this budget")
     ap.add_argument("--compile", action="store_true")
     ap.add_argument("--no-flops", action="store_true")
+    ap.add_argument("--fit-only", action="store_true", help="the FLOPs and auto's choices, no timed runs")
     ap.add_argument("--commit", default=None, help="the commit measured (default: git's HEAD here)")
     args = ap.parse_args()
     device = torch.device(args.device)
@@ -186,7 +187,9 @@ def main() -> None:
             plans[name] = (fit.spec(spec, model), fit.batch_size, fit.grad_checkpointing, fit.offload)
         clear_switches(model)
         Path(args.out).write_text(json.dumps(res, indent=2))
-    if args.compile:
+    if args.fit_only:
+        plans = {}
+    if args.compile and plans:
         apply_switches(model, OptimizeSpec("features"), compile=True)
     for name, (spec, batch, ckpt, offload) in plans.items():
         part = res["parts"][name]
