@@ -11,7 +11,7 @@ from torch import Tensor
 
 from ..benchmarks.question import LETTERS
 from .chat import answer_ids, chat_ids, image_turn
-from .vlm import NONE, VLM, Visual, on_device
+from .vlm import IMAGES, NONE, VLM, Visual, on_device
 
 
 class SplicedVLM(VLM):
@@ -86,6 +86,14 @@ class SplicedVLM(VLM):
         and no image tokens (None)."""
         if visual.stage == NONE:
             return (*self.sequences(prompts, targets, image=False), None, None)
+        if visual.stage == IMAGES and any(isinstance(v, (list, tuple)) for v in visual.value):
+            # several images in a row (`max_images`): all through the processor, each its own placeholder block
+            rows = [v if isinstance(v, (list, tuple)) else [v] for v in visual.value]
+            tokens = self.to_tokens(Visual(IMAGES, [im for row in rows for im in row]))  # [sum k, N, D]
+            n = tokens.shape[1]
+            input_ids, mask, labels = self.sequences(prompts, targets, [[n] * len(r) for r in rows],
+                                                     images=[len(r) for r in rows])
+            return input_ids, mask, labels, tokens.reshape(-1, tokens.shape[-1]), None
         input_ids, mask, labels = self.sequences(prompts, targets)
         return input_ids, mask, labels, self.to_tokens(visual), None
 
