@@ -160,7 +160,9 @@ def run_optimization(model: VLM, bench: Benchmark, spec: OptimizeSpec, cfg: Opti
         optimize_questions(model, bench, inp, objective, cfg, source, run, lr, quiet, world)
         if spec.input == "pixels":
             onload(model)  # the re-check runs every encoder on the real processor's output
-            evaluate_conditions(model, bench, [png_condition(run, source, False)], run=run, quiet=quiet, world=world)
+            # at the optimization's batch: a batch that fits its training step fits a forward (auto sizes it so)
+            evaluate_conditions(model, bench, [png_condition(run, source, False)], batch_size=cfg.batch_size,
+                                run=run, quiet=quiet, world=world)
         return [r for r in run.rows() if r["source"] in (source, sources.png(source))]
     check_train(spec.train, len(bench))
     train, held_out = bench.questions[: spec.train], bench.questions[spec.train :]
@@ -173,6 +175,6 @@ def run_optimization(model: VLM, bench: Benchmark, spec: OptimizeSpec, cfg: Opti
     if spec.input == "pixels":
         onload(model)
         evaluate_conditions(model, replace(bench, questions=list(held_out)), [png_condition(run, source, True)],
-                            run=run, quiet=quiet, world=world)
+                            batch_size=cfg.batch_size, run=run, quiet=quiet, world=world)
     names = {source, sources.train(source), sources.png(source)}
     return [r for r in run.rows() if r["source"] in names]
