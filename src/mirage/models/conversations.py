@@ -18,6 +18,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Callable
 
+from .chat import IMAGE_MARKER
+
 
 @dataclass(frozen=True)
 class Conversation:
@@ -30,6 +32,8 @@ class Conversation:
 
 
 def _user(prompt: str, image_token: str) -> str:
+    if IMAGE_MARKER in prompt:  # the image where the benchmark's text places it, as lmms-eval's llava keeps it there
+        return prompt.replace(IMAGE_MARKER, image_token)  # the text-only turn: the marker left out
     return f"{image_token}\n{prompt}" if image_token else prompt
 
 
