@@ -9,7 +9,7 @@ starts with `<s>`).
 
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Callable, Sequence
 
 
 def image_turn(prompt: str, answer: str | None = None, image: bool = True) -> list[dict]:
@@ -46,3 +46,13 @@ def answer_ids(tokenizer, asked: str, answered: Sequence[str], answers: Sequence
                              f"does not start with its generation prompt ({text!r} after {asked!r})")
         out.append(full[len(base)])
     return out
+
+
+def content_start(tokenizer, chat_text: Callable[[str], str]) -> int:
+    """Where the user's content begins in the ids of `chat_text(prompt)` (the text-only turn), the same for every
+    prompt: the ids two probe prompts share (the answer letters A and B, which every tokenizer here knows)."""
+    a, b = chat_ids(tokenizer, chat_text("A")), chat_ids(tokenizer, chat_text("B"))
+    n = 0
+    while n < min(len(a), len(b)) and a[n] == b[n]:
+        n += 1
+    return n

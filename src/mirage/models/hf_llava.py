@@ -32,6 +32,7 @@ class HFLlava(TransformersSpliced):
     """A transformers LLaVA model and its processor; `image_aspect_ratio` "pad" (official LLaVA) or "crop"."""
 
     causal_scoring = True  # its LM (Vicuna/Llama for LLaVA-1.5) attends by the causal mask alone
+    soft_prompts = True  # its text-only turn takes free vectors (the soft-prompt control)
 
     def __init__(self, model, processor, image_aspect_ratio: str | None = None):
         super().__init__()
