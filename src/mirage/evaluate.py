@@ -11,7 +11,7 @@ from typing import Callable, Sequence
 import torch
 
 from .benchmarks.question import LETTERS, Benchmark, Question
-from .blind import blind_measures
+from .blind import blind_measures, soft_prompt_control
 from .conditions import Condition, ConditionContext, parse_conditions
 from .distributed import SINGLE, World
 from .environment import model_environment
@@ -233,7 +233,8 @@ def skipped(benchmark: Benchmark, conditions: Sequence[Condition]) -> dict[str, 
 
 
 def summarize_conditions(rows: list[dict], benchmark: Benchmark, conditions: Sequence[Condition]) -> dict:
-    """`stats.summarize`, `blind` (S_v, S_wv, S_t, MG, ML) where `none` or `text-model` rows exist, and
+    """`stats.summarize`, `blind` (S_v, S_wv, S_t, MG, ML) where `none` or `text-model` rows exist, `soft_prompt`
+    (crafted inputs against the soft-prompt control) where soft-prompt rows exist, and
     `skipped_no_image` where conditions had nothing to show for text-only questions."""
     summary = summarize(rows)
     if any("circular" in r for r in rows):  # a question counts once, correct only when every rotation is
@@ -243,6 +244,9 @@ def summarize_conditions(rows: list[dict], benchmark: Benchmark, conditions: Seq
     blind = blind_measures(rows)
     if blind:
         summary["blind"] = blind
+    control = soft_prompt_control(rows)
+    if control:  # crafted inputs against the soft prompt of their scope
+        summary["soft_prompt"] = control
     if skipped(benchmark, conditions):
         summary["skipped_no_image"] = skipped(benchmark, conditions)
     unknown = {r["question_id"]: r["unknown_words"] for r in rows if r.get("unknown_words")}

@@ -59,6 +59,10 @@ class StudyPlan:
     single_encoder: int = 100
     saliency: int = 32  # gradient saliency maps (the cheapest method), with the pointing game where boxes exist
     inversion: int = 16  # two-stage inversion from blank-started per-question features
+    # the soft-prompt control: free vectors in the text-only prompt, the crafted inputs' optimizer, steps and seeds
+    soft_prompt_question: int = 100
+    soft_prompt_universal: bool = True  # on the universal inputs' split (the same held-out questions)
+    soft_prompt_text_model: bool = False  # also on the base LLM (with a text model), as many vectors
     steps: int = 50
     universal_steps: int = 50
     inversion_steps: int = 100
@@ -76,7 +80,7 @@ class StudyPlan:
             return self
         train = min(self.universal_train, max(1, limit // 2))
         cap = {k: min(getattr(self, k), limit) for k in ("features_question", "pixels_question", "single_encoder",
-                                                         "saliency", "inversion")}
+                                                         "saliency", "inversion", "soft_prompt_question")}
         return replace(self, condition_questions=min(self.condition_questions or limit, limit), universal_train=train,
                        universal_heldout=min(self.universal_heldout, max(1, limit - train)), **cap)
 
@@ -104,6 +108,11 @@ def study_parts(plan: StudyPlan, encoders: Sequence[str], seed: int = 0, text_mo
              (OptimizeSpec("pixels"), plan.pixels_question, cfg),
              (OptimizeSpec("features", scope="universal", train=plan.universal_train), universal, ucfg),
              (OptimizeSpec("pixels", scope="universal", train=plan.universal_train), universal, ucfg)]
+    # the soft-prompt control: the same configs (optimizer steps, lr rule, early stop, seeds) as the crafted inputs
+    soft = [(OptimizeSpec("soft-prompt"), plan.soft_prompt_question, cfg),
+            (OptimizeSpec("soft-prompt", scope="universal", train=plan.universal_train),
+             universal if plan.soft_prompt_universal else 0, ucfg)]
+    specs += soft
     if len(encoders) > 1:
         specs += [(OptimizeSpec("features", encoders=[e]), plan.single_encoder, cfg) for e in encoders]
     base_lm = [Part("text-model", "text_model", plan.condition_questions, {"spec": text_model, "seed": seed})
@@ -111,6 +120,9 @@ def study_parts(plan: StudyPlan, encoders: Sequence[str], seed: int = 0, text_mo
     parts = [Part("conditions", "conditions", plan.condition_questions,
                   {"conditions": plan.conditions, "seed": seed}), *base_lm,
              *(Part(spec.source, "optimization", n, {"spec": spec, "cfg": c}) for spec, n, c in specs if n),
+             *(Part(sources.optimized(spec.input, spec.scope, text_model=True), "text_model_optimization", n,
+                    {"spec": spec, "cfg": c, "lm": text_model})
+               for spec, n, c in soft if n and text_model and plan.soft_prompt_text_model),
              Part("saliency-gradient", "saliency", settings={"method": "gradient", "n": plan.saliency}),
              Part(sources.inversion(start="blank"), "inversion", settings={
                  "n": plan.inversion, "steps": plan.inversion_steps,
@@ -140,6 +152,14 @@ def _optimization(model: VLM, bench: Benchmark, run: RunDir, ref: Reference | No
     run_optimization(model, bench, spec, cfg, run, ref, quiet, world)
 
 
+def _text_model_optimization(model: VLM, bench: Benchmark, run: RunDir, ref: Reference | None, quiet: bool,
+                             world: World, spec: OptimizeSpec, cfg: OptimizeConfig, lm: str) -> None:
+    """An input optimized on the base LM (the soft prompt), on the prompts as the VLM is asked them, with as many
+    vectors as the VLM's image tokens."""
+    spec = replace(spec, soft_tokens=spec.soft_tokens or getattr(model, "num_image_tokens", None))
+    run_optimization(_base_lm(lm, str(model.device)), bench.for_model(model), spec, cfg, run, ref, quiet, world)
+
+
 def _main_only(runner: Callable[..., object]) -> Callable[..., None]:
     """A part that does not shard yet: rank 0 runs it, the other ranks wait for it."""
     def run_part(model: VLM, bench: Benchmark, run: RunDir, ref: Reference | None, quiet: bool, world: World,
@@ -153,6 +173,7 @@ def _main_only(runner: Callable[..., object]) -> Callable[..., None]:
 # experiment -> runner(model, bench, run, ref, quiet, world, **settings): one call shape for every part
 RUNNERS: dict[str, Callable[..., None]] = {"conditions": _conditions, "text_model": _text_model,
                                            "optimization": _optimization,
+                                           "text_model_optimization": _text_model_optimization,
                                            "saliency": _main_only(run_saliency),
                                            "inversion": _main_only(run_inversion)}
 
