@@ -57,3 +57,20 @@ def blind_table(blind: dict, title: str = "image-free measures (MMStar)") -> Tab
     for t, b in blind["by_type"].items():
         table.add_row(t, *(cell(b, m) for m in measures))
     return table
+
+
+def soft_prompt_table(control: dict, title: str = "crafted inputs against the soft prompt") -> Table:
+    """Per scope: each crafted input and the soft prompt with accuracy, gain over blank, difference from the soft
+    prompt (paired 95% intervals) and the median steps to a right answer (`mirage.blind.soft_prompt_control`)."""
+    table = Table(title=title, caption="soft prompt: free vectors in the text-only prompt, the crafted inputs' "
+                                       "optimizer, steps and seeds; paired intervals")
+    for col in ("source", "n", "accuracy", "minus blank", "minus soft prompt", "within", "median steps"):
+        table.add_column(col, justify="left" if col == "source" else "right")
+    for scope in ("question", "universal"):
+        for name, e in control.get(scope, {}).get("sources", {}).items():
+            steps = e.get("steps")
+            table.add_row(name, str(e["n"]), _cell(e), _cell(e.get("vs_blank"), signed=True),
+                          _cell(e.get("vs_soft"), signed=True),
+                          "" if "within_soft" not in e else ("yes" if e["within_soft"] else "no"),
+                          f"{steps['median']:g}" if steps else "")
+    return table

@@ -187,10 +187,11 @@ def benchmark_dir(name: str) -> str:
 
 
 def best_crafted(summary: dict, rows: Sequence[dict]) -> dict | None:
-    """The optimized input with the highest accuracy (held-out rows; `-train` rows left out), and its paired
+    """The optimized input with the highest accuracy (held-out rows; `-train` rows and the soft-prompt control left
+    out), and its paired
     difference from `real` on the questions both have. None when the run has no optimized input."""
     crafted = [s for s in summary["n"] if parse_source(s).group in ("optimized", "single-encoder")
-               and parse_source(s).suffix != "train"]
+               and parse_source(s).suffix != "train" and parse_source(s).input != sources.SOFT_PROMPT]
     if not crafted:
         return None
     best = max(crafted, key=lambda s: (summary["accuracy"][s], summary["n"][s]))  # ties: the one on more questions
