@@ -49,3 +49,41 @@ def test_paired_on_shared_questions_only():
 
 def test_absent_without_image_free_sources():
     assert blind_measures(rows({"real": "11", "blank": "01"}, "aa")) is None
+
+
+def test_soft_prompt_control_by_hand():
+    """Per scope: each crafted input against the soft prompt (paired, on shared questions) and blank; `within_soft`
+    when the crafted input's advantage is not significant; the steps of the questions that ended right; one
+    sentence per crafted input, saying which."""
+    from mirage.blind import soft_prompt_control
+    from mirage.stats import paired_difference
+
+    n = 40
+    spec = {"blank": "0" * 30 + "1" * 10,
+            "features-question": "1" * 40, "soft-prompt-question": "1" * 38 + "00",  # within: 1.0 vs 0.95
+            "features-universal": "1" * 36 + "0000", "soft-prompt-universal": "0" * 30 + "1" * 10,  # exceeds
+            "features-universal-train": "1" * 40, "features-question-clip": "1" * 40}  # neither is compared
+    data = rows(spec, "a" * n)
+    for r in data:
+        if r["source"].endswith("-question"):
+            r["steps"] = 3 + int(r["question_id"][1:]) % 4 if r["source"].startswith("features") else 9
+    assert soft_prompt_control([r for r in data if not r["source"].startswith("soft")]) is None
+    c = soft_prompt_control(data)
+    q, u = c["question"]["sources"], c["universal"]["sources"]
+    assert set(q) == {"features-question", "soft-prompt-question"} and set(u) == {"features-universal",
+                                                                                 "soft-prompt-universal"}
+    outcome = lambda s: [ch == "1" for ch in spec[s]]  # noqa: E731
+    diff = paired_difference(outcome("features-question"), outcome("soft-prompt-question"))
+    assert q["features-question"]["vs_soft"] == {"n": n, "difference": diff["difference"], "ci95": diff["ci95"],
+                                                 "p": diff["mcnemar"]["p"]}
+    assert q["features-question"]["within_soft"] and not u["features-universal"]["within_soft"]
+    assert q["soft-prompt-question"]["vs_blank"]["value"] == 0.7  # 0.95 - 0.25
+    assert q["soft-prompt-question"]["vs_blank"]["ci95"] == [
+        round(x, 4) for x in paired_difference_ci(outcome("soft-prompt-question"), outcome("blank"))[1:]]
+    steps = q["features-question"]["steps"]  # 3, 4, 5, 6 repeating: ten of each
+    assert (steps["n_right"], steps["median"], steps["max"], steps["counts"]) == (40, 4.5, 6, {"3": 10, "4": 10,
+                                                                                             "5": 10, "6": 10})
+    assert q["soft-prompt-question"]["steps"]["n_right"] == 38  # the two it never got right do not count
+    assert "lies within the soft prompt's" in c["question"]["sentences"][0]
+    assert "Median steps to a right answer: 4.5 against the soft prompt's 9" in c["question"]["sentences"][0]
+    assert "exceeds the soft prompt's" in c["universal"]["sentences"][0]
