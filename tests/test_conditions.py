@@ -25,7 +25,7 @@ def png(w: int, h: int, seed: int) -> bytes:
 
 
 def question(qid: str, *images: bytes) -> Question:
-    return Question(id=qid, text="what?", choices=("yes", "no"), answer=0, images=images)
+    return Question(id=qid, text=f"what is in {qid}?", choices=("yes", "no"), answer=0, images=images)
 
 
 @pytest.fixture(scope="module")
@@ -44,7 +44,8 @@ def same(a: Image.Image, b: Image.Image) -> bool:
 
 
 def test_every_condition_is_rgb_right_size_and_deterministic(bench):
-    assert set(CONDITIONS.names()) == {"real", "blank", "noise", "wrong", "blur", "shuffle", "none"}
+    assert set(CONDITIONS.names()) == {"real", "blank", "noise", "wrong", "blur", "shuffle", "none", "image-only",
+                                       "both"}
     for name in CONDITIONS.names():
         cond = get_condition(name)
         if cond.image_free:  # `none` shows no image (test_none_gives_no_image)
@@ -225,3 +226,62 @@ def test_wrong_on_a_limited_run_is_a_prefix_of_the_full_run(bench):
             for q in bench.subset(n):
                 assert same(cond.image(q, limited), cond.image(q, full)), (n, q.id, seed)
     assert bench.subset(3).subset(2).split_questions == bench.questions  # kept through any number of limits
+
+
+def _image_source(im: Image.Image, bench: Benchmark) -> str:
+    [match] = [o.id for o in bench if same(im, o.image(0).resize(im.size, Image.BICUBIC))]
+    return match
+
+
+def test_shuffles_take_another_questions_words_and_image(bench):
+    """image-only: own image, another's words; both: another's words and a third question's image; never a fixed
+    point, options and gold always the question's own."""
+    image_only, both = get_condition("image-only"), get_condition("both")
+    texts = {q.id: f"what is shown in picture {q.id} ?" for q in bench}
+    bench = Benchmark("t", "test", [Question(q.id, texts[q.id], ("yes", "no", "maybe"), i % 3, q.images, meta={
+        "hint": f"hint of {q.id}"}) for i, q in enumerate(bench)])
+    for seed in range(4):
+        ctx = ConditionContext(bench, seed=seed)
+        words_from = []
+        for q in bench:
+            a, b = image_only.ask(q, ctx), both.ask(q, ctx)
+            assert a.id == q.id and a.choices == q.choices and a.answer == q.answer and a.images == q.images
+            src = a.meta["asked"]["words_from"]
+            assert src != q.id and a.text == texts[src] and a.meta["hint"] == f"hint of {src}"
+            assert b.text == a.text  # one derangement of the words for both conditions
+            assert same(image_only.image(a, ctx), q.image(0))
+            shown = _image_source(both.image(b, ctx), bench)
+            assert shown not in (q.id, src), (seed, q.id)
+            words_from.append(src)
+        assert sorted(words_from) == sorted(q.id for q in bench)  # a permutation: every question's words once
+        # independent of `wrong`'s derangement of the images
+        assert words_from != [_image_source(get_condition("wrong").image(q, ctx), bench) for q in bench]
+
+
+def test_shuffles_on_a_limited_run_are_a_prefix_of_the_full_run(bench):
+    for name in ("image-only", "both"):
+        cond = get_condition(name)
+        for seed in range(3):
+            full = ConditionContext(bench, seed=seed)
+            limited = ConditionContext(bench.subset(3), seed=seed)
+            for q in bench.subset(3):
+                assert cond.ask(q, limited) == cond.ask(q, full), (name, q.id)
+                assert cond.ask(q, limited).meta == cond.ask(q, full).meta
+                assert same(cond.image(cond.ask(q, limited), limited), cond.image(cond.ask(q, full), full))
+
+
+def test_image_only_keeps_options_written_in_the_text():
+    """MMStar writes its options in the question ("Options: A: ..."): as the paper's code, the other question's
+    words up to its "Options:" and the question's own options after it. Repeated words are skipped."""
+    img = png(8, 8, 1)
+    qs = [Question("a", "What is it?\nOptions: A: cat, B: dog", ("cat", "dog"), 0, (img,)),
+          Question("b", "What is it?\nOptions: A: red, B: blue", ("red", "blue"), 1, (img,)),
+          Question("c", "Which colour?\nChoices: A: red, B: blue", ("red", "blue"), 1, (img,))]
+    bench = Benchmark("t", "test", qs)
+    for seed in range(6):
+        ctx = ConditionContext(bench, seed=seed)
+        asked = {q.id: get_condition("image-only").ask(q, ctx) for q in qs}
+        # a and b share their words: each takes c's
+        assert asked["a"].text == "Which colour?\nOptions: A: cat, B: dog"
+        assert asked["b"].text == "Which colour?\nOptions: A: red, B: blue"
+        assert asked["c"].text == "What is it?\nChoices: A: red, B: blue"

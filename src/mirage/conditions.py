@@ -1,15 +1,21 @@
-"""Image conditions: non-optimized images shown to a model instead of (or as) a question's real image, and `none`,
-no image at all (the model's text-only prompt).
+"""Conditions: what a model is asked instead of (or as) a question as given. Most change the image only:
+non-optimized images shown instead of the real one, and `none`, no image at all (the model's text-only prompt).
+The shuffle conditions of the Multi-modal Data Spectrum (Madaan et al., ICLR 2026) change the words too: `wrong`
+(text only: another question's image), `image-only` (the image with another question's text, the question's own
+options and gold) and `both` (text and image each from another question). A condition yields the question as the
+model is asked it (`Condition.ask`: text, options, gold) and its image (`Condition.visual`); the scoring loop only
+reads what it yields.
 
-Every image condition is deterministic per (question id, seed) and returns an RGB image of the real image's size.
+Every condition is deterministic per (question id, seed); an image condition returns an RGB image of the real
+image's size. Shuffles draw from the benchmark's whole split, so `--limit N` asks what the full run asks.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from functools import cached_property, lru_cache
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Callable, Mapping, Sequence
 
 import numpy as np
 import torch
@@ -21,14 +27,18 @@ from mirage.models.vlm import VLM, Visual
 from mirage.registry import Registry
 from mirage.seeding import seed_for
 
-CONDITIONS: Registry[Callable[[Question, "ConditionContext"], Image.Image | None]] = Registry("condition")
+CONDITIONS: Registry["Condition"] = Registry("condition")
 
 FILE_PREFIX = "file:"
-NEEDS_OWN_IMAGE = frozenset({"real", "blur", "shuffle"})  # the rest can show something for an imageless question
 DEFAULT_SIZE = (224, 224)  # for questions without an image
 BLUR_SIGMA = 50.0  # the "radius 50" of the research notes
 SHUFFLE_GRID = 8
 NONE = "none"
+# A question's words that `image-only` and `both` take from another question (the paper's code swaps the question
+# and its hint, keeps the options); options written inside the text after one of these stay the question's own.
+WORDS_META = ("hint", "unit")
+OPTION_MARKERS = ("Choices:", "Options:")
+ASKED_KEY = "asked"  # Question.meta: where the words came from (copied into the question's rows)
 
 
 @dataclass(frozen=True)
@@ -37,20 +47,36 @@ class ConditionContext:
 
     benchmark: Benchmark
     seed: int = 0
+    # captions by captioner and question id (`captions.make_captions`), for the `caption:` conditions
+    captions: Mapping[str, Mapping[str, str]] = field(default_factory=dict, compare=False)
 
     @cached_property
     def derangement(self) -> tuple[tuple[int, ...], dict[str, int]]:
         """`wrong`'s permutation of the whole split's positions, and each id's position (made once per context)."""
-        return _derangement(tuple(q.id for q in self.benchmark.split_questions), self.seed)
+        return self.derangement_of("wrong")
+
+    def derangement_of(self, purpose: str, name: str = "wrong") -> tuple[tuple[int, ...], dict[str, int]]:
+        """A derangement of the whole split's positions for `purpose` ("wrong": whose image, "text": whose words),
+        independent across purposes, and each id's position (errors name condition `name`)."""
+        return _derangement(tuple(q.id for q in self.benchmark.split_questions), self.seed, purpose, name)
 
 
 @dataclass(frozen=True)
 class Condition:
-    """A named way of producing the image shown for a question."""
+    """A named way of asking a question: the image shown (`make`) and, for conditions that change what the model
+    reads, the question's words (`words`: the question as asked, same id, options and gold)."""
 
     name: str
     make: Callable[[Question, ConditionContext], Image.Image | None]
     needs_image: bool = False  # skipped for questions that have no image of their own
+    words: Callable[[Question, ConditionContext], Question] | None = None
+    image_free: bool = False  # the model gets no image at all, not even a blank one (`none`, captions)
+    captioner: str | None = None  # `caption:` conditions: whose captions replace the image (self, hf:ID, file:PATH)
+
+    def ask(self, question: Question, ctx: ConditionContext) -> Question:
+        """The question as the model is asked it under this condition (its own unless the condition changes the
+        words): the prompt style reads its text, the rows its id, options and gold."""
+        return question if self.words is None else self.words(question, ctx)
 
     def image(self, question: Question, ctx: ConditionContext) -> Image.Image:
         """The image this condition shows for `question`."""
@@ -59,13 +85,9 @@ class Condition:
             raise MirageError(f"condition {self.name!r} shows no image (question {question.id!r})")
         return img
 
-    @property
-    def image_free(self) -> bool:
-        """True for `none`: the model gets no image at all, not even a blank one."""
-        return self.name == NONE
-
     def visual(self, model: VLM, questions: Sequence[Question], ctx: ConditionContext) -> Visual:
-        """What the model is given for `questions`: their images through its real processor, or no image."""
+        """What the model is given for `questions` (as asked): their images through its real processor, or no
+        image."""
         if self.image_free:
             return Visual.none()
         return model.visual_from_images([self.image(q, ctx) for q in questions])
@@ -79,25 +101,33 @@ def _from_array(a: np.ndarray) -> Image.Image:
     return Image.fromarray(np.clip(np.rint(a), 0, 255).astype(np.uint8), "RGB")
 
 
-@CONDITIONS.register("none")
+def condition(name: str, *, needs_image: bool = False, words=None, image_free: bool = False):
+    """Register the image rule below it as condition `name` (one entry per condition)."""
+    def add(make):
+        CONDITIONS.register(name)(Condition(name, make, needs_image, words, image_free))
+        return make
+    return add
+
+
+@condition("none", image_free=True)
 def none(question: Question, ctx: ConditionContext) -> None:
     """No image at all: no placeholder, no image tokens, no pixels (MMStar's "without visual input")."""
     return None
 
 
-@CONDITIONS.register("real")
+@condition("real", needs_image=True)
 def real(question: Question, ctx: ConditionContext) -> Image.Image:
     """The question's own first image."""
     return question.image(0)
 
 
-@CONDITIONS.register("blank")
+@condition("blank")
 def blank(question: Question, ctx: ConditionContext) -> Image.Image:
     """Uniform mid grey (128, 128, 128)."""
     return Image.new("RGB", _size(question), (128, 128, 128))
 
 
-@CONDITIONS.register("noise")
+@condition("noise")
 def noise(question: Question, ctx: ConditionContext) -> Image.Image:
     """Per-pixel, per-channel Gaussian noise, mean 0.5 and std 0.25 of the full range, clipped."""
     w, h = _size(question)
@@ -106,15 +136,18 @@ def noise(question: Question, ctx: ConditionContext) -> Image.Image:
 
 
 @lru_cache(maxsize=16)
-def _derangement(ids: tuple[str, ...], seed: int) -> tuple[tuple[int, ...], dict[str, int]]:
-    """A single-cycle permutation of positions (Sattolo) and the position of each id."""
+def _derangement(ids: tuple[str, ...], seed: int, purpose: str = "wrong", name: str = "wrong"
+                 ) -> tuple[tuple[int, ...], dict[str, int]]:
+    """A single-cycle permutation of positions (Sattolo) and the position of each id, seeded by (purpose, seed, n):
+    no position maps to itself, and each purpose draws its own."""
     n = len(ids)
     if n < 2:
-        raise MirageError(f"condition 'wrong' needs at least 2 questions to take another's image, got {n}")
+        raise MirageError(f"condition {name!r} needs at least 2 questions to take another's "
+                          f"{'image' if purpose == 'wrong' else 'words'}, got {n}")
     index = {qid: i for i, qid in enumerate(ids)}
     if len(index) != n:
-        raise MirageError("condition 'wrong' needs unique question ids")
-    rng = np.random.default_rng(seed_for("wrong", seed, n))
+        raise MirageError(f"condition {name!r} needs unique question ids")
+    rng = np.random.default_rng(seed_for(purpose, seed, n))
     perm = list(range(n))
     for i in range(n - 1, 0, -1):
         j = int(rng.integers(i))  # j < i, never j == i: this is what makes it one cycle, so no fixed point
@@ -122,33 +155,97 @@ def _derangement(ids: tuple[str, ...], seed: int) -> tuple[tuple[int, ...], dict
     return tuple(perm), index
 
 
-@CONDITIONS.register("wrong")
-def wrong(question: Question, ctx: ConditionContext) -> Image.Image:
-    """Another question's first image, by a fixed derangement of the benchmark's whole split
-    (`ctx.benchmark.split_questions`), so `--limit N` shows the same images as the first N rows of a full run.
-
-    Resized to this question's image size; questions without an image or with an identical image are skipped.
-    """
-    questions = ctx.benchmark.split_questions
-    perm, index = ctx.derangement
+def _position(question: Question, ctx: ConditionContext, name: str, purpose: str
+              ) -> tuple[list[Question], tuple[int, ...], int]:
+    perm, index = ctx.derangement_of(purpose, name)
     if question.id not in index:
-        raise MirageError(f"condition 'wrong': question {question.id!r} is not in benchmark {ctx.benchmark.name!r}")
+        raise MirageError(f"condition {name!r}: question {question.id!r} is not in benchmark {ctx.benchmark.name!r}")
+    return ctx.benchmark.split_questions, perm, index[question.id]
+
+
+def _other_image(question: Question, ctx: ConditionContext, name: str, avoid: str | None = None) -> Image.Image:
+    """Another question's first image along `wrong`'s derangement (skipping images equal to this question's, and
+    question `avoid`), resized to this question's image size."""
+    questions, perm, start = _position(question, ctx, name, "wrong")
     own = question.image(0) if question.images else None
     size = own.size if own is not None else DEFAULT_SIZE
-    start = index[question.id]
     # Walk the cycle: benchmarks reuse one image for several questions, and showing it would be the real image.
     j = perm[start]
     while j != start:
-        if questions[j].images:
+        if questions[j].images and questions[j].id != avoid:
             img = questions[j].image(0)
             if own is None or img.size != own.size or img.tobytes() != own.tobytes():
                 # Same size as the real image, so that image-token counts do not differ between conditions.
                 return img if img.size == size else img.resize(size, Image.BICUBIC)
         j = perm[j]
-    raise MirageError(f"condition 'wrong': no other question of {ctx.benchmark.name!r} has a different image")
+    raise MirageError(f"condition {name!r}: no other question of {ctx.benchmark.name!r} has a different image")
 
 
-@CONDITIONS.register("blur")
+@condition("wrong")
+def wrong(question: Question, ctx: ConditionContext) -> Image.Image:
+    """Another question's first image, by a fixed derangement of the benchmark's whole split
+    (`ctx.benchmark.split_questions`), so `--limit N` shows the same images as the first N rows of a full run.
+    The paper's "text only": the question's words with an image that does not belong to them.
+
+    Resized to this question's image size; questions without an image or with an identical image are skipped.
+    """
+    return _other_image(question, ctx, "wrong")
+
+
+def _split_options(text: str) -> tuple[str, str]:
+    """(the question's words, the options written after "Choices:"/"Options:" in it, or "")."""
+    for marker in OPTION_MARKERS:  # the paper's code looks for "Choices:" first
+        if marker in text:
+            at = text.find(marker)
+            return text[:at], text[at:]
+    return text, ""
+
+
+def _words_source(question: Question, ctx: ConditionContext, name: str) -> Question:
+    """The question whose words `question` is asked with: the next along the "text" derangement of the whole split
+    whose words differ from its own (benchmarks repeat questions: those words would be its own)."""
+    questions, perm, start = _position(question, ctx, name, "text")
+    own = _split_options(question.text)[0].strip()
+    j = perm[start]
+    while j != start:
+        if _split_options(questions[j].text)[0].strip() != own:
+            return questions[j]
+        j = perm[j]
+    raise MirageError(f"condition {name!r}: no other question of {ctx.benchmark.name!r} has different words")
+
+
+def _with_words(question: Question, other: Question) -> Question:
+    """`question` asked with `other`'s words (its text up to any written-in options, its hint), keeping its own
+    options (also those written in its text), gold, type and images."""
+    text = _split_options(other.text)[0] + _split_options(question.text)[1]
+    meta = {k: v for k, v in question.meta.items() if k not in WORDS_META}
+    meta |= {k: other.meta[k] for k in WORDS_META if k in other.meta}
+    meta[ASKED_KEY] = {"words_from": other.id}
+    return replace(question, text=text, meta=meta)
+
+
+def _other_words(name: str):
+    def words(question: Question, ctx: ConditionContext) -> Question:
+        return _with_words(question, _words_source(question, ctx, name))
+    return words
+
+
+@condition("image-only", needs_image=True, words=_other_words("image-only"))
+def image_only(question: Question, ctx: ConditionContext) -> Image.Image:
+    """The question's own image with another question's words (the paper's "image only"): its options and gold
+    stay, so only what the image tells about them can beat chance."""
+    return question.image(0)
+
+
+@condition("both", words=_other_words("both"))
+def both(question: Question, ctx: ConditionContext) -> Image.Image:
+    """Another question's words (as `image-only`) and another question's image (as `wrong`, never the one whose
+    words it is asked with): the paper's "neither", the question's own options and gold only."""
+    asked = question.meta.get(ASKED_KEY, {}).get("words_from")  # given the question as asked, or as it is
+    return _other_image(question, ctx, "both", avoid=asked or _words_source(question, ctx, "both").id)
+
+
+@condition("blur", needs_image=True)
 def blur(question: Question, ctx: ConditionContext) -> Image.Image:
     """Heavy Gaussian blur (sigma 50 px) that keeps the mean colour exactly, up to uint8 rounding."""
     a = torch.from_numpy(np.asarray(question.image(0), dtype=np.float64))
@@ -161,7 +258,7 @@ def blur(question: Question, ctx: ConditionContext) -> Image.Image:
     return _from_array(out.numpy())
 
 
-@CONDITIONS.register("shuffle")
+@condition("shuffle", needs_image=True)
 def shuffle(question: Question, ctx: ConditionContext) -> Image.Image:
     """The real image cut into an 8x8 grid of equal patches, randomly permuted; pixels are kept exactly.
 
@@ -202,7 +299,7 @@ def get_condition(spec: str) -> Condition:
     """The condition named `spec`: a registered name such as "blur", or "file:PATH" (PATH relative to the cwd)."""
     if spec.startswith(FILE_PREFIX):
         return _file_condition(spec)
-    return Condition(spec, CONDITIONS.get(spec), needs_image=spec in NEEDS_OWN_IMAGE)
+    return CONDITIONS.get(spec)
 
 
 def parse_conditions(csv: str | Sequence[str]) -> list[Condition]:

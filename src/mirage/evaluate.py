@@ -12,7 +12,7 @@ import torch
 
 from .benchmarks.question import LETTERS, Benchmark, Question
 from .blind import blind_measures, soft_prompt_control
-from .conditions import Condition, ConditionContext, parse_conditions
+from .conditions import ASKED_KEY, Condition, ConditionContext, parse_conditions
 from .distributed import SINGLE, World
 from .environment import model_environment
 from .errors import MirageError, UsageError
@@ -113,6 +113,8 @@ def score_later(model: VLM, benchmark: Benchmark, questions: Sequence[Question],
         for i, q in enumerate(questions):  # circular evaluation: each row keeps its question's rotation
             if "circular" in q.meta:
                 rows[i]["circular"] = q.meta["circular"]
+            if ASKED_KEY in q.meta:  # asked with words not its own (image-only, both, captions): whose they are
+                rows[i].update(q.meta[ASKED_KEY])
         for i, q in enumerate(questions):  # a prompt read in part is scored, and says so
             unknown = model.unknown_words(benchmark.prompt(q))
             if unknown:
@@ -192,7 +194,9 @@ def evaluate_conditions(model: VLM, benchmark: Benchmark, conditions: Sequence[C
     shown = {c.name: [q for q in world.shard(benchmark.questions) if q.images or not c.needs_image]
              for c in conditions}
     ctx = ConditionContext(benchmark, seed)
-    sources = [(c.name, shown[c.name], lambda batch, c=c: c.visual(model, batch, ctx)) for c in conditions]
+    # each condition's questions as the model is asked them (words, options, gold) and their images
+    sources = [(c.name, [c.ask(q, ctx) for q in shown[c.name]], lambda batch, c=c: c.visual(model, batch, ctx))
+               for c in conditions]
     return _score_sources(model, benchmark, sources, seed, batch_size, run, quiet, scoring, workers)
 
 

@@ -74,6 +74,12 @@ def saliency(method: str, encoder: str | None = None) -> str:
     return f"saliency-{method}" + (f"-{encoder}" if encoder else "")
 
 
+# Conditions that change more than the image (the shuffle decomposition's), in words.
+CONDITION_DESCRIPTIONS = {
+    "wrong": "another question's image (text only)",
+    "image-only": "the real image with another question's words (image only)",
+    "both": "another question's words and another's image (neither)",
+}
 # What the sources of the analyses are, by name prefix (most specific first), for the report's "what" column.
 OTHER_DESCRIPTIONS = (
     ("inversion", "pixels inverted from per-question features (two-stage inversion)"),
@@ -108,6 +114,10 @@ class SourceInfo:
         if self.group == "condition":
             if self.name == "none":
                 return "no image at all (text-only prompt)"
+            if self.name in CONDITION_DESCRIPTIONS:
+                return CONDITION_DESCRIPTIONS[self.name]
+            if self.name.startswith("caption:"):
+                return f"a caption ({self.name[len('caption:'):]}) instead of the image"
             return "file image" if self.name.startswith(FILE_PREFIX) else "image condition"
         if self.name == TEXT_MODEL:
             return "base LLM, text only"

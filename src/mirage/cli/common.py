@@ -42,10 +42,31 @@ AspectRatio = Annotated[Optional[str], typer.Option(
     help="hf LLaVA-1.5: pad (the official LLaVA code's, the default) or crop (the transformers processor's).")]
 GpusPerRank = Annotated[int, typer.Option(
     min=1, help="torchrun: GPUs per rank; the model is split over them (e.g. 8 GPUs as 4 ranks x 2).")]
-Seed = Annotated[int, typer.Option(help="Seed of everything random in the command.")]
 Quiet = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars.")]
 AllowEnvChange = Annotated[bool, typer.Option(
     help="Resume a run made under other library versions (recorded in config.json) instead of refusing.")]
+
+
+# --- options every command declares alike but describes in its own words: OPTION("help") ------------------------
+def _option(type_, *decls: str, **bounds):
+    """An option's type, flag and bounds, declared once; each command passes its help (and may tighten a bound)."""
+    def with_help(help: str, type=type_, **more):
+        return Annotated[type, typer.Option(*decls, help=help, **(bounds | more))]
+    return with_help
+
+
+BatchSize = _option(int, min=1)
+Limit = _option(Optional[int], min=1)
+Steps = _option(int, min=1)
+Lr = _option(Optional[float], min=0.0)
+Seed = _option(int)
+Encoders = _option(Optional[str])
+Param = _option(str)
+Method = _option(str)
+InputKind = _option(str, "--input")
+TextModel = _option(Optional[str])
+Compile = _option(bool, "--compile")
+EvalLimit = _option(int, min=1)
 
 
 def fail(err: Exception) -> None:

@@ -7,7 +7,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from .common import console, names, user_errors
+from .common import (console, names, user_errors)
 
 
 def curate_cmd(

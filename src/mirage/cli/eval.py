@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 import time
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 
-from .common import (AllQuestions, AllowEnvChange, AspectRatio, BenchmarkName, Circular, Config, DataDir, Device,
-                     DeviceMap, Dtype, GpusPerRank, ImageSize, Model, Out, Overwrite, Quiet, Split, Subjects,
-                     benchmark_options, console, finish, loading, model_options, names, open_run, scale_out,
-                     user_errors, write_timings)
+from .common import (AllQuestions, AllowEnvChange, AspectRatio, BatchSize, BenchmarkName, Circular, Compile, Config,
+                     DataDir, Device, DeviceMap, Dtype, GpusPerRank, ImageSize, Limit, Model, Out, Overwrite, Quiet,
+                     Seed, Split, Subjects, TextModel, benchmark_options, console, finish, loading, model_options,
+                     names, open_run, scale_out, user_errors, write_timings)
 
 
 def eval_cmd(
@@ -19,9 +19,9 @@ def eval_cmd(
     split: Split = None,
     conditions: Annotated[str, typer.Option(help="Comma-separated conditions (none: no image at all).")
                           ] = "real,none,blank,noise,wrong,blur,shuffle",
-    limit: Annotated[Optional[int], typer.Option(min=1, help="Evaluate the first N questions only.")] = None,
-    seed: Annotated[int, typer.Option(help="Seed of the conditions (noise, wrong, shuffle).")] = 0,
-    batch_size: Annotated[int, typer.Option(min=1, help="Questions per forward pass.")] = 32,
+    limit: Limit("Evaluate the first N questions only.") = None,
+    seed: Seed("Seed of the conditions (noise, wrong, shuffle).") = 0,
+    batch_size: BatchSize("Questions per forward pass.") = 32,
     scoring: Annotated[str, typer.Option(help="letter (option-letter probabilities) or generate (parsed answer).")
                        ] = "letter",
     data_dir: DataDir = None,
@@ -38,11 +38,10 @@ def eval_cmd(
     image_size: ImageSize = None,
     image_aspect_ratio: AspectRatio = None,
     gpus_per_rank: GpusPerRank = 1,
-    compile: Annotated[bool, typer.Option("--compile", help="torch.compile the model's layers (GPU: ~1.3x faster "
-                                          "letter scoring on 7B after ~30 s of compiling; bench/RESULTS.md).")] = False,
-    text_model: Annotated[Optional[str], typer.Option(help="Base LLM scoring the same prompts as text (rows "
-                                                      "text-model, S_t): hf:<id or dir> (a causal LM), or demo.")
-                          ] = None,
+    compile: Compile("torch.compile the model's layers (GPU: ~1.3x faster letter scoring on 7B after ~30 s of "
+                     "compiling; bench/RESULTS.md).") = False,
+    text_model: TextModel("Base LLM scoring the same prompts as text (rows text-model, S_t): hf:<id or dir> (a "
+                          "causal LM), or demo.") = None,
     quiet: Quiet = False,
 ) -> None:
     """Evaluate a model on a benchmark under image conditions; writes OUT/results.jsonl and OUT/summary.json.

@@ -7,8 +7,8 @@ from typing import Annotated, Optional
 
 import typer
 
-from .common import (AllowEnvChange, BenchmarkName, Device, Dtype, Model, Out, Overwrite, Quiet, Split, console,
-                     loading, names, user_errors)
+from .common import (AllowEnvChange, BatchSize, BenchmarkName, Device, Dtype, Encoders, Limit, Lr, Model, Out,
+                     Overwrite, Param, Quiet, Seed, Split, Steps, console, loading, names, user_errors)
 
 
 def invert_cmd(
@@ -18,18 +18,17 @@ def invert_cmd(
     from_: Annotated[Optional[Path], typer.Option("--from", help="Run directory holding the stage-1 features "
                                                   "(artifacts/features-question/); default: optimize them into "
                                                   "OUT.")] = None,
-    encoders: Annotated[Optional[str], typer.Option(help="Invert through these encoders only, e.g. clip.")] = None,
+    encoders: Encoders("Invert through these encoders only, e.g. clip.") = None,
     start: Annotated[str, typer.Option(help="Stage 1 starts from random features (features-question) or from the "
                                        "blank image's (features-question-from-blank).")] = "random",
-    steps: Annotated[int, typer.Option(min=1, help="Adam steps of stage 2.")] = 100,
-    lr: Annotated[Optional[float], typer.Option(min=0.0, help="Learning rate (default: the parameterization's).")
-                  ] = None,
-    param: Annotated[str, typer.Option(help="Pixel parameterization: fourier, sigmoid or raw.")] = "fourier",
+    steps: Steps("Adam steps of stage 2.") = 100,
+    lr: Lr("Learning rate (default: the parameterization's).") = None,
+    param: Param("Pixel parameterization: fourier, sigmoid or raw.") = "fourier",
     tv: Annotated[float, typer.Option(min=0.0, help="Weight of the total-variation penalty.")] = 0.0,
     augment: Annotated[bool, typer.Option(help="Random jitter, scale and rotation each step (kornia).")] = False,
-    limit: Annotated[int, typer.Option(min=1, help="Invert the first N questions.")] = 16,
-    batch_size: Annotated[int, typer.Option(min=1, help="Questions inverted together.")] = 16,
-    seed: Annotated[int, typer.Option(help="Seed of the starts (stage 1 and 2) and of the augmentations.")] = 0,
+    limit: Limit("Invert the first N questions.", type=int) = 16,
+    batch_size: BatchSize("Questions inverted together.") = 16,
+    seed: Seed("Seed of the starts (stage 1 and 2) and of the augmentations.") = 0,
     out: Out = ...,
     overwrite: Overwrite = False,
     allow_env_change: AllowEnvChange = False,

@@ -8,9 +8,10 @@ from typing import Annotated, Optional
 import typer
 
 from ..errors import UsageError
-from .common import (AllQuestions, AllowEnvChange, AspectRatio, BenchmarkName, DataDir, Device, DeviceMap, Dtype,
-                     GpusPerRank, ImageSize, Model, Out, Overwrite, Quiet, Split, Subjects, benchmark_options,
-                     console, finish, loading, model_options, names, open_run, scale_out, user_errors, write_timings)
+from .common import (AllQuestions, AllowEnvChange, AspectRatio, BatchSize, BenchmarkName, Compile, DataDir, Device,
+                     DeviceMap, Dtype, Encoders, GpusPerRank, ImageSize, InputKind, Limit, Lr, Method, Model, Out,
+                     Overwrite, Param, Quiet, Seed, Split, Steps, Subjects, benchmark_options, console, finish, loading,
+                     model_options, names, open_run, scale_out, user_errors, write_timings)
 
 
 def own_options(input: str, goal: str, target: Optional[str], patch_size: Optional[int], method: str) -> dict:
@@ -31,25 +32,24 @@ def optimize_cmd(
     data_dir: DataDir = None,
     subjects: Subjects = None,
     all_questions: AllQuestions = False,
-    input: Annotated[str, typer.Option("--input", help="features, pixels, tokens, patch or generator.")] = "features",
-    param: Annotated[str, typer.Option(help="Pixel parameterization: raw, sigmoid or fourier.")] = "sigmoid",
+    input: InputKind("features, pixels, tokens, patch or generator.") = "features",
+    param: Param("Pixel parameterization: raw, sigmoid or fourier.") = "sigmoid",
     scope: Annotated[Optional[str], typer.Option(help="question (one input each) or universal (one for all); "
                                                  "default: universal for patch and generator, else question.")
                      ] = None,
-    encoders: Annotated[Optional[str], typer.Option(help="Optimize through these encoders only, e.g. clip,dino.")
-                        ] = None,
+    encoders: Encoders("Optimize through these encoders only, e.g. clip,dino.") = None,
     detach: Annotated[Optional[str], typer.Option(help="Encoders whose feature tensors stay frozen at their init.")
                       ] = None,
     objective: Annotated[str, typer.Option(help="ce (answer cross-entropy) or margin.")] = "ce",
-    steps: Annotated[int, typer.Option(min=1, help="Adam steps (per question, or universal steps).")] = 50,
-    lr: Annotated[Optional[float], typer.Option(min=0.0, help="Learning rate (default: the input's).")] = None,
+    steps: Steps("Adam steps (per question, or universal steps).") = 50,
+    lr: Lr("Learning rate (default: the input's).") = None,
     early_stop: Annotated[int, typer.Option(min=0, help="Stop a question once its margin held this many steps "
                                             "(0: off).")] = 3,
     train: Annotated[int, typer.Option(min=1, help="Universal: train on the first N questions, hold out the rest.")
                      ] = 500,
     accum: Annotated[int, typer.Option(min=1, help="Universal: mini-batches whose gradients are summed per step.")
                      ] = 1,
-    limit: Annotated[Optional[int], typer.Option(min=1, help="First N questions only.")] = None,
+    limit: Limit("First N questions only.") = None,
     quantize: Annotated[bool, typer.Option(help="Pixels: optimize the 8-bit image (straight-through rounding).")
                         ] = False,
     resolution: Annotated[Optional[int], typer.Option(min=8, help="Pixels: image side (default: largest encoder "
@@ -58,20 +58,19 @@ def optimize_cmd(
     target: Annotated[Optional[str], typer.Option(help="Patch, targeted: a letter (e.g. B) or 'wrong'.")] = None,
     patch_size: Annotated[Optional[int], typer.Option(min=4, help="Patch: side in pixels (default: 64/336 of the "
                                                       "input).")] = None,
-    method: Annotated[str, typer.Option(help="Generator: reinforce (policy gradient) or backprop (control).")
-                      ] = "reinforce",
+    method: Method("Generator: reinforce (policy gradient) or backprop (control).") = "reinforce",
     grad_checkpointing: Annotated[bool, typer.Option(help="Recompute activations in the backward pass.")] = False,
     offload_unused_encoders: Annotated[bool, typer.Option(help="Move encoders the input bypasses to the CPU.")
                                        ] = False,
-    compile: Annotated[bool, typer.Option("--compile", help="torch.compile the model's layers (GPU: ~1.4x faster "
-                                          "steps on 7B after a compile of ~10-20 s; bench/RESULTS.md).")] = False,
+    compile: Compile("torch.compile the model's layers (GPU: ~1.4x faster steps on 7B after a compile of ~10-20 s; "
+                     "bench/RESULTS.md).") = False,
     dtype: Dtype = None,
     device_map: DeviceMap = None,
     image_size: ImageSize = None,
     image_aspect_ratio: AspectRatio = None,
     gpus_per_rank: GpusPerRank = 1,
-    seed: Annotated[int, typer.Option(help="Seed of the inputs' starts and the training order.")] = 0,
-    batch_size: Annotated[int, typer.Option(min=1, help="Questions optimized together.")] = 16,
+    seed: Seed("Seed of the inputs' starts and the training order.") = 0,
+    batch_size: BatchSize("Questions optimized together.") = 16,
     out: Out = ...,
     overwrite: Overwrite = False,
     allow_env_change: AllowEnvChange = False,

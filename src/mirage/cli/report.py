@@ -7,7 +7,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from .common import console, user_errors
+from .common import (console, user_errors)
 
 
 def report_cmd(

@@ -6,20 +6,19 @@ from typing import Annotated
 
 import typer
 
-from .common import (AllowEnvChange, BenchmarkName, Device, Dtype, Model, Out, Overwrite, Quiet, Split, console,
-                     loading, user_errors)
+from .common import (AllowEnvChange, BatchSize, BenchmarkName, Device, Dtype, Limit, Method, Model, Out, Overwrite,
+                     Quiet, Seed, Split, console, loading, user_errors)
 
 
 def saliency_cmd(
     model: Model = "demo",
     benchmark: BenchmarkName = "shapes",
     split: Split = None,
-    method: Annotated[str, typer.Option(help="gradient, smoothgrad, ig (integrated gradients) or gxi.")] = "gradient",
+    method: Method("gradient, smoothgrad, ig (integrated gradients) or gxi.") = "gradient",
     per_encoder: Annotated[bool, typer.Option(help="Also one map per encoder (gradient through it alone).")] = False,
-    limit: Annotated[int, typer.Option(min=1, help="Maps for the first N questions with an image.")] = 32,
-    batch_size: Annotated[int, typer.Option(min=1, help="Questions per attribution call (real and wrong "
-                                            "together).")] = 8,
-    seed: Annotated[int, typer.Option(help="Seed of the wrong image and of smoothgrad's noise.")] = 0,
+    limit: Limit("Maps for the first N questions with an image.", type=int) = 32,
+    batch_size: BatchSize("Questions per attribution call (real and wrong together).") = 8,
+    seed: Seed("Seed of the wrong image and of smoothgrad's noise.") = 0,
     out: Out = ...,
     overwrite: Overwrite = False,
     allow_env_change: AllowEnvChange = False,

@@ -8,8 +8,9 @@ from typing import Annotated, Optional
 
 import typer
 
-from .common import (AllowEnvChange, AspectRatio, Device, DeviceMap, Dtype, GpusPerRank, ImageSize, Model, Overwrite, Quiet, Seed,
-                     Split, benchmark_options, console, loading, model_options, names, scale_out, user_errors)
+from .common import (AllowEnvChange, AspectRatio, BatchSize, Device, DeviceMap, Dtype, GpusPerRank, ImageSize, Limit,
+                     Model, Overwrite, Quiet, Seed, Split, Steps, TextModel, benchmark_options, console, loading,
+                     model_options, names, scale_out, user_errors)
 from .report import write_page
 
 
@@ -38,18 +39,17 @@ def study_cmd(
     benchmark: Annotated[str, typer.Option(help="Comma-separated benchmarks, e.g. mmstar,scienceqa.")] = "shapes",
     preset: Annotated[str, typer.Option(help="Sizes of every part: demo, quick or paper (experiments/presets.py).")
                       ] = "demo",
-    limit: Annotated[Optional[int], typer.Option(min=2, help="Cap every part at N questions (a quick look).")] = None,
+    limit: Limit("Cap every part at N questions (a quick look).", min=2) = None,
     out: Annotated[Path, typer.Option(help="Study directory (one sub-directory per benchmark).")
                    ] = Path("mirage-study"),
     split: Split = None,
     data_dir: Annotated[Optional[list[str]], typer.Option(help="NAME=DIR: a benchmark's local copy (repeatable).")
                         ] = None,
-    text_model: Annotated[Optional[str], typer.Option(help="Base LLM scoring the same prompts as text (S_t; demo, "
-                                                      "hf:<id or dir>; default: the demo's own for the demo).")
-                          ] = None,
-    steps: Annotated[Optional[int], typer.Option(min=1, help="Adam steps (default: the preset's).")] = None,
-    batch_size: Annotated[Optional[int], typer.Option(min=1, help="Questions optimized together.")] = None,
-    seed: Seed = 0,
+    text_model: TextModel("Base LLM scoring the same prompts as text (S_t; demo, hf:<id or dir>; default: the "
+                          "demo's own for the demo).") = None,
+    steps: Steps("Adam steps (default: the preset's).", type=Optional[int]) = None,
+    batch_size: BatchSize("Questions optimized together.", type=Optional[int]) = None,
+    seed: Seed("Seed of everything random in the command.") = 0,
     overwrite: Overwrite = False,
     allow_env_change: AllowEnvChange = False,
     device: Device = None,

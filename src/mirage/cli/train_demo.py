@@ -11,16 +11,15 @@ from typing import Annotated, Optional
 import typer
 
 from ..errors import UsageError
-from .common import Device, Quiet, console, user_errors
+from .common import (BatchSize, Device, EvalLimit, Quiet, Steps, console, user_errors)
 
 
 def train_demo_cmd(
     out: Annotated[Path, typer.Option(help="Training directory (resumed if it holds a checkpoint).")] = ...,
-    steps: Annotated[int, typer.Option(min=1, help="Training steps in all, the text and vision phases included.")
-                     ] = 5000,
+    steps: Steps("Training steps in all, the text and vision phases included.") = 5000,
     text_steps: Annotated[int, typer.Option(min=0, help="Steps of text-only LM training first.")] = 800,
     vision_steps: Annotated[int, typer.Option(min=0, help="Then steps of dense-head vision pretraining.")] = 600,
-    batch_size: Annotated[int, typer.Option(min=1, help="Questions per training step.")] = 256,
+    batch_size: BatchSize("Questions per training step.") = 256,
     lr: Annotated[float, typer.Option(min=0.0, help="Peak AdamW learning rate (after warm-up; cosine decay).")
                   ] = 5e-4,
     workers: Annotated[int, typer.Option(min=0, help="Data worker processes.")] = 4,
@@ -30,7 +29,7 @@ def train_demo_cmd(
                                                         "position=0.5,colour=0.1.")] = None,
     aux_fraction: Annotated[float, typer.Option(min=0.0, max=1.0, help="Share of row/column auxiliary questions.")
                             ] = 0.0,
-    eval_limit: Annotated[int, typer.Option(min=1, help="Test questions for the model card.")] = 1000,
+    eval_limit: EvalLimit("Test questions for the model card.") = 1000,
     max_minutes: Annotated[Optional[float], typer.Option(min=0.0, help="Checkpoint and stop after this long.")
                            ] = None,
     device: Device = None,

@@ -7,16 +7,16 @@ from typing import Annotated, Optional
 
 import typer
 
-from .common import Device, Quiet, console
+from .common import (BatchSize, Device, EvalLimit, Quiet, Steps, console)
 
 
 def train_demo_text_cmd(
     out: Annotated[Path, typer.Option(help="Where to write the text LM (a transformers causal-LM directory).")] = ...,
     demo: Annotated[Optional[Path], typer.Option(help="Demo model directory for the tokenizer and LM shape "
                                                  "(default: the shipped one).")] = None,
-    steps: Annotated[int, typer.Option(min=1, help="Training steps.")] = 500,
-    batch_size: Annotated[int, typer.Option(min=1, help="Sequences per step.")] = 64,
-    eval_limit: Annotated[int, typer.Option(min=1, help="Test questions for its model card.")] = 1000,
+    steps: Steps("Training steps.") = 500,
+    batch_size: BatchSize("Sequences per step.") = 64,
+    eval_limit: EvalLimit("Test questions for its model card.") = 1000,
     device: Device = None,
     quiet: Quiet = False,
 ) -> None:

@@ -8,8 +8,8 @@ from typing import Annotated, Optional
 import typer
 from rich.table import Table
 
-from .common import (AllowEnvChange, BenchmarkName, Device, Model, Out, Overwrite, Quiet, Split, console, loading,
-                     user_errors)
+from .common import (AllowEnvChange, BatchSize, BenchmarkName, Device, InputKind, Limit, Model, Out, Overwrite, Quiet,
+                     Seed, Split, Steps, console, loading, user_errors)
 
 
 def _inputs(specs: list[str]) -> dict:
@@ -65,10 +65,10 @@ def transfer_cmd(
     benchmark: Annotated[list[str], typer.Option("--benchmark", help="Benchmark to evaluate on; repeat for more.")
                          ] = ["shapes"],
     split: Annotated[Optional[str], typer.Option(help="Split of every benchmark (default: each one's own).")] = None,
-    limit: Annotated[Optional[int], typer.Option(min=1, help="First N questions of each benchmark.")] = None,
+    limit: Limit("First N questions of each benchmark.") = None,
     by_type: Annotated[bool, typer.Option(help="Split each benchmark into one benchmark per question type.")] = False,
     model: Model = "demo",
-    batch_size: Annotated[int, typer.Option(min=1, help="Questions per forward pass.")] = 32,
+    batch_size: BatchSize("Questions per forward pass.") = 32,
     out: Out = ...,
     overwrite: Overwrite = False,
     allow_env_change: AllowEnvChange = False,
@@ -94,17 +94,16 @@ def transfer_cmd(
 
 
 def transfer_types_cmd(
-    input: Annotated[str, typer.Option("--input", help="Universal input trained per question type: features, "
-                                       "pixels or tokens.")] = "features",
-    steps: Annotated[int, typer.Option(min=1, help="Adam steps of each type's universal input.")] = 50,
+    input: InputKind("Universal input trained per question type: features, pixels or tokens.") = "features",
+    steps: Steps("Adam steps of each type's universal input.") = 50,
     train_fraction: Annotated[float, typer.Option(min=0.01, max=0.99, help="Share of each type's questions to "
                                                   "train on.")] = 0.5,
     benchmark: BenchmarkName = "shapes",
     split: Split = None,
-    limit: Annotated[Optional[int], typer.Option(min=2, help="First N questions only.")] = None,
+    limit: Limit("First N questions only.", min=2) = None,
     model: Model = "demo",
-    batch_size: Annotated[int, typer.Option(min=1, help="Questions per training step.")] = 16,
-    seed: Annotated[int, typer.Option(help="Seed of the inputs' starts and the training order.")] = 0,
+    batch_size: BatchSize("Questions per training step.") = 16,
+    seed: Seed("Seed of the inputs' starts and the training order.") = 0,
     out: Out = ...,
     overwrite: Overwrite = False,
     allow_env_change: AllowEnvChange = False,

@@ -34,16 +34,29 @@ def chat_ids(tokenizer, text: str) -> list[int]:
 
 
 def answer_ids(tokenizer, asked: str, answered: Sequence[str], answers: Sequence[str]) -> list[int]:
-    """The first token the template writes for each answer: `asked` is the chat text ready for the assistant's turn,
-    `answered[i]` the same conversation with the assistant's turn answering `answers[i]` (" A" after llava's
-    "ASSISTANT:", "A" after Qwen's "assistant\\n", Mistral 3's "[/INST]" or Llama 3's "<|end_header_id|>")."""
+    """The first token the model writes for each answer after the generation prompt: `asked` is the chat text ready
+    for the assistant's turn, `answered[i]` the same conversation with the assistant's turn answering `answers[i]`.
+
+    Where the answered turn starts with the generation prompt, the answer is read as the template writes it after
+    it, separator included (" A" after llava's "ASSISTANT:", "A" after Qwen's "assistant\\n", Mistral 3's "[/INST]"
+    or Llama 3's "<|end_header_id|>"). Where it does not (llava-onevision's template writes every turn as
+    "<|im_start|>assistant " but prompts with "<|im_start|>assistant\\n"), the template's turn header is not what
+    the model reads before answering: the answer follows the generation prompt as written from its first character."""
     base = chat_ids(tokenizer, asked)
     out = []
     for text, a in zip(answered, answers):
-        full = chat_ids(tokenizer, text)
+        if text.startswith(asked):
+            rest = text[len(asked):]
+        else:
+            common = next((i for i, (x, y) in enumerate(zip(asked, text)) if x != y), min(len(asked), len(text)))
+            at = text.find(a, common)
+            if at < 0:
+                raise ValueError(f"cannot find the answer {a!r} in the chat template's assistant turn ({text!r})")
+            rest = text[at:]
+        full = chat_ids(tokenizer, asked + rest)
         if full[: len(base)] != base or len(full) <= len(base):
-            raise ValueError(f"cannot find the token of answer {a!r}: the chat template's assistant turn answering it "
-                             f"does not start with its generation prompt ({text!r} after {asked!r})")
+            raise ValueError(f"cannot find the token of answer {a!r}: the tokenizer merges it with the generation "
+                             f"prompt ({asked + rest!r} after {asked!r})")
         out.append(full[len(base)])
     return out
 

@@ -25,7 +25,7 @@ from torch import Tensor
 
 from .hf_families import FAMILIES, NotGeneric, Probed
 from .spliced import TransformersSpliced, build_sequences
-from .vlm import IMAGES, EncoderSpec, Visual, on_device
+from .vlm import IMAGES, NONE, EncoderSpec, Visual, on_device
 
 ENCODER = "vision"
 NO_TEMPLATE = {"paligemma"}  # prompt format documented by the model, no chat template
@@ -33,16 +33,90 @@ NO_TEMPLATE = {"paligemma"}  # prompt format documented by the model, no chat te
 
 def image_only(cls):
     """`cls` (a transformers processor) without its video processor: the video part imports torchvision, which does
-    not load beside torch 2.13 CPU, and mirage uses no video. Text expansion and chat template stay the model's."""
+    not load beside torch 2.13 CPU, and mirage uses no video. Text expansion and chat template stay the model's. A
+    processor whose __init__ requires the slot (SmolVLM's) gets None there, and one that checks for a package only its
+    video prompts use (SmolVLM's num2words, which spells frame counts) passes that check."""
+    import importlib
+
     sig = inspect.signature(cls.__init__)
+    slot = sig.parameters.get("video_processor")
+    required = slot is not None and slot.default is inspect.Parameter.empty
+    module = importlib.import_module(cls.__module__)
 
     def __init__(self, *args, **kwargs):
         kwargs.pop("video_processor", None)
-        cls.__init__(self, *args, **kwargs)
+        if not required:
+            return cls.__init__(self, *args, **kwargs)
+        kwargs["video_processor"] = None
+        video_only = getattr(module, "num2words", False)
+        if video_only is None:  # the module's stand-in for a missing package used by its video prompts only
+            module.num2words = _video_only
+        try:
+            cls.__init__(self, *args, **kwargs)
+        finally:
+            if video_only is None:
+                module.num2words = None
 
     # transformers reads a processor's parts from its __init__ signature
     __init__.__signature__ = sig.replace(parameters=[p for n, p in sig.parameters.items() if n != "video_processor"])
-    return type(cls.__name__, (cls,), {"__init__": __init__, "__module__": cls.__module__})
+    body = {"__init__": __init__, "__module__": cls.__module__}
+    if required:  # its chat template call reads the video processor's frame defaults even for images: none here
+        body["video_processor"] = NoVideo()
+    return type(cls.__name__, (cls,), body)
+
+
+class NoVideo:
+    """The video slot of an image-only processor whose methods read the video processor's defaults."""
+
+    num_frames = fps = None
+
+    def __call__(self, *args, **kwargs):
+        raise NotImplementedError("mirage loads this processor for images only")
+
+
+def _video_only(*args, **kwargs):
+    raise NotImplementedError("mirage loads this processor for images only (its video prompts need num2words)")
+
+
+def processor_class(kind: str):
+    """The transformers processor class of a model type. A processor whose module imports its torchvision image
+    processor (Mistral 3's PixtralProcessor, for a size helper of the token count) is a placeholder that refuses
+    to build without torchvision; its module is imported with that image processor's PIL twin in its place (same
+    helpers, no torchvision), since the processor's image path is the image processor mirage passes it."""
+    import importlib
+    import sys
+
+    import transformers
+    from transformers.models.auto.processing_auto import PROCESSOR_MAPPING_NAMES
+
+    name = PROCESSOR_MAPPING_NAMES[kind]
+    cls = getattr(transformers, name)
+    if isinstance(cls, type) and "Placeholder" not in cls.__qualname__:
+        return cls
+    from transformers.models.auto.configuration_auto import model_type_to_module_name
+
+    for k, n in PROCESSOR_MAPPING_NAMES.items():
+        m = model_type_to_module_name(k)
+        if n != name or importlib.util.find_spec(f"transformers.models.{m}.processing_{m}") is None:
+            continue
+        torch_ip, pil_ip = f"transformers.models.{m}.image_processing_{m}", \
+            f"transformers.models.{m}.image_processing_pil_{m}"
+        try:
+            return getattr(importlib.import_module(f"transformers.models.{m}.processing_{m}"), name)
+        except ImportError:
+            if importlib.util.find_spec(pil_ip) is None:
+                raise
+        saved = sys.modules.get(torch_ip)
+        sys.modules[torch_ip] = importlib.import_module(pil_ip)
+        try:
+            sys.modules.pop(f"transformers.models.{m}.processing_{m}", None)
+            return getattr(importlib.import_module(f"transformers.models.{m}.processing_{m}"), name)
+        finally:
+            if saved is None:
+                sys.modules.pop(torch_ip, None)
+            else:
+                sys.modules[torch_ip] = saved
+    return cls
 
 
 def load_processor(path: str, kind: str):
@@ -54,7 +128,7 @@ def load_processor(path: str, kind: str):
 
     if kind not in PROCESSOR_MAPPING_NAMES:
         return transformers.AutoProcessor.from_pretrained(path)
-    cls = getattr(transformers, PROCESSOR_MAPPING_NAMES[kind])
+    cls = processor_class(kind)
     params = inspect.signature(cls.__init__).parameters
     settings, _ = cls.get_processor_dict(path)
     kwargs = {k: v for k, v in settings.items()
@@ -124,39 +198,44 @@ class HFGeneric(TransformersSpliced):
                              "attention masks or positions from inputs the generic path does not know)")
 
     # --- prompts --------------------------------------------------------------------------------
-    def _chat_inputs(self, prompt: str, image: Image.Image) -> dict:
-        """The processor's whole input for one prompt and image: ids (placeholders expanded) and pixel values."""
-        image = image.convert("RGB")
+    def _chat_inputs(self, prompt: str, image: Image.Image | None) -> dict:
+        """The processor's whole input for one prompt and image: ids (placeholders expanded) and pixel values.
+        `image` None (the `none` condition): the processor's text-only turn, ids only."""
         if self.kind in NO_TEMPLATE:  # PaliGemma: image tokens, BOS, the prompt, a newline
-            return self.processor(text=self.processor.image_token + prompt, images=image, return_tensors="pt")
-        turn = [{"role": "user", "content": [{"type": "image", "image": image}, {"type": "text", "text": prompt}]}]
+            if image is None:  # its processor wants an image: the documented format without the image tokens
+                return self.tokenizer(self.chat_text(prompt, False), add_special_tokens=False, return_tensors="pt")
+            return self.processor(text=self.processor.image_token + prompt, images=image.convert("RGB"),
+                                  return_tensors="pt")
+        content = [{"type": "image", "image": image.convert("RGB")}] if image is not None else []
+        turn = [{"role": "user", "content": [*content, {"type": "text", "text": prompt}]}]
         return self.processor.apply_chat_template(turn, add_generation_prompt=True, tokenize=True, return_dict=True,
                                                   return_tensors="pt")
 
-    def _fixed_ids(self, prompt: str) -> list[int]:
-        """The prompt's ids at the fixed size (the expansion depends on the image's size only), kept per prompt."""
+    def _fixed_ids(self, prompt: str, image: bool = True) -> list[int]:
+        """The prompt's ids at the fixed size (the expansion depends on the image's size only), kept per prompt;
+        `image` False: the text-only prompt's."""
         cache = self.__dict__.setdefault("_prompt_ids", {})
-        if prompt not in cache:
-            blank = Image.new("RGB", (self.image_size, self.image_size), (128, 128, 128))
-            cache[prompt] = self._chat_inputs(prompt, blank)["input_ids"][0].tolist()
-        return cache[prompt]
+        if (prompt, image) not in cache:
+            blank = Image.new("RGB", (self.image_size, self.image_size), (128, 128, 128)) if image else None
+            cache[prompt, image] = self._chat_inputs(prompt, blank)["input_ids"][0].tolist()
+        return cache[prompt, image]
 
     def render(self, messages: list[dict], add_generation_prompt: bool) -> str:
         return self.processor.apply_chat_template(messages, add_generation_prompt=add_generation_prompt,
                                                   tokenize=False)
 
-    def chat_text(self, prompt: str) -> str:
+    def chat_text(self, prompt: str, image: bool = True) -> str:
         if self.kind in NO_TEMPLATE:
             return f"{self.tokenizer.bos_token}{prompt}\n"
-        return super().chat_text(prompt)
+        return super().chat_text(prompt, image)
 
     def answered_text(self, prompt: str, answer: str) -> str:
         if self.kind in NO_TEMPLATE:  # the answer follows the prompt's newline
             return self.chat_text(prompt) + answer
         return super().answered_text(prompt, answer)
 
-    def sequences(self, prompts, targets=None, counts=None):
-        ids = [self._fixed_ids(p) for p in prompts]
+    def sequences(self, prompts, targets=None, counts=None, image: bool = True):
+        ids = [self._fixed_ids(p, image) for p in prompts]
         out = build_sequences(self.tokenizer, ids, targets, self.image_token_id, 0)  # already expanded
         return tuple(on_device(t, self.device) for t in out)
 
@@ -190,6 +269,9 @@ class HFGeneric(TransformersSpliced):
         return out.reshape(-1, out.shape[-1])
 
     def prepare(self, prompts: Sequence[str], visual: Visual, targets: Sequence[str] | None = None):
+        if visual.stage == NONE:  # the processor's text-only prompt, no image tokens
+            input_ids, mask, labels = self.sequences(prompts, targets, image=False)
+            return input_ids, mask, labels, None, labels != -100
         if visual.stage == IMAGES:
             rows = [self._chat_inputs(p, im) for p, im in zip(prompts, visual.value)]
             tokens = torch.cat([self._native_tokens(r) for r in rows])  # [sum N_i, D_lm]

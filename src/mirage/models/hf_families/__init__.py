@@ -6,14 +6,14 @@ the tokens spliced into the LM. Everything else (prompt, splicing, LM, native re
 Families: `Anyres` (LLaVA-NeXT, LLaVA-OneVision: a tile grid chosen once at the fixed size, unpadding and newline
 tokens by the model's own `pack_image_features`), `Gemma3` and `PaliGemma` (one SigLIP image; Gemma 3's pooling
 projector), `Idefics3` (Idefics3, SmolVLM: tiles plus the global image, pixel shuffle in the connector), `InternVL`
-(crop_to_patches tiles plus the thumbnail), and `Probed` for any other model that passes its probes.
+(crop_to_patches tiles plus the thumbnail), `Pixtral` (Mistral 3: one image at its own patch grid), and `Probed` for any other model that passes its probes.
 """
 
 from __future__ import annotations
 
 from .anyres import Anyres
 from .base import Family, NotGeneric, resize
-from .single import Gemma3, PaliGemma, Probed
+from .single import Gemma3, PaliGemma, Pixtral, Probed
 from .tiles import Idefics3, InternVL
 
 # model types the generic path cannot run, and why: said by name, never run as if they fit
@@ -24,7 +24,7 @@ REFUSED = {
 
 
 FAMILIES = {"llava_next": Anyres, "llava_onevision": Anyres, "gemma3": Gemma3, "paligemma": PaliGemma,
-            "idefics3": Idefics3, "smolvlm": Idefics3, "internvl": InternVL}
+            "idefics3": Idefics3, "smolvlm": Idefics3, "internvl": InternVL, "mistral3": Pixtral}
 
 __all__ = ["FAMILIES", "REFUSED", "Anyres", "Family", "Gemma3", "Idefics3", "InternVL", "NotGeneric", "PaliGemma",
-           "Probed", "resize"]
+           "Pixtral", "Probed", "resize"]

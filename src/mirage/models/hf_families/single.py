@@ -108,3 +108,41 @@ class PaliGemma(Single):
 
     def positions(self, mask: Tensor) -> Tensor:
         return mask.cumsum(-1).clamp(min=1)  # PaliGemma's positions are 1-indexed
+
+
+class Pixtral(Family):
+    """Mistral 3 (Pixtral's tower): the image resized so its longest edge fits the processor's `longest_edge`, each
+    side up to a multiple of the patch x spatial merge (the processor's own size helper); one image, no tiles. The
+    tower reads a batch as one sequence of every image's patches (block attention per image), the projector merges
+    each image's patches by `image_sizes`."""
+
+    def __init__(self, vlm, size: int):
+        super().__init__(vlm, size)
+        import importlib
+
+        proc = vlm.processor
+        patch = proc.patch_size * proc.spatial_merge_size
+        rule = importlib.import_module(type(self.ip).__module__).get_resize_output_image_size
+        longest = self.ip.size["longest_edge"]
+        self.out = tuple(rule(np.zeros((3, size, size), np.uint8), size=(longest, longest), patch_size=(patch, patch)))
+        self.layer = vlm.model.config.vision_feature_layer
+
+    def twin(self, x: Tensor) -> Tensor:
+        return normalize(resize(resize(x, (self.size, self.size), self.ip.resample), self.out, self.ip.resample), self.ip)
+
+    def _sizes(self, b: int, device) -> Tensor:
+        return torch.tensor([list(self.out)] * b, device=device)
+
+    def tower(self, pixel_values: Tensor) -> Tensor:
+        b = pixel_values.shape[0]
+        out = self.vlm.inner.vision_tower(pixel_values, image_sizes=self._sizes(b, pixel_values.device),
+                                          output_hidden_states=True)
+        layers = self.layer if isinstance(self.layer, (list, tuple)) else [self.layer]
+        h = torch.cat([out.hidden_states[i] for i in layers], dim=-1)  # [1, B * T, D]
+        return h.reshape(b, -1, h.shape[-1])
+
+    def project(self, features: Tensor) -> Tensor:
+        b = features.shape[0]
+        tokens = self.vlm.inner.multi_modal_projector(features.reshape(-1, features.shape[-1]),
+                                                      self._sizes(b, features.device))
+        return tokens.reshape(b, -1, tokens.shape[-1])  # [B, T / merge^2, D_lm]
