@@ -87,3 +87,27 @@ def test_soft_prompt_control_by_hand():
     assert "lies within the soft prompt's" in c["question"]["sentences"][0]
     assert "Median steps to a right answer: 4.5 against the soft prompt's 9" in c["question"]["sentences"][0]
     assert "exceeds the soft prompt's" in c["universal"]["sentences"][0]
+    flat = [r | {"source": "pixels-universal"} for r in data if r["source"] == "blank"]  # blank's own answers
+    (sentence,) = soft_prompt_control(data + flat)["universal"]["sentences"][1:]
+    assert sentence.startswith("pixels-universal: no gain over blank to explain (+0.000")
+
+
+def test_text_only_match_sets_gains_side_by_side():
+    """A universal input's gain over blank on a set with no image beside its gain on a vision benchmark: a match
+    when the 95% intervals overlap, said in words; a benchmark without the input is left out."""
+    from mirage.blind import text_only_match
+
+    gain = lambda d, lo, hi: {"n": 100, "difference": d, "ci95": [lo, hi]}  # noqa: E731
+    table = [{"benchmark": "shapes", "universal_gain": {"pixels-universal": gain(0.02, -0.01, 0.05),
+                                                        "features-universal": gain(0.30, 0.25, 0.35)}},
+             {"benchmark": "file:text.jsonl", "text_only": True,
+              "universal_gain": {"pixels-universal": gain(0.04, 0.0, 0.08), "features-universal": gain(0.0, -0.03, 0.03)}},
+             {"benchmark": "mmstar"}]
+    out = {m["source"]: m for m in text_only_match(table)}
+    assert set(out) == {"pixels-universal", "features-universal"}
+    assert out["pixels-universal"]["match"] and not out["features-universal"]["match"]
+    assert out["pixels-universal"]["vision"] == "shapes" and out["pixels-universal"]["text_only"] == "file:text.jsonl"
+    assert "which has no image to see, +0.040 [+0.000, +0.080], matches its gain on shapes" in \
+        out["pixels-universal"]["sentence"]
+    assert "do not overlap" in out["features-universal"]["sentence"]
+    assert text_only_match(table[:1] + table[2:]) == []  # no text-only benchmark: nothing to set beside

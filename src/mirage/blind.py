@@ -101,7 +101,11 @@ def _sentence(name: str, entry: dict, soft: str, soft_entry: dict) -> str:
     gains = (f"its gain over blank, {_fmt(entry['vs_blank'])}, " if "vs_blank" in entry else "its accuracy, "
              f"{entry['value']:.3f}, ")
     soft_gain = _fmt(soft_entry["vs_blank"]) if "vs_blank" in soft_entry else f"{soft_entry['value']:.3f}"
-    if entry["within_soft"]:
+    if "vs_blank" in entry and entry["vs_blank"]["ci95"][0] <= 0:
+        text = (f"{name}: no gain over blank to explain ({_fmt(entry['vs_blank'])}, the 95% interval reaches 0); the "
+                f"soft prompt ({soft}) gains {soft_gain}, and the crafted input minus the soft prompt is {_fmt(vs)} on "
+                f"{vs['n']} questions.")
+    elif entry["within_soft"]:
         text = (f"{name}: {gains}lies within the soft prompt's ({soft}: {soft_gain}; difference {_fmt(vs)} on "
                 f"{vs['n']} questions): free vectors in the text prompt, with no image, do as much, so this gain "
                 "shows the input's capacity as a prompt, not that the model sees.")
@@ -159,3 +163,30 @@ def soft_prompt_control(rows: Iterable[dict]) -> dict | None:
     if not out:
         return None
     return {**out, "intervals": dict(INTERVALS)}
+
+
+def text_only_match(table: Iterable[dict]) -> list[dict]:
+    """Universal crafted inputs trained on a benchmark with no image at all (`text_only` lines of a study's table)
+    beside the same kind of input on each vision benchmark: their gains over blank (paired intervals, from each
+    benchmark's summary) and whether they match (the two 95% intervals overlap). A crafted input that gains as much
+    where there is nothing to see is a prompt, not vision. Lines: {"source", "text_only", "vision", "gain_text_only",
+    "gain_vision", "match", "sentence"}."""
+    lines = list(table)
+    out = []
+    for t in (line for line in lines if line.get("text_only")):
+        for v in (line for line in lines if not line.get("text_only")):
+            for source, gt in (t.get("universal_gain") or {}).items():
+                gv = (v.get("universal_gain") or {}).get(source)
+                if gv is None or None in (*gt["ci95"], *gv["ci95"]):
+                    continue
+                match = gt["ci95"][0] <= gv["ci95"][1] and gv["ci95"][0] <= gt["ci95"][1]
+                words = (f"{source}: its gain over blank on {t['benchmark']}, which has no image to see, "
+                         f"{_fmt(gt)}, ")
+                words += (f"matches its gain on {v['benchmark']}, {_fmt(gv)} (the 95% intervals overlap): the same "
+                          f"optimization gains as much without anything to see, so the gain on {v['benchmark']} is "
+                          "no evidence that the model uses vision." if match else
+                          f"differs from its gain on {v['benchmark']}, {_fmt(gv)} (the 95% intervals do not "
+                          "overlap).")
+                out.append({"source": source, "text_only": t["benchmark"], "vision": v["benchmark"],
+                            "gain_text_only": gt, "gain_vision": gv, "match": match, "sentence": words})
+    return out

@@ -251,6 +251,8 @@ def summarize_conditions(rows: list[dict], benchmark: Benchmark, conditions: Seq
     control = soft_prompt_control(rows)
     if control:  # crafted inputs against the soft prompt of their scope
         summary["soft_prompt"] = control
+    if benchmark.questions and not any(q.images for q in benchmark):
+        summary["text_only"] = True  # nothing to see: a crafted input's gain here is a prompt's (blind.text_only_match)
     if skipped(benchmark, conditions):
         summary["skipped_no_image"] = skipped(benchmark, conditions)
     unknown = {r["question_id"]: r["unknown_words"] for r in rows if r.get("unknown_words")}

@@ -63,7 +63,9 @@ def test_every_part_has_its_rows_per_benchmark(tiny_study):
         assert (out / name / "summary.json").is_file() and (out / name / "artifacts" / "pixels-universal.png").is_file()
     assert "every benchmark" in output and "report:" in output
     assert "crafted inputs against the soft prompt on shapes" in output
-    assert "soft prompt's (soft-prompt-universal:" in " ".join(output.split())
+    control = json.loads((out / "shapes" / "summary.json").read_text())["soft_prompt"]
+    for sentence in control["question"]["sentences"] + control["universal"]["sentences"]:  # the report's words
+        assert " ".join(sentence.split()) in " ".join(output.split())
 
 
 def test_cross_benchmark_table_equals_each_benchmarks_summary(tiny_study):

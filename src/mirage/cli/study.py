@@ -91,5 +91,7 @@ def study_cmd(
                     console.print(f"  {sentence}")
     if len(result.table) > 1:
         console.print(study_table(result.table, title=f"mirage study: {model}, every benchmark"))
+    for match in result.summary.get("text_only_match", []):  # a benchmark with no image beside the vision ones
+        console.print(f"  {match['sentence']}")
     console.print(f"study directory: {out}  ({time.time() - t0:.0f} s)")
     console.print(f"report: {write_page(out)}")

@@ -24,6 +24,7 @@ from typing import Callable, Sequence
 
 from .. import sources
 from ..benchmarks import load_benchmark
+from ..blind import CRAFTED, text_only_match
 from ..benchmarks.question import Benchmark
 from ..conditions import parse_conditions
 from ..distributed import SINGLE, World, open_run
@@ -188,8 +189,8 @@ def benchmark_dir(name: str) -> str:
 
 def best_crafted(summary: dict, rows: Sequence[dict]) -> dict | None:
     """The optimized input with the highest accuracy (held-out rows; `-train` rows and the soft-prompt control left
-    out), and its paired
-    difference from `real` on the questions both have. None when the run has no optimized input."""
+    out), and its paired difference from `real` on the questions both have. None when the run has no optimized
+    input."""
     crafted = [s for s in summary["n"] if parse_source(s).group in ("optimized", "single-encoder")
                and parse_source(s).suffix != "train" and parse_source(s).input != sources.SOFT_PROMPT]
     if not crafted:
@@ -227,7 +228,20 @@ def table_row(name: str, directory: str, summary: dict) -> dict:
     for m, source in MEASURES.items():
         line[m] = _measure(summary, m, source)
     line["best_crafted"] = summary.get("best_crafted")
+    # universal crafted inputs' gains over blank (paired), for blind.text_only_match across benchmarks
+    gains = {s: {"n": p["blank"]["n"], "difference": p["blank"]["difference"], "ci95": p["blank"]["ci95"]}
+             for s, p in summary.get("paired", {}).items() if "blank" in p and _universal_crafted(s)}
+    if gains:
+        line["universal_gain"] = gains
+    if summary.get("text_only"):
+        line["text_only"] = True
     return line
+
+
+def _universal_crafted(source: str) -> bool:
+    info = parse_source(source)
+    return (info.group == "optimized" and info.input in CRAFTED and info.scope == "universal" and info.suffix is None
+            and not info.text_model)
 
 
 @dataclass
@@ -240,7 +254,10 @@ class StudyResult:
 
     @property
     def summary(self) -> dict:
-        return {"benchmarks": self.summaries, "table": self.table}
+        """Each benchmark's summary, the cross-benchmark table and, with a benchmark that has no image at all,
+        `text_only_match` (its universal crafted gains beside the vision benchmarks')."""
+        matches = text_only_match(self.table)
+        return {"benchmarks": self.summaries, "table": self.table} | ({"text_only_match": matches} if matches else {})
 
 
 def _rows(run: RunDir, world: World) -> list[dict]:

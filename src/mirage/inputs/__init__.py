@@ -42,10 +42,12 @@ class Reference:
         if not model.encoders:  # a text model (the soft-prompt control on `--text-model`): nothing visual
             return cls({}, (0.0, 1.0), (0, 0), {})
         images = [q.image() for q in bench.questions[:n] if q.images]
-        feats = model.encode(model.process_images(images))
-        tokens = model.connect(feats)
         size = images[0].size if images else (224, 224)
-        blank = model.encode(model.process_images([Image.new("RGB", size, (128, 128, 128))]))
+        blank_image = Image.new("RGB", size, (128, 128, 128))
+        # a benchmark with no image at all (text only): the blank image's own statistics
+        feats = model.encode(model.process_images(images or [blank_image]))
+        tokens = model.connect(feats)
+        blank = model.encode(model.process_images([blank_image]))
         return cls({k: (float(v.mean()), float(v.std())) for k, v in feats.items()},
                    (float(tokens.mean()), float(tokens.std())), tuple(tokens.shape[1:]), blank)
 

@@ -63,6 +63,12 @@ class SplicedVLM(VLM):
                   counts: int | Sequence[int] | None = None, image: bool = True) -> tuple[Tensor, Tensor, Tensor]:
         """Left-padded ids with the image placeholder repeated `counts` times (per row, or `num_image_tokens`);
         mask; labels (-100 off target). `image=False`: the text-only prompts, no placeholder."""
+        counts = 0 if not image else self.num_image_tokens if counts is None else counts
+        out = build_sequences(self.tokenizer, self.prompt_ids(prompts, image), targets, self.image_token_id, counts)
+        return tuple(on_device(t, self.device) for t in out)
+
+    def prompt_ids(self, prompts: Sequence[str], image: bool = True) -> list[list[int]]:
+        """Each prompt's chat ids (one image placeholder, or none), unpadded."""
         # prompt -> token ids: an optimization asks for each prompt once per step, ~50 times, and the chat template
         # plus tokenizer cost host time on every call (bounded: cleared past 65,536 prompts)
         cache = self.__dict__.setdefault("_prompt_ids", {})
@@ -71,19 +77,15 @@ class SplicedVLM(VLM):
         for p in prompts:
             if (p, image) not in cache:
                 cache[p, image] = chat_ids(self.tokenizer, self.chat_text(p, image))
-        counts = 0 if not image else self.num_image_tokens if counts is None else counts
-        out = build_sequences(self.tokenizer, [cache[p, image] for p in prompts], targets, self.image_token_id, counts)
-        return tuple(on_device(t, self.device) for t in out)
+        return [cache[p, image] for p in prompts]
 
     def soft_sequences(self, prompts: Sequence[str], targets: Sequence[str] | None, n: int
                        ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
         """The text-only prompts (`sequences(image=False)`'s ids) with `n` soft-prompt positions where the image
         would stand, the start of the user turn's content: ids, mask, labels and where the vectors go [B, L]."""
-        self.sequences(prompts, image=False)  # fills the prompt-id cache
-        cache = self.__dict__["_prompt_ids"]
         if "_content_start" not in self.__dict__:
             self._content_start = content_start(self.tokenizer, lambda p: self.chat_text(p, image=False))
-        out = soft_sequences(self.tokenizer, [cache[p, False] for p in prompts], self._content_start, n, targets)
+        out = soft_sequences(self.tokenizer, self.prompt_ids(prompts, image=False), self._content_start, n, targets)
         return tuple(on_device(t, self.device) for t in out)
 
     def input_embeddings(self):

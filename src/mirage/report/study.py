@@ -79,5 +79,6 @@ def build_study_report(study_dir: str | Path, max_images: int, questions: bool =
     return env.get_template("study.html.j2").render(
         title=f"mirage study: {config.get('model', '?')} on {', '.join(config['benchmarks'])}", run_path=str(path),
         facts=[(k, str(v)) for k, v in facts if v is not None], table=table, measures=MEASURES, sections=sections,
+        text_only_match=summary.get("text_only_match", []),
         timings=per_bench, config_json=json.dumps(config, indent=2, sort_keys=True), version=__version__,
         generated=time.strftime("%Y-%m-%d %H:%M:%S"))
