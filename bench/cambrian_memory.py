@@ -36,6 +36,7 @@ from mirage.benchmarks.question import Benchmark
 from mirage.benchmarks.shapes import generate_questions
 from mirage.benchmarks.shapes.questions import vocabulary
 from mirage.experiments import OptimizeSpec, apply_switches
+from mirage.experiments.optimization import clear_switches
 from mirage.inputs import Reference, build_input, default_lr
 from mirage.models.cambrian import CambrianVLM, config_8b, tiny_config
 from mirage.models.cambrian.template import IMAGE_TOKEN, llama_3_prompt, word_level_tokenizer
@@ -52,17 +53,6 @@ def gib(n: int) -> float:
     return round(n / 2**30, 3)
 
 
-def reset_switches(model: CambrianVLM, device: torch.device) -> None:
-    """Undo `apply_switches`: towers back on the device, checkpointing off, eval mode."""
-    for tower in model.vision.values():
-        tower.to(device)
-    for m in [model.lm.model, *(t.model for t in model.vision.values())]:
-        if getattr(m, "supports_gradient_checkpointing", False):
-            off = getattr(m, "activation_checkpointing_disable", None) or m.gradient_checkpointing_disable
-            off()
-    model.eval()
-
-
 def spec_for(kind: str, detach: bool, names: list[str]) -> OptimizeSpec:
     if kind == "features":
         return OptimizeSpec("features", detach=["convnext"] if detach else None)
@@ -76,7 +66,7 @@ def measure(model: CambrianVLM, bench: Benchmark, ref: Reference, kind: str, gra
     spec = spec_for(kind, detach, names)
     row = {"input": kind, "grad_checkpointing": grad_ckpt, "offload_unused": offload, "detach_convnext": detach,
            "encoders": spec.encoders, "detach": spec.detach, "batch_size": batch, "steps": steps}
-    reset_switches(model, device)
+    clear_switches(model)
     apply_switches(model, spec, grad_checkpointing=grad_ckpt, offload=offload)
     gc.collect()
     if device.type == "cuda":

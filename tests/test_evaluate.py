@@ -43,11 +43,14 @@ def test_batching_does_not_change_answers(tiny_model, small_bench):
 def test_resume_skips_done_rows_and_refuses_other_config(tiny_model, small_bench, tmp_path):
     run = tmp_path / "run"
     evaluate(tiny_model, small_bench.subset(10), CONDS, out=run)
-    with pytest.raises(RunConfigMismatch, match="n_questions"):
-        evaluate(tiny_model, small_bench, CONDS, out=run)
+    with pytest.raises(RunConfigMismatch, match="seed"):  # what the rows mean: refused
+        evaluate(tiny_model, small_bench.subset(10), CONDS, out=run, seed=1)
     lines = (run / "results.jsonl").read_text().splitlines()
     evaluate(tiny_model, small_bench.subset(10), CONDS, out=run, batch_size=3)  # batch size may change
     assert (run / "results.jsonl").read_text().splitlines() == lines  # nothing redone, no duplicates
+    evaluate(tiny_model, small_bench.subset(12), CONDS, out=run)  # more questions: the run grows (issue 31)
+    grown = (run / "results.jsonl").read_text().splitlines()
+    assert grown[:len(lines)] == lines and len(grown) == 12 * len(CONDS.split(","))
 
 
 def test_killed_run_resumes_to_the_uninterrupted_result(tiny_model, small_bench, tmp_path):

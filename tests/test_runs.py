@@ -130,7 +130,7 @@ def test_write_json_is_atomic_replace(tmp_path):
     run.write_json("summary.json", {"a": 1})
     path = run.write_json("summary.json", {"a": 2})
     assert json.loads(path.read_text()) == {"a": 2}
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["config.json", "summary.json"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".lock", "config.json", "summary.json"]
 
 
 WRITER = """
@@ -208,3 +208,19 @@ def test_a_run_without_work_takes_a_new_config(tmp_path):
     RunDir.open(tmp_path, CONFIG)
     run = RunDir.open(tmp_path, {**CONFIG, "model": "other-model"})
     assert json.loads((tmp_path / "config.json").read_text())["model"] == "other-model" and run.rows() == []
+
+
+def test_timings_keep_a_killed_invocation(tmp_path):
+    # A call killed after appending rows leaves its record `running` with its time so far; the next call marks it
+    # killed and the total counts it (issue 31 item 2: a Ctrl-C'd, resumed study reported a fraction of its time).
+    run = RunDir.open(tmp_path, CONFIG)
+    run.start_invocation({"batch_size": 2})
+    run._t0 -= 30  # it has run 30 s when its last rows are appended (ticks come every 10 s at most)
+    run._ticked -= 30
+    run.append([_row(1)])
+    del run  # killed: nothing else is written
+    again = RunDir.open(tmp_path, CONFIG)
+    again.start_invocation()
+    log = again.log_invocation({"load_s": 1.0, "work_s": 2.0})
+    assert [i["status"] for i in log["invocations"]] == ["killed", "finished"]
+    assert log["invocations"][0]["elapsed_s"] == 30.0 and log["total"]["wall_s"] == 33.0

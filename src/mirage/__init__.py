@@ -7,6 +7,9 @@ import sys
 import types
 
 from ._version import __version__
+from .environment import hide_broken_torchvision
+
+hide_broken_torchvision()  # before anything imports transformers: see environment.py
 
 # The public API, imported on first use (PEP 562): `mirage --help` and `import mirage.cli` stay free of torch.
 _EXPORTS = {"Benchmark": "benchmarks", "Question": "benchmarks", "load_benchmark": "benchmarks",

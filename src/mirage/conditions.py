@@ -254,8 +254,11 @@ def blur(question: Question, ctx: ConditionContext) -> Image.Image:
     # PIL's GaussianBlur extends edges instead, which shifts the mean at this radius.
     f2 = torch.fft.fftfreq(h, dtype=torch.float64)[:, None] ** 2 + torch.fft.rfftfreq(w, dtype=torch.float64) ** 2
     transfer = torch.exp(-2 * torch.pi**2 * BLUR_SIGMA**2 * f2)
-    out = torch.fft.irfft2(torch.fft.rfft2(a, dim=(0, 1)) * transfer[..., None], s=(h, w), dim=(0, 1))
-    return _from_array(out.numpy())
+    # one channel at a time: the same numbers as all three at once, a third of the peak memory on a huge image
+    out = np.empty(a.shape, dtype=np.float64)
+    for c in range(a.shape[2]):
+        out[..., c] = torch.fft.irfft2(torch.fft.rfft2(a[..., c]) * transfer, s=(h, w)).numpy()
+    return _from_array(out)
 
 
 @condition("shuffle", needs_image=True)

@@ -13,7 +13,7 @@ from typing import Callable, Sequence
 
 from .benchmarks.question import Benchmark, Question
 from .errors import MirageError
-from .runs import CONFIG, RESULTS, read_rows
+from .runs import CONFIG, RESULTS, read_rows, unique_rows
 
 IMAGE_FREE = ("none", "text-model")
 QUESTIONS = "questions.jsonl"
@@ -27,7 +27,7 @@ def _read_run(path: Path) -> tuple[dict, dict[str, dict[str, bool]]]:
             raise FileNotFoundError(f"run {str(path)!r} has no {f}")
     config = json.loads((path / CONFIG).read_text())
     correct: dict[str, dict[str, bool]] = {}
-    for r in read_rows(path / RESULTS, repair=False):
+    for r in unique_rows(read_rows(path / RESULTS, repair=False)):
         correct.setdefault(r["source"], {})[r["question_id"]] = bool(r["correct"])
     return config, correct
 
@@ -69,10 +69,14 @@ def curate(runs: Sequence[str | Path], out: str | Path, min_runs: int | None = N
         verdicts[str(path)], configs[str(path)] = {"sources": blind, "questions": needs_image(correct, blind)}, config
     first = configs[str(runs[0])]
     for path, config in configs.items():
-        if (config.get("benchmark"), config.get("split")) != (first.get("benchmark"), first.get("split")):
+        if [config.get(k) for k in ("benchmark", "benchmark_sha256", "split")] != \
+                [first.get(k) for k in ("benchmark", "benchmark_sha256", "split")]:
             raise MirageError(f"run {path!r} evaluated {config.get('benchmark')}/{config.get('split')}, run "
                              f"{str(runs[0])!r} {first.get('benchmark')}/{first.get('split')}: curate one benchmark")
     bench = run_benchmark(first)
+    if bench.ref and Path(bench.ref.partition(":")[2]).parent == Path(out).resolve():
+        raise MirageError(f"--out {str(out)!r} holds the benchmark being curated ({bench.ref.partition(':')[2]}): "
+                          "write the new set to another --out")
     questions = {q.id: q for q in bench}
     qids = sorted({q for v in verdicts.values() for q in v["questions"]}, key=str)
     per_q = {}
@@ -103,8 +107,12 @@ def run_benchmark(config: dict) -> Benchmark:
 
     if not config.get("benchmark"):
         raise MirageError("curate: the run's config.json names no benchmark")
-    return load_benchmark(config["benchmark"], split=config.get("split"),
-                          **{k: config[k] for k in LOADER_OPTIONS if config.get(k)})
+    bench = load_benchmark(config["benchmark"], split=config.get("split"),
+                           **{k: config[k] for k in LOADER_OPTIONS if config.get(k)})
+    if config.get("benchmark_sha256") not in (None, bench.digest):
+        raise MirageError(f"curate: {config['benchmark'][5:]} has changed since the run evaluated it (sha256 "
+                          f"{config['benchmark_sha256'][:12]}... then, {bench.digest[:12]}... now)")
+    return bench
 
 
 def write_benchmark(out: Path, questions: Sequence[Question], prompt: Callable[[Question], str]) -> Path:

@@ -74,3 +74,16 @@ def soft_prompt_table(control: dict, title: str = "crafted inputs against the so
                           "" if "within_soft" not in e else ("yes" if e["within_soft"] else "no"),
                           f"{steps['median']:g}" if steps else "")
     return table
+
+
+def metrics_table(metrics: dict, title: str = "the benchmark's own metrics (lmms-eval process_results + aggregation)"
+                  ) -> Table:
+    """Per source, the benchmark's own aggregated metrics of its generated answers (`summary["metrics"]`)."""
+    names = list(dict.fromkeys(m for values in metrics.values() for m in values))
+    table = Table(title=title)
+    for col in ("source", *names):
+        table.add_column(col, justify="left" if col == "source" else "right")
+    fmt = lambda v: f"{v:.4g}" if isinstance(v, (int, float)) and not isinstance(v, bool) else str(v)
+    for source, values in metrics.items():
+        table.add_row(source, *(fmt(values[m]) if m in values else "" for m in names))
+    return table

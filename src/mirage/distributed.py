@@ -24,7 +24,7 @@ import torch
 import torch.distributed as dist
 
 from .errors import UsageError
-from .runs import RunDir, append_rows, read_rows
+from .runs import RunDir, append_rows, read_rows, unique_rows
 
 T = TypeVar("T")
 
@@ -101,7 +101,7 @@ class ShardedRun(RunDir):
             base = RunDir.open(path, config, overwrite, allow_env_change=allow_env_change)  # also folds what a
         world.barrier()  # killed run's ranks left
         if not world.main:  # compares the config; rank 0 may be appending already
-            base = RunDir.open(path, config, fold=False, allow_env_change=allow_env_change)
+            base = RunDir.open(path, config, fold=False, allow_env_change=allow_env_change, lock=False)
         run = cls(path, world)
         run.config, run.stored_config = base.config, base.stored_config
         run.allow_env_change = allow_env_change
@@ -112,7 +112,7 @@ class ShardedRun(RunDir):
 
     def rows(self) -> list[dict]:
         """Merged rows first, then each rank's (own file repaired, others read as they are)."""
-        out = super().rows() if self.world.main else read_rows(self.results_path, repair=False)
+        out = super().rows() if self.world.main else unique_rows(read_rows(self.results_path, repair=False))
         seen = {(r["question_id"], r["source"]) for r in out}
         for f in self.rank_files():
             for r in read_rows(f, repair=f == self.rank_path(self.world.rank)):
@@ -123,6 +123,7 @@ class ShardedRun(RunDir):
 
     def append(self, rows: Sequence[dict]) -> None:
         append_rows(self.rank_path(self.world.rank), rows)
+        self.tick()
 
     def annotate(self, **facts) -> None:
         if self.world.main:
@@ -135,7 +136,7 @@ class ShardedRun(RunDir):
         if self.world.main:
             self.fold_rank_files()
         self.world.barrier()
-        return read_rows(self.results_path, repair=False)
+        return unique_rows(read_rows(self.results_path, repair=False))
 
 
 def open_run(path, config: dict, world: World = SINGLE, overwrite: bool = False,

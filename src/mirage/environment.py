@@ -4,8 +4,12 @@ dtype, attention kernel, image-processor backend)."""
 
 from __future__ import annotations
 
+import importlib.util
 import platform
+import re
+import sys
 from importlib import metadata
+from pathlib import Path
 
 from ._version import __version__
 
@@ -15,14 +19,66 @@ LIBRARIES = ("torch", "transformers", "tokenizers", "numpy", "pillow", "torchvis
              "diffusers", "captum", "scipy")
 
 
+# Why an installed torchvision was hidden (hide_broken_torchvision), None when it was not.
+HIDDEN_TORCHVISION: str | None = None
+
+
+def hide_broken_torchvision() -> str | None:
+    """Hide an installed torchvision that cannot load beside this torch, so that neither transformers (which picks
+    its torchvision image backends whenever torchvision can be found) nor lmms-eval's task code imports it: the
+    package index's Linux wheel is a CUDA build (`0.28.0+cu130`), and beside the CPU torch (`2.13.0+cpu`) every
+    import of it fails (`operator torchvision::nms does not exist`); a torchvision built for another torch release
+    fails alike. Read from the two packages' files without importing either (mirage's import stays free of torch);
+    `import torchvision` then raises ImportError and `find_spec` finds nothing. Returns why, or None."""
+    global HIDDEN_TORCHVISION
+    if "torchvision" in sys.modules:
+        return HIDDEN_TORCHVISION
+    try:
+        tv, torch = importlib.util.find_spec("torchvision"), importlib.util.find_spec("torch")
+    except (ImportError, ValueError):
+        return None
+    if tv is None or torch is None or not tv.submodule_search_locations or not torch.submodule_search_locations:
+        return None
+    tv_version = _version_line(Path(tv.submodule_search_locations[0]) / "version.py", "__version__") or ""
+    torch_cuda = _version_line(Path(torch.submodule_search_locations[0]) / "version.py", "cuda")
+    why = None
+    if "+cu" in tv_version and torch_cuda is None:
+        why = f"torchvision {tv_version} is a CUDA build and this torch is a CPU build"
+    else:
+        try:
+            pin = next((m.group(1) for r in metadata.requires("torchvision") or []
+                        if (m := re.match(r"torch\s*\(?==\s*([^);\s]+)", r))), None)
+            have = metadata.version("torch")
+        except metadata.PackageNotFoundError:
+            pin = have = None
+        if pin and pin.split("+")[0] != have.split("+")[0]:
+            why = f"torchvision was built for torch {pin}, this torch is {have}"
+    if why:
+        sys.modules["torchvision"] = None
+        HIDDEN_TORCHVISION = why
+    return why
+
+
+def _version_line(path: Path, name: str) -> str | None:
+    """A `name = 'value'` (or `name: T = 'value'`) line of a package's version.py; None when absent or None."""
+    try:
+        m = re.search(rf"^{name}\s*(?::[^=]*)?=\s*['\"]([^'\"]*)['\"]", path.read_text(), re.M)
+    except OSError:
+        return None
+    return m.group(1) if m else None
+
+
 def library_versions() -> dict[str, str]:
-    """Python, mirage and each of LIBRARIES: its installed version, or "absent"."""
+    """Python, mirage and each of LIBRARIES: its installed version, or "absent" (a hidden torchvision: its
+    version and that it was hidden)."""
     out = {"python": platform.python_version(), "mirage": __version__}
     for name in LIBRARIES:
         try:
             out[name] = metadata.version(name)
         except metadata.PackageNotFoundError:
             out[name] = "absent"
+    if HIDDEN_TORCHVISION and out["torchvision"] != "absent":
+        out["torchvision"] += " (hidden: unusable beside this torch)"
     return out
 
 

@@ -19,7 +19,7 @@ from .errors import MirageError, UsageError
 from .models.vlm import VLM, Visual
 from .prefetch import prompt_batches, visual_batches
 from .progress import progress_bar, warn
-from .runs import RunDir
+from .runs import RunDir, release_locks
 from .sources import TEXT_MODEL
 from .stats import summarize
 
@@ -107,9 +107,11 @@ def score_later(model: VLM, benchmark: Benchmark, questions: Sequence[Question],
             qs = [questions[i] for i in generated]
             responses = model.generate([benchmark.prompt(q) for q in qs], visual.select(generated), max_new_tokens)
             for i, q, text in zip(generated, qs, responses):
-                pred, answer, correct = benchmark.judge(q, text, seed)
+                pred, answer, correct, *metrics = benchmark.judge(q, text, seed)
                 rows[i] = {"question_id": q.id, "source": source, "pred": pred, "answer": answer,
                            "correct": bool(correct), "response": text, "type": q.type}
+                if metrics:  # the benchmark's own per-question scores (lmms-eval's process_results)
+                    rows[i]["metrics"] = metrics[0]
         for i, q in enumerate(questions):  # circular evaluation: each row keeps its question's rotation
             if "circular" in q.meta:
                 rows[i]["circular"] = q.meta["circular"]
@@ -245,6 +247,9 @@ def summarize_conditions(rows: list[dict], benchmark: Benchmark, conditions: Seq
         from .benchmarks.circular import circular_rows
 
         summary["circular"] = summarize(circular_rows(rows))
+    own = benchmark_metrics(rows, benchmark)
+    if own:
+        summary["metrics"] = own
     blind = blind_measures(rows)
     if blind:
         summary["blind"] = blind
@@ -261,10 +266,21 @@ def summarize_conditions(rows: list[dict], benchmark: Benchmark, conditions: Seq
     return summary
 
 
+def benchmark_metrics(rows: list[dict], benchmark: Benchmark) -> dict:
+    """Per source, the benchmark's own aggregation of its generated rows' `metrics` (lmms-eval's number)."""
+    if benchmark.metrics is None:
+        return {}
+    by_source: dict[str, list] = {}
+    for r in rows:
+        if "metrics" in r:
+            by_source.setdefault(r["source"], []).append(r["metrics"])
+    return {source: benchmark.metrics(values) for source, values in by_source.items()}
+
+
 def eval_config(model_name: str, benchmark: Benchmark, conditions: Sequence[Condition], seed: int,
                 limit: int | None, batch_size: int, scoring: str = "letter", text_model: str | None = None) -> dict:
     """What identifies an evaluation run (batch size may change on resume)."""
-    config = {"command": "eval", "model": model_name, "benchmark": benchmark.name, "split": benchmark.split,
+    config = {"command": "eval", "model": model_name, **benchmark.identity(), "split": benchmark.split,
               "limit": limit, "n_questions": len(benchmark), "conditions": [c.name for c in conditions], "seed": seed,
               "batch_size": batch_size, "scoring": scoring}
     if text_model:  # only when given, so runs written before --text-model existed still resume
@@ -289,4 +305,5 @@ def evaluate(model: VLM, benchmark: Benchmark, conditions: str | Sequence[str] =
     summary = summarize_conditions(rows, benchmark, conds)
     if run:
         run.write_json("summary.json", summary)
+        release_locks()  # another process may write the run now
     return EvalResult(rows, summary)

@@ -8,15 +8,20 @@ import errno
 import json
 import os
 import shutil
+import socket
+import sys
 import tempfile
+import time
+import weakref
 from pathlib import Path
 from typing import Sequence
 
-CONFIG = "config.json"
-TIMINGS = "timings.json"
 from .environment import library_changes, library_versions
 from .errors import MirageError
 
+CONFIG = "config.json"
+TIMINGS = "timings.json"
+LOCK = ".lock"  # held (flock) by the process writing the run; names it (pid, host, command) for a second one
 RESULTS = "results.jsonl"
 SUMMARY = "summary.json"
 ARTIFACTS = "artifacts"
@@ -27,6 +32,10 @@ SALIENCY_SUMMARY = "saliency-summary.json"
 OUTPUTS = (RESULTS, TIMINGS, SUMMARY, SALIENCY_ROWS, SALIENCY_SUMMARY)
 
 _MISSING = "<missing>"
+
+
+class RunLocked(MirageError):
+    """Another process is writing this run directory."""
 
 
 class RunConfigMismatch(MirageError):
@@ -78,6 +87,32 @@ def _config_diff(old: dict, new: dict, ignore: frozenset[str], prefix: str = "")
     return out
 
 
+def _more(a, b):
+    """The larger of two question counts, None (every question) largest."""
+    return None if a is None or b is None else max(a, b)
+
+
+def _grown(old: dict, new: dict) -> tuple[dict, list[str]]:
+    """A run grows instead of being refused where the new call only adds rows whose keys the run does not have yet
+    (rows are keyed by question and source): more conditions, a text model where it had none, more questions of an
+    evaluation. Returns the run's config after this call (old, grown) and the keys left to compare as they are;
+    anything that would change what existing rows mean (model, seed, prompt, scoring, preprocessing, another text
+    model) stays in the comparison and is refused."""
+    merged, grew = dict(old), []
+    if isinstance(old.get("conditions"), list) and isinstance(new.get("conditions"), list):
+        merged["conditions"] = old["conditions"] + [c for c in new["conditions"] if c not in old["conditions"]]
+        grew.append("conditions")
+    if old.get("text_model") is None or new.get("text_model") in (None, old.get("text_model")):
+        if new.get("text_model") is not None:
+            merged["text_model"] = new["text_model"]
+        grew.append("text_model")
+    if old.get("command") == new.get("command") == "eval":  # an evaluation's questions are independent
+        merged["limit"] = _more(old.get("limit"), new.get("limit"))
+        merged["n_questions"] = max(old.get("n_questions", 0), new.get("n_questions", 0))
+        grew += ["limit", "n_questions"]
+    return merged, grew
+
+
 def _parse_line(line: bytes) -> dict | None:
     if not line.strip():
         return None
@@ -102,13 +137,14 @@ class RunDir:
 
     @classmethod
     def open(cls, path, config: dict, overwrite: bool = False, fold: bool = True,
-             allow_env_change: bool = False) -> "RunDir":
+             allow_env_change: bool = False, lock: bool = True) -> "RunDir":
         """Create a run directory, or resume one whose config matches (ignoring NEUTRAL_KEYS).
 
         `overwrite` discards previous results, summary and artifacts instead of resuming. On resume, rows that ranks
         of a killed `torchrun` left in `results.rank<r>.jsonl` are folded into results.jsonl first (unless `fold`
         is False: a rank other than 0 joining a live run must not). A run made under other library versions is
-        refused, naming them, unless `allow_env_change` (then the change is recorded in config.json)."""
+        refused, naming them, unless `allow_env_change` (then the change is recorded in config.json). The directory
+        is locked for this process (`lock_run`; not with `lock` False: torchrun's other ranks share rank 0's)."""
         run = cls(path)
         run.allow_env_change = allow_env_change
         # The round trip makes tuples and lists (and other JSON-equal values) compare equal.
@@ -117,23 +153,29 @@ class RunDir:
         if run.path.exists() and not run.path.is_dir():
             raise MirageError(f"run directory {str(run.path)!r} exists and is not a directory")
         config_path = run.path / CONFIG
+        if lock and config_path.is_file():  # before reading it: another process may be writing the run
+            lock_run(run.path)
 
         if not overwrite and config_path.exists():
             try:
                 old = json.loads(config_path.read_text(encoding="utf-8"))
             except ValueError as e:
                 raise MirageError(f"{config_path}: not valid JSON ({e})") from e
-            diff = _config_diff(old, run.config, cls.NEUTRAL_KEYS)
+            grown, growable = _grown(old, run.config)
+            diff = _config_diff(old, run.config, cls.NEUTRAL_KEYS | frozenset(growable))
             if diff and not run.holds_work():
                 overwrite = True  # a start that failed before any work (a typo, a missing flag): nothing to keep
             elif diff:
                 raise RunConfigMismatch(
                     f"run directory {str(run.path)!r} was made with a different config: "
                     + "; ".join(diff)
-                    + ". Use --overwrite to start over, or another --out."
+                    + ". A run takes more conditions, a text model or more questions, not a change to what its rows "
+                    "mean: use --overwrite to start over, or another --out."
                 )
             else:
                 run.stored_config = old
+                if grown != old:  # more sources or questions: the run's config says what it holds now
+                    run._record(**{k: v for k, v in grown.items() if old.get(k, _MISSING) != v})
                 run.config = {**run.config, **{k: old[k] for k in ("environment", LIBRARIES_KEY, ENV_CHANGES_KEY)
                                                if k in old}}
                 recorded = old.get(LIBRARIES_KEY)
@@ -144,28 +186,37 @@ class RunDir:
                 if fold:
                     run.fold_rank_files()
                 return run
-        if not overwrite and run.path.is_dir() and any(run.path.iterdir()):
+        if not overwrite and run.path.is_dir() and any(p.name != LOCK for p in run.path.iterdir()):
             raise MirageError(
                 f"{str(run.path)!r} is a non-empty directory without {CONFIG}, so not a run directory; "
                 "refusing to write into it. Use --overwrite or another --out."
             )
 
         try:
+            if not run.path.exists():
+                _STARTED[run.path.resolve()] = True  # made by this call: removed whole if the start fails
+            else:
+                _STARTED.setdefault(run.path.resolve(), False)
             run.path.mkdir(parents=True, exist_ok=True)
+            if lock:
+                lock_run(run.path)
             run._clear()
             run.config[LIBRARIES_KEY] = versions
             _atomic_write(config_path, json.dumps(run.config, indent=2, sort_keys=True) + "\n")
-        except OSError as e:  # a read-only --out: one line, not fifty of OSError
-            if e.errno not in (errno.EACCES, errno.EPERM, errno.EROFS):
+        except OSError as e:  # a read-only --out, or one below a file: one line, not fifty of OSError
+            if e.errno not in (errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOTDIR, errno.EEXIST):
                 raise
-            raise MirageError(f"cannot write the run directory {str(run.path)!r}: {e.strerror} "
+            why = "a path above it is a file" if e.errno in (errno.ENOTDIR, errno.EEXIST) else e.strerror
+            raise MirageError(f"cannot write the run directory {str(run.path)!r}: {why} "
                               f"({e.filename}); choose a writable --out") from None
         run.stored_config = json.loads(json.dumps(run.config))
         return run
 
     def holds_work(self) -> bool:
-        """Whether anything but config.json was written: rows, artifacts, summaries, checkpoints."""
-        return any(p.is_file() and p.name != CONFIG and p.stat().st_size > 0 for p in self.path.rglob("*"))
+        """Whether anything but config.json (and the lock and timings of calls) was written: rows, artifacts,
+        summaries, checkpoints."""
+        return any(p.is_file() and p.name not in (CONFIG, LOCK, TIMINGS) and p.stat().st_size > 0
+                   for p in self.path.rglob("*"))
 
     def _record(self, **entries) -> None:
         """Add `entries` to config.json (the stored config: the run's first call's values) and to this call's."""
@@ -244,10 +295,11 @@ class RunDir:
         return self.path / ARTIFACTS
 
     def rows(self) -> list[dict]:
-        """All result rows; a torn last line (a kill mid-append) is dropped and cut from the file.
+        """All result rows, one per (question, source) (`unique_rows`); a torn last line (a kill mid-append) is
+        dropped and cut from the file.
 
         A corrupt line elsewhere raises ValueError naming the file and line number."""
-        return read_rows(self.results_path)
+        return unique_rows(read_rows(self.results_path))
 
     def done(self) -> set[tuple[str, str]]:
         """The (question_id, source) pairs that already have a result."""
@@ -256,24 +308,83 @@ class RunDir:
     def append(self, rows: Sequence[dict]) -> None:
         """Append rows as JSON lines and fsync, so a kill loses at most this batch."""
         append_rows(self.results_path, rows)
+        self.tick()
+
+    # --- timings.json: every invocation, recorded from its start, so an interrupted or killed one counts too -----
+    def start_invocation(self, record: dict | None = None) -> None:
+        """Add this invocation to timings.json now (status `running`, its command line and start), so that an
+        interrupted or killed call is recorded too; `tick` keeps its `elapsed_s` current as rows are appended,
+        `log_invocation` completes it. Earlier calls still `running` were killed (this process holds the lock)."""
+        log = self._timings()
+        for inv in log["invocations"]:
+            if inv.get("status") == "running":
+                inv["status"] = "killed"
+        torch = sys.modules.get("torch")  # the thread count chosen at start-up from the machine's load
+        self._invocation = {"started": time.strftime("%Y-%m-%dT%H:%M:%S"), "argv": " ".join(sys.argv[1:]),
+                            "pid": os.getpid(), "status": "running", "elapsed_s": 0.0,
+                            **({"threads": torch.get_num_threads()} if torch else {}), **(record or {})}
+        self._t0 = self._ticked = time.time()
+        self._index = len(log["invocations"])  # its place in the log (this process holds the run's lock)
+        self._write_timings(log["invocations"] + [self._invocation])
+        _OPEN_INVOCATIONS.add(self)
+
+    def tick(self, every: float = 10.0, **fields) -> None:
+        """Update the running invocation's `elapsed_s` (and `fields`, e.g. finished parts) in timings.json, at most
+        every `every` seconds unless fields are given."""
+        if getattr(self, "_invocation", None) is None or (not fields and time.time() - self._ticked < every):
+            return
+        self._ticked = time.time()
+        self._invocation.update(json.loads(json.dumps(fields)), elapsed_s=round(self._ticked - self._t0, 1))
+        self._replace_invocation()
+
+    def interrupted(self, status: str = "interrupted") -> None:
+        """Ctrl-C (or a user error mid-run: `failed`): the running invocation is recorded so, with its time."""
+        if getattr(self, "_invocation", None) is not None:
+            self._invocation.update(status=status, elapsed_s=round(time.time() - self._t0, 1))
+            self._replace_invocation()
+            self._invocation = None
 
     def log_invocation(self, record: dict) -> dict:
-        """Append this invocation's record (its times, batch size, ...) to timings.json, whose `total` sums every
-        invocation's seconds: a resumed run adds to the record instead of replacing it. Returns the whole log."""
+        """Complete this invocation's record (its times, batch size, ...) in timings.json (appended when
+        `start_invocation` was not called), whose `total` sums every invocation's seconds: a resumed run adds to the
+        record instead of replacing it, and interrupted or killed calls count their `elapsed_s`. Returns the log."""
+        record = json.loads(json.dumps(record))
+        if getattr(self, "_invocation", None) is not None:
+            for key in ("status", "elapsed_s"):
+                self._invocation.pop(key)
+            self._invocation.update(record, status="finished")
+            log = self._replace_invocation()
+            self._invocation = None
+            return log
+        return self._write_timings(self._timings()["invocations"] + [record | {"status": "finished"}])
+
+    def _timings(self) -> dict:
         path = self.path / TIMINGS
         log = json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
         if log and "invocations" not in log:  # a log from before invocations were kept: its one invocation
             log = {"invocations": [log]}
-        invocations = log.get("invocations", []) + [json.loads(json.dumps(record))]
+        return {"invocations": log.get("invocations", [])}
+
+    def _replace_invocation(self) -> dict:
+        invocations = self._timings()["invocations"]
+        return self._write_timings(invocations[:self._index] + [self._invocation] + invocations[self._index + 1:])
+
+    def _write_timings(self, invocations: list[dict]) -> dict:
         total: dict = {}
         for inv in invocations:
+            unfinished = inv.get("status") in ("running", "interrupted", "killed", "failed")
             for key, value in inv.items():
                 if key.endswith("_s") and isinstance(value, (int, float)):
                     total[key] = round(total.get(key, 0.0) + value, 1)
             for part, value in inv.get("parts", {}).items():
                 total.setdefault("parts", {})[part] = round(total.get("parts", {}).get(part, 0.0) + value, 1)
-        total["wall_s"] = round(sum(v for k, v in total.items() if k.endswith("_s") and k != "wall_s")
-                                + sum(total.get("parts", {}).values()), 1)
+            if unfinished and inv.get("parts"):  # its time outside the parts it finished: the one it was in
+                rest = round(max(inv.get("elapsed_s", 0.0) - sum(inv["parts"].values()), 0.0), 1)
+                total["parts"][UNFINISHED_PART] = round(total["parts"].get(UNFINISHED_PART, 0.0) + rest, 1)
+        parts = total.get("parts", {})
+        total["wall_s"] = round(sum(v for k, v in total.items() if k.endswith("_s") and k not in ("wall_s",
+                                "elapsed_s")) + sum(parts.values()) + sum(
+            inv.get("elapsed_s", 0.0) for inv in invocations if not inv.get("parts")), 1)
         log = {"invocations": invocations, "total": total}
         self.write_json(TIMINGS, log)
         return log
@@ -283,6 +394,91 @@ class RunDir:
         path = self.path / name
         _atomic_write(path, json.dumps(obj, indent=2) + "\n")
         return path
+
+
+# timings.json: the time interrupted or killed invocations spent in parts they did not finish
+UNFINISHED_PART = "unfinished (interrupted or killed)"
+_OPEN_INVOCATIONS: "weakref.WeakSet[RunDir]" = weakref.WeakSet()
+
+
+def interrupted(status: str = "interrupted") -> None:
+    """Ctrl-C (or a user error) reached the command: every run this process was writing records its invocation
+    so (`status`), with its time."""
+    for run in list(_OPEN_INVOCATIONS):
+        run.interrupted(status)
+
+
+_LOCKS: dict[Path, int] = {}  # run directory -> the open lock file this process holds (until release_locks)
+
+
+def lock_run(path: Path) -> None:
+    """Hold `path/.lock` for this process until `release_locks` (flock: the kernel releases it when the process
+    ends, however it ends, so a killed run leaves no stale lock), and write in it who holds it. A directory another process holds is
+    refused in one line naming that process (pid, host, command, start)."""
+    import fcntl
+
+    path = Path(path).resolve()
+    if path in _LOCKS:
+        return
+    fd = os.open(path / LOCK, os.O_RDWR | os.O_CREAT, 0o666)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        try:
+            holder = json.loads(os.read(fd, 65536) or b"{}")
+        except ValueError:
+            holder = {}
+        os.close(fd)
+        who = (f"pid {holder.get('pid', '?')} on {holder.get('host', '?')}, started {holder.get('started', '?')}: "
+               f"mirage {holder.get('argv', '?')}")
+        raise RunLocked(f"run directory {str(path)!r} is being written by another process ({who}); wait for it "
+                        "to finish, or choose another --out") from None
+    os.ftruncate(fd, 0)
+    os.write(fd, json.dumps({"pid": os.getpid(), "host": socket.gethostname(), "argv": " ".join(sys.argv[1:]),
+                             "started": time.strftime("%Y-%m-%dT%H:%M:%S")}).encode())
+    _LOCKS[path] = fd
+
+
+_STARTED: dict[Path, bool] = {}  # runs this process started afresh -> whether it made the directory too
+
+
+def discard_unstarted() -> None:
+    """A command failed (or was interrupted) before any work: the runs it started afresh hold only what starting
+    wrote (config.json, the lock, timings.json); remove that, and a directory it made, so no config-only directory
+    is left behind to be mistaken for a run."""
+    for path, made in list(_STARTED.items()):
+        del _STARTED[path]
+        run = RunDir(path)
+        if not path.is_dir() or run.holds_work():
+            continue
+        for name in (CONFIG, TIMINGS, LOCK):
+            (path / name).unlink(missing_ok=True)
+        if made and not any(path.iterdir()):
+            path.rmdir()
+
+
+def release_locks() -> None:
+    """The command is done: let other processes write the runs this one held."""
+    import fcntl
+
+    _STARTED.clear()
+    for path in list(_LOCKS):
+        fd = _LOCKS.pop(path)
+        fcntl.flock(fd, fcntl.LOCK_UN)
+        os.close(fd)
+
+
+def unique_rows(rows: Sequence[dict]) -> list[dict]:
+    """One row per (question, source): the first written. Two writers of one run (before the lock) left
+    duplicates; reading keeps going instead of refusing the run."""
+    seen: set = set()
+    out = []
+    for r in rows:
+        key = (r.get("question_id"), r.get("source"))
+        if key not in seen:
+            seen.add(key)
+            out.append(r)
+    return out
 
 
 def read_rows(path: Path, repair: bool = True) -> list[dict]:

@@ -389,6 +389,18 @@ def test_mmmu_pro_options(tmp_path):
                                     "D. $9\\pi$\n\nAnswer with the option letter from the given choices directly.")
 
 
+def test_mmmu_pro_passes_the_images_its_tags_name(tmp_path):
+    """lmms-eval's mmmu_pro_doc_to_visual: the images named by `<image N>` tags in the question and the options,
+    each once, in name order; a stored image no tag names (image_3 here) is not passed."""
+    colours = {1: (255, 0, 0), 2: (0, 255, 0), 3: (0, 0, 255)}
+    row = mmmu_pro_row("test_Art_1", "Compare <image 2> with <image 2>. Which one?",
+                       ["<image 1>", "the other", *"CDEFGHIJ"], "A", "Art")
+    row.update({f"image_{i}": png(c) for i, c in colours.items()})
+    write(tmp_path, "standard (10 options)/test-00000-of-00001.parquet", [row], MMMU_PRO)
+    (q,) = load_benchmark("mmmu-pro", data_dir=str(tmp_path))
+    assert [q.image(i).getpixel((0, 0)) for i in range(len(q.images))] == [colours[1], colours[2]]
+
+
 # ----------------------------------------------------------------------------------------------- every spec
 
 FIXTURES = {"mmstar": mmstar_files, "ai2d": ai2d_files, "pope": pope_files, "seedbench": seedbench_files,

@@ -44,6 +44,7 @@ def test_compile_flag_reaches_the_model_and_does_not_block_a_resume(tmp_path, ti
     first = run(*args)
     assert first.exit_code == 0, first.output
     assert backends == []
+    assert json.loads((out / "timings.json").read_text())["invocations"][0]["batch_size"] == 16  # auto on a CPU
     resumed = run(*args, "--compile")  # a speed switch, not part of the run's identity
     assert resumed.exit_code == 0, resumed.output
     assert backends == ["inductor"]
@@ -90,3 +91,20 @@ def test_soft_prompt_from_the_command_line_on_the_vlm_and_on_a_text_model(tmp_pa
     assert bad.exit_code == 2 and "--soft-tokens applies to --input soft-prompt" in bad.output
     bad = run(*base[:3], "--input", "pixels", "--text-model", "demo", "--out", str(tmp_path / "y"))
     assert bad.exit_code == 2 and "--text-model applies to --input soft-prompt" in bad.output
+
+
+def test_batch_size_auto_measures_a_fit_and_records_it(tmp_path, tiny_dir):
+    out = tmp_path / "auto"
+    res = run("optimize", "--model", f"demo:{tiny_dir}", "--device", "cpu", "--limit", "3", "--steps", "1",
+              "--memory", "1", "--out", str(out))
+    assert res.exit_code == 0, res.output
+    assert "batch size auto: 3 (no memory switches" in res.output
+    timing = json.loads((out / "timings.json").read_text())["invocations"][0]
+    auto = timing["auto"]
+    assert timing["batch_size"] == 3 and auto["batch_size"] == 3 and auto["switches"] == []
+    peaks = [p["peak_bytes"] for p in auto["probes"]]
+    assert [p["batch"] for p in auto["probes"]] == [1, 2, 3] and peaks == sorted(peaks) and peaks[0] < peaks[-1]
+    assert json.loads((out / "config.json").read_text())["batch_size"] == "auto"  # the same command resumes
+    bad = run("optimize", "--model", f"demo:{tiny_dir}", "--batch-size", "4", "--memory", "1", "--out",
+              str(tmp_path / "b"))
+    assert bad.exit_code == 2 and "--memory applies to --batch-size auto" in bad.output

@@ -65,8 +65,8 @@ def llava(llava_dir):
 
 @pytest.fixture(scope="module")
 def llava_crop(llava_dir):
-    """The transformers processor's preprocessing (short side resized, centre crop)."""
-    return load_model(f"hf:{llava_dir}", device="cpu", image_aspect_ratio="crop")
+    """The transformers processor's preprocessing (short side resized, centre crop) and chat template."""
+    return load_model(f"hf:{llava_dir}", device="cpu", image_aspect_ratio="crop", conversation="hf")
 
 
 @pytest.fixture(scope="module")
@@ -290,9 +290,10 @@ def test_cli_passes_the_preprocessing_option(llava_dir, tmp_path):
     assert bad.exit_code == 2 and "model 'demo' takes no option image_aspect_ratio" in bad.output
 
 
-def test_none_is_the_text_only_prompt_through_transformers(llava, bench):
+def test_none_is_the_text_only_prompt_through_transformers(llava_crop, bench):
     """`none`: the chat template's text-only turn (no placeholder, no pixel values); letter probabilities equal
     transformers' own forward on it, question by question, while mirage batches them left-padded."""
+    llava = llava_crop  # llava-hf's template
     from mirage.models.chat import image_turn
 
     qs = bench.questions[:3]
@@ -310,8 +311,10 @@ def test_none_is_the_text_only_prompt_through_transformers(llava, bench):
     assert not torch.allclose(real.softmax(-1), mine, atol=1e-3)  # an image changes the answer: the test can fail
 
 
-def test_none_condition_and_the_processor_path(llava, llava_dir, bench):
-    """`none` runs as an ordinary condition, and the processor path scores it as the LLaVA backend does."""
+def test_none_condition_and_the_processor_path(llava_crop, llava_dir, bench):
+    """`none` runs as an ordinary condition, and the processor path scores it as the LLaVA backend does (with
+    llava-hf's template, which the processor path runs)."""
+    llava = llava_crop
     from transformers import AutoProcessor
 
     from mirage.models.hf_processor import ProcessorVLM

@@ -304,8 +304,8 @@ def test_study_parts_are_bounded_by_limit_and_steps(study_run):
     out, _ = study_run
     plan = json.loads((out / "config.json").read_text())["plan"]
     assert all(v <= 6 for k, v in plan.items() if k not in ("conditions", "batch_size") and not k.endswith("steps"))
-    assert plan["steps"] == plan["universal_steps"] == 2 and plan["inversion_steps"] == 4
-    assert max(r.get("steps", 0) for r in _rows(out / "shapes")) <= 4
+    assert plan["steps"] == plan["universal_steps"] == plan["inversion_steps"] == 2  # inversion's too (was 4)
+    assert max(r.get("steps", 0) for r in _rows(out / "shapes")) <= 2
 
 
 def test_study_report_shows_inversion_cosines_and_saliency(study_run):

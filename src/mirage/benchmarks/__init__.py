@@ -56,9 +56,12 @@ for _path in sorted(SPEC_DIR.glob("*.toml")):
 
 
 def benchmark_options(name: str) -> tuple[str, ...]:
-    """The loader options benchmark `name` takes (`file:` none, `spec:PATH` and the bundled specs their own)."""
+    """The loader options benchmark `name` takes (`file:` none, `lmms:TASK` a local copy, `spec:PATH` and the
+    bundled specs their own)."""
     if name.startswith("file:"):
         return ()
+    if name.startswith("lmms:"):
+        return ("data_dir",)
     if name.startswith("spec:"):
         return spec_options(load_spec(name[len("spec:"):]))
     BENCHMARKS.get(name)  # an unknown name fails here, with "did you mean"
@@ -67,7 +70,7 @@ def benchmark_options(name: str) -> tuple[str, ...]:
 
 def config_option(name: str) -> str | None:
     """The keyword that picks benchmark `name`'s config (`config`, mmmu-pro `options`), None when it has one."""
-    if name.startswith("file:"):
+    if name.startswith(("file:", "lmms:")):
         return None
     if not name.startswith("spec:"):
         BENCHMARKS.get(name)  # an unknown name fails here, with "did you mean"
@@ -79,14 +82,21 @@ def config_option(name: str) -> str | None:
 
 def load_benchmark(name: str, split: str | None = None, limit: int | None = None, **kwargs) -> Benchmark:
     """Load benchmark `name` (see `BENCHMARKS.names()`, `file:PATH` for a local JSONL file, whose `split` is
-    ignored, or `spec:PATH` for a spec file of one's own) at `split`, keeping the first `limit` questions."""
+    ignored, `lmms:TASK` for an lmms-eval task or group, or `spec:PATH` for a spec file of one's own) at `split`,
+    keeping the first `limit` questions."""
     if name.startswith("file:"):
         from .local import load_jsonl
 
-        return load_jsonl(name[len("file:"):], **kwargs).subset(limit)
+        path = name[len("file:"):]
+        return _by_file(load_jsonl(path, **kwargs), "file", path).subset(limit)
+    if name.startswith("lmms:"):
+        from .lmms import load_lmms
+
+        return load_lmms(name[len("lmms:"):], split=split, **kwargs).subset(limit)
     circular = kwargs.pop("circular", False)  # applied after `limit`: the first N questions, each rotated
     if name.startswith("spec:"):
-        bench = _spec_loader(name[len("spec:"):], split=split, **kwargs).subset(limit)
+        path = name[len("spec:"):]
+        bench = _by_file(_spec_loader(path, split=split, **kwargs), "spec", path).subset(limit)
     else:
         loader = BENCHMARKS.get(name)
         bench = loader(**kwargs) if split is None else loader(split=split, **kwargs)  # None: the benchmark's default
@@ -96,6 +106,16 @@ def load_benchmark(name: str, split: str | None = None, limit: int | None = None
 
         bench = circular_benchmark(bench)
     return bench
+
+
+def _by_file(bench: Benchmark, kind: str, path) -> Benchmark:
+    """A benchmark read from a file of one's own, named by the file's resolved path and its content's sha256."""
+    import hashlib
+    from dataclasses import replace
+    from pathlib import Path
+
+    path = Path(path).resolve()
+    return replace(bench, ref=f"{kind}:{path}", digest=hashlib.sha256(path.read_bytes()).hexdigest())
 
 
 def list_benchmarks() -> list[dict]:

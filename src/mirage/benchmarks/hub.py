@@ -6,6 +6,7 @@ from __future__ import annotations
 import ast
 import io
 import math
+import re
 from pathlib import Path
 from typing import Any
 
@@ -149,6 +150,13 @@ def _image_refs(value: Any, column: str, folder: Path) -> list:
     return refs
 
 
+def tagged_images(text: str, choices: tuple[str, ...], columns: tuple[str, ...]) -> list[str]:
+    """The image columns named by `<image N>` tags in the question and its choices (image_N), each once, sorted by
+    name, as lmms-eval's mmmu_pro_doc_to_visual picks them from its prompt; only columns the spec lists."""
+    tags = re.findall(r"<image \d+>", " ".join([text, *choices]))
+    return [c for c in sorted({t.strip("<>").replace(" ", "_") for t in tags}) if c in columns]
+
+
 def row_question(spec: BenchmarkSpec, row: dict, qid: str, config: str, folder: Path) -> Question:
     """One hub row as a Question, multiple choice or (with `open_answers`) open; raises _RowError naming the field."""
     text = row[spec.question]
@@ -157,7 +165,8 @@ def row_question(spec: BenchmarkSpec, row: dict, qid: str, config: str, folder: 
     choices = _choices(spec, row)
     raw = row[spec.answer]
     gold = _answer_index(spec, raw, choices) if len(choices) >= 2 else None
-    images = tuple(r for col in spec.images for r in _image_refs(row[col], col, folder))
+    columns = tagged_images(text, choices, spec.images) if spec.images_tagged else spec.images
+    images = tuple(r for col in columns for r in _image_refs(row[col], col, folder))
     raw_type = None if spec.type is None else _get(row, spec.type)
     qtype = config if spec.type_from_config else ("" if raw_type is None else str(raw_type))
     meta: dict[str, Any] = {c: ("" if _get(row, c) is None else _get(row, c)) for c in spec.meta}

@@ -30,13 +30,18 @@ class _LineError(ValueError):
 
 
 def _check_image(path: Path) -> None:
-    """Refuse a missing or unreadable image now, not midway through an evaluation."""
+    """Refuse a missing or unreadable image now, not midway through an evaluation (and at the same place on every
+    resume): the whole image is decoded, so a truncated file is found here too."""
     if not path.is_file():
         raise _LineError(f"field 'image': image file {str(path)!r} does not exist")
+    import warnings
+
     try:
-        with Image.open(path):  # reads the header only
-            pass
-    except (UnidentifiedImageError, OSError) as e:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # said once where it is read
+            with Image.open(path) as im:
+                im.load()
+    except (UnidentifiedImageError, OSError, Image.DecompressionBombError) as e:
         raise _LineError(f"field 'image': cannot read image file {str(path)!r}: {e}") from e
 
 
@@ -99,8 +104,8 @@ def load_jsonl(path: str | Path) -> Benchmark:
             if not raw.strip():
                 continue
             try:
-                try:
-                    row = json.loads(raw.decode("utf-8"))
+                try:  # a byte-order mark opens the files Excel exports: not part of the JSON
+                    row = json.loads(raw.decode("utf-8-sig" if lineno == 1 else "utf-8"))
                 except UnicodeDecodeError as e:
                     raise _LineError(f"not valid UTF-8 ({e})") from e
                 except json.JSONDecodeError as e:  # json's own "line 1" would contradict ours

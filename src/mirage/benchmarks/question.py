@@ -13,21 +13,81 @@ from ..errors import MirageError
 
 LETTERS = "ABCDEFGHIJKLMNOPQRSTUVWXYZ"
 
-# An image as stored by a loader: encoded bytes (PNG/JPEG, as the hub's image structs hold) or a file path.
-ImageRef = bytes | str | Path
+# An image as stored by a loader: encoded bytes (PNG/JPEG, as the hub's image structs hold), a file path, or an
+# object whose `open()` makes the PIL image when asked (lmms-eval's doc_to_visual, `benchmarks.lmms.LazyImage`).
+ImageRef = bytes | str | Path | Any
 
 
 class ImageLoadError(MirageError):
     """An image of a question could not be read; the message names the file and the question."""
 
 
+# Image modes Pillow reads 16-bit (and 32-bit integer) pixels into: convert("RGB") clips every value above 255,
+# so a 16-bit PNG would become nearly all white; they are scaled to 8 bits instead.
+WIDE_MODES = ("I;16", "I;16B", "I;16L", "I;16N", "I")
+_WARNED: set[str] = set()
+
+
+def _warn_once(kind: str, message: str) -> None:
+    if kind not in _WARNED:
+        _WARNED.add(kind)
+        from ..progress import warn
+
+        warn(message + " (said once; later images like it are treated the same)")
+
+
+def to_rgb(im: Image.Image, question_id: str = "?") -> Image.Image:
+    """An image as the models read it, 8-bit RGB. Two cases a plain `convert("RGB")` gets wrong are said once:
+    16-bit pixels (`WIDE_MODES`) are scaled to 8 bits (x * 255 / 65535) instead of clipped to white; transparent
+    pixels keep their colour channels, as lmms-eval and the official LLaVA code read them (`convert("RGB")`), which
+    is what published scores were computed on. transformers' own `convert_to_rgb` composites on white instead: the
+    README's image section says where the two differ."""
+    if im.mode in WIDE_MODES:
+        import numpy as np
+
+        arr = np.asarray(im, dtype=np.float64)
+        if im.mode == "I" and arr.max() <= 255:  # 8-bit values held in 32-bit pixels
+            return Image.fromarray(arr.astype(np.uint8), "L").convert("RGB")
+        _warn_once("wide", f"question {question_id!r}: a {im.mode} image (16-bit pixels) is scaled to 8 bits, not "
+                   "clipped to white as convert('RGB') would")
+        return Image.fromarray(np.clip(np.rint(arr * 255 / 65535), 0, 255).astype(np.uint8), "L").convert("RGB")
+    if im.mode in ("RGBA", "LA", "PA", "La", "RGBa") or (im.mode == "P" and "transparency" in im.info):
+        _warn_once("alpha", f"question {question_id!r}: an image with transparency is read as lmms-eval and LLaVA "
+                   "read it (alpha dropped, transparent pixels keep their stored colour, often black); transformers' "
+                   "processors would composite it on white")
+    return im.convert("RGB")
+
+
 def open_image(ref: ImageRef, question_id: str) -> Image.Image:
-    """Decode one stored image as RGB, naming the question (and file) when it cannot be read."""
+    """Decode one stored image as RGB (`to_rgb`), naming the question (and file) when it cannot be read."""
+    import warnings
+
     where = f"file {str(ref)!r}" if isinstance(ref, (str, Path)) else "embedded image bytes"
+    if not isinstance(ref, (bytes, str, Path)):
+        try:
+            return ref.open()
+        except (OSError, ValueError, KeyError, IndexError) as e:
+            raise ImageLoadError(f"question {question_id!r}: cannot make {ref}: {e}") from e
     try:
         src = io.BytesIO(ref) if isinstance(ref, bytes) else ref
-        with Image.open(src) as im:
-            return im.convert("RGB")
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            try:
+                with Image.open(src) as im:
+                    return to_rgb(im, question_id)
+            except Image.DecompressionBombWarning:  # said as one line, once, not as Python's raw warning
+                pass
+        _warn_once("large", f"question {question_id!r}: image {where} has more pixels than Pillow's "
+                   f"decompression-bomb limit ({Image.MAX_IMAGE_PIXELS:,}); read anyway, but each condition costs "
+                   "time and memory in proportion (blur: an FFT at full size)")
+        if isinstance(src, io.BytesIO):
+            src.seek(0)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            with Image.open(src) as im:
+                return to_rgb(im, question_id)
+    except Image.DecompressionBombError as e:  # over twice the limit: Pillow refuses to decode it
+        raise ImageLoadError(f"question {question_id!r}: image {where} is too large to decode ({e})") from e
     except (FileNotFoundError, IsADirectoryError) as e:
         raise ImageLoadError(f"question {question_id!r}: image {where} does not exist") from e
     except (UnidentifiedImageError, OSError, ValueError) as e:
@@ -97,6 +157,22 @@ class Benchmark:
     generic_prompt: bool = False
     # how a generated answer is judged: (question, response, seed) -> (pred, answer, correct); None: MMMU's parser
     judging: Callable[[Question, str, int], tuple] | None = None
+    # model -> the prompt style its family is asked in, where the benchmark has one per family (lmms-eval's
+    # per-model kwargs), or None for the benchmark's own
+    family_prompt: Callable[[Any], Callable[[Question], str] | None] | None = None
+    # the benchmark's own aggregation of the `metrics` its judging adds to generated rows (lmms-eval's
+    # process_results + aggregation): one source's values -> {metric: value}
+    metrics: Callable[[list[dict]], dict] | None = None
+    # A `file:`/`spec:` benchmark: the name that loads it again from any directory (its resolved path) and the
+    # sha256 of that file, so a run records which file it evaluated, not a stem another file shares (`identity`).
+    ref: str | None = None
+    digest: str | None = None
+
+    def identity(self) -> dict:
+        """What names this benchmark in a run's config.json: `benchmark` (the registered name, or `file:`/`spec:`
+        and the resolved path) and, for a file, `benchmark_sha256` (another file at that path is another
+        benchmark)."""
+        return {"benchmark": self.ref or self.name, **({"benchmark_sha256": self.digest} if self.digest else {})}
 
     def __len__(self) -> int:
         return len(self.questions)
@@ -118,6 +194,9 @@ class Benchmark:
 
     def for_model(self, model) -> "Benchmark":
         """This benchmark as `model` is asked it: a generic prompt gives way to the model's own prompt style."""
+        family = self.family_prompt(model) if self.family_prompt is not None else None
+        if family is not None:
+            return replace(self, prompt_style=family, family_prompt=None, pool=self.split_questions)
         own = getattr(model, "prompt_style", None)
         if not self.generic_prompt or own is None:
             return self
@@ -128,9 +207,10 @@ class Benchmark:
         """The whole split (`pool`), or these questions when they are all there is."""
         return self.pool if self.pool is not None else self.questions
 
-    def judge(self, question: Question, response: str, seed: int = 0) -> tuple[str, str, bool]:
+    def judge(self, question: Question, response: str, seed: int = 0) -> tuple:
         """(pred, answer, correct) of a generated `response`: the benchmark's own `judging`, or by default the
-        official MMMU parser and judge (multiple choice or open), which mirage uses for every benchmark."""
+        official MMMU parser and judge (multiple choice or open), which mirage uses for every benchmark. A
+        benchmark with `metrics` adds a fourth item, the row's `metrics` (lmms-eval's process_results)."""
         if self.judging is not None:
             return self.judging(question, response, seed)
         from .mmmu_judge import judge_response

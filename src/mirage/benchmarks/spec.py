@@ -62,6 +62,9 @@ class BenchmarkSpec:
     bare_letters: int = 0  # when the parser finds fewer than 2 options: this many bare letters (A, B, ...)
     open_answers: bool = False  # a row whose answer is no option's label becomes an open question
     images: tuple[str, ...] = ()  # image columns ({bytes, path} structs, or lists of them)
+    # only the image columns that `<image N>` tags in the question and choices name (image_N), each once, in name
+    # order: what lmms-eval passes for MMMU-Pro (mmmu_pro_doc_to_visual)
+    images_tagged: bool = False
     hint: str | None = None
     type: str | None = None
     type_names: dict[str, str] = field(default_factory=dict)  # raw type value -> name (SEED-Bench's type ids)

@@ -4,7 +4,6 @@ run-directory plumbing (torchrun world, timings)."""
 from __future__ import annotations
 
 import sys
-import time
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated, Iterator, Optional
@@ -40,6 +39,10 @@ ImageSize = Annotated[Optional[int], typer.Option(
     "default 448; the generic families: default the processor's own, see the README's model table).")]
 AspectRatio = Annotated[Optional[str], typer.Option(
     help="hf LLaVA-1.5: pad (the official LLaVA code's, the default) or crop (the transformers processor's).")]
+Conversation = Annotated[Optional[str], typer.Option(
+    help="hf: the prompt. hf (the processor's chat template; the default except for LLaVA-1.5) or an official "
+    "conversation: vicuna_v1 (LLaVA-1.5's official code, with its system line; its default), qwen_1_5 "
+    "(LLaVA-OneVision's official code, as lmms-eval's llava_onevision runs).")]
 GpusPerRank = Annotated[int, typer.Option(
     min=1, help="torchrun: GPUs per rank; the model is split over them (e.g. 8 GPUs as 4 ranks x 2).")]
 Quiet = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars.")]
@@ -58,7 +61,13 @@ def _option(type_, *decls: str, **bounds):
 BatchSize = _option(int, min=1)
 Limit = _option(Optional[int], min=1)
 Steps = _option(int, min=1)
-Lr = _option(Optional[float], min=0.0)
+def _positive(value: Optional[float]) -> Optional[float]:
+    if value is not None and value <= 0:  # Adam at lr 0 never moves the input: a run that only looks like one
+        raise typer.BadParameter(f"{value} is not > 0")
+    return value
+
+
+Lr = _option(Optional[float], callback=_positive)
 Seed = _option(int)
 Encoders = _option(Optional[str])
 Param = _option(str)
@@ -79,13 +88,21 @@ def fail(err: Exception) -> None:
 def user_errors(out: Optional[Path] = None) -> Iterator[None]:
     """Run a command's work: a user error (EXPECTED) becomes one red line and exit status 2; Ctrl-C says what the
     run directory `out` keeps and exits 130."""
+    from ..runs import discard_unstarted, interrupted, release_locks
+
     try:
         yield
     except EXPECTED as e:
+        interrupted("failed")
+        discard_unstarted()
         fail(e)
     except KeyboardInterrupt:
+        interrupted()
+        discard_unstarted()
         console.print(f"[bold yellow]interrupted:[/] {kept(out)}", highlight=False)
         raise typer.Exit(130) from None
+    finally:
+        release_locks()
 
 
 def kept(out: Optional[Path]) -> str:
@@ -94,9 +111,14 @@ def kept(out: Optional[Path]) -> str:
         return "nothing was written."
     from ..runs import read_rows
 
-    files = [out / "results.jsonl", *sorted(out.glob("results.rank*.jsonl"))]
-    n = len({(r["question_id"], r["source"]) for f in files if f.is_file() for r in read_rows(f)})
-    return f"{n} finished rows kept in {out}; rerun the same command to resume."
+    def count(run: Path) -> int:
+        files = [run / "results.jsonl", *sorted(run.glob("results.rank*.jsonl"))]
+        return len({(r["question_id"], r["source"]) for f in files if f.is_file() for r in read_rows(f)})
+
+    inner = [d for d in sorted(out.iterdir()) if (d / "config.json").is_file()]  # a study's benchmarks
+    n = count(out) + sum(count(d) for d in inner)
+    where = f"{out} ({', '.join(d.name for d in inner)})" if inner else str(out)
+    return f"{n} finished rows kept in {where}; rerun the same command to resume."
 
 
 def names(csv: Optional[str]) -> Optional[list[str]]:
@@ -124,9 +146,10 @@ def benchmark_options(name: str, data_dir: Optional[Path], subjects: Optional[st
 
 
 def model_options(device_map: Optional[str], image_size: Optional[int],
-                  image_aspect_ratio: Optional[str] = None) -> dict:
+                  image_aspect_ratio: Optional[str] = None, conversation: Optional[str] = None) -> dict:
     """Backend options from the command line (a backend that takes none of them refuses them by name)."""
-    opts = {"device_map": device_map, "image_size": image_size, "image_aspect_ratio": image_aspect_ratio}
+    opts = {"device_map": device_map, "image_size": image_size, "image_aspect_ratio": image_aspect_ratio,
+            "conversation": conversation}
     return {k: v for k, v in opts.items() if v is not None}
 
 
@@ -136,7 +159,10 @@ def scale_out(device: Optional[str], gpus_per_rank: int):
     import torch
 
     from ..distributed import init_world
+    from ..models import parse_device
 
+    if device is not None:
+        parse_device(device)  # refused before anything is written
     world = init_world()
     options = {}
     if torch.cuda.is_available() and device is None and (world.distributed or gpus_per_rank > 1):
@@ -152,7 +178,11 @@ def open_run(out: Path, config: dict, overwrite: bool, world=None, allow_env_cha
     from ..distributed import SINGLE
     from ..distributed import open_run as open_for
 
-    return open_for(out, config, world or SINGLE, overwrite, allow_env_change)
+    world = world or SINGLE
+    run = open_for(out, config, world, overwrite, allow_env_change)
+    if world.main:  # timings.json records this call from now on, whether it finishes or not
+        run.start_invocation({"batch_size": run.config.get("batch_size"), "ranks": world.size})
+    return run
 
 
 def finish(run, world) -> list[dict]:
@@ -160,14 +190,14 @@ def finish(run, world) -> list[dict]:
     return run.merge() if world.distributed else run.rows()
 
 
-def write_timings(run, load_s: float, work_s: float, world) -> dict:
-    """Append this invocation to timings.json (its command line, batch size, model loading and work, the peak GPU
-    memory of rank 0's devices); `total` sums every invocation, so a resumed run keeps what the earlier ones took."""
+def write_timings(run, load_s: float, work_s: float, world, extra: Optional[dict] = None) -> dict:
+    """Complete this invocation's record in timings.json (`open_run` started it: its command line, batch size;
+    now its model loading and work, the peak GPU memory of rank 0's devices, and `extra`: e.g. the batch size
+    `--batch-size auto` chose and its measurements); `total` sums every invocation, so a resumed run keeps what the
+    earlier ones took, interrupted ones included."""
     import torch
 
-    t = {"started": time.strftime("%Y-%m-%dT%H:%M:%S", time.localtime(time.time() - load_s - work_s)),
-         "argv": " ".join(sys.argv[1:]), "batch_size": run.config.get("batch_size"), "load_s": round(load_s, 1),
-         "work_s": round(work_s, 1), "ranks": world.size}
+    t = {"load_s": round(load_s, 1), "work_s": round(work_s, 1), **(extra or {})}
     if torch.cuda.is_available():
         t["peak_gb"] = {i: round(torch.cuda.max_memory_allocated(i) / 2**30, 2)
                         for i in range(torch.cuda.device_count()) if torch.cuda.max_memory_allocated(i)}

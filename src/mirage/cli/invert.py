@@ -58,7 +58,7 @@ def invert_cmd(
         with loading():
             bench = load_benchmark(benchmark, split=split)
         # the encoder subset names its rows' source, so several subsets share one run directory
-        config = {"command": "invert", "model": model, "benchmark": benchmark, "split": bench.split,
+        config = {"command": "invert", "model": model, **bench.identity(), "split": bench.split,
                   "dtype": dtype, "from": str(from_) if from_ else None, "inversion": cfg.to_config()}
         with loading():
             vlm = load_model(model, device=device, dtype=dtype)

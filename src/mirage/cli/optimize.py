@@ -3,15 +3,16 @@
 from __future__ import annotations
 
 import time
+from dataclasses import replace
 from typing import Annotated, Optional
 
 import typer
 
 from ..errors import UsageError
-from .common import (AllQuestions, AllowEnvChange, AspectRatio, BatchSize, BenchmarkName, Compile, DataDir, Device,
-                     DeviceMap, Dtype, Encoders, GpusPerRank, ImageSize, InputKind, Limit, Lr, Method, Model, Out,
-                     Overwrite, Param, Quiet, Seed, Split, Steps, Subjects, TextModel, benchmark_options, console, finish, loading,
-                     model_options, names, open_run, scale_out, user_errors, write_timings)
+from .common import (AllQuestions, AllowEnvChange, AspectRatio, BatchSize, BenchmarkName, Compile, Conversation,
+                     DataDir, Device, DeviceMap, Dtype, Encoders, GpusPerRank, ImageSize, InputKind, Limit, Lr, Method,
+                     Model, Out, Overwrite, Param, Quiet, Seed, Split, Steps, Subjects, TextModel, benchmark_options, console,
+                     finish, loading, model_options, names, open_run, scale_out, user_errors, write_timings)
 
 
 def own_options(input: str, goal: str, target: Optional[str], patch_size: Optional[int], method: str) -> dict:
@@ -73,9 +74,14 @@ def optimize_cmd(
     device_map: DeviceMap = None,
     image_size: ImageSize = None,
     image_aspect_ratio: AspectRatio = None,
+    conversation: Conversation = None,
     gpus_per_rank: GpusPerRank = 1,
     seed: Seed("Seed of the inputs' starts and the training order.") = 0,
-    batch_size: BatchSize("Questions optimized together.") = 16,
+    batch_size: BatchSize("Questions optimized together, or auto: on a GPU the largest batch (and the memory "
+                          "switches only where needed) that one measured step shows to fit; on the CPU 16.",
+                          type=str, min=None) = "auto",
+    memory: Annotated[Optional[float], typer.Option(min=0.0, help="--batch-size auto: GiB to fit in (default: the "
+                                                    "GPU's free memory; on the CPU, measures a fit too).")] = None,
     out: Out = ...,
     overwrite: Overwrite = False,
     allow_env_change: AllowEnvChange = False,
@@ -85,7 +91,8 @@ def optimize_cmd(
     """Optimize inputs that make the model answer without a real image; writes rows, artifacts and PNG re-checks."""
     from ..benchmarks import load_benchmark
     from ..display import summary_table
-    from ..experiments import OptimizeSpec, apply_switches, run_input
+    from ..experiments import OptimizeSpec, apply_switches, own_loop, run_input
+    from ..experiments.fit import AUTO, fit_batch, parse_batch_size
     from ..models import load_model, parse_dtype
     from ..optimize import OptimizeConfig
     from ..stats import summarize
@@ -102,7 +109,11 @@ def optimize_cmd(
         if text_model and spec.input != "soft-prompt":
             raise UsageError(f"--text-model applies to --input soft-prompt, not {spec.input} (a text model takes no "
                              "image)")
-        cfg = OptimizeConfig(steps=steps, lr=lr, batch_size=batch_size, early_stop=early_stop, seed=seed, accum=accum)
+        batch = parse_batch_size(batch_size)
+        if memory is not None and batch != AUTO:
+            raise UsageError("--memory applies to --batch-size auto")
+        cfg = OptimizeConfig(steps=steps, lr=lr, batch_size=batch if batch != AUTO else 16, early_stop=early_stop,
+                             seed=seed, accum=accum)
         with loading():
             bench = load_benchmark(benchmark, split=split, limit=limit,
                                    **benchmark_options(benchmark, data_dir, subjects, all_questions))
@@ -111,24 +122,21 @@ def optimize_cmd(
             spec_config.pop("train")  # only universal runs split the questions
         if spec.soft_tokens is None:
             spec_config.pop("soft_tokens")  # runs from before the soft prompt resume unchanged
-        config = {"command": "optimize", "model": model, "benchmark": benchmark, "split": bench.split, "limit": limit,
+        config = {"command": "optimize", "model": model, **bench.identity(), "split": bench.split, "limit": limit,
                   "n_questions": len(bench), "spec": spec_config, "steps": steps, "lr": lr,
                   "early_stop": early_stop, "seed": seed, "dtype": dtype, "batch_size": batch_size, "accum": accum,
                   "grad_checkpointing": grad_checkpointing, "offload_unused_encoders": offload_unused_encoders,
                   "compile": compile,
                   "data_dir": str(data_dir) if data_dir else None, "subjects": names(subjects),
-                  "all_questions": all_questions, **model_options(device_map, image_size, image_aspect_ratio)}
+                  "all_questions": all_questions, **model_options(device_map, image_size, image_aspect_ratio, conversation)}
         if text_model:
             config["text_model"] = text_model
         run = open_run(out, config, overwrite, world, allow_env_change)
         t0 = time.time()
         with loading():
             vlm = load_model(model, device=device, dtype=dtype, **scale_options,
-                             **model_options(device_map, image_size, image_aspect_ratio))
-        t1 = time.time()
+                             **model_options(device_map, image_size, image_aspect_ratio, conversation))
         if text_model:  # the soft prompt on the base LLM: the VLM's prompts, as many vectors as its image tokens
-            from dataclasses import replace
-
             from ..models.text_lm import load_text_model
 
             with loading():
@@ -136,12 +144,24 @@ def optimize_cmd(
             bench = bench.for_model(vlm)
             spec = replace(spec, soft_tokens=spec.soft_tokens or getattr(vlm, "num_image_tokens", None))
             vlm = lm
-        apply_switches(vlm, spec, grad_checkpointing, offload_unused_encoders, compile)
+        t1 = time.time()
+        fit = None
+        if batch == AUTO and own_loop(spec.input) is None:  # patch and generator take no --batch-size
+            fit = fit_batch(vlm, bench, spec, cfg, memory_gib=memory,
+                            fixed=cfg.batch_size if spec.scope == "universal" else None,
+                            grad_checkpointing=grad_checkpointing, offload=offload_unused_encoders)
+            cfg, spec = replace(cfg, batch_size=fit.batch_size), fit.spec(spec, vlm)
+            if world.main:
+                console.print(fit.describe(), highlight=False)
+        else:
+            apply_switches(vlm, spec, grad_checkpointing, offload_unused_encoders)
+        apply_switches(vlm, spec, compile=compile)
         run_input(vlm, bench, spec, cfg, run, quiet=quiet, world=world)
         rows = finish(run, world)
     if not world.main:
         return
-    write_timings(run, t1 - t0, time.time() - t1, world)
+    write_timings(run, t1 - t0, time.time() - t1, world,
+                  {"batch_size": cfg.batch_size, **({"auto": fit.record()} if fit else {})})
     summary = summarize(rows)
     run.write_json("summary.json", summary)
     console.print(summary_table(summary, title=f"{spec.source_for(vlm)}: {text_model or model} on "

@@ -41,13 +41,19 @@ def saliency_cmd(
         with loading():
             bench = load_benchmark(benchmark, split=split)  # whole: the wrong image is drawn over all its questions
         # neither the method nor the limit: several methods and a growing N share one run directory
-        config = {"command": "saliency", "model": model, "benchmark": benchmark, "split": bench.split,
+        config = {"command": "saliency", "model": model, **bench.identity(), "split": bench.split,
                   "dtype": dtype, "saliency": saliency_config(cfg)}
         run = RunDir.open(out, config, overwrite=overwrite, allow_env_change=allow_env_change)
         with loading():
             vlm = load_model(model, device=device, dtype=dtype)
         summary = run_saliency(vlm, bench, run, method, limit, per_encoder, batch_size, cfg, quiet)
-    console.print(saliency_table(summary, f"saliency: {model} on {benchmark}/{bench.split}"))
+    if any(per for per in summary.values()):
+        console.print(saliency_table(summary, f"saliency: {model} on {benchmark}/{bench.split}"))
+    elif not any(q.images for q in bench):
+        console.print(f"no maps: none of the questions of {benchmark} has an image")
+    else:  # the pointing game needs each question's target box, which only ShapesQA records
+        console.print(f"no pointing-game figures: the questions of {benchmark} have no target box (ShapesQA's do); "
+                      f"the maps are in {out / 'artifacts'}")
     console.print(f"run directory: {out}")
 
 

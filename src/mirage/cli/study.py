@@ -8,8 +8,8 @@ from typing import Annotated, Optional
 
 import typer
 
-from .common import (AllowEnvChange, AspectRatio, BatchSize, Device, DeviceMap, Dtype, GpusPerRank, ImageSize, Limit,
-                     Model, Overwrite, Quiet, Seed, Split, Steps, TextModel, benchmark_options, console, loading,
+from .common import (AllowEnvChange, AspectRatio, BatchSize, Conversation, Device, DeviceMap, Dtype, GpusPerRank,
+                     ImageSize, Limit, Model, Overwrite, Quiet, Seed, Split, Steps, TextModel, benchmark_options, console, loading,
                      model_options, names, scale_out, user_errors)
 from .report import write_page
 
@@ -57,6 +57,7 @@ def study_cmd(
     device_map: DeviceMap = None,
     image_size: ImageSize = None,
     image_aspect_ratio: AspectRatio = None,
+    conversation: Conversation = None,
     gpus_per_rank: GpusPerRank = 1,
     quiet: Quiet = False,
 ) -> None:
@@ -76,7 +77,7 @@ def study_cmd(
                                batch_size=batch_size, device=device, text_model=text_model, overwrite=overwrite,
                                quiet=quiet or not world.main, world=world, allow_env_change=allow_env_change,
                                load_options={**({"dtype": dtype} if dtype else {}), **scale_options,
-                                             **model_options(device_map, image_size, image_aspect_ratio)})
+                                             **model_options(device_map, image_size, image_aspect_ratio, conversation)})
     if not world.main:
         return
     for name, summary in result.summaries.items():

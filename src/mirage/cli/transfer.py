@@ -81,10 +81,12 @@ def transfer_cmd(
     from ..runs import RunDir
 
     with user_errors(out):
-        inputs = _inputs(from_)
+        inputs = _inputs(from_)  # inputs made with another model: cross-model transfer, where their shapes fit
         benches = _benches(benchmark, split, limit, by_type)
+        files = {b.ref: b.digest for b in benches.values() if b.digest}  # file:/spec: benchmarks by content
         config = {"command": "transfer", "model": model, "inputs": {k: str(v) for k, v in inputs.items()},
-                  "benchmarks": benchmark, "split": split, "limit": limit, "by_type": by_type}
+                  "benchmarks": benchmark, "split": split, "limit": limit, "by_type": by_type,
+                  **({"benchmark_files": files} if files else {})}
         run = RunDir.open(out, config, overwrite=overwrite, allow_env_change=allow_env_change)
         with loading():
             vlm = load_model(model, device=device)
@@ -122,7 +124,7 @@ def transfer_types_cmd(
         with loading():
             bench = load_benchmark(benchmark, split=split, limit=limit)
         config = {"command": "transfer-types", "model": model, "input": input, "steps": steps,
-                  "train_fraction": train_fraction, "benchmark": benchmark, "split": bench.split, "limit": limit,
+                  "train_fraction": train_fraction, **bench.identity(), "split": bench.split, "limit": limit,
                   "seed": seed, "batch_size": batch_size}
         run = RunDir.open(out, config, overwrite=overwrite, allow_env_change=allow_env_change)
         with loading():

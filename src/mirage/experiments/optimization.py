@@ -110,6 +110,32 @@ def apply_switches(model: VLM, spec: OptimizeSpec, grad_checkpointing: bool = Fa
             raise UsageError(f"--compile: {type(model).__name__} has no repeated blocks to compile")
 
 
+def clear_switches(model: VLM) -> None:
+    """Undo `apply_switches`' memory switches: checkpointing off, every encoder back on the model's device, eval
+    mode (`experiments.fit` tries them one after another on the same model)."""
+    lm = getattr(model, "lm", None) or getattr(model, "model", None)
+    for m in [lm, *getattr(model, "vision", {}).values()]:
+        inner = getattr(m, "model", m)
+        if m is not None and getattr(inner, "supports_gradient_checkpointing", False):
+            off = getattr(inner, "activation_checkpointing_disable", None) or inner.gradient_checkpointing_disable
+            off()
+    onload(model)
+    model.eval()
+
+
+def onload(model: VLM) -> None:
+    """Encoders offloaded by `apply_switches` back on the model's device."""
+    for tower in getattr(model, "vision", {}).values():
+        tower.to(model.device)
+
+
+def spec_input(model: VLM, spec: OptimizeSpec, cfg: OptimizeConfig, slots: int, ref: Reference):
+    """The input `spec` optimizes, with `slots` parameter slots."""
+    return build_input(spec.input, model, slots, ref, param=spec.param, encoders=spec.encoders, detach=spec.detach,
+                       quantize=spec.quantize, resolution=spec.resolution, soft_tokens=spec.soft_tokens,
+                       seed=cfg.seed, **spec.options)
+
+
 def png_condition(run: RunDir, source: str, universal: bool) -> Condition:
     """A condition showing each question its saved PNG (or the one universal PNG), read from disk."""
     def make(q: Question, ctx: ConditionContext) -> Image.Image:
@@ -119,34 +145,54 @@ def png_condition(run: RunDir, source: str, universal: bool) -> Condition:
     return Condition(sources.png(source), make)
 
 
+def with_images(bench: Benchmark, what: str, text_only_ok: bool = False) -> Benchmark:
+    """The questions an optimized input can stand in for: those with an image (a text-only question has no image
+    to replace, as the image conditions skip it); the rest are skipped and said so, none left is refused, unless
+    `text_only_ok`: a benchmark with no image at all is then kept whole (a universal input trained where there is
+    nothing to see, the control of `blind.text_only_match`)."""
+    kept = [q for q in bench.questions if q.images]
+    if len(kept) == len(bench.questions) or not kept and text_only_ok:
+        return bench
+    if not kept:
+        raise UsageError(f"{what}: none of the {len(bench)} questions of {bench.name} has an image to replace")
+    from ..progress import warn
+
+    warn(f"{what}: skipped {len(bench) - len(kept)} of {len(bench)} questions without an image (as the image "
+         "conditions skip them)")
+    return replace(bench, questions=kept)
+
+
 def run_optimization(model: VLM, bench: Benchmark, spec: OptimizeSpec, cfg: OptimizeConfig, run: RunDir,
                      ref: Reference | None = None, quiet: bool = True, world: World = SINGLE) -> list[dict]:
     """Run `spec` (an input of `optimize`'s loops: features, pixels, tokens) on `bench` into `run`; returns all rows
     it produced (resumes from rows already in `run`). Under torchrun (`world`), questions are sharded and universal
     gradients summed across ranks. `mirage.experiments.run_input` dispatches every `--input`, patch and generator
     included."""
-    bench = bench.for_model(model)
+    bench = with_images(bench.for_model(model), f"--input {spec.input}", text_only_ok=spec.scope == "universal"
+                        or spec.input == sources.SOFT_PROMPT)
     check_prompts(model, bench, world=world)
     ref = ref or Reference.from_benchmark(model, bench)
     objective = OBJECTIVES.get(spec.objective)
-    opts = dict(param=spec.param, encoders=spec.encoders, detach=spec.detach, quantize=spec.quantize,
-                resolution=spec.resolution, soft_tokens=spec.soft_tokens, seed=cfg.seed, **spec.options)
     lr = cfg.lr if cfg.lr is not None else default_lr(spec.input, spec.param)  # 0 is a value: no update
     source = spec.source_for(model)
     if spec.scope == "question":
-        inp = build_input(spec.input, model, cfg.batch_size, ref, **opts)
+        cfg = replace(cfg, batch_size=min(cfg.batch_size, len(bench)))  # slots are allocated: no more than questions
+        inp = spec_input(model, spec, cfg, cfg.batch_size, ref)
         optimize_questions(model, bench, inp, objective, cfg, source, run, lr, quiet, world)
         if spec.input == "pixels":
+            onload(model)  # the re-check runs every encoder on the real processor's output
             evaluate_conditions(model, bench, [png_condition(run, source, False)], run=run, quiet=quiet, world=world)
         return [r for r in run.rows() if r["source"] in (source, sources.png(source))]
     check_train(spec.train, len(bench))
     train, held_out = bench.questions[: spec.train], bench.questions[spec.train :]
-    inp = build_input(spec.input, model, 1, ref, **opts)
+    cfg = replace(cfg, batch_size=min(cfg.batch_size, len(train)))  # a step sees each train question once at most
+    inp = spec_input(model, spec, cfg, 1, ref)
     optimize_universal(model, bench, train, inp, objective, cfg, source, run, lr, quiet, world=world)
     with torch.no_grad():
         universal_rows(model, bench, held_out, inp, objective, source, run, cfg.batch_size, world)
         universal_rows(model, bench, train, inp, objective, sources.train(source), run, cfg.batch_size, world)
     if spec.input == "pixels":
+        onload(model)
         evaluate_conditions(model, replace(bench, questions=list(held_out)), [png_condition(run, source, True)],
                             run=run, quiet=quiet, world=world)
     names = {source, sources.train(source), sources.png(source)}

@@ -32,7 +32,7 @@ from ..errors import loading_user_input
 from ..evaluate import evaluate_conditions, evaluate_text_model, summarize_conditions
 from ..inputs import Reference
 from ..models import load_model
-from ..models.text_lm import DEMO_TEXT_LM, load_text_model
+from ..models.text_lm import DEMO_TEXT_LM, check_text_model, load_text_model
 from ..models.vlm import VLM
 from ..optimize import OptimizeConfig
 from ..runs import RunDir
@@ -274,11 +274,13 @@ def run_study(model: str = "demo", benchmarks: str | Sequence[str] = "shapes", p
     benchmark, then summary.json (each benchmark's summary, the cross-benchmark table). `options`: loader options by
     benchmark; `text_model`: the base LM for S_t (the demo's own for `demo`); `load_options`: to `load_model`."""
     names = [b.strip() for b in benchmarks.split(",")] if isinstance(benchmarks, str) else list(benchmarks)
-    # `steps` sets every loop's steps; inversion's pixels take twice as many (100 at the demo's 50)
+    # `steps` sets every loop's steps, inversion's included (the presets give inversion twice the others' steps; the
+    # README promises every loop bounded by --steps)
     overrides = {k: v for k, v in {"steps": steps, "universal_steps": steps,
-                                  "inversion_steps": 2 * steps if steps else None,
+                                  "inversion_steps": steps,
                                   "batch_size": batch_size}.items() if v is not None}
     plan = StudyPlan.from_preset(preset, **overrides).capped(limit)
+    check_text_model(text_model, model)
     options = options or {}
     with loading_user_input():
         benches = {name: load_benchmark(name, split=split, limit=limit, **options.get(name, {})) for name in names}
@@ -298,11 +300,14 @@ def run_study(model: str = "demo", benchmarks: str | Sequence[str] = "shapes", p
               "plan": asdict(plan), "batch_size": plan.batch_size, **identity}
     study = open_run(out, config, world, overwrite, allow_env_change)
     runs = {name: open_run(out / dirs[name], {  # every benchmark's directory checked before any work
-        "command": "study", "model": model, "benchmark": name, "split": bench.split, "limit": limit,
+        "command": "study", "model": model, **bench.identity(), "split": bench.split, "limit": limit,
         "n_questions": len(bench), "seed": seed, "plan": asdict(plan), "batch_size": plan.batch_size,
         "preset": preset, "text_model": text_model, **options.get(name, {}), **identity}, world, overwrite,
         allow_env_change)
         for name, bench in benches.items()}
+    if world.main:  # timings.json records this call from now on, whether it finishes or not
+        for run in runs.values():
+            run.start_invocation({"batch_size": plan.batch_size})
     with loading_user_input():
         vlm = load_model(model, device=device, **load_options)
     parts = study_parts(plan, [s.name for s in vlm.encoders], seed, text_model)
@@ -334,6 +339,7 @@ def run_parts(model: VLM, bench: Benchmark, run: RunDir, parts: Sequence[Part], 
         t = time.time()
         RUNNERS[part.experiment](model, bench.subset(part.n), run, ref, quiet, world, **part.settings)
         timings[part.name] = round(time.time() - t, 1)
+        run.tick(parts=timings)  # timings.json: the parts this call finished, should it be interrupted
     return timings
 
 

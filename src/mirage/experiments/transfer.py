@@ -102,7 +102,8 @@ def load_universal(model: VLM, path: str | Path) -> tuple[str, Visual]:
         return "soft-prompt", Visual(SOFT, tensors["soft_prompt"][None].to(model.device))
     unknown = set(tensors) - {s.name for s in model.encoders}
     if unknown:
-        raise MirageError(f"{path}: tensors {sorted(unknown)} are not encoders of this model")
+        raise MirageError(f"{path}: tensors {sorted(unknown)} are not encoders of this model "
+                          f"({', '.join(s.name for s in model.encoders)})")
     blank = _blank_features(model)
     for s in model.encoders:
         if s.name in tensors:
@@ -228,7 +229,13 @@ def transfer_matrix(model: VLM, inputs: dict[str, str | Path], benches: dict[str
             raise MirageError(f"input {name!r}: {path} holds {len(arts)} universal inputs ({', '.join(arts)}); "
                              "name one artifact file")
         files[name] = next(iter(arts.values()))
-    loaded = {name: load_universal(model, f) for name, f in files.items()}
+    loaded = {}
+    for name, f in files.items():
+        try:
+            loaded[name] = load_universal(model, f)
+        except MirageError as e:  # an input of another model whose shapes do not fit this one
+            made = crafted_on(f)
+            raise MirageError(f"--from {name}: {e}" + (f" (made with --model {made})" if made else "")) from e
     evaluated_on = getattr(model, "name_or_path", type(model).__name__)
     described = {n: {"path": str(files[n]), "kind": loaded[n][0]} | ({"crafted_on": crafted_on(files[n])}
                                                                       if crafted_on(files[n]) else {})

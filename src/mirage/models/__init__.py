@@ -17,6 +17,30 @@ def default_device() -> torch.device:
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
+def parse_device(device: str | torch.device | None) -> torch.device:
+    """`--device`: a device torch knows and this machine has (None: cuda if available, else cpu); refused in one
+    line otherwise (`gpu`, `cuda` on a CPU-only torch, `cuda:3` with two GPUs)."""
+    from ..errors import UsageError
+
+    if device is None:
+        return default_device()
+    try:
+        d = torch.device(device)
+    except (RuntimeError, TypeError):
+        raise UsageError(f"--device {device!r}: not a device torch knows (cpu, cuda, cuda:1, mps ...)") from None
+    if d.type == "cuda":
+        if not torch.cuda.is_available():
+            why = ("this torch was built without CUDA" if torch.version.cuda is None
+                   else "torch sees no GPU (CUDA_VISIBLE_DEVICES, the driver)")
+            raise UsageError(f"--device {device}: {why} (torch {torch.__version__}); use --device cpu")
+        if d.index is not None and d.index >= torch.cuda.device_count():
+            raise UsageError(f"--device {device}: torch sees {torch.cuda.device_count()} GPU(s), "
+                             f"cuda:0 to cuda:{torch.cuda.device_count() - 1}")
+    if d.type == "mps" and not torch.backends.mps.is_available():
+        raise UsageError(f"--device {device}: this machine or torch has no MPS; use --device cpu")
+    return d
+
+
 @MODELS.register("demo")
 def _demo(path: str | None, device: torch.device, dtype: torch.dtype | None, **options) -> VLM:
     from .demo.modeling import DemoVLM
@@ -73,7 +97,7 @@ def load_model(spec: str = "demo", device: str | torch.device | None = None, dty
     name, _, path = spec.partition(":")
     if name not in MODELS:
         raise UnknownNameError(did_you_mean("model", spec, MODELS.names()))
-    device = torch.device(device) if device is not None else default_device()
+    device = parse_device(device)
     model = MODELS.get(name)(path or None, device, parse_dtype(dtype), **options)
     # mirage optimizes inputs, never the model: no weight gradients (on a 7B model they cost ~13 GB and a third
     # of each backward pass)

@@ -33,16 +33,18 @@ def chat_ids(tokenizer, text: str) -> list[int]:
     return tokenizer(text, add_special_tokens=adds_special_tokens(tokenizer, text)).input_ids
 
 
-def answer_ids(tokenizer, asked: str, answered: Sequence[str], answers: Sequence[str]) -> list[int]:
+def answer_ids(ids: Callable[[str], list[int]], asked: str, answered: Sequence[str],
+               answers: Sequence[str]) -> list[int]:
     """The first token the model writes for each answer after the generation prompt: `asked` is the chat text ready
-    for the assistant's turn, `answered[i]` the same conversation with the assistant's turn answering `answers[i]`.
+    for the assistant's turn, `answered[i]` the same conversation with the assistant's turn answering `answers[i]`,
+    `ids` the model's chat text -> token ids (its processor's).
 
     Where the answered turn starts with the generation prompt, the answer is read as the template writes it after
     it, separator included (" A" after llava's "ASSISTANT:", "A" after Qwen's "assistant\\n", Mistral 3's "[/INST]"
     or Llama 3's "<|end_header_id|>"). Where it does not (llava-onevision's template writes every turn as
     "<|im_start|>assistant " but prompts with "<|im_start|>assistant\\n"), the template's turn header is not what
     the model reads before answering: the answer follows the generation prompt as written from its first character."""
-    base = chat_ids(tokenizer, asked)
+    base = ids(asked)
     out = []
     for text, a in zip(answered, answers):
         if text.startswith(asked):
@@ -53,7 +55,7 @@ def answer_ids(tokenizer, asked: str, answered: Sequence[str], answers: Sequence
             if at < 0:
                 raise ValueError(f"cannot find the answer {a!r} in the chat template's assistant turn ({text!r})")
             rest = text[at:]
-        full = chat_ids(tokenizer, asked + rest)
+        full = ids(asked + rest)
         if full[: len(base)] != base or len(full) <= len(base):
             raise ValueError(f"cannot find the token of answer {a!r}: the tokenizer merges it with the generation "
                              f"prompt ({asked + rest!r} after {asked!r})")
@@ -61,10 +63,11 @@ def answer_ids(tokenizer, asked: str, answered: Sequence[str], answers: Sequence
     return out
 
 
-def content_start(tokenizer, chat_text: Callable[[str], str]) -> int:
-    """Where the user's content begins in the ids of `chat_text(prompt)` (the text-only turn), the same for every
-    prompt: the ids two probe prompts share (the answer letters A and B, which every tokenizer here knows)."""
-    a, b = chat_ids(tokenizer, chat_text("A")), chat_ids(tokenizer, chat_text("B"))
+def content_start(ids_of: Callable[[str], list[int]], chat_text: Callable[[str], str]) -> int:
+    """Where the user's content begins in the ids (`ids_of`, the model's tokenization of a chat text) of
+    `chat_text(prompt)`, the text-only turn, the same for every prompt: the ids two probe prompts share (the answer
+    letters A and B, which every tokenizer here knows)."""
+    a, b = ids_of(chat_text("A")), ids_of(chat_text("B"))
     n = 0
     while n < min(len(a), len(b)) and a[n] == b[n]:
         n += 1

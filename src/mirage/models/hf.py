@@ -1,10 +1,11 @@
 """Loading transformers VLMs (`hf:<hub id or directory>`): dtype, device map and attention by the hardware.
 
 Backends by model type: LLaVA-1.5 and the Qwen2-VL family (Qwen2-VL, Qwen2.5-VL, Qwen3-VL) have their own backends,
-the families in `hf_families.FAMILIES` (LLaVA-NeXT/OneVision, Gemma 3, PaliGemma, Idefics3/SmolVLM, InternVL) the
-generic one (`hf_generic`), as does any other model whose probes pass (one fixed-size image, tower -> projector, the
-LM as its own forward): all get every stage, so every input and scope. Any other image-text-to-text model with a chat
-template is evaluated through its own processor (`ProcessorVLM`), and optimization says what does not fit.
+the families in `hf_families.FAMILIES` (LLaVA-NeXT/OneVision, Gemma 3, PaliGemma, Idefics3/SmolVLM, InternVL,
+Mistral 3) the generic one (`hf_generic`), as does any other model whose probes pass (one fixed-size image, tower ->
+projector, the LM as its own forward): all get every stage, so every input and scope. Any other image-text-to-text
+model with a chat template is evaluated through its own processor (`ProcessorVLM`), and optimization says what does
+not fit.
 """
 
 from __future__ import annotations
@@ -34,29 +35,43 @@ class ModelLoadError(MirageError):
 
 
 def load_hf(path: str, device: torch.device, dtype: torch.dtype | None = None, device_map: str | None = None,
-            image_size: int | None = None, gpus: list[int] | None = None, image_aspect_ratio: str | None = None) -> VLM:
+            image_size: int | None = None, gpus: list[int] | None = None, image_aspect_ratio: str | None = None,
+            conversation: str | None = None) -> VLM:
     """Load a transformers VLM from a hub id or directory; bf16 on GPU and fp32 on CPU unless `dtype` is given.
     `device_map` (e.g. "auto") splits it over GPUs, the default when several are visible; `gpus` limits that split
     to these GPU indices (a torchrun rank's group); `image_size` is the fixed resolution of optimized inputs
     (the Qwen2-VL family: a multiple of 28; the generic families: any size, default the processor's own);
     `image_aspect_ratio` is LLaVA-1.5's preprocessing (pad: the official code's, the default; crop: the
-    transformers processor's). Files that cannot be had raise ModelLoadError, one line saying what to do."""
+    transformers processor's); `conversation` the prompt: hf (the processor's chat template) or an official one
+    (`conversations.OFFICIAL`: LLaVA-1.5's vicuna_v1, its default; LLaVA-OneVision's qwen_1_5). Files that cannot be had raise ModelLoadError, one line saying what to do."""
     from pathlib import Path
 
     try:
-        return _load_hf(path, device, dtype, device_map, image_size, gpus, image_aspect_ratio)
+        return _load_hf(path, device, dtype, device_map, image_size, gpus, image_aspect_ratio, conversation)
     except OSError as e:  # transformers' offline / not-found errors: pages of traceback for one missing thing
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        if Path(path).exists():
-            raise ModelLoadError(f"hf:{path}: cannot read the model directory: {first}") from None
-        raise ModelLoadError(
-            f"hf:{path}: not a local directory, and not loadable from the hub ({first}). Download it where the "
-            f"hub is reachable (`huggingface-cli download {path}`, then it is read from the cache; HF_HOME to move "
-            "the cache), or give hf:DIR with a saved model.") from None
+        raise unreadable(f"hf:{path}", path, e) from None
+
+
+def unreadable(spec: str, path: str, e: OSError) -> ModelLoadError:
+    """One line for model files that cannot be had (`--model` and `--text-model` alike): a directory that cannot be
+    read, a local path that does not exist, or a hub id neither cached nor reachable (with the download command)."""
+    from pathlib import Path
+
+    first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+    if Path(path).exists():
+        return ModelLoadError(f"{spec}: cannot read the model directory: {first}")
+    parts = path.split("/")
+    if path.startswith(("/", ".", "~")) or len(parts) > 2 or "\\" in path:  # a path, not a hub id (org/name)
+        return ModelLoadError(f"{spec}: no such directory {path!r}")
+    return ModelLoadError(
+        f"{spec}: not a local directory, and not loadable from the hub ({first}). Download it where the hub is "
+        f"reachable (`hf download {path}`, then it is read from the cache; HF_HOME to move the cache), or give "
+        "a directory with a saved model.")
 
 
 def _load_hf(path: str, device: torch.device, dtype: torch.dtype | None, device_map: str | None,
-             image_size: int | None, gpus: list[int] | None, image_aspect_ratio: str | None) -> VLM:
+             image_size: int | None, gpus: list[int] | None, image_aspect_ratio: str | None,
+             conversation: str | None = None) -> VLM:
     from transformers import AutoConfig, AutoModelForImageTextToText
     from transformers.models.auto.modeling_auto import MODEL_FOR_IMAGE_TEXT_TO_TEXT_MAPPING_NAMES
 
@@ -72,6 +87,10 @@ def _load_hf(path: str, device: torch.device, dtype: torch.dtype | None, device_
                          "(LLaVA-1.5 runs at its tower's size)")
     if image_aspect_ratio is not None and kind != "llava":
         raise ValueError(f"image_aspect_ratio applies to LLaVA-1.5, not to {kind!r}")
+    if conversation is not None:
+        from .conversations import pick
+
+        pick(kind, conversation)  # refused before the weights load, naming the family's choices
     dtype = dtype or (torch.bfloat16 if device.type == "cuda" else torch.float32)
     max_memory = None
     if gpus and len(gpus) > 1:
@@ -91,7 +110,7 @@ def _load_hf(path: str, device: torch.device, dtype: torch.dtype | None, device_
 
         from .hf_llava import HFLlava
 
-        vlm = HFLlava(model, AutoProcessor.from_pretrained(path), image_aspect_ratio)
+        vlm = HFLlava(model, AutoProcessor.from_pretrained(path), image_aspect_ratio, conversation)
     elif kind in ("qwen2_vl", "qwen2_5_vl", "qwen3_vl"):
         from transformers import AutoImageProcessor, AutoTokenizer
 
@@ -107,7 +126,7 @@ def _load_hf(path: str, device: torch.device, dtype: torch.dtype | None, device_
     elif kind in FAMILIES:
         from .hf_generic import HFGeneric, load_processor
 
-        vlm = HFGeneric(model, load_processor(path, kind), image_size, f"hf:{path}")
+        vlm = HFGeneric(model, load_processor(path, kind), image_size, f"hf:{path}", conversation)
     else:
         vlm = _probed_or_processor(model, path, kind, image_size)
     vlm.attn_implementation = attn

@@ -23,6 +23,8 @@ import torch
 from PIL import Image
 from torch import Tensor
 
+from .chat import adds_special_tokens
+from .conversations import OFFICIAL, pick
 from .hf_families import FAMILIES, NotGeneric, Probed
 from .spliced import TransformersSpliced, build_sequences
 from .vlm import IMAGES, NONE, EncoderSpec, Visual, on_device
@@ -142,7 +144,8 @@ class HFGeneric(TransformersSpliced):
     """A transformers VLM of a family in `FAMILIES` (or one whose probes pass, `Probed`), its processor, and a fixed
     size for optimized inputs."""
 
-    def __init__(self, model, processor, image_size: int | None = None, name: str = ""):
+    def __init__(self, model, processor, image_size: int | None = None, name: str = "",
+                 conversation: str | None = None):
         super().__init__()
         self.model, self.processor = model, processor
         self.image_processor, self.tokenizer = processor.image_processor, processor.tokenizer
@@ -150,6 +153,7 @@ class HFGeneric(TransformersSpliced):
         self.inner = model.model
         cfg = model.config
         self.kind, self.name = cfg.model_type, name or cfg._name_or_path
+        self.conversation = pick(self.kind, conversation)
         self.image_token_id = getattr(cfg, "image_token_id", None) or cfg.image_token_index
         if self.kind not in NO_TEMPLATE and not (processor.chat_template or self.tokenizer.chat_template):
             raise ValueError(f"{self.name}: the processor has no chat template (instruct checkpoints have one)")
@@ -177,10 +181,11 @@ class HFGeneric(TransformersSpliced):
     def run_facts(self) -> dict:
         """What a run records about how this model was prompted and laid out at the fixed size."""
         prompt = ("<image> x N, BOS, prompt, newline (PaliGemma's documented format)" if self.kind in NO_TEMPLATE
-                  else "the processor's chat template: image, prompt, one user turn, generation prompt")
+                  else "the processor's chat template: image, prompt, one user turn, generation prompt"
+                  if self.conversation == "hf" else f"the official {self.conversation} conversation")
         layout = {k: list(v) if isinstance(v, tuple) else v for k, v in vars(self.family).items()
                   if k in ("grid", "best", "n_images", "n_patches", "out", "layer", "drop")}
-        return {"prompt_format": prompt, "image_size": self.image_size,
+        return {"prompt_format": prompt, "conversation": self.conversation, "image_size": self.image_size,
                 "fixed_layout": {"family": type(self.family).__name__, **layout}}
 
     @torch.no_grad()
@@ -206,6 +211,13 @@ class HFGeneric(TransformersSpliced):
                 return self.tokenizer(self.chat_text(prompt, False), add_special_tokens=False, return_tensors="pt")
             return self.processor(text=self.processor.image_token + prompt, images=image.convert("RGB"),
                                   return_tensors="pt")
+        if self.conversation != "hf":  # the official text, its image placeholder expanded by the processor
+            text = self.chat_text(prompt, image is not None)
+            special = adds_special_tokens(self.tokenizer, text)
+            if image is None:
+                return self.tokenizer(text, add_special_tokens=special, return_tensors="pt")
+            return self.processor(text=[text], images=[[image.convert("RGB")]], add_special_tokens=special,
+                                  return_tensors="pt")
         content = [{"type": "image", "image": image.convert("RGB")}] if image is not None else []
         turn = [{"role": "user", "content": [*content, {"type": "text", "text": prompt}]}]
         return self.processor.apply_chat_template(turn, add_generation_prompt=True, tokenize=True, return_dict=True,
@@ -227,11 +239,15 @@ class HFGeneric(TransformersSpliced):
     def chat_text(self, prompt: str, image: bool = True) -> str:
         if self.kind in NO_TEMPLATE:
             return f"{self.tokenizer.bos_token}{prompt}\n"
+        if self.conversation != "hf":
+            return OFFICIAL[self.conversation].asked(prompt, self.processor.image_token if image else "")
         return super().chat_text(prompt, image)
 
     def answered_text(self, prompt: str, answer: str) -> str:
         if self.kind in NO_TEMPLATE:  # the answer follows the prompt's newline
             return self.chat_text(prompt) + answer
+        if self.conversation != "hf":
+            return OFFICIAL[self.conversation].answered(prompt, self.processor.image_token, answer)
         return super().answered_text(prompt, answer)
 
     def sequences(self, prompts, targets=None, counts=None, image: bool = True):

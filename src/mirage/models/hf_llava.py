@@ -9,6 +9,12 @@ numbers used (`image_aspect_ratio: pad` in its config; haotian-liu/LLaVA `mm_uti
 centred on a square of the processor's mean colour, then resized to 336 x 336, so nothing is cropped away. "crop" is
 the transformers processor's (llava-hf): the short side resized to 336, then a centre crop. `preprocess` is the
 differentiable twin of either: antialiased bicubic resizes, the pad or the crop, normalisation.
+
+Conversation (`conversation`): "vicuna_v1" (the default) is the official LLaVA code's, as its evaluation scripts run
+for the published numbers (`--conv-mode vicuna_v1`; haotian-liu/LLaVA `conversation.py` and `mm_utils`): its system
+line, then "USER: <image>\\n{prompt} ASSISTANT:", tokenized as `tokenizer_image_token` does (the text before and after
+the image tokenized apart, one BOS). "hf" is llava-hf's chat template through the transformers processor (what
+lmms-eval's `llava_hf` runs): no system line, the text tokenized whole.
 """
 
 from __future__ import annotations
@@ -20,6 +26,7 @@ import torch.nn.functional as F
 from PIL import Image
 from torch import Tensor
 
+from .conversations import OFFICIAL, pick
 from .spliced import TransformersSpliced
 from .square import normalize, pad_colour, pad_square, process_pil, resize_like_pil
 from .vlm import EncoderSpec, on_device
@@ -34,12 +41,13 @@ class HFLlava(TransformersSpliced):
     causal_scoring = True  # its LM (Vicuna/Llama for LLaVA-1.5) attends by the causal mask alone
     soft_prompts = True  # its text-only turn takes free vectors (the soft-prompt control)
 
-    def __init__(self, model, processor, image_aspect_ratio: str | None = None):
+    def __init__(self, model, processor, image_aspect_ratio: str | None = None, conversation: str | None = None):
         super().__init__()
         self.image_aspect_ratio = image_aspect_ratio or "pad"
         if self.image_aspect_ratio not in ASPECT_RATIOS:
             raise ValueError(f"image_aspect_ratio {image_aspect_ratio!r}: allowed {', '.join(ASPECT_RATIOS)} (pad: the "
                              "official LLaVA code's, crop: the transformers processor's)")
+        self.conversation = pick("llava", conversation)
         self.model, self.processor, self.tokenizer = model, processor, processor.tokenizer
         self.tokenizer.padding_side = "left"
         self.inner = model.model  # LlavaModel: vision_tower, multi_modal_projector, language_model
@@ -99,5 +107,38 @@ class HFLlava(TransformersSpliced):
         return self.inner.multi_modal_projector(features[ENCODER].to(self.dtype))
 
     # --- language side -------------------------------------------------------------------------
+    def run_facts(self) -> dict:
+        return {"conversation": self.conversation}
+
     def render(self, messages: list[dict], add_generation_prompt: bool) -> str:
         return self.processor.apply_chat_template(messages, add_generation_prompt=add_generation_prompt)
+
+    def chat_text(self, prompt: str, image: bool = True) -> str:
+        if self.conversation == "hf":
+            return super().chat_text(prompt, image)
+        return OFFICIAL[self.conversation].asked(prompt, self.processor.image_token if image else "")
+
+    def answered_text(self, prompt: str, answer: str) -> str:
+        if self.conversation == "hf":
+            return super().answered_text(prompt, answer)
+        return OFFICIAL[self.conversation].answered(prompt, self.processor.image_token, answer)
+
+    def text_ids(self, text: str) -> list[int]:
+        """The official code's ids (`tokenizer_image_token`: the text around each image placeholder tokenized apart,
+        the BOS of the first part kept and the others' dropped), or, for llava-hf's template, the processor's own
+        (its expanded image tokens folded back into one placeholder): its tokenizer, whatever class the hub files
+        load it as, decides the BOS and the spaces around `<image>`."""
+        image_token = self.processor.image_token
+        if self.conversation != "hf":
+            parts = [self.tokenizer(part).input_ids for part in text.split(image_token)]
+            bos = self.tokenizer.bos_token_id
+            keep = 1 if parts[0][:1] == [bos] and bos is not None else 0
+            ids = parts[0][:keep]
+            for i, part in enumerate(parts):
+                ids += ([self.image_token_id] if i else []) + part[keep:]
+            return ids
+        n = text.count(image_token)
+        blank = [Image.new("RGB", (self.pad_size, self.pad_size))] * n or None
+        ids = self.processor(text=[text], images=blank)["input_ids"][0]
+        ids = list(ids.tolist() if hasattr(ids, "tolist") else ids)
+        return [t for i, t in enumerate(ids) if t != self.image_token_id or i == 0 or ids[i - 1] != self.image_token_id]

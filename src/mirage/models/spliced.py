@@ -49,6 +49,10 @@ class SplicedVLM(VLM):
         """`chat_text`'s conversation with the assistant's turn answering `answer` (where the letters are read)."""
         return self.render(image_turn(prompt, answer), False)
 
+    def text_ids(self, text: str) -> list[int]:
+        """A chat text's token ids as the model's processor gives them (placeholders not expanded)."""
+        return chat_ids(self.tokenizer, text)
+
     def embed(self, input_ids: Tensor) -> Tensor:
         raise NotImplementedError
 
@@ -76,7 +80,7 @@ class SplicedVLM(VLM):
             cache.clear()
         for p in prompts:
             if (p, image) not in cache:
-                cache[p, image] = chat_ids(self.tokenizer, self.chat_text(p, image))
+                cache[p, image] = self.text_ids(self.chat_text(p, image))
         return [cache[p, image] for p in prompts]
 
     def soft_sequences(self, prompts: Sequence[str], targets: Sequence[str] | None, n: int
@@ -84,7 +88,7 @@ class SplicedVLM(VLM):
         """The text-only prompts (`sequences(image=False)`'s ids) with `n` soft-prompt positions where the image
         would stand, the start of the user turn's content: ids, mask, labels and where the vectors go [B, L]."""
         if "_content_start" not in self.__dict__:
-            self._content_start = content_start(self.tokenizer, lambda p: self.chat_text(p, image=False))
+            self._content_start = content_start(self.text_ids, lambda p: self.chat_text(p, image=False))
         out = soft_sequences(self.tokenizer, self.prompt_ids(prompts, image=False), self._content_start, n, targets)
         return tuple(on_device(t, self.device) for t in out)
 
@@ -253,6 +257,7 @@ def chat_letter_ids(model, n: int) -> list[int]:
         raise ValueError(f"{n} choices: at most {len(LETTERS)} letters")
     if not hasattr(model, "_letters"):
         letters = list(LETTERS)
-        model._letters = answer_ids(model.tokenizer, model.chat_text("x"),
+        ids = getattr(model, "text_ids", None) or (lambda text: chat_ids(model.tokenizer, text))
+        model._letters = answer_ids(ids, model.chat_text("x"),
                                     [model.answered_text("x", a) for a in letters], letters)
     return model._letters[:n]

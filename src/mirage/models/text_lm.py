@@ -79,7 +79,7 @@ class TextLM(VLM):
         """The `none` prompts' ids (the BOS once, as `_inputs`) with the soft vectors [B, N, D] where the user's
         content starts, as input embeddings."""
         if "_content_start" not in self.__dict__:
-            self._content_start = content_start(self.tokenizer, self.chat_text)
+            self._content_start = content_start(lambda text: chat_ids(self.tokenizer, text), self.chat_text)
         ids = [chat_ids(self.tokenizer, self.chat_text(p)) for p in prompts]
         input_ids, mask, _, where = soft_sequences(self.tokenizer, ids, self._content_start, vectors.shape[1])
         input_ids, mask, where = (on_device(t, self.device) for t in (input_ids, mask, where))
@@ -104,6 +104,15 @@ class TextLM(VLM):
         return [t.strip() for t in self.tokenizer.batch_decode(new, skip_special_tokens=True)]
 
 
+def check_text_model(spec: str | None, model: str) -> None:
+    """The demo's base LM knows ShapesQA's words only: beside another VLM it would score prompts it cannot read."""
+    from ..errors import UsageError
+
+    if spec and spec.partition(":")[0] == "demo" and model.partition(":")[0] != "demo":
+        raise UsageError(f"--text-model {spec}: the demo's base LM reads only ShapesQA's words, not {model}'s "
+                         "prompts; give the base LLM of that model (hf:<hub id or directory>)")
+
+
 def load_text_model(spec: str, device: str | torch.device | None = None,
                     dtype: torch.dtype | None = None) -> TextLM:
     """`demo` (the demo's base LM shipped beside its weights) or `hf:<hub id or directory>` (any causal LM); fp32 on
@@ -118,9 +127,23 @@ def load_text_model(spec: str, device: str | torch.device | None = None,
                                     "`mirage train-demo-text --out DIR`, then --text-model demo:DIR)")
     elif name != "hf" or not path:
         raise MirageError(f"--text-model {spec!r}: give demo, demo:DIR or hf:<hub id or directory> (a causal LM)")
-    device = torch.device(device) if device is not None else torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    from transformers import AutoConfig
+    from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING_NAMES
+
+    from . import parse_device
+    from .hf import unreadable
+
+    device = parse_device(device)
     dtype = dtype or (torch.bfloat16 if device.type == "cuda" else torch.float32)
-    model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype).to(device).eval().requires_grad_(False)
-    lm = TextLM(model, AutoTokenizer.from_pretrained(path), spec)
+    try:
+        kind = AutoConfig.from_pretrained(path).model_type
+        if kind not in MODEL_FOR_CAUSAL_LM_MAPPING_NAMES:  # transformers' own refusal lists every config class
+            raise MirageError(f"--text-model {spec}: a {kind!r} model is not a causal language model; give the base "
+                              "LLM the VLM was built on (e.g. hf:lmsys/vicuna-7b-v1.5 for LLaVA-1.5)")
+        model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype).to(device).eval().requires_grad_(False)
+        tokenizer = AutoTokenizer.from_pretrained(path)
+    except OSError as e:
+        raise unreadable(f"--text-model {spec}", path, e) from None
+    lm = TextLM(model, tokenizer, spec)
     lm.name_or_path = spec
     return lm

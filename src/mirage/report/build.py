@@ -37,9 +37,12 @@ def environment() -> Environment:
 
 
 def benchmark_title(config: dict) -> str:
-    """`shapes/test`; a `file:` set has no split of its own, so just its file (not `file:x.jsonl/file`)."""
-    name, split = config.get("benchmark", "?"), config.get("split", "?")
-    return name if split == "file" or str(name).startswith("file:") else f"{name}/{split}"
+    """`shapes/test`; a `file:`/`spec:` benchmark by its file's name (config.json holds the whole path); a `file:`
+    set has no split of its own, so just its file (not `x/file`)."""
+    name, split = str(config.get("benchmark", "?")), config.get("split", "?")
+    if name.startswith(("file:", "spec:")):
+        name = Path(name[len("file:"):]).stem
+    return name if split == "file" or config.get("benchmark", "").startswith("file:") else f"{name}/{split}"
 
 
 def run_facts(data: RunData) -> list[tuple[str, str]]:
@@ -58,6 +61,9 @@ def run_facts(data: RunData) -> list[tuple[str, str]]:
     sizes = list(dict.fromkeys(i["batch_size"] for i in data.invocations if i.get("batch_size") is not None))
     if len(sizes) > 1:  # resumed with another --batch-size: each call's, in order
         facts[[k for k, _ in facts].index("batch size")] = ("batch size", ", then ".join(map(str, sizes)))
+    threads = list(dict.fromkeys(i["threads"] for i in data.invocations if i.get("threads") is not None))
+    if threads:  # chosen at start-up from the machine's load: small differences between runs may come from it
+        facts.append(("CPU threads", ", then ".join(map(str, threads))))
     if data.timings:
         total = sum(float(v) for v in data.timings.values() if isinstance(v, (int, float)))
         calls = f" in {len(data.invocations)} invocations" if len(data.invocations) > 1 else ""

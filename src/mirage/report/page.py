@@ -12,6 +12,11 @@ from .study import build_study_report, is_study
 def build_report(run_dir: str | Path, max_images: int = DEFAULT_MAX_IMAGES, questions: bool = True) -> str:
     """The report of the run (or study) in `run_dir` as one HTML string (images and plots embedded). Reads the
     run's files and, when `questions` and cheap, its benchmark's questions; never loads a model."""
+    if not Path(run_dir).is_dir():
+        from ..errors import MirageError
+
+        what = "is a file" if Path(run_dir).exists() else "does not exist"
+        raise MirageError(f"{str(run_dir)!r} {what}: give a run or study directory (one with config.json)")
     if is_study(run_dir):
         return build_study_report(run_dir, max_images, questions)
     return build_run_report(run_dir, max_images, questions)

@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..errors import MirageError
-from ..runs import ARTIFACTS, CONFIG, RESULTS, SALIENCY_SUMMARY, SUMMARY, TIMINGS
+from ..runs import ARTIFACTS, CONFIG, RESULTS, SALIENCY_SUMMARY, SUMMARY, TIMINGS, unique_rows
 from ..stats import summarize
 
 MEASURE_FILES = (SALIENCY_SUMMARY,)  # a run may hold only these (saliency)
@@ -92,7 +92,7 @@ def load_run(path: str | Path) -> RunData:
     path = Path(path)
     if not (path / CONFIG).is_file():
         raise FileNotFoundError(f"{str(path)!r} is not a run directory: it has no {CONFIG}")
-    rows = read_rows(path / RESULTS) if (path / RESULTS).is_file() else []
+    rows = unique_rows(read_rows(path / RESULTS)) if (path / RESULTS).is_file() else []
     measured = any((path / f).is_file() for f in MEASURE_FILES) or any(path.glob("patch-*.summary.json"))
     if not rows and not measured:  # a saliency run has no accuracy rows, only its measures
         raise MirageError(f"{path}: no result rows ({RESULTS}) and no measures to report")

@@ -67,8 +67,13 @@ def build_study_report(study_dir: str | Path, max_images: int, questions: bool =
         sections.append({"name": name, "anchor": anchor(directory), "has_panels": bool(ctx["panels"]),
                          "panels": Markup(prefix_ids(panels, prefix)), "html": Markup(prefix_ids(body, prefix))})
     table = [line | {"anchor": anchor(line["dir"])} for line in summary["table"]]
-    timings = _read(path / TIMINGS) if (path / TIMINGS).is_file() else {}
-    per_bench = {k: round(sum(v.values()), 1) for k, v in timings.items() if isinstance(v, dict)}
+    # each benchmark's own timings.json: every invocation's parts, interrupted and killed ones included
+    per_bench = {}
+    for name in config["benchmarks"]:
+        log = path / config["dirs"][name] / TIMINGS
+        parts = (_read(log) or {}).get("total", {}).get("parts") if log.is_file() else None
+        if parts:
+            per_bench[name] = round(sum(parts.values()), 1)
     total = sum(per_bench.values())
     facts = [("model", config.get("model")), ("benchmarks", ", ".join(config["benchmarks"])),
              ("preset", config.get("preset")), ("limit", config.get("limit")), ("seed", config.get("seed")),

@@ -6,7 +6,8 @@ the tokens spliced into the LM. Everything else (prompt, splicing, LM, native re
 Families: `Anyres` (LLaVA-NeXT, LLaVA-OneVision: a tile grid chosen once at the fixed size, unpadding and newline
 tokens by the model's own `pack_image_features`), `Gemma3` and `PaliGemma` (one SigLIP image; Gemma 3's pooling
 projector), `Idefics3` (Idefics3, SmolVLM: tiles plus the global image, pixel shuffle in the connector), `InternVL`
-(crop_to_patches tiles plus the thumbnail), `Pixtral` (Mistral 3: one image at its own patch grid), and `Probed` for any other model that passes its probes.
+(crop_to_patches tiles plus the thumbnail), `Pixtral` (Mistral 3: one image at its own patch grid), and `Probed`
+for any other model that passes its probes.
 """
 
 from __future__ import annotations

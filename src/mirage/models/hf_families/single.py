@@ -128,7 +128,8 @@ class Pixtral(Family):
         self.layer = vlm.model.config.vision_feature_layer
 
     def twin(self, x: Tensor) -> Tensor:
-        return normalize(resize(resize(x, (self.size, self.size), self.ip.resample), self.out, self.ip.resample), self.ip)
+        x = resize(x, (self.size, self.size), self.ip.resample)
+        return normalize(resize(x, self.out, self.ip.resample), self.ip)
 
     def _sizes(self, b: int, device) -> Tensor:
         return torch.tensor([list(self.out)] * b, device=device)

@@ -1,0 +1,282 @@
+"""`lmms:TASK`: lmms-eval's own task objects (0.7.3) on hub-layout copies of their data sets (tests/lmms_hub.py):
+the same prompts, options, gold and images as mirage's hand-written specs where both exist; prompts byte for byte as
+lmms-eval's doc_to_text gives them (asked of lmms-eval directly here); every condition on a tiny LLaVA-1.5 and a
+tiny Qwen2.5-VL; `--scoring generate` scored by the task's process_results and aggregation. Skipped where lmms-eval
+is not installed (`pip install -e ".[dev,lmms]"`; CI installs it)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+pytest.importorskip("lmms_eval", reason="lmms-eval is not installed (the `lmms` extra)")
+
+import lmms_hub  # noqa: E402
+from tiny_hf import word_tokenizer  # noqa: E402
+from typer.testing import CliRunner  # noqa: E402
+
+from mirage.benchmarks import load_benchmark  # noqa: E402
+from mirage.benchmarks.lmms import LmmsError, task_manager  # noqa: E402
+from mirage.cli import app  # noqa: E402
+
+OFFLINE = {"HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"}
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _offline():
+    mp = pytest.MonkeyPatch()
+    for k, v in OFFLINE.items():
+        mp.setenv(k, v)
+    yield
+    mp.undo()
+
+
+@pytest.fixture(scope="module")
+def hub(tmp_path_factory):
+    """Every task's data set in its hub layout, one folder per task."""
+    root = tmp_path_factory.mktemp("hub")
+    return {task: build(root / task) for task, build in lmms_hub.SINGLE_IMAGE.items()}
+
+
+def lmms_eval_docs(task: str, data_dir: Path, model_name: str | None = None):
+    """The reference: lmms-eval's task built by lmms-eval itself (its TaskManager over the task's folder)."""
+    from lmms_eval.tasks import TaskManager
+
+    import lmms_eval
+
+    folder = {"blink_counting": "blink", "3dsrbench": "3dsrbench"}.get(task, task)
+    tm = TaskManager(include_path=str(Path(lmms_eval.__file__).parent / "tasks" / folder), include_defaults=False,
+                     model_name=model_name)
+    obj = tm.load_task_or_group([{"task": task, "dataset_path": str(data_dir)}])[task]
+    return obj, obj.test_docs()
+
+
+# ----------------------------------------------------------------------------------------------- mirage's own specs
+
+
+@pytest.mark.parametrize("name", ["mmstar", "ai2d", "pope", "seedbench"])
+def test_same_questions_as_mirages_specs(name, tmp_path):
+    """On the spec tests' fixtures: lmms:NAME gives the spec's prompts, options, gold and images on every row both
+    keep (the SEED-Bench spec keeps image rows only; lmms-eval's seedbench asks the video rows' frames too)."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("test_specs", Path(__file__).parent / "test_specs.py")
+    specs = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(specs)
+    data = lmms_hub.add_hub_metadata(getattr(specs, f"{name}_files")(tmp_path))
+    if name == "mmstar":  # Lin-Chen/MMStar's card: one config "val" whose val split is mmstar.parquet
+        lmms_hub.readme_configs(data, {"val": {"val": "mmstar.parquet"}})
+    ours = load_benchmark(name, data_dir=str(data))
+    theirs = load_benchmark(f"lmms:{name}", data_dir=str(data))
+    kept = [q for q in theirs if len(q.images) == 1] if name == "seedbench" else list(theirs)
+    assert len(kept) == len(ours) >= 2
+    for a, b in zip(ours, kept):
+        assert (ours.prompt(a), a.choices, a.answer) == (theirs.prompt(b), b.choices, b.answer)
+        assert a.image(0).tobytes() == b.image(0).tobytes()
+    if name == "seedbench":
+        assert [len(q.images) for q in theirs] == [1, 3, 1]  # the video row: its frames
+
+
+# ----------------------------------------------------------------------------------------------- tasks mirage lacks
+
+EXPECTED = {  # (options, gold) of each task's first question, and the rule that found them
+    "mmvp": (("Open", "Closed"), 0, "prompt"),
+    "vstar_bench": (("black", "white", "red", "blue"), 2, "prompt"),
+    "mme": (("yes", "no"), 0, "yes/no"),
+    "blink_counting": (("0", "3", "2", "1"), 3, "fields"),
+    "embspatial": (("picture", "lamp", "rug", "table"), 0, "fields"),
+    "3dsrbench": (("the chair", "the table"), 1, "prompt"),
+    "seedbench_2_plus": (("10", "20", "30", "40"), 3, "prompt"),
+    "erqa": (("Left", "Right", "Up", "Down"), 1, "prompt"),
+}
+
+
+def test_prompts_options_gold_and_images_are_lmms_evals(hub):
+    for task, (options, gold, rule) in EXPECTED.items():
+        bench = load_benchmark(f"lmms:{task}", data_dir=str(hub[task]))
+        obj, docs = lmms_eval_docs(task, hub[task])
+        assert len(bench) == len(docs) >= 2, task
+        for q, doc in zip(bench, docs):
+            assert bench.prompt(q) == obj.doc_to_text(doc), task  # byte for byte
+            assert [q.image(k).tobytes() for k in range(len(q.images))] == \
+                [im.convert("RGB").tobytes() for im in obj.doc_to_visual(doc)], task
+        q = bench[0]
+        assert (q.choices, q.answer, q.meta["options_rule"]) == (options, gold, rule), task
+
+
+def test_a_task_without_options_is_refused_by_name(tmp_path):
+    data = lmms_hub.hallusion_bench(tmp_path / "hb")
+    with pytest.raises(LmmsError, match="lmms:hallusion_bench_image: cannot find the options of its questions"):
+        load_benchmark("lmms:hallusion_bench_image", data_dir=str(data))
+
+
+def test_unknown_task_missing_data_and_offline_hub_are_one_line(tmp_path):
+    runner = CliRunner()
+    base = ["eval", "--model", "demo", "--conditions", "real", "--out", str(tmp_path / "run"), "-q"]
+    out = runner.invoke(app, [*base, "--benchmark", "lmms:mmvpp"])
+    assert out.exit_code == 2 and "did you mean 'mmvp'" in out.output.replace("\n", " ")
+    out = runner.invoke(app, [*base, "--benchmark", "lmms:mmvp"])  # no --data-dir, no network
+    text = " ".join(out.output.split())
+    assert out.exit_code == 2 and "lmms:mmvp: cannot load its data from the hub" in text and "--data-dir DIR" in text
+    assert "Traceback" not in out.output
+    (tmp_path / "empty").mkdir()
+    out = runner.invoke(app, [*base, "--benchmark", "lmms:mmvp", "--data-dir", str(tmp_path / "empty")])
+    assert out.exit_code == 2 and "--data-dir must hold" in " ".join(out.output.split())
+    out = runner.invoke(app, [*base, "--benchmark", "lmms:mmvp", "--subjects", "x"])
+    assert out.exit_code == 2 and "--subjects applies to mmmu, not 'lmms:mmvp'" in out.output
+
+
+# ----------------------------------------------------------------------------------------------- models
+
+
+def save_llava(d: Path) -> str:
+    from transformers import (CLIPImageProcessor, CLIPVisionConfig, LlamaConfig, LlavaConfig,
+                              LlavaForConditionalGeneration, LlavaProcessor)
+
+    from tiny_hf import LLAVA_CHAT
+
+    tok, vocab = word_tokenizer(["<unk>", "<s>", "</s>", "<pad>", "<image>"], bos_token="<s>", eos_token="</s>",
+                                pad_token="<pad>", extra_special_tokens={"image_token": "<image>"})
+    ip = CLIPImageProcessor(size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32})
+    processor = LlavaProcessor(image_processor=ip, tokenizer=tok, patch_size=8, chat_template=LLAVA_CHAT,
+                               vision_feature_select_strategy="default", image_token="<image>",
+                               num_additional_image_tokens=1)
+    torch.manual_seed(0)
+    vision = CLIPVisionConfig(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2,
+                              image_size=32, patch_size=8)
+    text = LlamaConfig(vocab_size=len(vocab), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                       num_attention_heads=2, num_key_value_heads=1, pad_token_id=3)
+    LlavaForConditionalGeneration(LlavaConfig(vision_config=vision, text_config=text, image_token_id=4,
+                                              vision_feature_layer=-2)).save_pretrained(d)
+    processor.save_pretrained(d)
+    return str(d)
+
+
+def save_qwen25(d: Path) -> str:
+    from transformers import Qwen2_5_VLConfig, Qwen2_5_VLForConditionalGeneration
+    from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import Qwen2VLImageProcessorPil
+
+    from tiny_hf import QWEN_CHAT, QWEN_SPECIAL
+
+    tok, vocab = word_tokenizer(QWEN_SPECIAL, eos_token="<|im_end|>", pad_token="<|endoftext|>",
+                                additional_special_tokens=QWEN_SPECIAL[2:])
+    tok.chat_template = QWEN_CHAT
+    text = dict(vocab_size=len(vocab), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                num_attention_heads=2, num_key_value_heads=1, bos_token_id=1, eos_token_id=3, pad_token_id=1,
+                rope_scaling={"type": "mrope", "mrope_section": [2, 3, 3]})
+    vision = dict(depth=2, hidden_size=32, intermediate_size=64, num_heads=2, out_hidden_size=32, window_size=56,
+                  fullatt_block_indexes=[1])
+    torch.manual_seed(0)
+    Qwen2_5_VLForConditionalGeneration(Qwen2_5_VLConfig(
+        text_config=text, vision_config=vision, image_token_id=vocab["<|image_pad|>"],
+        video_token_id=vocab["<|video_pad|>"], vision_start_token_id=vocab["<|vision_start|>"],
+        vision_end_token_id=vocab["<|vision_end|>"])).save_pretrained(d)
+    tok.save_pretrained(d)
+    Qwen2VLImageProcessorPil(min_pixels=28 * 28 * 4, max_pixels=28 * 28 * 16).save_pretrained(d)
+    return str(d)
+
+
+@pytest.fixture(scope="module")
+def models(tmp_path_factory):
+    return {"llava": save_llava(tmp_path_factory.mktemp("llava")),
+            "qwen2_5_vl": save_qwen25(tmp_path_factory.mktemp("qwen25"))}
+
+
+def run_eval(tmp_path, model_dir, task, data_dir, *extra):
+    out = tmp_path / f"{Path(model_dir).name}-{task}"
+    result = CliRunner().invoke(app, ["eval", "--model", f"hf:{model_dir}", "--benchmark", f"lmms:{task}",
+                                      "--data-dir", str(data_dir), "--device", "cpu", "-q", "--out", str(out),
+                                      "--batch-size", "4", *extra])
+    assert result.exit_code == 0, result.output
+    return out, [json.loads(line) for line in (out / "results.jsonl").read_text().splitlines()]
+
+
+def test_every_condition_on_tiny_llava_and_qwen25(hub, models, tmp_path, monkeypatch):
+    """`mirage eval --benchmark lmms:T --conditions real,none,blank,wrong` on each task and both models; the prompts
+    the models are asked are lmms-eval's for their family (seedbench_2_plus has LLaVA kwargs of its own)."""
+    from mirage.models.vlm import VLM
+
+    asked: list[str] = []  # every prompt a model is asked for its answer letters
+    real_logits = VLM.choice_logits
+
+    def spy(self, prompts, visual, n_choices):
+        asked.extend(prompts)
+        return real_logits(self, prompts, visual, n_choices)
+
+    monkeypatch.setattr(VLM, "choice_logits", spy)
+    for family, model_dir in models.items():
+        for task in EXPECTED:
+            asked.clear()
+            out, rows = run_eval(tmp_path, model_dir, task, hub[task], "--conditions", "real,none,blank,wrong")
+            n = len(load_benchmark(f"lmms:{task}", data_dir=str(hub[task])))
+            assert sorted({r["source"] for r in rows}) == ["blank", "none", "real", "wrong"], (family, task)
+            assert len(rows) == 4 * n
+            obj, docs = lmms_eval_docs(task, hub[task], family)
+            assert set(asked) == {obj.doc_to_text(doc) for doc in docs}, (family, task)
+
+
+# ----------------------------------------------------------------------------------------------- --scoring generate
+
+
+def lmms_eval_metrics(task: str, data_dir: Path, responses: list[str]) -> dict:
+    """What lmms-eval's own evaluator computes from these responses: Instances through the task's filter ensembles
+    (`FilterEnsemble.apply`), process_results on the first filter's output, the YAML's aggregation per metric."""
+    from lmms_eval.api.instance import Instance
+
+    obj, docs = lmms_eval_docs(task, data_dir)
+    instances = [Instance("generate_until", (), 0, {"task": task, "doc_id": i, "repeats": 1}, resps=[r])
+                 for i, r in enumerate(responses)]
+    for ensemble in obj._filters:
+        ensemble.apply(instances, list(docs))
+    key = obj._filters[0].name
+    items: dict[str, list] = {}
+    for inst, doc in zip(instances, docs):
+        for metric, value in obj.process_results(doc, [inst.filtered_resps[key]]).items():
+            items.setdefault(metric, []).append(value)
+    return {m: agg(items[m]) for m, agg in obj.aggregation().items() if m in items}
+
+
+@pytest.mark.parametrize("task,responses", [
+    ("mmvp", ["A", "The answer is B.", "(a)"]),
+    ("mme", ["Yes", "no.", "No, there is not.", "No"]),
+    ("vstar_bench", ["C", "(A) left"]),
+    ("embspatial", ["A) picture", "B"]),
+])
+def test_generated_answers_get_lmms_evals_own_metric(hub, task, responses):
+    """The benchmark's judging adds the task's process_results to each row and `metrics` aggregates them: on the
+    same responses, the same numbers as lmms-eval's own evaluator pieces."""
+    from mirage.evaluate import benchmark_metrics
+
+    bench = load_benchmark(f"lmms:{task}", data_dir=str(hub[task]))
+    rows = []
+    for q, response in zip(bench, responses):
+        pred, answer, correct, metrics = bench.judge(q, response)
+        rows.append({"source": "real", "metrics": json.loads(json.dumps(metrics))})  # as results.jsonl keeps them
+    ours = benchmark_metrics(rows, bench)["real"]
+    theirs = lmms_eval_metrics(task, hub[task], responses)
+    assert ours == pytest.approx(theirs) and theirs
+    assert any(0 < v < 1 or v > 1 for v in theirs.values())  # not an all-or-nothing coincidence
+
+
+def test_scoring_generate_through_the_cli(hub, models, tmp_path):
+    """`--scoring generate` on a tiny Qwen2.5-VL: summary.json's `metrics` of `real` is lmms-eval's number on the
+    responses the run recorded."""
+    out, rows = run_eval(tmp_path, models["qwen2_5_vl"], "mmvp", hub["mmvp"], "--conditions", "real,blank",
+                         "--scoring", "generate")
+    summary = json.loads((out / "summary.json").read_text())
+    for source in ("real", "blank"):
+        responses = [r["response"] for r in sorted((r for r in rows if r["source"] == source),
+                                                   key=lambda r: r["question_id"])]
+        assert summary["metrics"][source] == pytest.approx(lmms_eval_metrics("mmvp", hub["mmvp"], responses))
+
+
+def test_benchmarks_lmms_lists_what_can_be_asked():
+    out = CliRunner().invoke(app, ["benchmarks", "--lmms", "--match", "m[mu][ve]*"])  # mmvp, mme, mme_cot...
+    assert out.exit_code == 0, out.output
+    lines = {line.split("│")[1].strip(): line for line in out.output.splitlines() if line.startswith("│ lmms:")}
+    assert "│ yes" in lines["lmms:mmvp"] and "│ yes" in lines["lmms:mme"]
+    assert "│ maybe" in lines["lmms:mme_cot_direct"]  # its prompts ask for no option: refused at load if none found
+    assert "multiple choice with images" in out.output

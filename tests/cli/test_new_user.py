@@ -1,0 +1,199 @@
+"""What a new user hit, round two (issue 31), each run as typed: file benchmarks named by path and content, timings
+of interrupted invocations, images the processor would read otherwise, the run lock, runs that grow, one-line
+refusals."""
+
+import json
+
+from typer.testing import CliRunner
+
+from mirage.cli import app
+
+runner = CliRunner()
+
+
+def run(*args):
+    return runner.invoke(app, [str(a) for a in args])
+
+
+def rows(out):
+    return [json.loads(x) for x in (out / "results.jsonl").read_text().splitlines()]
+
+
+def one_line(res) -> str:
+    """The refusal as one line (the console wraps at its width)."""
+    return " ".join(res.output.split())
+
+
+def write_set(questions, folder, answers=None):
+    """ShapesQA questions as a JSONL benchmark `good.jsonl` in `folder`, images beside it; `answers` replaces the
+    answer letters."""
+    folder.mkdir(parents=True, exist_ok=True)
+    lines = []
+    for i, q in enumerate(questions):
+        (folder / f"{q.id}.png").write_bytes(q.images[0])
+        lines.append(json.dumps({"id": q.id, "question": q.text, "choices": list(q.choices),
+                                 "answer": answers[i] if answers else q.answer_letter, "image": f"{q.id}.png"}))
+    path = folder / "good.jsonl"
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def test_another_file_with_the_same_name_at_the_same_out_is_refused(shapes_cli, small_bench, tmp_path):
+    qs = small_bench.questions[:4]
+    first = write_set(qs, tmp_path / "a")
+    other = write_set(qs, tmp_path / "b", answers=["A" if q.answer_letter != "A" else "B" for q in qs])
+    args = ["eval", "--model", f"demo:{shapes_cli}", "--conditions", "real", "--out", tmp_path / "r", "-q"]
+    assert run(*args, "--benchmark", f"file:{first}").exit_code == 0
+    config = json.loads((tmp_path / "r" / "config.json").read_text())
+    assert config["benchmark"] == f"file:{first.resolve()}" and len(config["benchmark_sha256"]) == 64
+    res = run(*args, "--benchmark", f"file:{other}")
+    assert res.exit_code == 2 and "different config: benchmark:" in one_line(res)
+    # the same path, its content changed: refused too
+    first.write_text(other.read_text())
+    res = run(*args, "--benchmark", f"file:{first}")
+    assert res.exit_code == 2 and "benchmark_sha256" in one_line(res)
+
+
+def test_curate_reads_a_file_benchmark_run(shapes_cli, small_bench, tmp_path, monkeypatch):
+    path = write_set(small_bench.questions[:4], tmp_path / "set")
+    monkeypatch.chdir(tmp_path)  # relative paths, as the README's loop types them
+    args = ["eval", "--model", f"demo:{shapes_cli}", "--conditions", "real,none", "-q"]
+    assert run(*args, "--benchmark", "file:set/good.jsonl", "--out", "r1").exit_code == 0
+    res = run("curate", "r1", "--out", "cur", "--min-runs", "1")
+    assert res.exit_code == 0, res.output  # was: unknown benchmark 'good'
+    assert json.loads((tmp_path / "cur" / "curation.json").read_text())["n_evaluated"] == 4
+    res = run("curate", "r1", "--out", "set")
+    assert res.exit_code == 2 and "holds the benchmark being curated" in one_line(res)
+    path.write_text(path.read_text() + "\n")  # the file changed since the run
+    res = run("curate", "r1", "--out", "cur")
+    assert res.exit_code == 2 and "has changed since the run evaluated it" in one_line(res)
+
+
+def test_a_second_process_on_one_out_is_refused_naming_the_first(shapes_cli, tmp_path):
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    out = tmp_path / "r"
+    args = ["eval", "--model", f"demo:{shapes_cli}", "--conditions", "real", "--limit", "2", "--out", out, "-q"]
+    assert run(*args).exit_code == 0
+    holder = subprocess.Popen(  # a process writing the run (as `mirage eval ... --out r` would hold it)
+        [sys.executable, "-c", "import sys, time; from mirage.runs import lock_run; sys.argv = ['mirage', 'eval', "
+         f"'--out', 'r']; lock_run('{out}'); print('held', flush=True); time.sleep(60)"],
+        stdout=subprocess.PIPE, text=True, env=os.environ | {"PYTHONPATH": os.pathsep.join(sys.path)})
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        res = run(*args)
+        assert res.exit_code == 2, res.output
+        assert f"being written by another process (pid {holder.pid} on" in one_line(res)
+        assert "mirage eval --out r" in one_line(res) and len(res.output.strip().splitlines()) <= 3
+    finally:
+        holder.send_signal(signal.SIGKILL)  # a killed writer leaves no stale lock
+        holder.wait()
+    assert run(*args).exit_code == 0
+    # rows two writers appended before the lock existed: read once each, and the run still reports
+    with open(out / "results.jsonl", "a") as f:
+        f.write((out / "results.jsonl").read_text())
+    assert run(*args).exit_code == 0
+    assert run("report", out).exit_code == 0
+
+
+def test_sixteen_bit_and_transparent_images_are_read_as_decided_and_said(shapes_cli, small_bench, tmp_path,
+                                                                          monkeypatch):
+    import numpy as np
+    from PIL import Image
+
+    import mirage.benchmarks.question as question
+
+    monkeypatch.setattr(question, "_WARNED", set())
+    qs = small_bench.questions[:2]
+    path = write_set(qs, tmp_path / "set")
+    grey = np.full((64, 64), 32768, dtype=np.uint16)  # mid-grey in 16 bits: convert("RGB") made it white
+    Image.fromarray(grey).save(tmp_path / "set" / f"{qs[0].id}.png")
+    rgba = np.zeros((64, 64, 4), dtype=np.uint8)
+    rgba[..., 0] = 200  # red, fully transparent on the left half
+    rgba[:, 32:, 3] = 255
+    Image.fromarray(rgba, "RGBA").save(tmp_path / "set" / f"{qs[1].id}.png")
+    res = run("eval", "--model", f"demo:{shapes_cli}", "--benchmark", f"file:{path}", "--conditions", "real",
+              "--out", tmp_path / "r", "-q")
+    assert res.exit_code == 0, res.output
+    said = one_line(res)
+    assert "16-bit pixels) is scaled to 8 bits" in said and "with transparency is read as lmms-eval" in said
+    from mirage.benchmarks import load_benchmark
+
+    bench = load_benchmark(f"file:{path}")
+    assert np.asarray(bench[0].image()).max() == 128  # 32768 * 255 / 65535, not 255
+    assert tuple(np.asarray(bench[1].image())[0, 0]) == (200, 0, 0)  # alpha dropped, as lmms-eval reads it
+
+
+def test_a_finished_run_grows_by_sources_and_questions_and_refuses_other_meanings(shapes_cli, tmp_path):
+    out = tmp_path / "r"
+    base = ["eval", "--model", f"demo:{shapes_cli}", "--out", out, "-q"]
+    assert run(*base, "--conditions", "real", "--limit", "2").exit_code == 0
+    before = (out / "results.jsonl").read_text()
+    res = run(*base, "--conditions", "blank", "--limit", "3")  # a condition and a question more
+    assert res.exit_code == 0, res.output
+    after = (out / "results.jsonl").read_text()
+    assert after.startswith(before)  # the rows it had are kept as they were
+    assert sorted((r["source"], r["question_id"][-1]) for r in rows(out)) == [  # what each call asked for
+        ("blank", "0"), ("blank", "1"), ("blank", "2"), ("real", "0"), ("real", "1")]
+    config = json.loads((out / "config.json").read_text())
+    assert config["conditions"] == ["real", "blank"] and config["limit"] == 3
+    assert set(json.loads((out / "summary.json").read_text())["n"]) == {"real", "blank"}
+    for flags, key in ((["--seed", "1"], "seed:"), (["--scoring", "generate"], "scoring:")):
+        res = run(*base, "--conditions", "real", "--limit", "2", *flags)
+        assert res.exit_code == 2 and key in one_line(res) and "A run takes more conditions" in one_line(res)
+
+
+def test_tracebacks_that_are_now_one_line(shapes_cli, tmp_path, monkeypatch):
+    import huggingface_hub.constants
+    import torch
+    from transformers import LlavaConfig
+
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)  # no network in tests (and none here)
+    LlavaConfig().save_pretrained(tmp_path / "llava")  # a VLM's config: enough to be told it is no causal LM
+    (tmp_path / "afile").write_text("x")
+    model = f"demo:{shapes_cli}"
+    cases = [(["eval", "--device", "gpu"], "--device 'gpu': not a device torch knows"),
+             (["eval", "--out", tmp_path / "afile" / "sub"], "a path above it is a file"),
+             (["report", tmp_path / "afile"], "is a file: give a run or study directory"),
+             (["eval", "--model", model, "--text-model", f"hf:{tmp_path / 'llava'}"], "'llava' model is not a causal"),
+             (["eval", "--model", f"hf:{tmp_path / 'llava'}", "--text-model", "demo"], "reads only ShapesQA's words"),
+             (["eval", "--model", model, "--text-model", "hf:no-such-org/no-such-lm"], "`hf download no-such-org")]
+    if not torch.cuda.is_available():
+        cases.append((["eval", "--device", "cuda"], "--device cuda: this torch was built without CUDA"))
+    for args, message in cases:
+        out = [] if "--out" in args or args[0] == "report" else ["--out", tmp_path / "r"]
+        res = run(*args, *out, "--limit", "2", "-q") if args[0] == "eval" else run(*args)
+        assert res.exit_code == 2 and message in one_line(res), (args, res.output)
+        assert "Traceback" not in res.output
+        assert not (tmp_path / "r").exists(), args  # a failed start leaves no config-only directory
+
+
+def test_optimize_caps_its_batch_skips_imageless_questions_and_reads_a_bom(shapes_cli, small_bench, tmp_path):
+    path = write_set(small_bench.questions[:3], tmp_path / "set")
+    lines = path.read_text().splitlines()
+    lines[2] = json.dumps({k: v for k, v in json.loads(lines[2]).items() if k != "image"})  # a text-only question
+    path.write_bytes(b"\xef\xbb\xbf" + ("\n".join(lines) + "\n").encode())  # as Excel writes UTF-8
+    res = run("optimize", "--model", f"demo:{shapes_cli}", "--benchmark", f"file:{path}", "--input", "pixels",
+              "--batch-size", "100000000", "--steps", "1", "--out", tmp_path / "r", "-q")
+    assert res.exit_code == 0, res.output  # was: 4.9 TB asked for, and "need at least one array to stack"
+    assert "skipped 1 of 3 questions without an image" in one_line(res)
+    assert {r["question_id"] for r in rows(tmp_path / "r")} == {q.id for q in small_bench.questions[:2]}
+    # a truncated image is refused when the set is loaded, not midway through every resume
+    png = tmp_path / "set" / f"{small_bench.questions[0].id}.png"
+    png.write_bytes(png.read_bytes()[:200])
+    res = run("eval", "--benchmark", f"file:{path}", "--out", tmp_path / "e", "-q")
+    assert res.exit_code == 2 and "line 1" in one_line(res) and "cannot read image file" in one_line(res)
+
+
+def test_ctrl_c_of_a_study_counts_the_rows_of_its_benchmarks(tmp_path):
+    from mirage.cli.common import kept
+
+    (tmp_path / "config.json").write_text("{}")
+    (tmp_path / "shapes").mkdir()
+    (tmp_path / "shapes" / "config.json").write_text("{}")
+    (tmp_path / "shapes" / "results.jsonl").write_text(
+        "".join(json.dumps({"question_id": f"q{i}", "source": "real"}) + "\n" for i in range(3)))
+    assert kept(tmp_path).startswith(f"3 finished rows kept in {tmp_path} (shapes)")  # was: 0
