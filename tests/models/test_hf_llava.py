@@ -328,12 +328,21 @@ def test_none_condition_and_the_processor_path(llava_crop, llava_dir, bench):
                                llava.choice_logits(prompts, Visual.none(), n), atol=1e-4, rtol=1e-4)
 
 
-def test_soft_prompt_is_the_text_only_turn_with_free_vectors(llava, bench, tmp_path):
+def test_soft_prompt_is_the_text_only_turn_with_free_vectors(llava, llava_crop, bench, tmp_path):
     """A soft prompt on LLaVA's text path: the `none` prompt's ids (no image token), its vectors right after
-    "USER:" where the image would stand; letter logits equal transformers' own forward on those input embeddings,
-    row by row, while mirage batches rows of different lengths. Per-question and universal soft prompts run."""
+    "USER:" where the image would stand (in llava-hf's template and in the official vicuna_v1 conversation); letter
+    logits equal transformers' own forward on those input embeddings, row by row, while mirage batches rows of
+    different lengths. Per-question and universal soft prompts run."""
     from mirage.models.chat import image_turn
     from mirage.models.vlm import SOFT
+
+    official, llava = llava, llava_crop  # the comparison below runs llava-hf's template
+    qs = bench.questions[:2]
+    vectors = torch.zeros(2, 5, official.model.config.text_config.hidden_size)
+    ids, mask, _, _, layout = official.prepare([bench.prompt(q) for q in qs], Visual(SOFT, vectors))
+    for row in range(2):  # vicuna_v1: "<system words> USER: <the vectors> <question> ASSISTANT:"
+        at = int(layout.where[row].nonzero()[0, 0])
+        assert official.tokenizer.convert_ids_to_tokens(ids[row, at - 2 : at].tolist()) == ["USER", ":"]
 
     qs = bench.questions[:3]
     prompts = [bench.prompt(q) for q in qs]
