@@ -19,9 +19,23 @@ _EXPORTS = {"Benchmark": "benchmarks", "Question": "benchmarks", "load_benchmark
 __all__ = sorted(_EXPORTS) + ["__version__"]
 
 
+# What runs a model: the first use of one applies the CLI's thread policy (`threads.apply_threads`: the cores this
+# process may use and others leave idle; OMP_NUM_THREADS or MIRAGE_THREADS, when set, stand), which the Python API
+# otherwise lacked (the README's `mirage.evaluate` took 86 s on a busy 2-core machine, 18.8 s with one thread).
+_RUNS_MODELS = {"evaluate", "load_model", "study"}
+_THREADS: list[int | None] = []
+
+
 def __getattr__(name: str):
     if name not in _EXPORTS:
         raise AttributeError(f"module 'mirage' has no attribute {name!r}")
+    if name in _RUNS_MODELS and not _THREADS:
+        import os
+
+        from .threads import apply_threads
+
+        given = os.environ.get("MIRAGE_THREADS")
+        _THREADS.append(apply_threads(int(given) if given else None))
     value = getattr(importlib.import_module(f".{_EXPORTS[name]}", __name__), name)
     globals()[name] = value
     return value

@@ -1,4 +1,6 @@
-"""MMStar's image-free measures from result rows: S_v (`real`), S_wv (`none`: the VLM with no image at all), S_t
+"""Measures of where a score comes from, read from result rows.
+
+MMStar's image-free measures: S_v (`real`), S_wv (`none`: the VLM with no image at all), S_t
 (`text-model`: its base LLM on the text), multi-modal gain MG = S_v - S_wv and multi-modal leakage
 ML = max(0, S_wv - S_t), each with a 95% interval over questions, overall and per question type.
 
@@ -7,16 +9,22 @@ left out. ML's interval is the paired interval of S_wv - S_t with both ends clip
 
 `soft_prompt_control`: crafted inputs against the soft prompt of their scope (free vectors in the text-only prompt
 with the same optimizer, steps and seeds) and against blank, with paired intervals and the steps each question took.
+
+The Multi-modal Data Spectrum's decomposition (`shuffle_decomposition`): accuracy with the pair as given (`real`),
+with the image alone (`image-only`: another question's words), with the text alone (`wrong`: another question's
+image) and with neither (`both`), beside chance, and the differences a reader wants from them, each with a paired
+interval on the questions both terms have.
 """
 
 from __future__ import annotations
 
-from typing import Iterable
+from typing import Iterable, Mapping
 
 import numpy as np
 
 from .sources import SCOPES, SOFT_PROMPT, TEXT_MODEL, optimized, parse_source
-from .stats import INTERVALS, accuracy_ci, paired_difference, paired_difference_ci
+from .stats import (INTERVALS, MEAN_INTERVAL, accuracy_ci, paired_difference, paired_difference_ci,
+                    paired_mean_difference_ci)
 
 SOURCES = {"S_v": "real", "S_wv": "none", "S_t": TEXT_MODEL}
 MEASURES = ("S_v", "S_wv", "S_t", "MG", "ML")
@@ -166,15 +174,15 @@ def soft_prompt_control(rows: Iterable[dict]) -> dict | None:
 
 
 def text_only_match(table: Iterable[dict]) -> list[dict]:
-    """Universal crafted inputs trained on a benchmark with no image at all (`text_only` lines of a study's table)
+    """Universal crafted inputs trained on a benchmark with no image at all (`no_images` lines of a study's table)
     beside the same kind of input on each vision benchmark: their gains over blank (paired intervals, from each
     benchmark's summary) and whether they match (the two 95% intervals overlap). A crafted input that gains as much
-    where there is nothing to see is a prompt, not vision. Lines: {"source", "text_only", "vision", "gain_text_only",
+    where there is nothing to see is a prompt, not vision. Lines: {"source", "no_images", "vision", "gain_no_images",
     "gain_vision", "match", "sentence"}."""
     lines = list(table)
     out = []
-    for t in (line for line in lines if line.get("text_only")):
-        for v in (line for line in lines if not line.get("text_only")):
+    for t in (line for line in lines if line.get("no_images")):
+        for v in (line for line in lines if not line.get("no_images")):
             for source, gt in (t.get("universal_gain") or {}).items():
                 gv = (v.get("universal_gain") or {}).get(source)
                 if gv is None or None in (*gt["ci95"], *gv["ci95"]):
@@ -187,6 +195,107 @@ def text_only_match(table: Iterable[dict]) -> list[dict]:
                           "no evidence that the model uses vision." if match else
                           f"differs from its gain on {v['benchmark']}, {_fmt(gv)} (the 95% intervals do not "
                           "overlap).")
-                out.append({"source": source, "text_only": t["benchmark"], "vision": v["benchmark"],
-                            "gain_text_only": gt, "gain_vision": gv, "match": match, "sentence": words})
+                out.append({"source": source, "no_images": t["benchmark"], "vision": v["benchmark"],
+                            "gain_no_images": gt, "gain_vision": gv, "match": match, "sentence": words})
     return out
+# The four conditions of the decomposition, by what the model has of the question's own pair.
+SHUFFLE_SOURCES = {"pair": "real", "image_only": "image-only", "text_only": "wrong", "neither": "both"}
+# The differences: what the image adds to the text, what the text adds to the image, the pair beyond either alone
+# (correct with the pair minus correct with the image alone or the text alone, per question).
+SHUFFLE_DIFFERENCES = {"image_adds": ("pair", "text_only"), "text_adds": ("pair", "image_only"),
+                       "pair_beyond": ("pair", "either_alone")}
+SHUFFLE_MEASURES = (*SHUFFLE_SOURCES, *SHUFFLE_DIFFERENCES)
+SHUFFLE_NAMES = {"pair": "pair", "image_only": "image alone", "text_only": "text alone", "neither": "neither",
+                 "image_adds": "image adds to text", "text_adds": "text adds to image",
+                 "pair_beyond": "pair beyond either alone", "chance": "chance"}
+
+
+def _shuffle_block(correct: dict[str, dict[str, bool]], qids: set[str], chance: Mapping[str, float]) -> dict:
+    out = {m: _score(correct[m], qids) for m in SHUFFLE_SOURCES if m in correct and qids & correct[m].keys()}
+    if "image_only" in correct and "text_only" in correct:
+        shared = correct["image_only"].keys() & correct["text_only"].keys()
+        correct = {**correct, "either_alone": {q: correct["image_only"][q] or correct["text_only"][q] for q in shared}}
+    for m, (a, b) in SHUFFLE_DIFFERENCES.items():
+        if a in correct and b in correct:
+            d = _difference(correct[a], correct[b], qids, clip=False)
+            if d["n"]:
+                out[m] = d
+    known = sorted(q for q in qids if q in chance)
+    if known:
+        out["chance"] = {"n": len(known), "value": _r(sum(chance[q] for q in known) / len(known))}
+    return out
+
+
+def shuffle_decomposition(rows: Iterable[dict], chance: Mapping[str, float] | None = None) -> dict | None:
+    """{"pair", "image_only", "text_only", "neither" (those whose sources exist): {"n", "value", "ci95"}; "image_adds"
+    (pair - text alone), "text_adds" (pair - image alone), "pair_beyond" (pair - correct with either alone):
+    {"n", "value", "ci95"} paired; "chance" (mean of `chance`, question id -> 1/options): {"n", "value"}; "by_type":
+    {type: the same}; "sources", "intervals"}. None unless the rows hold `image-only` or `both`."""
+    source_of = {s: m for m, s in SHUFFLE_SOURCES.items()}
+    correct: dict[str, dict[str, bool]] = {}
+    types: dict[str, str] = {}
+    for r in rows:
+        if r["source"] in source_of:
+            correct.setdefault(source_of[r["source"]], {})[r["question_id"]] = bool(r["correct"])
+            types.setdefault(r["question_id"], r.get("type", ""))
+    if not {"image_only", "neither"} & correct.keys():
+        return None
+    chance = chance or {}
+    out = _shuffle_block(correct, set(types), chance)
+    by_type = {}
+    for t in sorted(set(types.values()), key=str):
+        block = _shuffle_block(correct, {q for q, qt in types.items() if qt == t}, chance)
+        if block:
+            by_type[t] = block
+    return {**out, "by_type": by_type, "sources": dict(SHUFFLE_SOURCES), "intervals": dict(INTERVALS)}
+
+
+# Every measure as a per-question score from each source's correctness (1/0): an accuracy (one source) or a
+# difference of two (MG, ML before clipping, the shuffle differences), for comparing two runs question by question.
+PER_QUESTION = {
+    "S_v": ("real",), "S_wv": ("none",), "S_t": (TEXT_MODEL,), "MG": ("real", "none"), "ML": ("none", TEXT_MODEL),
+    "image_only": ("image-only",), "text_only": ("wrong",), "neither": ("both",),
+    "image_adds": ("real", "wrong"), "text_adds": ("real", "image-only"), "pair_beyond": ("real", "image-only|wrong"),
+}
+
+
+def _per_question(rows: Iterable[dict]) -> dict[str, dict[str, float]]:
+    correct: dict[str, dict[str, float]] = {}
+    for r in rows:
+        correct.setdefault(r["source"], {})[r["question_id"]] = float(bool(r["correct"]))
+    if "image-only" in correct and "wrong" in correct:  # right with the image alone or the text alone
+        io, w = correct["image-only"], correct["wrong"]
+        correct["image-only|wrong"] = {q: max(io[q], w[q]) for q in io.keys() & w.keys()}
+    return correct
+
+
+def _scores(correct: dict[str, dict[str, float]], terms: tuple[str, ...]) -> dict[str, float]:
+    if not all(t in correct for t in terms):
+        return {}
+    if len(terms) == 1:
+        return correct[terms[0]]
+    a, b = correct[terms[0]], correct[terms[1]]
+    return {q: a[q] - b[q] for q in a.keys() & b.keys()}
+
+
+def run_difference(rows_a: Iterable[dict], rows_b: Iterable[dict]) -> dict:
+    """Every measure of run B minus the same measure of run A on the questions both have (the same questions asked
+    another way, e.g. in another prompt): {measure: {"n", "a", "b", "difference", "ci95"}} for each source's
+    accuracy (by source name) and each measure of `PER_QUESTION` (ML unclipped, S_wv - S_t); accuracies get
+    Newcombe's paired interval, differences of differences a paired t interval (`intervals`)."""
+    ca, cb = _per_question(rows_a), _per_question(rows_b)
+    sources = [s for s in ca if s in cb and "|" not in s]
+    terms = {**{s: (s,) for s in sources}, **PER_QUESTION}
+    out: dict = {}
+    for name, t in terms.items():
+        a, b = _scores(ca, t), _scores(cb, t)
+        qs = sorted(a.keys() & b.keys(), key=str)
+        if not qs:
+            continue
+        xa, xb = [a[q] for q in qs], [b[q] for q in qs]
+        binary = len(t) == 1
+        d, lo, hi = (paired_difference_ci([bool(x) for x in xb], [bool(x) for x in xa]) if binary
+                     else paired_mean_difference_ci(xb, xa))
+        out[name] = {"n": len(qs), "a": _r(sum(xa) / len(qs)), "b": _r(sum(xb) / len(qs)), "difference": _r(d),
+                     "ci95": [_r(lo), _r(hi)]}
+    return {"measures": out, "intervals": {"accuracy": INTERVALS["difference"], "difference": MEAN_INTERVAL}}

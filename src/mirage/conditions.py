@@ -39,6 +39,13 @@ NONE = "none"
 WORDS_META = ("hint", "unit")
 OPTION_MARKERS = ("Choices:", "Options:")
 ASKED_KEY = "asked"  # Question.meta: where the words came from (copied into the question's rows)
+# `caption:<captioner>`: the model answers from a caption of the image (made by `captions.make_captions` with this
+# fixed prompt, recorded in config.json) put before the question's text, with no image.
+CAPTION_PREFIX = "caption:"
+CAPTION_PROMPT = "Describe this image in detail."
+CAPTION_TEMPLATE = "Image description: {caption}\n{question}"
+CAPTION_TOKENS = 128  # the longest caption generated, in tokens
+CAPTIONERS = "self (the evaluated model), a model spec (hf:ID, demo), file:PATH (captions by question id)"
 
 
 @dataclass(frozen=True)
@@ -298,10 +305,36 @@ def _file_condition(spec: str) -> Condition:
     return Condition(spec, make)
 
 
+def with_caption(question: Question, caption: str, captioner: str) -> Question:
+    """`question` asked with `caption` before its text (CAPTION_TEMPLATE), for a model given no image."""
+    text = CAPTION_TEMPLATE.format(caption=caption, question=question.text)
+    return replace(question, text=text, meta={**question.meta, ASKED_KEY: {"caption_by": captioner}})
+
+
+def _caption_condition(spec: str) -> Condition:
+    captioner = spec[len(CAPTION_PREFIX):]
+    kind, _, rest = captioner.partition(":")
+    if captioner != "self" and (kind not in ("file", "hf", "demo") or (kind in ("file", "hf") and not rest)):
+        raise UsageError(f"condition {spec!r}: unknown captioner {captioner!r} (allowed: {CAPTIONERS})")
+    if kind == "file" and not Path(rest).is_file():
+        raise UsageError(f"condition {spec!r}: caption file {rest!r} does not exist")
+
+    def words(question: Question, ctx: ConditionContext) -> Question:
+        caption = ctx.captions.get(captioner, {}).get(question.id)
+        if caption is None:
+            raise MirageError(f"condition {spec!r}: no caption of question {question.id!r} was made")
+        return with_caption(question, caption, captioner)
+
+    return Condition(spec, none, needs_image=True, words=words, image_free=True, captioner=captioner)
+
+
 def get_condition(spec: str) -> Condition:
-    """The condition named `spec`: a registered name such as "blur", or "file:PATH" (PATH relative to the cwd)."""
+    """The condition named `spec`: a registered name such as "blur", "file:PATH" (PATH relative to the cwd), or
+    "caption:CAPTIONER" (self, hf:ID, demo, file:PATH)."""
     if spec.startswith(FILE_PREFIX):
         return _file_condition(spec)
+    if spec.startswith(CAPTION_PREFIX):
+        return _caption_condition(spec)
     return CONDITIONS.get(spec)
 
 

@@ -9,7 +9,7 @@ def summary_table(summary: dict, title: str | None = None) -> Table:
     """Source, n, accuracy, 95% interval, per question type, and the paired test against `real`."""
     types = sorted({t for by in summary.get("by_type", {}).values() for t in by})
     table = Table(title=title)
-    for col in ("source", "n", "accuracy", "95% CI", *types, "vs real (p)"):
+    for col in ("source", "n", "accuracy", "95% CI", *(t or "(no type)" for t in types), "vs real (p)"):
         table.add_column(col, justify="left" if col == "source" else "right")
     for src, n in summary["n"].items():
         lo, hi = summary["ci95"][src]
@@ -30,17 +30,29 @@ def _cell(m: dict | None, signed: bool = False) -> str:
 
 
 def study_table(table: list[dict], title: str | None = None) -> Table:
-    """The cross-benchmark table of a study: per benchmark S_v, S_wv, S_t, MG, ML and the best crafted input
-    against real, each with its 95% interval."""
+    """The cross-benchmark table of a study: per benchmark S_v, S_wv, S_t, MG, ML, the shuffle decomposition (image
+    alone, text alone, neither, and the differences) and the best crafted input against real, each with its 95%
+    interval."""
+    from .blind import SHUFFLE_NAMES
+
     out = Table(title=title)
-    for col in ("benchmark", "S_v", "S_wv", "S_t", "MG", "ML", "best crafted input", "minus real"):
+    shuffles = [m for m in STUDY_SHUFFLE if any(m in (line.get("shuffle") or {}) for line in table)]
+    for col in ("benchmark", "S_v", "S_wv", "S_t", "MG", "ML", *(SHUFFLE_NAMES[m] for m in shuffles),
+                "best crafted input", "minus real"):
         out.add_column(col, justify="left" if col in ("benchmark", "best crafted input") else "right")
     for line in table:
         best = line.get("best_crafted") or {}
+        shuffle = line.get("shuffle") or {}
         out.add_row(line["benchmark"], *(_cell(line.get(m)) for m in ("S_v", "S_wv", "S_t")),
                     *(_cell(line.get(m), signed=True) for m in ("MG", "ML")),
+                    *(_cell(shuffle.get(m), signed=m in STUDY_SHUFFLE[3:]) for m in shuffles),
                     f"{best['source']} {_cell(best)}" if best else "", _cell(best.get("vs_real"), signed=True))
     return out
+
+
+# the shuffle decomposition's columns of the study table (the pair is S_v): image alone, text alone, neither, and
+# the three paired differences
+STUDY_SHUFFLE = ("image_only", "text_only", "neither", "image_adds", "text_adds", "pair_beyond")
 
 
 def blind_table(blind: dict, title: str = "image-free measures (MMStar)") -> Table:
@@ -73,6 +85,49 @@ def soft_prompt_table(control: dict, title: str = "crafted inputs against the so
                           _cell(e.get("vs_soft"), signed=True),
                           "" if "within_soft" not in e else ("yes" if e["within_soft"] else "no"),
                           f"{steps['median']:g}" if steps else "")
+    return table
+
+
+def shuffle_table(shuffle: dict, title: str = "where the score comes from (Multi-modal Data Spectrum)") -> Table:
+    """Accuracy with the pair, the image alone, the text alone, neither, chance, and the paired differences (image
+    adds to text, text adds to image, pair beyond either alone) with their 95% intervals, overall and per type."""
+    from .blind import SHUFFLE_MEASURES, SHUFFLE_NAMES
+
+    measures = [m for m in (*SHUFFLE_MEASURES[:4], "chance", *SHUFFLE_MEASURES[4:])
+                if m in shuffle or any(m in b for b in shuffle["by_type"].values())]
+    table = Table(title=title, caption="pair: real; image alone: image-only (another question's words); text alone: "
+                  "wrong (another question's image); neither: both. Differences paired (Newcombe); pair beyond "
+                  "either alone = pair - correct with the image alone or the text alone")
+    for m in ("questions", *measures):
+        table.add_column(SHUFFLE_NAMES.get(m, m), justify="left" if m == "questions" else "right")
+
+    def cell(b: dict, m: str) -> str:
+        if m not in b:
+            return ""
+        if m == "chance":
+            return f"{b[m]['value']:.3f}"
+        lo, hi = b[m]["ci95"]
+        sign = "+" if m not in SHUFFLE_MEASURES[:4] else ""
+        return f"{b[m]['value']:{sign}.3f}\n[{lo:{sign}.3f}, {hi:{sign}.3f}]"
+
+    table.add_row("all", *(cell(shuffle, m) for m in measures))
+    for t, b in shuffle["by_type"].items():
+        table.add_row(t, *(cell(b, m) for m in measures))
+    return table
+
+
+def difference_table(difference: dict, first: str, second: str, title: str | None = None) -> Table:
+    """Every measure under two runs (two prompt variants) and its difference, second minus first, with its paired
+    95% interval (`blind.run_difference`)."""
+    table = Table(title=title, caption=f"accuracies: {difference['intervals']['accuracy']}; differences of "
+                                       f"differences (MG, ML, ...): {difference['intervals']['difference']}")
+    for col in ("measure", "n", first, second, f"{second} - {first}"):
+        table.add_column(col, justify="left" if col == "measure" else "right")
+    for name, m in difference["measures"].items():
+        lo, hi = m["ci95"]
+        table.add_row(name, str(m["n"]), f"{m['a']:+.3f}" if m["a"] < 0 else f"{m['a']:.3f}",
+                      f"{m['b']:+.3f}" if m["b"] < 0 else f"{m['b']:.3f}",
+                      f"{m['difference']:+.3f} [{lo:+.3f}, {hi:+.3f}]")
     return table
 
 

@@ -11,7 +11,7 @@ from typing import Callable, Sequence
 import torch
 
 from .benchmarks.question import LETTERS, Benchmark, Question
-from .blind import blind_measures, soft_prompt_control
+from .blind import blind_measures, shuffle_decomposition, soft_prompt_control
 from .conditions import ASKED_KEY, Condition, ConditionContext, parse_conditions
 from .distributed import SINGLE, World
 from .environment import model_environment
@@ -191,15 +191,28 @@ def evaluate_conditions(model: VLM, benchmark: Benchmark, conditions: Sequence[C
     benchmark = benchmark.for_model(model)
     check_prompts(model, benchmark, world=world)
     if run:
-        run.annotate(**model_environment(model))
+        run.annotate(**model_environment(model), prompt=benchmark.prompt_name)
     # a condition built from the question's own image has nothing to show for a text-only question
     shown = {c.name: [q for q in world.shard(benchmark.questions) if q.images or not c.needs_image]
              for c in conditions}
-    ctx = ConditionContext(benchmark, seed)
+    ctx = ConditionContext(benchmark, seed, captions=_captions(model, conditions, shown, run, batch_size, quiet,
+                                                              world))
     # each condition's questions as the model is asked them (words, options, gold) and their images
     sources = [(c.name, [c.ask(q, ctx) for q in shown[c.name]], lambda batch, c=c: c.visual(model, batch, ctx))
                for c in conditions]
     return _score_sources(model, benchmark, sources, seed, batch_size, run, quiet, scoring, workers)
+
+
+def _captions(model: VLM, conditions: Sequence[Condition], shown: dict, run: RunDir | None, batch_size: int,
+              quiet: bool, world: World) -> dict[str, dict[str, str]]:
+    """The captions the `caption:` conditions answer from, by captioner: made once (cached in the run)."""
+    out = {}
+    for cap in dict.fromkeys(c.captioner for c in conditions if c.captioner):
+        from .captions import make_captions
+
+        qs = list({q.id: q for c in conditions if c.captioner == cap for q in shown[c.name]}.values())
+        out[cap] = make_captions(cap, model, qs, run, batch_size, quiet, world)
+    return out
 
 
 def evaluate_text_model(lm: VLM, benchmark: Benchmark, *, seed: int = 0, batch_size: int = 32,
@@ -238,9 +251,15 @@ def skipped(benchmark: Benchmark, conditions: Sequence[Condition]) -> dict[str, 
     return {c.name: n for c in conditions if c.needs_image and n}
 
 
+def chance(benchmark: Benchmark) -> dict[str, float]:
+    """Each multiple-choice question's chance of a right answer by a uniform guess (1 / its options), by id."""
+    return {q.id: 1.0 / len(q.choices) for q in benchmark if q.kind == "mc"}
+
+
 def summarize_conditions(rows: list[dict], benchmark: Benchmark, conditions: Sequence[Condition]) -> dict:
-    """`stats.summarize`, `blind` (S_v, S_wv, S_t, MG, ML) where `none` or `text-model` rows exist, `soft_prompt`
-    (crafted inputs against the soft-prompt control) where soft-prompt rows exist, and
+    """`stats.summarize`, `blind` (S_v, S_wv, S_t, MG, ML) where `none` or `text-model` rows exist, `shuffle` (the
+    Multi-modal Data Spectrum's decomposition) where `image-only` or `both` rows exist, `soft_prompt` (crafted inputs
+    against the soft-prompt control) where soft-prompt rows exist, `no_images` for a benchmark with no image, and
     `skipped_no_image` where conditions had nothing to show for text-only questions."""
     summary = summarize(rows)
     if any("circular" in r for r in rows):  # a question counts once, correct only when every rotation is
@@ -257,7 +276,10 @@ def summarize_conditions(rows: list[dict], benchmark: Benchmark, conditions: Seq
     if control:  # crafted inputs against the soft prompt of their scope
         summary["soft_prompt"] = control
     if benchmark.questions and not any(q.images for q in benchmark):
-        summary["text_only"] = True  # nothing to see: a crafted input's gain here is a prompt's (blind.text_only_match)
+        summary["no_images"] = True  # nothing to see: a crafted input's gain here is a prompt's (blind.text_only_match)
+    shuffle = shuffle_decomposition(rows, chance(benchmark))
+    if shuffle:
+        summary["shuffle"] = shuffle
     if skipped(benchmark, conditions):
         summary["skipped_no_image"] = skipped(benchmark, conditions)
     unknown = {r["question_id"]: r["unknown_words"] for r in rows if r.get("unknown_words")}
@@ -278,26 +300,35 @@ def benchmark_metrics(rows: list[dict], benchmark: Benchmark) -> dict:
 
 
 def eval_config(model_name: str, benchmark: Benchmark, conditions: Sequence[Condition], seed: int,
-                limit: int | None, batch_size: int, scoring: str = "letter", text_model: str | None = None) -> dict:
+                limit: int | None, batch_size: int, scoring: str = "letter", text_model: str | None = None,
+                prompt: str | None = None) -> dict:
     """What identifies an evaluation run (batch size may change on resume)."""
     config = {"command": "eval", "model": model_name, **benchmark.identity(), "split": benchmark.split,
               "limit": limit, "n_questions": len(benchmark), "conditions": [c.name for c in conditions], "seed": seed,
               "batch_size": batch_size, "scoring": scoring}
     if text_model:  # only when given, so runs written before --text-model existed still resume
         config["text_model"] = text_model
+    if prompt:  # --prompt (lmms-eval, model, official); the prompt it resolves to is in `environment.prompt`
+        config["prompt"] = prompt
+    if any(c.captioner for c in conditions):  # the fixed prompt the captions were made with
+        from .captions import caption_settings
+
+        config["captions"] = caption_settings()
     return config
 
 
 def evaluate(model: VLM, benchmark: Benchmark, conditions: str | Sequence[str] = "real", *, seed: int = 0,
              batch_size: int = 32, out: str | Path | None = None, overwrite: bool = False,
-             quiet: bool = True, text_model: VLM | None = None) -> EvalResult:
+             quiet: bool = True, text_model: VLM | None = None, prompt: str | None = None) -> EvalResult:
     """Evaluate `model` on `benchmark` under `conditions` (and `text_model`, a `models.text_lm.TextLM`, on the same
-    prompts: rows `text-model`); with `out`, a resumable run directory is kept there."""
+    prompts: rows `text-model`), asked in prompt variant `prompt` (`Benchmark.with_prompt`; None: the benchmark's
+    own); with `out`, a resumable run directory is kept there."""
     conds = parse_conditions(conditions)
+    benchmark = benchmark.with_prompt(prompt, model)
     run = None
     if out is not None:
         config = eval_config(getattr(model, "name_or_path", type(model).__name__), benchmark, conds, seed, None,
-                             batch_size, text_model=getattr(text_model, "name_or_path", None))
+                             batch_size, text_model=getattr(text_model, "name_or_path", None), prompt=prompt)
         run = RunDir.open(out, config, overwrite=overwrite)
     rows = evaluate_conditions(model, benchmark, conds, seed=seed, batch_size=batch_size, run=run, quiet=quiet)
     if text_model is not None:

@@ -28,8 +28,9 @@ ARTIFACTS = "artifacts"
 # saliency's rows and summary (experiments.saliency): rows without `correct`, so beside results.jsonl, not in it
 SALIENCY_ROWS = "saliency.jsonl"
 SALIENCY_SUMMARY = "saliency-summary.json"
+CAPTIONS = "captions.jsonl"  # the `caption:` conditions' captions (mirage.captions), made once
 # what a run writes beside config.json, rank files and artifacts/: what --overwrite discards
-OUTPUTS = (RESULTS, TIMINGS, SUMMARY, SALIENCY_ROWS, SALIENCY_SUMMARY)
+OUTPUTS = (RESULTS, TIMINGS, SUMMARY, SALIENCY_ROWS, SALIENCY_SUMMARY, CAPTIONS)
 
 _MISSING = "<missing>"
 
@@ -94,8 +95,8 @@ def _more(a, b):
 
 def _grown(old: dict, new: dict) -> tuple[dict, list[str]]:
     """A run grows instead of being refused where the new call only adds rows whose keys the run does not have yet
-    (rows are keyed by question and source): more conditions, a text model where it had none, more questions of an
-    evaluation. Returns the run's config after this call (old, grown) and the keys left to compare as they are;
+    (rows are keyed by question and source): more conditions, a text model where it had none, captions where it had
+    none (the `caption:` conditions' settings), more questions of an evaluation. Returns the run's config after this call (old, grown) and the keys left to compare as they are;
     anything that would change what existing rows mean (model, seed, prompt, scoring, preprocessing, another text
     model) stays in the comparison and is refused."""
     merged, grew = dict(old), []
@@ -106,6 +107,10 @@ def _grown(old: dict, new: dict) -> tuple[dict, list[str]]:
         if new.get("text_model") is not None:
             merged["text_model"] = new["text_model"]
         grew.append("text_model")
+    if old.get("captions") is None or new.get("captions") in (None, old.get("captions")):  # caption: conditions
+        if new.get("captions") is not None:
+            merged["captions"] = new["captions"]
+        grew.append("captions")
     if old.get("command") == new.get("command") == "eval":  # an evaluation's questions are independent
         merged["limit"] = _more(old.get("limit"), new.get("limit"))
         merged["n_questions"] = max(old.get("n_questions", 0), new.get("n_questions", 0))
@@ -275,7 +280,7 @@ class RunDir:
         # Only our own outputs: the directory may hold files the user put there.
         for name in OUTPUTS:  # a new run's timings log starts empty too
             (self.path / name).unlink(missing_ok=True)
-        for f in self.rank_files():
+        for f in [*self.rank_files(), *self.path.glob("captions.rank*.jsonl")]:
             f.unlink()
         if self.artifacts_dir.is_dir():
             shutil.rmtree(self.artifacts_dir)

@@ -18,7 +18,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Sequence
 
-from .conditions import CONDITIONS, FILE_PREFIX
+from .conditions import CAPTION_PREFIX, CONDITIONS, FILE_PREFIX
 
 SCOPES = ("question", "universal")
 START = "from"  # `-from-<start>`: where an input's optimization started, when not at its random start
@@ -146,7 +146,7 @@ class SourceInfo:
 
 def parse_source(name: str) -> SourceInfo:
     """Classify a source name (unknown shapes fall in the `other` group rather than failing)."""
-    if name in CONDITIONS or name.startswith(FILE_PREFIX):
+    if name in CONDITIONS or name.startswith((FILE_PREFIX, CAPTION_PREFIX)):
         return SourceInfo(name, "condition")
     stem, suffix = name, None
     for s in SUFFIXES:

@@ -13,6 +13,8 @@ PAIRED_BASELINES = ("real", "blank")
 # What summary.json and the report name as the interval methods.
 INTERVALS = {"accuracy": "Wilson score interval",
              "difference": "Newcombe hybrid score interval for paired proportions (1998, method 10)"}
+# a difference of two differences (a measure such as MG under two prompts): per-question scores in {-1, 0, 1}
+MEAN_INTERVAL = "Student t interval on the per-question differences (paired)"
 
 
 def _z(level: float) -> float:
@@ -67,6 +69,26 @@ def paired_difference_ci(a: Sequence[bool], b: Sequence[bool], level: float = 0.
     lo = d - math.sqrt(max(0.0, (p1 - l1) ** 2 - 2 * phi * (p1 - l1) * (u2 - p2) + (u2 - p2) ** 2))
     hi = d + math.sqrt(max(0.0, (u1 - p1) ** 2 - 2 * phi * (u1 - p1) * (p2 - l2) + (p2 - l2) ** 2))
     return (d, max(-1.0, lo), min(1.0, hi))
+
+
+def paired_mean_difference_ci(a: Sequence[float], b: Sequence[float], level: float = 0.95
+                              ) -> tuple[float, float, float]:
+    """(mean of a - mean of b, lo, hi) for per-question scores that are not 0/1 (a difference of two accuracies per
+    question, in {-1, 0, 1}) on the same questions: Student's t interval on the per-question differences, clipped
+    to the scores' possible range. nans when empty; a zero-width interval when every difference is equal."""
+    if len(a) != len(b):
+        raise ValueError(f"paired outcomes need equal lengths, got {len(a)} and {len(b)}")
+    n = len(a)
+    if n == 0:
+        return (math.nan, math.nan, math.nan)
+    d = np.asarray(a, dtype=float) - np.asarray(b, dtype=float)
+    mean = float(d.mean())
+    if n == 1:
+        return (mean, -2.0, 2.0)
+    from scipy.stats import t
+
+    half = float(t.ppf((1 + level) / 2, n - 1)) * float(d.std(ddof=1)) / math.sqrt(n)
+    return (mean, max(-2.0, mean - half), min(2.0, mean + half))
 
 
 def paired_difference(a: Sequence[bool], b: Sequence[bool], level: float = 0.95) -> dict:
@@ -152,4 +174,24 @@ def summarize(rows: Iterable[dict]) -> dict:
             test = diff["mcnemar"]
             paired[base] = {**test, "p": _sig(test["p"]), "difference": diff["difference"], "ci95": diff["ci95"]}
         out["paired"][source] = paired
+    return out
+
+
+def compare_runs(rows_a: Iterable[dict], rows_b: Iterable[dict]) -> dict[str, dict]:
+    """Two runs (two models, or one model twice) on the same questions: per source both have, the accuracy of each
+    on the questions both answered, the paired difference a - b (Newcombe interval) and McNemar's exact test."""
+    def correct(rows) -> dict[str, dict[str, bool]]:
+        out: dict[str, dict[str, bool]] = {}
+        for r in rows:
+            out.setdefault(r["source"], {}).setdefault(r["question_id"], bool(r["correct"]))
+        return out
+
+    a, b = correct(rows_a), correct(rows_b)
+    out = {}
+    for source in [s for s in a if s in b]:
+        shared = sorted(a[source].keys() & b[source].keys(), key=str)
+        if not shared:
+            continue
+        x, y = [a[source][q] for q in shared], [b[source][q] for q in shared]
+        out[source] = {"n": len(shared), "a": _r(np.mean(x)), "b": _r(np.mean(y)), **paired_difference(x, y)}
     return out

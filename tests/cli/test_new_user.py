@@ -197,3 +197,87 @@ def test_ctrl_c_of_a_study_counts_the_rows_of_its_benchmarks(tmp_path):
     (tmp_path / "shapes" / "results.jsonl").write_text(
         "".join(json.dumps({"question_id": f"q{i}", "source": "real"}) + "\n" for i in range(3)))
     assert kept(tmp_path).startswith(f"3 finished rows kept in {tmp_path} (shapes)")  # was: 0
+
+
+def test_data_dir_reaches_saliency_invert_and_transfer(shapes_cli, tmp_path):
+    from PIL import Image
+
+    sqa = "/work/shared/fixtures/scienceqa"
+    res = run("saliency", "--model", f"demo:{shapes_cli}", "--benchmark", "scienceqa", "--data-dir", sqa,
+              "--limit", "1", "--out", tmp_path / "s", "-q")
+    assert res.exit_code == 0, res.output  # was: no such option --data-dir
+    assert "no pointing-game figures: the questions of scienceqa have no target box" in one_line(res)
+    for cmd in ("invert", "transfer-types"):  # the flag reaches the benchmark's options, refused where unused
+        res = run(cmd, "--data-dir", sqa, "--out", tmp_path / "x")
+        assert res.exit_code == 2 and "--data-dir applies to" in one_line(res) and "not 'shapes'" in one_line(res)
+    Image.new("RGB", (8, 8)).save(tmp_path / "u.png")
+    res = run("transfer", "--from", tmp_path / "u.png", "--data-dir", f"scienceqa={sqa}", "--out", tmp_path / "x")
+    assert res.exit_code == 2 and "'scienceqa' is not one of --benchmark shapes" in one_line(res)
+
+
+def test_progress_lines_where_output_is_not_a_terminal(shapes_cli, tmp_path, monkeypatch):
+    monkeypatch.setenv("MIRAGE_PROGRESS_EVERY", "0")  # every advance (default: every 30 s)
+    res = run("eval", "--model", f"demo:{shapes_cli}", "--conditions", "real", "--limit", "4", "--batch-size", "2",
+              "--out", tmp_path / "r")
+    assert res.exit_code == 0, res.output
+    assert "evaluating: 2/4 (50%)" in res.output and "evaluating: 4/4 (100%)" in res.output and "ETA" in res.output
+
+
+def test_the_python_api_applies_the_thread_policy(monkeypatch):
+    import mirage
+    import mirage.threads
+
+    calls = []
+    monkeypatch.setattr(mirage.threads, "apply_threads", lambda n=None: calls.append(n))
+    monkeypatch.setattr(mirage, "_THREADS", [])
+    monkeypatch.setenv("MIRAGE_THREADS", "1")
+    monkeypatch.delitem(vars(mirage), "evaluate", raising=False)
+    assert callable(mirage.evaluate) and calls == [1]
+
+
+def test_show_exports_csv_and_compare_pairs_two_runs(shapes_cli, tiny_model, tmp_path):
+    import csv
+
+    from safetensors.torch import load_file, save_file
+
+    base = ["eval", "--conditions", "real,blank", "--limit", "4", "-q"]
+    assert run(*base, "--model", f"demo:{shapes_cli}", "--out", tmp_path / "a").exit_code == 0
+    other = tmp_path / "other"
+    tiny_model.save_pretrained(other)  # model B: the same tiny model with one weight zeroed
+    state = load_file(other / "model.safetensors")
+    key = next(k for k in state if k.startswith("lm.") and k.endswith("weight"))
+    state[key] = state[key] * 0
+    save_file(state, other / "model.safetensors")
+    assert run(*base, "--model", f"demo:{other}", "--out", tmp_path / "b").exit_code == 0
+    res = run("show", tmp_path / "a", "--csv", tmp_path / "t.csv", "--rows", tmp_path / "r.csv")
+    assert res.exit_code == 0, res.output
+    table = list(csv.DictReader(open(tmp_path / "t.csv")))
+    summary = json.loads((tmp_path / "a" / "summary.json").read_text())
+    assert [(t["source"], float(t["accuracy"])) for t in table] == list(summary["accuracy"].items())
+    assert len(list(csv.DictReader(open(tmp_path / "r.csv")))) == 8
+    res = run("compare", tmp_path / "a", tmp_path / "b")
+    assert res.exit_code == 0, res.output
+    from mirage.stats import paired_difference
+
+    a = {r["question_id"]: r["correct"] for r in rows(tmp_path / "a") if r["source"] == "real"}
+    b = {r["question_id"]: r["correct"] for r in rows(tmp_path / "b") if r["source"] == "real"}
+    want = paired_difference([a[q] for q in sorted(a)], [b[q] for q in sorted(a)])
+    assert f"{want['difference']:+.3f}" in res.output and f"{want['mcnemar']['p']:.2g}" in res.output
+
+
+def test_a_model_of_ones_own_by_module_and_class(shapes_cli, tmp_path, monkeypatch):
+    (tmp_path / "my_vlms.py").write_text(
+        "import torch\n"
+        "from mirage.models.demo.modeling import DemoVLM\n\n\n"
+        "class Mine(DemoVLM):  # a VLM subclass; here the demo's, loaded from a directory\n"
+        "    @classmethod\n"
+        "    def load(cls, path, device, dtype, **options):\n"
+        "        return cls.from_pretrained(path, device=device, dtype=dtype or torch.float32)\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    args = ["eval", "--conditions", "real", "--limit", "2", "-q"]
+    res = run(*args, "--model", f"my_vlms:Mine:{shapes_cli}", "--out", tmp_path / "mine")
+    assert res.exit_code == 0, res.output
+    assert run(*args, "--model", f"demo:{shapes_cli}", "--out", tmp_path / "demo").exit_code == 0
+    assert [r["probs"] for r in rows(tmp_path / "mine")] == [r["probs"] for r in rows(tmp_path / "demo")]
+    res = run(*args, "--model", "my_vlms:Yours", "--out", tmp_path / "x")
+    assert res.exit_code == 2 and "module 'my_vlms' has no 'Yours'" in one_line(res)

@@ -14,7 +14,7 @@ import time
 import pytest
 
 
-from mirage.blind import blind_measures, soft_prompt_control
+from mirage.blind import blind_measures, shuffle_decomposition, soft_prompt_control
 from mirage.errors import MirageError
 from mirage.experiments.presets import PRESETS, preset
 from mirage.experiments.study import StudyPlan, benchmark_dir
@@ -22,7 +22,7 @@ from mirage.runs import read_rows
 from mirage.stats import paired_difference, summarize
 
 ENCODERS = ("clip", "siglip", "dino", "convnext")
-CONDITIONS = ("real", "none", "blank", "noise", "wrong", "blur", "shuffle", "text-model")
+CONDITIONS = ("real", "none", "blank", "noise", "wrong", "blur", "shuffle", "image-only", "both", "text-model")
 
 
 def rows_by_key(path):
@@ -83,6 +83,10 @@ def test_cross_benchmark_table_equals_each_benchmarks_summary(tiny_study):
         blind = blind_measures(rows)
         for m in ("S_v", "S_wv", "S_t", "MG", "ML"):  # MMStar's measures, from the rows with their intervals
             assert line[m] == blind[m] == summary["blind"][m], m
+        shuffle = shuffle_decomposition(rows)  # the decomposition, from the rows (chance needs the questions)
+        for m in ("pair", "image_only", "text_only", "neither", "image_adds", "text_adds", "pair_beyond"):
+            assert line["shuffle"][m] == shuffle[m] == summary["shuffle"][m], m
+        assert line["shuffle"]["pair"] == line["S_v"] and 0 < line["shuffle"]["chance"]["value"] < 1
         crafted = [s for s in again["n"] if s.split("-")[0] in ("features", "pixels") and not s.endswith("-train")]
         best = max(crafted, key=lambda s: (again["accuracy"][s], again["n"][s]))
         assert line["best_crafted"]["source"] == best

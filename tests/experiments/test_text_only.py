@@ -26,10 +26,10 @@ def test_universal_pixels_on_a_set_without_images(tiny_model, small_bench, tmp_p
         rows += run_optimization(tiny_model, bench, OptimizeSpec("pixels", scope="universal", train=2),
                                  OptimizeConfig(steps=1, batch_size=2), run)
         summaries[name] = summarize_conditions(run.rows(), bench, conds)
-    assert summaries["text"]["text_only"] and "text_only" not in summaries["shapes"]
+    assert summaries["text"]["no_images"] and "no_images" not in summaries["shapes"]
     assert summaries["text"]["n"]["pixels-universal"] == summaries["text"]["n"]["pixels-universal-png"] == 2
     table = [table_row(name, name, s) for name, s in summaries.items()]
     gain = table[0]["universal_gain"]["pixels-universal"]
     assert gain["difference"] == summaries["text"]["paired"]["pixels-universal"]["blank"]["difference"]
     (match,) = [m for m in text_only_match(table) if m["source"] == "pixels-universal"]
-    assert match["text_only"] == "text" and match["vision"] == "shapes" and "no image to see" in match["sentence"]
+    assert match["no_images"] == "text" and match["vision"] == "shapes" and "no image to see" in match["sentence"]

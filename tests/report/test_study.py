@@ -30,6 +30,14 @@ def test_study_report_table_equals_summary(tiny_study):
         assert cells["best"]["data-source"] == best["source"] and float(cells["best"]["data-value"]) == best["value"]
         assert float(cells["vs_real"]["data-value"]) == best["vs_real"]["difference"]
         assert f'href="#bench-{line["dir"]}"' in row
+        for m in ("image_only", "text_only", "neither", "image_adds", "text_adds", "pair_beyond"):  # the shuffles
+            assert float(cells[m]["data-value"]) == line["shuffle"][m]["value"], m
+            assert [float(cells[m]["data-lo"]), float(cells[m]["data-hi"])] == line["shuffle"][m]["ci95"], m
+    # the picture: every benchmark's pair / image alone / text alone / neither beside chance, across benchmarks and
+    # per question type in each benchmark's section
+    assert 'id="plot-shuffle-benchmarks"' in page
+    for line in summary["table"]:  # ids are prefixed by their benchmark's section
+        assert f'id="bench-{line["dir"]}-plot-shuffle"' in page and f'id="bench-{line["dir"]}-shuffle-table"' in page
 
 
 def test_study_report_sections_panels_ids_and_links(tiny_study):

@@ -76,6 +76,32 @@ def mmmu_llava(q: Question, args: dict[str, Any]) -> str:
     return mmmu_prompt(q)
 
 
+def _mmmu_options(q: Question) -> list[str]:
+    import ast
+
+    raw = q.meta.get("options")
+    return list(ast.literal_eval(raw)) if isinstance(raw, str) else list(q.choices)
+
+
+@PROMPT_STYLES.register("mmmu_lmms_eval")
+def mmmu_lmms_eval(q: Question, args: dict[str, Any]) -> str:
+    """lmms-eval's mmmu_doc_to_text (construct_prompt, not interleaved): `{question}\n{A. option lines}\n\n{mc
+    prompt}`, or `{question}\n\n{open prompt}` for open questions."""
+    if q.kind == "mc":
+        options = "\n".join(f"{letter}. {o}" for letter, o in zip(LETTERS, _mmmu_options(q)))
+        return f"{q.text}\n{options}\n\n{args['multiple_choice_prompt']}"
+    return f"{q.text}\n\n{args['open_ended_prompt']}"
+
+
+@PROMPT_STYLES.register("mmmu_qwen")
+def mmmu_qwen(q: Question, args: dict[str, Any]) -> str:
+    """lmms-eval's mmmu_doc_to_text_qwen3vl (format "qwen3_vl", from the Qwen3-VL report): `{pre}{question}
+    \nOptions:\n{A. option lines}\n{post}`, the open prompt instead of the post prompt for open questions."""
+    options = "\n".join(f"{letter}. {o}" for letter, o in zip(LETTERS, _mmmu_options(q)))
+    tail = args["post_prompt"] if q.kind == "mc" else args["open_ended_prompt"]
+    return f"{args['pre_prompt']}{q.text}\nOptions:\n{options}\n{tail}"
+
+
 # ----------------------------------------------------------------------------------------------- choice parsers
 
 

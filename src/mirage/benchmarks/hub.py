@@ -223,15 +223,25 @@ def read_questions(spec: BenchmarkSpec, files: list[Path], config: str, split: s
     return questions
 
 
-def spec_prompt(spec: BenchmarkSpec):
-    """The Benchmark's prompt style: the spec's named style with its arguments."""
-    style, args = PROMPT_STYLES.get(spec.prompt_style), dict(spec.prompt)
+def spec_prompt(spec: BenchmarkSpec, variant: str | None = None):
+    """The Benchmark's prompt style: the spec's named style with its arguments, or those of its prompt `variant`."""
+    if variant is None:
+        name, args, follows = spec.prompt_style, dict(spec.prompt), spec.follows
+    else:
+        args = dict(spec.prompt_variants[variant])
+        name, follows = args.pop("style", spec.prompt_style), args.pop("follows", "")
+    style = PROMPT_STYLES.get(name)
 
     def prompt(question: Question) -> str:
         return style(question, args)
 
-    prompt.__doc__ = f"{spec.name}: {spec.follows}"
+    prompt.__doc__ = f"{spec.name}: {follows}"
     return prompt
+
+
+def spec_prompts(spec: BenchmarkSpec) -> dict:
+    """Every prompt the spec names, by name (its own under `prompt_name`, then its variants)."""
+    return {spec.prompt_name: spec_prompt(spec), **{v: spec_prompt(spec, v) for v in spec.prompt_variants}}
 
 
 def load_spec_benchmark(spec: BenchmarkSpec, split: str | None = None, data_dir: str | Path | None = None,
@@ -250,7 +260,7 @@ def load_spec_benchmark(spec: BenchmarkSpec, split: str | None = None, data_dir:
     name = spec.name if config == spec.default_config else f"{spec.name}-{config}".replace(" ", "_")
     judging = JUDGES.get(spec.judge) if spec.judge else None
     bench = Benchmark(name, split, read_questions(spec, files, config, split, filtered), spec_prompt(spec),
-                      judging=judging)
+                      judging=judging, prompts=spec_prompts(spec), prompt_name=spec.prompt_name)
     if not bench.questions:
         raise ValueError(f"{spec.name}: no questions in {', '.join(str(f) for f in files)} after the filters")
     if circular:

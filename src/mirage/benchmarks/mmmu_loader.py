@@ -62,4 +62,6 @@ def load_mmmu(split: str = "validation", data_dir: str | Path | None = None, sub
         data_dir = download(spec, [g for s in chosen for g in spec.files(s, split)])
     groups = _local_files(Path(data_dir), split, chosen, explicit=subjects is not None or from_hub)
     questions = [q for subject, files in groups for q in read_questions(spec, files, subject, split)]
-    return Benchmark("mmmu", split, questions, mmmu_prompt)
+    from .hub import spec_prompts
+
+    return Benchmark("mmmu", split, questions, mmmu_prompt, prompts=spec_prompts(spec), prompt_name=spec.prompt_name)

@@ -12,6 +12,7 @@ from PIL import Image, UnidentifiedImageError
 from ..errors import MirageError
 
 LETTERS = "ABCDEFGHIJKLMNOPQRSTUVWXYZ"
+PROMPT_VARIANTS = ("lmms-eval", "model", "official")  # what `--prompt` chooses among (Benchmark.with_prompt)
 
 # An image as stored by a loader: encoded bytes (PNG/JPEG, as the hub's image structs hold), a file path, or an
 # object whose `open()` makes the PIL image when asked (lmms-eval's doc_to_visual, `benchmarks.lmms.LazyImage`).
@@ -157,6 +158,9 @@ class Benchmark:
     generic_prompt: bool = False
     # how a generated answer is judged: (question, response, seed) -> (pred, answer, correct); None: MMMU's parser
     judging: Callable[[Question, str, int], tuple] | None = None
+    # the published prompts it can be asked in, by name (`with_prompt`), and which one `prompt_style` is
+    prompts: dict[str, Callable[[Question], str]] = field(default_factory=dict, repr=False, compare=False)
+    prompt_name: str = "lmms-eval"
     # model -> the prompt style its family is asked in, where the benchmark has one per family (lmms-eval's
     # per-model kwargs), or None for the benchmark's own
     family_prompt: Callable[[Any], Callable[[Question], str] | None] | None = None
@@ -201,6 +205,30 @@ class Benchmark:
         if not self.generic_prompt or own is None:
             return self
         return replace(self, prompt_style=own, generic_prompt=False, pool=self.split_questions)
+
+    def with_prompt(self, variant: str | None, model=None) -> "Benchmark":
+        """This benchmark asked in prompt `variant` (None: as it is): `lmms-eval` (its lmms-eval task's), `official`
+        (its official runner's, where it has one: MMMU), `model` (the model family's own published prompt, by
+        `model.prompt_family`, e.g. lmms-eval's `mmstar_qwen` for the Qwen-VL family)."""
+        if variant is None:
+            return self
+        from ..errors import UsageError
+
+        if variant not in PROMPT_VARIANTS:
+            from ..registry import did_you_mean
+
+            raise UsageError("--prompt: " + did_you_mean("prompt", variant, list(PROMPT_VARIANTS)))
+        key = getattr(model, "prompt_family", None) if variant == "model" else variant
+        if key is None:
+            raise UsageError(f"--prompt model: {type(model).__name__} has no published prompt family of its own "
+                             "(the Qwen-VL family has: qwen)")
+        if key == self.prompt_name:
+            return self
+        if key not in self.prompts:
+            raise UsageError(f"--prompt {variant}: {self.name} has no {key!r} prompt (it has: "
+                             f"{', '.join(dict.fromkeys([self.prompt_name, *self.prompts]))})")
+        return replace(self, prompt_style=self.prompts[key], prompt_name=key, generic_prompt=False,
+                       pool=self.split_questions)
 
     @property
     def split_questions(self) -> list[Question]:

@@ -73,6 +73,10 @@ class BenchmarkSpec:
     filters: tuple[RowFilter, ...] = ()
     unfiltered_option: str | None = None  # a loader keyword that, when true, keeps the rows the filters drop
     prompt: dict[str, Any] = field(default_factory=dict)  # the prompt style's arguments (lmms-eval kwargs)
+    prompt_name: str = "lmms-eval"  # whose prompt that is: lmms-eval's task, or the benchmark's official runner's
+    # other published prompts by name ("lmms-eval", "official", a model family such as "qwen"): each a table of
+    # the style's arguments, with `style` (default: prompt_style) and `follows` (where it is published)
+    prompt_variants: dict[str, dict[str, Any]] = field(default_factory=dict)
     judge: str | None = None  # a named judge of generated answers (POPE: exact_text); None: MMMU's parser
     row_hook: str | None = None  # a named function row -> Question, for rows the column map cannot describe
     sizes: dict[str, int] = field(default_factory=dict)  # "<config>/<split>" -> questions after the filters

@@ -8,8 +8,8 @@ from typing import Optional
 import typer
 from typer.core import TyperArgument, TyperOption
 
-from . import (benchmarks, curate, eval, invert, optimize, report, saliency, study, train_demo, train_demo_text,
-               transfer)
+from . import (benchmarks, curate, eval, invert, optimize, report, saliency, show, study, train_demo,
+               train_demo_text, transfer)
 
 _value_type = TyperOption.display_type_rich
 
@@ -48,6 +48,8 @@ app.command("train-demo")(train_demo.train_demo_cmd)
 app.command("train-demo-text")(train_demo_text.train_demo_text_cmd)
 app.command("curate")(curate.curate_cmd)
 app.command("report")(report.report_cmd)
+app.command("show")(show.show_cmd)
+app.command("compare")(show.compare_cmd)
 app.command("saliency")(saliency.saliency_cmd)
 app.command("invert")(invert.invert_cmd)
 app.command("transfer")(transfer.transfer_cmd)

@@ -23,6 +23,7 @@ Model = Annotated[str, typer.Option(help="Model spec: demo, demo:DIR, hf:<hub id
 BenchmarkName = Annotated[str, typer.Option(help="Benchmark name.")]
 Split = Annotated[Optional[str], typer.Option(help="Benchmark split (default: the benchmark's own; mmmu: validation).")]
 DataDir = Annotated[Optional[Path], typer.Option(help="A local copy of the benchmark in the hub's layout.")]
+DataDirs = Annotated[Optional[list[str]], typer.Option(help="NAME=DIR: a benchmark's local copy (repeatable).")]
 Subjects = Annotated[Optional[str], typer.Option(help="mmmu: comma-separated subjects.")]
 AllQuestions = Annotated[bool, typer.Option(help="scienceqa: include questions without an image.")]
 Config = Annotated[Optional[str], typer.Option(help="The benchmark's config: cvbench 2D/3D, mmmu-pro 10/4 options.")]
@@ -46,6 +47,10 @@ Conversation = Annotated[Optional[str], typer.Option(
 GpusPerRank = Annotated[int, typer.Option(
     min=1, help="torchrun: GPUs per rank; the model is split over them (e.g. 8 GPUs as 4 ranks x 2).")]
 Quiet = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars.")]
+Prompt = Annotated[Optional[str], typer.Option(help="The prompt the benchmark is asked in: lmms-eval (its lmms-eval "
+                                               "task's), model (the model family's own, e.g. mmstar_qwen for "
+                                               "Qwen-VL), official (its official runner's: MMMU). Default: the "
+                                               "benchmark's own (MMMU: official).")]
 AllowEnvChange = Annotated[bool, typer.Option(
     help="Resume a run made under other library versions (recorded in config.json) instead of refusing.")]
 
@@ -143,6 +148,24 @@ def benchmark_options(name: str, data_dir: Optional[Path], subjects: Optional[st
             users = " and ".join(b for b in BENCHMARKS.names() if option in taken_by(b))
             raise UsageError(f"--{flag.replace('_', '-')} applies to {users}, not {name!r}")
     return opts
+
+
+def data_dirs(given: list[str], benchmarks: list[str]) -> dict[str, dict]:
+    """`--data-dir NAME=DIR` (or a bare DIR when one benchmark takes it) -> loader options by benchmark."""
+    from ..benchmarks import benchmark_options as taken_by
+    out: dict[str, dict] = {}
+    for item in given:
+        name, _, path = item.rpartition("=") if "=" in item else ("", "", item)
+        if not name:
+            takers = [b for b in benchmarks if "data_dir" in taken_by(b)]
+            if len(takers) != 1:
+                raise UsageError(f"--data-dir {item!r}: say which benchmark it is for (NAME=DIR); "
+                                 f"benchmarks that take one: {', '.join(takers) or 'none of ' + ', '.join(benchmarks)}")
+            name = takers[0]
+        if name not in benchmarks:
+            raise UsageError(f"--data-dir {item!r}: {name!r} is not one of --benchmark {','.join(benchmarks)}")
+        out[name] = benchmark_options(name, Path(path), None, False)
+    return out
 
 
 def model_options(device_map: Optional[str], image_size: Optional[int],

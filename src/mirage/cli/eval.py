@@ -9,8 +9,8 @@ import typer
 
 from .common import (AllQuestions, AllowEnvChange, AspectRatio, BatchSize, BenchmarkName, Circular, Compile, Config,
                      Conversation, DataDir, Device, DeviceMap, Dtype, GpusPerRank, ImageSize, Limit, Model, Out,
-                     Overwrite, Quiet, Seed, Split, Subjects, TextModel, benchmark_options, console, finish, loading, model_options,
-                     names, open_run, scale_out, user_errors, write_timings)
+                     Overwrite, Prompt, Quiet, Seed, Split, Subjects, TextModel, benchmark_options, console, finish,
+                     loading, model_options, names, open_run, scale_out, user_errors, write_timings)
 
 
 def eval_cmd(
@@ -43,12 +43,13 @@ def eval_cmd(
                      "compiling; bench/RESULTS.md).") = False,
     text_model: TextModel("Base LLM scoring the same prompts as text (rows text-model, S_t): hf:<id or dir> (a "
                           "causal LM), or demo.") = None,
+    prompt: Prompt = None,
     quiet: Quiet = False,
 ) -> None:
     """Evaluate a model on a benchmark under image conditions; writes OUT/results.jsonl and OUT/summary.json.
     Under `torchrun --nproc-per-node N -m mirage eval ...` the questions are sharded over the ranks."""
     from ..conditions import parse_conditions
-    from ..display import blind_table, metrics_table, summary_table
+    from ..display import blind_table, metrics_table, shuffle_table, summary_table
     from ..errors import UsageError
     from ..evaluate import (SCORINGS, TEXT_MODEL, eval_config, evaluate_conditions, evaluate_text_model,
                             summarize_conditions)
@@ -68,7 +69,9 @@ def eval_cmd(
         with loading():
             bench_options = benchmark_options(benchmark, data_dir, subjects, all_questions, config, circular)
             bench = load_benchmark(benchmark, split=split, limit=limit, **bench_options)
-        run_config = eval_config(model, bench, conds, seed, limit, batch_size, scoring, text_model) | {
+        if prompt != "model":  # an unknown variant, or one the benchmark lacks: refused before anything is written
+            bench.with_prompt(prompt)
+        run_config = eval_config(model, bench, conds, seed, limit, batch_size, scoring, text_model, prompt) | {
             "data_dir": str(data_dir) if data_dir else None, "subjects": names(subjects),
             "all_questions": all_questions,
             "dtype": dtype, **model_options(device_map, image_size, image_aspect_ratio, conversation)} | {
@@ -81,6 +84,7 @@ def eval_cmd(
             lm = load_text_model(text_model, device=device or vlm.device, dtype=parse_dtype(dtype)) if text_model \
                 else None
         t1 = time.time()
+        bench = bench.with_prompt(prompt, vlm)
         if compile:  # a speed switch, not part of the run's identity
             from .. import compiling
             compiling.compile_blocks(vlm)
@@ -105,6 +109,8 @@ def eval_cmd(
         console.print(summary_table(summary["circular"], title="circular: correct only when every rotation is"))
     if "blind" in summary:
         console.print(blind_table(summary["blind"]))
+    if "shuffle" in summary:
+        console.print(shuffle_table(summary["shuffle"]))
     if "metrics" in summary:
         console.print(metrics_table(summary["metrics"]))
     console.print(f"run directory: {out}")

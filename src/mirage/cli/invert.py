@@ -7,14 +7,16 @@ from typing import Annotated, Optional
 
 import typer
 
-from .common import (AllowEnvChange, BatchSize, BenchmarkName, Device, Dtype, Encoders, Limit, Lr, Model, Out,
-                     Overwrite, Param, Quiet, Seed, Split, Steps, console, loading, names, user_errors)
+from .common import (AllowEnvChange, BatchSize, BenchmarkName, DataDir, Device, Dtype, Encoders, Limit, Lr, Model, Out,
+                     Overwrite, Param, Quiet, Seed, Split, Steps, benchmark_options, console, loading, names,
+                     user_errors)
 
 
 def invert_cmd(
     model: Model = "demo",
     benchmark: BenchmarkName = "shapes",
     split: Split = None,
+    data_dir: DataDir = None,
     from_: Annotated[Optional[Path], typer.Option("--from", help="Run directory holding the stage-1 features "
                                                   "(artifacts/features-question/); default: optimize them into "
                                                   "OUT.")] = None,
@@ -56,9 +58,10 @@ def invert_cmd(
         cfg = InversionConfig(steps=steps, lr=lr, param=param, tv=tv, augment=augment, batch_size=batch_size,
                               start=start, seed=seed)
         with loading():
-            bench = load_benchmark(benchmark, split=split)
+            bench_options = benchmark_options(benchmark, data_dir, None, False)
+            bench = load_benchmark(benchmark, split=split, **bench_options)
         # the encoder subset names its rows' source, so several subsets share one run directory
-        config = {"command": "invert", "model": model, **bench.identity(), "split": bench.split,
+        config = {"command": "invert", "model": model, **bench.identity(), "split": bench.split, **bench_options,
                   "dtype": dtype, "from": str(from_) if from_ else None, "inversion": cfg.to_config()}
         with loading():
             vlm = load_model(model, device=device, dtype=dtype)

@@ -6,14 +6,15 @@ from typing import Annotated
 
 import typer
 
-from .common import (AllowEnvChange, BatchSize, BenchmarkName, Device, Dtype, Limit, Method, Model, Out, Overwrite,
-                     Quiet, Seed, Split, console, loading, user_errors)
+from .common import (AllowEnvChange, BatchSize, BenchmarkName, DataDir, Device, Dtype, Limit, Method, Model, Out,
+                     Overwrite, Quiet, Seed, Split, benchmark_options, console, loading, user_errors)
 
 
 def saliency_cmd(
     model: Model = "demo",
     benchmark: BenchmarkName = "shapes",
     split: Split = None,
+    data_dir: DataDir = None,
     method: Method("gradient, smoothgrad, ig (integrated gradients) or gxi.") = "gradient",
     per_encoder: Annotated[bool, typer.Option(help="Also one map per encoder (gradient through it alone).")] = False,
     limit: Limit("Maps for the first N questions with an image.", type=int) = 32,
@@ -39,9 +40,10 @@ def saliency_cmd(
         SALIENCY_METHODS.get(method)  # refused before anything is written
         cfg = SaliencyConfig(batch_size=batch_size, seed=seed)
         with loading():
-            bench = load_benchmark(benchmark, split=split)  # whole: the wrong image is drawn over all its questions
+            bench_options = benchmark_options(benchmark, data_dir, None, False)
+            bench = load_benchmark(benchmark, split=split, **bench_options)  # whole: `wrong` draws over all of it
         # neither the method nor the limit: several methods and a growing N share one run directory
-        config = {"command": "saliency", "model": model, **bench.identity(), "split": bench.split,
+        config = {"command": "saliency", "model": model, **bench.identity(), "split": bench.split, **bench_options,
                   "dtype": dtype, "saliency": saliency_config(cfg)}
         run = RunDir.open(out, config, overwrite=overwrite, allow_env_change=allow_env_change)
         with loading():

@@ -8,30 +8,10 @@ from typing import Annotated, Optional
 
 import typer
 
-from .common import (AllowEnvChange, AspectRatio, BatchSize, Conversation, Device, DeviceMap, Dtype, GpusPerRank,
-                     ImageSize, Limit, Model, Overwrite, Quiet, Seed, Split, Steps, TextModel, benchmark_options, console, loading,
-                     model_options, names, scale_out, user_errors)
+from .common import (AllowEnvChange, AspectRatio, BatchSize, Conversation, DataDirs, Device, DeviceMap, Dtype,
+                     GpusPerRank, ImageSize, Limit, Model, Overwrite, Quiet, Seed, Split, Steps, TextModel, console,
+                     data_dirs, loading, model_options, names, scale_out, user_errors)
 from .report import write_page
-
-
-def data_dirs(given: list[str], benchmarks: list[str]) -> dict[str, dict]:
-    """`--data-dir NAME=DIR` (or a bare DIR when one benchmark takes it) -> loader options by benchmark."""
-    from ..benchmarks import benchmark_options as taken_by
-    from ..errors import UsageError
-
-    out: dict[str, dict] = {}
-    for item in given:
-        name, _, path = item.rpartition("=") if "=" in item else ("", "", item)
-        if not name:
-            takers = [b for b in benchmarks if "data_dir" in taken_by(b)]
-            if len(takers) != 1:
-                raise UsageError(f"--data-dir {item!r}: say which benchmark it is for (NAME=DIR); "
-                                 f"benchmarks that take one: {', '.join(takers) or 'none of ' + ', '.join(benchmarks)}")
-            name = takers[0]
-        if name not in benchmarks:
-            raise UsageError(f"--data-dir {item!r}: {name!r} is not one of --benchmark {','.join(benchmarks)}")
-        out[name] = benchmark_options(name, Path(path), None, False)
-    return out
 
 
 def study_cmd(
@@ -43,8 +23,7 @@ def study_cmd(
     out: Annotated[Path, typer.Option(help="Study directory (one sub-directory per benchmark).")
                    ] = Path("mirage-study"),
     split: Split = None,
-    data_dir: Annotated[Optional[list[str]], typer.Option(help="NAME=DIR: a benchmark's local copy (repeatable).")
-                        ] = None,
+    data_dir: DataDirs = None,
     text_model: TextModel("Base LLM scoring the same prompts as text (S_t; demo, hf:<id or dir>; default: the "
                           "demo's own for the demo).") = None,
     steps: Steps("Adam steps (default: the preset's).", type=Optional[int]) = None,
@@ -59,12 +38,16 @@ def study_cmd(
     image_aspect_ratio: AspectRatio = None,
     conversation: Conversation = None,
     gpus_per_rank: GpusPerRank = 1,
+    prompt: Annotated[Optional[str], typer.Option(help="The prompt variant (lmms-eval, model, official), or two "
+                                                  "to compare (e.g. lmms-eval,model): the study in the first, "
+                                                  "its conditions again in the second, and every measure's "
+                                                  "difference with a paired interval.")] = None,
     quiet: Quiet = False,
 ) -> None:
     """The study: per benchmark the image conditions, per-question and universal optimized features and pixels
     (with PNG re-checks), single-encoder runs, saliency and inversion; one study directory and one report.
     Under `torchrun -m mirage study ...` the conditions and optimized inputs are sharded over the ranks."""
-    from ..display import blind_table, soft_prompt_table, study_table, summary_table
+    from ..display import blind_table, difference_table, soft_prompt_table, study_table, summary_table
     from ..experiments.study import run_study
 
     t0 = time.time()
@@ -76,6 +59,7 @@ def study_cmd(
                                options=data_dirs(data_dir or [], benches), steps=steps, seed=seed,
                                batch_size=batch_size, device=device, text_model=text_model, overwrite=overwrite,
                                quiet=quiet or not world.main, world=world, allow_env_change=allow_env_change,
+                               prompts=prompt,
                                load_options={**({"dtype": dtype} if dtype else {}), **scale_options,
                                              **model_options(device_map, image_size, image_aspect_ratio, conversation)})
     if not world.main:
@@ -94,5 +78,9 @@ def study_cmd(
         console.print(study_table(result.table, title=f"mirage study: {model}, every benchmark"))
     for match in result.summary.get("text_only_match", []):  # a benchmark with no image beside the vision ones
         console.print(f"  {match['sentence']}")
+    if result.prompts:
+        first, other = result.prompts["variants"]
+        for name, diff in result.prompts["difference"].items():
+            console.print(difference_table(diff, first, other, title=f"prompt {other} minus {first} on {name}"))
     console.print(f"study directory: {out}  ({time.time() - t0:.0f} s)")
     console.print(f"report: {write_page(out)}")

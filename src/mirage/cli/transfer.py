@@ -8,8 +8,8 @@ from typing import Annotated, Optional
 import typer
 from rich.table import Table
 
-from .common import (AllowEnvChange, BatchSize, BenchmarkName, Device, InputKind, Limit, Model, Out, Overwrite, Quiet,
-                     Seed, Split, Steps, console, loading, user_errors)
+from .common import (AllowEnvChange, BatchSize, BenchmarkName, DataDir, DataDirs, Device, InputKind, Limit, Model, Out,
+                     Overwrite, Quiet, Seed, Split, Steps, benchmark_options, console, data_dirs, loading, user_errors)
 
 
 def _inputs(specs: list[str]) -> dict:
@@ -47,14 +47,15 @@ def _num(x: float | None, fmt: str = ".3f") -> str:
     return "-" if x is None else format(x, fmt)
 
 
-def _benches(names: list[str], split: Optional[str], limit: Optional[int], by_type: bool) -> dict:
+def _benches(names: list[str], split: Optional[str], limit: Optional[int], by_type: bool,
+             options: dict[str, dict]) -> dict:
     from ..benchmarks import load_benchmark
     from ..experiments.transfer import type_benchmarks
 
     out = {}
     for name in names:
         with loading():
-            bench = load_benchmark(name, split=split, limit=limit)
+            bench = load_benchmark(name, split=split, limit=limit, **options.get(name, {}))
         out.update({f"{name}:{t}": b for t, b in type_benchmarks(bench).items()} if by_type else {name: bench})
     return out
 
@@ -65,6 +66,7 @@ def transfer_cmd(
     benchmark: Annotated[list[str], typer.Option("--benchmark", help="Benchmark to evaluate on; repeat for more.")
                          ] = ["shapes"],
     split: Annotated[Optional[str], typer.Option(help="Split of every benchmark (default: each one's own).")] = None,
+    data_dir: DataDirs = None,
     limit: Limit("First N questions of each benchmark.") = None,
     by_type: Annotated[bool, typer.Option(help="Split each benchmark into one benchmark per question type.")] = False,
     model: Model = "demo",
@@ -82,10 +84,12 @@ def transfer_cmd(
 
     with user_errors(out):
         inputs = _inputs(from_)  # inputs made with another model: cross-model transfer, where their shapes fit
-        benches = _benches(benchmark, split, limit, by_type)
+        options = data_dirs(data_dir or [], benchmark)
+        benches = _benches(benchmark, split, limit, by_type, options)
         files = {b.ref: b.digest for b in benches.values() if b.digest}  # file:/spec: benchmarks by content
         config = {"command": "transfer", "model": model, "inputs": {k: str(v) for k, v in inputs.items()},
                   "benchmarks": benchmark, "split": split, "limit": limit, "by_type": by_type,
+                  **({"options": options} if options else {}),
                   **({"benchmark_files": files} if files else {})}
         run = RunDir.open(out, config, overwrite=overwrite, allow_env_change=allow_env_change)
         with loading():
@@ -102,6 +106,7 @@ def transfer_types_cmd(
                                                   "train on.")] = 0.5,
     benchmark: BenchmarkName = "shapes",
     split: Split = None,
+    data_dir: DataDir = None,
     limit: Limit("First N questions only.", min=2) = None,
     model: Model = "demo",
     batch_size: BatchSize("Questions per training step.") = 16,
@@ -122,8 +127,9 @@ def transfer_types_cmd(
     with user_errors(out):
         check_type_transfer_input(input)  # before the run directory and the model
         with loading():
-            bench = load_benchmark(benchmark, split=split, limit=limit)
-        config = {"command": "transfer-types", "model": model, "input": input, "steps": steps,
+            bench_options = benchmark_options(benchmark, data_dir, None, False)
+            bench = load_benchmark(benchmark, split=split, limit=limit, **bench_options)
+        config = {"command": "transfer-types", **bench_options, "model": model, "input": input, "steps": steps,
                   "train_fraction": train_fraction, **bench.identity(), "split": bench.split, "limit": limit,
                   "seed": seed, "batch_size": batch_size}
         run = RunDir.open(out, config, overwrite=overwrite, allow_env_change=allow_env_change)

@@ -26,6 +26,7 @@ from .. import sources
 from ..benchmarks import load_benchmark
 from ..blind import CRAFTED, text_only_match
 from ..benchmarks.question import Benchmark
+from ..blind import SHUFFLE_MEASURES, run_difference
 from ..conditions import parse_conditions
 from ..distributed import SINGLE, World, open_run
 from ..errors import loading_user_input
@@ -43,7 +44,7 @@ from .optimization import OptimizeSpec, run_optimization
 from .presets import preset as preset_config
 from .saliency import run_saliency
 
-STUDY_CONDITIONS = "real,none,blank,noise,wrong,blur,shuffle"
+STUDY_CONDITIONS = "real,none,blank,noise,wrong,blur,shuffle,image-only,both"
 DEMO_TEXT_MODEL = "demo"  # the demo's base LM (models/demo/weights/text-lm), scored when the model is the demo
 
 
@@ -223,18 +224,21 @@ MEASURES = {"S_v": "real", "S_wv": "none", "S_t": "text-model", "MG": None, "ML"
 
 
 def table_row(name: str, directory: str, summary: dict) -> dict:
-    """One benchmark's line of the cross-benchmark table, read off its summary.json."""
+    """One benchmark's line of the cross-benchmark table, read off its summary.json: MMStar's measures, the
+    shuffle decomposition (overall; `shuffle`, without its per-type blocks), the best crafted input."""
     line = {"benchmark": name, "dir": directory, "n_questions": summary.get("n_questions")}
     for m, source in MEASURES.items():
         line[m] = _measure(summary, m, source)
+    shuffle = summary.get("shuffle")
+    line["shuffle"] = {k: v for k, v in shuffle.items() if k in (*SHUFFLE_MEASURES, "chance")} if shuffle else None
     line["best_crafted"] = summary.get("best_crafted")
     # universal crafted inputs' gains over blank (paired), for blind.text_only_match across benchmarks
     gains = {s: {"n": p["blank"]["n"], "difference": p["blank"]["difference"], "ci95": p["blank"]["ci95"]}
              for s, p in summary.get("paired", {}).items() if "blank" in p and _universal_crafted(s)}
     if gains:
         line["universal_gain"] = gains
-    if summary.get("text_only"):
-        line["text_only"] = True
+    if summary.get("no_images"):
+        line["no_images"] = True
     return line
 
 
@@ -251,13 +255,21 @@ class StudyResult:
     path: Path
     summaries: dict[str, dict]
     table: list[dict]
+    prompts: dict | None = None  # two prompt variants: each benchmark's measures, second minus first
 
     @property
     def summary(self) -> dict:
-        """Each benchmark's summary, the cross-benchmark table and, with a benchmark that has no image at all,
-        `text_only_match` (its universal crafted gains beside the vision benchmarks')."""
+        """Each benchmark's summary, the cross-benchmark table, `prompts` (two prompt variants) and, with a benchmark
+        that has no image at all, `text_only_match` (its universal crafted gains beside the vision benchmarks')."""
         matches = text_only_match(self.table)
-        return {"benchmarks": self.summaries, "table": self.table} | ({"text_only_match": matches} if matches else {})
+        return {"benchmarks": self.summaries, "table": self.table, **({"prompts": self.prompts} if self.prompts
+                                                                          else {}),
+                **({"text_only_match": matches} if matches else {})}
+
+
+def prompt_dir(directory: str, variant: str) -> str:
+    """The run directory of a benchmark's measures in a study's second prompt variant."""
+    return f"{directory}.prompt-{variant}"
 
 
 def _rows(run: RunDir, world: World) -> list[dict]:
@@ -269,11 +281,20 @@ def run_study(model: str = "demo", benchmarks: str | Sequence[str] = "shapes", p
               options: dict[str, dict] | None = None, steps: int | None = None, seed: int = 0,
               batch_size: int | None = None, device: str | None = None, load_options: dict | None = None,
               text_model: str | None = None, overwrite: bool = False, quiet: bool = False,
-              world: World = SINGLE, allow_env_change: bool = False) -> StudyResult:
+              world: World = SINGLE, allow_env_change: bool = False,
+              prompts: str | Sequence[str] | None = None) -> StudyResult:
     """Run (or resume) every part of the study of `model` on each of `benchmarks` into `out`, one run directory per
     benchmark, then summary.json (each benchmark's summary, the cross-benchmark table). `options`: loader options by
-    benchmark; `text_model`: the base LM for S_t (the demo's own for `demo`); `load_options`: to `load_model`."""
+    benchmark; `text_model`: the base LM for S_t (the demo's own for `demo`); `load_options`: to `load_model`.
+    `prompts`: the prompt variant the study asks in (`Benchmark.with_prompt`), or two ("lmms-eval,model"): the
+    study in the first, its conditions and text model again in the second (`<dir>.prompt-<second>/`), and every
+    measure's difference, second minus first, with a paired interval (summary.json's `prompts`)."""
     names = [b.strip() for b in benchmarks.split(",")] if isinstance(benchmarks, str) else list(benchmarks)
+    variants = [v.strip() for v in prompts.split(",")] if isinstance(prompts, str) else list(prompts or [])
+    if len(variants) > 2 or len(set(variants)) < len(variants) or "" in variants:
+        from ..errors import UsageError
+
+        raise UsageError(f"--prompt: one variant, or two different ones to compare, not {','.join(variants)!r}")
     # `steps` sets every loop's steps, inversion's included (the presets give inversion twice the others' steps; the
     # README promises every loop bounded by --steps)
     overrides = {k: v for k, v in {"steps": steps, "universal_steps": steps,
@@ -284,6 +305,10 @@ def run_study(model: str = "demo", benchmarks: str | Sequence[str] = "shapes", p
     options = options or {}
     with loading_user_input():
         benches = {name: load_benchmark(name, split=split, limit=limit, **options.get(name, {})) for name in names}
+        for bench in benches.values():  # a variant a benchmark lacks is refused before any work
+            for v in variants:
+                if v != "model":
+                    bench.with_prompt(v)
     dirs = {name: benchmark_dir(name) for name in names}
     if len(set(dirs.values())) < len(dirs):
         from ..errors import UsageError
@@ -297,21 +322,29 @@ def run_study(model: str = "demo", benchmarks: str | Sequence[str] = "shapes", p
     identity = {k: v for k, v in load_options.items() if k != "gpus"}  # where the model runs is not the run's identity
     config = {"command": "study", "model": model, "benchmarks": names, "dirs": dirs, "preset": preset,
               "text_model": text_model, "split": split, "limit": limit, "options": options, "seed": seed,
-              "plan": asdict(plan), "batch_size": plan.batch_size, **identity}
+              "plan": asdict(plan), "batch_size": plan.batch_size, **identity,
+              **({"prompt": variants} if variants else {})}  # only when given: older studies still resume
     study = open_run(out, config, world, overwrite, allow_env_change)
-    runs = {name: open_run(out / dirs[name], {  # every benchmark's directory checked before any work
+    bench_config = {name: {
         "command": "study", "model": model, **bench.identity(), "split": bench.split, "limit": limit,
         "n_questions": len(bench), "seed": seed, "plan": asdict(plan), "batch_size": plan.batch_size,
-        "preset": preset, "text_model": text_model, **options.get(name, {}), **identity}, world, overwrite,
-        allow_env_change)
+        "preset": preset, "text_model": text_model, **options.get(name, {}), **identity}
         for name, bench in benches.items()}
+    runs = {name: open_run(out / dirs[name], bench_config[name] | ({"prompt": variants[0]} if variants else {}),
+                           world, overwrite, allow_env_change)  # every benchmark's directory checked before any work
+            for name in names}
+    second = {name: open_run(out / prompt_dir(dirs[name], variants[1]), bench_config[name] | {"prompt": variants[1]},
+                             world, overwrite, allow_env_change)
+              for name in names} if len(variants) == 2 else {}
     if world.main:  # timings.json records this call from now on, whether it finishes or not
-        for run in runs.values():
+        for run in [*runs.values(), *second.values()]:
             run.start_invocation({"batch_size": plan.batch_size})
     with loading_user_input():
         vlm = load_model(model, device=device, **load_options)
     parts = study_parts(plan, [s.name for s in vlm.encoders], seed, text_model)
-    summaries, timings = {}, {}
+    if variants:
+        benches = {name: bench.with_prompt(variants[0], vlm) for name, bench in benches.items()}
+    summaries, timings, differences = {}, {}, {}
     for name, bench in benches.items():
         timings[name] = run_parts(vlm, bench, runs[name], parts, quiet or not world.main, world)
         rows = _rows(runs[name], world)
@@ -321,7 +354,19 @@ def run_study(model: str = "demo", benchmarks: str | Sequence[str] = "shapes", p
             runs[name].write_json("summary.json", summaries[name])
             log = runs[name].log_invocation({"batch_size": plan.batch_size, "parts": timings[name]})
             timings[name] = log["total"].get("parts", {})  # the study's timings: every invocation's, summed
-    result = StudyResult(out, summaries, [table_row(n, dirs[n], summaries[n]) for n in names])
+        if name in second:  # the measures again in the second prompt, and their differences
+            again = [p for p in parts if p.experiment in ("conditions", "text_model")]
+            took = run_parts(vlm, bench.with_prompt(variants[1], vlm), second[name], again, quiet or not world.main,
+                             world)
+            rows_b = _rows(second[name], world)
+            if world.main:
+                second[name].write_json("summary.json", summarize_conditions(rows_b, bench, parse_conditions(
+                    plan.conditions)))
+                second[name].log_invocation({"batch_size": plan.batch_size, "parts": took})
+            differences[name] = run_difference(rows, rows_b)
+    result = StudyResult(out, summaries, [table_row(n, dirs[n], summaries[n]) for n in names],
+                         {"variants": variants, "dirs": {n: prompt_dir(dirs[n], variants[1]) for n in names},
+                          "difference": differences} if len(variants) == 2 else None)
     if world.main:
         study.write_json("summary.json", result.summary)
         study.write_json("timings.json", timings)

@@ -89,16 +89,49 @@ def parse_dtype(name: str | torch.dtype | None) -> torch.dtype | None:
     return DTYPES[name]
 
 
+def _importable(module: str) -> bool:
+    import importlib.util
+
+    try:
+        return importlib.util.find_spec(module) is not None
+    except (ImportError, ValueError):
+        return False
+
+
+def own_model(module: str, rest: str):
+    """`--model module:Class[:PATH]`: a `VLM` subclass of one's own, loaded by its classmethod
+    `load(path, device, dtype, **options)` (the README's "Your own model")."""
+    import importlib
+
+    from ..errors import MirageError
+
+    cls_name = rest.partition(":")[0]
+    try:
+        cls = getattr(importlib.import_module(module), cls_name)
+    except ModuleNotFoundError as e:
+        raise MirageError(f"--model {module}:{rest}: no module {e.name!r} (is it on PYTHONPATH?)") from None
+    except AttributeError:
+        raise MirageError(f"--model {module}:{rest}: module {module!r} has no {cls_name!r}") from None
+    if not (isinstance(cls, type) and issubclass(cls, VLM) and hasattr(cls, "load")):
+        raise MirageError(f"--model {module}:{cls_name}: not a mirage.VLM subclass with a classmethod "
+                          "load(path, device, dtype, **options)")
+    return cls.load
+
+
 def load_model(spec: str = "demo", device: str | torch.device | None = None, dtype: torch.dtype | str | None = None,
                **options) -> VLM:
-    """Load a model by spec: `demo` (the bundled weights), `demo:DIR` (from `mirage train-demo`), or `hf:ID_OR_DIR`
-    (a transformers VLM; bf16 on GPU, fp32 on CPU unless `dtype`). `options` go to the backend (hf: `device_map`,
+    """Load a model by spec: `demo` (the bundled weights), `demo:DIR` (from `mirage train-demo`), `hf:ID_OR_DIR`
+    (a transformers VLM; bf16 on GPU, fp32 on CPU unless `dtype`), or `module:Class[:PATH]` (one's own `VLM`
+    subclass, by its classmethod `load(path, device, dtype, **options)`). `options` go to the backend (hf: `device_map`,
     `image_size` for the Qwen2-VL family's fixed-resolution path); one it does not take is refused."""
     name, _, path = spec.partition(":")
-    if name not in MODELS:
-        raise UnknownNameError(did_you_mean("model", spec, MODELS.names()))
+    if name not in MODELS and "." not in name and not _importable(name):
+        raise UnknownNameError(did_you_mean("model", spec, MODELS.names()) + " (or module:Class[:PATH] of your own)")
     device = parse_device(device)
-    model = MODELS.get(name)(path or None, device, parse_dtype(dtype), **options)
+    loader = MODELS.get(name) if name in MODELS else own_model(name, path)
+    if name not in MODELS:
+        path = path.partition(":")[2]
+    model = loader(path or None, device, parse_dtype(dtype), **options)
     # mirage optimizes inputs, never the model: no weight gradients (on a 7B model they cost ~13 GB and a third
     # of each backward pass)
     model.requires_grad_(False)

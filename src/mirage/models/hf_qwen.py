@@ -100,6 +100,8 @@ def mrope_positions(input_ids: Tensor, mask: Tensor, image_token_id: int,
 class HFQwen2VL(TransformersSpliced):
     """A transformers Qwen2-VL or Qwen2.5-VL model, its image processor and tokenizer (with the chat template)."""
 
+    prompt_family = "qwen"  # `--prompt model`: the Qwen-VL prompts lmms-eval publishes (mmstar_qwen, mmmu_val_qwen)
+
     def __init__(self, model, image_processor, tokenizer, image_size: int | None = None):
         super().__init__()
         self.model, self.image_processor, self.tokenizer = model, image_processor, tokenizer

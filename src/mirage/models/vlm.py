@@ -93,6 +93,9 @@ class VLM(nn.Module):
     prompt_style: Callable[[Question], str] | None = None
     # Whether the text-only path takes a `soft` visual (free vectors in the input embeddings; `soft_dim` wide).
     soft_prompts: bool = False
+    # The family whose own published benchmark prompts `--prompt model` asks in (a benchmark's prompt variant of
+    # that name, e.g. "qwen": lmms-eval's mmstar_qwen); None: the family publishes none mirage knows.
+    prompt_family: str | None = None
 
     # --- the visual path -------------------------------------------------------------------
     def process_images(self, images: Sequence[Image.Image]) -> dict[str, Tensor]:

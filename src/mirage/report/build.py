@@ -10,6 +10,7 @@ from pathlib import Path
 from jinja2 import Environment, FileSystemLoader
 
 from .blind_panel import blind_panel
+from .shuffle_panel import caption_rows, shuffle_panel
 from ..errors import MirageError, UsageError
 from .demo_panel import demo_panels
 from .gallery import DEFAULT_MAX_IMAGES, galleries, single_images
@@ -100,7 +101,8 @@ def report_context(run_dir: str | Path, max_images: int = DEFAULT_MAX_IMAGES, qu
         title=f"mirage report: {data.config.get('model', '?')} on {benchmark_title(data.config)}",
         run_path=str(data.path), facts=run_facts(data), config_json=json.dumps(data.config, indent=2, sort_keys=True),
         timings=data.timings, measures=measure_tables(data.path, data.rows), panels=panels,
-        blind=blind_panel(data.rows), intervals=data.summary["intervals"],
+        blind=blind_panel(data.rows), shuffle=shuffle_panel(data), captions=caption_rows(data, qs),
+        intervals=data.summary["intervals"],
         table=table, types=question_types(table), baselines=baselines(table), attacked=any(r.attack for r in table),
         plots=[p for p in plots if p is not None], galleries=galleries(data, qs, max_images),
         singles=single_images(data, {p.source for p in panels}), questions_loaded=bool(qs),

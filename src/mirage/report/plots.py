@@ -232,3 +232,44 @@ def transfer_plot(transfer: dict | None) -> Plot | None:
     return Plot("transfer", "Transfer across benchmarks", _uri(fig),
                 "Universal inputs trained on one benchmark (row) evaluated on another (column). Each cell: accuracy, "
                 "gain over the blank image on the same questions, and the exact McNemar p of that gain.")
+
+
+SHUFFLE_BARS = (("pair", "pair (real)", "#de8f07"), ("image_only", "image alone (image-only)", "#0173b2"),
+                ("text_only", "text alone (wrong)", "#019e73"), ("neither", "neither (both)", "#d55e00"))
+
+
+def shuffle_plot(blocks: dict[str, dict], title: str = "Where the score comes from",
+                 key: str = "shuffle") -> Plot | None:
+    """One group of bars per entry of `blocks` (label -> a `blind.shuffle_decomposition` block: overall, a
+    question type, a benchmark): the share answered right with the pair, the image alone, the text alone and
+    neither, each with its 95% interval, beside chance (a black tick)."""
+    blocks = {k: b for k, b in blocks.items() if any(m in b for m, _, _ in SHUFFLE_BARS)}
+    if not blocks:
+        return None
+    fig = _figure(8, 0.9 + 0.75 * len(blocks))
+    ax = fig.add_subplot()
+    height = 0.8 / len(SHUFFLE_BARS)
+    for g, (label, block) in enumerate(reversed(list(blocks.items()))):
+        for k, (m, name, colour) in enumerate(SHUFFLE_BARS):
+            if m not in block:
+                continue
+            v, (lo, hi) = block[m]["value"], block[m]["ci95"]
+            y = g + 0.4 - (k + 0.5) * height
+            ax.barh(y, v, height=height * 0.9, color=colour, label=name if g == 0 else None)
+            ax.errorbar(v, y, xerr=[[max(v - lo, 0)], [max(hi - v, 0)]], fmt="none", color="black", lw=0.8, capsize=2)
+        if "chance" in block:
+            ax.plot([block["chance"]["value"]] * 2, [g - 0.45, g + 0.45], color="black", lw=1.5,
+                    label="chance" if g == 0 else None)
+    ax.set_yticks(range(len(blocks)), list(reversed(list(blocks))))
+    ax.set_xlim(0, 1.02)
+    ax.set_xlabel("share answered right (95% Wilson interval)")
+    ax.grid(axis="x", alpha=0.3)
+    handles, labels = ax.get_legend_handles_labels()
+    order = sorted(range(len(labels)), key=lambda i: [n for _, n, _ in SHUFFLE_BARS].index(labels[i])
+                   if labels[i] in [n for _, n, _ in SHUFFLE_BARS] else len(SHUFFLE_BARS))
+    ax.legend([handles[i] for i in order], [labels[i] for i in order], loc="upper left", bbox_to_anchor=(1.01, 1),
+              fontsize=8)
+    return Plot(key, title, _uri(fig),
+                "The question's own image and words (pair), its image with another question's words (image alone), "
+                "its words with another question's image (text alone), and another's words and image (neither); the "
+                "question's own options and gold in every case. The black tick: chance (1 / options).")

@@ -12,7 +12,10 @@ from markupsafe import Markup
 
 from ..errors import MirageError
 from ..runs import CONFIG, SUMMARY
+from ..blind import SHUFFLE_NAMES
+from ..display import STUDY_SHUFFLE
 from .build import environment, report_context
+from .plots import shuffle_plot
 from .rundata import TIMINGS
 
 MEASURES = ("S_v", "S_wv", "S_t", "MG", "ML")
@@ -67,6 +70,10 @@ def build_study_report(study_dir: str | Path, max_images: int, questions: bool =
         sections.append({"name": name, "anchor": anchor(directory), "has_panels": bool(ctx["panels"]),
                          "panels": Markup(prefix_ids(panels, prefix)), "html": Markup(prefix_ids(body, prefix))})
     table = [line | {"anchor": anchor(line["dir"])} for line in summary["table"]]
+    # the shuffle decomposition across benchmarks: its columns where any benchmark has them, and one picture
+    shuffles = [m for m in STUDY_SHUFFLE if any(m in (line.get("shuffle") or {}) for line in table)]
+    picture = shuffle_plot({line["benchmark"]: line["shuffle"] for line in table if line.get("shuffle")},
+                           "Every benchmark: pair, image alone, text alone, neither", "shuffle-benchmarks")
     # each benchmark's own timings.json: every invocation's parts, interrupted and killed ones included
     per_bench = {}
     for name in config["benchmarks"]:
@@ -85,5 +92,7 @@ def build_study_report(study_dir: str | Path, max_images: int, questions: bool =
         title=f"mirage study: {config.get('model', '?')} on {', '.join(config['benchmarks'])}", run_path=str(path),
         facts=[(k, str(v)) for k, v in facts if v is not None], table=table, measures=MEASURES, sections=sections,
         text_only_match=summary.get("text_only_match", []),
+        shuffles=shuffles, shuffle_names=SHUFFLE_NAMES, signed=STUDY_SHUFFLE[3:], picture=picture,
+        prompts=summary.get("prompts"),
         timings=per_bench, config_json=json.dumps(config, indent=2, sort_keys=True), version=__version__,
         generated=time.strftime("%Y-%m-%d %H:%M:%S"))
