@@ -9,7 +9,7 @@ import typer
 from typer.core import TyperArgument, TyperOption
 
 from . import (benchmarks, curate, eval, invert, optimize, report, saliency, show, study, train_demo,
-               train_demo_text, transfer)
+               train_demo_text, transfer, tst)
 
 _value_type = TyperOption.display_type_rich
 
@@ -46,6 +46,7 @@ app.command("optimize")(optimize.optimize_cmd)
 app.command("study")(study.study_cmd)
 app.command("train-demo")(train_demo.train_demo_cmd)
 app.command("train-demo-text")(train_demo_text.train_demo_text_cmd)
+app.command("tst")(tst.tst_cmd)
 app.command("curate")(curate.curate_cmd)
 app.command("report")(report.report_cmd)
 app.command("show")(show.show_cmd)

@@ -43,7 +43,7 @@ AspectRatio = Annotated[Optional[str], typer.Option(
 Conversation = Annotated[Optional[str], typer.Option(
     help="hf: the prompt. hf (the processor's chat template; the default except for LLaVA-1.5) or an official "
     "conversation: vicuna_v1 (LLaVA-1.5's official code, with its system line; its default), qwen_1_5 "
-    "(LLaVA-OneVision's official code, as lmms-eval's llava_onevision runs).")]
+    "(LLaVA-OneVision's official code, as lmms-eval's llava_onevision runs), internvl2_5 (InternVL's chat()).")]
 GpusPerRank = Annotated[int, typer.Option(
     min=1, help="torchrun: GPUs per rank; the model is split over them (e.g. 8 GPUs as 4 ranks x 2).")]
 Quiet = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars.")]

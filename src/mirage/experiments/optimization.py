@@ -145,6 +145,16 @@ def png_condition(run: RunDir, source: str, universal: bool) -> Condition:
     return Condition(sources.png(source), make)
 
 
+def refuse_several_images(bench: Benchmark) -> None:
+    """An optimized input stands for one image: a benchmark whose questions are asked with several images each
+    (`Benchmark.all_images`) is refused by name until one input per image slot is built."""
+    many = next((q for q in bench.questions if len(q.images) > 1), None) if bench.all_images else None
+    if many is not None:
+        raise UsageError(f"{bench.name}: question {many.id!r} is asked with {len(many.images)} images; an optimized "
+                         "input replaces one image per question (several per question: not built yet; `mirage eval` "
+                         "asks them under every condition)")
+
+
 def with_images(bench: Benchmark, what: str, text_only_ok: bool = False) -> Benchmark:
     """The questions an optimized input can stand in for: those with an image (a text-only question has no image
     to replace, as the image conditions skip it); the rest are skipped and said so, none left is refused, unless
@@ -168,6 +178,7 @@ def run_optimization(model: VLM, bench: Benchmark, spec: OptimizeSpec, cfg: Opti
     it produced (resumes from rows already in `run`). Under torchrun (`world`), questions are sharded and universal
     gradients summed across ranks. `mirage.experiments.run_input` dispatches every `--input`, patch and generator
     included."""
+    refuse_several_images(bench)
     bench = with_images(bench.for_model(model), f"--input {spec.input}", text_only_ok=spec.scope == "universal"
                         or spec.input == sources.SOFT_PROMPT)
     check_prompts(model, bench, world=world)

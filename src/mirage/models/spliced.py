@@ -64,9 +64,19 @@ class SplicedVLM(VLM):
         raise NotImplementedError
 
     def sequences(self, prompts: Sequence[str], targets: Sequence[str] | None = None,
-                  counts: int | Sequence[int] | None = None, image: bool = True) -> tuple[Tensor, Tensor, Tensor]:
+                  counts: int | Sequence[int | Sequence[int]] | None = None, image: bool = True,
+                  images: Sequence[int] | None = None) -> tuple[Tensor, Tensor, Tensor]:
         """Left-padded ids with the image placeholder repeated `counts` times (per row, or `num_image_tokens`);
-        mask; labels (-100 off target). `image=False`: the text-only prompts, no placeholder."""
+        mask; labels (-100 off target). `image=False`: the text-only prompts, no placeholder. `images`: how many
+        images each row holds (placed at the prompt's `<image>` markers), each with its count in `counts[row]`."""
+        if images is not None and any(k != 1 for k in images):
+            cache = self.__dict__.setdefault("_prompt_ids", {})
+            for p, k in zip(prompts, images):
+                if (p, k) not in cache:
+                    cache[p, k] = self.text_ids(self.chat_text(p, k))
+            out = build_sequences(self.tokenizer, [cache[p, k] for p, k in zip(prompts, images)], targets,
+                                  self.image_token_id, counts)
+            return tuple(on_device(t, self.device) for t in out)
         counts = 0 if not image else self.num_image_tokens if counts is None else counts
         out = build_sequences(self.tokenizer, self.prompt_ids(prompts, image), targets, self.image_token_id, counts)
         return tuple(on_device(t, self.device) for t in out)
@@ -235,7 +245,13 @@ def build_sequences(tokenizer, texts: Sequence[str] | Sequence[list[int]], targe
     counts = [num_image_tokens] * len(ids) if isinstance(num_image_tokens, int) else list(num_image_tokens)
     seqs, labels = [], []
     for prompt, t, num_image_tokens in zip(ids, tgt, counts):
-        if num_image_tokens > 0:
+        if not isinstance(num_image_tokens, int):  # several images in this row: one count per placeholder, in order
+            if prompt.count(image_token_id) != len(num_image_tokens):
+                raise ValueError(f"a prompt holds {prompt.count(image_token_id)} image placeholders for "
+                                 f"{len(num_image_tokens)} images")
+            it = iter(num_image_tokens)
+            prompt = [x for tok in prompt for x in ([image_token_id] * next(it) if tok == image_token_id else [tok])]
+        elif num_image_tokens > 0:
             if prompt.count(image_token_id) != 1:
                 raise ValueError(f"a prompt must hold exactly one image placeholder, found {prompt.count(image_token_id)}")
             p = prompt.index(image_token_id)
