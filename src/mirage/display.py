@@ -10,7 +10,9 @@ def summary_table(summary: dict, title: str | None = None) -> Table:
     types = sorted({t for by in summary.get("by_type", {}).values() for t in by})
     table = Table(title=title)
     for col in ("source", "n", "accuracy", "95% CI", *(t or "(no type)" for t in types), "vs real (p)"):
-        table.add_column(col, justify="left" if col == "source" else "right")
+        # a narrow terminal folds a long source name instead of cutting two alike names to the same prefix
+        table.add_column(col, justify="left" if col == "source" else "right",
+                         overflow="fold" if col == "source" else "ellipsis")
     for src, n in summary["n"].items():
         lo, hi = summary["ci95"][src]
         by = summary.get("by_type", {}).get(src, {})

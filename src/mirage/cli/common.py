@@ -19,8 +19,10 @@ console = Console(width=None if sys.stdout.isatty() else 130)  # logs and pipes 
 EXPECTED = (MirageError, FileNotFoundError)
 
 # --- options shared by several commands (the default stays at each command: they differ) -----------------------
-Model = Annotated[str, typer.Option(help="Model spec: demo, demo:DIR, hf:<hub id or dir> or cambrian:<hub id or dir>.")]
-BenchmarkName = Annotated[str, typer.Option(help="Benchmark name.")]
+Model = Annotated[str, typer.Option(help="Model spec: demo, demo:DIR, hf:<hub id or dir>, cambrian:<hub id or dir> or "
+                                         "module:Class[:PATH] (a VLM of one's own).")]
+BenchmarkName = Annotated[str, typer.Option(help="Benchmark: a name (mirage benchmarks), file:PATH (a JSONL file of "
+                                                 "one's own) or spec:PATH (a spec file).")]
 Split = Annotated[Optional[str], typer.Option(help="Benchmark split (default: the benchmark's own; mmmu: validation).")]
 DataDir = Annotated[Optional[Path], typer.Option(help="A local copy of the benchmark in the hub's layout.")]
 DataDirs = Annotated[Optional[list[str]], typer.Option(help="NAME=DIR: a benchmark's local copy (repeatable).")]

@@ -205,6 +205,9 @@ class TransformersSpliced(SplicedVLM):
     def lm_head_logits(self, hidden: Tensor) -> Tensor:
         return self.model.lm_head(hidden)
 
+    def checkpointed_parts(self) -> list:
+        return [self.model]  # the whole VLM: transformers passes the switch to its towers
+
 
 def right_align(input_ids: Tensor, mask: Tensor) -> tuple[Tensor, Tensor]:
     """A left-padded batch moved to the left edge of each row (its padding after it), and each row's last position

@@ -162,6 +162,44 @@ class VLM(nn.Module):
         """Words of `prompt` the tokenizer can only map to its unknown token (a byte-level tokenizer has none)."""
         return []
 
+    # --- memory switches: each backend names its parts, the switches act on them -----------------
+    def checkpointed_parts(self) -> list[nn.Module]:
+        """The transformers modules whose activations gradient checkpointing recomputes (the LM, the encoders);
+        none by default."""
+        return []
+
+    def separate_encoders(self) -> dict[str, nn.Module]:
+        """Encoders held apart from the LM, by name, that can be moved to the CPU when an input bypasses them;
+        none by default (a transformers VLM keeps its tower inside)."""
+        return {}
+
+    def set_gradient_checkpointing(self, on: bool) -> None:
+        """Recompute activations in the backward pass (on) or keep them (off); training mode while on, since
+        transformers checkpoints only then (these models have no dropout)."""
+        for m in self.checkpointed_parts():
+            inner = getattr(m, "model", m)
+            if not getattr(inner, "supports_gradient_checkpointing", False):
+                continue
+            if on:
+                kwargs = {"use_reentrant": False}  # inputs that need no grad must still get their gradients
+                if hasattr(inner, "activation_checkpointing_enable"):  # transformers >= 5.2x's name
+                    inner.activation_checkpointing_enable(activation_checkpointing_kwargs=kwargs)
+                else:
+                    inner.gradient_checkpointing_enable(gradient_checkpointing_kwargs=kwargs)
+            else:
+                (getattr(inner, "activation_checkpointing_disable", None) or inner.gradient_checkpointing_disable)()
+        self.train(on)
+
+    def offload_encoders(self, keep: Sequence[str]) -> None:
+        """Move the separate encoders not in `keep` to the CPU (`onload_encoders` brings them back)."""
+        for name, tower in self.separate_encoders().items():
+            if name not in keep:
+                tower.to("cpu")
+
+    def onload_encoders(self) -> None:
+        for tower in self.separate_encoders().values():
+            tower.to(self.device)
+
     @property
     def device(self) -> torch.device:
         return next(self.parameters()).device
