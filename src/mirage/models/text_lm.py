@@ -59,6 +59,9 @@ class TextLM(VLM):
     def input_embeddings(self):
         return self.model.get_input_embeddings()
 
+    def checkpointed_parts(self) -> list:
+        return [self.model]  # `--grad-checkpointing` for a soft prompt optimized on the base LLM
+
     def _inputs(self, prompts: Sequence[str], visual: Visual) -> dict:
         if visual.stage == SOFT:
             return self._soft_inputs(prompts, visual.value)
