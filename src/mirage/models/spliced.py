@@ -12,7 +12,7 @@ from torch import Tensor
 
 from ..benchmarks.question import LETTERS
 from .chat import answer_ids, chat_ids, content_start, image_turn
-from .vlm import NONE, SOFT, VLM, Visual, on_device
+from .vlm import IMAGES, NONE, SOFT, VLM, Visual, on_device
 
 
 @dataclass
@@ -116,6 +116,14 @@ class SplicedVLM(VLM):
                 raise ValueError(f"{type(self).__name__}: its text path takes no soft prompt yet")
             input_ids, mask, labels, where = self.soft_sequences(prompts, targets, visual.value.shape[1])
             return input_ids, mask, labels, visual.value, SoftSlots(where)
+        if visual.stage == IMAGES and any(isinstance(v, (list, tuple)) for v in visual.value):
+            # several images in a row (`max_images`): all through the processor, each its own placeholder block
+            rows = [v if isinstance(v, (list, tuple)) else [v] for v in visual.value]
+            tokens = self.to_tokens(Visual(IMAGES, [im for row in rows for im in row]))  # [sum k, N, D]
+            n = tokens.shape[1]
+            input_ids, mask, labels = self.sequences(prompts, targets, [[n] * len(r) for r in rows],
+                                                     images=[len(r) for r in rows])
+            return input_ids, mask, labels, tokens.reshape(-1, tokens.shape[-1]), None
         input_ids, mask, labels = self.sequences(prompts, targets)
         return input_ids, mask, labels, self.to_tokens(visual), None
 

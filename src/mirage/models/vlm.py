@@ -88,6 +88,9 @@ class VLM(nn.Module):
     """A vision-language model seen through mirage's stages; subclasses implement the abstract steps."""
 
     encoders: list[EncoderSpec]
+    # How many images a question may show it (several: each where the prompt's `<image>` markers stand, else all
+    # before the prompt); 1: one image per question.
+    max_images: int = 1
     # The prompt style the model was trained to read, used for benchmarks with no official prompt (`file:`);
     # None: such benchmarks keep mirage's generic multiple-choice prompt.
     prompt_style: Callable[[Question], str] | None = None
@@ -129,8 +132,11 @@ class VLM(nn.Module):
             v = self.connect(v)
         return v
 
-    def visual_from_images(self, images: Sequence[Image.Image]) -> Visual:
-        """Real images through the real processor, ready for `choice_logits`."""
+    def visual_from_images(self, images: Sequence[Image.Image | Sequence[Image.Image]]) -> Visual:
+        """Real images through the real processor, ready for `choice_logits`. A row may hold several images (a list,
+        for a model with `max_images` > 1): they stay images, processed where the prompts are built."""
+        if any(isinstance(im, (list, tuple)) for im in images):
+            return Visual(IMAGES, list(images))
         return Visual("processed", self.process_images(images))
 
     # --- answers ---------------------------------------------------------------------------
