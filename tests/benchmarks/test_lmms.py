@@ -428,3 +428,15 @@ def test_optimize_and_curate_take_lmms_tasks(hub, models, tmp_path):
     bench = load_benchmark("lmms:mmvp", data_dir=str(hub["mmvp"]))
     kept = [json.loads(line) for line in (tmp_path / "curated" / "questions.jsonl").read_text().splitlines()]
     assert all(row["prompt"] == bench.prompt(next(q for q in bench if q.id == row["id"])) for row in kept)
+
+
+def test_words_conditions_keep_the_questions_own_options(hub):
+    """`image-only` asks an lmms prompt with another question's words and the question's own option lines, post
+    prompt and gold (the prompt split where its option A line starts)."""
+    from mirage.conditions import ConditionContext, get_condition
+
+    bench = load_benchmark("lmms:mmvp", data_dir=str(hub["mmvp"]))
+    asked = get_condition("image-only").ask(bench[0], ConditionContext(bench, seed=0))
+    assert bench.prompt(asked) == ("Is the school bus driving towards or away from the camera?\nA. Open\nB. Closed\n"
+                                   "Answer with the option's letter from the given choices directly.")
+    assert (asked.choices, asked.answer) == (bench[0].choices, bench[0].answer)
