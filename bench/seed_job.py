@@ -1,37 +1,128 @@
-"""The seed's job, timed on the MMMU fixture and projected to MMMU validation (900 questions): per-question features
-and pixels, 50 Adam steps (early stop off), Cambrian-8B shape (random bf16 weights), one GPU, with the memory
-switches a 24 GB card needs.
+"""The seed's job at the card's settings, timed end to end and set against its FLOP floor: per-question features and
+pixels through all four encoders of the Cambrian-8B shape (random bf16 weights), 50 Adam steps, early stop off, on
+questions of MMMU's prompt lengths, projected to MMMU validation (900 questions).
 
-    PYTHONPATH=src python bench/seed_job.py OUT.json [--fixtures ../shared/fixtures] [--tiny --device cpu]
+    PYTHONPATH=src python bench/seed_job.py OUT.json [--fixtures ../shared/fixtures] [--compile] [--seed-card 22]
+    CPU dry run: PYTHONPATH=src python bench/seed_job.py /tmp/s.json --tiny --device cpu --steps 2 --questions 4
 
-End to end through `run_optimization` (rows, artifacts, pixels' PNG re-check): pixels at `--pixels-batch`
-(image through SigLIP, CLIP and DINOv2; ConvNeXt held at its blank-image features; checkpointing; towers kept on
-the GPU), then features at `--features-batch` (ConvNeXt's features detached, towers offloaded, checkpointing), the
-batch sizes `cambrian_memory.py` found to peak under 22 GiB. The projection scales the seconds by 900 / the
-fixture's questions at the same batch (the fixture's last batch is partial, so the projection is pessimistic).
-Prompts use a word-level tokenizer over the fixture's words (Llama-3's BPE is not on these machines).
+Questions: the MMMU validation fixture's questions (all multiple choice, with their images), repeated under new ids
+up to a whole number of batches of at least `--questions`, so every round of the loop is full and has the fixture's
+mix of prompt lengths. Prompts use a word-level tokenizer over the fixture's words (Llama-3's BPE is not on these
+machines).
+
+Per part: the batch and switches `--batch-size auto` chooses on this card (`experiments.fit.fit_batch`; with
+`--seed-card GIB` also what it chooses within that budget, the seed's 24 GB card, without running it); with
+`--compile`, a warm-up run of 2 steps on one batch first (the compiles, timed apart); then `run_optimization` end to
+end (rows, artifacts, the PNG re-check for pixels). Projection: the seconds per round (one batch through 50 steps)
+times the rounds 900 questions take.
+
+Floor: the FLOPs one question needs (torch's FlopCounterMode over one eager step at batch 1 of each distinct
+fixture question: the forward, the input-gradient backward; pixels add the four towers and the differentiable
+preprocessing), times 50 steps plus the closing forward (and the PNG re-check's forward for pixels), over the
+bf16 matrix rate measured in the same call (an 8192^3 product on random data).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import math
+import subprocess
 import tempfile
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import torch
+from torch.utils.flop_counter import FlopCounterMode
 
 from mirage.benchmarks import load_benchmark
 from mirage.benchmarks.shapes.questions import vocabulary
 from mirage.experiments import OptimizeSpec, apply_switches, run_optimization
+from mirage.experiments.fit import fit_batch
+from mirage.experiments.optimization import clear_switches, spec_input
 from mirage.inputs import Reference
 from mirage.models.cambrian import CambrianVLM, config_8b, tiny_config
 from mirage.models.cambrian.template import IMAGE_TOKEN, llama_3_prompt, word_level_tokenizer
+from mirage.models.vlm import on_device
+from mirage.objectives import OBJECTIVES
 from mirage.optimize import OptimizeConfig
 from mirage.runs import RunDir
 
 MMMU_VALIDATION = 900
+
+
+def matmul_tflops(device: torch.device) -> float | None:
+    """The bf16 matrix rate of this card: median of 20 products of random 8192^3 matrices, after 5 warm-ups."""
+    if device.type != "cuda":
+        return None
+    n = 8192
+    a, b = (torch.randn(n, n, device=device, dtype=torch.bfloat16) for _ in range(2))
+    for _ in range(5):
+        a @ b
+    times = []
+    for _ in range(20):
+        e0, e1 = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        e0.record()
+        a @ b
+        e1.record()
+        torch.cuda.synchronize()
+        times.append(e0.elapsed_time(e1) / 1e3)
+    return round(2 * n**3 / sorted(times)[len(times) // 2] / 1e12, 1)
+
+
+def gqa_flop_counts() -> None:
+    """torch's sdpa FLOP formulas assert equal query and key heads; Llama-3's grouped-query attention has 32 query
+    heads over 8 key/value heads: count it as the kernels compute it, every query head against its group's keys."""
+    import torch.utils.flop_counter as fc
+
+    if getattr(fc, "_mirage_gqa", False):
+        return
+    fwd, bwd = fc.sdpa_flop_count, fc.sdpa_backward_flop_count
+
+    def heads(q, *kv):
+        return [(*s[:1], q[1], *s[2:]) for s in kv]
+
+    fc.sdpa_flop_count = lambda q, k, v: fwd(q, *heads(q, k, v))
+    fc.sdpa_backward_flop_count = lambda g, q, k, v: bwd(g, q, *heads(q, k, v))
+    fc._mirage_gqa = True
+
+
+def question_flops(model, bench, spec: OptimizeSpec, ref: Reference) -> dict:
+    """FLOPs of one question's forward and input-gradient backward (mean over the distinct questions, batch 1,
+    eager, no switches), and its sequence length."""
+    gqa_flop_counts()
+    clear_switches(model)
+    cfg = OptimizeConfig()
+    fwd, bwd, tokens = [], [], []
+    for q in bench.questions:
+        inp = spec_input(model, spec, cfg, 1, ref)
+        inp.reset(0, q.id)
+        with FlopCounterMode(display=False) as fc:
+            loss, _ = OBJECTIVES.get("ce")(model, [bench.prompt(q)], inp(on_device([0], model.device)), [q])
+        fwd.append(fc.get_total_flops())
+        with FlopCounterMode(display=False) as fc:
+            loss.sum().backward()
+        bwd.append(fc.get_total_flops())
+        tokens.append(int(model.sequences([bench.prompt(q)])[0].shape[1]))
+        del inp, loss
+    mean = lambda xs: sum(xs) / len(xs)  # noqa: E731
+    return {"forward_tflop": round(mean(fwd) / 1e12, 3), "backward_tflop": round(mean(bwd) / 1e12, 3),
+            "tokens_mean": round(mean(tokens), 1), "tokens": tokens}
+
+
+def repeated(bench, n: int):
+    """`n` questions: the benchmark's, repeated in order under new ids."""
+    qs = [replace(q, id=f"{q.id}#{k // len(bench.questions)}") if k >= len(bench.questions) else q
+          for k, q in ((k, bench.questions[k % len(bench.questions)]) for k in range(n))]
+    return replace(bench, questions=qs)
+
+
+def commit() -> str:
+    try:
+        return subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
+    except OSError:
+        return ""
 
 
 def main() -> None:
@@ -41,13 +132,18 @@ def main() -> None:
     ap.add_argument("--tiny", action="store_true")
     ap.add_argument("--device", default="cuda")
     ap.add_argument("--steps", type=int, default=50)
-    ap.add_argument("--features-batch", type=int, default=4)
-    ap.add_argument("--pixels-batch", type=int, default=3)
-    ap.add_argument("--parts", default="pixels,features")
+    ap.add_argument("--questions", type=int, default=32, help="at least this many (whole batches)")
+    ap.add_argument("--parts", default="features,pixels")
+    ap.add_argument("--batch", type=int, default=None, help="a fixed batch instead of auto (no switches)")
+    ap.add_argument("--memory", type=float, default=None, help="auto's budget in GiB (default: the card's)")
+    ap.add_argument("--seed-card", type=float, default=None, help="also record auto's choice within this budget")
+    ap.add_argument("--compile", action="store_true")
+    ap.add_argument("--no-flops", action="store_true")
+    ap.add_argument("--commit", default=None, help="the commit measured (default: git's HEAD here)")
     args = ap.parse_args()
     device = torch.device(args.device)
-    bench = load_benchmark("mmmu", split="validation", data_dir=str(Path(args.fixtures) / "mmmu"))
-    words = {w for q in bench for w in bench.prompt(q).split()} | set(vocabulary())
+    fixture = load_benchmark("mmmu", split="validation", data_dir=str(Path(args.fixtures) / "mmmu"))
+    words = {w for q in fixture for w in fixture.prompt(q).split()} | set(vocabulary())
     tok = word_level_tokenizer(sorted(words))
     ids = tok(llama_3_prompt("x"), add_special_tokens=False).input_ids
     position = ids.index(tok.convert_tokens_to_ids(IMAGE_TOKEN))
@@ -56,42 +152,90 @@ def main() -> None:
     torch.manual_seed(0)
     t = time.perf_counter()
     model = CambrianVLM.random(config, tok, device, torch.bfloat16 if device.type == "cuda" else torch.float32)
+    fixture = fixture.for_model(model)
     with torch.no_grad():
-        ref = Reference.from_benchmark(model, bench, n=4)
-    res = {"date": time.strftime("%Y-%m-%d %H:%M"), "torch": torch.__version__,
+        ref = Reference.from_benchmark(model, fixture, n=4)
+    res = {"date": time.strftime("%Y-%m-%d %H:%M"), "commit": args.commit or commit(), "torch": torch.__version__,
            "device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
-           "config": "tiny" if args.tiny else "cambrian-8b shapes (random weights)", "questions": len(bench),
-           "mc_questions": sum(q.kind == "mc" for q in bench), "steps": args.steps,
-           "build_s": round(time.perf_counter() - t, 1), "parts": {}}
-    names = [s.name for s in model.encoders]
+           "config": "tiny" if args.tiny else "cambrian-8b shapes (random weights)", "steps": args.steps,
+           "compile": args.compile, "build_s": round(time.perf_counter() - t, 1),
+           "matmul_tflops": matmul_tflops(device), "parts": {}}
+    print(res, flush=True)
     work = Path(tempfile.mkdtemp())
-    # pixels first, towers kept on the GPU: the PNG re-check runs all four towers, and an offloaded ConvNeXt-XXL
-    # would run it on the CPU (cambrian_memory.py measures the offloaded peak); features then offload every tower
-    parts = {"pixels": (OptimizeSpec("pixels", encoders=[n for n in names if n != "convnext"]), args.pixels_batch,
-                        False),
-             "features": (OptimizeSpec("features", detach=["convnext"]), args.features_batch, True)}
-    for name, (spec, batch, offload) in parts.items():
-        if name not in args.parts.split(","):
-            continue
-        apply_switches(model, spec, grad_checkpointing=True, offload=offload)
+    plans = {}
+    for name in args.parts.split(","):  # eager first: the FLOPs and the probes (compiled blocks would recompile)
+        spec = OptimizeSpec(name)  # every encoder, nothing detached
+        part: dict = {}
+        res["parts"][name] = part
+        if not args.no_flops:
+            part["flops"] = question_flops(model, fixture, spec, ref)
+            print(name, part["flops"], flush=True)
+        cfg = OptimizeConfig(steps=args.steps, early_stop=0)
+        probe_bench = repeated(fixture, max(args.questions, 64))
+        if args.seed_card:
+            seed = fit_batch(model, probe_bench, spec, cfg, ref, memory_gib=args.seed_card)
+            part["seed_card"] = seed.record() | {"detach": seed.detach}
+            print(name, "seed card:", seed.describe(), flush=True)
+        clear_switches(model)
+        if args.batch:
+            plans[name] = (spec, args.batch, False, False)
+        else:
+            fit = fit_batch(model, probe_bench, spec, cfg, ref, memory_gib=args.memory)
+            print(name, fit.describe(), flush=True)
+            part["auto"] = fit.record() | {"detach": fit.detach}
+            plans[name] = (fit.spec(spec, model), fit.batch_size, fit.grad_checkpointing, fit.offload)
+        clear_switches(model)
+        Path(args.out).write_text(json.dumps(res, indent=2))
+    if args.compile:
+        apply_switches(model, OptimizeSpec("features"), compile=True)
+    for name, (spec, batch, ckpt, offload) in plans.items():
+        part = res["parts"][name]
+        clear_switches(model)
+        apply_switches(model, spec, ckpt, offload)
+        cfg = OptimizeConfig(steps=args.steps, early_stop=0, batch_size=batch)
+        n = batch * math.ceil(args.questions / batch)
+        bench = repeated(fixture, n)
+        if args.compile and res["compile"]:
+            t0 = time.perf_counter()
+            try:
+                run_optimization(model, repeated(fixture, batch), spec, replace(cfg, steps=2),
+                                 RunDir.open(work / f"{name}-warmup", {"part": name}), ref)
+            except Exception as e:  # noqa: BLE001 -- a bench call must still measure the eager job
+                res["compile"] = f"failed, eager instead: {type(e).__name__}: {str(e)[:300]}"
+                print(res["compile"], flush=True)
+                for m in model.modules():
+                    m._compiled_call_impl = None
+                torch._dynamo.reset()
+            part["warmup_s"] = round(time.perf_counter() - t0, 1)
         if device.type == "cuda":
             torch.cuda.synchronize()
             torch.cuda.empty_cache()
             torch.cuda.reset_peak_memory_stats()
         t0 = time.perf_counter()
-        rows = run_optimization(model, bench, spec, OptimizeConfig(steps=args.steps, batch_size=batch, early_stop=0),
-                                RunDir.open(work / name, {"part": name}), ref)
+        rows = run_optimization(model, bench, spec, cfg, RunDir.open(work / name, {"part": name}), ref)
         s = time.perf_counter() - t0
-        n = len({r["question_id"] for r in rows if r["source"] == spec.source})
-        res["parts"][name] = {
-            "batch": batch, "offload": offload, "seconds": round(s, 1), "questions": n, "per_s": round(n / s, 4),
-            "peak_gib": round(torch.cuda.max_memory_allocated() / 2**30, 2) if device.type == "cuda" else None,
-            "projected_900_h": round(s / n * MMMU_VALIDATION / 3600, 2)}
-        print(name, res["parts"][name], flush=True)
+        done = len({r["question_id"] for r in rows if r["source"] == spec.source})
+        rounds = n // batch
+        per_round = s / rounds
+        part.update(batch=batch, questions=done, rounds=rounds, seconds=round(s, 1), per_s=round(done / s, 4),
+                    peak_gib=round(torch.cuda.max_memory_allocated() / 2**30, 2) if device.type == "cuda" else None,
+                    projected_900_h=round(math.ceil(MMMU_VALIDATION / batch) * per_round / 3600, 3))
+        if "flops" in part and res["matmul_tflops"]:
+            f = part["flops"]
+            forwards = args.steps + 1 + (name == "pixels")  # the closing forward; pixels' PNG re-check
+            per_q = args.steps * (f["forward_tflop"] + f["backward_tflop"]) + (forwards - args.steps) * f[
+                "forward_tflop"]
+            part["floor_900_h"] = round(MMMU_VALIDATION * per_q / res["matmul_tflops"] / 3600, 3)
+            part["over_floor"] = round(part["projected_900_h"] / part["floor_900_h"], 2)
+            part["achieved_tflops"] = round(done * per_q / s, 1)
+        print(name, {k: v for k, v in part.items() if k not in ("flops", "auto", "seed_card")}, flush=True)
         Path(args.out).write_text(json.dumps(res, indent=2))
-    res["projected_900_total_h"] = round(sum(p["projected_900_h"] for p in res["parts"].values()), 2)
+    res["projected_900_total_h"] = round(sum(p.get("projected_900_h", 0) for p in res["parts"].values()), 3)
+    floors = [p.get("floor_900_h") for p in res["parts"].values()]
+    if all(floors):
+        res["floor_900_total_h"] = round(sum(floors), 3)
     Path(args.out).write_text(json.dumps(res, indent=2))
-    print(res["projected_900_total_h"])
+    print("total", res.get("projected_900_total_h"), "floor", res.get("floor_900_total_h"), flush=True)
 
 
 if __name__ == "__main__":

@@ -197,16 +197,23 @@ def erqa(root: Path) -> Path:
     return root
 
 
-def naturalbench(root: Path) -> Path:
-    """BaiqiL/NaturalBench-lmms-eval (test): yes/no and two-option questions, gold "Yes"/"No" or a letter."""
-    s = pa.schema([("Index", pa.int64()), ("Image", IMAGE), ("Question", pa.string()),
-                   ("Question_Type", pa.string()), ("answer", pa.string())])
-    rows = [("Is the man holding an umbrella?", "yes_no", "Yes"), ("Is the man holding an umbrella?", "yes_no", "No"),
-            ("What is on the table? A. a vase B. a lamp", "multiple_choice", "A"),
-            ("What is on the table? A. a vase B. a lamp", "multiple_choice", "B")]
-    write(root, "data/test-00000-of-00001.parquet",
-          [{"Index": i, "Image": png(COLOURS[i]), "Question": q, "Question_Type": t, "answer": a}
-           for i, (q, t, a) in enumerate(rows)], s)
+def mmt(root: Path) -> Path:
+    """lmms-lab-encoder/MMT-Benchmark (val): option columns A-I (null where absent), gold letter; lmms-eval's
+    doc_to_text writes "Question: <image>" (one image, placed there) and its doc_to_choice gives the letters."""
+    letters = "ABCDEFGHI"
+    s = pa.schema([("index", pa.int64()), ("question", pa.string()), *[(c, pa.string()) for c in letters],
+                   ("answer", pa.string()), ("category", pa.string()), ("l2-category", pa.string()),
+                   ("split", pa.string()), ("image", IMAGE)])
+
+    def row(i, q, options, answer, l2):
+        cells = {c: (options[k] if k < len(options) else None) for k, c in enumerate(letters)}
+        return {"index": i, "question": q, **cells, "answer": answer, "category": "visual_recognition",
+                "l2-category": l2, "split": "VAL", "image": png(COLOURS[i % 6])}
+
+    write(root, "data/val-00000-of-00001.parquet", [
+        row(0, "What is the main object in the image?", ["a dog", "a cat", "a car"], "B", "object_recognition"),
+        row(1, "Which emotion does the face show?", ["happy", "sad", "angry", "surprised"], "D", "emotion"),
+    ], s)
     return root
 
 
@@ -249,4 +256,4 @@ def muirbench(root: Path) -> Path:
 # task -> (builder, what the test loads it as)
 SINGLE_IMAGE = {"mmvp": mmvp, "vstar_bench": vstar_bench, "mme": mme, "blink_counting": blink,
                 "embspatial": embspatial, "3dsrbench": threedsr, "seedbench_2_plus": seedbench_2_plus, "erqa": erqa,
-                "naturalbench": naturalbench}
+                "mmt_val": mmt}

@@ -12,6 +12,7 @@ image's size. Shuffles draw from the benchmark's whole split, so `--limit N` ask
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field, replace
 from functools import cached_property, lru_cache
 from pathlib import Path
@@ -92,12 +93,40 @@ class Condition:
             raise MirageError(f"condition {self.name!r} shows no image (question {question.id!r})")
         return img
 
+    def images(self, question: Question, ctx: ConditionContext) -> list[Image.Image]:
+        """The images this condition shows for `question`: one per image it holds where the benchmark asks every
+        image (`Benchmark.all_images`), each made by this condition's rule from that image (`image_slot`), else one."""
+        n = len(question.images) if ctx.benchmark.all_images else 1
+        if n <= 1:
+            return [self.image(question, ctx)]
+        return [self.image(image_slot(question, k), ctx) for k in range(n)]
+
     def visual(self, model: VLM, questions: Sequence[Question], ctx: ConditionContext) -> Visual:
         """What the model is given for `questions` (as asked): their images through its real processor, or no
-        image."""
+        image. A question with several images (`images`) needs a model that takes several (`max_images`)."""
         if self.image_free:
             return Visual.none()
-        return model.visual_from_images([self.image(q, ctx) for q in questions])
+        if not ctx.benchmark.all_images or all(len(q.images) <= 1 for q in questions):
+            return model.visual_from_images([self.image(q, ctx) for q in questions])
+        limit = getattr(model, "max_images", 1)
+        many = next((q for q in questions if len(q.images) > limit), None)
+        if many is not None:
+            raise MirageError(f"{ctx.benchmark.name}: question {many.id!r} has {len(many.images)} images; "
+                              f"{type(model).__name__} is asked {limit} image{'s' * (limit > 1)} per question here "
+                              "(several: the Qwen2-VL family; see the README)")
+        return model.visual_from_images([self.images(q, ctx) for q in questions])
+
+
+SLOT_KEY = "image_slot"  # Question.meta of `image_slot`'s view: (the question's id, which of its images)
+
+
+def image_slot(question: Question, k: int) -> Question:
+    """`question` seen from its `k`-th image, for a condition's rule: that image as its only one, the id
+    "<id>#<k+1>" past the first (each image its own noise and shuffle; the first's are the question's own), and
+    the question's id and `k` in meta (`wrong` walks the question's derangement and takes the other question's
+    `k`-th image)."""
+    return replace(question, id=question.id if k == 0 else f"{question.id}#{k + 1}", images=(question.images[k],),
+                   meta={**question.meta, SLOT_KEY: (question.id, k)})
 
 
 def _size(question: Question) -> tuple[int, int]:
@@ -165,9 +194,10 @@ def _derangement(ids: tuple[str, ...], seed: int, purpose: str = "wrong", name: 
 def _position(question: Question, ctx: ConditionContext, name: str, purpose: str
               ) -> tuple[list[Question], tuple[int, ...], int]:
     perm, index = ctx.derangement_of(purpose, name)
-    if question.id not in index:
-        raise MirageError(f"condition {name!r}: question {question.id!r} is not in benchmark {ctx.benchmark.name!r}")
-    return ctx.benchmark.split_questions, perm, index[question.id]
+    qid = question.meta.get(SLOT_KEY, (question.id,))[0]  # an image slot walks its question's derangement
+    if qid not in index:
+        raise MirageError(f"condition {name!r}: question {qid!r} is not in benchmark {ctx.benchmark.name!r}")
+    return ctx.benchmark.split_questions, perm, index[qid]
 
 
 def _other_image(question: Question, ctx: ConditionContext, name: str, avoid: str | None = None) -> Image.Image:
@@ -177,10 +207,11 @@ def _other_image(question: Question, ctx: ConditionContext, name: str, avoid: st
     own = question.image(0) if question.images else None
     size = own.size if own is not None else DEFAULT_SIZE
     # Walk the cycle: benchmarks reuse one image for several questions, and showing it would be the real image.
+    slot = question.meta.get(SLOT_KEY, (None, 0))[1]  # an image slot: the other question's image of that rank
     j = perm[start]
     while j != start:
         if questions[j].images and questions[j].id != avoid:
-            img = questions[j].image(0)
+            img = questions[j].image(min(slot, len(questions[j].images) - 1))
             if own is None or img.size != own.size or img.tobytes() != own.tobytes():
                 # Same size as the real image, so that image-token counts do not differ between conditions.
                 return img if img.size == size else img.resize(size, Image.BICUBIC)
@@ -199,13 +230,18 @@ def wrong(question: Question, ctx: ConditionContext) -> Image.Image:
     return _other_image(question, ctx, "wrong")
 
 
+_FIRST_OPTION_LINE = re.compile(r"\n\(?A[.:)] ")  # a line labelling option A: "A. x", "A: x", "(A) x", "A) x"
+
+
 def _split_options(text: str) -> tuple[str, str]:
-    """(the question's words, the options written after "Choices:"/"Options:" in it, or "")."""
+    """(the question's words, the options written after "Choices:"/"Options:" in it, or from its first line
+    labelling option A on (lmms-eval's rendered prompts: "...?\nA. x\nB. y\nAnswer with..."), or "")."""
     for marker in OPTION_MARKERS:  # the paper's code looks for "Choices:" first
         if marker in text:
             at = text.find(marker)
             return text[:at], text[at:]
-    return text, ""
+    m = _FIRST_OPTION_LINE.search(text)
+    return (text[: m.start()], text[m.start():]) if m else (text, "")
 
 
 def _words_source(question: Question, ctx: ConditionContext, name: str) -> Question:

@@ -2,6 +2,9 @@
 (one per model), the questions answered right with the real image and wrong by every image-free source (`none`,
 `text-model`, optionally `blank`/`noise`...) in every run (or in `min_runs` of them), written as a `file:` JSONL
 benchmark with the images beside it, and `curation.json` saying which sources solved each question in which run.
+
+`prune_tst` is the other rule: Iterative Bias Pruning (Brown et al., 2025) of the questions a trained-blind model
+(`tst-rf`, experiments/tst.py) answers from the text alone, re-diagnosing what remains after each batch.
 """
 
 from __future__ import annotations
@@ -136,3 +139,114 @@ def write_benchmark(out: Path, questions: Sequence[Question], prompt: Callable[[
     path = out / QUESTIONS
     path.write_text("".join(line + "\n" for line in lines))
     return path
+
+
+# --- Iterative Bias Pruning (Brown et al., 2025, Algorithm 1) ---------------------------------------------------
+
+
+def _amount(value: float, n: int, flag: str) -> int:
+    """A count of questions given as a count (>= 1) or a fraction of `n` (< 1)."""
+    if value <= 0:
+        raise MirageError(f"--{flag} {value}: give a count of questions or a fraction of them (> 0)")
+    return int(value) if value >= 1 else max(1, round(value * n))
+
+
+def bias_pruning(questions: Sequence[Question], scores: dict[str, float] | None = None, budget: float = 0.5,
+                 batch: float = 0.05, tau: float = 0.9, chance_stop: bool = True, folds: int = 5, seed: int = 0,
+                 diagnose: Callable | None = None) -> tuple[list[Question], list[dict], str]:
+    """IBP as the paper's Algorithm 1: while fewer than the budget B are removed, re-diagnose what remains (the
+    cross-fitted forest's bias scores s(x), refitted on the remaining questions; round 0 may use `scores`, the run's
+    own), stop early when max s(x) <= tau or (the paper's optional rule, `chance_stop`) when the trained-blind
+    accuracy's 95% interval reaches chance, else remove the min(b, B - R) questions of highest s(x).
+    `budget` and `batch` are counts or fractions of the questions. Returns (kept, rounds, why it stopped)."""
+    from .experiments.tst import assign_folds, forest_probs
+    from .stats import accuracy_ci
+
+    def cross_fitted(qs: list[Question]) -> dict[str, tuple[float, bool]]:
+        if diagnose is not None:
+            return diagnose(qs)
+        assignment = assign_folds(qs, [f"{q.text}\n{q.choices}" for q in qs], folds, seed)
+        out = {}
+        for f in range(folds):
+            test = [q for q in qs if assignment[q.id] == f]
+            for q, p in zip(test, forest_probs([q for q in qs if assignment[q.id] != f], test, seed)):
+                out[q.id] = (float(p[q.answer]), int(p.argmax()) == q.answer)
+        return out
+
+    remaining = list(questions)
+    n = len(remaining)
+    cap, step = _amount(budget, n, "budget"), _amount(batch, n, "batch")
+    removed_total, rounds, why = 0, [], "budget"
+    current = scores
+    while True:
+        diag = current if current is not None else cross_fitted(remaining)
+        current = None
+        s = {q.id: diag[q.id][0] for q in remaining}
+        acc, lo, hi = accuracy_ci([diag[q.id][1] for q in remaining])
+        chance = sum(1 / len(q.choices) for q in remaining) / len(remaining)
+        record = {"round": len(rounds), "n": len(remaining), "accuracy": round(acc, 4),
+                  "ci95": [round(lo, 4), round(hi, 4)], "chance": round(chance, 4),
+                  "max_score": round(max(s.values()), 4), "scores": {q: round(v, 4) for q, v in s.items()},
+                  "removed": []}
+        rounds.append(record)
+        if removed_total >= cap:
+            break
+        if max(s.values()) <= tau:
+            why = f"max s(x) <= tau ({tau})"
+            break
+        if chance_stop and lo <= chance:
+            why = "trained-blind accuracy within chance"
+            break
+        if len(remaining) - min(step, cap - removed_total) < folds:
+            why = "too few questions left to cross-fit"
+            break
+        k = min(step, cap - removed_total)
+        drop = sorted(remaining, key=lambda q: (-s[q.id], str(q.id)))[:k]
+        record["removed"] = [q.id for q in drop]
+        gone = set(record["removed"])
+        remaining = [q for q in remaining if q.id not in gone]
+        removed_total += k
+    return remaining, rounds, why
+
+
+def prune_tst(run: str | Path, out: str | Path, budget: float = 0.5, batch: float = 0.05, tau: float = 0.9,
+              chance_stop: bool = True) -> dict:
+    """`mirage curate --prune tst`: Iterative Bias Pruning of a run's questions with its `tst-rf` rows (from
+    `mirage tst`) as round 0's bias scores, the forest refitted on what remains each round; writes the kept set as a
+    `file:` benchmark (OUT/questions.jsonl, images/) and OUT/curation.json (every round: the questions removed, the
+    scores, the trained-blind accuracy of what remained). Returns curation.json's content."""
+    from .experiments.tst import read_state
+    from .sources import TST_RF
+
+    path = Path(run)
+    if not (path / CONFIG).is_file():
+        raise FileNotFoundError(f"run {str(path)!r} has no {CONFIG}")
+    config = json.loads((path / CONFIG).read_text())
+    rows = [r for r in read_rows(path / RESULTS, repair=False) if r["source"] == TST_RF]
+    state = read_state(path).get(TST_RF)
+    if not rows or state is None:
+        raise MirageError(f"run {str(path)!r} has no {TST_RF} rows: run `mirage tst {path} --diagnostics rf` first")
+    bench = run_benchmark(config)
+    by_id = {q.id: q for q in bench}
+    lost = [r["question_id"] for r in rows if r["question_id"] not in by_id]
+    if lost:
+        raise MirageError(f"curate: {len(lost)} question(s) of the run are not in benchmark "
+                          f"{config.get('benchmark')!r} (first: {lost[0]!r})")
+    questions = [by_id[r["question_id"]] for r in rows]
+    scores = {r["question_id"]: (r["probs"][by_id[r["question_id"]].answer], bool(r["correct"])) for r in rows}
+    kept, rounds, why = bias_pruning(questions, scores, budget, batch, tau, chance_stop, state["k"], state["seed"])
+    out = Path(out)
+    write_benchmark(out, kept, bench.prompt)
+    removed = {q for r in rounds for q in r["removed"]}
+    by_type: dict[str, dict[str, int]] = {}
+    for q in questions:
+        t = by_type.setdefault(q.type, {"n": 0, "removed": 0})
+        t["n"] += 1
+        t["removed"] += q.id in removed
+    curation = {"method": "iterative bias pruning (Brown et al. 2025, Algorithm 1)", "run": str(path),
+                "model": config.get("model"), "benchmark": config.get("benchmark"), "split": config.get("split"),
+                "diagnostic": TST_RF, "folds": state["k"], "seed": state["seed"], "budget": budget, "batch": batch,
+                "tau": tau, "chance_stop": chance_stop, "stopped": why, "n_evaluated": len(questions),
+                "n_kept": len(kept), "removed_by_type": by_type, "rounds": rounds}
+    (out / CURATION).write_text(json.dumps(curation, indent=2) + "\n")
+    return curation

@@ -10,7 +10,9 @@ def summary_table(summary: dict, title: str | None = None) -> Table:
     types = sorted({t for by in summary.get("by_type", {}).values() for t in by})
     table = Table(title=title)
     for col in ("source", "n", "accuracy", "95% CI", *(t or "(no type)" for t in types), "vs real (p)"):
-        table.add_column(col, justify="left" if col == "source" else "right")
+        # a narrow terminal folds a long source name instead of cutting two alike names to the same prefix
+        table.add_column(col, justify="left" if col == "source" else "right",
+                         overflow="fold" if col == "source" else "ellipsis")
     for src, n in summary["n"].items():
         lo, hi = summary["ci95"][src]
         by = summary.get("by_type", {}).get(src, {})
@@ -30,14 +32,15 @@ def _cell(m: dict | None, signed: bool = False) -> str:
 
 
 def study_table(table: list[dict], title: str | None = None) -> Table:
-    """The cross-benchmark table of a study: per benchmark S_v, S_wv, S_t, MG, ML, the shuffle decomposition (image
-    alone, text alone, neither, and the differences) and the best crafted input against real, each with its 95%
-    interval."""
+    """The cross-benchmark table of a study: per benchmark S_v, S_wv, S_t, MG, ML, the trained-blind accuracies and
+    gaps where the study has them, the shuffle decomposition (image alone, text alone, neither, and the differences)
+    and the best crafted input against real, each with its 95% interval."""
     from .blind import SHUFFLE_NAMES
 
     out = Table(title=title)
+    trained = [m for m in ("TsT_lm", "TsT_rf", "gap_lm", "gap_rf") if any(line.get(m) for line in table)]
     shuffles = [m for m in STUDY_SHUFFLE if any(m in (line.get("shuffle") or {}) for line in table)]
-    for col in ("benchmark", "S_v", "S_wv", "S_t", "MG", "ML", *(SHUFFLE_NAMES[m] for m in shuffles),
+    for col in ("benchmark", "S_v", "S_wv", "S_t", "MG", "ML", *trained, *(SHUFFLE_NAMES[m] for m in shuffles),
                 "best crafted input", "minus real"):
         out.add_column(col, justify="left" if col in ("benchmark", "best crafted input") else "right")
     for line in table:
@@ -45,6 +48,7 @@ def study_table(table: list[dict], title: str | None = None) -> Table:
         shuffle = line.get("shuffle") or {}
         out.add_row(line["benchmark"], *(_cell(line.get(m)) for m in ("S_v", "S_wv", "S_t")),
                     *(_cell(line.get(m), signed=True) for m in ("MG", "ML")),
+                    *(_cell(line.get(m), signed=m.startswith("gap")) for m in trained),
                     *(_cell(shuffle.get(m), signed=m in STUDY_SHUFFLE[3:]) for m in shuffles),
                     f"{best['source']} {_cell(best)}" if best else "", _cell(best.get("vs_real"), signed=True))
     return out
@@ -61,7 +65,9 @@ def blind_table(blind: dict, title: str = "image-free measures (MMStar)") -> Tab
 
     measures = [m for m in MEASURES if m in blind or any(m in b for b in blind["by_type"].values())]
     table = Table(title=title, caption="S_v real, S_wv no image, S_t text model; MG = S_v - S_wv; "
-                                       "ML = max(0, S_wv - S_t); paired intervals for MG and ML")
+                                       "ML = max(0, S_wv - S_t); TsT_lm / TsT_rf trained blind (LoRA LM / random "
+                                       "forest, cross-fitted); gap = trained - zero-shot blind; paired intervals "
+                                       "for MG, ML and the gaps")
     for col in ("questions", *measures):
         table.add_column(col, justify="left" if col == "questions" else "right")
     cell = lambda b, m: (f"{b[m]['value']:.3f} [{b[m]['ci95'][0]:.3f}, {b[m]['ci95'][1]:.3f}]" if m in b else "")

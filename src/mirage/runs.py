@@ -64,6 +64,9 @@ def _fsync_dir(path: Path) -> None:
 
 def _atomic_write(path: Path, text: str) -> None:
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(tmp, 0o666 & ~umask)  # mkstemp's 0600 would hide summaries from colleagues on a shared filesystem
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as f:
             f.write(text)

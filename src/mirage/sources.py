@@ -2,6 +2,8 @@
 
     <condition>                          real, blank, noise, wrong, blur, shuffle, file:<path>, none (no image)
     text-model                           the base LLM on the same prompts as text (--text-model)
+    tst-lm, tst-rf                       trained-blind: a LoRA-tuned LM / a random forest trained on the other folds'
+                                         questions' text (cross-fitted; `mirage tst`)
     <input>-<scope>[-<e1>+<e2>][-from-<start>]   an optimized input (features-question, pixels-universal-clip+dino,
                                          features-question-from-blank: started from the blank image's features)
     <source>-png                         the same input re-checked from its saved 8-bit PNG
@@ -22,6 +24,8 @@ SCOPES = ("question", "universal")
 START = "from"  # `-from-<start>`: where an input's optimization started, when not at its random start
 SUFFIXES = {"png": "re-checked from its saved 8-bit PNG", "train": "on its training questions"}
 TEXT_MODEL = "text-model"  # MMStar's S_t: the VLM's base LLM on the text alone
+TST_LM = "tst-lm"  # trained-blind (TsT): a LoRA-tuned LM on the text, cross-fitted (experiments/tst.py)
+TST_RF = "tst-rf"  # trained-blind (TsT): a random forest on features of the text, cross-fitted
 PATCH_RANDOM = "patch-random"  # the untrained noise patch at the same places: the occlusion control
 
 
@@ -67,12 +71,16 @@ def saliency(method: str, encoder: str | None = None) -> str:
     return f"saliency-{method}" + (f"-{encoder}" if encoder else "")
 
 
+TRAINED_BLIND = {TST_LM: "LM LoRA-tuned on the other folds' text, no image (cross-fitted)",
+                 TST_RF: "random forest on the other folds' text features, no image (cross-fitted)"}
+
 # Conditions that change more than the image (the shuffle decomposition's), in words.
 CONDITION_DESCRIPTIONS = {
     "wrong": "another question's image (text only)",
     "image-only": "the real image with another question's words (image only)",
     "both": "another question's words and another's image (neither)",
 }
+
 # What the sources of the analyses are, by name prefix (most specific first), for the report's "what" column.
 OTHER_DESCRIPTIONS = (
     ("inversion", "pixels inverted from per-question features (two-stage inversion)"),
@@ -113,6 +121,8 @@ class SourceInfo:
             return "file image" if self.name.startswith(FILE_PREFIX) else "image condition"
         if self.name == TEXT_MODEL:
             return "base LLM, text only"
+        if self.name in TRAINED_BLIND:
+            return TRAINED_BLIND[self.name]
         if self.input == "inversion":
             return (OTHER_DESCRIPTIONS[0][1] + (f", from {self.start}-start features" if self.start else "")
                     + (f", through {' + '.join(self.encoders)} only" if self.encoders else "")

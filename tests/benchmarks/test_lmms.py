@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -47,7 +48,7 @@ def lmms_eval_docs(task: str, data_dir: Path, model_name: str | None = None):
 
     import lmms_eval
 
-    folder = {"blink_counting": "blink", "3dsrbench": "3dsrbench"}.get(task, task)
+    folder = {"blink_counting": "blink", "mmt_val": "mmt"}.get(task, task)
     tm = TaskManager(include_path=str(Path(lmms_eval.__file__).parent / "tasks" / folder), include_defaults=False,
                      model_name=model_name)
     obj = tm.load_task_or_group([{"task": task, "dataset_path": str(data_dir)}])[task]
@@ -91,6 +92,7 @@ EXPECTED = {  # (options, gold) of each task's first question, and the rule that
     "3dsrbench": (("the chair", "the table"), 1, "prompt"),
     "seedbench_2_plus": (("10", "20", "30", "40"), 3, "prompt"),
     "erqa": (("Left", "Right", "Up", "Down"), 1, "prompt"),
+    "mmt_val": (("a dog", "a cat", "a car"), 1, "doc_to_choice"),  # "Question: <image>\n...": the image there
 }
 
 
@@ -280,3 +282,161 @@ def test_benchmarks_lmms_lists_what_can_be_asked():
     assert "│ yes" in lines["lmms:mmvp"] and "│ yes" in lines["lmms:mme"]
     assert "│ maybe" in lines["lmms:mme_cot_direct"]  # its prompts ask for no option: refused at load if none found
     assert "multiple choice with images" in out.output
+
+
+# ----------------------------------------------------------------------------------------------- several images
+
+
+@pytest.fixture(scope="module")
+def muir(tmp_path_factory):
+    return lmms_hub.muirbench(tmp_path_factory.mktemp("muirbench"))
+
+
+def test_several_images_under_every_condition(muir):
+    """Each condition applies its rule to every image of a question: blank blanks all, wrong takes another
+    question's images (rank by rank), noise and shuffle draw per image, all at each image's own size."""
+    from mirage.conditions import ConditionContext, get_condition
+
+    bench = load_benchmark("lmms:muirbench", data_dir=str(muir))
+    q, other = bench[0], bench[1]
+    assert bench.prompt(q).startswith("Which picture shows a red square? <image> <image> <image>\nA. The first")
+    ctx = ConditionContext(bench, seed=0)
+    own = [q.image(k) for k in range(3)]
+    made = {c: get_condition(c).images(q, ctx) for c in ("real", "blank", "noise", "wrong", "blur", "shuffle")}
+    for name, images in made.items():
+        assert [im.size for im in images] == [im.size for im in own], name
+    assert [im.tobytes() for im in made["real"]] == [im.tobytes() for im in own]
+    assert all((np.asarray(im) == 128).all() for im in made["blank"])
+    assert made["wrong"][0].tobytes() == other.image(0).resize(own[0].size).tobytes()
+    assert made["wrong"][1].tobytes() == other.image(1).resize(own[1].size).tobytes()
+    assert made["noise"][0].tobytes() != made["noise"][2].tobytes()
+    assert sorted(np.asarray(made["shuffle"][0]).reshape(-1, 3).tolist()) == \
+        sorted(np.asarray(own[0]).reshape(-1, 3).tolist())
+
+
+def test_several_images_placed_at_the_markers_equal_transformers(muir, models):
+    """On a tiny Qwen2.5-VL, a question's three images stand where its text's `<image>` markers stand, and the
+    answer logits equal transformers' own forward on the same ids and pixels (its M-RoPE over several images)."""
+    from transformers import AutoTokenizer, Qwen2_5_VLForConditionalGeneration
+    from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import Qwen2VLImageProcessorPil
+
+    from mirage.models import Visual, load_model
+
+    model = load_model(f"hf:{models['qwen2_5_vl']}", device="cpu")
+    bench = load_benchmark("lmms:muirbench", data_dir=str(muir)).for_model(model)
+    block = "<|vision_start|><|image_pad|><|vision_end|>"
+    for q in bench:
+        prompt = bench.prompt(q)
+        images = [q.image(k) for k in range(len(q.images))]
+        text = model.chat_text(prompt, len(images))
+        assert text == f"<|im_start|>user\n{prompt.replace('<image>', block)}<|im_end|>\n<|im_start|>assistant\n"
+        ours = model.next_token_logits([prompt, prompt], Visual("images", [images, images[::-1]]))
+        ip = Qwen2VLImageProcessorPil.from_pretrained(models["qwen2_5_vl"])
+        tok = AutoTokenizer.from_pretrained(models["qwen2_5_vl"])
+        hf = Qwen2_5_VLForConditionalGeneration.from_pretrained(models["qwen2_5_vl"]).eval()
+        for row, ims in enumerate([images, images[::-1]]):
+            out = ip(images=ims, return_tensors="pt")
+            counts = (out["image_grid_thw"].prod(-1) // 4).tolist()
+            ids = tok(text, add_special_tokens=False).input_ids
+            pad = tok.convert_tokens_to_ids("<|image_pad|>")
+            it = iter(counts)
+            ids = [x for t in ids for x in ([pad] * next(it) if t == pad else [t])]
+            with torch.no_grad():
+                ids = torch.tensor([ids])
+                theirs = hf(input_ids=ids, pixel_values=out["pixel_values"], image_grid_thw=out["image_grid_thw"],
+                            mm_token_type_ids=(ids == pad).int()).logits[0, -1]
+            torch.testing.assert_close(ours[row], theirs, rtol=1e-5, atol=1e-5)
+
+
+def test_several_images_on_llava_equal_transformers(muir, models):
+    """LLaVA-1.5 gets every image as lmms-eval's llava gives them: the official conversation with each image's
+    block at its `<image>` marker; the answer logits equal transformers' LLaVA forward on the same ids and the
+    model's own (official, padded) pixel values of the three images."""
+    from transformers import LlavaForConditionalGeneration
+
+    from mirage.models import Visual, load_model
+
+    llava = load_model(f"hf:{models['llava']}", device="cpu")
+    bench = load_benchmark("lmms:muirbench", data_dir=str(muir)).for_model(llava)
+    hf = LlavaForConditionalGeneration.from_pretrained(models["llava"]).eval()
+    prompts = [bench.prompt(q) for q in bench]
+    images = [[q.image(k) for k in range(len(q.images))] for q in bench]
+    ours = llava.next_token_logits(prompts, Visual("images", images))
+    for row, (prompt, ims) in enumerate(zip(prompts, images)):
+        text = llava.chat_text(prompt, len(ims))
+        assert text.endswith(f"USER: {prompt} ASSISTANT:")  # each marker is the image placeholder itself
+        ids = [x for t in llava.text_ids(text) for x in ([t] * llava.num_image_tokens if t == llava.image_token_id
+                                                         else [t])]
+        with torch.no_grad():
+            theirs = hf(input_ids=torch.tensor([ids]), pixel_values=llava.process_images(ims)["vision"]).logits[0, -1]
+        torch.testing.assert_close(ours[row], theirs, rtol=1e-5, atol=1e-5)
+    # without markers, lmms-eval's llava writes the images' placeholders before the text, joined by spaces
+    assert llava.chat_text("Which is larger?", 2).endswith("USER: <image> <image>\nWhich is larger? ASSISTANT:")
+
+
+def test_several_images_through_the_cli(muir, models, tmp_path):
+    """`mirage eval --benchmark lmms:muirbench` runs every condition on a tiny Qwen2.5-VL and a tiny LLaVA-1.5; a
+    model that takes one image (the demo) and per-question optimization refuse such questions in one line."""
+    conditions = "real,none,blank,noise,wrong,blur,shuffle"
+    out, rows = run_eval(tmp_path, models["qwen2_5_vl"], "muirbench", muir, "--conditions", conditions)
+    assert sorted({r["source"] for r in rows}) == sorted(conditions.split(",")) and len(rows) == 7 * 2
+    probs = {r["source"]: r["probs"] for r in rows if r["question_id"] == "muirbench-00000"}
+    assert probs["real"] != probs["blank"] != probs["none"]  # the images reach the model
+    out, rows = run_eval(tmp_path, models["llava"], "muirbench", muir, "--conditions", conditions)
+    assert len(rows) == 7 * 2  # LLaVA-1.5 too, as lmms-eval's llava asks it: every image
+    refused = CliRunner().invoke(app, ["eval", "--model", "demo", "--benchmark", "lmms:muirbench", "--data-dir",
+                                       str(muir), "--device", "cpu", "-q", "--conditions", "real",
+                                       "--out", str(tmp_path / "demo")])
+    assert refused.exit_code == 2 and "has 3 images; DemoVLM is asked 1 image per question" in \
+        " ".join(refused.output.split())
+    opt = CliRunner().invoke(app, ["optimize", "--model", f"hf:{models['qwen2_5_vl']}", "--benchmark",
+                                   "lmms:muirbench", "--data-dir", str(muir), "--device", "cpu", "-q", "--steps", "1",
+                                   "--out", str(tmp_path / "opt")])
+    assert opt.exit_code == 2 and "is asked with 3 images; an optimized input replaces one image" in \
+        " ".join(opt.output.split())
+
+
+def test_a_single_image_marker_places_the_image_there(models):
+    """MMT-Bench's "Question: <image>": LLaVA-1.5 (the official conversation, as lmms-eval's llava keeps the
+    marker) and Qwen2.5-VL read the image there; `none` leaves the marker out."""
+    from mirage.models import load_model
+
+    llava = load_model(f"hf:{models['llava']}", device="cpu")
+    prompt = "Question: <image>\nWhat is the main object in the image?"
+    assert llava.chat_text(prompt).endswith("USER: Question: <image>\nWhat is the main object in the image? ASSISTANT:")
+    assert "<image>" not in llava.chat_text(prompt, False)
+    qwen = load_model(f"hf:{models['qwen2_5_vl']}", device="cpu")
+    assert qwen.chat_text(prompt).startswith("<|im_start|>user\nQuestion: <|vision_start|><|image_pad|><|vision_end|>"
+                                             "\nWhat")
+    assert qwen.chat_text(prompt, False).startswith("<|im_start|>user\nQuestion: \nWhat is")
+
+
+def test_optimize_and_curate_take_lmms_tasks(hub, models, tmp_path):
+    """`mirage optimize` crafts per-question inputs on an lmms task; `mirage curate` reloads the task a run names
+    (its --data-dir from config.json) and writes the questions that need the image with lmms-eval's prompts."""
+    out, rows = run_eval(tmp_path, models["qwen2_5_vl"], "mmvp", hub["mmvp"], "--conditions", "real,none")
+    opt = CliRunner().invoke(app, ["optimize", "--model", f"hf:{models['qwen2_5_vl']}", "--benchmark", "lmms:mmvp",
+                                   "--data-dir", str(hub["mmvp"]), "--device", "cpu", "-q", "--steps", "2",
+                                   "--input", "features", "--image-size", "112", "--out", str(tmp_path / "opt")])
+    assert opt.exit_code == 0, opt.output
+    assert {json.loads(line)["source"] for line in (tmp_path / "opt" / "results.jsonl").read_text().splitlines()} \
+        == {"features-question"}
+    cur = CliRunner().invoke(app, ["curate", str(out), "--out", str(tmp_path / "curated")])
+    assert cur.exit_code == 0, cur.output
+    curation = json.loads((tmp_path / "curated" / "curation.json").read_text())
+    assert curation["benchmark"] == "lmms:mmvp" and curation["n_evaluated"] == 3
+    bench = load_benchmark("lmms:mmvp", data_dir=str(hub["mmvp"]))
+    kept = [json.loads(line) for line in (tmp_path / "curated" / "questions.jsonl").read_text().splitlines()]
+    assert all(row["prompt"] == bench.prompt(next(q for q in bench if q.id == row["id"])) for row in kept)
+
+
+def test_words_conditions_keep_the_questions_own_options(hub):
+    """`image-only` asks an lmms prompt with another question's words and the question's own option lines, post
+    prompt and gold (the prompt split where its option A line starts)."""
+    from mirage.conditions import ConditionContext, get_condition
+
+    bench = load_benchmark("lmms:mmvp", data_dir=str(hub["mmvp"]))
+    asked = get_condition("image-only").ask(bench[0], ConditionContext(bench, seed=0))
+    assert bench.prompt(asked) == ("Is the school bus driving towards or away from the camera?\nA. Open\nB. Closed\n"
+                                   "Answer with the option's letter from the given choices directly.")
+    assert (asked.choices, asked.answer) == (bench[0].choices, bench[0].answer)

@@ -64,6 +64,10 @@ def test_curate_reads_a_file_benchmark_run(shapes_cli, small_bench, tmp_path, mo
     assert json.loads((tmp_path / "cur" / "curation.json").read_text())["n_evaluated"] == 4
     res = run("curate", "r1", "--out", "set")
     assert res.exit_code == 2 and "holds the benchmark being curated" in one_line(res)
+    monkeypatch.chdir(tmp_path / "cur")  # the report opened from elsewhere still finds the questions
+    assert run("report", tmp_path / "r1").exit_code == 0
+    assert "Shown without question text" not in (tmp_path / "r1" / "report.html").read_text()
+    monkeypatch.chdir(tmp_path)
     path.write_text(path.read_text() + "\n")  # the file changed since the run
     res = run("curate", "r1", "--out", "cur")
     assert res.exit_code == 2 and "has changed since the run evaluated it" in one_line(res)
@@ -141,6 +145,8 @@ def test_a_finished_run_grows_by_sources_and_questions_and_refuses_other_meaning
     config = json.loads((out / "config.json").read_text())
     assert config["conditions"] == ["real", "blank"] and config["limit"] == 3
     assert set(json.loads((out / "summary.json").read_text())["n"]) == {"real", "blank"}
+    calls = json.loads((out / "timings.json").read_text())["invocations"]
+    assert len(calls) == 2 and all(isinstance(c["threads"], int) for c in calls)  # the thread count, recorded
     for flags, key in ((["--seed", "1"], "seed:"), (["--scoring", "generate"], "scoring:")):
         res = run(*base, "--conditions", "real", "--limit", "2", *flags)
         assert res.exit_code == 2 and key in one_line(res) and "A run takes more conditions" in one_line(res)
@@ -281,3 +287,99 @@ def test_a_model_of_ones_own_by_module_and_class(shapes_cli, tmp_path, monkeypat
     assert [r["probs"] for r in rows(tmp_path / "mine")] == [r["probs"] for r in rows(tmp_path / "demo")]
     res = run(*args, "--model", "my_vlms:Yours", "--out", tmp_path / "x")
     assert res.exit_code == 2 and "module 'my_vlms' has no 'Yours'" in one_line(res)
+
+
+def test_cosmetic_benchmarks_help_names_and_shared_permissions(tmp_path):
+    import os
+
+    from rich.console import Console
+
+    from mirage.display import summary_table
+    from mirage.runs import RunDir
+    from mirage.stats import summarize
+
+    res = run("benchmarks")
+    assert "(generated locally)" in res.output and "test (1,000)" in res.output  # was an empty shapes row
+    assert "file:PATH" in one_line(run("eval", "--help")) and "spec:PATH" in one_line(run("eval", "--help"))
+    rows_ = [{"question_id": "q", "source": f"features-question-{e}-from-blank", "correct": True, "type": ""}
+             for e in ("clip", "dino")]
+    console = Console(width=60, record=True)
+    console.print(summary_table(summarize(rows_)))
+    text = console.export_text()
+    assert "(no" in text and "type)" in text  # the untyped questions' column has a header
+    assert "n-clip-f" in text and "n-dino-f" in text  # folded, not both cut to "features-questi…"
+    old = os.umask(0o022)
+    try:
+        path = RunDir.open(tmp_path / "r", {"command": "eval"}).write_json("summary.json", {})
+    finally:
+        os.umask(old)
+    assert path.stat().st_mode & 0o777 == 0o644  # was 0600 whatever the umask
+
+
+def test_an_optimize_only_report_names_no_missing_baseline(shapes_cli, tmp_path):
+    out = tmp_path / "o"
+    assert run("optimize", "--model", f"demo:{shapes_cli}", "--limit", "2", "--steps", "1", "--out", out,
+               "-q").exit_code == 0
+    assert run("report", out, "--no-questions").exit_code == 0
+    page = " ".join((out / "report.html").read_text().split())
+    assert "McNemar test against on" not in page and "no real or blank rows in this run: no paired test" in page
+
+
+def test_models_import_nothing_above_them():
+    # arrows point down: cli -> experiments -> loops (optimize, evaluate) -> models; training the demo's text LM
+    # imported `evaluate` from models/demo (issue 31, the house)
+    import ast
+    from pathlib import Path
+
+    import mirage
+
+    root = Path(mirage.__file__).parent
+    above = ("evaluate", "optimize", "experiments", "cli", "report", "curate")
+    for path in (root / "models").rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom) and node.level:
+                target = (path.parent.relative_to(root).parts[: len(path.parent.relative_to(root).parts)
+                                                               - node.level + 1] + tuple((node.module or "").split(".")))
+                assert not (target and target[0] in above), (path, node.module)
+
+
+def test_train_demo_text_runs_as_typed(tmp_path):
+    # it refused every --steps ("leave no joint training", with a traceback): its text-only phase is all it trains
+    res = run("train-demo-text", "--out", tmp_path / "lm", "--steps", "1", "--batch-size", "2", "--eval-limit", "4",
+              "-q")
+    assert res.exit_code == 0, res.output
+    assert (tmp_path / "lm" / "config.json").is_file() and (tmp_path / "lm" / "MODEL_CARD.md").is_file()
+
+
+def test_transfer_names_the_model_an_input_was_trained_for(shapes_cli, tmp_path):
+    made = tmp_path / "made"
+    (made / "artifacts").mkdir(parents=True)
+    (made / "config.json").write_text(json.dumps({"command": "optimize", "model": "hf:some/other-vlm"}))
+    (made / "artifacts" / "features-universal.safetensors").write_bytes(b"")
+    res = run("transfer", "--from", made, "--model", f"demo:{shapes_cli}", "--out", tmp_path / "t")
+    assert res.exit_code == 2 and "was made with --model hf:some/other-vlm, not demo:" in one_line(res)
+
+
+def test_a_huge_image_is_said_once_and_one_too_large_refused(monkeypatch, capsys):
+    import io
+
+    import numpy as np
+    from PIL import Image
+
+    import mirage.benchmarks.question as question
+
+    monkeypatch.setattr(question, "_WARNED", set())
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 1000)  # Pillow warns above it, refuses above twice it
+
+    def png(side):
+        buf = io.BytesIO()
+        Image.fromarray(np.zeros((side, side, 3), np.uint8)).save(buf, "PNG")
+        return buf.getvalue()
+
+    assert question.open_image(png(40), "q1").size == question.open_image(png(40), "q2").size == (40, 40)
+    said = capsys.readouterr().err
+    assert said.count("decompression-bomb limit") == 1 and "DecompressionBombWarning" not in said
+    import pytest
+
+    with pytest.raises(question.ImageLoadError, match="'q3'.*too large to decode"):
+        question.open_image(png(50), "q3")

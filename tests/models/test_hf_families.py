@@ -625,6 +625,15 @@ def test_llava_official_conversation_equals_the_official_code(legacy, tmp_path, 
             torch.testing.assert_close(ours[row, : n[row]], theirs, atol=1e-4, rtol=1e-4)
 
 
+def scored(d: str, conversation: str, bench):
+    """A saved family under an official conversation, and its `real` and `none` letter logits on two questions."""
+    vlm = load_model(f"hf:{d}", device="cpu", conversation=conversation)
+    qs = bench.questions[:2]
+    prompts, n = [bench.prompt(q) for q in qs], [len(q.choices) for q in qs]
+    real = vlm.choice_logits(prompts, vlm.visual_from_images([q.image() for q in qs]), n)
+    return vlm, qs, prompts, n, real, vlm.choice_logits(prompts, Visual.none(), n)
+
+
 def chatml_qwen_1_5_prompt(question: str, answer: str | None = None) -> str:
     """LLaVA-VL/LLaVA-NeXT llava/conversation.py: conv_qwen ("qwen_1_5") through get_prompt's CHATML branch."""
     system, roles, sep = "<|im_start|>system\nYou are a helpful assistant.", ("<|im_start|>user", "<|im_start|>assistant"), \
@@ -640,12 +649,8 @@ def test_onevision_official_conversation_equals_lmms_evals_prompt(tmp_path, sqa_
     conv_qwen, tokenized by tokenizer_image_token); the image tokens are transformers' (its processor's expansion,
     the model's features): `real` and `none` letter logits equal that reference."""
     d, processor = save("llava_onevision", tmp_path)
-    vlm = load_model(f"hf:{d}", device="cpu", conversation="qwen_1_5")
+    vlm, qs, prompts, n, real, none = scored(d, "qwen_1_5", sqa_bench)
     tok = processor.tokenizer
-    qs = sqa_bench.questions[:2]
-    prompts, n = [sqa_bench.prompt(q) for q in qs], [len(q.choices) for q in qs]
-    real = vlm.choice_logits(prompts, vlm.visual_from_images([q.image() for q in qs]), n)
-    none = vlm.choice_logits(prompts, Visual.none(), n)
     for row, (p, q) in enumerate(zip(prompts, qs)):
         for ours, image in ((real, q.image()), (none, None)):
             question = "<image>\n" + p if image is not None else p
@@ -665,3 +670,35 @@ def test_onevision_official_conversation_equals_lmms_evals_prompt(tmp_path, sqa_
             torch.testing.assert_close(ours[row, : n[row]], theirs, atol=1e-4, rtol=1e-4)
     with pytest.raises(ValueError, match="'vicuna_v1' does not apply to 'llava_onevision'.*hf, qwen_1_5"):
         load_model(f"hf:{d}", device="cpu", conversation="vicuna_v1")
+
+
+def internvl2_5_query(question: str, num_image_token: int, num_patches: int) -> str:
+    """OpenGVLab/InternVL internvl/conversation.py `internvl2_5` (SeparatorStyle.MPT) as the models' `chat()` fills
+    it: `<image>\\n` + question, the assistant's empty turn, then `<image>` -> <img> + context tokens + </img>."""
+    system = "<|im_start|>system\n" + ("你是书生·万象，英文名是InternVL，是由上海人工智能实验室、清华大学及多家合作单位联合开发"
+                                       "的多模态大语言模型。")
+    roles, sep = ("<|im_start|>user\n", "<|im_start|>assistant\n"), "<|im_end|>\n"
+    if num_patches:
+        question = "<image>\n" + question
+    ret = system + sep
+    for role, message in [(roles[0], question), (roles[1], None)]:
+        ret += role + message + sep if message else role
+    return ret.replace("<image>", "<img>" + "<IMG_CONTEXT>" * num_image_token * num_patches + "</img>", 1)
+
+
+def test_internvl_official_conversation_equals_its_chat(tmp_path, sqa_bench):
+    """`--conversation internvl2_5` for InternVL: the prompt its `chat()` builds (system message, `<image>\\n`,
+    the image's context tokens between <img> and </img>), with transformers' tiles and forward."""
+    d, processor = save("internvl", tmp_path)
+    vlm, qs, prompts, n, real, none = scored(d, "internvl2_5", sqa_bench)
+    tok = processor.tokenizer
+    for row, (p, q) in enumerate(zip(prompts, qs)):
+        pixels = processor.image_processor(images=[q.image().convert("RGB")], return_tensors="pt")["pixel_values"]
+        for ours, patches in ((real, len(pixels)), (none, 0)):
+            query = internvl2_5_query(p, vlm.model.config.image_seq_length, patches)
+            inputs = tok(query, return_tensors="pt")
+            letters = [tok(query + a).input_ids[len(inputs["input_ids"][0])] for a in "ABCD"[: n[row]]]
+            if patches:
+                inputs["pixel_values"] = pixels
+            theirs = vlm.model(**inputs).logits[0, -1, letters]
+            torch.testing.assert_close(ours[row, : n[row]], theirs, atol=1e-4, rtol=1e-4)

@@ -127,9 +127,13 @@ def list_benchmarks() -> list[dict]:
     out = []
     for name in BENCHMARKS.names():
         spec = specs.get(name)
-        if spec is None:
-            out.append({"name": name, "hub": "",
-                        "splits": {}, "follows": "", "options": OPTIONS.get(name, ())})
+        if spec is None:  # ShapesQA: generated here, no hub files and no lmms-eval task
+            from .shapes.dataset import SPLITS
+
+            out.append({"name": name, "hub": "(generated locally)",
+                        "splits": {s: n for s, (_, n) in SPLITS.items()} if name == "shapes" else {},
+                        "follows": "mirage's letter prompt" if name == "shapes" else "",
+                        "options": OPTIONS.get(name, ())})
             continue
         if len(spec.configs) > 4:  # many alike configs read together (MMMU's subjects): by split
             splits = {s: spec.sizes.get(f"all/{s}") for s in spec.configs[spec.default_config]}

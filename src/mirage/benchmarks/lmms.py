@@ -480,10 +480,6 @@ def load_lmms(task: str, split: str | None = None, data_dir: str | Path | None =
         return q.meta["prompts"].get(model_name, q.text) if model_name else q.text
 
     def family_prompt(model):
-        many = next((q for q in questions if len(q.images) > getattr(model, "max_images", 1)), None)
-        if many is not None:
-            raise LmmsError(f"lmms:{task}: question {many.id!r} has {len(many.images)} images; mirage asks "
-                            f"{type(model).__name__} one image per question")
         name = model_name_of(model)
         return None if name is None else (lambda q: prompt(q, name))
 
@@ -498,7 +494,7 @@ def load_lmms(task: str, split: str | None = None, data_dir: str | Path | None =
 
     prompt.__doc__ = f"lmms-eval {task}: doc_to_text"
     return Benchmark(f"{PREFIX}{task}", splits[0] if len(set(splits)) == 1 else "+".join(dict.fromkeys(splits)),
-                     questions, prompt, judging=judging, family_prompt=family_prompt,
+                     questions, prompt, judging=judging, family_prompt=family_prompt, all_images=True,
                      metrics=_aggregate({n: o for n, (o, _) in objects.items()}))
 
 

@@ -167,6 +167,9 @@ class Benchmark:
     # the benchmark's own aggregation of the `metrics` its judging adds to generated rows (lmms-eval's
     # process_results + aggregation): one source's values -> {metric: value}
     metrics: Callable[[list[dict]], dict] | None = None
+    # True: a question is asked with every image it holds, each where its text places an `<image>` marker
+    # (lmms-eval's doc_to_visual); False: with its first (MMMU's official LLaVA runner)
+    all_images: bool = False
     # A `file:`/`spec:` benchmark: the name that loads it again from any directory (its resolved path) and the
     # sha256 of that file, so a run records which file it evaluated, not a stem another file shares (`identity`).
     ref: str | None = None

@@ -3,13 +3,15 @@ builds the app and registers them (the command modules never import it)."""
 
 from __future__ import annotations
 
+import sys
 from typing import Optional
 
 import typer
+from typer import rich_utils
 from typer.core import TyperArgument, TyperOption
 
 from . import (benchmarks, curate, eval, invert, optimize, report, saliency, show, study, train_demo,
-               train_demo_text, transfer)
+               train_demo_text, transfer, tst)
 
 _value_type = TyperOption.display_type_rich
 
@@ -26,6 +28,8 @@ def _usage_name(self) -> str:
 
 
 TyperOption.display_type_rich = _flag_type
+if rich_utils.MAX_WIDTH is None and not sys.stdout.isatty():  # help in a pipe or a log: as wide as the tables
+    rich_utils.MAX_WIDTH = 130
 TyperArgument._usage_display_name = _usage_name
 app = typer.Typer(add_completion=False, no_args_is_help=True,
                   help="How much of a vision-language model's benchmark score needs a real image?")
@@ -46,6 +50,7 @@ app.command("optimize")(optimize.optimize_cmd)
 app.command("study")(study.study_cmd)
 app.command("train-demo")(train_demo.train_demo_cmd)
 app.command("train-demo-text")(train_demo_text.train_demo_text_cmd)
+app.command("tst")(tst.tst_cmd)
 app.command("curate")(curate.curate_cmd)
 app.command("report")(report.report_cmd)
 app.command("show")(show.show_cmd)

@@ -19,8 +19,10 @@ console = Console(width=None if sys.stdout.isatty() else 130)  # logs and pipes 
 EXPECTED = (MirageError, FileNotFoundError)
 
 # --- options shared by several commands (the default stays at each command: they differ) -----------------------
-Model = Annotated[str, typer.Option(help="Model spec: demo, demo:DIR, hf:<hub id or dir> or cambrian:<hub id or dir>.")]
-BenchmarkName = Annotated[str, typer.Option(help="Benchmark name.")]
+Model = Annotated[str, typer.Option(help="Model spec: demo, demo:DIR, hf:<hub id or dir>, cambrian:<hub id or dir> or "
+                                         "module:Class[:PATH] (a VLM of one's own).")]
+BenchmarkName = Annotated[str, typer.Option(help="Benchmark: a name (mirage benchmarks), file:PATH (a JSONL file of "
+                                                 "one's own) or spec:PATH (a spec file).")]
 Split = Annotated[Optional[str], typer.Option(help="Benchmark split (default: the benchmark's own; mmmu: validation).")]
 DataDir = Annotated[Optional[Path], typer.Option(help="A local copy of the benchmark in the hub's layout.")]
 DataDirs = Annotated[Optional[list[str]], typer.Option(help="NAME=DIR: a benchmark's local copy (repeatable).")]
@@ -43,7 +45,7 @@ AspectRatio = Annotated[Optional[str], typer.Option(
 Conversation = Annotated[Optional[str], typer.Option(
     help="hf: the prompt. hf (the processor's chat template; the default except for LLaVA-1.5) or an official "
     "conversation: vicuna_v1 (LLaVA-1.5's official code, with its system line; its default), qwen_1_5 "
-    "(LLaVA-OneVision's official code, as lmms-eval's llava_onevision runs).")]
+    "(LLaVA-OneVision's official code, as lmms-eval's llava_onevision runs), internvl2_5 (InternVL's chat()).")]
 GpusPerRank = Annotated[int, typer.Option(
     min=1, help="torchrun: GPUs per rank; the model is split over them (e.g. 8 GPUs as 4 ranks x 2).")]
 Quiet = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars.")]

@@ -16,11 +16,35 @@ def curate_cmd(
     min_runs: Annotated[Optional[int], typer.Option(min=1, help="Keep a question that needs the image in K runs "
                                                     "(default: in every run).")] = None,
     also: Annotated[Optional[str], typer.Option(help="More sources that must fail, e.g. blank,noise.")] = None,
+    prune: Annotated[Optional[str], typer.Option(help="tst: Iterative Bias Pruning by the run's trained-blind forest "
+                                                 "(tst-rf rows, `mirage tst`) instead of MMStar's rule.")] = None,
+    budget: Annotated[float, typer.Option(help="--prune: at most this many questions removed (a count, or a "
+                                          "fraction of them when < 1).")] = 0.5,
+    batch: Annotated[float, typer.Option(help="--prune: questions removed per round (count or fraction).")] = 0.05,
+    tau: Annotated[float, typer.Option(help="--prune: stop once no bias score s(x) exceeds this.")] = 0.9,
+    chance_stop: Annotated[bool, typer.Option(help="--prune: also stop once the trained-blind accuracy's 95% "
+                                              "interval reaches chance (the paper's optional rule).")] = True,
 ) -> None:
-    """Keep the questions that need the image (right with real, wrong by none/text-model/--also): a file: benchmark."""
-    from ..curate import CURATION, QUESTIONS, curate
+    """Keep the questions that need the image (right with real, wrong by none/text-model/--also): a file: benchmark.
+    With --prune tst: remove the questions a model trained on the other questions' text answers (IBP)."""
+    from ..curate import CURATION, QUESTIONS, curate, prune_tst
+    from ..errors import UsageError
 
     with user_errors():
+        if prune is not None:
+            if prune != "tst":
+                raise UsageError(f"--prune {prune!r}: the one pruning rule is tst")
+            if len(runs) != 1 or min_runs is not None or also:
+                raise UsageError("--prune tst: give one run directory (and no --min-runs, --also)")
+            result = prune_tst(runs[0], out, budget, batch, tau, chance_stop)
+            last = result["rounds"][-1]
+            console.print(f"IBP: {len(result['rounds'])} rounds, stopped: {result['stopped']}; trained-blind accuracy "
+                          f"{result['rounds'][0]['accuracy']:.3f} -> {last['accuracy']:.3f} (chance "
+                          f"{last['chance']:.3f}); removed by type: "
+                          + ", ".join(f"{t} {v['removed']}/{v['n']}" for t, v in result["removed_by_type"].items()))
+            console.print(f"kept {result['n_kept']} of {result['n_evaluated']} questions: {out / QUESTIONS} "
+                          f"(mirage eval --benchmark file:{out / QUESTIONS}); {out / CURATION}")
+            return
         result = curate(runs, out, min_runs, names(also) or ())
     console.print(f"kept {result['n_kept']} of {result['n_evaluated']} questions: {out / QUESTIONS} "
                   f"(mirage eval --benchmark file:{out / QUESTIONS}); {out / CURATION}")

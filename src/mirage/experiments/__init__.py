@@ -27,7 +27,7 @@ from ..optimize import OptimizeConfig
 from ..runs import RunDir
 from .common import check_train
 from .generator import run_generator
-from .optimization import OptimizeSpec, apply_switches, png_condition, run_optimization
+from .optimization import OptimizeSpec, apply_switches, png_condition, refuse_several_images, run_optimization
 from .patch_attack import run_patch
 
 # Inputs trained by their own experiment, not `optimize`'s loops: each step needs the questions' real images (patch)
@@ -46,6 +46,7 @@ def run_input(model: VLM, bench: Benchmark, spec: OptimizeSpec, cfg: OptimizeCon
     runner = own_loop(spec.input)
     if runner is None:
         return run_optimization(model, bench, spec, cfg, run, ref, quiet, world)
+    refuse_several_images(bench)
     bench = bench.for_model(model)
     check_prompts(model, bench, world=world)
     if spec.scope != "universal":

@@ -77,28 +77,13 @@ def apply_switches(model: VLM, spec: OptimizeSpec, grad_checkpointing: bool = Fa
                    compile: bool | str = False) -> None:
     """Memory switches: gradient checkpointing of the LM and encoders; unused encoders moved to the CPU. Speed switch:
     `compile` (True, or a torch.compile backend name) compiles the model's repeated blocks."""
-    if grad_checkpointing:
-        # the LM (`lm`, or a transformers VLM's whole `model`, which passes the switch to its towers) and encoders
-        lm = getattr(model, "lm", None) or getattr(model, "model", None)
-        for m in [lm, *getattr(model, "vision", {}).values()]:
-            if m is None:
-                continue
-            inner = getattr(m, "model", m)
-            if getattr(inner, "supports_gradient_checkpointing", False):
-                kwargs = {"use_reentrant": False}  # inputs that need no grad must still get their gradients
-                if hasattr(inner, "activation_checkpointing_enable"):  # transformers >= 5.2x's name
-                    inner.activation_checkpointing_enable(activation_checkpointing_kwargs=kwargs)
-                else:
-                    inner.gradient_checkpointing_enable(gradient_checkpointing_kwargs=kwargs)
-        model.train()  # transformers checkpoints only in training mode; these models have no dropout
+    if grad_checkpointing:  # each backend names the parts (`VLM.checkpointed_parts`)
+        model.set_gradient_checkpointing(True)
     if offload:
-        if not hasattr(model, "vision"):
+        if not model.separate_encoders():
             raise UsageError(f"--offload-unused-encoders: {type(model).__name__} has no separately held encoders "
                              "to move (it applies to the demo model and Cambrian-1)")
-        used = (spec.encoders or [s.name for s in model.encoders]) if spec.input == "pixels" else []
-        for s in model.encoders:
-            if s.name not in used:
-                model.vision[s.name].to("cpu")
+        model.offload_encoders((spec.encoders or [s.name for s in model.encoders]) if spec.input == "pixels" else [])
     if compile:
         if compile_blocks(model, "inductor" if compile is True else compile) == 0:
             raise UsageError(f"--compile: {type(model).__name__} has no repeated blocks to compile")
@@ -107,20 +92,13 @@ def apply_switches(model: VLM, spec: OptimizeSpec, grad_checkpointing: bool = Fa
 def clear_switches(model: VLM) -> None:
     """Undo `apply_switches`' memory switches: checkpointing off, every encoder back on the model's device, eval
     mode (`experiments.fit` tries them one after another on the same model)."""
-    lm = getattr(model, "lm", None) or getattr(model, "model", None)
-    for m in [lm, *getattr(model, "vision", {}).values()]:
-        inner = getattr(m, "model", m)
-        if m is not None and getattr(inner, "supports_gradient_checkpointing", False):
-            off = getattr(inner, "activation_checkpointing_disable", None) or inner.gradient_checkpointing_disable
-            off()
-    onload(model)
-    model.eval()
+    model.set_gradient_checkpointing(False)  # and eval mode
+    model.onload_encoders()
 
 
 def onload(model: VLM) -> None:
     """Encoders offloaded by `apply_switches` back on the model's device."""
-    for tower in getattr(model, "vision", {}).values():
-        tower.to(model.device)
+    model.onload_encoders()
 
 
 def spec_input(model: VLM, spec: OptimizeSpec, cfg: OptimizeConfig, slots: int, ref: Reference):
@@ -136,6 +114,16 @@ def png_condition(run: RunDir, source: str, universal: bool) -> Condition:
         with Image.open(path) as im:
             return im.convert("RGB")
     return Condition(sources.png(source), make)
+
+
+def refuse_several_images(bench: Benchmark) -> None:
+    """An optimized input stands for one image: a benchmark whose questions are asked with several images each
+    (`Benchmark.all_images`) is refused by name until one input per image slot is built."""
+    many = next((q for q in bench.questions if len(q.images) > 1), None) if bench.all_images else None
+    if many is not None:
+        raise UsageError(f"{bench.name}: question {many.id!r} is asked with {len(many.images)} images; an optimized "
+                         "input replaces one image per question (several per question: not built yet; `mirage eval` "
+                         "asks them under every condition)")
 
 
 def with_images(bench: Benchmark, what: str) -> Benchmark:
@@ -159,6 +147,7 @@ def run_optimization(model: VLM, bench: Benchmark, spec: OptimizeSpec, cfg: Opti
     it produced (resumes from rows already in `run`). Under torchrun (`world`), questions are sharded and universal
     gradients summed across ranks. `mirage.experiments.run_input` dispatches every `--input`, patch and generator
     included."""
+    refuse_several_images(bench)
     bench = with_images(bench.for_model(model), f"--input {spec.input}")
     check_prompts(model, bench, world=world)
     ref = ref or Reference.from_benchmark(model, bench)
@@ -171,7 +160,9 @@ def run_optimization(model: VLM, bench: Benchmark, spec: OptimizeSpec, cfg: Opti
         optimize_questions(model, bench, inp, objective, cfg, source, run, lr, quiet, world)
         if spec.input == "pixels":
             onload(model)  # the re-check runs every encoder on the real processor's output
-            evaluate_conditions(model, bench, [png_condition(run, source, False)], run=run, quiet=quiet, world=world)
+            # at the optimization's batch: a batch that fits its training step fits a forward (auto sizes it so)
+            evaluate_conditions(model, bench, [png_condition(run, source, False)], batch_size=cfg.batch_size,
+                                run=run, quiet=quiet, world=world)
         return [r for r in run.rows() if r["source"] in (source, sources.png(source))]
     check_train(spec.train, len(bench))
     train, held_out = bench.questions[: spec.train], bench.questions[spec.train :]
@@ -184,6 +175,6 @@ def run_optimization(model: VLM, bench: Benchmark, spec: OptimizeSpec, cfg: Opti
     if spec.input == "pixels":
         onload(model)
         evaluate_conditions(model, replace(bench, questions=list(held_out)), [png_condition(run, source, True)],
-                            run=run, quiet=quiet, world=world)
+                            batch_size=cfg.batch_size, run=run, quiet=quiet, world=world)
     names = {source, sources.train(source), sources.png(source)}
     return [r for r in run.rows() if r["source"] in names]

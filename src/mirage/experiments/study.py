@@ -25,7 +25,7 @@ from typing import Callable, Sequence
 from .. import sources
 from ..benchmarks import load_benchmark
 from ..benchmarks.question import Benchmark
-from ..blind import SHUFFLE_MEASURES, run_difference
+from ..blind import MEASURES, SHUFFLE_MEASURES, SOURCES, run_difference
 from ..conditions import parse_conditions
 from ..distributed import SINGLE, World, open_run
 from ..errors import loading_user_input
@@ -35,6 +35,7 @@ from ..models import load_model
 from ..models.text_lm import DEMO_TEXT_LM, check_text_model, load_text_model
 from ..models.vlm import VLM
 from ..optimize import OptimizeConfig
+from ..progress import warn
 from ..runs import RunDir
 from ..sources import parse_source
 from ..stats import paired_difference
@@ -42,6 +43,7 @@ from .inversion import InversionConfig, run_inversion
 from .optimization import OptimizeSpec, run_optimization
 from .presets import preset as preset_config
 from .saliency import run_saliency
+from .tst import LoraSettings, run_tst
 
 STUDY_CONDITIONS = "real,none,blank,noise,wrong,blur,shuffle,image-only,both"
 DEMO_TEXT_MODEL = "demo"  # the demo's base LM (models/demo/weights/text-lm), scored when the model is the demo
@@ -64,6 +66,10 @@ class StudyPlan:
     universal_steps: int = 50
     inversion_steps: int = 100
     batch_size: int = 16
+    tst_rf: int | None = None  # trained blind (TsT), cross-fitted: the random forest's questions (None: all)
+    tst_lm: int | None = 200  # the LoRA-tuned LM's questions (the base LM's when the study has one, else the VLM's)
+    tst_folds: int = 5
+    tst_epochs: int = 2  # the demo's (presets: quick and paper 5, the paper's)
 
     @classmethod
     def from_preset(cls, name: str, **overrides) -> "StudyPlan":
@@ -78,6 +84,7 @@ class StudyPlan:
         train = min(self.universal_train, max(1, limit // 2))
         cap = {k: min(getattr(self, k), limit) for k in ("features_question", "pixels_question", "single_encoder",
                                                          "saliency", "inversion")}
+        cap |= {k: min(getattr(self, k) or limit, limit) for k in ("tst_rf", "tst_lm")}
         return replace(self, condition_questions=min(self.condition_questions or limit, limit), universal_train=train,
                        universal_heldout=min(self.universal_heldout, max(1, limit - train)), **cap)
 
@@ -115,7 +122,10 @@ def study_parts(plan: StudyPlan, encoders: Sequence[str], seed: int = 0, text_mo
              Part("saliency-gradient", "saliency", settings={"method": "gradient", "n": plan.saliency}),
              Part(sources.inversion(start="blank"), "inversion", settings={
                  "n": plan.inversion, "steps": plan.inversion_steps,
-                 "cfg": InversionConfig(start="blank", seed=seed), "stage1": cfg})]
+                 "cfg": InversionConfig(start="blank", seed=seed), "stage1": cfg}),
+             Part(sources.TST_RF, "tst", plan.tst_rf, {"diagnostics": ("rf",), "folds": plan.tst_folds, "seed": seed}),
+             Part(sources.TST_LM, "tst", plan.tst_lm, {"diagnostics": ("lm",), "folds": plan.tst_folds, "seed": seed,
+                                                       "text_model": text_model, "epochs": plan.tst_epochs})]
     return [p for p in parts if p.n != 0 and p.settings.get("n", 1) != 0]
 
 
@@ -136,6 +146,18 @@ def _text_model(model: VLM, bench: Benchmark, run: RunDir, ref: Reference | None
                         world=world)
 
 
+def _tst(model: VLM, bench: Benchmark, run: RunDir, ref: Reference | None, quiet: bool, world: World,
+         diagnostics: Sequence[str], folds: int, seed: int, text_model: str | None = None, epochs: int = 5) -> None:
+    # tst-lm tunes the study's base LM (the zero-shot S_t's) when it has one, else the VLM's own LM (S_wv's)
+    if len(bench) < 2 * folds:  # a --limit too small to cross-fit
+        if world.main and not quiet:
+            warn(f"{bench.name}: {len(bench)} questions are too few for {folds}-fold trained-blind rows; skipped")
+        return
+    lm = _base_lm(text_model, str(model.device)) if text_model and "lm" in diagnostics else None
+    run_tst(model, bench, run, diagnostics, folds, seed, lm=lm, lm_name=text_model, lora=LoraSettings(epochs=epochs),
+            quiet=quiet, world=world)
+
+
 def _optimization(model: VLM, bench: Benchmark, run: RunDir, ref: Reference | None, quiet: bool, world: World,
                   spec: OptimizeSpec, cfg: OptimizeConfig) -> None:
     run_optimization(model, bench, spec, cfg, run, ref, quiet, world)
@@ -154,7 +176,7 @@ def _main_only(runner: Callable[..., object]) -> Callable[..., None]:
 # experiment -> runner(model, bench, run, ref, quiet, world, **settings): one call shape for every part
 RUNNERS: dict[str, Callable[..., None]] = {"conditions": _conditions, "text_model": _text_model,
                                            "optimization": _optimization,
-                                           "saliency": _main_only(run_saliency),
+                                           "tst": _tst, "saliency": _main_only(run_saliency),
                                            "inversion": _main_only(run_inversion)}
 
 
@@ -197,15 +219,12 @@ def _measure(summary: dict, name: str, source: str) -> dict | None:
     return None
 
 
-MEASURES = {"S_v": "real", "S_wv": "none", "S_t": "text-model", "MG": None, "ML": None}
-
-
 def table_row(name: str, directory: str, summary: dict) -> dict:
     """One benchmark's line of the cross-benchmark table, read off its summary.json: MMStar's measures, the
     shuffle decomposition (overall; `shuffle`, without its per-type blocks), the best crafted input."""
     line = {"benchmark": name, "dir": directory, "n_questions": summary.get("n_questions")}
-    for m, source in MEASURES.items():
-        line[m] = _measure(summary, m, source)
+    for m in MEASURES:
+        line[m] = _measure(summary, m, SOURCES.get(m))
     shuffle = summary.get("shuffle")
     line["shuffle"] = {k: v for k, v in shuffle.items() if k in (*SHUFFLE_MEASURES, "chance")} if shuffle else None
     line["best_crafted"] = summary.get("best_crafted")

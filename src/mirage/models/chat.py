@@ -12,10 +12,29 @@ from __future__ import annotations
 from typing import Callable, Sequence
 
 
-def image_turn(prompt: str, answer: str | None = None, image: bool = True) -> list[dict]:
+# Where a benchmark's text places an image of a question with several (lmms-eval keeps these in doc_to_text).
+IMAGE_MARKER = "<image>"
+
+
+def image_turn(prompt: str, answer: str | None = None, image: bool | int = True) -> list[dict]:
     """One user turn holding the image (none when `image` is False: the text-only turn of the `none` condition),
-    then the prompt, as transformers chat templates take it; with `answer`, followed by the assistant's turn."""
-    turns = [{"role": "user", "content": [{"type": "image"}] * image + [{"type": "text", "text": prompt}]}]
+    then the prompt, as transformers chat templates take it; with `answer`, followed by the assistant's turn.
+    `image` an int: that many images, each where the prompt holds an `<image>` marker (the marker replaced by it),
+    or all before the prompt when it holds none; no image: the markers are left out."""
+    n = int(image)
+    if not n:  # the text-only turn: no image, and no marker where one would stand
+        prompt = prompt.replace(IMAGE_MARKER, "")
+    markers = prompt.count(IMAGE_MARKER)
+    if markers and markers != n:
+        raise ValueError(f"the prompt holds {markers} {IMAGE_MARKER} marker(s) for {n} image(s)")
+    if markers:
+        parts = prompt.split(IMAGE_MARKER)
+        content = [{"type": "text", "text": parts[0]}] * bool(parts[0])
+        for text in parts[1:]:
+            content += [{"type": "image"}] + [{"type": "text", "text": text}] * bool(text)
+    else:
+        content = [{"type": "image"}] * n + [{"type": "text", "text": prompt}]
+    turns = [{"role": "user", "content": content}]
     if answer is not None:
         turns.append({"role": "assistant", "content": [{"type": "text", "text": answer}]})
     return turns

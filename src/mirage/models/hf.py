@@ -43,7 +43,8 @@ def load_hf(path: str, device: torch.device, dtype: torch.dtype | None = None, d
     (the Qwen2-VL family: a multiple of 28; the generic families: any size, default the processor's own);
     `image_aspect_ratio` is LLaVA-1.5's preprocessing (pad: the official code's, the default; crop: the
     transformers processor's); `conversation` the prompt: hf (the processor's chat template) or an official one
-    (`conversations.OFFICIAL`: LLaVA-1.5's vicuna_v1, its default; LLaVA-OneVision's qwen_1_5). Files that cannot be had raise ModelLoadError, one line saying what to do."""
+    (`conversations.OFFICIAL`: LLaVA-1.5's vicuna_v1, its default; LLaVA-OneVision's qwen_1_5; InternVL's
+    internvl2_5). Files that cannot be had raise ModelLoadError, one line saying what to do."""
     from pathlib import Path
 
     try:

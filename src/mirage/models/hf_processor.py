@@ -100,6 +100,9 @@ class ProcessorVLM(VLM):
         out = self.model(**self._inputs(prompts, visual), use_cache=False, logits_to_keep=1)
         return out.logits[:, -1].float()
 
+    def checkpointed_parts(self) -> list:
+        return [self.model]
+
     def letter_ids(self, n: int) -> list[int]:
         return chat_letter_ids(self, n)
 

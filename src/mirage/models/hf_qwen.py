@@ -73,33 +73,46 @@ def window_order(grids: Sequence[Sequence[int]], merge: int, window: int, patch:
 
 
 def mrope_positions(input_ids: Tensor, mask: Tensor, image_token_id: int,
-                    grids: Sequence[Sequence[int] | None], merge: int) -> Tensor:
-    """M-RoPE position ids [3, B, L] of a left-padded batch holding at most one image block per row, whose token
-    grid is `grids[b]` (t, h, w in patches; None for a text-only row)."""
+                    grids: Sequence[Sequence[int] | Sequence[Sequence[int]] | None], merge: int) -> Tensor:
+    """M-RoPE position ids [3, B, L] of a left-padded batch whose row b holds the image blocks of `grids[b]` in
+    order (one grid t, h, w in patches, a list of them for several images, or None for a text-only row), as
+    transformers' `get_rope_index` gives them: text counts on from the last position on all three axes; a block of
+    t x h x w tokens starting at position s gets (s + frame, s + row, s + column), and the text after it continues
+    from the block's largest position + 1."""
     b_, l_ = input_ids.shape
     pos = torch.zeros(3, b_, l_, dtype=torch.long, device=input_ids.device)
     for b in range(b_):
         valid = mask[b].bool()
         ids = input_ids[b, valid]
         n = ids.numel()
-        p = torch.arange(n, device=ids.device).expand(3, n).clone()
-        where = (ids == image_token_id).nonzero().flatten()
-        if grids[b] is not None and where.numel():
-            t, h, w = grids[b]
+        row = grids[b]
+        blocks = [] if row is None else [row] if isinstance(row[0], int) else list(row)
+        where = (ids == image_token_id).nonzero().flatten().tolist()
+        parts, at, start, seen = [], 0, 0, 0  # at: next token; start: next position
+        for t, h, w in blocks:
             gh, gw = h // merge, w // merge
-            start, count = int(where[0]), t * gh * gw
-            if where.numel() != count or int(where[-1]) != start + count - 1:
-                raise ValueError(f"row {b}: {where.numel()} image placeholders, the grid {t}x{h}x{w} gives {count}")
+            count = t * gh * gw
+            if seen + count > len(where):
+                raise ValueError(f"row {b}: {len(where)} image placeholders, the grids {blocks} give more")
+            s0 = where[seen]
+            if where[seen + count - 1] != s0 + count - 1:
+                raise ValueError(f"row {b}: the image block at {s0} is not {count} placeholders in a row")
+            parts.append(torch.arange(s0 - at, device=ids.device).expand(3, -1) + start)
             tt, hh, ww = torch.meshgrid(torch.arange(t), torch.arange(gh), torch.arange(gw), indexing="ij")
-            p[:, start : start + count] = torch.stack([tt, hh, ww]).reshape(3, -1).to(ids.device) + start
-            p[:, start + count :] = start + max(gh, gw) + torch.arange(n - start - count, device=ids.device)
-        pos[:, b, valid] = p
+            block = torch.stack([tt, hh, ww]).reshape(3, -1).to(ids.device) + start + (s0 - at)
+            parts.append(block)
+            start, at, seen = int(block.max()) + 1, s0 + count, seen + count
+        if seen != len(where):
+            raise ValueError(f"row {b}: {len(where)} image placeholders, the grids {blocks} give {seen}")
+        parts.append(torch.arange(n - at, device=ids.device).expand(3, -1) + start)
+        pos[:, b, valid] = torch.cat(parts, 1)
     return pos
 
 
 class HFQwen2VL(TransformersSpliced):
     """A transformers Qwen2-VL or Qwen2.5-VL model, its image processor and tokenizer (with the chat template)."""
 
+    max_images = 64  # images per question at native resolution (the `images` stage), each where its text says
     prompt_family = "qwen"  # `--prompt model`: the Qwen-VL prompts lmms-eval publishes (mmstar_qwen, mmmu_val_qwen)
 
     def __init__(self, model, image_processor, tokenizer, image_size: int | None = None):
@@ -187,12 +200,19 @@ class HFQwen2VL(TransformersSpliced):
         if visual.stage == NONE:  # text only: plain positions on all three M-RoPE axes (layout None)
             return super().prepare(prompts, visual, targets)
         if visual.stage == IMAGES:  # native resolution: a grid and a token count per image
-            pv, thw = self._processor(visual.value)
-            grids = [tuple(g) for g in thw.tolist()]
-            tokens = self._native_tokens(pv, grids)  # [sum N_i, D_lm]
-            counts = [t * h * w // self.merge**2 for t, h, w in grids]
-            input_ids, mask, labels = self.sequences(prompts, targets, counts)
-            return input_ids, mask, labels, tokens, grids
+            rows = [v if isinstance(v, (list, tuple)) else [v] for v in visual.value]  # several images per row
+            pv, thw = self._processor([im for row in rows for im in row])
+            flat = [tuple(g) for g in thw.tolist()]
+            tokens = self._native_tokens(pv, flat)  # [sum N_i, D_lm], row by row, image by image
+            counts = [t * h * w // self.merge**2 for t, h, w in flat]
+            if all(len(row) == 1 for row in rows):
+                input_ids, mask, labels = self.sequences(prompts, targets, counts)
+                return input_ids, mask, labels, tokens, flat
+            ends = torch.tensor([len(row) for row in rows]).cumsum(0).tolist()
+            by_row = [list(range(e - len(row), e)) for e, row in zip(ends, rows)]
+            input_ids, mask, labels = self.sequences(prompts, targets, [[counts[i] for i in r] for r in by_row],
+                                                     images=[len(row) for row in rows])
+            return input_ids, mask, labels, tokens, [[flat[i] for i in r] for r in by_row]
         tokens = self.to_tokens(visual)
         input_ids, mask, labels = self.sequences(prompts, targets)
         return input_ids, mask, labels, tokens, [(1, self.grid, self.grid)] * len(prompts)
@@ -211,6 +231,8 @@ class HFQwen3VL(HFQwen2VL):
     Stages: `features` = the last hidden states (`vision`) and one encoder per DeepStack layer (`deepstack<i>`, the
     hidden state after vision block i), all [B, P, D_vision]; `tokens` = the merger's output and the DeepStack
     mergers' outputs side by side, [B, N, D_lm * (1 + layers)]: everything visual the LM reads."""
+
+    max_images = 1  # several images per question: built and tested on Qwen2-VL and Qwen2.5-VL only
 
     def __init__(self, model, image_processor, tokenizer, image_size: int | None = None):
         super().__init__(model, image_processor, tokenizer, image_size)

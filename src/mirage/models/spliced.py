@@ -11,7 +11,7 @@ from torch import Tensor
 
 from ..benchmarks.question import LETTERS
 from .chat import answer_ids, chat_ids, image_turn
-from .vlm import NONE, VLM, Visual, on_device
+from .vlm import IMAGES, NONE, VLM, Visual, on_device
 
 
 class SplicedVLM(VLM):
@@ -55,9 +55,19 @@ class SplicedVLM(VLM):
         raise NotImplementedError
 
     def sequences(self, prompts: Sequence[str], targets: Sequence[str] | None = None,
-                  counts: int | Sequence[int] | None = None, image: bool = True) -> tuple[Tensor, Tensor, Tensor]:
+                  counts: int | Sequence[int | Sequence[int]] | None = None, image: bool = True,
+                  images: Sequence[int] | None = None) -> tuple[Tensor, Tensor, Tensor]:
         """Left-padded ids with the image placeholder repeated `counts` times (per row, or `num_image_tokens`);
-        mask; labels (-100 off target). `image=False`: the text-only prompts, no placeholder."""
+        mask; labels (-100 off target). `image=False`: the text-only prompts, no placeholder. `images`: how many
+        images each row holds (placed at the prompt's `<image>` markers), each with its count in `counts[row]`."""
+        if images is not None and any(k != 1 for k in images):
+            cache = self.__dict__.setdefault("_prompt_ids", {})
+            for p, k in zip(prompts, images):
+                if (p, k) not in cache:
+                    cache[p, k] = self.text_ids(self.chat_text(p, k))
+            out = build_sequences(self.tokenizer, [cache[p, k] for p, k in zip(prompts, images)], targets,
+                                  self.image_token_id, counts)
+            return tuple(on_device(t, self.device) for t in out)
         # prompt -> token ids: an optimization asks for each prompt once per step, ~50 times, and the chat template
         # plus tokenizer cost host time on every call (bounded: cleared past 65,536 prompts)
         cache = self.__dict__.setdefault("_prompt_ids", {})
@@ -76,6 +86,14 @@ class SplicedVLM(VLM):
         and no image tokens (None)."""
         if visual.stage == NONE:
             return (*self.sequences(prompts, targets, image=False), None, None)
+        if visual.stage == IMAGES and any(isinstance(v, (list, tuple)) for v in visual.value):
+            # several images in a row (`max_images`): all through the processor, each its own placeholder block
+            rows = [v if isinstance(v, (list, tuple)) else [v] for v in visual.value]
+            tokens = self.to_tokens(Visual(IMAGES, [im for row in rows for im in row]))  # [sum k, N, D]
+            n = tokens.shape[1]
+            input_ids, mask, labels = self.sequences(prompts, targets, [[n] * len(r) for r in rows],
+                                                     images=[len(r) for r in rows])
+            return input_ids, mask, labels, tokens.reshape(-1, tokens.shape[-1]), None
         input_ids, mask, labels = self.sequences(prompts, targets)
         return input_ids, mask, labels, self.to_tokens(visual), None
 
@@ -158,6 +176,9 @@ class TransformersSpliced(SplicedVLM):
     def lm_head_logits(self, hidden: Tensor) -> Tensor:
         return self.model.lm_head(hidden)
 
+    def checkpointed_parts(self) -> list:
+        return [self.model]  # the whole VLM: transformers passes the switch to its towers
+
 
 def right_align(input_ids: Tensor, mask: Tensor) -> tuple[Tensor, Tensor]:
     """A left-padded batch moved to the left edge of each row (its padding after it), and each row's last position
@@ -179,7 +200,13 @@ def build_sequences(tokenizer, texts: Sequence[str] | Sequence[list[int]], targe
     counts = [num_image_tokens] * len(ids) if isinstance(num_image_tokens, int) else list(num_image_tokens)
     seqs, labels = [], []
     for prompt, t, num_image_tokens in zip(ids, tgt, counts):
-        if num_image_tokens > 0:
+        if not isinstance(num_image_tokens, int):  # several images in this row: one count per placeholder, in order
+            if prompt.count(image_token_id) != len(num_image_tokens):
+                raise ValueError(f"a prompt holds {prompt.count(image_token_id)} image placeholders for "
+                                 f"{len(num_image_tokens)} images")
+            it = iter(num_image_tokens)
+            prompt = [x for tok in prompt for x in ([image_token_id] * next(it) if tok == image_token_id else [tok])]
+        elif num_image_tokens > 0:
             if prompt.count(image_token_id) != 1:
                 raise ValueError(f"a prompt must hold exactly one image placeholder, found {prompt.count(image_token_id)}")
             p = prompt.index(image_token_id)

@@ -84,6 +84,9 @@ class VLM(nn.Module):
     """A vision-language model seen through mirage's stages; subclasses implement the abstract steps."""
 
     encoders: list[EncoderSpec]
+    # How many images a question may show it (several: each where the prompt's `<image>` markers stand, else all
+    # before the prompt); 1: one image per question.
+    max_images: int = 1
     # The prompt style the model was trained to read, used for benchmarks with no official prompt (`file:`);
     # None: such benchmarks keep mirage's generic multiple-choice prompt.
     prompt_style: Callable[[Question], str] | None = None
@@ -123,8 +126,11 @@ class VLM(nn.Module):
             v = self.connect(v)
         return v
 
-    def visual_from_images(self, images: Sequence[Image.Image]) -> Visual:
-        """Real images through the real processor, ready for `choice_logits`."""
+    def visual_from_images(self, images: Sequence[Image.Image | Sequence[Image.Image]]) -> Visual:
+        """Real images through the real processor, ready for `choice_logits`. A row may hold several images (a list,
+        for a model with `max_images` > 1): they stay images, processed where the prompts are built."""
+        if any(isinstance(im, (list, tuple)) for im in images):
+            return Visual(IMAGES, list(images))
         return Visual("processed", self.process_images(images))
 
     # --- answers ---------------------------------------------------------------------------
@@ -151,6 +157,44 @@ class VLM(nn.Module):
     def unknown_words(self, prompt: str) -> list[str]:
         """Words of `prompt` the tokenizer can only map to its unknown token (a byte-level tokenizer has none)."""
         return []
+
+    # --- memory switches: each backend names its parts, the switches act on them -----------------
+    def checkpointed_parts(self) -> list[nn.Module]:
+        """The transformers modules whose activations gradient checkpointing recomputes (the LM, the encoders);
+        none by default."""
+        return []
+
+    def separate_encoders(self) -> dict[str, nn.Module]:
+        """Encoders held apart from the LM, by name, that can be moved to the CPU when an input bypasses them;
+        none by default (a transformers VLM keeps its tower inside)."""
+        return {}
+
+    def set_gradient_checkpointing(self, on: bool) -> None:
+        """Recompute activations in the backward pass (on) or keep them (off); training mode while on, since
+        transformers checkpoints only then (these models have no dropout)."""
+        for m in self.checkpointed_parts():
+            inner = getattr(m, "model", m)
+            if not getattr(inner, "supports_gradient_checkpointing", False):
+                continue
+            if on:
+                kwargs = {"use_reentrant": False}  # inputs that need no grad must still get their gradients
+                if hasattr(inner, "activation_checkpointing_enable"):  # transformers >= 5.2x's name
+                    inner.activation_checkpointing_enable(activation_checkpointing_kwargs=kwargs)
+                else:
+                    inner.gradient_checkpointing_enable(gradient_checkpointing_kwargs=kwargs)
+            else:
+                (getattr(inner, "activation_checkpointing_disable", None) or inner.gradient_checkpointing_disable)()
+        self.train(on)
+
+    def offload_encoders(self, keep: Sequence[str]) -> None:
+        """Move the separate encoders not in `keep` to the CPU (`onload_encoders` brings them back)."""
+        for name, tower in self.separate_encoders().items():
+            if name not in keep:
+                tower.to("cpu")
+
+    def onload_encoders(self) -> None:
+        for tower in self.separate_encoders().values():
+            tower.to(self.device)
 
     @property
     def device(self) -> torch.device:

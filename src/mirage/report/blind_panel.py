@@ -1,4 +1,5 @@
-"""The image-free panel: MMStar's S_v, S_wv, S_t, multi-modal gain and leakage, read off `mirage.blind` of the run's
+"""The image-free panel: MMStar's S_v, S_wv, S_t, multi-modal gain and leakage, beside the trained-blind accuracies
+(TsT) and their gaps over zero-shot blind, read off `mirage.blind` of the run's
 rows (as summary.json's `blind`), overall and per question type."""
 
 from __future__ import annotations
@@ -8,7 +9,9 @@ from dataclasses import dataclass
 from ..blind import MEASURES, blind_measures
 
 LABELS = {"S_v": "with the image", "S_wv": "no image at all", "S_t": "base LLM, text only",
-          "MG": "multi-modal gain", "ML": "multi-modal leakage"}
+          "MG": "multi-modal gain", "ML": "multi-modal leakage", "TsT_lm": "LM trained blind (LoRA, cross-fitted)",
+          "TsT_rf": "random forest on the text (cross-fitted)", "gap_lm": "TsT_lm - the LM zero-shot",
+          "gap_rf": "TsT_rf - zero-shot blind"}
 
 
 @dataclass
@@ -23,7 +26,7 @@ class BlindPanel:
 
 
 def blind_panel(rows: list[dict]) -> BlindPanel | None:
-    """The panel for a run's rows; None when the run has neither `none` nor `text-model` rows."""
+    """The panel for a run's rows; None when the run has no image-free rows (none, text-model, tst-lm, tst-rf)."""
     blind = blind_measures(rows)
     if blind is None:
         return None

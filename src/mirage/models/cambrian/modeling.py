@@ -112,6 +112,12 @@ class CambrianVLM(SplicedVLM):
         return self.lm.lm_head.weight.dtype
 
     # --- visual path -------------------------------------------------------------------------------------------
+    def checkpointed_parts(self) -> list[nn.Module]:
+        return [self.lm, *self.vision.values()]
+
+    def separate_encoders(self) -> dict[str, nn.Module]:
+        return dict(self.vision)
+
     def process_images(self, images: Sequence[Image.Image]) -> dict[str, Tensor]:
         out = {t.name: process_pil(images, t.image_size, t.pad, t.mean, t.std).to(self.device)
                for t in self.config.towers}

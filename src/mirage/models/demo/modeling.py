@@ -125,6 +125,12 @@ class DemoVLM(SplicedVLM):
         words = self.tokenizer.backend_tokenizer.pre_tokenizer.pre_tokenize_str(prompt)
         return [w for w, _ in words if w not in vocab]
 
+    def checkpointed_parts(self) -> list[nn.Module]:
+        return [self.lm, *self.vision.values()]
+
+    def separate_encoders(self) -> dict[str, nn.Module]:
+        return dict(self.vision)
+
     def letter_ids(self, n: int) -> list[int]:
         if n > 10:
             raise ValueError(f"the demo tokenizer has letters A-J; {n} choices asked")

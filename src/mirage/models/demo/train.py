@@ -61,11 +61,12 @@ class TrainConfig:
     checkpoint_every: int = 500
     seed: int = 0
     workers: int = 4
+    text_only: bool = False  # the demo's base LM (train_text): every step in the text phase, no joint phase
 
     def __post_init__(self) -> None:
         from ...errors import UsageError
 
-        if self.joint_start >= self.steps:  # the joint phase, the only one with images and questions, would never run
+        if self.joint_start >= self.steps and not self.text_only:  # the joint phase, the only one with images and questions, would never run
             raise UsageError(f"--text-steps {self.text_steps} + --vision-steps {self.vision_steps} = {self.joint_start}"
                              f" leave no joint training within --steps {self.steps}: make --steps larger than their sum")
 

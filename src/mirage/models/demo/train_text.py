@@ -39,7 +39,7 @@ def train_text_lm(out: str | Path, demo_dir: str | Path, steps: int = 800, batch
     lm = LlamaForCausalLM(text_lm_config(config, tokenizer)).to(device).train()
     # every step in the text phase: text_steps = steps, so no step shows an image
     cfg = TrainConfig(steps=steps, text_steps=steps, vision_steps=0, batch_size=batch_size, lr=lr, seed=seed,
-                      workers=0, warmup=min(200, max(1, steps // 4)))
+                      workers=0, warmup=min(200, max(1, steps // 4)), text_only=True)
     decay = [p for p in lm.parameters() if p.dim() >= 2]
     no_decay = [p for p in lm.parameters() if p.dim() < 2]
     opt = torch.optim.AdamW([{"params": decay, "weight_decay": cfg.weight_decay},
@@ -67,14 +67,3 @@ def train_text_lm(out: str | Path, demo_dir: str | Path, steps: int = 800, batch
          "seconds": round(time.time() - t0, 1)}, indent=2))
     return out
 
-
-def evaluate_text_lm(path: str | Path, limit: int = 1000) -> dict:
-    """`stats.summarize` of the LM's `text-model` rows on the first `limit` ShapesQA test questions."""
-    from ...benchmarks.question import Benchmark
-    from ...benchmarks.shapes import generate_questions
-    from ...evaluate import evaluate_text_model
-    from ...stats import summarize
-    from ..text_lm import load_text_model
-
-    test = Benchmark("shapes", "test", generate_questions("test", 0, limit))  # as train-demo's card: no cache
-    return summarize(evaluate_text_model(load_text_model(f"demo:{path}", device="cpu"), test, quiet=True))

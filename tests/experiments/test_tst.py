@@ -1,0 +1,198 @@
+"""Trained-blind baselines (TsT): cross-fitting without leakage, the forest on planted shortcuts, LoRA on a text LM
+and on a tiny Qwen2.5-VL's LM, resume after a kill mid-fold, and Iterative Bias Pruning's stopping rules."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from mirage.benchmarks.question import Benchmark, Question, letter_prompt
+from mirage.curate import bias_pruning
+from mirage.experiments import tst
+from mirage.experiments.tst import LoraSettings, assign_folds, decoder_of, run_tst
+from mirage.models import Visual
+from mirage.runs import RunDir
+from mirage.stats import accuracy_ci
+
+WORDS = [f"w{i}" for i in range(40)]
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    """Tiny models run fastest on one thread (two spin against each other on a loaded 2-core machine)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+KEYS = ["alpha", "bravo", "charlie", "delta"]
+PARTNERS = ["apple", "banana", "cherry", "date"]
+
+
+def synthetic(n: int, shortcut: bool, seed: int = 0) -> Benchmark:
+    """Questions of random words with four options of random words; with `shortcut`, one of four keywords in the
+    question names a word of the answer (keyword i -> partner word i in the gold option), else nothing does."""
+    rng = np.random.default_rng(seed)
+    qs = []
+    for i in range(n):
+        answer, key = int(rng.integers(4)), int(rng.integers(4))
+        words = list(rng.choice(WORDS, 5))
+        choices = [list(rng.choice(WORDS, 2)) for _ in range(4)]
+        if shortcut:
+            words.insert(int(rng.integers(5)), KEYS[key])
+            choices[answer].insert(int(rng.integers(3)), PARTNERS[key])
+        qs.append(Question(f"q{i:04d}", " ".join(words), tuple(" ".join(c) for c in choices), answer, type="t"))
+    return Benchmark("synthetic", "test", qs, letter_prompt)
+
+
+def test_the_forest_finds_a_planted_shortcut_and_stays_at_chance_without(tmp_path):
+    for shortcut in (True, False):
+        bench = synthetic(120, shortcut)
+        run = RunDir.open(tmp_path / str(shortcut), {"benchmark": "synthetic"})
+        rows = run_tst(None, bench, run, ("rf",), folds=5)
+        acc, lo, hi = accuracy_ci([r["correct"] for r in rows])
+        assert len(rows) == 120 and {r["source"] for r in rows} == {"tst-rf"}
+        if shortcut:
+            assert lo > 0.7, acc
+        else:
+            assert abs(acc - 0.25) < 0.1, acc  # chance, within sampling error of 120 questions
+
+
+def test_no_question_is_scored_by_a_model_that_trained_on_its_text(tmp_path, monkeypatch):
+    bench = synthetic(60, False)
+    twin = bench.questions[7]
+    bench.questions.append(Question("twin", twin.text, twin.choices, twin.answer, type="t"))  # identical text
+    folds = assign_folds(bench.questions, [bench.prompt(q) for q in bench], 5, 0)
+    assert folds["twin"] == folds[twin.id]  # identical text: one fold
+    assert assign_folds(bench.questions, [bench.prompt(q) for q in bench], 5, 0) == folds  # deterministic
+    calls = []
+    fit = tst.forest_probs
+
+    def recording(train, test, *a, **k):
+        calls.append(([bench.prompt(q) for q in train], [q.id for q in test], [bench.prompt(q) for q in test]))
+        return fit(train, test, *a, **k)
+
+    monkeypatch.setattr(tst, "forest_probs", recording)
+    run = RunDir.open(tmp_path / "run", {"benchmark": "synthetic"})
+    rows = run_tst(None, bench, run, ("rf",), folds=5)
+    assert len(calls) == 5 and sorted(i for _, ids, _ in calls for i in ids) == sorted(q.id for q in bench)
+    for train, _, test in calls:
+        assert not set(train) & set(test)  # no scored text among the training texts, twins included
+    state = json.loads((run.artifacts_dir / "tst.json").read_text())["tst-rf"]
+    assert state["folds"] == folds and all(r["fold"] == folds[r["question_id"]] for r in rows)
+
+
+@pytest.fixture(scope="module")
+def text_lm(tmp_path_factory):
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    from mirage.benchmarks.shapes.questions import vocabulary
+    from mirage.models.demo.tokenizer import build_tokenizer
+    from mirage.models.text_lm import load_text_model
+
+    tok = build_tokenizer(vocabulary())
+    torch.manual_seed(0)
+    d = tmp_path_factory.mktemp("lm")
+    LlamaForCausalLM(LlamaConfig(vocab_size=len(tok), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                                 num_attention_heads=2, num_key_value_heads=1, pad_token_id=tok.pad_token_id,
+                                 bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id)).save_pretrained(d)
+    tok.save_pretrained(d)
+    return load_text_model(f"hf:{d}", device="cpu")
+
+
+def test_lora_rows_resume_after_a_kill_mid_fold_and_leave_the_lm_as_it_was(text_lm, small_bench, tmp_path,
+                                                                           monkeypatch):
+    settings = LoraSettings(epochs=2, lr=1e-2, batch_size=8)
+    prompts = [small_bench.prompt(q) for q in small_bench][:4]
+    before = text_lm.next_token_logits(prompts, Visual.none()).detach()
+    whole = run_tst(None, small_bench, RunDir.open(tmp_path / "whole", {"b": 1}), ("lm",), folds=3, lm=text_lm,
+                    lora=settings)
+    after = text_lm.next_token_logits(prompts, Visual.none()).detach()
+    assert torch.equal(before, after)  # the adapters are gone again
+    assert not [n for n, _ in text_lm.named_modules() if "lora" in n]
+    assert len(whole) == len(small_bench) and {r["zero_shot"] for r in whole} == {"text-model"}
+    assert max(abs(a - b) for r in whole for a, b in zip(r["probs"], _zero_shot(text_lm, small_bench, r))) > 1e-3
+
+    trained, steps = [], [0]
+    lora_rows, step = tst.lora_rows, torch.optim.AdamW.step
+
+    def counting(model, bench, train, test, fold, *a, **k):
+        trained.append(fold)
+        return lora_rows(model, bench, train, test, fold, *a, **k)
+
+    def killed_in_fold_1(self, *a, **k):
+        steps[0] += 1
+        if trained[-1] == 1 and steps[0] > 1:
+            raise KeyboardInterrupt  # a kill in the middle of fold 1's training
+        return step(self, *a, **k)
+
+    monkeypatch.setattr(tst, "lora_rows", counting)
+    monkeypatch.setattr(torch.optim.AdamW, "step", killed_in_fold_1)
+    run = RunDir.open(tmp_path / "killed", {"b": 1})
+    with pytest.raises(KeyboardInterrupt):
+        run_tst(None, small_bench, run, ("lm",), folds=3, lm=text_lm, lora=settings)
+    assert trained == [0, 1] and {r["fold"] for r in run.rows()} == {0}
+    assert not [n for n, _ in text_lm.named_modules() if "lora" in n]  # removed on the way out too
+    monkeypatch.setattr(torch.optim.AdamW, "step", step)
+    run = RunDir.open(tmp_path / "killed", {"b": 1})
+    run_tst(None, small_bench, run, ("lm",), folds=3, lm=text_lm, lora=settings)
+    assert trained == [0, 1, 1, 2]  # fold 0 kept, not retrained
+    key = lambda r: r["question_id"]  # noqa: E731
+    assert sorted(run.rows(), key=key) == sorted(whole, key=key)  # the same rows as the uninterrupted run
+    with pytest.raises(Exception, match="other settings"):
+        run_tst(None, small_bench, run, ("lm",), folds=3, lm=text_lm, lora=LoraSettings(epochs=1))
+
+
+def _zero_shot(lm, bench, row):
+    q = next(q for q in bench if q.id == row["question_id"])
+    logits = lm.choice_logits([bench.prompt(q)], Visual.none(), [len(q.choices)])[0]
+    return logits.softmax(-1).tolist()
+
+
+def test_a_tiny_qwen2_5_vl_lm_runs_a_fold_with_lora(sqa_bench, tmp_path):
+    from mirage.models import load_model
+    from tests.models.test_hf_qwen import save_tiny_qwen
+
+    model = load_model(f"hf:{save_tiny_qwen(tmp_path / 'qwen', 'qwen2_5_vl')}", device="cpu", image_size=112)
+    assert decoder_of(model) is model.inner.language_model
+    bench = Benchmark(sqa_bench.name, "test", sqa_bench.questions[:8], sqa_bench.prompt_style)
+    vision = {n: p.clone() for n, p in model.inner.visual.named_parameters()}
+    rows = run_tst(model, bench, RunDir.open(tmp_path / "run", {"b": 1}), ("lm",), folds=2,
+                   lora=LoraSettings(epochs=1, batch_size=4))
+    assert len(rows) == 8 and {r["zero_shot"] for r in rows} == {"none"} and {r["fold"] for r in rows} == {0, 1}
+    assert all(torch.equal(p, vision[n]) for n, p in model.inner.visual.named_parameters())
+
+
+def _fixed(scores):
+    """A diagnostic with fixed s(x) per question id (correct when s > 0.5)."""
+    return lambda qs: {q.id: (scores[q.id], scores[q.id] > 0.5) for q in qs}
+
+
+def test_ibp_stops_by_its_rule():
+    qs = synthetic(100, False).questions
+    biased = {q.id: (0.99 if i < 12 else 0.3) for i, q in enumerate(qs)}
+    kept, rounds, why = bias_pruning(qs, budget=50, batch=5, tau=0.9, chance_stop=False, diagnose=_fixed(biased))
+    assert why.startswith("max s(x) <= tau") and len(kept) == 85  # 12 biased, removed 5 at a time: 3 rounds
+    assert [len(r["removed"]) for r in rounds] == [5, 5, 5, 0] and rounds[-1]["max_score"] == 0.3
+    assert set(rounds[0]["removed"]) | set(rounds[1]["removed"]) <= {q.id for q in qs[:12]}
+    kept, rounds, why = bias_pruning(qs, budget=8, batch=5, tau=0.9, chance_stop=False, diagnose=_fixed(biased))
+    assert why == "budget" and len(kept) == 92 and [len(r["removed"]) for r in rounds] == [5, 3, 0]
+    kept, rounds, why = bias_pruning(qs, budget=0.5, batch=0.05, tau=0.9, chance_stop=True, diagnose=_fixed(biased))
+    assert why == "trained-blind accuracy within chance" and len(kept) == 100  # 12% right: below chance at once
+
+
+def test_the_study_runs_the_tst_parts_and_its_table_shows_them(tiny_model, small_bench, tmp_path):
+    from mirage.evaluate import summarize_conditions
+    from mirage.experiments.study import StudyPlan, run_parts, study_parts, table_row
+
+    parts = [p for p in study_parts(StudyPlan(tst_lm=12), [], 0) if p.experiment == "tst"]
+    assert [(p.name, p.n) for p in parts] == [("tst-rf", None), ("tst-lm", 12)]
+    run = RunDir.open(tmp_path / "run", {"b": 1})
+    timings = run_parts(tiny_model, small_bench, run, parts)
+    assert set(timings) == {"tst-rf", "tst-lm"}
+    rows = run.rows()
+    assert len([r for r in rows if r["source"] == "tst-rf"]) == 24
+    assert len([r for r in rows if r["source"] == "tst-lm"]) == 12 and rows[-1]["zero_shot"] == "none"
+    line = table_row("shapes", "shapes", summarize_conditions(rows, small_bench, []))
+    assert line["TsT_rf"]["n"] == 24 and line["TsT_lm"]["n"] == 12 and line["S_wv"] is None
