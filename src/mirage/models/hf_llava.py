@@ -40,6 +40,7 @@ class HFLlava(TransformersSpliced):
     """A transformers LLaVA model and its processor; `image_aspect_ratio` "pad" (official LLaVA) or "crop"."""
 
     causal_scoring = True  # its LM (Vicuna/Llama for LLaVA-1.5) attends by the causal mask alone
+    soft_prompts = True  # its text-only turn takes free vectors (the soft-prompt control)
     # several images per question, as lmms-eval's llava gives them: each its 576-token block at its marker, or all
     # before the text (native LLaVA-1.5 was trained on one)
     max_images = 64
