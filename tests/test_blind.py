@@ -51,6 +51,66 @@ def test_absent_without_image_free_sources():
     assert blind_measures(rows({"real": "11", "blank": "01"}, "aa")) is None
 
 
+def test_soft_prompt_control_by_hand():
+    """Per scope: each crafted input against the soft prompt (paired, on shared questions) and blank; `within_soft`
+    when the crafted input's advantage is not significant; the steps of the questions that ended right; one
+    sentence per crafted input, saying which."""
+    from mirage.blind import soft_prompt_control
+    from mirage.stats import paired_difference
+
+    n = 40
+    spec = {"blank": "0" * 30 + "1" * 10,
+            "features-question": "1" * 40, "soft-prompt-question": "1" * 38 + "00",  # within: 1.0 vs 0.95
+            "features-universal": "1" * 36 + "0000", "soft-prompt-universal": "0" * 30 + "1" * 10,  # exceeds
+            "features-universal-train": "1" * 40, "features-question-clip": "1" * 40}  # neither is compared
+    data = rows(spec, "a" * n)
+    for r in data:
+        if r["source"].endswith("-question"):
+            r["steps"] = 3 + int(r["question_id"][1:]) % 4 if r["source"].startswith("features") else 9
+    assert soft_prompt_control([r for r in data if not r["source"].startswith("soft")]) is None
+    c = soft_prompt_control(data)
+    q, u = c["question"]["sources"], c["universal"]["sources"]
+    assert set(q) == {"features-question", "soft-prompt-question"} and set(u) == {"features-universal",
+                                                                                 "soft-prompt-universal"}
+    outcome = lambda s: [ch == "1" for ch in spec[s]]  # noqa: E731
+    diff = paired_difference(outcome("features-question"), outcome("soft-prompt-question"))
+    assert q["features-question"]["vs_soft"] == {"n": n, "difference": diff["difference"], "ci95": diff["ci95"],
+                                                 "p": diff["mcnemar"]["p"]}
+    assert q["features-question"]["within_soft"] and not u["features-universal"]["within_soft"]
+    assert q["soft-prompt-question"]["vs_blank"]["value"] == 0.7  # 0.95 - 0.25
+    assert q["soft-prompt-question"]["vs_blank"]["ci95"] == [
+        round(x, 4) for x in paired_difference_ci(outcome("soft-prompt-question"), outcome("blank"))[1:]]
+    steps = q["features-question"]["steps"]  # 3, 4, 5, 6 repeating: ten of each
+    assert (steps["n_right"], steps["median"], steps["max"], steps["counts"]) == (40, 4.5, 6, {"3": 10, "4": 10,
+                                                                                             "5": 10, "6": 10})
+    assert q["soft-prompt-question"]["steps"]["n_right"] == 38  # the two it never got right do not count
+    assert "lies within the soft prompt's" in c["question"]["sentences"][0]
+    assert "Median steps to a right answer: 4.5 against the soft prompt's 9" in c["question"]["sentences"][0]
+    assert "exceeds the soft prompt's" in c["universal"]["sentences"][0]
+    flat = [r | {"source": "pixels-universal"} for r in data if r["source"] == "blank"]  # blank's own answers
+    (sentence,) = soft_prompt_control(data + flat)["universal"]["sentences"][1:]
+    assert sentence.startswith("pixels-universal: no gain over blank to explain (+0.000")
+
+
+def test_text_only_match_sets_gains_side_by_side():
+    """A universal input's gain over blank on a set with no image beside its gain on a vision benchmark: a match
+    when the 95% intervals overlap, said in words; a benchmark without the input is left out."""
+    from mirage.blind import text_only_match
+
+    gain = lambda d, lo, hi: {"n": 100, "difference": d, "ci95": [lo, hi]}  # noqa: E731
+    table = [{"benchmark": "shapes", "universal_gain": {"pixels-universal": gain(0.02, -0.01, 0.05),
+                                                        "features-universal": gain(0.30, 0.25, 0.35)}},
+             {"benchmark": "file:text.jsonl", "no_images": True,
+              "universal_gain": {"pixels-universal": gain(0.04, 0.0, 0.08), "features-universal": gain(0.0, -0.03, 0.03)}},
+             {"benchmark": "mmstar"}]
+    out = {m["source"]: m for m in text_only_match(table)}
+    assert set(out) == {"pixels-universal", "features-universal"}
+    assert out["pixels-universal"]["match"] and not out["features-universal"]["match"]
+    assert out["pixels-universal"]["vision"] == "shapes" and out["pixels-universal"]["no_images"] == "file:text.jsonl"
+    assert "which has no image to see, +0.040 [+0.000, +0.080], matches its gain on shapes" in \
+        out["pixels-universal"]["sentence"]
+    assert "do not overlap" in out["features-universal"]["sentence"]
+    assert text_only_match(table[:1] + table[2:]) == []  # no text-only benchmark: nothing to set beside
 # The shuffle decomposition (Multi-modal Data Spectrum): pair, image alone, text alone, neither
 SHUFFLE = {"real": "1111111100", "image-only": "1100110000", "wrong": "1010001100", "both": "1000100000"}
 

@@ -12,11 +12,18 @@ from typer.testing import CliRunner
 from mirage.benchmarks.question import Benchmark
 from mirage.captions import make_captions
 from mirage.cli import app
-from mirage.conditions import CAPTION_PROMPT, CAPTION_TOKENS, ConditionContext, get_condition, parse_conditions
+from mirage.conditions import CAPTION_PROMPT, ConditionContext, get_condition, parse_conditions
 from mirage.errors import MirageError
 from mirage.evaluate import evaluate
 from mirage.models.vlm import NONE
 from mirage.runs import read_rows
+
+TOKENS = 12  # captions of at most 12 tokens here (128 in use): a random tiny model never stops by itself
+
+
+@pytest.fixture(autouse=True)
+def short_captions(monkeypatch):
+    monkeypatch.setattr("mirage.captions.CAPTION_TOKENS", TOKENS)
 
 
 def test_eval_prints_the_decomposition_and_answers_from_captions(tmp_path, tiny_dir, tiny_model, small_bench):
@@ -35,13 +42,13 @@ def test_eval_prints_the_decomposition_and_answers_from_captions(tmp_path, tiny_
         lo, hi = shuffle[m]["ci95"]  # (value, then the interval on the cell's next line)
         assert all(part in text for part in (f"{shuffle[m]['value']:+.3f}", f"[{lo:+.3f},", f"{hi:+.3f}]")), m
     config = json.loads((out / "config.json").read_text())
-    assert config["captions"]["prompt"] == CAPTION_PROMPT
+    assert config["captions"]["prompt"] == CAPTION_PROMPT and config["captions"]["max_new_tokens"] == TOKENS
     # the captions are the model's own greedy answers to the caption prompt on the real image
     captions = read_rows(out / "captions.jsonl")
     qs = small_bench.questions[:6]
     assert [c["question_id"] for c in captions] == [q.id for q in qs]
     expected = tiny_model.generate([CAPTION_PROMPT] * 6, tiny_model.visual_from_images([q.image(0) for q in qs]),
-                                   CAPTION_TOKENS)
+                                   TOKENS)
     assert [c["caption"] for c in captions] == expected
     rows = [r for r in read_rows(out / "results.jsonl") if r["source"] == "caption:self"]
     assert len(rows) == 6 and all(r["caption_by"] == "self" for r in rows)

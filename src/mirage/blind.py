@@ -13,6 +13,9 @@ run has no `none`).
 MG, ML and the gaps are computed on the questions both of their terms have (paired); a measure whose sources are
 missing is left out. ML's interval is the paired interval of S_wv - S_t with both ends clipped at 0, as ML is.
 
+`soft_prompt_control`: crafted inputs against the soft prompt of their scope (free vectors in the text-only prompt
+with the same optimizer, steps and seeds) and against blank, with paired intervals and the steps each question took.
+
 The Multi-modal Data Spectrum's decomposition (`shuffle_decomposition`): accuracy with the pair as given (`real`),
 with the image alone (`image-only`: another question's words), with the text alone (`wrong`: another question's
 image) and with neither (`both`), beside chance, and the differences a reader wants from them, each with a paired
@@ -23,8 +26,11 @@ from __future__ import annotations
 
 from typing import Iterable, Mapping
 
-from .sources import TEXT_MODEL, TST_LM, TST_RF
-from .stats import INTERVALS, MEAN_INTERVAL, accuracy_ci, paired_difference_ci, paired_mean_difference_ci
+import numpy as np
+
+from .sources import SCOPES, SOFT_PROMPT, TEXT_MODEL, TST_LM, TST_RF, optimized, parse_source
+from .stats import (INTERVALS, MEAN_INTERVAL, accuracy_ci, paired_difference, paired_difference_ci,
+                    paired_mean_difference_ci)
 
 SOURCES = {"S_v": "real", "S_wv": "none", "S_t": TEXT_MODEL, "TsT_lm": TST_LM, "TsT_rf": TST_RF}
 MEASURES = ("S_v", "S_wv", "S_t", "MG", "ML", "TsT_lm", "TsT_rf", "gap_lm", "gap_rf")
@@ -89,6 +95,124 @@ def blind_measures(rows: Iterable[dict]) -> dict | None:
     return {**out, "by_type": by_type, "sources": dict(SOURCES), "intervals": dict(INTERVALS)}
 
 
+# --- the soft-prompt control (issue 34): is a crafted input vision, or a prompt of as many free vectors? -------------
+
+CRAFTED = ("features", "pixels", "tokens")  # crafted visual inputs set against the soft prompt of the same scope
+
+
+def _steps(steps: dict[str, int], correct: dict[str, bool]) -> dict | None:
+    """The distribution of optimizer steps over the questions that ended right (per-question rows only)."""
+    right = sorted(s for q, s in steps.items() if correct.get(q))
+    if not right:
+        return None
+    q25, med, q75 = (float(x) for x in np.percentile(right, [25, 50, 75]))
+    counts: dict[str, int] = {}
+    for s in right:
+        counts[str(s)] = counts.get(str(s), 0) + 1
+    return {"n_right": len(right), "n": len(steps), "mean": _r(np.mean(right)), "q25": q25, "median": med,
+            "q75": q75, "max": right[-1], "counts": counts}
+
+
+def _fmt(d: dict) -> str:
+    v, (lo, hi) = d.get("value", d.get("difference")), d["ci95"]
+    return f"{v:+.3f} [{lo:+.3f}, {hi:+.3f}]"
+
+
+def _sentence(name: str, entry: dict, soft: str, soft_entry: dict) -> str:
+    """The report's words for one crafted input against the soft prompt of its scope."""
+    vs = entry["vs_soft"]
+    gains = (f"its gain over blank, {_fmt(entry['vs_blank'])}, " if "vs_blank" in entry else "its accuracy, "
+             f"{entry['value']:.3f}, ")
+    soft_gain = _fmt(soft_entry["vs_blank"]) if "vs_blank" in soft_entry else f"{soft_entry['value']:.3f}"
+    if "vs_blank" in entry and entry["vs_blank"]["ci95"][0] <= 0:
+        text = (f"{name}: no gain over blank to explain ({_fmt(entry['vs_blank'])}, the 95% interval reaches 0); the "
+                f"soft prompt ({soft}) gains {soft_gain}, and the crafted input minus the soft prompt is {_fmt(vs)} on "
+                f"{vs['n']} questions.")
+    elif entry["within_soft"]:
+        text = (f"{name}: {gains}lies within the soft prompt's ({soft}: {soft_gain}; difference {_fmt(vs)} on "
+                f"{vs['n']} questions): free vectors in the text prompt, with no image, do as much, so this gain "
+                "shows the input's capacity as a prompt, not that the model sees.")
+    else:
+        text = (f"{name}: {gains}exceeds the soft prompt's ({soft}: {soft_gain}) by {_fmt(vs)} on {vs['n']} "
+                f"questions (McNemar p = {vs['p']:.2g}): more than a prompt of as many free vectors reaches.")
+    if entry.get("steps") and soft_entry.get("steps"):
+        text += (f" Median steps to a right answer: {entry['steps']['median']:g} against the soft prompt's "
+                 f"{soft_entry['steps']['median']:g}.")
+    return text
+
+
+def soft_prompt_control(rows: Iterable[dict]) -> dict | None:
+    """Per scope with a soft prompt (`soft-prompt-question`, `soft-prompt-universal`): each crafted input of that
+    scope (features, pixels, tokens, and the pixels' PNG re-check) and the soft prompt, each {n, value, ci95,
+    vs_blank (paired), steps (per question: the steps the questions that ended right took)}; a crafted input also
+    `vs_soft` (paired difference and McNemar p) and `within_soft` (its advantage over the soft prompt is not
+    significant: the 95% interval of the difference reaches 0 or below); `sentences` in words. None without a
+    soft prompt."""
+    correct: dict[str, dict[str, bool]] = {}
+    steps: dict[str, dict[str, int]] = {}
+    for r in rows:
+        correct.setdefault(r["source"], {})[r["question_id"]] = bool(r["correct"])
+        if "steps" in r:
+            steps.setdefault(r["source"], {})[r["question_id"]] = int(r["steps"])
+    out = {}
+    for scope in SCOPES:
+        soft = optimized(SOFT_PROMPT, scope)
+        if soft not in correct:
+            continue
+        infos = [parse_source(s) for s in correct]
+        crafted = [i.name for i in infos if i.group == "optimized" and i.input in CRAFTED and i.scope == scope
+                   and i.suffix in (None, "png") and not i.start and not i.text_model]
+        entries = {}
+        for name in [*crafted, soft]:
+            entry = _score(correct[name], set(correct[name]))
+            if "blank" in correct:
+                blank = _difference(correct[name], correct["blank"], set(correct[name]), clip=False)
+                if blank["n"]:
+                    entry["vs_blank"] = blank
+            if name in steps and _steps(steps[name], correct[name]):
+                entry["steps"] = _steps(steps[name], correct[name])
+            entries[name] = entry
+        sentences = []
+        for name in crafted:
+            shared = sorted(correct[name].keys() & correct[soft].keys(), key=str)
+            if not shared:
+                continue
+            diff = paired_difference([correct[name][q] for q in shared], [correct[soft][q] for q in shared])
+            entries[name]["vs_soft"] = {"n": len(shared), "difference": diff["difference"], "ci95": diff["ci95"],
+                                        "p": diff["mcnemar"]["p"]}
+            entries[name]["within_soft"] = diff["ci95"][0] <= 0
+            sentences.append(_sentence(name, entries[name], soft, entries[soft]))
+        out[scope] = {"soft_prompt": soft, "sources": entries, "sentences": sentences}
+    if not out:
+        return None
+    return {**out, "intervals": dict(INTERVALS)}
+
+
+def text_only_match(table: Iterable[dict]) -> list[dict]:
+    """Universal crafted inputs trained on a benchmark with no image at all (`no_images` lines of a study's table)
+    beside the same kind of input on each vision benchmark: their gains over blank (paired intervals, from each
+    benchmark's summary) and whether they match (the two 95% intervals overlap). A crafted input that gains as much
+    where there is nothing to see is a prompt, not vision. Lines: {"source", "no_images", "vision", "gain_no_images",
+    "gain_vision", "match", "sentence"}."""
+    lines = list(table)
+    out = []
+    for t in (line for line in lines if line.get("no_images")):
+        for v in (line for line in lines if not line.get("no_images")):
+            for source, gt in (t.get("universal_gain") or {}).items():
+                gv = (v.get("universal_gain") or {}).get(source)
+                if gv is None or None in (*gt["ci95"], *gv["ci95"]):
+                    continue
+                match = gt["ci95"][0] <= gv["ci95"][1] and gv["ci95"][0] <= gt["ci95"][1]
+                words = (f"{source}: its gain over blank on {t['benchmark']}, which has no image to see, "
+                         f"{_fmt(gt)}, ")
+                words += (f"matches its gain on {v['benchmark']}, {_fmt(gv)} (the 95% intervals overlap): the same "
+                          f"optimization gains as much without anything to see, so the gain on {v['benchmark']} is "
+                          "no evidence that the model uses vision." if match else
+                          f"differs from its gain on {v['benchmark']}, {_fmt(gv)} (the 95% intervals do not "
+                          "overlap).")
+                out.append({"source": source, "no_images": t["benchmark"], "vision": v["benchmark"],
+                            "gain_no_images": gt, "gain_vision": gv, "match": match, "sentence": words})
+    return out
 # The four conditions of the decomposition, by what the model has of the question's own pair.
 SHUFFLE_SOURCES = {"pair": "real", "image_only": "image-only", "text_only": "wrong", "neither": "both"}
 # The differences: what the image adds to the text, what the text adds to the image, the pair beyond either alone

@@ -12,6 +12,7 @@ image's size. Shuffles draw from the benchmark's whole split, so `--limit N` ask
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field, replace
 from functools import cached_property, lru_cache
 from pathlib import Path
@@ -229,13 +230,18 @@ def wrong(question: Question, ctx: ConditionContext) -> Image.Image:
     return _other_image(question, ctx, "wrong")
 
 
+_FIRST_OPTION_LINE = re.compile(r"\n\(?A[.:)] ")  # a line labelling option A: "A. x", "A: x", "(A) x", "A) x"
+
+
 def _split_options(text: str) -> tuple[str, str]:
-    """(the question's words, the options written after "Choices:"/"Options:" in it, or "")."""
+    """(the question's words, the options written after "Choices:"/"Options:" in it, or from its first line
+    labelling option A on (lmms-eval's rendered prompts: "...?\nA. x\nB. y\nAnswer with..."), or "")."""
     for marker in OPTION_MARKERS:  # the paper's code looks for "Choices:" first
         if marker in text:
             at = text.find(marker)
             return text[:at], text[at:]
-    return text, ""
+    m = _FIRST_OPTION_LINE.search(text)
+    return (text[: m.start()], text[m.start():]) if m else (text, "")
 
 
 def _words_source(question: Question, ctx: ConditionContext, name: str) -> Question:

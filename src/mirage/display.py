@@ -77,6 +77,23 @@ def blind_table(blind: dict, title: str = "image-free measures (MMStar)") -> Tab
     return table
 
 
+def soft_prompt_table(control: dict, title: str = "crafted inputs against the soft prompt") -> Table:
+    """Per scope: each crafted input and the soft prompt with accuracy, gain over blank, difference from the soft
+    prompt (paired 95% intervals) and the median steps to a right answer (`mirage.blind.soft_prompt_control`)."""
+    table = Table(title=title, caption="soft prompt: free vectors in the text-only prompt, the crafted inputs' "
+                                       "optimizer, steps and seeds; paired intervals")
+    for col in ("source", "n", "accuracy", "minus blank", "minus soft prompt", "within", "median steps"):
+        table.add_column(col, justify="left" if col == "source" else "right")
+    for scope in ("question", "universal"):
+        for name, e in control.get(scope, {}).get("sources", {}).items():
+            steps = e.get("steps")
+            table.add_row(name, str(e["n"]), _cell(e), _cell(e.get("vs_blank"), signed=True),
+                          _cell(e.get("vs_soft"), signed=True),
+                          "" if "within_soft" not in e else ("yes" if e["within_soft"] else "no"),
+                          f"{steps['median']:g}" if steps else "")
+    return table
+
+
 def shuffle_table(shuffle: dict, title: str = "where the score comes from (Multi-modal Data Spectrum)") -> Table:
     """Accuracy with the pair, the image alone, the text alone, neither, chance, and the paired differences (image
     adds to text, text adds to image, pair beyond either alone) with their 95% intervals, overall and per type."""
@@ -117,6 +134,7 @@ def difference_table(difference: dict, first: str, second: str, title: str | Non
         table.add_row(name, str(m["n"]), f"{m['a']:+.3f}" if m["a"] < 0 else f"{m['a']:.3f}",
                       f"{m['b']:+.3f}" if m["b"] < 0 else f"{m['b']:.3f}",
                       f"{m['difference']:+.3f} [{lo:+.3f}, {hi:+.3f}]")
+    return table
 
 
 def metrics_table(metrics: dict, title: str = "the benchmark's own metrics (lmms-eval process_results + aggregation)"

@@ -11,7 +11,7 @@ from typing import Callable, Sequence
 import torch
 
 from .benchmarks.question import LETTERS, Benchmark, Question
-from .blind import blind_measures, shuffle_decomposition
+from .blind import blind_measures, shuffle_decomposition, soft_prompt_control
 from .conditions import ASKED_KEY, Condition, ConditionContext, parse_conditions
 from .distributed import SINGLE, World
 from .environment import model_environment
@@ -258,7 +258,8 @@ def chance(benchmark: Benchmark) -> dict[str, float]:
 
 def summarize_conditions(rows: list[dict], benchmark: Benchmark, conditions: Sequence[Condition]) -> dict:
     """`stats.summarize`, `blind` (S_v, S_wv, S_t, MG, ML) where `none` or `text-model` rows exist, `shuffle` (the
-    Multi-modal Data Spectrum's decomposition) where `image-only` or `both` rows exist, and
+    Multi-modal Data Spectrum's decomposition) where `image-only` or `both` rows exist, `soft_prompt` (crafted inputs
+    against the soft-prompt control) where soft-prompt rows exist, `no_images` for a benchmark with no image, and
     `skipped_no_image` where conditions had nothing to show for text-only questions."""
     summary = summarize(rows)
     if any("circular" in r for r in rows):  # a question counts once, correct only when every rotation is
@@ -271,6 +272,11 @@ def summarize_conditions(rows: list[dict], benchmark: Benchmark, conditions: Seq
     blind = blind_measures(rows)
     if blind:
         summary["blind"] = blind
+    control = soft_prompt_control(rows)
+    if control:  # crafted inputs against the soft prompt of their scope
+        summary["soft_prompt"] = control
+    if benchmark.questions and not any(q.images for q in benchmark):
+        summary["no_images"] = True  # nothing to see: a crafted input's gain here is a prompt's (blind.text_only_match)
     shuffle = shuffle_decomposition(rows, chance(benchmark))
     if shuffle:
         summary["shuffle"] = shuffle

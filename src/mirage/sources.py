@@ -4,8 +4,10 @@
     text-model                           the base LLM on the same prompts as text (--text-model)
     tst-lm, tst-rf                       trained-blind: a LoRA-tuned LM / a random forest trained on the other folds'
                                          questions' text (cross-fitted; `mirage tst`)
-    <input>-<scope>[-<e1>+<e2>][-from-<start>]   an optimized input (features-question, pixels-universal-clip+dino,
-                                         features-question-from-blank: started from the blank image's features)
+    <input>-<scope>[-<e1>+<e2>][-from-<start>][-text-model]   an optimized input (features-question,
+                                         pixels-universal-clip+dino, features-question-from-blank: started from the
+                                         blank image's features; soft-prompt-question: free vectors in the text-only
+                                         prompt, the control; soft-prompt-question-text-model: on the base LLM)
     <source>-png                         the same input re-checked from its saved 8-bit PNG
     <source>-train                       a universal input on its own training questions
     inversion-question[-<encoders>][-from-<start>]   two-stage inversion (its PNG re-check: -png)
@@ -29,11 +31,16 @@ TST_RF = "tst-rf"  # trained-blind (TsT): a random forest on features of the tex
 PATCH_RANDOM = "patch-random"  # the untrained noise patch at the same places: the occlusion control
 
 
-def optimized(input: str, scope: str, encoders: Sequence[str] | None = None, start: str | None = None) -> str:
+SOFT_PROMPT = "soft-prompt"  # the control: free vectors in the text-only prompt (inputs/soft_prompt.py)
+
+
+def optimized(input: str, scope: str, encoders: Sequence[str] | None = None, start: str | None = None,
+              text_model: bool = False) -> str:
     """`<input>-<scope>`, plus the encoder subset for single-encoder (or subset) runs, plus `-from-<start>` when the
-    input starts from an image's features (blank) instead of its random start."""
+    input starts from an image's features (blank) instead of its random start, plus `-text-model` when it was
+    optimized on the base LLM (`--text-model`) instead of the VLM."""
     return (f"{input}-{scope}" + (f"-{'+'.join(encoders)}" if encoders else "")
-            + (f"-{START}-{start}" if start else ""))
+            + (f"-{START}-{start}" if start else "") + (f"-{TEXT_MODEL}" if text_model else ""))
 
 
 def png(source: str) -> str:
@@ -102,6 +109,7 @@ class SourceInfo:
     encoders: tuple[str, ...] = ()  # single-encoder (or subset) runs
     suffix: str | None = None  # png or train
     start: str | None = None  # blank: started from the blank image's features
+    text_model: bool = False  # optimized on the base LLM (`--text-model`), not the VLM
 
     @property
     def base(self) -> str:
@@ -137,6 +145,10 @@ class SourceInfo:
             what += f", through {' + '.join(self.encoders)} only"
         if self.start:
             what += f", started from the {self.start} image's features"
+        if self.input == SOFT_PROMPT:
+            what = what.replace(SOFT_PROMPT, "soft prompt (free vectors in the text-only prompt, no image)", 1)
+        if self.text_model:
+            what += ", on the base LLM"
         if self.scope == "universal" and not self.suffix:
             what += ", held-out questions"
         return what + (f", {SUFFIXES[self.suffix]}" if self.suffix else "")
@@ -151,7 +163,12 @@ def parse_source(name: str) -> SourceInfo:
         if name.endswith(f"-{s}"):
             stem, suffix = name[: -len(s) - 1], s
             break
+    text_model = stem.endswith(f"-{TEXT_MODEL}")
+    if text_model:
+        stem = stem[: -len(TEXT_MODEL) - 1]
     parts = stem.split("-")
+    if SOFT_PROMPT.split("-") == parts[:2]:  # the one input whose name holds a hyphen
+        parts = [SOFT_PROMPT, *parts[2:]]
     start = None
     if len(parts) >= 4 and parts[-2] == START:
         parts, start = parts[:-2], parts[-1]
@@ -159,7 +176,7 @@ def parse_source(name: str) -> SourceInfo:
         return SourceInfo(name, "other")
     encoders = tuple(e for e in "-".join(parts[2:]).split("+") if e)
     return SourceInfo(name, "single-encoder" if encoders else "optimized", parts[0], parts[1], encoders, suffix,
-                      start)
+                      start, text_model)
 
 
 def is_universal(name: str) -> bool:

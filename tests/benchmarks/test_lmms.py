@@ -348,18 +348,46 @@ def test_several_images_placed_at_the_markers_equal_transformers(muir, models):
             torch.testing.assert_close(ours[row], theirs, rtol=1e-5, atol=1e-5)
 
 
+def test_several_images_on_llava_equal_transformers(muir, models):
+    """LLaVA-1.5 gets every image as lmms-eval's llava gives them: the official conversation with each image's
+    block at its `<image>` marker; the answer logits equal transformers' LLaVA forward on the same ids and the
+    model's own (official, padded) pixel values of the three images."""
+    from transformers import LlavaForConditionalGeneration
+
+    from mirage.models import Visual, load_model
+
+    llava = load_model(f"hf:{models['llava']}", device="cpu")
+    bench = load_benchmark("lmms:muirbench", data_dir=str(muir)).for_model(llava)
+    hf = LlavaForConditionalGeneration.from_pretrained(models["llava"]).eval()
+    prompts = [bench.prompt(q) for q in bench]
+    images = [[q.image(k) for k in range(len(q.images))] for q in bench]
+    ours = llava.next_token_logits(prompts, Visual("images", images))
+    for row, (prompt, ims) in enumerate(zip(prompts, images)):
+        text = llava.chat_text(prompt, len(ims))
+        assert text.endswith(f"USER: {prompt} ASSISTANT:")  # each marker is the image placeholder itself
+        ids = [x for t in llava.text_ids(text) for x in ([t] * llava.num_image_tokens if t == llava.image_token_id
+                                                         else [t])]
+        with torch.no_grad():
+            theirs = hf(input_ids=torch.tensor([ids]), pixel_values=llava.process_images(ims)["vision"]).logits[0, -1]
+        torch.testing.assert_close(ours[row], theirs, rtol=1e-5, atol=1e-5)
+    # without markers, lmms-eval's llava writes the images' placeholders before the text, joined by spaces
+    assert llava.chat_text("Which is larger?", 2).endswith("USER: <image> <image>\nWhich is larger? ASSISTANT:")
+
+
 def test_several_images_through_the_cli(muir, models, tmp_path):
-    """`mirage eval --benchmark lmms:muirbench` runs every condition on a tiny Qwen2.5-VL; LLaVA-1.5 and per-question
-    optimization refuse such questions in one line."""
+    """`mirage eval --benchmark lmms:muirbench` runs every condition on a tiny Qwen2.5-VL and a tiny LLaVA-1.5; a
+    model that takes one image (the demo) and per-question optimization refuse such questions in one line."""
     conditions = "real,none,blank,noise,wrong,blur,shuffle"
     out, rows = run_eval(tmp_path, models["qwen2_5_vl"], "muirbench", muir, "--conditions", conditions)
     assert sorted({r["source"] for r in rows}) == sorted(conditions.split(",")) and len(rows) == 7 * 2
     probs = {r["source"]: r["probs"] for r in rows if r["question_id"] == "muirbench-00000"}
     assert probs["real"] != probs["blank"] != probs["none"]  # the images reach the model
-    refused = CliRunner().invoke(app, ["eval", "--model", f"hf:{models['llava']}", "--benchmark", "lmms:muirbench",
-                                       "--data-dir", str(muir), "--device", "cpu", "-q", "--conditions", "real",
-                                       "--out", str(tmp_path / "llava")])
-    assert refused.exit_code == 2 and "has 3 images; HFLlava is asked 1 image per question" in \
+    out, rows = run_eval(tmp_path, models["llava"], "muirbench", muir, "--conditions", conditions)
+    assert len(rows) == 7 * 2  # LLaVA-1.5 too, as lmms-eval's llava asks it: every image
+    refused = CliRunner().invoke(app, ["eval", "--model", "demo", "--benchmark", "lmms:muirbench", "--data-dir",
+                                       str(muir), "--device", "cpu", "-q", "--conditions", "real",
+                                       "--out", str(tmp_path / "demo")])
+    assert refused.exit_code == 2 and "has 3 images; DemoVLM is asked 1 image per question" in \
         " ".join(refused.output.split())
     opt = CliRunner().invoke(app, ["optimize", "--model", f"hf:{models['qwen2_5_vl']}", "--benchmark",
                                    "lmms:muirbench", "--data-dir", str(muir), "--device", "cpu", "-q", "--steps", "1",
@@ -381,3 +409,34 @@ def test_a_single_image_marker_places_the_image_there(models):
     assert qwen.chat_text(prompt).startswith("<|im_start|>user\nQuestion: <|vision_start|><|image_pad|><|vision_end|>"
                                              "\nWhat")
     assert qwen.chat_text(prompt, False).startswith("<|im_start|>user\nQuestion: \nWhat is")
+
+
+def test_optimize_and_curate_take_lmms_tasks(hub, models, tmp_path):
+    """`mirage optimize` crafts per-question inputs on an lmms task; `mirage curate` reloads the task a run names
+    (its --data-dir from config.json) and writes the questions that need the image with lmms-eval's prompts."""
+    out, rows = run_eval(tmp_path, models["qwen2_5_vl"], "mmvp", hub["mmvp"], "--conditions", "real,none")
+    opt = CliRunner().invoke(app, ["optimize", "--model", f"hf:{models['qwen2_5_vl']}", "--benchmark", "lmms:mmvp",
+                                   "--data-dir", str(hub["mmvp"]), "--device", "cpu", "-q", "--steps", "2",
+                                   "--input", "features", "--image-size", "112", "--out", str(tmp_path / "opt")])
+    assert opt.exit_code == 0, opt.output
+    assert {json.loads(line)["source"] for line in (tmp_path / "opt" / "results.jsonl").read_text().splitlines()} \
+        == {"features-question"}
+    cur = CliRunner().invoke(app, ["curate", str(out), "--out", str(tmp_path / "curated")])
+    assert cur.exit_code == 0, cur.output
+    curation = json.loads((tmp_path / "curated" / "curation.json").read_text())
+    assert curation["benchmark"] == "lmms:mmvp" and curation["n_evaluated"] == 3
+    bench = load_benchmark("lmms:mmvp", data_dir=str(hub["mmvp"]))
+    kept = [json.loads(line) for line in (tmp_path / "curated" / "questions.jsonl").read_text().splitlines()]
+    assert all(row["prompt"] == bench.prompt(next(q for q in bench if q.id == row["id"])) for row in kept)
+
+
+def test_words_conditions_keep_the_questions_own_options(hub):
+    """`image-only` asks an lmms prompt with another question's words and the question's own option lines, post
+    prompt and gold (the prompt split where its option A line starts)."""
+    from mirage.conditions import ConditionContext, get_condition
+
+    bench = load_benchmark("lmms:mmvp", data_dir=str(hub["mmvp"]))
+    asked = get_condition("image-only").ask(bench[0], ConditionContext(bench, seed=0))
+    assert bench.prompt(asked) == ("Is the school bus driving towards or away from the camera?\nA. Open\nB. Closed\n"
+                                   "Answer with the option's letter from the given choices directly.")
+    assert (asked.choices, asked.answer) == (bench[0].choices, bench[0].answer)

@@ -64,6 +64,10 @@ def test_curate_reads_a_file_benchmark_run(shapes_cli, small_bench, tmp_path, mo
     assert json.loads((tmp_path / "cur" / "curation.json").read_text())["n_evaluated"] == 4
     res = run("curate", "r1", "--out", "set")
     assert res.exit_code == 2 and "holds the benchmark being curated" in one_line(res)
+    monkeypatch.chdir(tmp_path / "cur")  # the report opened from elsewhere still finds the questions
+    assert run("report", tmp_path / "r1").exit_code == 0
+    assert "Shown without question text" not in (tmp_path / "r1" / "report.html").read_text()
+    monkeypatch.chdir(tmp_path)
     path.write_text(path.read_text() + "\n")  # the file changed since the run
     res = run("curate", "r1", "--out", "cur")
     assert res.exit_code == 2 and "has changed since the run evaluated it" in one_line(res)
@@ -141,6 +145,8 @@ def test_a_finished_run_grows_by_sources_and_questions_and_refuses_other_meaning
     config = json.loads((out / "config.json").read_text())
     assert config["conditions"] == ["real", "blank"] and config["limit"] == 3
     assert set(json.loads((out / "summary.json").read_text())["n"]) == {"real", "blank"}
+    calls = json.loads((out / "timings.json").read_text())["invocations"]
+    assert len(calls) == 2 and all(isinstance(c["threads"], int) for c in calls)  # the thread count, recorded
     for flags, key in ((["--seed", "1"], "seed:"), (["--scoring", "generate"], "scoring:")):
         res = run(*base, "--conditions", "real", "--limit", "2", *flags)
         assert res.exit_code == 2 and key in one_line(res) and "A run takes more conditions" in one_line(res)
@@ -343,3 +349,37 @@ def test_train_demo_text_runs_as_typed(tmp_path):
               "-q")
     assert res.exit_code == 0, res.output
     assert (tmp_path / "lm" / "config.json").is_file() and (tmp_path / "lm" / "MODEL_CARD.md").is_file()
+
+
+def test_transfer_names_the_model_an_input_was_trained_for(shapes_cli, tmp_path):
+    made = tmp_path / "made"
+    (made / "artifacts").mkdir(parents=True)
+    (made / "config.json").write_text(json.dumps({"command": "optimize", "model": "hf:some/other-vlm"}))
+    (made / "artifacts" / "features-universal.safetensors").write_bytes(b"")
+    res = run("transfer", "--from", made, "--model", f"demo:{shapes_cli}", "--out", tmp_path / "t")
+    assert res.exit_code == 2 and "was made with --model hf:some/other-vlm, not demo:" in one_line(res)
+
+
+def test_a_huge_image_is_said_once_and_one_too_large_refused(monkeypatch, capsys):
+    import io
+
+    import numpy as np
+    from PIL import Image
+
+    import mirage.benchmarks.question as question
+
+    monkeypatch.setattr(question, "_WARNED", set())
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 1000)  # Pillow warns above it, refuses above twice it
+
+    def png(side):
+        buf = io.BytesIO()
+        Image.fromarray(np.zeros((side, side, 3), np.uint8)).save(buf, "PNG")
+        return buf.getvalue()
+
+    assert question.open_image(png(40), "q1").size == question.open_image(png(40), "q2").size == (40, 40)
+    said = capsys.readouterr().err
+    assert said.count("decompression-bomb limit") == 1 and "DecompressionBombWarning" not in said
+    import pytest
+
+    with pytest.raises(question.ImageLoadError, match="'q3'.*too large to decode"):
+        question.open_image(png(50), "q3")

@@ -71,6 +71,28 @@ def test_optimize_command_runs_the_patch_loop_and_refuses_per_question(tmp_path)
     assert bad.exit_code == 2 and "use --scope universal" in bad.output
 
 
+def test_soft_prompt_from_the_command_line_on_the_vlm_and_on_a_text_model(tmp_path, tiny_dir):
+    """`--input soft-prompt` through the VLM's text path, then `--text-model` (the shipped base LM) with as many
+    vectors as the VLM's image tokens; the flags that belong to it are refused elsewhere, by name."""
+    from safetensors.torch import load_file
+
+    base = ["optimize", "--model", f"demo:{tiny_dir}", "--input", "soft-prompt", "--limit", "4", "--steps", "2",
+            "--batch-size", "2", "-q"]
+    res = run(*base, "--out", str(tmp_path / "vlm"))
+    assert res.exit_code == 0, res.output
+    assert json.loads((tmp_path / "vlm" / "summary.json").read_text())["n"] == {"soft-prompt-question": 4}
+    res = run(*base, "--scope", "universal", "--train", "2", "--text-model", "demo", "--out", str(tmp_path / "lm"))
+    assert res.exit_code == 0, res.output
+    summary = json.loads((tmp_path / "lm" / "summary.json").read_text())
+    assert summary["n"] == {"soft-prompt-universal-text-model": 2, "soft-prompt-universal-text-model-train": 2}
+    vectors = load_file(tmp_path / "lm" / "artifacts" / "soft-prompt-universal-text-model.safetensors")["soft_prompt"]
+    assert vectors.shape == (64, 256)  # the tiny demo's 8 x 8 image tokens, the base LM's width
+    bad = run(*base[:3], "--input", "features", "--soft-tokens", "8", "--out", str(tmp_path / "x"))
+    assert bad.exit_code == 2 and "--soft-tokens applies to --input soft-prompt" in bad.output
+    bad = run(*base[:3], "--input", "pixels", "--text-model", "demo", "--out", str(tmp_path / "y"))
+    assert bad.exit_code == 2 and "--text-model applies to --input soft-prompt" in bad.output
+
+
 def test_batch_size_auto_measures_a_fit_and_records_it(tmp_path, tiny_dir):
     out = tmp_path / "auto"
     res = run("optimize", "--model", f"demo:{tiny_dir}", "--device", "cpu", "--limit", "3", "--steps", "1",

@@ -17,7 +17,7 @@ def ref(tiny_model, small_bench):
 
 
 def _specs():
-    out = [("features", {}), ("tokens", {})] + [("pixels", {"param": p}) for p in PARAMS]
+    out = [("features", {}), ("tokens", {}), ("soft-prompt", {})] + [("pixels", {"param": p}) for p in PARAMS]
     assert {k for k, _ in out} | set(OWN_LOOPS) == set(INPUTS.names())  # a new input needs a case here (or its own loop)  # a new input must be added here
     return out
 

@@ -14,7 +14,7 @@ import time
 import pytest
 
 
-from mirage.blind import blind_measures, shuffle_decomposition
+from mirage.blind import blind_measures, shuffle_decomposition, soft_prompt_control
 from mirage.errors import MirageError
 from mirage.experiments.presets import PRESETS, preset
 from mirage.experiments.study import StudyPlan, benchmark_dir
@@ -50,10 +50,22 @@ def test_every_part_has_its_rows_per_benchmark(tiny_study):
         assert by_source["features-universal"] == by_source["pixels-universal"] == by_source["pixels-universal-png"]
         assert len(by_source["features-universal"]) == 2 and len(by_source["features-universal-train"]) == 2
         assert not by_source["pixels-universal"] & by_source["pixels-universal-train"]
+        # the soft-prompt control, per question and universal on the same held-out questions
+        assert by_source["soft-prompt-question"] == set(ids), name
+        assert by_source["soft-prompt-universal"] == by_source["pixels-universal"]
+        control = json.loads((out / name / "summary.json").read_text())["soft_prompt"]
+        assert control == soft_prompt_control(rows)
+        assert set(control["question"]["sources"]) == {"features-question", "pixels-question", "pixels-question-png",
+                                                        "soft-prompt-question"}
+        assert len(control["universal"]["sentences"]) == 3  # features, pixels and the pixels' PNG
         saliency = read_rows(out / name / "saliency.jsonl")
         assert {r["question_id"] for r in saliency} == set(ids)
         assert (out / name / "summary.json").is_file() and (out / name / "artifacts" / "pixels-universal.png").is_file()
     assert "every benchmark" in output and "report:" in output
+    assert "crafted inputs against the soft prompt on shapes" in output
+    control = json.loads((out / "shapes" / "summary.json").read_text())["soft_prompt"]
+    for sentence in control["question"]["sentences"] + control["universal"]["sentences"]:  # the report's words
+        assert " ".join(sentence.split()) in " ".join(output.split())
 
 
 def test_cross_benchmark_table_equals_each_benchmarks_summary(tiny_study):
@@ -154,6 +166,26 @@ def test_presets_are_data_with_their_sizes():
             capped.universal_heldout) == (10, 10, 5, 5)
     with pytest.raises(MirageError, match="did you mean 'quick'"):
         StudyPlan.from_preset("quik")
+
+
+def test_the_soft_prompt_has_the_crafted_inputs_budget():
+    """The soft-prompt control's parts run with the very configs of the crafted inputs of their scope (steps, lr
+    rule, early stop, seed, batch), under every preset, `--steps` and `--seed`; the paper preset also runs it on the
+    base LLM, with the same budget."""
+    from mirage.experiments.study import study_parts
+
+    for name in PRESETS:
+        for plan, seed in ((StudyPlan.from_preset(name), 0), (StudyPlan.from_preset(name, steps=7, universal_steps=7), 3)):
+            parts = {p.name: p for p in study_parts(plan, ENCODERS, seed, text_model="demo")}
+            for scope in ("question", "universal"):
+                soft = parts[f"soft-prompt-{scope}"].settings["cfg"]
+                for crafted in (f"features-{scope}", f"pixels-{scope}"):
+                    assert parts[crafted].settings["cfg"] == soft, (name, crafted)
+                assert soft.seed == seed and soft.lr is None  # the lr rule: --lr, else each input's default
+                if plan.soft_prompt_text_model:
+                    assert parts[f"soft-prompt-{scope}-text-model"].settings["cfg"] == soft
+            assert parts["soft-prompt-universal"].n == parts["features-universal"].n  # the same held-out questions
+    assert StudyPlan.from_preset("paper").soft_prompt_text_model
 
 
 def test_benchmark_dirs_are_safe_names():

@@ -13,6 +13,8 @@ from tokenizers.processors import TemplateProcessing
 from transformers import (CLIPImageProcessor, CLIPVisionConfig, LlamaConfig, LlavaConfig, LlavaForConditionalGeneration,
                           LlavaProcessor, PreTrainedTokenizerFast)
 
+from safetensors.torch import load_file
+
 from mirage.evaluate import evaluate
 from mirage.experiments import OptimizeSpec, run_optimization
 from mirage.models import Visual, load_model
@@ -324,3 +326,41 @@ def test_none_condition_and_the_processor_path(llava_crop, llava_dir, bench):
     prompts, n = [bench.prompt(q) for q in qs], [len(q.choices) for q in qs]
     torch.testing.assert_close(generic.choice_logits(prompts, Visual.none(), n),
                                llava.choice_logits(prompts, Visual.none(), n), atol=1e-4, rtol=1e-4)
+
+
+def test_soft_prompt_is_the_text_only_turn_with_free_vectors(llava, llava_crop, bench, tmp_path):
+    """A soft prompt on LLaVA's text path: the `none` prompt's ids (no image token), its vectors right after
+    "USER:" where the image would stand (in llava-hf's template and in the official vicuna_v1 conversation); letter
+    logits equal transformers' own forward on those input embeddings, row by row, while mirage batches rows of
+    different lengths. Per-question and universal soft prompts run."""
+    from mirage.models.chat import image_turn
+    from mirage.models.vlm import SOFT
+
+    official, llava = llava, llava_crop  # the comparison below runs llava-hf's template
+    qs = bench.questions[:2]
+    vectors = torch.zeros(2, 5, official.model.config.text_config.hidden_size)
+    ids, mask, _, _, layout = official.prepare([bench.prompt(q) for q in qs], Visual(SOFT, vectors))
+    for row in range(2):  # vicuna_v1: "<system words> USER: <the vectors> <question> ASSISTANT:"
+        at = int(layout.where[row].nonzero()[0, 0])
+        assert official.tokenizer.convert_ids_to_tokens(ids[row, at - 2 : at].tolist()) == ["USER", ":"]
+
+    qs = bench.questions[:3]
+    prompts = [bench.prompt(q) for q in qs]
+    vectors = torch.randn(3, 5, llava.model.config.text_config.hidden_size, generator=torch.Generator().manual_seed(0))
+    ids, mask, _, tokens, layout = llava.prepare(prompts, Visual(SOFT, vectors))
+    assert not (ids == llava.image_token_id).any() and int(layout.where.sum()) == 15
+    mine = llava.choice_logits(prompts, Visual(SOFT, vectors), [len(q.choices) for q in qs])
+    for row, p in enumerate(prompts):
+        text = llava.processor.apply_chat_template(image_turn(p, image=False), add_generation_prompt=True,
+                                                   tokenize=True, return_dict=True, return_tensors="pt")["input_ids"]
+        assert llava.tokenizer.convert_ids_to_tokens(text[0, :2].tolist()) == ["<s>", "USER"]  # the place: after ":"
+        embeds = llava.model.get_input_embeddings()(text)
+        embeds = torch.cat([embeds[:, :3], vectors[row : row + 1], embeds[:, 3:]], 1)
+        full = llava.model(inputs_embeds=embeds).logits[0, -1, llava.letter_ids(len(qs[row].choices))]
+        torch.testing.assert_close(mine[row, : len(qs[row].choices)], full, atol=1e-4, rtol=1e-4)
+    run = RunDir.open(tmp_path / "soft", {"x": 1})
+    for spec in (OptimizeSpec("soft-prompt"), OptimizeSpec("soft-prompt", scope="universal", train=3)):
+        rows = run_optimization(llava, bench.subset(5), spec, OptimizeConfig(steps=2, batch_size=2), run)
+        assert spec.source in {r["source"] for r in rows}
+    saved = load_file(run.artifacts_dir / "soft-prompt-universal.safetensors")["soft_prompt"]
+    assert saved.shape == (llava.num_image_tokens, llava.model.config.text_config.hidden_size)  # one per image token

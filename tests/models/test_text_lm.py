@@ -66,3 +66,34 @@ def test_the_shipped_base_lm_loads_and_reads_the_demo_prompts(small_bench):
     qs = small_bench.questions[:8]
     logits = lm.choice_logits([small_bench.prompt(q) for q in qs], Visual.none(), [len(q.choices) for q in qs])
     assert torch.isfinite(logits).all()
+
+
+def test_soft_prompt_on_the_text_model(lm_dir, small_bench, tmp_path):
+    """The soft-prompt control on a base LM: its vectors where the user's content starts in the LM's chat turn
+    (after `<bos> <|user|>`); logits equal the LM's forward on those embeddings; an optimization's rows are named
+    `-text-model`, and a text model needs --soft-tokens (it has no image tokens to count)."""
+    from mirage.errors import UsageError
+    from mirage.experiments import OptimizeSpec, run_optimization
+    from mirage.models.vlm import SOFT
+    from mirage.optimize import OptimizeConfig
+    from mirage.runs import RunDir
+
+    lm = load_text_model(f"hf:{lm_dir}", device="cpu")
+    qs = small_bench.questions[:3]
+    prompts = [small_bench.prompt(q) for q in qs]
+    vectors = torch.randn(3, 4, 32, generator=torch.Generator().manual_seed(1))
+    mine = lm.choice_logits(prompts, Visual(SOFT, vectors), [4] * 3)
+    for row, p in enumerate(prompts):
+        ids = lm.tokenizer.apply_chat_template([{"role": "user", "content": p}], add_generation_prompt=True,
+                                               tokenize=True, return_dict=True, return_tensors="pt")["input_ids"]
+        assert lm.tokenizer.convert_ids_to_tokens(ids[0, :2].tolist()) == ["<bos>", "<|user|>"]
+        embeds = lm.model.get_input_embeddings()(ids)
+        embeds = torch.cat([embeds[:, :2], vectors[row : row + 1], embeds[:, 2:]], 1)
+        torch.testing.assert_close(mine[row], lm.model(inputs_embeds=embeds).logits[0, -1, lm.letter_ids(4)],
+                                   atol=1e-4, rtol=1e-4)
+    run = RunDir.open(tmp_path / "run", {"x": 1})
+    with pytest.raises(UsageError, match="give --soft-tokens N"):
+        run_optimization(lm, small_bench.subset(2), OptimizeSpec("soft-prompt"), OptimizeConfig(steps=1), run)
+    rows = run_optimization(lm, small_bench.subset(4), OptimizeSpec("soft-prompt", soft_tokens=3),
+                            OptimizeConfig(steps=2, batch_size=2), run)
+    assert {r["source"] for r in rows} == {"soft-prompt-question-text-model"} and len(rows) == 4

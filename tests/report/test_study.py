@@ -38,6 +38,12 @@ def test_study_report_table_equals_summary(tiny_study):
     assert 'id="plot-shuffle-benchmarks"' in page
     for line in summary["table"]:  # ids are prefixed by their benchmark's section
         assert f'id="bench-{line["dir"]}-plot-shuffle"' in page and f'id="bench-{line["dir"]}-shuffle-table"' in page
+    # the soft-prompt control: each benchmark's table and the sentences its summary derives, in the page's words
+    for line in summary["table"]:
+        assert f'id="bench-{line["dir"]}-soft-prompt-table"' in page
+        control = summary["benchmarks"][line["benchmark"]]["soft_prompt"]
+        for sentence in control["question"]["sentences"] + control["universal"]["sentences"]:
+            assert sentence in html.unescape(page)
 
 
 def test_study_report_sections_panels_ids_and_links(tiny_study):

@@ -11,8 +11,8 @@ import typer
 from ..errors import UsageError
 from .common import (AllQuestions, AllowEnvChange, AspectRatio, BatchSize, BenchmarkName, Compile, Conversation,
                      DataDir, Device, DeviceMap, Dtype, Encoders, GpusPerRank, ImageSize, InputKind, Limit, Lr, Method,
-                     Model, Out, Overwrite, Param, Quiet, Seed, Split, Steps, Subjects, benchmark_options, console, finish, loading,
-                     model_options, names, open_run, scale_out, user_errors, write_timings)
+                     Model, Out, Overwrite, Param, Quiet, Seed, Split, Steps, Subjects, TextModel, benchmark_options, console,
+                     finish, loading, model_options, names, open_run, scale_out, user_errors, write_timings)
 
 
 def own_options(input: str, goal: str, target: Optional[str], patch_size: Optional[int], method: str) -> dict:
@@ -33,7 +33,8 @@ def optimize_cmd(
     data_dir: DataDir = None,
     subjects: Subjects = None,
     all_questions: AllQuestions = False,
-    input: InputKind("features, pixels, tokens, patch or generator.") = "features",
+    input: InputKind("features, pixels, tokens, soft-prompt (free vectors in the text-only prompt, no image: the "
+                     "control), patch or generator.") = "features",
     param: Param("Pixel parameterization: raw, sigmoid or fourier.") = "sigmoid",
     scope: Annotated[Optional[str], typer.Option(help="question (one input each) or universal (one for all); "
                                                  "default: universal for patch and generator, else question.")
@@ -55,6 +56,10 @@ def optimize_cmd(
                         ] = False,
     resolution: Annotated[Optional[int], typer.Option(min=8, help="Pixels: image side (default: largest encoder "
                                                       "input).")] = None,
+    soft_tokens: Annotated[Optional[int], typer.Option(min=1, help="Soft prompt: its vectors (default: as many as "
+                                                       "the model's image tokens).")] = None,
+    text_model: TextModel("Soft prompt: optimize it on this base LLM (hf:<id or dir>, or demo) instead of the VLM, "
+                          "on the prompts as --model is asked them (rows soft-prompt-<scope>-text-model).") = None,
     goal: Annotated[str, typer.Option(help="Patch: untargeted (away from the answer) or targeted.")] = "untargeted",
     target: Annotated[Optional[str], typer.Option(help="Patch, targeted: a letter (e.g. B) or 'wrong'.")] = None,
     patch_size: Annotated[Optional[int], typer.Option(min=4, help="Patch: side in pixels (default: 64/336 of the "
@@ -100,7 +105,10 @@ def optimize_cmd(
         own = own_options(input, goal, target, patch_size, method)
         spec = OptimizeSpec(input=input, scope=scope, param=param, encoders=names(encoders), detach=names(detach),
                             objective=objective, quantize=quantize, resolution=resolution, train=train,
-                            options=own)
+                            soft_tokens=soft_tokens, options=own)
+        if text_model and spec.input != "soft-prompt":
+            raise UsageError(f"--text-model applies to --input soft-prompt, not {spec.input} (a text model takes no "
+                             "image)")
         batch = parse_batch_size(batch_size)
         if memory is not None and batch != AUTO:
             raise UsageError("--memory applies to --batch-size auto")
@@ -112,6 +120,8 @@ def optimize_cmd(
         spec_config = spec.to_config()
         if spec.scope == "question":
             spec_config.pop("train")  # only universal runs split the questions
+        if spec.soft_tokens is None:
+            spec_config.pop("soft_tokens")  # runs from before the soft prompt resume unchanged
         config = {"command": "optimize", "model": model, **bench.identity(), "split": bench.split, "limit": limit,
                   "n_questions": len(bench), "spec": spec_config, "steps": steps, "lr": lr,
                   "early_stop": early_stop, "seed": seed, "dtype": dtype, "batch_size": batch_size, "accum": accum,
@@ -119,11 +129,21 @@ def optimize_cmd(
                   "compile": compile,
                   "data_dir": str(data_dir) if data_dir else None, "subjects": names(subjects),
                   "all_questions": all_questions, **model_options(device_map, image_size, image_aspect_ratio, conversation)}
+        if text_model:
+            config["text_model"] = text_model
         run = open_run(out, config, overwrite, world, allow_env_change)
         t0 = time.time()
         with loading():
             vlm = load_model(model, device=device, dtype=dtype, **scale_options,
                              **model_options(device_map, image_size, image_aspect_ratio, conversation))
+        if text_model:  # the soft prompt on the base LLM: the VLM's prompts, as many vectors as its image tokens
+            from ..models.text_lm import load_text_model
+
+            with loading():
+                lm = load_text_model(text_model, device=device or vlm.device, dtype=parse_dtype(dtype))
+            bench = bench.for_model(vlm)
+            spec = replace(spec, soft_tokens=spec.soft_tokens or getattr(vlm, "num_image_tokens", None))
+            vlm = lm
         t1 = time.time()
         fit = None
         if batch == AUTO and own_loop(spec.input) is None:  # patch and generator take no --batch-size
@@ -144,5 +164,6 @@ def optimize_cmd(
                   {"batch_size": cfg.batch_size, **({"auto": fit.record()} if fit else {})})
     summary = summarize(rows)
     run.write_json("summary.json", summary)
-    console.print(summary_table(summary, title=f"{spec.source}: {model} on {benchmark}/{bench.split}"))
+    console.print(summary_table(summary, title=f"{spec.source_for(vlm)}: {text_model or model} on "
+                                               f"{benchmark}/{bench.split}"))
     console.print(f"run directory: {out}")

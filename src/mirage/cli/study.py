@@ -47,7 +47,7 @@ def study_cmd(
     """The study: per benchmark the image conditions, per-question and universal optimized features and pixels
     (with PNG re-checks), single-encoder runs, saliency and inversion; one study directory and one report.
     Under `torchrun -m mirage study ...` the conditions and optimized inputs are sharded over the ranks."""
-    from ..display import blind_table, difference_table, study_table, summary_table
+    from ..display import blind_table, difference_table, soft_prompt_table, study_table, summary_table
     from ..experiments.study import run_study
 
     t0 = time.time()
@@ -68,8 +68,16 @@ def study_cmd(
         console.print(summary_table(summary, title=f"mirage study: {model} on {name}"))
         if summary.get("blind"):
             console.print(blind_table(summary["blind"], title=f"image-free measures (MMStar) on {name}"))
+        if summary.get("soft_prompt"):
+            console.print(soft_prompt_table(summary["soft_prompt"], title=f"crafted inputs against the soft prompt "
+                                                                          f"on {name}"))
+            for scope in ("question", "universal"):
+                for sentence in summary["soft_prompt"].get(scope, {}).get("sentences", []):
+                    console.print(f"  {sentence}")
     if len(result.table) > 1:
         console.print(study_table(result.table, title=f"mirage study: {model}, every benchmark"))
+    for match in result.summary.get("text_only_match", []):  # a benchmark with no image beside the vision ones
+        console.print(f"  {match['sentence']}")
     if result.prompts:
         first, other = result.prompts["variants"]
         for name, diff in result.prompts["difference"].items():

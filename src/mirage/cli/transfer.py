@@ -29,7 +29,8 @@ def _inputs(specs: list[str]) -> dict:
 
 
 def matrix_table(matrix: dict, title: str) -> Table:
-    """Accuracy (and gain over blank, with McNemar's p) of each input (rows) on each benchmark (columns)."""
+    """Accuracy (and gain over blank, with McNemar's p; a trained input's difference from the noise input of its
+    kind) of each input (rows, then the untrained baseline rows) on each benchmark (columns)."""
     table = Table(title=title)
     table.add_column("trained on \\ evaluated on")
     for col in matrix["columns"]:
@@ -37,7 +38,8 @@ def matrix_table(matrix: dict, title: str) -> Table:
     table.add_row("blank", *(_num(matrix["blank"][c]["accuracy"]) for c in matrix["columns"]))
     for name, cells in zip(matrix["rows"], matrix["cells"]):
         table.add_row(name, *(f"{_num(c['accuracy'])} ({_num(c['gain'], '+.3f')}, p={c['mcnemar']['p']:.2g})"
-                              for c in cells))
+                              + (f" vs noise {_num(c['vs_baseline']['noise']['difference'], '+.3f')}"
+                                 if "vs_baseline" in c else "") for c in cells))
     return table
 
 
@@ -76,13 +78,12 @@ def transfer_cmd(
     quiet: Quiet = False,
 ) -> None:
     """Evaluate universal inputs trained on one benchmark on others, beside blank: writes OUT/transfer.json."""
-    from ..experiments.transfer import check_trained_for, transfer_matrix
+    from ..experiments.transfer import transfer_matrix
     from ..models import load_model
     from ..runs import RunDir
 
     with user_errors(out):
-        inputs = _inputs(from_)
-        check_trained_for(inputs, model)
+        inputs = _inputs(from_)  # inputs made with another model: cross-model transfer, where their shapes fit
         options = data_dirs(data_dir or [], benchmark)
         benches = _benches(benchmark, split, limit, by_type, options)
         files = {b.ref: b.digest for b in benches.values() if b.digest}  # file:/spec: benchmarks by content

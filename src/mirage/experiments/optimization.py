@@ -29,7 +29,7 @@ from .common import check_train
 UNIVERSAL_ONLY = ("patch", "generator")  # trained as one input for a train set: --scope universal is implied
 # The inputs each switch changes (tokens come after the connector, so no encoder subset reaches them).
 FLAG_INPUTS = {"--param": ("pixels",), "--quantize": ("pixels",), "--resolution": ("pixels",),
-               "--encoders": ("features", "pixels"), "--detach": ("features",)}
+               "--encoders": ("features", "pixels"), "--detach": ("features",), "--soft-tokens": ("soft-prompt",)}
 
 
 @dataclass
@@ -45,6 +45,7 @@ class OptimizeSpec:
     quantize: bool = False
     resolution: int | None = None
     train: int = 500  # universal: the first `train` questions train, the rest are held out
+    soft_tokens: int | None = None  # soft-prompt: its vectors (None: as many as the model's image tokens)
     options: dict = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -59,7 +60,7 @@ class OptimizeSpec:
         # A switch the input has no use for would run unchanged under another name: refused by name.
         given = {"--param": self.param != "sigmoid", "--quantize": self.quantize,
                  "--resolution": self.resolution is not None, "--encoders": bool(self.encoders),
-                 "--detach": bool(self.detach)}
+                 "--detach": bool(self.detach), "--soft-tokens": self.soft_tokens is not None}
         for flag, inputs in FLAG_INPUTS.items():
             if given[flag] and self.input not in inputs:
                 raise UsageError(f"{flag} applies to --input {' or '.join(inputs)}, not {self.input}")
@@ -68,6 +69,11 @@ class OptimizeSpec:
     def source(self) -> str:
         """Result rows' source name: `<input>-<scope>`, plus the encoder subset for single-encoder runs."""
         return sources.optimized(self.input, self.scope, self.encoders)
+
+    def source_for(self, model: VLM) -> str:
+        """`source`, marked `-text-model` when `model` is a text model (no encoders: the soft prompt on the base
+        LLM), so its rows stand beside the VLM's in one run."""
+        return sources.optimized(self.input, self.scope, self.encoders, text_model=not model.encoders)
 
     def to_config(self) -> dict:
         return asdict(self)
@@ -104,7 +110,8 @@ def onload(model: VLM) -> None:
 def spec_input(model: VLM, spec: OptimizeSpec, cfg: OptimizeConfig, slots: int, ref: Reference):
     """The input `spec` optimizes, with `slots` parameter slots."""
     return build_input(spec.input, model, slots, ref, param=spec.param, encoders=spec.encoders, detach=spec.detach,
-                       quantize=spec.quantize, resolution=spec.resolution, seed=cfg.seed, **spec.options)
+                       quantize=spec.quantize, resolution=spec.resolution, soft_tokens=spec.soft_tokens,
+                       seed=cfg.seed, **spec.options)
 
 
 def png_condition(run: RunDir, source: str, universal: bool) -> Condition:
@@ -126,11 +133,13 @@ def refuse_several_images(bench: Benchmark) -> None:
                          "asks them under every condition)")
 
 
-def with_images(bench: Benchmark, what: str) -> Benchmark:
+def with_images(bench: Benchmark, what: str, text_only_ok: bool = False) -> Benchmark:
     """The questions an optimized input can stand in for: those with an image (a text-only question has no image
-    to replace, as the image conditions skip it); the rest are skipped and said so, none left is refused."""
+    to replace, as the image conditions skip it); the rest are skipped and said so, none left is refused, unless
+    `text_only_ok`: a benchmark with no image at all is then kept whole (a universal input trained where there is
+    nothing to see, the control of `blind.text_only_match`)."""
     kept = [q for q in bench.questions if q.images]
-    if len(kept) == len(bench.questions):
+    if len(kept) == len(bench.questions) or not kept and text_only_ok:
         return bench
     if not kept:
         raise UsageError(f"{what}: none of the {len(bench)} questions of {bench.name} has an image to replace")
@@ -148,12 +157,13 @@ def run_optimization(model: VLM, bench: Benchmark, spec: OptimizeSpec, cfg: Opti
     gradients summed across ranks. `mirage.experiments.run_input` dispatches every `--input`, patch and generator
     included."""
     refuse_several_images(bench)
-    bench = with_images(bench.for_model(model), f"--input {spec.input}")
+    bench = with_images(bench.for_model(model), f"--input {spec.input}", text_only_ok=spec.scope == "universal"
+                        or spec.input == sources.SOFT_PROMPT)
     check_prompts(model, bench, world=world)
     ref = ref or Reference.from_benchmark(model, bench)
     objective = OBJECTIVES.get(spec.objective)
     lr = cfg.lr if cfg.lr is not None else default_lr(spec.input, spec.param)  # 0 is a value: no update
-    source = spec.source
+    source = spec.source_for(model)
     if spec.scope == "question":
         cfg = replace(cfg, batch_size=min(cfg.batch_size, len(bench)))  # slots are allocated: no more than questions
         inp = spec_input(model, spec, cfg, cfg.batch_size, ref)

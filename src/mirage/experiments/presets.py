@@ -25,7 +25,8 @@ def demo() -> dict:
     return dict(
         condition_questions=None, features_question=200, pixels_question=100, universal_train=500,
         universal_heldout=500, single_encoder=100, saliency=32, inversion=16, steps=50, universal_steps=50, inversion_steps=100,
-        batch_size=16, tst_rf=None, tst_lm=200, tst_epochs=2,  # trained blind: the forest on all, the base LM on 200
+        batch_size=16, soft_prompt_question=100, soft_prompt_universal=True,
+        tst_rf=None, tst_lm=200, tst_epochs=2,  # trained blind: the forest on all, the base LM on 200
         expected={"real": 1.000, "blank": 0.372, "noise": 0.378, "wrong": 0.383, "blur": 0.376, "shuffle": 0.617,
                   "features-question": 1.000, "pixels-question": 1.000, "pixels-question-png": 1.000,
                   "features-universal": 0.384},
@@ -44,14 +45,15 @@ def quick() -> dict:
     return dict(
         condition_questions=300, features_question=32, pixels_question=16, universal_train=64, universal_heldout=64,
         single_encoder=16, saliency=8, inversion=0, steps=30, universal_steps=30, inversion_steps=50,
-        batch_size=16, tst_rf=300, tst_lm=300, tst_epochs=5,
+        batch_size=16, soft_prompt_question=16, soft_prompt_universal=True, tst_rf=300, tst_lm=300, tst_epochs=5,
     )
 
 
 @PRESETS.register("paper")
 def paper() -> dict:
     """The sizes a publication would use: every question under every condition, 200 per-question inputs of each
-    kind, universal inputs trained on 500 and scored on 500 held-out questions, 100 steps.
+    kind, universal inputs trained on 500 and scored on 500 held-out questions, 100 steps; the controls: the soft
+    prompt per question (200) and universal, on the VLM's text path and (with --text-model) on its base LLM.
 
         torchrun --nproc-per-node 8 -m mirage study --model hf:Qwen/Qwen2.5-VL-7B-Instruct \\
             --benchmark mmstar,ai2d,mmmu,scienceqa --preset paper --out runs/paper
@@ -59,7 +61,8 @@ def paper() -> dict:
     return dict(
         condition_questions=None, features_question=200, pixels_question=200, universal_train=500,
         universal_heldout=500, single_encoder=200, saliency=64, inversion=32, steps=100, universal_steps=100, inversion_steps=200,
-        batch_size=16, tst_rf=None, tst_lm=None, tst_epochs=5,
+        batch_size=16, soft_prompt_question=200, soft_prompt_universal=True, soft_prompt_text_model=True,
+        tst_rf=None, tst_lm=None, tst_epochs=5,
     )
 
 

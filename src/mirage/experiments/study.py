@@ -24,6 +24,7 @@ from typing import Callable, Sequence
 
 from .. import sources
 from ..benchmarks import load_benchmark
+from ..blind import CRAFTED, text_only_match
 from ..benchmarks.question import Benchmark
 from ..blind import MEASURES, SHUFFLE_MEASURES, SOURCES, run_difference
 from ..conditions import parse_conditions
@@ -62,6 +63,10 @@ class StudyPlan:
     single_encoder: int = 100
     saliency: int = 32  # gradient saliency maps (the cheapest method), with the pointing game where boxes exist
     inversion: int = 16  # two-stage inversion from blank-started per-question features
+    # the soft-prompt control: free vectors in the text-only prompt, the crafted inputs' optimizer, steps and seeds
+    soft_prompt_question: int = 100
+    soft_prompt_universal: bool = True  # on the universal inputs' split (the same held-out questions)
+    soft_prompt_text_model: bool = False  # also on the base LLM (with a text model), as many vectors
     steps: int = 50
     universal_steps: int = 50
     inversion_steps: int = 100
@@ -83,7 +88,7 @@ class StudyPlan:
             return self
         train = min(self.universal_train, max(1, limit // 2))
         cap = {k: min(getattr(self, k), limit) for k in ("features_question", "pixels_question", "single_encoder",
-                                                         "saliency", "inversion")}
+                                                         "saliency", "inversion", "soft_prompt_question")}
         cap |= {k: min(getattr(self, k) or limit, limit) for k in ("tst_rf", "tst_lm")}
         return replace(self, condition_questions=min(self.condition_questions or limit, limit), universal_train=train,
                        universal_heldout=min(self.universal_heldout, max(1, limit - train)), **cap)
@@ -112,6 +117,11 @@ def study_parts(plan: StudyPlan, encoders: Sequence[str], seed: int = 0, text_mo
              (OptimizeSpec("pixels"), plan.pixels_question, cfg),
              (OptimizeSpec("features", scope="universal", train=plan.universal_train), universal, ucfg),
              (OptimizeSpec("pixels", scope="universal", train=plan.universal_train), universal, ucfg)]
+    # the soft-prompt control: the same configs (optimizer steps, lr rule, early stop, seeds) as the crafted inputs
+    soft = [(OptimizeSpec("soft-prompt"), plan.soft_prompt_question, cfg),
+            (OptimizeSpec("soft-prompt", scope="universal", train=plan.universal_train),
+             universal if plan.soft_prompt_universal else 0, ucfg)]
+    specs += soft
     if len(encoders) > 1:
         specs += [(OptimizeSpec("features", encoders=[e]), plan.single_encoder, cfg) for e in encoders]
     base_lm = [Part("text-model", "text_model", plan.condition_questions, {"spec": text_model, "seed": seed})
@@ -119,6 +129,9 @@ def study_parts(plan: StudyPlan, encoders: Sequence[str], seed: int = 0, text_mo
     parts = [Part("conditions", "conditions", plan.condition_questions,
                   {"conditions": plan.conditions, "seed": seed}), *base_lm,
              *(Part(spec.source, "optimization", n, {"spec": spec, "cfg": c}) for spec, n, c in specs if n),
+             *(Part(sources.optimized(spec.input, spec.scope, text_model=True), "text_model_optimization", n,
+                    {"spec": spec, "cfg": c, "lm": text_model})
+               for spec, n, c in soft if n and text_model and plan.soft_prompt_text_model),
              Part("saliency-gradient", "saliency", settings={"method": "gradient", "n": plan.saliency}),
              Part(sources.inversion(start="blank"), "inversion", settings={
                  "n": plan.inversion, "steps": plan.inversion_steps,
@@ -163,6 +176,14 @@ def _optimization(model: VLM, bench: Benchmark, run: RunDir, ref: Reference | No
     run_optimization(model, bench, spec, cfg, run, ref, quiet, world)
 
 
+def _text_model_optimization(model: VLM, bench: Benchmark, run: RunDir, ref: Reference | None, quiet: bool,
+                             world: World, spec: OptimizeSpec, cfg: OptimizeConfig, lm: str) -> None:
+    """An input optimized on the base LM (the soft prompt), on the prompts as the VLM is asked them, with as many
+    vectors as the VLM's image tokens."""
+    spec = replace(spec, soft_tokens=spec.soft_tokens or getattr(model, "num_image_tokens", None))
+    run_optimization(_base_lm(lm, str(model.device)), bench.for_model(model), spec, cfg, run, ref, quiet, world)
+
+
 def _main_only(runner: Callable[..., object]) -> Callable[..., None]:
     """A part that does not shard yet: rank 0 runs it, the other ranks wait for it."""
     def run_part(model: VLM, bench: Benchmark, run: RunDir, ref: Reference | None, quiet: bool, world: World,
@@ -176,6 +197,7 @@ def _main_only(runner: Callable[..., object]) -> Callable[..., None]:
 # experiment -> runner(model, bench, run, ref, quiet, world, **settings): one call shape for every part
 RUNNERS: dict[str, Callable[..., None]] = {"conditions": _conditions, "text_model": _text_model,
                                            "optimization": _optimization,
+                                           "text_model_optimization": _text_model_optimization,
                                            "tst": _tst, "saliency": _main_only(run_saliency),
                                            "inversion": _main_only(run_inversion)}
 
@@ -189,10 +211,11 @@ def benchmark_dir(name: str) -> str:
 
 
 def best_crafted(summary: dict, rows: Sequence[dict]) -> dict | None:
-    """The optimized input with the highest accuracy (held-out rows; `-train` rows left out), and its paired
-    difference from `real` on the questions both have. None when the run has no optimized input."""
+    """The optimized input with the highest accuracy (held-out rows; `-train` rows and the soft-prompt control left
+    out), and its paired difference from `real` on the questions both have. None when the run has no optimized
+    input."""
     crafted = [s for s in summary["n"] if parse_source(s).group in ("optimized", "single-encoder")
-               and parse_source(s).suffix != "train"]
+               and parse_source(s).suffix != "train" and parse_source(s).input != sources.SOFT_PROMPT]
     if not crafted:
         return None
     best = max(crafted, key=lambda s: (summary["accuracy"][s], summary["n"][s]))  # ties: the one on more questions
@@ -228,7 +251,20 @@ def table_row(name: str, directory: str, summary: dict) -> dict:
     shuffle = summary.get("shuffle")
     line["shuffle"] = {k: v for k, v in shuffle.items() if k in (*SHUFFLE_MEASURES, "chance")} if shuffle else None
     line["best_crafted"] = summary.get("best_crafted")
+    # universal crafted inputs' gains over blank (paired), for blind.text_only_match across benchmarks
+    gains = {s: {"n": p["blank"]["n"], "difference": p["blank"]["difference"], "ci95": p["blank"]["ci95"]}
+             for s, p in summary.get("paired", {}).items() if "blank" in p and _universal_crafted(s)}
+    if gains:
+        line["universal_gain"] = gains
+    if summary.get("no_images"):
+        line["no_images"] = True
     return line
+
+
+def _universal_crafted(source: str) -> bool:
+    info = parse_source(source)
+    return (info.group == "optimized" and info.input in CRAFTED and info.scope == "universal" and info.suffix is None
+            and not info.text_model)
 
 
 @dataclass
@@ -242,8 +278,12 @@ class StudyResult:
 
     @property
     def summary(self) -> dict:
+        """Each benchmark's summary, the cross-benchmark table, `prompts` (two prompt variants) and, with a benchmark
+        that has no image at all, `text_only_match` (its universal crafted gains beside the vision benchmarks')."""
+        matches = text_only_match(self.table)
         return {"benchmarks": self.summaries, "table": self.table, **({"prompts": self.prompts} if self.prompts
-                                                                          else {})}
+                                                                          else {}),
+                **({"text_only_match": matches} if matches else {})}
 
 
 def prompt_dir(directory: str, variant: str) -> str:

@@ -1,22 +1,33 @@
-"""Cross-benchmark transfer: universal inputs trained on one benchmark, evaluated on others, beside `blank`.
+"""Cross-benchmark (and cross-model) transfer: universal inputs trained on one benchmark (or model), evaluated on
+others, beside `blank` and beside baseline inputs of the same shape that were never trained.
 
 `transfer.json` (written by `transfer_matrix` into the run directory) is what the report draws as a heat map:
 
-    {"rows": [input names: trained on],            "columns": [benchmark names: evaluated on],
+    {"rows": [input names: trained on, then the baseline rows], "columns": [benchmark names: evaluated on],
      "cells": [[cell, ...], ...],                  # row-major: cells[i][j] = rows[i] evaluated on columns[j]
      "blank": {benchmark: {"n", "accuracy", "ci95": [lo, hi]}},
-     "inputs": {input name: {"path": artifact file, "kind": "features" | "pixels" | "tokens"}},
-     "benchmarks": {benchmark: {"name", "split", "n"}}}
+     "inputs": {input name: {"path": artifact file, "kind": "features" | "pixels" | "tokens" | "soft-prompt",
+                             "crafted_on": the model of the run that made it (when its config says),
+                             "baseline": "blank" | "noise" (baseline rows only)}},
+     "model": the model evaluated on, "benchmarks": {benchmark: {"name", "split", "n"}}}
 
     cell = {"trained_on", "evaluated_on", "n", "accuracy", "ci95": [lo, hi], "blank_accuracy",
             "gain": accuracy - blank_accuracy on the same questions, "gain_ci95": [lo, hi] (paired, Newcombe),
-            "mcnemar": {"n", "a_only" (input right, blank wrong), "b_only" (blank right, input wrong), "p"}}
+            "mcnemar": {"n", "a_only" (input right, blank wrong), "b_only" (blank right, input wrong), "p"},
+            trained inputs also "vs_baseline": {"blank" | "noise": {"n", "difference", "ci95", "p"}}: the input
+            against the untrained input of its kind and shape on the same questions (paired)}
+
+Baseline rows, per kind of input in the matrix: `blank-<kind>` (the blank image; for features and tokens the blank
+image's, for a soft prompt zeros) and `noise-<kind>` (Gaussian noise: an image like the `noise` condition's, or
+tensors with each trained input's own mean and std), seeded. A transfer cell means little without them: crafted
+inputs are reported to transfer across models close to not at all.
 
 Result rows go to the run too (source: the input's name; `blank` for the baseline), so a killed run resumes.
 """
 
 from __future__ import annotations
 
+import json
 from dataclasses import replace
 from pathlib import Path
 
@@ -30,13 +41,15 @@ from ..benchmarks.question import Benchmark, Question
 from ..conditions import CONDITIONS, get_condition
 from ..errors import MirageError, UsageError
 from ..evaluate import evaluate_conditions, score, score_pending
-from ..models.vlm import VLM, Visual
+from ..models.vlm import SOFT, VLM, Visual
 from ..progress import progress_bar
 from ..runs import RunDir
+from ..seeding import seed_for
 from ..stats import accuracy_ci, json_number, paired_difference
 
 TRANSFER_JSON = "transfer.json"
 ARTIFACT_SUFFIXES = (".png", ".safetensors")
+BASELINES = ("blank", "noise")  # untrained inputs of each trained input's kind and shape
 
 
 def type_benchmarks(bench: Benchmark) -> dict[str, Benchmark]:
@@ -70,44 +83,83 @@ def _encoders_of(source: str, model: VLM) -> list[str]:
 
 
 @torch.no_grad()
-def check_trained_for(inputs: dict[str, Path], model: str) -> None:
-    """Refuse an input whose run (artifacts/ beside a config.json) was made with another model than `model`: its
-    features or tokens are another model's (the tensor names would be all the error says)."""
-    import json
-
-    for name, path in inputs.items():
-        config = Path(path).parent.parent / "config.json"
-        if Path(path).parent.name != "artifacts" or not config.is_file():
-            continue
-        made_with = json.loads(config.read_text()).get("model")
-        if made_with not in (None, model):
-            raise MirageError(f"--from {name}: {Path(path).parent.parent} was made with --model {made_with}, not "
-                              f"{model}; evaluate it with --model {made_with}")
-
-
 def load_universal(model: VLM, path: str | Path) -> tuple[str, Visual]:
     """A universal artifact as (kind, Visual of batch 1): a PNG read by the model's real processor (through the
-    encoders its source name lists; the others see the blank image, as in training), or saved features or tokens
-    (encoders missing from the file were held at the blank image's features)."""
+    encoders its source name lists; the others see the blank image, as in training), or saved features, tokens or
+    a soft prompt (encoders missing from the file were held at the blank image's features). An input of another
+    shape than the model takes (crafted on another model) is refused, naming both."""
     path = Path(path)
-    blank = model.encode(model.process_images([Image.new("RGB", (224, 224), (128, 128, 128))]))
     if path.suffix == ".png":
         with Image.open(path) as im:
-            processed = model.process_images([im.convert("RGB")])
-        through = _encoders_of(path.stem, model)
-        if len(through) == len(model.encoders):
-            return "pixels", Visual("processed", processed)
-        feats = model.encode({k: v for k, v in processed.items() if k in through})
-        return "pixels", Visual("features", {s.name: feats.get(s.name, blank[s.name]) for s in model.encoders})
+            return "pixels", image_visual(model, im.convert("RGB"), path.stem)
     tensors = load_file(str(path))
     if "tokens" in tensors:
+        _check_shape(path, "tokens", tensors["tokens"], tuple(model.connect(_blank_features(model)).shape[1:]))
         return "tokens", Visual("tokens", tensors["tokens"][None].to(model.device))
+    if "soft_prompt" in tensors:
+        width = model.input_embeddings().weight.shape[1]
+        _check_shape(path, "soft_prompt", tensors["soft_prompt"], (tensors["soft_prompt"].shape[0], width))
+        return "soft-prompt", Visual(SOFT, tensors["soft_prompt"][None].to(model.device))
     unknown = set(tensors) - {s.name for s in model.encoders}
     if unknown:
-        raise MirageError(f"{path}: tensors {sorted(unknown)} are not encoders of this model")
+        raise MirageError(f"{path}: tensors {sorted(unknown)} are not encoders of this model "
+                          f"({', '.join(s.name for s in model.encoders)})")
+    blank = _blank_features(model)
+    for s in model.encoders:
+        if s.name in tensors:
+            _check_shape(path, s.name, tensors[s.name], tuple(blank[s.name].shape[1:]))
     feats = {s.name: tensors[s.name][None].to(model.device) if s.name in tensors else blank[s.name]
              for s in model.encoders}
     return "features", Visual("features", feats)
+
+
+def _blank_features(model: VLM) -> dict:
+    return model.encode(model.process_images([Image.new("RGB", (224, 224), (128, 128, 128))]))
+
+
+def _check_shape(path: Path, name: str, tensor: torch.Tensor, shape: tuple) -> None:
+    if tuple(tensor.shape) != tuple(shape):
+        raise MirageError(f"{path}: {name} is {list(tensor.shape)}, this model takes {list(shape)} (transfer across "
+                          "models needs the same input size)")
+
+
+@torch.no_grad()
+def image_visual(model: VLM, image: Image.Image, source: str) -> Visual:
+    """An image through the model's real processor and the encoders `source`'s name lists (the others see the
+    blank image, as in training)."""
+    processed = model.process_images([image])
+    through = _encoders_of(source, model)
+    if len(through) == len(model.encoders):
+        return Visual("processed", processed)
+    blank = _blank_features(model)
+    feats = model.encode({k: v for k, v in processed.items() if k in through})
+    return Visual("features", {s.name: feats.get(s.name, blank[s.name]) for s in model.encoders})
+
+
+@torch.no_grad()
+def baseline_inputs(model: VLM, kind: str, visual: Visual, path: Path, seed: int = 0) -> dict[str, Visual]:
+    """{"blank": ..., "noise": ...}: untrained inputs of `kind` with the shape of the trained input `visual` (read
+    from `path`), seeded by (path name, seed)."""
+    g = torch.Generator().manual_seed(seed_for("transfer-baseline", seed, path.stem) % 2**63)
+
+    def like(t: torch.Tensor) -> torch.Tensor:  # Gaussian noise with the tensor's own mean and std
+        return (torch.randn(t.shape, generator=g) * float(t.float().std()) + float(t.float().mean())).to(t)
+
+    if kind == "pixels":
+        with Image.open(path) as im:
+            size = im.size
+        noise = np.clip(np.random.default_rng(seed_for("transfer-noise", seed, path.stem) % 2**63)
+                        .normal(0.5, 0.25, (size[1], size[0], 3)), 0, 1)  # the `noise` condition's image
+        return {"blank": image_visual(model, Image.new("RGB", size, (128, 128, 128)), path.stem),
+                "noise": image_visual(model, Image.fromarray((noise * 255).round().astype(np.uint8)), path.stem)}
+    if kind == "features":
+        blank = _blank_features(model)
+        return {"blank": Visual("features", {k: blank[k].to(v) for k, v in visual.value.items()}),
+                "noise": Visual("features", {k: like(v) for k, v in visual.value.items()})}
+    if kind == "tokens":
+        return {"blank": Visual("tokens", model.connect(_blank_features(model)).to(visual.value)),
+                "noise": Visual("tokens", like(visual.value))}
+    return {"blank": Visual(SOFT, torch.zeros_like(visual.value)), "noise": Visual(SOFT, like(visual.value))}
 
 
 def _expand(visual: Visual, n: int) -> Visual:
@@ -126,6 +178,30 @@ def visual_rows(model: VLM, bench: Benchmark, visual: Visual, source: str, run: 
         return score_pending(bench.questions, source, rows_for, run, batch_size)
 
 
+def crafted_on(path: Path) -> str | None:
+    """The model of the run whose artifacts/ holds `path` (its config.json), if it says."""
+    config = path.parent.parent / "config.json"
+    try:
+        return json.loads(config.read_text(encoding="utf-8")).get("model")
+    except (OSError, ValueError):
+        return None
+
+
+def check_image_size(model: VLM, path: Path, other: str) -> None:
+    """An image crafted on another model must have this model's input size (the processor would resize it)."""
+    size = max(s.image_size for s in model.encoders)
+    with Image.open(path) as im:
+        if im.size != (size, size):
+            raise MirageError(f"{path}: crafted on {other} at {im.size[0]}x{im.size[1]} px; this model's inputs are "
+                              f"{size} px (transfer across models needs the same input size)")
+
+
+def _vs(rows: dict[str, dict], base: dict[str, dict]) -> dict:
+    shared = sorted(rows.keys() & base.keys(), key=str)
+    diff = paired_difference([bool(rows[q]["correct"]) for q in shared], [bool(base[q]["correct"]) for q in shared])
+    return {"n": len(shared), "difference": diff["difference"], "ci95": diff["ci95"], "p": diff["mcnemar"]["p"]}
+
+
 def _cell(name: str, bench: str, rows: dict[str, dict], blank: dict[str, dict]) -> dict:
     shared = [q for q in rows if q in blank]
     a = [bool(rows[q]["correct"]) for q in shared]
@@ -138,9 +214,11 @@ def _cell(name: str, bench: str, rows: dict[str, dict], blank: dict[str, dict]) 
 
 
 def transfer_matrix(model: VLM, inputs: dict[str, str | Path], benches: dict[str, Benchmark],
-                    run: RunDir | None = None, batch_size: int = 32, quiet: bool = True) -> dict:
+                    run: RunDir | None = None, batch_size: int = 32, quiet: bool = True, seed: int = 0) -> dict:
     """Every universal input (name -> artifact file or run directory with one universal artifact) evaluated on
-    every benchmark, with `blank` on the same questions; written to `run`/transfer.json (layout: module docstring)."""
+    every benchmark, with `blank` on the same questions and the blank and noise inputs of each input's kind and
+    shape as baseline rows (each trained cell tested against them, paired); written to `run`/transfer.json (layout:
+    module docstring). An input crafted on another model of the same input size is cross-model transfer."""
     clash = sorted(set(inputs) & set(CONDITIONS.names()))
     if clash:
         raise MirageError(f"input names {clash} are condition names; rename them (NAME=PATH)")
@@ -151,13 +229,35 @@ def transfer_matrix(model: VLM, inputs: dict[str, str | Path], benches: dict[str
             raise MirageError(f"input {name!r}: {path} holds {len(arts)} universal inputs ({', '.join(arts)}); "
                              "name one artifact file")
         files[name] = next(iter(arts.values()))
-    loaded = {name: load_universal(model, f) for name, f in files.items()}
-    out = {"rows": list(inputs), "columns": list(benches), "cells": [], "blank": {},
-           "inputs": {n: {"path": str(files[n]), "kind": loaded[n][0]} for n in inputs},
+    loaded = {}
+    for name, f in files.items():
+        try:
+            loaded[name] = load_universal(model, f)
+        except MirageError as e:  # an input of another model whose shapes do not fit this one
+            made = crafted_on(f)
+            raise MirageError(f"--from {name}: {e}" + (f" (made with --model {made})" if made else "")) from e
+    evaluated_on = getattr(model, "name_or_path", type(model).__name__)
+    described = {n: {"path": str(files[n]), "kind": loaded[n][0]} | ({"crafted_on": crafted_on(files[n])}
+                                                                      if crafted_on(files[n]) else {})
+                 for n in inputs}
+    for n, d in described.items():
+        if d["kind"] == "pixels" and d.get("crafted_on") not in (None, evaluated_on):
+            check_image_size(model, files[n], d["crafted_on"])
+    baseline_of: dict[str, dict[str, str]] = {}  # input -> {"blank": row name, "noise": row name}
+    for name, (kind, visual) in list(loaded.items()):
+        for which, v in baseline_inputs(model, kind, visual, files[name], seed).items():
+            row = f"{which}-{kind}"
+            if row not in loaded:  # one pair per kind: the first input of that kind gives its shape
+                loaded[row] = (kind, v)
+                described[row] = {"path": None, "kind": kind, "baseline": which}
+            baseline_of.setdefault(name, {})[which] = row
+    names = list(loaded)
+    out = {"rows": names, "columns": list(benches), "cells": [], "blank": {}, "inputs": described,
+           "model": evaluated_on,
            "benchmarks": {b: {"name": bench.name, "split": bench.split, "n": len(bench)}
                           for b, bench in benches.items()}}
-    blank, found = {}, {n: {} for n in inputs}
-    with progress_bar("transfer", len(benches) * (len(inputs) + 1), quiet) as advance:
+    blank, found = {}, {n: {} for n in names}
+    with progress_bar("transfer", len(benches) * (len(names) + 1), quiet) as advance:
         for b, bench in benches.items():
             rows = evaluate_conditions(model, bench, [get_condition("blank")], batch_size=batch_size, run=run,
                                        quiet=True)
@@ -168,13 +268,20 @@ def transfer_matrix(model: VLM, inputs: dict[str, str | Path], benches: dict[str
                 found[name][b] = visual_rows(model, bench, visual, name, run, batch_size)
                 advance(1)
     every = run.rows() if run else None  # with a run, rows done before a resume count too
-    for name in inputs:
+
+    def rows_of(name: str, b: str) -> dict[str, dict]:
+        ids = {q.id for q in benches[b]}
+        rows = found[name][b] if every is None else [r for r in every if r["source"] == name and r["question_id"] in ids]
+        return {r["question_id"]: r for r in rows}
+
+    for name in names:
         line = []
-        for b, bench in benches.items():
-            ids = {q.id for q in bench}
-            rows = found[name][b] if every is None else [r for r in every
-                                                         if r["source"] == name and r["question_id"] in ids]
-            line.append(_cell(name, b, {r["question_id"]: r for r in rows}, blank[b]))
+        for b in benches:
+            cell = _cell(name, b, rows_of(name, b), blank[b])
+            if name in baseline_of:
+                cell["vs_baseline"] = {which: _vs(rows_of(name, b), rows_of(row, b))
+                                       for which, row in baseline_of[name].items()}
+            line.append(cell)
         out["cells"].append(line)
     for b in benches:
         acc, lo, hi = accuracy_ci([bool(r["correct"]) for r in blank[b].values()])

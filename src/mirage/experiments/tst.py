@@ -67,9 +67,11 @@ class LoraSettings:
     dropout: float = 0.1
     batch_size: int = 32
     warmup: float = 0.1
+    checkpointing: bool | None = None  # recompute the decoder's activations in backward; None: on a GPU (a 7B LM
+    # at batch 32 of ~350-token prompts ran out of an H100's 80 GB without it; bench/RESULTS.md)
 
     def record(self) -> dict:
-        return asdict(self) | {"alpha": self.alpha or 2 * self.rank}
+        return {k: v for k, v in asdict(self).items() if k != "checkpointing"} | {"alpha": self.alpha or 2 * self.rank}
 
 
 @dataclass(frozen=True)
@@ -231,6 +233,7 @@ def lora_rows(model: VLM, bench: Benchmark, train: Sequence[Question], test: Seq
                         lora_dropout=settings.dropout, target_modules=lora_targets(decoder), bias="none")
     torch.manual_seed(seed * 1000 + fold)
     was_training = decoder.training
+    checkpoint = settings.checkpointing if settings.checkpointing is not None else model.device.type == "cuda"
     lora = LoraModel(decoder, config, f"tst{fold}")
     try:
         params = [p for n, p in lora.named_parameters() if "lora_" in n]
@@ -244,6 +247,12 @@ def lora_rows(model: VLM, bench: Benchmark, train: Sequence[Question], test: Seq
         sched = torch.optim.lr_scheduler.LambdaLR(
             opt, lambda s: _cosine(s, total, int(settings.warmup * total)))
         letters = {n: torch.tensor(model.letter_ids(n), device=model.device) for n in {len(q.choices) for q in train}}
+        if checkpoint and getattr(decoder, "supports_gradient_checkpointing", False):
+            kwargs = {"use_reentrant": False}  # the frozen inputs need no grad; the adapters' still flow
+            if hasattr(decoder, "activation_checkpointing_enable"):  # transformers >= 5.2x's name
+                decoder.activation_checkpointing_enable(activation_checkpointing_kwargs=kwargs)
+            else:
+                decoder.gradient_checkpointing_enable(gradient_checkpointing_kwargs=kwargs)
         decoder.train()
         with progress_bar(f"tst-lm fold {fold}", total, quiet) as advance:
             for _ in range(settings.epochs):
@@ -262,6 +271,8 @@ def lora_rows(model: VLM, bench: Benchmark, train: Sequence[Question], test: Seq
             for i in range(0, len(test), eval_batch_size):
                 rows += score(model, bench, test[i : i + eval_batch_size], Visual.none(), TST_LM, seed=seed)
     finally:
+        if checkpoint and getattr(decoder, "supports_gradient_checkpointing", False):
+            (getattr(decoder, "activation_checkpointing_disable", None) or decoder.gradient_checkpointing_disable)()
         lora.unload()  # the original linear layers back in place
         if hasattr(decoder, "peft_config"):  # what peft leaves on the model it wrapped
             del decoder.peft_config

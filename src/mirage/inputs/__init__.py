@@ -1,5 +1,6 @@
 """Optimizable inputs (parameterizations only), one file each: `features`, `pixels` (under one of `pixel_params`:
-raw / sigmoid / fourier), `tokens`, `patch` (pasted onto real images) and `generator` (conditioned on the question).
+raw / sigmoid / fourier), `tokens`, `soft-prompt` (free vectors in the text-only prompt: the control with no image),
+`patch` (pasted onto real images) and `generator` (conditioned on the question).
 The last two are trained by their own experiments (`mirage.experiments.OWN_LOOPS`), the others by `optimize`'s loops."""
 
 from __future__ import annotations
@@ -17,11 +18,12 @@ from .base import Input
 from .features import FeatureInput
 from .pixel_params import PIXEL_PARAMS, PixelParam
 from .pixels import PARAMS, PixelInput
+from .soft_prompt import SoftPromptInput
 from .tokens import TokenInput
 
 INPUTS: Registry = Registry("input")
 # pixels: each parameterization's own `lr` (`pixel_params`)
-DEFAULT_LR = {"features": 0.1, "tokens": 0.01, "patch": 0.1, "generator": 3e-4}
+DEFAULT_LR = {"features": 0.1, "tokens": 0.01, "soft-prompt": 0.01, "patch": 0.1, "generator": 3e-4}
 
 
 @dataclass
@@ -36,12 +38,16 @@ class Reference:
     @classmethod
     @torch.no_grad()
     def from_benchmark(cls, model: VLM, bench: Benchmark, n: int = 16) -> "Reference":
-        """Statistics of the model's features on the first `n` real images of `bench`."""
+        """Statistics of the model's features on the first `n` real images of `bench` (none for a text model)."""
+        if not model.encoders:  # a text model (the soft-prompt control on `--text-model`): nothing visual
+            return cls({}, (0.0, 1.0), (0, 0), {})
         images = [q.image() for q in bench.questions[:n] if q.images]
-        feats = model.encode(model.process_images(images))
-        tokens = model.connect(feats)
         size = images[0].size if images else (224, 224)
-        blank = model.encode(model.process_images([Image.new("RGB", size, (128, 128, 128))]))
+        blank_image = Image.new("RGB", size, (128, 128, 128))
+        # a benchmark with no image at all (text only): the blank image's own statistics
+        feats = model.encode(model.process_images(images or [blank_image]))
+        tokens = model.connect(feats)
+        blank = model.encode(model.process_images([blank_image]))
         return cls({k: (float(v.mean()), float(v.std())) for k, v in feats.items()},
                    (float(tokens.mean()), float(tokens.std())), tuple(tokens.shape[1:]), blank)
 
@@ -73,6 +79,19 @@ def _tokens(model: VLM, slots: int, ref: Reference, seed: int = 0, **_) -> Input
     return TokenInput(model, slots, ref.token_shape, ref.token_scale, seed)
 
 
+@INPUTS.register("soft-prompt")
+def _soft_prompt(model: VLM, slots: int, ref: Reference, soft_tokens: int | None = None, seed: int = 0,
+                 **_) -> Input:
+    if not model.soft_prompts:
+        raise UsageError(f"--input soft-prompt: {type(model).__name__}'s text path takes no soft prompt yet (the demo, "
+                         "LLaVA-1.5 and a --text-model do)")
+    n = soft_tokens or getattr(model, "num_image_tokens", None)
+    if not n:
+        raise UsageError("--input soft-prompt: a text model has no image tokens to count: give --soft-tokens N "
+                         "(the VLM's image tokens, to compare with its crafted inputs)")
+    return SoftPromptInput(model, slots, n, seed)
+
+
 @INPUTS.register("patch")
 def _patch(model: VLM, slots: int, ref: Reference, size: int | None = None, seed: int = 0, **_) -> Input:
     from .patch import PatchInput
@@ -97,4 +116,4 @@ def default_lr(kind: str, param: str = "sigmoid") -> float:
 
 
 __all__ = ["INPUTS", "PARAMS", "PIXEL_PARAMS", "FeatureInput", "Input", "PixelInput", "PixelParam", "Reference",
-           "TokenInput", "build_input", "check_encoders", "default_lr"]
+           "SoftPromptInput", "TokenInput", "build_input", "check_encoders", "default_lr"]

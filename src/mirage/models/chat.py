@@ -80,3 +80,14 @@ def answer_ids(ids: Callable[[str], list[int]], asked: str, answered: Sequence[s
                              f"prompt ({asked + rest!r} after {asked!r})")
         out.append(full[len(base)])
     return out
+
+
+def content_start(ids_of: Callable[[str], list[int]], chat_text: Callable[[str], str]) -> int:
+    """Where the user's content begins in the ids (`ids_of`, the model's tokenization of a chat text) of
+    `chat_text(prompt)`, the text-only turn, the same for every prompt: the ids two probe prompts share (the answer
+    letters A and B, which every tokenizer here knows)."""
+    a, b = ids_of(chat_text("A")), ids_of(chat_text("B"))
+    n = 0
+    while n < min(len(a), len(b)) and a[n] == b[n]:
+        n += 1
+    return n

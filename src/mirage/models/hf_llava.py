@@ -26,6 +26,7 @@ import torch.nn.functional as F
 from PIL import Image
 from torch import Tensor
 
+from .chat import IMAGE_MARKER
 from .conversations import OFFICIAL, pick
 from .spliced import TransformersSpliced
 from .square import normalize, pad_colour, pad_square, process_pil, resize_like_pil
@@ -39,6 +40,10 @@ class HFLlava(TransformersSpliced):
     """A transformers LLaVA model and its processor; `image_aspect_ratio` "pad" (official LLaVA) or "crop"."""
 
     causal_scoring = True  # its LM (Vicuna/Llama for LLaVA-1.5) attends by the causal mask alone
+    soft_prompts = True  # its text-only turn takes free vectors (the soft-prompt control)
+    # several images per question, as lmms-eval's llava gives them: each its 576-token block at its marker, or all
+    # before the text (native LLaVA-1.5 was trained on one)
+    max_images = 64
 
     def __init__(self, model, processor, image_aspect_ratio: str | None = None, conversation: str | None = None):
         super().__init__()
@@ -112,10 +117,13 @@ class HFLlava(TransformersSpliced):
     def render(self, messages: list[dict], add_generation_prompt: bool) -> str:
         return self.processor.apply_chat_template(messages, add_generation_prompt=add_generation_prompt)
 
-    def chat_text(self, prompt: str, image: bool = True) -> str:
+    def chat_text(self, prompt: str, image: bool | int = True) -> str:
         if self.conversation == "hf":
             return super().chat_text(prompt, image)
-        return OFFICIAL[self.conversation].asked(prompt, self.processor.image_token if image else "")
+        # several images without markers: lmms-eval's llava puts " ".join(["<image>"] * n) + "\n" before the text
+        k, token = int(image), self.processor.image_token
+        return OFFICIAL[self.conversation].asked(prompt, " ".join([token] * k) if IMAGE_MARKER not in prompt else
+                                                 token if k else "")
 
     def answered_text(self, prompt: str, answer: str) -> str:
         if self.conversation == "hf":

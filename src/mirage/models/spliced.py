@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Sequence
 
 import torch
@@ -10,8 +11,16 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from ..benchmarks.question import LETTERS
-from .chat import answer_ids, chat_ids, image_turn
-from .vlm import NONE, VLM, Visual, on_device
+from .chat import answer_ids, chat_ids, content_start, image_turn
+from .vlm import IMAGES, NONE, SOFT, VLM, Visual, on_device
+
+
+@dataclass
+class SoftSlots:
+    """A soft prompt's `layout`: where its vectors stand in the batch [B, L] (the text-only prompt's own ids are
+    kept around them; the placeholder ids under them are never read)."""
+
+    where: Tensor
 
 
 class SplicedVLM(VLM):
@@ -68,6 +77,12 @@ class SplicedVLM(VLM):
             out = build_sequences(self.tokenizer, [cache[p, k] for p, k in zip(prompts, images)], targets,
                                   self.image_token_id, counts)
             return tuple(on_device(t, self.device) for t in out)
+        counts = 0 if not image else self.num_image_tokens if counts is None else counts
+        out = build_sequences(self.tokenizer, self.prompt_ids(prompts, image), targets, self.image_token_id, counts)
+        return tuple(on_device(t, self.device) for t in out)
+
+    def prompt_ids(self, prompts: Sequence[str], image: bool = True) -> list[list[int]]:
+        """Each prompt's chat ids (one image placeholder, or none), unpadded."""
         # prompt -> token ids: an optimization asks for each prompt once per step, ~50 times, and the chat template
         # plus tokenizer cost host time on every call (bounded: cleared past 65,536 prompts)
         cache = self.__dict__.setdefault("_prompt_ids", {})
@@ -76,16 +91,39 @@ class SplicedVLM(VLM):
         for p in prompts:
             if (p, image) not in cache:
                 cache[p, image] = self.text_ids(self.chat_text(p, image))
-        counts = 0 if not image else self.num_image_tokens if counts is None else counts
-        out = build_sequences(self.tokenizer, [cache[p, image] for p in prompts], targets, self.image_token_id, counts)
+        return [cache[p, image] for p in prompts]
+
+    def soft_sequences(self, prompts: Sequence[str], targets: Sequence[str] | None, n: int
+                       ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+        """The text-only prompts (`sequences(image=False)`'s ids) with `n` soft-prompt positions where the image
+        would stand, the start of the user turn's content: ids, mask, labels and where the vectors go [B, L]."""
+        if "_content_start" not in self.__dict__:
+            self._content_start = content_start(self.text_ids, lambda p: self.chat_text(p, image=False))
+        out = soft_sequences(self.tokenizer, self.prompt_ids(prompts, image=False), self._content_start, n, targets)
         return tuple(on_device(t, self.device) for t in out)
+
+    def input_embeddings(self):
+        return self.lm.get_input_embeddings()
 
     def prepare(self, prompts: Sequence[str], visual: Visual, targets: Sequence[str] | None = None):
         """What one forward pass needs: ids, mask, labels, image tokens ([B, N, D], or [sum N_i, D] when rows hold
         different numbers) and a `layout` for `positions` (None here). A `none` visual gives the text-only prompts
-        and no image tokens (None)."""
+        and no image tokens (None); a `soft` one the text-only prompts with its vectors (layout: `SoftSlots`)."""
         if visual.stage == NONE:
             return (*self.sequences(prompts, targets, image=False), None, None)
+        if visual.stage == SOFT:
+            if not self.soft_prompts:
+                raise ValueError(f"{type(self).__name__}: its text path takes no soft prompt yet")
+            input_ids, mask, labels, where = self.soft_sequences(prompts, targets, visual.value.shape[1])
+            return input_ids, mask, labels, visual.value, SoftSlots(where)
+        if visual.stage == IMAGES and any(isinstance(v, (list, tuple)) for v in visual.value):
+            # several images in a row (`max_images`): all through the processor, each its own placeholder block
+            rows = [v if isinstance(v, (list, tuple)) else [v] for v in visual.value]
+            tokens = self.to_tokens(Visual(IMAGES, [im for row in rows for im in row]))  # [sum k, N, D]
+            n = tokens.shape[1]
+            input_ids, mask, labels = self.sequences(prompts, targets, [[n] * len(r) for r in rows],
+                                                     images=[len(r) for r in rows])
+            return input_ids, mask, labels, tokens.reshape(-1, tokens.shape[-1]), None
         input_ids, mask, labels = self.sequences(prompts, targets)
         return input_ids, mask, labels, self.to_tokens(visual), None
 
@@ -99,7 +137,9 @@ class SplicedVLM(VLM):
         """The LM's hidden states [B, L, D] with image tokens at the placeholders, filled row by row (None: text only).
         `mask` None: every row starts at position 0 and the LM's causal mask is the only one (`causal_scoring`)."""
         embeds = self.embed(input_ids)
-        if image_tokens is not None:
+        if isinstance(layout, SoftSlots):  # a soft prompt: its vectors in the text-only prompt, plain positions
+            embeds, layout = place_soft(embeds, layout.where, image_tokens), None
+        elif image_tokens is not None:
             slots = (input_ids == self.image_token_id).unsqueeze(-1)
             embeds = embeds.masked_scatter(slots, image_tokens.to(embeds.dtype))
         return self.lm_hidden(embeds, mask, self.positions(input_ids, mask, layout))
@@ -110,7 +150,9 @@ class SplicedVLM(VLM):
 
     def next_token_logits(self, prompts: Sequence[str], visual: Visual) -> Tensor:
         input_ids, mask, _, tokens, layout = self.prepare(prompts, visual)
-        if self.causal_scoring and layout is None:
+        if self.causal_scoring and (layout is None or isinstance(layout, SoftSlots)):
+            if layout is not None:  # the soft vectors move with their row
+                layout = SoftSlots(right_align(layout.where, mask)[0])
             input_ids, last = right_align(input_ids, mask)
             hidden = self._hidden(input_ids, None, tokens, layout)
             hidden = hidden.gather(1, last.view(-1, 1, 1).expand(-1, 1, hidden.shape[-1]))
@@ -161,6 +203,9 @@ class TransformersSpliced(SplicedVLM):
     def embed(self, input_ids: Tensor) -> Tensor:
         return self.inner.get_input_embeddings()(input_ids)
 
+    def input_embeddings(self):
+        return self.inner.get_input_embeddings()
+
     def lm_hidden(self, embeds: Tensor, mask: Tensor, position_ids: Tensor) -> Tensor:
         return self.inner.language_model(inputs_embeds=embeds, attention_mask=mask, position_ids=position_ids,
                                          use_cache=False).last_hidden_state
@@ -179,6 +224,25 @@ def right_align(input_ids: Tensor, mask: Tensor) -> tuple[Tensor, Tensor]:
     width = input_ids.shape[1]
     index = (torch.arange(width, device=input_ids.device) + (width - lengths)[:, None]) % width
     return input_ids.gather(1, index), lengths - 1
+
+
+def soft_sequences(tokenizer, ids: Sequence[list[int]], at: int, n: int, targets: Sequence[str] | None = None
+                   ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """Tokenized text-only prompts with `n` placeholder positions inserted at token `at` (the pad id: its embedding
+    is replaced), left-padded by `build_sequences`; also where the soft vectors go [B, L] (bool)."""
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+    rows = [list(r[:at]) + [pad] * n + list(r[at:]) for r in ids]
+    input_ids, mask, labels = build_sequences(tokenizer, rows, targets, -1, 0)
+    offset = torch.arange(input_ids.shape[1])[None] - ((mask == 0).sum(1) + at)[:, None]
+    return input_ids, mask, labels, (offset >= 0) & (offset < n)
+
+
+def place_soft(embeds: Tensor, where: Tensor, vectors: Tensor) -> Tensor:
+    """Input embeddings [B, L, D] with a soft prompt's vectors [B, N, D] at `where` [B, L'] (L' <= L: greedy
+    generation appends tokens after it)."""
+    if where.shape[1] < embeds.shape[1]:
+        where = torch.cat([where, where.new_zeros(len(where), embeds.shape[1] - where.shape[1])], 1)
+    return embeds.masked_scatter(where.unsqueeze(-1), vectors.to(embeds.dtype))
 
 
 def build_sequences(tokenizer, texts: Sequence[str] | Sequence[list[int]], targets: Sequence[str] | None,

@@ -1,6 +1,7 @@
 """A text-only causal LM behind the VLM interface, for MMStar's S_t (`--text-model`): it scores the same prompts as
 a VLM's `none` condition, as text, through its own chat template's text-only turn (or the bare prompt when it has
-none). It takes only the `none` visual: a text model sees no image.
+none). It takes only the `none` visual (a text model sees no image) and a `soft` one: free vectors at the start of the
+user turn's content, as on a VLM's text-only path (the soft-prompt control).
 """
 
 from __future__ import annotations
@@ -13,9 +14,9 @@ import torch
 from torch import Tensor
 
 from ..errors import MirageError
-from .chat import adds_special_tokens
-from .spliced import chat_letter_ids
-from .vlm import NONE, VLM, Visual, on_device
+from .chat import adds_special_tokens, chat_ids, content_start
+from .spliced import chat_letter_ids, place_soft, soft_sequences
+from .vlm import NONE, SOFT, VLM, Visual, on_device
 
 DEMO_TEXT_LM = Path(__file__).parent / "demo" / "weights" / "text-lm"
 
@@ -24,6 +25,7 @@ class TextLM(VLM):
     """A transformers `AutoModelForCausalLM` and its tokenizer."""
 
     encoders: list = []
+    soft_prompts = True
 
     def __init__(self, model, tokenizer, name: str = ""):
         super().__init__()
@@ -54,10 +56,18 @@ class TextLM(VLM):
         turns = [{"role": "user", "content": prompt}, {"role": "assistant", "content": answer}]
         return self.tokenizer.apply_chat_template(turns, tokenize=False, add_generation_prompt=False)
 
+    def input_embeddings(self):
+        return self.model.get_input_embeddings()
+
+    def checkpointed_parts(self) -> list:
+        return [self.model]  # `--grad-checkpointing` for a soft prompt optimized on the base LLM
+
     def _inputs(self, prompts: Sequence[str], visual: Visual) -> dict:
+        if visual.stage == SOFT:
+            return self._soft_inputs(prompts, visual.value)
         if visual.stage != NONE:
             raise ValueError(f"{self.name}: a text model takes no visual input (got stage {visual.stage!r}); "
-                             "it scores the `none` prompts")
+                             "it scores the `none` prompts (or a soft prompt)")
         texts = [self.chat_text(p) for p in prompts]
         # the BOS once, as a processor tokenizes (models/chat.py): added unless the template already wrote it
         batch = self.tokenizer(texts, add_special_tokens=adds_special_tokens(self.tokenizer, texts[0]), padding=True,
@@ -66,6 +76,20 @@ class TextLM(VLM):
                "attention_mask": on_device(batch["attention_mask"], self.device)}
         if self._positions:  # left padding must not shift positions
             out["position_ids"] = (out["attention_mask"].cumsum(-1) - 1).clamp(min=0)
+        return out
+
+    def _soft_inputs(self, prompts: Sequence[str], vectors: Tensor) -> dict:
+        """The `none` prompts' ids (the BOS once, as `_inputs`) with the soft vectors [B, N, D] where the user's
+        content starts, as input embeddings."""
+        if "_content_start" not in self.__dict__:
+            self._content_start = content_start(lambda text: chat_ids(self.tokenizer, text), self.chat_text)
+        ids = [chat_ids(self.tokenizer, self.chat_text(p)) for p in prompts]
+        input_ids, mask, _, where = soft_sequences(self.tokenizer, ids, self._content_start, vectors.shape[1])
+        input_ids, mask, where = (on_device(t, self.device) for t in (input_ids, mask, where))
+        out = {"inputs_embeds": place_soft(self.model.get_input_embeddings()(input_ids), where, vectors),
+               "attention_mask": mask}
+        if self._positions:
+            out["position_ids"] = (mask.cumsum(-1) - 1).clamp(min=0)
         return out
 
     def next_token_logits(self, prompts: Sequence[str], visual: Visual) -> Tensor:
@@ -79,7 +103,7 @@ class TextLM(VLM):
         inputs = self._inputs(prompts, visual)
         inputs.pop("position_ids", None)  # generate derives them from the mask
         out = self.model.generate(**inputs, max_new_tokens=max_new_tokens, do_sample=False)
-        new = out[:, inputs["input_ids"].shape[1] :]
+        new = out[:, inputs["input_ids"].shape[1] :] if "input_ids" in inputs else out  # embeds: new tokens only
         return [t.strip() for t in self.tokenizer.batch_decode(new, skip_special_tokens=True)]
 
 

@@ -22,6 +22,10 @@ IMAGES = "images"
 # No image at all (the `none` condition, MMStar's S_wv): the model's text-only prompt, with no image placeholder,
 # no image tokens and no pixels. The value is None; each backend builds its text-only chat turn.
 NONE = "none"
+# A soft prompt (the soft-prompt control): free vectors [B, N, D_lm] in the LM's input embeddings of the text-only
+# prompt, where the image would stand (the start of the user turn's content); no image token, no image position.
+# Backends whose text path takes them say so (`soft_prompts`).
+SOFT = "soft"
 
 
 @dataclass(frozen=True)
@@ -44,8 +48,8 @@ class Visual:
     value: Tensor | dict[str, Tensor] | list[Image.Image] | None
 
     def __post_init__(self) -> None:
-        if self.stage not in (NONE, IMAGES, *STAGES):
-            raise ValueError(f"unknown stage {self.stage!r} (allowed: {', '.join((NONE, IMAGES, *STAGES))})")
+        if self.stage not in (NONE, SOFT, IMAGES, *STAGES):
+            raise ValueError(f"unknown stage {self.stage!r} (allowed: {', '.join((NONE, SOFT, IMAGES, *STAGES))})")
         if (self.stage == NONE) != (self.value is None):
             raise ValueError(f"a {self.stage!r} visual {'has no' if self.stage == NONE else 'needs a'} value")
 
@@ -84,9 +88,14 @@ class VLM(nn.Module):
     """A vision-language model seen through mirage's stages; subclasses implement the abstract steps."""
 
     encoders: list[EncoderSpec]
+    # How many images a question may show it (several: each where the prompt's `<image>` markers stand, else all
+    # before the prompt); 1: one image per question.
+    max_images: int = 1
     # The prompt style the model was trained to read, used for benchmarks with no official prompt (`file:`);
     # None: such benchmarks keep mirage's generic multiple-choice prompt.
     prompt_style: Callable[[Question], str] | None = None
+    # Whether the text-only path takes a `soft` visual (free vectors in the input embeddings; `soft_dim` wide).
+    soft_prompts: bool = False
     # The family whose own published benchmark prompts `--prompt model` asks in (a benchmark's prompt variant of
     # that name, e.g. "qwen": lmms-eval's mmstar_qwen); None: the family publishes none mirage knows.
     prompt_family: str | None = None
@@ -110,8 +119,8 @@ class VLM(nn.Module):
 
     def to_tokens(self, visual: Visual) -> Tensor:
         """Advance a visual input from its stage to image tokens."""
-        if visual.stage == NONE:
-            raise ValueError("a `none` visual has no image tokens: the model reads the text-only prompt")
+        if visual.stage in (NONE, SOFT):
+            raise ValueError(f"a `{visual.stage}` visual has no image tokens: the model reads the text-only prompt")
         v = visual.value
         if visual.stage == IMAGES:
             v = self.process_images(v)
@@ -123,8 +132,11 @@ class VLM(nn.Module):
             v = self.connect(v)
         return v
 
-    def visual_from_images(self, images: Sequence[Image.Image]) -> Visual:
-        """Real images through the real processor, ready for `choice_logits`."""
+    def visual_from_images(self, images: Sequence[Image.Image | Sequence[Image.Image]]) -> Visual:
+        """Real images through the real processor, ready for `choice_logits`. A row may hold several images (a list,
+        for a model with `max_images` > 1): they stay images, processed where the prompts are built."""
+        if any(isinstance(im, (list, tuple)) for im in images):
+            return Visual(IMAGES, list(images))
         return Visual("processed", self.process_images(images))
 
     # --- answers ---------------------------------------------------------------------------
@@ -146,6 +158,10 @@ class VLM(nn.Module):
 
     def generate(self, prompts: Sequence[str], visual: Visual, max_new_tokens: int = 8) -> list[str]:
         """Greedy free-form answers."""
+        raise NotImplementedError
+
+    def input_embeddings(self) -> nn.Embedding:
+        """The LM's token embeddings (a soft prompt's width and starting scale come from them)."""
         raise NotImplementedError
 
     def unknown_words(self, prompt: str) -> list[str]:

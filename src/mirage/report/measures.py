@@ -5,11 +5,12 @@ and the drop beyond the random patch's occlusion). Each is a small table; the re
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
+from ..blind import soft_prompt_control
 from ..runs import SALIENCY_SUMMARY  # runs owns the run directory's file names
 
 
@@ -22,6 +23,7 @@ class MeasureTable:
     note: str
     columns: list[str]
     rows: list[list]
+    sentences: list[str] = field(default_factory=list)  # what the table says, in words (shown under it)
 
 
 def saliency_table(path: Path) -> MeasureTable | None:
@@ -91,12 +93,41 @@ def attack_success(path: Path) -> dict[str, dict]:
 def _interval(v) -> str:
     """[value, lo, hi] (or {"value", "ci95"}) as `0.420 [0.300, 0.550]`; "" when absent."""
     if isinstance(v, dict):
-        v = [v.get("value", v.get("estimate")), *v.get("ci95", [None, None])]
+        v = [v.get("value", v.get("estimate", v.get("difference"))), *v.get("ci95", [None, None])]
     if not v or v[0] is None:
         return ""
     return f"{v[0]:.3f} [{v[1]:.3f}, {v[2]:.3f}]" if len(v) == 3 and None not in v else f"{v[0]:.3f}"
 
 
+def soft_prompt_table(rows: list[dict]) -> MeasureTable | None:
+    """Per scope: the crafted inputs, the soft prompt (free vectors in the text-only prompt) and their paired
+    differences, with the steps each question took (`mirage.blind.soft_prompt_control`) and its sentences."""
+    control = soft_prompt_control(rows)
+    if control is None:
+        return None
+    out, sentences = [], []
+    for scope in ("question", "universal"):
+        if scope not in control:
+            continue
+        block = control[scope]
+        for name, e in block["sources"].items():
+            steps = e.get("steps")
+            out.append([name, scope, e["n"], _interval(e), _interval(e.get("vs_blank")), _interval(e.get("vs_soft")),
+                        "" if "within_soft" not in e else ("yes" if e["within_soft"] else "no"),
+                        f"{steps['median']:g} ({steps['q25']:g}–{steps['q75']:g}; {steps['n_right']} right)"
+                        if steps else ""])
+        sentences += block["sentences"]
+    return MeasureTable("soft-prompt", "Crafted inputs against the soft-prompt control",
+                        "Soft prompt: as many free vectors as the model's image tokens, in the text-only prompt where "
+                        "the image would stand, optimized with the crafted inputs' optimizer, steps, learning-rate "
+                        "rule, early stop and seeds; no image at all. A crafted input whose gain lies within the soft "
+                        "prompt's shows capacity as a prompt, not sight. Intervals: Wilson (accuracy), Newcombe "
+                        "paired (differences). Steps: median (quartiles) over the questions that ended right.",
+                        ["source", "scope", "n", "accuracy", "minus blank", "minus soft prompt",
+                         "within soft prompt", "steps to right"], out, sentences)
+
+
 def measure_tables(path: Path, rows: list[dict]) -> list[MeasureTable]:
     """Every measure table this run has."""
-    return [t for t in (saliency_table(path), inversion_table(rows), patch_table(path)) if t is not None]
+    return [t for t in (soft_prompt_table(rows), saliency_table(path), inversion_table(rows), patch_table(path))
+            if t is not None]

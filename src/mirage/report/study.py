@@ -91,6 +91,7 @@ def build_study_report(study_dir: str | Path, max_images: int, questions: bool =
     return env.get_template("study.html.j2").render(
         title=f"mirage study: {config.get('model', '?')} on {', '.join(config['benchmarks'])}", run_path=str(path),
         facts=[(k, str(v)) for k, v in facts if v is not None], table=table, measures=MEASURES, sections=sections,
+        text_only_match=summary.get("text_only_match", []),
         shuffles=shuffles, shuffle_names=SHUFFLE_NAMES, signed=STUDY_SHUFFLE[3:], picture=picture,
         prompts=summary.get("prompts"),
         timings=per_bench, config_json=json.dumps(config, indent=2, sort_keys=True), version=__version__,

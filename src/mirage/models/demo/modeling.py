@@ -38,6 +38,7 @@ class DemoVLM(SplicedVLM):
 
     prompt_style = staticmethod(letter_prompt)  # ShapesQA's prompt, the only one it was trained on
     causal_scoring = True  # a Llama LM: the causal mask is its only attention rule
+    soft_prompts = True  # the text-only turn takes free vectors (the soft-prompt control)
 
     def __init__(self, config: DemoConfig, tokenizer: PreTrainedTokenizerFast):
         super().__init__()
