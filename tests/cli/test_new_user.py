@@ -4,6 +4,7 @@ refusals."""
 
 import json
 
+import torch
 from typer.testing import CliRunner
 
 from mirage.cli import app
@@ -355,9 +356,17 @@ def test_transfer_names_the_model_an_input_was_trained_for(shapes_cli, tmp_path)
     made = tmp_path / "made"
     (made / "artifacts").mkdir(parents=True)
     (made / "config.json").write_text(json.dumps({"command": "optimize", "model": "hf:some/other-vlm"}))
-    (made / "artifacts" / "features-universal.safetensors").write_bytes(b"")
+    art = made / "artifacts" / "features-universal.safetensors"
+    art.write_bytes(b"")  # a torn file: one line, not safetensors' traceback
     res = run("transfer", "--from", made, "--model", f"demo:{shapes_cli}", "--out", tmp_path / "t")
-    assert res.exit_code == 2 and "was made with --model hf:some/other-vlm, not demo:" in one_line(res)
+    assert res.exit_code == 2 and "not a readable safetensors file" in one_line(res)
+    from safetensors.torch import save_file
+
+    save_file({"clip": torch.zeros(3, 5)}, str(art))  # features of another model's shape
+    res = run("transfer", "--from", made, "--model", f"demo:{shapes_cli}", "--out", tmp_path / "t")
+    out = one_line(res)
+    assert res.exit_code == 2 and "clip is [3, 5], this model takes" in out, out
+    assert "(made with --model hf:some/other-vlm)" in out, out
 
 
 def test_a_huge_image_is_said_once_and_one_too_large_refused(monkeypatch, capsys):

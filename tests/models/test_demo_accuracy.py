@@ -37,7 +37,10 @@ def test_study_small_limit_end_to_end(tmp_path):
     run = out / "shapes"  # the study directory holds one run directory per benchmark
     summary = json.loads((run / "summary.json").read_text())
     want = {"real", "none", "text-model",  # no image at all, and the demo's base LM: the study's S_wv and S_t
-            "blank", "noise", "wrong", "blur", "shuffle", "features-question", "pixels-question",
+            "blank", "noise", "wrong", "blur", "shuffle",
+            "image-only", "both",  # the shuffle decomposition's other two conditions (wrong is its third)
+            "soft-prompt-question", "soft-prompt-universal", "soft-prompt-universal-train",  # the soft-prompt control
+            "features-question", "pixels-question",
             "pixels-question-png", "features-universal", "features-universal-train", "pixels-universal",
             "pixels-universal-train", "pixels-universal-png", "features-question-clip", "features-question-siglip",
             "features-question-dino", "features-question-convnext",

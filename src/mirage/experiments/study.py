@@ -24,9 +24,8 @@ from typing import Callable, Sequence
 
 from .. import sources
 from ..benchmarks import load_benchmark
-from ..blind import CRAFTED, text_only_match
 from ..benchmarks.question import Benchmark
-from ..blind import MEASURES, SHUFFLE_MEASURES, SOURCES, run_difference
+from ..blind import CRAFTED, MEASURES, SHUFFLE_MEASURES, SOURCES, run_difference, text_only_match
 from ..conditions import parse_conditions
 from ..distributed import SINGLE, World, open_run
 from ..errors import loading_user_input
@@ -105,10 +104,11 @@ class Part:
     settings: dict = field(default_factory=dict)
 
 
-def study_parts(plan: StudyPlan, encoders: Sequence[str], seed: int = 0, text_model: str | None = None
-                ) -> list[Part]:
+def study_parts(plan: StudyPlan, encoders: Sequence[str], seed: int = 0, text_model: str | None = None,
+                soft_prompts: bool = True) -> list[Part]:
     """The study as a list of named parts, in the order they run (parts of size 0 left out; single-encoder runs
-    only for a model with several encoders; `text_model`: its base LM's part, on the conditions' questions)."""
+    only for a model with several encoders; `text_model`: its base LM's part, on the conditions' questions;
+    the VLM's soft-prompt parts only where its text path takes soft prompts: `soft_prompts`)."""
     cfg = OptimizeConfig(steps=plan.steps, batch_size=plan.batch_size, seed=seed)
     ucfg = OptimizeConfig(steps=plan.universal_steps, batch_size=min(2 * plan.batch_size, plan.universal_train),
                           seed=seed)
@@ -121,7 +121,7 @@ def study_parts(plan: StudyPlan, encoders: Sequence[str], seed: int = 0, text_mo
     soft = [(OptimizeSpec("soft-prompt"), plan.soft_prompt_question, cfg),
             (OptimizeSpec("soft-prompt", scope="universal", train=plan.universal_train),
              universal if plan.soft_prompt_universal else 0, ucfg)]
-    specs += soft
+    specs += soft if soft_prompts else []
     if len(encoders) > 1:
         specs += [(OptimizeSpec("features", encoders=[e]), plan.single_encoder, cfg) for e in encoders]
     base_lm = [Part("text-model", "text_model", plan.condition_questions, {"spec": text_model, "seed": seed})
@@ -360,7 +360,9 @@ def run_study(model: str = "demo", benchmarks: str | Sequence[str] = "shapes", p
             run.start_invocation({"batch_size": plan.batch_size})
     with loading_user_input():
         vlm = load_model(model, device=device, **load_options)
-    parts = study_parts(plan, [s.name for s in vlm.encoders], seed, text_model)
+    parts = study_parts(plan, [s.name for s in vlm.encoders], seed, text_model, vlm.soft_prompts)
+    if not vlm.soft_prompts and world.main and not quiet and (plan.soft_prompt_question or plan.soft_prompt_universal):
+        warn(f"{type(vlm).__name__}'s text path takes no soft prompt yet: the study's soft-prompt control is left out")
     if variants:
         benches = {name: bench.with_prompt(variants[0], vlm) for name, bench in benches.items()}
     summaries, timings, differences = {}, {}, {}

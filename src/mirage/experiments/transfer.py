@@ -92,7 +92,10 @@ def load_universal(model: VLM, path: str | Path) -> tuple[str, Visual]:
     if path.suffix == ".png":
         with Image.open(path) as im:
             return "pixels", image_visual(model, im.convert("RGB"), path.stem)
-    tensors = load_file(str(path))
+    try:
+        tensors = load_file(str(path))
+    except Exception as e:  # safetensors' own errors (a truncated or empty file) are no OSError
+        raise MirageError(f"{path}: not a readable safetensors file ({e})") from e
     if "tokens" in tensors:
         _check_shape(path, "tokens", tensors["tokens"], tuple(model.connect(_blank_features(model)).shape[1:]))
         return "tokens", Visual("tokens", tensors["tokens"][None].to(model.device))

@@ -39,7 +39,9 @@ class Reference:
     @torch.no_grad()
     def from_benchmark(cls, model: VLM, bench: Benchmark, n: int = 16) -> "Reference":
         """Statistics of the model's features on the first `n` real images of `bench` (none for a text model)."""
-        if not model.encoders:  # a text model (the soft-prompt control on `--text-model`): nothing visual
+        # a text model (the soft-prompt control on `--text-model`): nothing visual. A VLM with no encoders to expose
+        # (mllama's cross-attention) goes on, so that `encode` refuses it by name
+        if not model.encoders and model.soft_prompts:
             return cls({}, (0.0, 1.0), (0, 0), {})
         images = [q.image() for q in bench.questions[:n] if q.images]
         size = images[0].size if images else (224, 224)
