@@ -16,6 +16,14 @@ def take_slots(param: Tensor, slots: Tensor) -> Tensor:
     return param.index_select(0, slots.to(param.device))
 
 
+
+@torch.no_grad()
+def gaussian_slot_(param: Tensor, slot: int, scale: tuple[float, float], generator: torch.Generator) -> None:
+    """Fill `param[slot]` with a Gaussian draw at `scale` (mean, std), drawn on the CPU from `generator`, so a
+    question's start is the same on any device."""
+    mean, std = scale
+    param[slot] = (torch.randn(param.shape[1:], generator=generator) * std + mean).to(param.device, param.dtype)
+
 class Input(nn.Module):
     """Parameters with a leading slot dimension [S, ...]; `forward(slots)` gives the Visual for a batch.
 

@@ -7,7 +7,7 @@ import torch
 from torch import Tensor, nn
 
 from ..models.vlm import SOFT, VLM, Visual
-from .base import Input, take_slots
+from .base import Input, gaussian_slot_, take_slots
 
 
 class SoftPromptInput(Input):
@@ -23,10 +23,7 @@ class SoftPromptInput(Input):
         self.vectors = nn.Parameter(torch.zeros(slots, n, weight.shape[1]))  # [S, n, D_lm]
 
     def reset(self, slot: int, key: str) -> None:
-        mean, std = self.scale
-        with torch.no_grad():
-            sample = torch.randn(self.vectors.shape[1:], generator=self.generator(key)) * std + mean
-            self.vectors[slot] = sample.to(self.vectors.device, self.vectors.dtype)
+        gaussian_slot_(self.vectors, slot, self.scale, self.generator(key))
 
     def forward(self, slots: Tensor) -> Visual:
         return Visual(SOFT, take_slots(self.vectors, slots))

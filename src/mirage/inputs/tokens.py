@@ -6,7 +6,7 @@ import torch
 from torch import Tensor, nn
 
 from ..models.vlm import VLM, Visual
-from .base import Input, take_slots
+from .base import Input, gaussian_slot_, take_slots
 
 
 class TokenInput(Input):
@@ -20,10 +20,7 @@ class TokenInput(Input):
         self.tokens = nn.Parameter(torch.zeros(slots, *shape))  # [S, N, D_lm]
 
     def reset(self, slot: int, key: str) -> None:
-        mean, std = self.scale
-        with torch.no_grad():
-            sample = torch.randn(self.tokens.shape[1:], generator=self.generator(key)) * std + mean
-            self.tokens[slot] = sample.to(self.tokens.device, self.tokens.dtype)
+        gaussian_slot_(self.tokens, slot, self.scale, self.generator(key))
 
     def forward(self, slots: Tensor) -> Visual:
         return Visual("tokens", take_slots(self.tokens, slots))
