@@ -85,14 +85,19 @@ def blind_measures(rows: Iterable[dict]) -> dict | None:
                 lm_zero_shot = r["zero_shot"]
     if not set(BLIND) & correct.keys():
         return None
-    qids = set(types)
-    out = _block(correct, qids, lm_zero_shot)
+    out, by_type = _overall_and_by_type(_block, correct, types, lm_zero_shot)
+    return {**out, "by_type": by_type, "sources": dict(SOURCES), "intervals": dict(INTERVALS)}
+
+
+def _overall_and_by_type(block, correct: dict[str, dict[str, bool]], types: dict[str, str], *args) -> tuple:
+    """`block(correct, question ids, *args)` on every question, and on each question type's (types whose block is
+    empty left out)."""
     by_type = {}
     for t in sorted(set(types.values()), key=str):
-        block = _block(correct, {q for q, qt in types.items() if qt == t}, lm_zero_shot)
-        if block:
-            by_type[t] = block
-    return {**out, "by_type": by_type, "sources": dict(SOURCES), "intervals": dict(INTERVALS)}
+        part = block(correct, {q for q, qt in types.items() if qt == t}, *args)
+        if part:
+            by_type[t] = part
+    return block(correct, set(types), *args), by_type
 
 
 # --- the soft-prompt control (issue 34): is a crafted input vision, or a prompt of as many free vectors? -------------
@@ -256,12 +261,7 @@ def shuffle_decomposition(rows: Iterable[dict], chance: Mapping[str, float] | No
     if not {"image_only", "neither"} & correct.keys():
         return None
     chance = chance or {}
-    out = _shuffle_block(correct, set(types), chance)
-    by_type = {}
-    for t in sorted(set(types.values()), key=str):
-        block = _shuffle_block(correct, {q for q, qt in types.items() if qt == t}, chance)
-        if block:
-            by_type[t] = block
+    out, by_type = _overall_and_by_type(_shuffle_block, correct, types, chance)
     return {**out, "by_type": by_type, "sources": dict(SHUFFLE_SOURCES), "intervals": dict(INTERVALS)}
 
 
