@@ -80,7 +80,7 @@ def open_image(ref: ImageRef, question_id: str) -> Image.Image:
                 pass
         _warn_once("large", f"question {question_id!r}: image {where} has more pixels than Pillow's "
                    f"decompression-bomb limit ({Image.MAX_IMAGE_PIXELS:,}); read anyway, but each condition costs "
-                   "time and memory in proportion (blur: an FFT at full size)")
+                   "time and memory in proportion (blur: several seconds an image at 100 megapixels)")
         if isinstance(src, io.BytesIO):
             src.seek(0)
         with warnings.catch_warnings():
