@@ -213,7 +213,11 @@ def _other_image(question: Question, ctx: ConditionContext, name: str, avoid: st
     j = perm[start]
     while j != start:
         if questions[j].images and questions[j].id != avoid:
-            img = questions[j].image(min(slot, len(questions[j].images) - 1))
+            try:
+                img = questions[j].image(min(slot, len(questions[j].images) - 1))
+            except ImageLoadError:  # passed over as a question without an image (`Benchmark.readable`)
+                j = perm[j]
+                continue
             if own is None or img.size != own.size or img.tobytes() != own.tobytes():
                 # Same size as the real image, so that image-token counts do not differ between conditions.
                 return img if img.size == size else img.resize(size, Image.BICUBIC)
