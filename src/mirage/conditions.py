@@ -22,7 +22,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from mirage.benchmarks.question import Benchmark, ImageLoadError, Question
+from mirage.benchmarks.question import Benchmark, ImageLoadError, Question, image_key
 from mirage.errors import MirageError, UsageError
 from mirage.models.vlm import VLM, Visual
 from mirage.registry import Registry
@@ -125,7 +125,7 @@ def image_slot(question: Question, k: int) -> Question:
     "<id>#<k+1>" past the first (each image its own noise and shuffle; the first's are the question's own), and
     the question's id and `k` in meta (`wrong` walks the question's derangement and takes the other question's
     `k`-th image)."""
-    return replace(question, id=question.id if k == 0 else f"{question.id}#{k + 1}", images=(question.images[k],),
+    return replace(question, id=image_key(question.id, k), images=(question.images[k],),
                    meta={**question.meta, SLOT_KEY: (question.id, k)})
 
 

@@ -94,7 +94,7 @@ def curate(runs: Sequence[str | Path], out: str | Path, min_runs: int | None = N
         raise MirageError(f"curate: {len(lost)} kept question(s) are not in benchmark {first.get('benchmark')!r} "
                          f"(first: {lost[0]!r})")
     out = Path(out)
-    write_benchmark(out, kept, bench.prompt)
+    write_benchmark(out, kept, bench.prompt, bench.all_images)
     curation = {"runs": [{"path": p, "model": c.get("model"), "text_model": c.get("text_model"),
                           "image_free_sources": verdicts[p]["sources"]} for p, c in configs.items()],
                 "benchmark": first.get("benchmark"), "split": first.get("split"), "min_runs": k,
@@ -118,9 +118,11 @@ def run_benchmark(config: dict) -> Benchmark:
     return bench
 
 
-def write_benchmark(out: Path, questions: Sequence[Question], prompt: Callable[[Question], str]) -> Path:
-    """OUT/questions.jsonl in the `file:` format (benchmarks/local.py), each question with its first image under
-    OUT/images/ and the prompt its benchmark asked it with (`prompt`), so a curated set is asked as the original."""
+def write_benchmark(out: Path, questions: Sequence[Question], prompt: Callable[[Question], str],
+                    all_images: bool = False) -> Path:
+    """OUT/questions.jsonl in the `file:` format (benchmarks/local.py), each question with its image under OUT/images/
+    (`all_images`: every image it is asked with, in order, as `images`; else its first) and the prompt its benchmark
+    asked it with (`prompt`, which keeps the `<image>` markers), so a curated set is asked as the original."""
     images = out / "images"
     if images.exists():
         shutil.rmtree(images)  # a re-curation must not leave images of questions no longer kept
@@ -131,7 +133,11 @@ def write_benchmark(out: Path, questions: Sequence[Question], prompt: Callable[[
             continue  # the file: format holds multiple-choice questions
         row = {"id": q.id, "question": q.text, "choices": list(q.choices), "answer": q.answer_letter,
                "type": q.type, "prompt": prompt(q)}
-        if q.images:
+        if all_images and len(q.images) > 1:
+            row["images"] = [f"images/{i:05d}-{k + 1}.png" for k in range(len(q.images))]
+            for k, name in enumerate(row["images"]):
+                q.image(k).save(out / name)
+        elif q.images:
             name = f"images/{i:05d}.png"
             q.image(0).save(out / name)
             row["image"] = name
@@ -236,7 +242,7 @@ def prune_tst(run: str | Path, out: str | Path, budget: float = 0.5, batch: floa
     scores = {r["question_id"]: (r["probs"][by_id[r["question_id"]].answer], bool(r["correct"])) for r in rows}
     kept, rounds, why = bias_pruning(questions, scores, budget, batch, tau, chance_stop, state["k"], state["seed"])
     out = Path(out)
-    write_benchmark(out, kept, bench.prompt)
+    write_benchmark(out, kept, bench.prompt, bench.all_images)
     removed = {q for r in rounds for q in r["removed"]}
     by_type: dict[str, dict[str, int]] = {}
     for q in questions:
