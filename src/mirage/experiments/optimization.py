@@ -109,7 +109,8 @@ def onload(model: VLM) -> None:
 
 def spec_input(model: VLM, spec: OptimizeSpec, cfg: OptimizeConfig, slots: int, ref: Reference, images: int = 1):
     """The input `spec` optimizes, with `slots` parameter slots of `images` images each."""
-    return build_input(spec.input, model, slots, ref, images, param=spec.param, encoders=spec.encoders, detach=spec.detach,
+    return build_input(spec.input, model, slots, ref, images, param=spec.param, encoders=spec.encoders,
+                       detach=spec.detach,
                        quantize=spec.quantize, resolution=spec.resolution, soft_tokens=spec.soft_tokens,
                        seed=cfg.seed, **spec.options)
 

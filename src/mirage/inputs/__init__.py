@@ -125,5 +125,6 @@ def default_lr(kind: str, param: str = "sigmoid") -> float:
     return PIXEL_PARAMS.get(param).lr if kind == "pixels" else DEFAULT_LR[kind]
 
 
-__all__ = ["INPUTS", "MULTI_IMAGE", "PARAMS", "PIXEL_PARAMS", "FeatureInput", "Input", "PixelInput", "PixelParam", "Reference",
+__all__ = ["INPUTS", "MULTI_IMAGE", "PARAMS", "PIXEL_PARAMS", "FeatureInput", "Input", "PixelInput", "PixelParam",
+           "Reference",
            "SoftPromptInput", "TokenInput", "build_input", "check_encoders", "default_lr"]

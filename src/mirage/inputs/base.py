@@ -30,8 +30,8 @@ def gaussian_slot_(param: Tensor, slot: int, scale: tuple[float, float], generat
     param[slot] = (torch.randn(param.shape[1:], generator=generator) * std + mean).to(param.device, param.dtype)
 
 class Input(nn.Module):
-    """Parameters with a leading dimension of rows [R, ...], `n_images` rows per slot (R = slots x n_images): a slot holds
-    one question's input (or the one shared input), one row per image the question is asked with. `forward(rows)`
+    """Parameters with a leading dimension of rows [R, ...], `n_images` rows per slot (R = slots x n_images): a slot
+    holds one question's input (or the one shared input), one row per image the question is asked with. `forward(rows)`
     gives the Visual of those rows; `visual(slots, device, counts)` the Visual of a batch of questions.
 
     An Input never knows the loss: `optimize` joins it with an objective. Slots are re-initialised per question
