@@ -50,6 +50,12 @@ from mirage.optimize import OptimizeConfig
 from mirage.runs import RunDir
 
 MMMU_VALIDATION = 900
+T0 = time.perf_counter()
+
+
+def say(*parts) -> None:
+    """Print with the seconds since the start (a device call's log shows where its time went)."""
+    print(f"[{time.perf_counter() - T0:6.1f} s]", *parts, flush=True)
 
 
 def matmul_tflops(device: torch.device) -> float | None:
@@ -118,6 +124,18 @@ def repeated(bench, n: int):
     return replace(bench, questions=qs)
 
 
+def write_result(args, part: dict, res: dict, name: str, done: int, s: float) -> None:
+    """The part's floor and its ratio from the rounds so far; the JSON rewritten."""
+    if "flops" in part and res["matmul_tflops"]:
+        f = part["flops"]
+        forwards = args.steps + 1 + (name == "pixels")  # the closing forward; pixels' PNG re-check
+        per_q = args.steps * (f["forward_tflop"] + f["backward_tflop"]) + (forwards - args.steps) * f["forward_tflop"]
+        part["floor_900_h"] = round(MMMU_VALIDATION * per_q / res["matmul_tflops"] / 3600, 3)
+        part["over_floor"] = round(part["projected_900_h"] / part["floor_900_h"], 2)
+        part["achieved_tflops"] = round(done * per_q / s, 1)
+    Path(args.out).write_text(json.dumps(res, indent=2))
+
+
 def commit() -> str:
     try:
         return subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
@@ -139,6 +157,8 @@ def main() -> None:
     ap.add_argument("--seed-card", type=float, default=None, help="also record auto's choice within this budget")
     ap.add_argument("--compile", action="store_true")
     ap.add_argument("--no-flops", action="store_true")
+    ap.add_argument("--flops-from", default=None,
+                    help="take each part's FLOPs from an earlier output of this script (same model and fixture)")
     ap.add_argument("--fit-only", action="store_true", help="the FLOPs and auto's choices, no timed runs")
     ap.add_argument("--commit", default=None, help="the commit measured (default: git's HEAD here)")
     args = ap.parse_args()
@@ -161,28 +181,32 @@ def main() -> None:
            "config": "tiny" if args.tiny else "cambrian-8b shapes (random weights)", "steps": args.steps,
            "compile": args.compile, "build_s": round(time.perf_counter() - t, 1),
            "matmul_tflops": matmul_tflops(device), "parts": {}}
-    print(res, flush=True)
+    say(res)
     work = Path(tempfile.mkdtemp())
     plans = {}
     for name in args.parts.split(","):  # eager first: the FLOPs and the probes (compiled blocks would recompile)
         spec = OptimizeSpec(name)  # every encoder, nothing detached
         part: dict = {}
         res["parts"][name] = part
-        if not args.no_flops:
+        if args.flops_from:
+            earlier = json.loads(Path(args.flops_from).read_text())
+            part["flops"] = earlier["parts"][name]["flops"] | {"from": f"{args.flops_from} (commit {earlier['commit']})"}
+            say(name, "FLOPs from", part["flops"]["from"])
+        elif not args.no_flops:
             part["flops"] = question_flops(model, fixture, spec, ref)
-            print(name, part["flops"], flush=True)
+            say(name, part["flops"])
         cfg = OptimizeConfig(steps=args.steps, early_stop=0)
         probe_bench = repeated(fixture, max(args.questions, 64))
         if args.seed_card:
             seed = fit_batch(model, probe_bench, spec, cfg, ref, memory_gib=args.seed_card)
             part["seed_card"] = seed.record() | {"detach": seed.detach}
-            print(name, "seed card:", seed.describe(), flush=True)
+            say(name, "seed card:", seed.describe())
         clear_switches(model)
         if args.batch:
             plans[name] = (spec, args.batch, False, False)
         else:
             fit = fit_batch(model, probe_bench, spec, cfg, ref, memory_gib=args.memory)
-            print(name, fit.describe(), flush=True)
+            say(name, fit.describe())
             part["auto"] = fit.record() | {"detach": fit.detach}
             plans[name] = (fit.spec(spec, model), fit.batch_size, fit.grad_checkpointing, fit.offload)
         clear_switches(model)
@@ -205,40 +229,43 @@ def main() -> None:
                                  RunDir.open(work / f"{name}-warmup", {"part": name}), ref)
             except Exception as e:  # noqa: BLE001 -- a bench call must still measure the eager job
                 res["compile"] = f"failed, eager instead: {type(e).__name__}: {str(e)[:300]}"
-                print(res["compile"], flush=True)
+                say(res["compile"])
                 for m in model.modules():
                     m._compiled_call_impl = None
                 torch._dynamo.reset()
             part["warmup_s"] = round(time.perf_counter() - t0, 1)
+            say(name, f"compile warm-up (2 steps, batch {batch}): {part['warmup_s']} s")
+            Path(args.out).write_text(json.dumps(res, indent=2))
         if device.type == "cuda":
             torch.cuda.synchronize()
             torch.cuda.empty_cache()
             torch.cuda.reset_peak_memory_stats()
-        t0 = time.perf_counter()
-        rows = run_optimization(model, bench, spec, cfg, RunDir.open(work / name, {"part": name}), ref)
-        s = time.perf_counter() - t0
-        done = len({r["question_id"] for r in rows if r["source"] == spec.source})
         rounds = n // batch
-        per_round = s / rounds
-        part.update(batch=batch, questions=done, rounds=rounds, seconds=round(s, 1), per_s=round(done / s, 4),
-                    peak_gib=round(torch.cuda.max_memory_allocated() / 2**30, 2) if device.type == "cuda" else None,
-                    projected_900_h=round(math.ceil(MMMU_VALIDATION / batch) * per_round / 3600, 3))
-        if "flops" in part and res["matmul_tflops"]:
-            f = part["flops"]
-            forwards = args.steps + 1 + (name == "pixels")  # the closing forward; pixels' PNG re-check
-            per_q = args.steps * (f["forward_tflop"] + f["backward_tflop"]) + (forwards - args.steps) * f[
-                "forward_tflop"]
-            part["floor_900_h"] = round(MMMU_VALIDATION * per_q / res["matmul_tflops"] / 3600, 3)
-            part["over_floor"] = round(part["projected_900_h"] / part["floor_900_h"], 2)
-            part["achieved_tflops"] = round(done * per_q / s, 1)
-        print(name, {k: v for k, v in part.items() if k not in ("flops", "auto", "seed_card")}, flush=True)
-        Path(args.out).write_text(json.dumps(res, indent=2))
+        part.update(batch=batch, questions=0, rounds=rounds, round_s=[])
+        done, s = 0, 0.0
+        for k in range(rounds):  # one batch per call: each round's seconds land in the JSON as they come
+            t0 = time.perf_counter()
+            sub = replace(bench, questions=bench.questions[k * batch : (k + 1) * batch])
+            rows = run_optimization(model, sub, spec, cfg, RunDir.open(work / name / f"round{k}", {"part": name}), ref)
+            if device.type == "cuda":
+                torch.cuda.synchronize()
+            dt = time.perf_counter() - t0
+            s += dt
+            done += len({r["question_id"] for r in rows if r["source"] == spec.source})
+            per_round = s / (k + 1)
+            part.update(questions=done, rounds_done=k + 1, seconds=round(s, 1), per_s=round(done / s, 4),
+                        peak_gib=round(torch.cuda.max_memory_allocated() / 2**30, 2) if device.type == "cuda" else None,
+                        projected_900_h=round(math.ceil(MMMU_VALIDATION / batch) * per_round / 3600, 3))
+            part["round_s"].append(round(dt, 2))
+            say(name, f"round {k + 1}/{rounds}: {dt:.1f} s, {done} questions")
+            write_result(args, part, res, name, done, s)
+        say(name, {k: v for k, v in part.items() if k not in ("flops", "auto", "seed_card")})
     res["projected_900_total_h"] = round(sum(p.get("projected_900_h", 0) for p in res["parts"].values()), 3)
     floors = [p.get("floor_900_h") for p in res["parts"].values()]
     if all(floors):
         res["floor_900_total_h"] = round(sum(floors), 3)
     Path(args.out).write_text(json.dumps(res, indent=2))
-    print("total", res.get("projected_900_total_h"), "floor", res.get("floor_900_total_h"), flush=True)
+    say("total", res.get("projected_900_total_h"), "floor", res.get("floor_900_total_h"))
 
 
 if __name__ == "__main__":
