@@ -407,7 +407,8 @@ def optimize_muir(model_dir, muir, out, *extra):
 def test_per_question_inputs_hold_one_input_per_image(muir, models, tmp_path, monkeypatch):
     """`mirage optimize` on MuirBench-style questions (3 images each): one crafted input per image, optimized
     jointly. The loss goes down (against the same run at --lr 1e-9: its start), the first step's gradient reaches
-    every image's input, each image's input is saved (`<qid>.safetensors`, `<qid>#2...`) and, read back, gives the row's answer;
+    every image's input, each image's input is saved (`<qid>.safetensors`, `<qid>#2...`) and, read back, gives the
+    row's answer;
     on a tiny Qwen2.5-VL (features) and a tiny LLaVA-1.5 (tokens)."""
     from safetensors.torch import load_file
 
