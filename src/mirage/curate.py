@@ -16,7 +16,7 @@ from typing import Callable, Sequence
 
 from .benchmarks.question import Benchmark, Question
 from .errors import MirageError
-from .runs import CONFIG, RESULTS, read_rows, unique_rows
+from .runs import CONFIG, RESULTS, SKIPPED_KEY, read_rows, unique_rows
 
 IMAGE_FREE = ("none", "text-model")
 QUESTIONS = "questions.jsonl"
@@ -104,18 +104,19 @@ def curate(runs: Sequence[str | Path], out: str | Path, min_runs: int | None = N
 
 
 def run_benchmark(config: dict) -> Benchmark:
-    """The benchmark a run's config.json names (its split and loader options), loaded in full."""
+    """The benchmark a run's config.json names (its split and loader options), loaded in full, less the questions
+    the run skipped because an image of theirs cannot be decoded (its `skipped_unreadable`)."""
     from .benchmarks import load_benchmark
     from .report.questions import LOADER_OPTIONS
 
     if not config.get("benchmark"):
         raise MirageError("curate: the run's config.json names no benchmark")
-    bench = load_benchmark(config["benchmark"], split=config.get("split"),
+    bench = load_benchmark(config["benchmark"], split=config.get("split"), check_images=False,
                            **{k: config[k] for k in LOADER_OPTIONS if config.get(k)})
     if config.get("benchmark_sha256") not in (None, bench.digest):
         raise MirageError(f"curate: {config['benchmark'][5:]} has changed since the run evaluated it (sha256 "
                           f"{config['benchmark_sha256'][:12]}... then, {bench.digest[:12]}... now)")
-    return bench
+    return bench.skipping(config.get(SKIPPED_KEY, {}))
 
 
 def write_benchmark(out: Path, questions: Sequence[Question], prompt: Callable[[Question], str],

@@ -40,20 +40,15 @@ def _check_image(path: Path, key: str = "image") -> None:
         raise _LineError(f"field {key!r}: image file {str(path)!r} does not exist")
     import warnings
 
-    from PIL import ImageFile
+    from .question import strict_decoding
 
-    # lmms-eval's task module turns PIL's LOAD_TRUNCATED_IMAGES on for the whole process at import: the check
-    # decodes strictly whatever was imported before it
-    lenient, ImageFile.LOAD_TRUNCATED_IMAGES = ImageFile.LOAD_TRUNCATED_IMAGES, False
     try:
-        with warnings.catch_warnings():
+        with warnings.catch_warnings(), strict_decoding():
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # said once where it is read
             with Image.open(path) as im:
                 im.load()
     except (UnidentifiedImageError, OSError, Image.DecompressionBombError) as e:
         raise _LineError(f"field {key!r}: cannot read image file {str(path)!r}: {e}") from e
-    finally:
-        ImageFile.LOAD_TRUNCATED_IMAGES = lenient
 
 
 def _answer_index(answer: Any, n: int) -> int:
