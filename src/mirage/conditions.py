@@ -116,7 +116,7 @@ class Condition:
         if many is not None:
             raise MirageError(f"{ctx.benchmark.name}: question {many.id!r} has {len(many.images)} images; "
                               f"{type(model).__name__} is asked {limit} image{'s' * (limit > 1)} per question here "
-                              "(several: the Qwen2-VL family; see the README)")
+                              "(several: the Qwen2-VL family, LLaVA-1.5, Idefics3 and SmolVLM; see the README)")
         return model.visual_from_images([self.images(q, ctx) for q in questions])
 
 

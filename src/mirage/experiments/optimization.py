@@ -147,8 +147,8 @@ def images_per_question(model: VLM, bench: Benchmark) -> int:
     limit = getattr(model, "max_images", 1)
     if k > limit:
         raise UsageError(f"{bench.name}: question {many.id!r} is asked with {k} images; {type(model).__name__} is "
-                         f"asked {limit} image{'s' * (limit > 1)} per question here (several: the Qwen2-VL family and "
-                         "LLaVA-1.5; see the README)")
+                         f"asked {limit} image{'s' * (limit > 1)} per question here (several: the Qwen2-VL family, "
+                         "LLaVA-1.5, Idefics3 and SmolVLM; see the README)")
     return k
 
 
