@@ -4,8 +4,7 @@
 from __future__ import annotations
 
 import inspect
-
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Sequence
 
 import torch
@@ -127,13 +126,13 @@ class SplicedVLM(VLM):
                 raise ValueError(f"{type(self).__name__}: its text path takes no soft prompt yet")
             input_ids, mask, labels, where = self.soft_sequences(prompts, targets, visual.value.shape[1])
             return input_ids, mask, labels, visual.value, SoftSlots(where)
-        if visual.stage == IMAGES and any(isinstance(v, (list, tuple)) for v in visual.value):
-            # several images in a row (`max_images`): all through the processor, each its own placeholder block
-            rows = [v if isinstance(v, (list, tuple)) else [v] for v in visual.value]
-            tokens = self.to_tokens(Visual(IMAGES, [im for row in rows for im in row]))  # [sum k, N, D]
+        visual = several_images(visual)
+        if visual.counts is not None:
+            # several images in a row (`max_images`): each image its own placeholder block, in the row's order
+            tokens = self.to_tokens(replace(visual, counts=None))  # [sum k, N, D]
             n = tokens.shape[1]
-            input_ids, mask, labels = self.sequences(prompts, targets, [[n] * len(r) for r in rows],
-                                                     images=[len(r) for r in rows])
+            input_ids, mask, labels = self.sequences(prompts, targets, [[n] * k for k in visual.counts],
+                                                     images=visual.counts)
             return input_ids, mask, labels, tokens.reshape(-1, tokens.shape[-1]), None
         input_ids, mask, labels = self.sequences(prompts, targets)
         return input_ids, mask, labels, self.to_tokens(visual), None
@@ -251,6 +250,15 @@ class TransformersSpliced(SplicedVLM):
 
     def checkpointed_parts(self) -> list:
         return [self.model]  # the whole VLM: transformers passes the switch to its towers
+
+
+def several_images(visual: Visual) -> Visual:
+    """Real images given as one list per row (`VLM.visual_from_images` of rows with several) as one flat list
+    with each row's `counts`; any other visual as it is."""
+    if visual.stage != IMAGES or not any(isinstance(v, (list, tuple)) for v in visual.value):
+        return visual
+    rows = [v if isinstance(v, (list, tuple)) else [v] for v in visual.value]
+    return Visual(IMAGES, [im for row in rows for im in row], tuple(len(r) for r in rows))
 
 
 def right_align(input_ids: Tensor, mask: Tensor) -> tuple[Tensor, Tensor]:
