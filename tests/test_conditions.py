@@ -101,6 +101,43 @@ def test_blur_keeps_mean_and_smooths(bench):
         assert out.std(axis=(0, 1)).max() < 0.1 * src.std(axis=(0, 1)).min(), q.id
 
 
+def test_blur_is_the_periodic_gaussian_of_a_full_fft(bench):
+    """The band-limited separable blur gives the uint8 pixels of the full 2-D float64 FFT filter (numpy's, as an
+    independent reference) it replaced, on sizes whose kept band is a few bins and on odd, tall and 1-px sizes."""
+    from mirage.conditions import BLUR_SIGMA
+
+    rng = np.random.default_rng(3)
+    for h, w in [(37, 50), (1, 1), (301, 7), (700, 1203)]:
+        a = np.clip(rng.normal(0, 30, size=(h, w, 3)) + np.linspace(0, 220, w)[None, :, None]
+                    + 30 * np.sin(np.arange(h) / 40.0)[:, None, None], 0, 255).astype(np.uint8)
+        buf = io.BytesIO()
+        Image.fromarray(a).save(buf, format="PNG")
+        out = arr(get_condition("blur").image(question("b", buf.getvalue()), ConditionContext(bench)))
+        f2 = np.fft.fftfreq(h)[:, None] ** 2 + np.fft.rfftfreq(w)[None, :] ** 2
+        t = np.exp(-2 * np.pi ** 2 * BLUR_SIGMA ** 2 * f2)
+        ref = np.stack([np.fft.irfft2(np.fft.rfft2(a[..., c].astype(float)) * t, s=(h, w)) for c in range(3)], -1)
+        tie = np.abs(ref - np.floor(ref) - 0.5) < 1e-9  # a value this close to .5 may round either way
+        assert out.shape == a.shape and np.array_equal(out[~tie], np.clip(np.rint(ref), 0, 255)[~tie]), (h, w)
+
+
+def test_blur_holds_no_float_copy_of_a_large_image(bench, monkeypatch):
+    """A huge photo is blurred a block of rows at a time: numpy's peak stays a few bytes a pixel (the 2-D FFT it
+    replaced held the image and its result in float64, over 48 bytes a pixel, 10.8 GB on a 10000x10000 JPEG)."""
+    import tracemalloc
+
+    import mirage.conditions as conditions
+
+    monkeypatch.setattr(conditions, "BLUR_BLOCK", 1 << 15, raising=False)  # blocks of 32 rows of this 1024-px-wide image
+    q = question("big", png(1024, 768, 5))
+    tracemalloc.start()
+    try:
+        get_condition("blur").image(q, ConditionContext(bench))
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 16 * 1024 * 768, peak  # the uint8 image, its bytes and the result: about 9 bytes a pixel
+
+
 def test_shuffle_keeps_pixels_and_moves_patches(bench):
     cond = get_condition("shuffle")
     for q in (bench[0], bench[-1]):
@@ -268,6 +305,28 @@ def test_shuffles_on_a_limited_run_are_a_prefix_of_the_full_run(bench):
                 assert cond.ask(q, limited) == cond.ask(q, full), (name, q.id)
                 assert cond.ask(q, limited).meta == cond.ask(q, full).meta
                 assert same(cond.image(cond.ask(q, limited), limited), cond.image(cond.ask(q, full), full))
+
+
+def test_several_image_questions_take_words_placing_as_many_images():
+    """MuirBench asks 2 to 9 images per question, each at an `<image>` marker of its text: `image-only` and `both`
+    take another question's words that place as many images as the question holds, so every image has its place."""
+    from dataclasses import replace
+
+    from mirage.errors import MirageError
+
+    pngs = [png(8, 8, k) for k in range(3)]
+    qs = [Question(f"q{i}", f"Which one {i}?" + " <image>" * n, ("a", "b"), 0, images=tuple(pngs[:n]))
+          for i, n in enumerate([2, 3, 2, 3, 2, 3])]
+    bench = Benchmark("multi", "test", qs, all_images=True)
+    ctx = ConditionContext(bench, seed=0)
+    for name in ("image-only", "both"):
+        for q in bench:
+            asked = get_condition(name).ask(q, ctx)
+            assert asked.text.count("<image>") == len(q.images) and asked.meta["asked"]["words_from"] != q.id
+    lonely = Benchmark("multi", "test", qs[:2] + [replace(qs[2], text="Which one 2? <image> <image> <image>",
+                                                          images=tuple(pngs))], all_images=True)
+    with pytest.raises(MirageError, match="no other question of 'multi' has different words placing 2 images"):
+        get_condition("image-only").ask(lonely[0], ConditionContext(lonely, seed=0))
 
 
 def test_image_only_keeps_options_written_in_the_text():

@@ -16,7 +16,7 @@ from typing import Callable, Sequence
 
 from .benchmarks.question import Benchmark, Question
 from .errors import MirageError
-from .runs import CONFIG, RESULTS, read_rows, unique_rows
+from .runs import CONFIG, RESULTS, SKIPPED_KEY, read_rows, unique_rows
 
 IMAGE_FREE = ("none", "text-model")
 QUESTIONS = "questions.jsonl"
@@ -94,7 +94,7 @@ def curate(runs: Sequence[str | Path], out: str | Path, min_runs: int | None = N
         raise MirageError(f"curate: {len(lost)} kept question(s) are not in benchmark {first.get('benchmark')!r} "
                          f"(first: {lost[0]!r})")
     out = Path(out)
-    write_benchmark(out, kept, bench.prompt)
+    write_benchmark(out, kept, bench.prompt, bench.all_images)
     curation = {"runs": [{"path": p, "model": c.get("model"), "text_model": c.get("text_model"),
                           "image_free_sources": verdicts[p]["sources"]} for p, c in configs.items()],
                 "benchmark": first.get("benchmark"), "split": first.get("split"), "min_runs": k,
@@ -104,23 +104,26 @@ def curate(runs: Sequence[str | Path], out: str | Path, min_runs: int | None = N
 
 
 def run_benchmark(config: dict) -> Benchmark:
-    """The benchmark a run's config.json names (its split and loader options), loaded in full."""
+    """The benchmark a run's config.json names (its split and loader options), loaded in full, less the questions
+    the run skipped because an image of theirs cannot be decoded (its `skipped_unreadable`)."""
     from .benchmarks import load_benchmark
     from .report.questions import LOADER_OPTIONS
 
     if not config.get("benchmark"):
         raise MirageError("curate: the run's config.json names no benchmark")
-    bench = load_benchmark(config["benchmark"], split=config.get("split"),
+    bench = load_benchmark(config["benchmark"], split=config.get("split"), check_images=False,
                            **{k: config[k] for k in LOADER_OPTIONS if config.get(k)})
     if config.get("benchmark_sha256") not in (None, bench.digest):
         raise MirageError(f"curate: {config['benchmark'][5:]} has changed since the run evaluated it (sha256 "
                           f"{config['benchmark_sha256'][:12]}... then, {bench.digest[:12]}... now)")
-    return bench
+    return bench.skipping(config.get(SKIPPED_KEY, {}))
 
 
-def write_benchmark(out: Path, questions: Sequence[Question], prompt: Callable[[Question], str]) -> Path:
-    """OUT/questions.jsonl in the `file:` format (benchmarks/local.py), each question with its first image under
-    OUT/images/ and the prompt its benchmark asked it with (`prompt`), so a curated set is asked as the original."""
+def write_benchmark(out: Path, questions: Sequence[Question], prompt: Callable[[Question], str],
+                    all_images: bool = False) -> Path:
+    """OUT/questions.jsonl in the `file:` format (benchmarks/local.py), each question with its image under OUT/images/
+    (`all_images`: every image it is asked with, in order, as `images`; else its first) and the prompt its benchmark
+    asked it with (`prompt`, which keeps the `<image>` markers), so a curated set is asked as the original."""
     images = out / "images"
     if images.exists():
         shutil.rmtree(images)  # a re-curation must not leave images of questions no longer kept
@@ -131,7 +134,11 @@ def write_benchmark(out: Path, questions: Sequence[Question], prompt: Callable[[
             continue  # the file: format holds multiple-choice questions
         row = {"id": q.id, "question": q.text, "choices": list(q.choices), "answer": q.answer_letter,
                "type": q.type, "prompt": prompt(q)}
-        if q.images:
+        if all_images and len(q.images) > 1:
+            row["images"] = [f"images/{i:05d}-{k + 1}.png" for k in range(len(q.images))]
+            for k, name in enumerate(row["images"]):
+                q.image(k).save(out / name)
+        elif q.images:
             name = f"images/{i:05d}.png"
             q.image(0).save(out / name)
             row["image"] = name
@@ -254,7 +261,7 @@ def prune_tst(run: str | Path, out: str | Path, budget: float = 0.5, batch: floa
     kept, rounds, why = bias_pruning(questions, scores, budget, batch, tau, chance_stop, state["k"], state["seed"],
                                      forest=forest)
     out = Path(out)
-    write_benchmark(out, kept, bench.prompt)
+    write_benchmark(out, kept, bench.prompt, bench.all_images)
     removed = {q for r in rounds for q in r["removed"]}
     by_type: dict[str, dict[str, int]] = {}
     for q in questions:

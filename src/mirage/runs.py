@@ -51,6 +51,8 @@ class EnvironmentChanged(MirageError):
 LIBRARIES_KEY = "libraries"  # config.json: the library versions the run was made under
 ENV_CHANGES_KEY = "environment_changes"  # config.json: each resume under another environment that was allowed
 BACKEND_KEYS = ("image_processor", "image_processor_backend")  # environment facts that change pixel values
+# questions a run left out because an image of theirs cannot be decoded, id -> why (`Benchmark.readable`)
+SKIPPED_KEY = "skipped_unreadable"
 
 
 def _fsync_dir(path: Path) -> None:
@@ -114,6 +116,9 @@ def _grown(old: dict, new: dict) -> tuple[dict, list[str]]:
         if new.get("captions") is not None:
             merged["captions"] = new["captions"]
         grew.append("captions")
+    if SKIPPED_KEY in old or SKIPPED_KEY in new:  # more questions asked, more of them skipped
+        merged[SKIPPED_KEY] = {**old.get(SKIPPED_KEY, {}), **new.get(SKIPPED_KEY, {})}
+        grew.append(SKIPPED_KEY)
     if old.get("command") == new.get("command") == "eval":  # an evaluation's questions are independent
         merged["limit"] = _more(old.get("limit"), new.get("limit"))
         merged["n_questions"] = max(old.get("n_questions", 0), new.get("n_questions", 0))

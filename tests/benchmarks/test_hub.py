@@ -67,10 +67,16 @@ def test_answer_outside_choices_names_row_and_field(tmp_path):
         load_benchmark("ai2d", data_dir=str(root))
 
 
-def test_unreadable_image_names_row_and_field(tmp_path):
+def test_a_question_whose_image_cannot_be_read_is_skipped_and_recorded(tmp_path, capsys):
     root = ai2d_dir(tmp_path, [good(), good(), good(image={"bytes": b"not an image", "path": None})])
-    with pytest.raises(ImageLoadError, match=r"ai2d: .*\.parquet, row 2: field 'image': cannot read image"):
-        load_benchmark("ai2d", data_dir=str(root))
+    bench = load_benchmark("ai2d", data_dir=str(root))
+    assert [q.id for q in bench] == ["ai2d-test-00000", "ai2d-test-00001"] and len(bench.split_questions) == 3
+    assert bench.identity()["skipped_unreadable"] == {"ai2d-test-00002": bench.skipped["ai2d-test-00002"]}
+    assert "cannot read image" in bench.skipped["ai2d-test-00002"]
+    assert "ai2d: question 'ai2d-test-00002' skipped" in " ".join(capsys.readouterr().err.split())
+    assert len(load_benchmark("ai2d", data_dir=str(root), limit=2)) == 2 and not capsys.readouterr().err  # not asked
+    with pytest.raises(ImageLoadError, match="none of the 1 questions asked"):
+        load_benchmark("ai2d", data_dir=str(ai2d_dir(tmp_path / "b", [good(image={"bytes": b"x", "path": None})])))
 
 
 def test_missing_data_dir_and_split(tmp_path):

@@ -392,3 +392,47 @@ def test_a_huge_image_is_said_once_and_one_too_large_refused(monkeypatch, capsys
 
     with pytest.raises(question.ImageLoadError, match="'q3'.*too large to decode"):
         question.open_image(png(50), "q3")
+
+
+def test_a_hub_benchmark_skips_and_records_questions_whose_image_cannot_be_decoded(tiny_dir, tmp_path, monkeypatch):
+    """Embedded image bytes the user cannot edit (a hub parquet): the questions asked whose image does not decode,
+    strictly (a truncated one too, though lmms-eval's import turned PIL's LOAD_TRUNCATED_IMAGES on), are skipped
+    with one warning line each and recorded in config.json; the other questions' `wrong` images pass over such
+    images of the split; a larger --limit grows the run. Was: the whole load refused over one bad header anywhere
+    in the split, and a truncated image failed the run at the same question on every resume."""
+    import importlib
+
+    import pyarrow.parquet as pq
+    from PIL import ImageFile
+
+    monkeypatch.setattr(importlib.import_module("mirage.evaluate"), "MAX_UNKNOWN_SHARE", 1.0)
+    monkeypatch.setattr(ImageFile, "LOAD_TRUNCATED_IMAGES", True)  # as `import lmms_eval...` leaves it
+    table = pq.read_table("/work/shared/fixtures/scienceqa/data/test-00000-of-00001.parquet")
+    data = table.to_pylist()
+    data[1]["image"]["bytes"] = data[1]["image"]["bytes"][: len(data[1]["image"]["bytes"]) // 2]  # truncated
+    for i in (2, *range(5, 12)):
+        data[i]["image"]["bytes"] = b"\x89PNG not an image"
+    (tmp_path / "sqa" / "data").mkdir(parents=True)
+    pq.write_table(type(table).from_pylist(data, schema=table.schema),
+                   tmp_path / "sqa" / "data" / "test-00000-of-00001.parquet")
+    out = tmp_path / "r"
+    args = ["eval", "--model", f"demo:{tiny_dir}", "--benchmark", "scienceqa", "--data-dir", tmp_path / "sqa",
+            "--conditions", "real,wrong", "--out", out, "-q"]
+    res = run(*args, "--limit", "4")
+    said = one_line(res)
+    assert res.exit_code == 0, res.output
+    assert said.count("skipped, its image cannot be decoded") == 2 and "Traceback" not in said
+    assert "scienceqa: question 'scienceqa-test-00001' skipped" in said and "truncated" in said
+    config = json.loads((out / "config.json").read_text())
+    assert set(config["skipped_unreadable"]) == {"scienceqa-test-00001", "scienceqa-test-00002"}
+    assert config["n_questions"] == 2
+    first = rows(out)
+    assert {(r["question_id"], r["source"]) for r in first} == {
+        (f"scienceqa-test-0000{i}", s) for i in (0, 3) for s in ("real", "wrong")}
+    res = run(*args, "--limit", "6")  # grows: 4 and 5 asked, 5 skipped
+    assert res.exit_code == 0, res.output
+    assert rows(out)[: len(first)] == first and len(rows(out)) == 6
+    config = json.loads((out / "config.json").read_text())
+    assert set(config["skipped_unreadable"]) == {f"scienceqa-test-0000{i}" for i in (1, 2, 5)}
+    shown = one_line(run("show", out))
+    assert "skipped, an image cannot be decoded (3 questions)" in shown and "scienceqa-test-00005" in shown

@@ -80,10 +80,13 @@ def config_option(name: str) -> str | None:
     return spec.config_option if len(spec.configs) > 1 else None
 
 
-def load_benchmark(name: str, split: str | None = None, limit: int | None = None, **kwargs) -> Benchmark:
+def load_benchmark(name: str, split: str | None = None, limit: int | None = None, check_images: bool = True,
+                   **kwargs) -> Benchmark:
     """Load benchmark `name` (see `BENCHMARKS.names()`, `file:PATH` for a local JSONL file, whose `split` is
     ignored, `lmms:TASK` for an lmms-eval task or group, or `spec:PATH` for a spec file of one's own) at `split`,
-    keeping the first `limit` questions."""
+    keeping the first `limit` questions. With `check_images`, those of them with an image that cannot be decoded
+    are skipped and recorded (`Benchmark.readable`; a `file:` set refuses such a line instead, on load): off where
+    the questions are only shown or copied (the report, curate), not asked."""
     if name.startswith("file:"):
         from .local import load_jsonl
 
@@ -92,7 +95,8 @@ def load_benchmark(name: str, split: str | None = None, limit: int | None = None
     if name.startswith("lmms:"):
         from .lmms import load_lmms
 
-        return load_lmms(name[len("lmms:"):], split=split, **kwargs).subset(limit)
+        bench = load_lmms(name[len("lmms:"):], split=split, **kwargs).subset(limit)
+        return bench.readable() if check_images else bench
     circular = kwargs.pop("circular", False)  # applied after `limit`: the first N questions, each rotated
     if name.startswith("spec:"):
         path = name[len("spec:"):]
@@ -101,6 +105,8 @@ def load_benchmark(name: str, split: str | None = None, limit: int | None = None
         loader = BENCHMARKS.get(name)
         bench = loader(**kwargs) if split is None else loader(split=split, **kwargs)  # None: the benchmark's default
         bench = bench.subset(limit)
+    if check_images:
+        bench = bench.readable()
     if circular:
         from .circular import circular_benchmark
 

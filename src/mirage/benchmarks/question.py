@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable, Sequence
@@ -10,6 +11,7 @@ from typing import Any, Callable, Sequence
 from PIL import Image, UnidentifiedImageError
 
 from ..errors import MirageError
+from ..runs import SKIPPED_KEY
 
 LETTERS = "ABCDEFGHIJKLMNOPQRSTUVWXYZ"
 PROMPT_VARIANTS = ("lmms-eval", "model", "official")  # what `--prompt` chooses among (Benchmark.with_prompt)
@@ -59,6 +61,21 @@ def to_rgb(im: Image.Image, question_id: str = "?") -> Image.Image:
     return im.convert("RGB")
 
 
+@contextmanager
+def strict_decoding():
+    """Within it, Pillow refuses a truncated image as it does by default, whatever was imported before: lmms-eval's
+    task module turns `ImageFile.LOAD_TRUNCATED_IMAGES` on for the whole process at import, under which a
+    truncated image decodes with its missing part grey instead of failing. The flag is global: for the load-time
+    checks (`Benchmark.readable`, the `file:` loader), not for decoding in worker threads."""
+    from PIL import ImageFile
+
+    lenient, ImageFile.LOAD_TRUNCATED_IMAGES = ImageFile.LOAD_TRUNCATED_IMAGES, False
+    try:
+        yield
+    finally:
+        ImageFile.LOAD_TRUNCATED_IMAGES = lenient
+
+
 def open_image(ref: ImageRef, question_id: str) -> Image.Image:
     """Decode one stored image as RGB (`to_rgb`), naming the question (and file) when it cannot be read."""
     import warnings
@@ -80,7 +97,7 @@ def open_image(ref: ImageRef, question_id: str) -> Image.Image:
                 pass
         _warn_once("large", f"question {question_id!r}: image {where} has more pixels than Pillow's "
                    f"decompression-bomb limit ({Image.MAX_IMAGE_PIXELS:,}); read anyway, but each condition costs "
-                   "time and memory in proportion (blur: an FFT at full size)")
+                   "time and memory in proportion (blur: several seconds an image at 100 megapixels)")
         if isinstance(src, io.BytesIO):
             src.seek(0)
         with warnings.catch_warnings():
@@ -136,6 +153,13 @@ class Question:
         return open_image(self.images[index], self.id)
 
 
+def image_key(question_id: str, k: int) -> str:
+    """The name of a question's `k`-th image (0-based) where each image of a question has its own (a condition's
+    per-image draw, an optimized input's image slot and its artifact): the question's id for the first, "<id>#<k+1>"
+    past it."""
+    return question_id if k == 0 else f"{question_id}#{k + 1}"
+
+
 def letter_prompt(question: Question) -> str:
     """Plain multiple-choice prompt: question, lettered options, and the instruction to answer by letter."""
     opts = " ".join(f"{letter} . {choice}" for letter, choice in zip(question.letters, question.choices))
@@ -174,12 +198,48 @@ class Benchmark:
     # sha256 of that file, so a run records which file it evaluated, not a stem another file shares (`identity`).
     ref: str | None = None
     digest: str | None = None
+    # questions left out because an image of theirs cannot be decoded (`readable`): id -> why
+    skipped: dict[str, str] = field(default_factory=dict, compare=False)
 
     def identity(self) -> dict:
         """What names this benchmark in a run's config.json: `benchmark` (the registered name, or `file:`/`spec:`
-        and the resolved path) and, for a file, `benchmark_sha256` (another file at that path is another
-        benchmark)."""
-        return {"benchmark": self.ref or self.name, **({"benchmark_sha256": self.digest} if self.digest else {})}
+        and the resolved path), for a file `benchmark_sha256` (another file at that path is another benchmark),
+        and `skipped_unreadable` (id -> why) where questions were left out (`readable`): the questions its numbers
+        do not stand on."""
+        return {"benchmark": self.ref or self.name, **({"benchmark_sha256": self.digest} if self.digest else {}),
+                **({SKIPPED_KEY: dict(self.skipped)} if self.skipped else {})}
+
+    def readable(self) -> "Benchmark":
+        """These questions less those with an image that cannot be decoded, strictly (a truncated one too:
+        `strict_decoding`), each said in one `warning:` line naming the benchmark, the question and why, and kept
+        in `skipped` (which `identity` records in the run). For stored data the user cannot edit (hub parquet
+        files, lmms-eval tasks): asked, such a question would fail the run at the same place on every resume.
+        One decode of each image asked (the images it is asked with: all, or its first); the split (`pool`) keeps
+        them, and the conditions that show another question's image pass over one that cannot be read."""
+        bad: dict[str, str] = {}
+        with strict_decoding():
+            for q in self.questions:
+                try:
+                    for i in range(len(q.images) if self.all_images else min(1, len(q.images))):
+                        q.image(i)
+                except ImageLoadError as e:
+                    bad[q.id] = str(e).removeprefix(f"question {q.id!r}: ")
+        if not bad:
+            return self
+        from ..progress import warn
+
+        for qid, why in bad.items():
+            warn(f"{self.name}: question {qid!r} skipped, its image cannot be decoded ({why}); the run records it "
+                 f"under {SKIPPED_KEY}")
+        if len(bad) == len(self.questions):
+            raise ImageLoadError(f"{self.name}: none of the {len(bad)} questions asked has an image that can be "
+                                 "decoded")
+        return self.skipping(bad)
+
+    def skipping(self, skipped: dict[str, str]) -> "Benchmark":
+        """These questions less the `skipped` ones (id -> why), which it records; the split keeps them."""
+        return replace(self, questions=[q for q in self.questions if q.id not in skipped],
+                       pool=self.split_questions, skipped={**self.skipped, **skipped})
 
     def __len__(self) -> int:
         return len(self.questions)

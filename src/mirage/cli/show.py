@@ -34,15 +34,19 @@ def show_cmd(
 ) -> None:
     """Print a run's results from its files, without a model or a report: accuracy per source with its interval,
     per question type and against real; optionally as CSV."""
+    from ..benchmarks.question import Benchmark
     from ..display import blind_table, summary_table
     from ..evaluate import summarize_conditions
-    from ..benchmarks.question import Benchmark
+    from ..runs import SKIPPED_KEY
 
     with user_errors():
         config, rows = _rows(run_dir)
         summary = summarize_conditions(rows, Benchmark("", "", []), [])
     title = f"{config.get('model', '?')} on {config.get('benchmark', '?')}/{config.get('split', '?')}"
     console.print(summary_table(summary, title=title))
+    if config.get(SKIPPED_KEY):
+        console.print(f"skipped, an image cannot be decoded ({len(config[SKIPPED_KEY])} questions): "
+                      + "; ".join(f"{qid} ({why})" for qid, why in config[SKIPPED_KEY].items()))
     if summary.get("blind"):
         console.print(blind_table(summary["blind"]))
     if csv_out is not None:

@@ -12,6 +12,7 @@ from jinja2 import Environment, FileSystemLoader
 from .blind_panel import blind_panel
 from .shuffle_panel import caption_rows, shuffle_panel
 from ..errors import MirageError, UsageError
+from ..runs import SKIPPED_KEY
 from .demo_panel import demo_panels
 from .gallery import DEFAULT_MAX_IMAGES, galleries, single_images
 from .plots import (accuracy_plot, chance_level, encoder_plot, history_plot, per_question_plot, spectrum_plot,
@@ -62,6 +63,9 @@ def run_facts(data: RunData) -> list[tuple[str, str]]:
     sizes = list(dict.fromkeys(i["batch_size"] for i in data.invocations if i.get("batch_size") is not None))
     if len(sizes) > 1:  # resumed with another --batch-size: each call's, in order
         facts[[k for k, _ in facts].index("batch size")] = ("batch size", ", then ".join(map(str, sizes)))
+    skipped = c.get(SKIPPED_KEY)
+    if skipped:  # the questions the numbers do not stand on
+        facts.insert(5, ("skipped (image cannot be decoded)", f"{len(skipped)}: {', '.join(skipped)}"))
     threads = list(dict.fromkeys(i["threads"] for i in data.invocations if i.get("threads") is not None))
     if threads:  # chosen at start-up from the machine's load: small differences between runs may come from it
         facts.append(("CPU threads", ", then ".join(map(str, threads))))

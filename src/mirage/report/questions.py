@@ -19,7 +19,7 @@ def load_questions(config: dict) -> tuple[dict[str, Question], str]:
         return {}, "the run's config names no benchmark"
     opts = {k: config[k] for k in LOADER_OPTIONS if config.get(k)}
     try:
-        bench = load_benchmark(name, split=config.get("split"), **opts)
+        bench = load_benchmark(name, split=config.get("split"), check_images=False, **opts)  # shown, not asked
     except Exception as e:  # a missing local copy, a renamed file: the report goes on without the questions
         return {}, f"benchmark {name!r} could not be loaded ({type(e).__name__}: {e})"
     return {q.id: q for q in bench}, f"questions from benchmark {name!r}, split {bench.split!r}"
