@@ -152,6 +152,16 @@ def images_per_question(model: VLM, bench: Benchmark) -> int:
     return k
 
 
+def input_images(model: VLM, spec: OptimizeSpec, bench: Benchmark) -> int:
+    """The images `spec`'s input holds per slot on `bench`: one per image of a question asked with several (per
+    question), else 1 (a universal input stands for every image; the soft prompt for none). Checks the model takes
+    that many (`images_per_question`)."""
+    if spec.input == sources.SOFT_PROMPT:
+        return 1
+    k = images_per_question(model, bench)
+    return k if spec.scope == "question" else 1
+
+
 def with_images(bench: Benchmark, what: str, text_only_ok: bool = False) -> Benchmark:
     """The questions an optimized input can stand in for: those with an image (a text-only question has no image
     to replace, as the image conditions skip it); the rest are skipped and said so, none left is refused, unless
@@ -177,9 +187,7 @@ def run_optimization(model: VLM, bench: Benchmark, spec: OptimizeSpec, cfg: Opti
     included."""
     bench = with_images(bench.for_model(model), f"--input {spec.input}", text_only_ok=spec.scope == "universal"
                         or spec.input == sources.SOFT_PROMPT)
-    # several images per question: one input per image (per question), or the one universal input as each of them;
-    # the soft prompt stands for no image at all
-    images = 1 if spec.input == sources.SOFT_PROMPT else images_per_question(model, bench)
+    images = input_images(model, spec, bench)  # per slot: one per image of a several-image question
     check_prompts(model, bench, world=world)
     ref = ref or Reference.from_benchmark(model, bench)
     objective = OBJECTIVES.get(spec.objective)
