@@ -307,6 +307,28 @@ def test_shuffles_on_a_limited_run_are_a_prefix_of_the_full_run(bench):
                 assert same(cond.image(cond.ask(q, limited), limited), cond.image(cond.ask(q, full), full))
 
 
+def test_several_image_questions_take_words_placing_as_many_images():
+    """MuirBench asks 2 to 9 images per question, each at an `<image>` marker of its text: `image-only` and `both`
+    take another question's words that place as many images as the question holds, so every image has its place."""
+    from dataclasses import replace
+
+    from mirage.errors import MirageError
+
+    pngs = [png(8, 8, k) for k in range(3)]
+    qs = [Question(f"q{i}", f"Which one {i}?" + " <image>" * n, ("a", "b"), 0, images=tuple(pngs[:n]))
+          for i, n in enumerate([2, 3, 2, 3, 2, 3])]
+    bench = Benchmark("multi", "test", qs, all_images=True)
+    ctx = ConditionContext(bench, seed=0)
+    for name in ("image-only", "both"):
+        for q in bench:
+            asked = get_condition(name).ask(q, ctx)
+            assert asked.text.count("<image>") == len(q.images) and asked.meta["asked"]["words_from"] != q.id
+    lonely = Benchmark("multi", "test", qs[:2] + [replace(qs[2], text="Which one 2? <image> <image> <image>",
+                                                          images=tuple(pngs))], all_images=True)
+    with pytest.raises(MirageError, match="no other question of 'multi' has different words placing 2 images"):
+        get_condition("image-only").ask(lonely[0], ConditionContext(lonely, seed=0))
+
+
 def test_image_only_keeps_options_written_in_the_text():
     """MMStar writes its options in the question ("Options: A: ..."): as the paper's code, the other question's
     words up to its "Options:" and the question's own options after it. Repeated words are skipped."""

@@ -22,8 +22,9 @@ import numpy as np
 import torch
 from PIL import Image
 
-from mirage.benchmarks.question import Benchmark, ImageLoadError, Question
+from mirage.benchmarks.question import Benchmark, ImageLoadError, Question, image_key
 from mirage.errors import MirageError, UsageError
+from mirage.models.chat import IMAGE_MARKER
 from mirage.models.vlm import VLM, Visual
 from mirage.registry import Registry
 from mirage.seeding import seed_for
@@ -115,7 +116,7 @@ class Condition:
         if many is not None:
             raise MirageError(f"{ctx.benchmark.name}: question {many.id!r} has {len(many.images)} images; "
                               f"{type(model).__name__} is asked {limit} image{'s' * (limit > 1)} per question here "
-                              "(several: the Qwen2-VL family; see the README)")
+                              "(several: the Qwen2-VL family, LLaVA-1.5, Idefics3 and SmolVLM; see the README)")
         return model.visual_from_images([self.images(q, ctx) for q in questions])
 
 
@@ -127,7 +128,7 @@ def image_slot(question: Question, k: int) -> Question:
     "<id>#<k+1>" past the first (each image its own noise and shuffle; the first's are the question's own), and
     the question's id and `k` in meta (`wrong` walks the question's derangement and takes the other question's
     `k`-th image)."""
-    return replace(question, id=question.id if k == 0 else f"{question.id}#{k + 1}", images=(question.images[k],),
+    return replace(question, id=image_key(question.id, k), images=(question.images[k],),
                    meta={**question.meta, SLOT_KEY: (question.id, k)})
 
 
@@ -252,15 +253,20 @@ def _split_options(text: str) -> tuple[str, str]:
 
 def _words_source(question: Question, ctx: ConditionContext, name: str) -> Question:
     """The question whose words `question` is asked with: the next along the "text" derangement of the whole split
-    whose words differ from its own (benchmarks repeat questions: those words would be its own)."""
+    whose words differ from its own (benchmarks repeat questions: those words would be its own) and, where a
+    question is asked with every image (`Benchmark.all_images`), whose words place as many images (`<image>`
+    markers) as its own, so that its images stand where the other words place theirs."""
     questions, perm, start = _position(question, ctx, name, "text")
     own = _split_options(question.text)[0].strip()
+    markers = own.count(IMAGE_MARKER) if ctx.benchmark.all_images else None
     j = perm[start]
     while j != start:
-        if _split_options(questions[j].text)[0].strip() != own:
+        words = _split_options(questions[j].text)[0].strip()
+        if words != own and (markers is None or words.count(IMAGE_MARKER) == markers):
             return questions[j]
         j = perm[j]
-    raise MirageError(f"condition {name!r}: no other question of {ctx.benchmark.name!r} has different words")
+    raise MirageError(f"condition {name!r}: no other question of {ctx.benchmark.name!r} has different words"
+                      + (f" placing {markers} images" if markers else ""))
 
 
 def _with_words(question: Question, other: Question) -> Question:

@@ -4,6 +4,10 @@ Per question: B questions occupy B parameter slots and are optimized together; a
 has held for `early_stop` forwards (or after `steps` updates), and its slot is refilled from the queue. Losses are
 summed and Adam runs per slot, so a question's result does not depend on its batch mates.
 Universal: one slot shared by every question, trained on a train set in mini-batches, checkpointed.
+
+A benchmark whose questions are asked with several images (`Benchmark.all_images`): per question, a slot holds one
+input per image (`Input.n_images` rows, optimized jointly) and each is saved under its image's key (`image_key`);
+universal, the one shared input stands for every image of every question (`Input.visual`).
 """
 
 from __future__ import annotations
@@ -18,7 +22,7 @@ import torch
 from PIL import Image
 from safetensors.torch import save_file
 
-from .benchmarks.question import LETTERS, Benchmark, Question
+from .benchmarks.question import LETTERS, Benchmark, Question, image_key
 from .distributed import SINGLE, World
 from .evaluate import score_pending
 from .inputs.base import Input
@@ -52,8 +56,15 @@ def result_row(q: Question, logits: torch.Tensor, source: str, **extra) -> dict:
             "correct": pred == q.answer, "probs": [round(p, 4) for p in probs], "type": q.type, **extra}
 
 
+def image_counts(bench: Benchmark, questions: Sequence[Question]) -> list[int] | None:
+    """How many images each question is asked with where `bench` asks several (`all_images`; a text-only question
+    counts one: the input stands where its image would), else None (one each)."""
+    counts = [max(1, len(q.images)) for q in questions] if bench.all_images else None
+    return None if counts is None or all(k == 1 for k in counts) else counts
+
+
 def save_artifact(inp: Input, slot: int, directory: Path, key: str) -> Path:
-    """Write the slot's input: an 8-bit PNG for pixels, safetensors otherwise. Returns the path."""
+    """Write the input's row `slot`: an 8-bit PNG for pixels, safetensors otherwise. Returns the path."""
     directory.mkdir(parents=True, exist_ok=True)
     tensors = inp.export(slot)
     if "pixels" in tensors:
@@ -74,7 +85,7 @@ def optimize_questions(model: VLM, bench: Benchmark, inp: Input, objective: Obje
     done = {qid for qid, src in run.done() if src == source} if run else set()
     queue = [q for q in world.shard(bench.questions) if q.id not in done]
     slots = inp.slots
-    opt = SlotAdam(list(inp.parameters()), slots, lr)
+    opt = SlotAdam(list(inp.parameters()), slots, lr, rows=inp.n_images)
     held = torch.zeros(slots, dtype=torch.long)
     owner: list[Question | None] = [None] * slots
     device = model.device
@@ -86,7 +97,7 @@ def optimize_questions(model: VLM, bench: Benchmark, inp: Input, objective: Obje
             if owner[s] is None and queue:
                 q = queue.pop()
                 owner[s] = q
-                inp.reset(s, q.id)
+                inp.start(s, q.id)
                 opt.reset(s)
                 held[s] = 0
 
@@ -97,7 +108,8 @@ def optimize_questions(model: VLM, bench: Benchmark, inp: Input, objective: Obje
             qs = [owner[s] for s in act]
             # a forward that only reads the final inputs (every row has taken its last step) needs no graph
             with torch.set_grad_enabled(any(opt.t[s] < cfg.steps for s in act)):
-                loss, logits = objective(model, [bench.prompt(q) for q in qs], inp(on_device(act, device)), qs)
+                loss, logits = objective(model, [bench.prompt(q) for q in qs],
+                                         inp.visual(act, device, image_counts(bench, qs)), qs)
             margin = choice_margin(logits.detach(), qs).cpu()
             ok = margin > cfg.stop_margin
             held[act] = torch.where(ok, held[act] + 1, torch.zeros_like(held[act]))
@@ -116,8 +128,12 @@ def optimize_questions(model: VLM, bench: Benchmark, inp: Input, objective: Obje
                 if f:
                     q = owner[s]
                     extra = {"steps": int(opt.t[s]), "loss": round(float(loss[i].detach()), 4), "margin": round(float(margin[i]), 3)}
-                    if run:
-                        extra["artifact"] = str(save_artifact(inp, s, run.artifacts_dir / source, q.id).relative_to(run.path))
+                    if run:  # one file per image the question is asked with, the first under its id
+                        paths = [save_artifact(inp, inp.row(s, k), run.artifacts_dir / source, image_key(q.id, k))
+                                 for k in range(len(q.images) if inp.n_images > 1 else 1)]
+                        extra["artifact"] = str(paths[0].relative_to(run.path))
+                        if len(paths) > 1:
+                            extra["artifacts"] = [str(p.relative_to(run.path)) for p in paths]
                     new.append(result_row(q, logits[i].detach().cpu(), source, **extra))
                     owner[s] = None
             if new:
@@ -166,8 +182,8 @@ def optimize_universal(model: VLM, bench: Benchmark, train: Sequence[Question], 
                 qs = world.shard(batch[a * cfg.batch_size : (a + 1) * cfg.batch_size])
                 if not qs:
                     continue
-                slots = torch.zeros(len(qs), dtype=torch.long, device=model.device)
-                loss, logits = objective(model, [bench.prompt(q) for q in qs], inp(slots), qs)
+                visual = inp.visual([0] * len(qs), model.device, image_counts(bench, qs))
+                loss, logits = objective(model, [bench.prompt(q) for q in qs], visual, qs)
                 (loss.sum() / len(batch)).backward()
                 total += float(loss.detach().sum())
                 correct += int((choice_margin(logits.detach(), qs) > 0).sum())
@@ -202,7 +218,7 @@ def resume_universal(ckpt: Path | None, inp: Input, opt: torch.optim.Optimizer,
         inp.load_state_dict(state["input"])
         opt.load_state_dict(state["opt"])
         return state["step"], state["history"]
-    inp.reset(0, "universal")
+    inp.start(0, "universal")
     return 0, []
 
 
@@ -219,8 +235,8 @@ def universal_rows(model: VLM, bench: Benchmark, questions: Sequence[Question], 
                    source: str, run: RunDir | None, batch_size: int, world: World = SINGLE) -> list[dict]:
     """Evaluate the trained universal input on `questions` (this rank's shard; skipping rows `run` holds)."""
     def rows_for(qs: list[Question]) -> list[dict]:
-        slots = torch.zeros(len(qs), dtype=torch.long, device=model.device)
-        _, logits = objective(model, [bench.prompt(q) for q in qs], inp(slots), qs)
+        visual = inp.visual([0] * len(qs), model.device, image_counts(bench, qs))
+        _, logits = objective(model, [bench.prompt(q) for q in qs], visual, qs)
         return [result_row(q, lg.cpu(), source) for q, lg in zip(qs, logits)]
 
     with torch.no_grad():

@@ -11,20 +11,23 @@ from torch import Tensor, nn
 
 
 class SlotAdam:
-    """Adam (Kingma & Ba) on [S, ...] parameters; `step(active)` updates only the slots where `active` [S] is True."""
+    """Adam (Kingma & Ba) on [S * rows, ...] parameters, `rows` consecutive rows per slot (one per image of a
+    several-image question); `step(active)` updates only the slots where `active` [S] is True."""
 
-    def __init__(self, params: list[nn.Parameter], slots: int, lr: float, betas=(0.9, 0.999), eps: float = 1e-8):
+    def __init__(self, params: list[nn.Parameter], slots: int, lr: float, betas=(0.9, 0.999), eps: float = 1e-8,
+                 rows: int = 1):
         self.params = [p for p in params if p.requires_grad]
-        self.lr, self.betas, self.eps = lr, betas, eps
+        self.lr, self.betas, self.eps, self.rows = lr, betas, eps, rows
         self.m = [torch.zeros_like(p) for p in self.params]
         self.v = [torch.zeros_like(p) for p in self.params]
         self.t = torch.zeros(slots, dtype=torch.long)
 
     def reset(self, slot: int) -> None:
         """Forget the slot's moments and step count (a new question takes it)."""
+        rows = slice(slot * self.rows, (slot + 1) * self.rows)
         for m, v in zip(self.m, self.v):
-            m[slot] = 0
-            v[slot] = 0
+            m[rows] = 0
+            v[rows] = 0
         self.t[slot] = 0
 
     @torch.no_grad()
@@ -33,6 +36,8 @@ class SlotAdam:
         self.t += active.long()
         t = self.t.clamp(min=1).double()
         bc1, bc2 = (1 - b1**t).float(), (1 - b2**t).float()
+        if self.rows > 1:  # each slot's rows step together
+            active, bc1, bc2 = (x.repeat_interleave(self.rows) for x in (active, bc1, bc2))
         for p, m, v in zip(self.params, self.m, self.v):
             if p.grad is None:
                 continue

@@ -80,6 +80,11 @@ BAD = {  # case -> (bad line, words the error must contain besides the line numb
     "image not an image": ({**GOOD[2], "image": "mine.jsonl"}, ["'image'", "mine.jsonl", "cannot read"]),
     "image not str": ({**GOOD[2], "image": 3}, ["'image'"]),
     "type not str": ({**GOOD[2], "type": 3}, ["'type'"]),
+    "image and images": ({**GOOD[0], "images": ["img/square.png"]}, ["'image' and 'images'", "one of them"]),
+    "images not a list": ({**GOOD[2], "images": "img/square.png"}, ["'images'", "list of image paths"]),
+    "images empty": ({**GOOD[2], "images": []}, ["'images'", "non-empty"]),
+    "images missing one": ({**GOOD[2], "images": ["img/square.png", "img/nope.png"]},
+                           ["'images'", "img/nope.png", "does not exist"]),
 }
 
 
@@ -93,6 +98,15 @@ def test_bad_line(tmp_path, case):
     assert str(path) in msg and "line 3:" in msg, msg
     for word in words:
         assert word in msg, msg
+
+
+def test_a_line_may_hold_several_images_in_order(tmp_path):
+    path = write(tmp_path, [{**GOOD[2], "question": "Which? <image> or <image>",
+                             "images": ["img/square.png", "img/square.png"]}, GOOD[0]])
+    bench = load_jsonl(path)
+    assert bench.all_images and [len(q.images) for q in bench] == [2, 1]
+    assert bench[0].images == (str(tmp_path / "img" / "square.png"),) * 2 and "images" not in bench[0].meta
+    assert not load_jsonl(write(tmp_path, [GOOD[0]], "one.jsonl")).all_images
 
 
 def test_missing_and_empty_file(tmp_path):

@@ -702,3 +702,65 @@ def test_internvl_official_conversation_equals_its_chat(tmp_path, sqa_bench):
                 inputs["pixel_values"] = pixels
             theirs = vlm.model(**inputs).logits[0, -1, letters]
             torch.testing.assert_close(ours[row, : n[row]], theirs, atol=1e-4, rtol=1e-4)
+
+
+def several_images_file(folder) -> str:
+    """A `file:` benchmark of MuirBench-like questions: 3 and 2 images, `<image>` markers where they stand."""
+    from PIL import Image
+
+    (folder / "img").mkdir()
+    for k in range(6):
+        Image.new("RGB", (40 - 4 * k, 30 + 2 * k), (40 * k, 200 - 30 * k, 90)).save(folder / "img" / f"{k}.png")
+    lines = [{"id": "q0", "question": "Which is red? <image> <image> <image>", "choices": ["one", "two", "three"],
+              "answer": "A", "images": ["img/0.png", "img/1.png", "img/2.png"]},
+             {"id": "q1", "question": "<image>\nIs it the same as this one?\n<image>", "choices": ["yes", "no"],
+              "answer": "B", "images": ["img/3.png", "img/4.png"]},
+             {"id": "q2", "question": "Which is green? <image> <image> <image>", "choices": ["one", "two"],
+              "answer": "B", "images": ["img/5.png", "img/4.png", "img/1.png"]}]
+    (folder / "q.jsonl").write_text("".join(json.dumps(line) + "\n" for line in lines))
+    return f"file:{folder / 'q.jsonl'}"
+
+
+@pytest.mark.parametrize("kind", ["smolvlm", "idefics3"])
+def test_idefics3_and_smolvlm_take_several_images(kind, tmp_path):
+    """Idefics3 and SmolVLM (their published chat templates and processor settings) take several images per
+    question, each where the chat template renders an image at the text's `<image>` marker (all before the text
+    without markers): batched logits equal transformers' processor + forward. Per question, `mirage optimize`
+    crafts one input per image: each saved and, read back, giving the row's answer."""
+    from PIL import Image
+    from safetensors.torch import load_file
+
+    from mirage.benchmarks import load_benchmark
+    from mirage.models.chat import image_turn
+
+    d, processor = save(kind, tmp_path / "model")
+    vlm = load_model(f"hf:{d}", device="cpu")
+    ims = [Image.new("RGB", (40, 30 + 4 * k), (200 * (k == 0), 200 * (k == 1), 200 * (k == 2))) for k in range(3)]
+    prompts = ["<image>\nWhich shows the same building?\n<image>\n<image>", "Which one is red? A. first B. second"]
+    rows = [ims, ims[1::-1]]
+    ours = vlm.next_token_logits(prompts, Visual("images", rows))
+    for row, (prompt, images) in enumerate(zip(prompts, rows)):
+        turn, it = image_turn(prompt, image=len(images)), iter(images)
+        turn[0]["content"] = [{**c, "image": next(it)} if c["type"] == "image" else c for c in turn[0]["content"]]
+        inputs = processor.apply_chat_template(turn, add_generation_prompt=True, tokenize=True, return_dict=True,
+                                               return_tensors="pt")
+        assert (inputs["input_ids"] == vlm.image_token_id).sum() == len(images) * vlm.num_image_tokens
+        with torch.no_grad():
+            torch.testing.assert_close(ours[row], vlm.model(**inputs).logits[0, -1], atol=1e-5, rtol=1e-5)
+    bench_name = several_images_file(tmp_path)
+    out = tmp_path / "opt"
+    res = CliRunner().invoke(app, ["optimize", "--model", f"hf:{d}", "--benchmark", bench_name, "--input", "features",
+                                   "--steps", "2", "--device", "cpu", "-q", "--out", str(out)])
+    assert res.exit_code == 0, res.output
+    bench = load_benchmark(bench_name).for_model(vlm)
+    for q, r in zip(bench, sorted(map(json.loads, (out / "results.jsonl").read_text().splitlines()),
+                                  key=lambda r: r["question_id"])):
+        saved = [load_file(str(out / path))["vision"] for path in r.get("artifacts", [r["artifact"]])]
+        assert len(saved) == len(q.images)
+        with torch.no_grad():
+            probs = vlm.choice_logits([bench.prompt(q)], Visual("features", {"vision": torch.stack(saved)},
+                                                                counts=(len(saved),)), [len(q.choices)]).softmax(-1)
+        assert probs[0].tolist() == pytest.approx(r["probs"], abs=1e-4)
+    res = CliRunner().invoke(app, ["eval", "--model", f"hf:{d}", "--benchmark", bench_name, "--conditions",
+                                   "real,none,blank,wrong", "--device", "cpu", "-q", "--out", str(tmp_path / "ev")])
+    assert res.exit_code == 0, res.output

@@ -1,4 +1,8 @@
-"""Local benchmarks (`file:PATH`): multiple-choice questions from a JSONL file, validated in full on load."""
+"""Local benchmarks (`file:PATH`): multiple-choice questions from a JSONL file, validated in full on load.
+
+A line holds one image (`image`: a path) or several (`images`: a list of paths, in the order the question asks them;
+its text, or its `prompt`, places each at an `<image>` marker, else all stand before the text), as `mirage curate`
+writes a several-image benchmark's questions."""
 
 from __future__ import annotations
 
@@ -29,11 +33,11 @@ class _LineError(ValueError):
     pass
 
 
-def _check_image(path: Path) -> None:
+def _check_image(path: Path, key: str = "image") -> None:
     """Refuse a missing or unreadable image now, not midway through an evaluation (and at the same place on every
     resume): the whole image is decoded, so a truncated file is found here too."""
     if not path.is_file():
-        raise _LineError(f"field 'image': image file {str(path)!r} does not exist")
+        raise _LineError(f"field {key!r}: image file {str(path)!r} does not exist")
     import warnings
 
     from .question import strict_decoding
@@ -44,7 +48,7 @@ def _check_image(path: Path) -> None:
             with Image.open(path) as im:
                 im.load()
     except (UnidentifiedImageError, OSError, Image.DecompressionBombError) as e:
-        raise _LineError(f"field 'image': cannot read image file {str(path)!r}: {e}") from e
+        raise _LineError(f"field {key!r}: cannot read image file {str(path)!r}: {e}") from e
 
 
 def _answer_index(answer: Any, n: int) -> int:
@@ -81,26 +85,33 @@ def _question(row: Any, folder: Path) -> Question:
     for key in ("image", "type", "subject", "prompt"):
         if row.get(key) is not None and not isinstance(row[key], str):
             raise _LineError(f"field {key!r}: must be a string")
-    images = ()
-    if row.get("image"):
-        path = folder / row["image"]
-        _check_image(path)
-        images = (str(path),)
+    names = [row["image"]] if row.get("image") else []
+    if row.get("images") is not None:
+        if names:
+            raise _LineError("fields 'image' and 'images': give one of them (one image, or a list of several)")
+        names = row["images"]
+        if not isinstance(names, list) or not names or not all(isinstance(n, str) and n for n in names):
+            raise _LineError("field 'images': must be a non-empty list of image paths")
+    for name in names:
+        _check_image(folder / name, "images" if "images" in row else "image")
+    images = tuple(str(folder / name) for name in names)
     qtype = row.get("type") or row.get("subject") or ""
-    meta = {k: v for k, v in row.items() if k not in (*REQUIRED, "image", "type")}
+    meta = {k: v for k, v in row.items() if k not in (*REQUIRED, "image", "images", "type")}
     return Question(id=row["id"], text=row["question"], choices=tuple(choices), answer=answer, images=images,
                     type=qtype, meta=meta)
 
 
 def load_jsonl(path: str | Path) -> Benchmark:
     """A benchmark from a JSONL file (one question a line: id, question, choices, answer, optional
-    image/type/subject/prompt);
-    any bad line is refused with a ValueError naming the file, the line and the field."""
+    image or images/type/subject/prompt);
+    any bad line is refused with a ValueError naming the file, the line and the field. A file with `images` lines
+    asks each question with every image it holds (`Benchmark.all_images`)."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"benchmark file {str(path)!r} does not exist")
     questions: list[Question] = []
     first_line: dict[str, int] = {}
+    several = False
     with open(path, "rb") as f:  # decoded line by line, so that bad bytes are reported with their line
         for lineno, raw in enumerate(f, 1):
             if not raw.strip():
@@ -119,6 +130,7 @@ def load_jsonl(path: str | Path) -> Benchmark:
                 raise ValueError(f"{path}, line {lineno}: {e}") from e
             first_line[q.id] = lineno
             questions.append(q)
+            several = several or "images" in row
     if not questions:
         raise ValueError(f"{path}: no questions")
-    return Benchmark(path.stem, "file", questions, file_prompt, generic_prompt=True)
+    return Benchmark(path.stem, "file", questions, file_prompt, generic_prompt=True, all_images=several)

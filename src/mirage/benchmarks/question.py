@@ -153,6 +153,13 @@ class Question:
         return open_image(self.images[index], self.id)
 
 
+def image_key(question_id: str, k: int) -> str:
+    """The name of a question's `k`-th image (0-based) where each image of a question has its own (a condition's
+    per-image draw, an optimized input's image slot and its artifact): the question's id for the first, "<id>#<k+1>"
+    past it."""
+    return question_id if k == 0 else f"{question_id}#{k + 1}"
+
+
 def letter_prompt(question: Question) -> str:
     """Plain multiple-choice prompt: question, lettered options, and the instruction to answer by letter."""
     opts = " ".join(f"{letter} . {choice}" for letter, choice in zip(question.letters, question.choices))

@@ -46,7 +46,7 @@ def run_input(model: VLM, bench: Benchmark, spec: OptimizeSpec, cfg: OptimizeCon
     runner = own_loop(spec.input)
     if runner is None:
         return run_optimization(model, bench, spec, cfg, run, ref, quiet, world)
-    refuse_several_images(bench)
+    refuse_several_images(bench, f"--input {spec.input}")
     bench = bench.for_model(model)
     check_prompts(model, bench, world=world)
     if spec.scope != "universal":

@@ -21,7 +21,7 @@ from ..inputs import Reference, default_lr
 from ..models.vlm import VLM
 from ..objectives import OBJECTIVES
 from ..optimize import OptimizeConfig, optimize_questions, optimize_universal
-from .optimization import OptimizeSpec, apply_switches, clear_switches, spec_input
+from .optimization import OptimizeSpec, apply_switches, clear_switches, input_images, spec_input
 
 # Per-question batches past this many questions of ~700 tokens run no faster per question on an H100/H200
 # (bench/RESULTS.md: 7B features, 43.7 ms per question-step at batch 4 and at batch 8), so a switch that slows every
@@ -127,7 +127,7 @@ def step_peak(model: VLM, bench: Benchmark, spec: OptimizeSpec, cfg: OptimizeCon
             inp = spec_input(model, spec, step, 1, ref)
             optimize_universal(model, sub, qs, inp, objective, step, spec.source, None, lr)
         else:
-            inp = spec_input(model, spec, step, batch, ref)
+            inp = spec_input(model, spec, step, batch, ref, input_images(model, spec, sub))
             optimize_questions(model, sub, inp, objective, step, spec.source, None, lr)
 
     try:

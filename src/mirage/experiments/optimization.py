@@ -107,9 +107,10 @@ def onload(model: VLM) -> None:
     model.onload_encoders()
 
 
-def spec_input(model: VLM, spec: OptimizeSpec, cfg: OptimizeConfig, slots: int, ref: Reference):
-    """The input `spec` optimizes, with `slots` parameter slots."""
-    return build_input(spec.input, model, slots, ref, param=spec.param, encoders=spec.encoders, detach=spec.detach,
+def spec_input(model: VLM, spec: OptimizeSpec, cfg: OptimizeConfig, slots: int, ref: Reference, images: int = 1):
+    """The input `spec` optimizes, with `slots` parameter slots of `images` images each."""
+    return build_input(spec.input, model, slots, ref, images, param=spec.param, encoders=spec.encoders,
+                       detach=spec.detach,
                        quantize=spec.quantize, resolution=spec.resolution, soft_tokens=spec.soft_tokens,
                        seed=cfg.seed, **spec.options)
 
@@ -123,14 +124,42 @@ def png_condition(run: RunDir, source: str, universal: bool) -> Condition:
     return Condition(sources.png(source), make)
 
 
-def refuse_several_images(bench: Benchmark) -> None:
-    """An optimized input stands for one image: a benchmark whose questions are asked with several images each
-    (`Benchmark.all_images`) is refused by name until one input per image slot is built."""
-    many = next((q for q in bench.questions if len(q.images) > 1), None) if bench.all_images else None
+def most_images(bench: Benchmark) -> tuple[int, Question | None]:
+    """The most images a question of `bench` is asked with (1 unless it asks every image, `Benchmark.all_images`)
+    and that question."""
+    many = max(bench.questions, key=lambda q: len(q.images), default=None) if bench.all_images else None
+    return (len(many.images), many) if many is not None and len(many.images) > 1 else (1, None)
+
+
+def refuse_several_images(bench: Benchmark, what: str) -> None:
+    """`what` (an input trained by its own experiment: the patch, the generator) stands for one image per question:
+    a benchmark whose questions are asked with several images is refused by name."""
+    k, many = most_images(bench)
     if many is not None:
-        raise UsageError(f"{bench.name}: question {many.id!r} is asked with {len(many.images)} images; an optimized "
-                         "input replaces one image per question (several per question: not built yet; `mirage eval` "
-                         "asks them under every condition)")
+        raise UsageError(f"{bench.name}: question {many.id!r} is asked with {k} images; {what} replaces one image "
+                         "per question (one input per image: --input features, pixels or tokens)")
+
+
+def images_per_question(model: VLM, bench: Benchmark) -> int:
+    """How many images an optimized input holds per question of `bench` (one per image it is asked with; 1 for a
+    one-image benchmark); a model that is asked fewer images per question (`VLM.max_images`) is refused by name."""
+    k, many = most_images(bench)
+    limit = getattr(model, "max_images", 1)
+    if k > limit:
+        raise UsageError(f"{bench.name}: question {many.id!r} is asked with {k} images; {type(model).__name__} is "
+                         f"asked {limit} image{'s' * (limit > 1)} per question here (several: the Qwen2-VL family, "
+                         "LLaVA-1.5, Idefics3 and SmolVLM; see the README)")
+    return k
+
+
+def input_images(model: VLM, spec: OptimizeSpec, bench: Benchmark) -> int:
+    """The images `spec`'s input holds per slot on `bench`: one per image of a question asked with several (per
+    question), else 1 (a universal input stands for every image; the soft prompt for none). Checks the model takes
+    that many (`images_per_question`)."""
+    if spec.input == sources.SOFT_PROMPT:
+        return 1
+    k = images_per_question(model, bench)
+    return k if spec.scope == "question" else 1
 
 
 def with_images(bench: Benchmark, what: str, text_only_ok: bool = False) -> Benchmark:
@@ -156,9 +185,9 @@ def run_optimization(model: VLM, bench: Benchmark, spec: OptimizeSpec, cfg: Opti
     it produced (resumes from rows already in `run`). Under torchrun (`world`), questions are sharded and universal
     gradients summed across ranks. `mirage.experiments.run_input` dispatches every `--input`, patch and generator
     included."""
-    refuse_several_images(bench)
     bench = with_images(bench.for_model(model), f"--input {spec.input}", text_only_ok=spec.scope == "universal"
                         or spec.input == sources.SOFT_PROMPT)
+    images = input_images(model, spec, bench)  # per slot: one per image of a several-image question
     check_prompts(model, bench, world=world)
     ref = ref or Reference.from_benchmark(model, bench)
     objective = OBJECTIVES.get(spec.objective)
@@ -166,7 +195,7 @@ def run_optimization(model: VLM, bench: Benchmark, spec: OptimizeSpec, cfg: Opti
     source = spec.source_for(model)
     if spec.scope == "question":
         cfg = replace(cfg, batch_size=min(cfg.batch_size, len(bench)))  # slots are allocated: no more than questions
-        inp = spec_input(model, spec, cfg, cfg.batch_size, ref)
+        inp = spec_input(model, spec, cfg, cfg.batch_size, ref, images)
         optimize_questions(model, bench, inp, objective, cfg, source, run, lr, quiet, world)
         if spec.input == "pixels":
             onload(model)  # the re-check runs every encoder on the real processor's output

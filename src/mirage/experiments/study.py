@@ -40,7 +40,7 @@ from ..runs import RunDir
 from ..sources import parse_source
 from ..stats import paired_difference
 from .inversion import InversionConfig, run_inversion
-from .optimization import OptimizeSpec, run_optimization
+from .optimization import OptimizeSpec, most_images, run_optimization
 from .presets import preset as preset_config
 from .saliency import run_saliency
 from .tst import LoraSettings, run_tst
@@ -422,12 +422,21 @@ def run_study(model: str = "demo", benchmarks: str | Sequence[str] = "shapes", p
     return result
 
 
+ONE_IMAGE = ("saliency", "inversion")  # parts built for one image per question (the rest take several)
+
+
 def run_parts(model: VLM, bench: Benchmark, run: RunDir, parts: Sequence[Part], quiet: bool = True,
               world: World = SINGLE) -> dict[str, float]:
     """Each part on its first questions of `bench` into `run` (resuming what it holds); seconds per part."""
     ref = None  # the optimized inputs' reference statistics, from the benchmark's first real images
     timings = {}
+    k, many = most_images(bench)
     for part in parts:
+        if k > 1 and part.experiment in ONE_IMAGE:
+            if world.main and not quiet:
+                warn(f"{bench.name}: question {many.id!r} is asked with {k} images; the {part.name} part is built "
+                     "for one image per question and is left out")
+            continue
         if part.experiment == "optimization" and ref is None:
             ref = Reference.from_benchmark(model, bench)
         t = time.time()

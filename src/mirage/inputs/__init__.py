@@ -74,23 +74,25 @@ def check_encoders(model: VLM, names: list[str] | None, flag: str) -> None:
             raise UsageError(f"{flag}: {did_you_mean('encoder', n, allowed)}")
 
 
+# features, pixels and tokens take `images` rows per slot (one per image of a several-image question)
 @INPUTS.register("features")
-def _features(model: VLM, slots: int, ref: Reference, encoders=None, detach=None, seed: int = 0, **_) -> Input:
+def _features(model: VLM, slots: int, ref: Reference, encoders=None, detach=None, seed: int = 0, images: int = 1,
+              **_) -> Input:
     check_encoders(model, encoders, "--encoders")
     check_encoders(model, detach, "--detach")
-    return FeatureInput(model, slots, ref.feature_scale, ref.blank_features, encoders, detach, seed)
+    return FeatureInput(model, slots, ref.feature_scale, ref.blank_features, encoders, detach, seed, images)
 
 
 @INPUTS.register("pixels")
 def _pixels(model: VLM, slots: int, ref: Reference, param: str = "sigmoid", resolution=None, quantize=False,
-            encoders=None, seed: int = 0, **_) -> Input:
+            encoders=None, seed: int = 0, images: int = 1, **_) -> Input:
     check_encoders(model, encoders, "--encoders")
-    return PixelInput(model, slots, resolution, param, quantize, seed, encoders, ref.blank_features)
+    return PixelInput(model, slots, resolution, param, quantize, seed, encoders, ref.blank_features, images)
 
 
 @INPUTS.register("tokens")
-def _tokens(model: VLM, slots: int, ref: Reference, seed: int = 0, **_) -> Input:
-    return TokenInput(model, slots, ref.token_shape, ref.token_scale, seed)
+def _tokens(model: VLM, slots: int, ref: Reference, seed: int = 0, images: int = 1, **_) -> Input:
+    return TokenInput(model, slots, ref.token_shape, ref.token_scale, seed, images)
 
 
 @INPUTS.register("soft-prompt")
@@ -120,14 +122,21 @@ def _generator(model: VLM, slots: int, ref: Reference, generator=None, seed: int
     return GeneratorInput(model, 1, generator, seed)
 
 
-def build_input(kind: str, model: VLM, slots: int, ref: Reference, **options) -> Input:
-    """An input of `kind` with `slots` parameter slots, on the model's device."""
-    return INPUTS.get(kind)(model, slots, ref, **options).to(model.device)
+MULTI_IMAGE = ("features", "pixels", "tokens")  # the inputs that hold one row per image of a several-image question
+
+
+def build_input(kind: str, model: VLM, slots: int, ref: Reference, images: int = 1, **options) -> Input:
+    """An input of `kind` with `slots` parameter slots of `images` images each, on the model's device."""
+    if images > 1 and kind not in MULTI_IMAGE:
+        raise UsageError(f"--input {kind}: one input per image of a several-image question is built for "
+                         f"{', '.join(MULTI_IMAGE)} only")
+    return INPUTS.get(kind)(model, slots, ref, images=images, **options).to(model.device)
 
 
 def default_lr(kind: str, param: str = "sigmoid") -> float:
     return PIXEL_PARAMS.get(param).lr if kind == "pixels" else DEFAULT_LR[kind]
 
 
-__all__ = ["INPUTS", "PARAMS", "PIXEL_PARAMS", "FeatureInput", "Input", "PixelInput", "PixelParam", "Reference",
+__all__ = ["INPUTS", "MULTI_IMAGE", "PARAMS", "PIXEL_PARAMS", "FeatureInput", "Input", "PixelInput", "PixelParam",
+           "Reference",
            "SoftPromptInput", "TokenInput", "build_input", "check_encoders", "default_lr"]

@@ -20,8 +20,8 @@ class FeatureInput(Input):
     stage = "features"
 
     def __init__(self, model: VLM, slots: int, scale: dict[str, tuple[float, float]], held: dict[str, Tensor],
-                 encoders: list[str] | None = None, detach: list[str] | None = None, seed: int = 0):
-        super().__init__(model, slots, seed)
+                 encoders: list[str] | None = None, detach: list[str] | None = None, seed: int = 0, images: int = 1):
+        super().__init__(model, slots, seed, images)
         names = [s.name for s in model.encoders]
         self.optimized = list(encoders or names)
         self.detached = list(detach or [])
@@ -29,7 +29,7 @@ class FeatureInput(Input):
         self.params = nn.ParameterDict()
         for spec in model.encoders:
             if spec.name in self.optimized:
-                p = torch.zeros(slots, spec.num_tokens, spec.dim)  # [S, T_e, D_e]
+                p = torch.zeros(self.rows, spec.num_tokens, spec.dim)  # [R, T_e, D_e]
                 self.params[spec.name] = nn.Parameter(p, requires_grad=spec.name not in self.detached)
         # held encoders: their blank-image features [1, T_e, D_e], never trained
         for name, value in held.items():

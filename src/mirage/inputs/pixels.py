@@ -32,8 +32,8 @@ class PixelInput(Input):
 
     def __init__(self, model: VLM, slots: int, resolution: int | None = None, param: str = "sigmoid",
                  quantize: bool = False, seed: int = 0, encoders: list[str] | None = None,
-                 held: dict[str, Tensor] | None = None):
-        super().__init__(model, slots, seed)
+                 held: dict[str, Tensor] | None = None, images: int = 1):
+        super().__init__(model, slots, seed, images)
         # single-encoder runs: the image goes through `encoders` only; the others keep `held` (blank) features
         self.through = list(encoders) if encoders else None
         if self.through:
@@ -47,7 +47,7 @@ class PixelInput(Input):
         self.param, self.quantize = param, quantize
         r = resolution or max(s.image_size for s in model.encoders)
         self.resolution = r
-        self.image = PIXEL_PARAMS.get(param)(slots, r, r)
+        self.image = PIXEL_PARAMS.get(param)(self.rows, r, r)
         # checkpoints written before the parameterizations were modules hold raw/sigmoid pixels as "pixels"
         self._register_load_state_dict_pre_hook(_renamed_pixels)
 

@@ -14,10 +14,11 @@ class TokenInput(Input):
 
     stage = "tokens"
 
-    def __init__(self, model: VLM, slots: int, shape: tuple[int, int], scale: tuple[float, float], seed: int = 0):
-        super().__init__(model, slots, seed)
+    def __init__(self, model: VLM, slots: int, shape: tuple[int, int], scale: tuple[float, float], seed: int = 0,
+                 images: int = 1):
+        super().__init__(model, slots, seed, images)
         self.scale = scale
-        self.tokens = nn.Parameter(torch.zeros(slots, *shape))  # [S, N, D_lm]
+        self.tokens = nn.Parameter(torch.zeros(self.rows, *shape))  # [R, N, D_lm]
 
     def reset(self, slot: int, key: str) -> None:
         gaussian_slot_(self.tokens, slot, self.scale, self.generator(key))

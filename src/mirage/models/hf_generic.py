@@ -17,13 +17,14 @@ does to the attention (Gemma 3's bidirectional image blocks, PaliGemma's prefix)
 from __future__ import annotations
 
 import inspect
+from dataclasses import replace
 from typing import Sequence
 
 import torch
 from PIL import Image
 from torch import Tensor
 
-from .chat import adds_special_tokens
+from .chat import adds_special_tokens, image_turn
 from .conversations import OFFICIAL, pick
 from .hf_families import FAMILIES, NotGeneric, Probed
 from .spliced import TransformersSpliced, build_sequences
@@ -160,6 +161,8 @@ class HFGeneric(TransformersSpliced):
         family = FAMILIES.get(self.kind, Probed)
         self.image_size = image_size or family.default_size(self.image_processor)
         self.family = family(self, self.image_size)
+        # several images per question: the families built for them (Idefics3, SmolVLM), through the chat template
+        self.max_images = family.max_images if self.conversation == "hf" and self.kind not in NO_TEMPLATE else 1
         s = self.image_size
         with torch.no_grad():  # the stages' shapes, from one grey image, and the twin's layout against the processor
             twin = self.family.twin(torch.full((1, 3, s, s), 128 / 255, device=self.device))
@@ -203,9 +206,11 @@ class HFGeneric(TransformersSpliced):
                              "attention masks or positions from inputs the generic path does not know)")
 
     # --- prompts --------------------------------------------------------------------------------
-    def _chat_inputs(self, prompt: str, image: Image.Image | None) -> dict:
+    def _chat_inputs(self, prompt: str, image: Image.Image | Sequence[Image.Image] | None) -> dict:
         """The processor's whole input for one prompt and image: ids (placeholders expanded) and pixel values.
-        `image` None (the `none` condition): the processor's text-only turn, ids only."""
+        `image` None (the `none` condition): the processor's text-only turn, ids only. A list of images (a model
+        with `max_images` > 1): each where the prompt's `<image>` markers stand, else all before it, as the chat
+        template renders an image (`image_turn`)."""
         if self.kind in NO_TEMPLATE:  # PaliGemma: image tokens, BOS, the prompt, a newline
             if image is None:  # its processor wants an image: the documented format without the image tokens
                 return self.tokenizer(self.chat_text(prompt, False), add_special_tokens=False, return_tensors="pt")
@@ -218,18 +223,22 @@ class HFGeneric(TransformersSpliced):
                 return self.tokenizer(text, add_special_tokens=special, return_tensors="pt")
             return self.processor(text=[text], images=[[image.convert("RGB")]], add_special_tokens=special,
                                   return_tensors="pt")
-        content = [{"type": "image", "image": image.convert("RGB")}] if image is not None else []
-        turn = [{"role": "user", "content": [*content, {"type": "text", "text": prompt}]}]
+        images = [] if image is None else list(image) if isinstance(image, (list, tuple)) else [image]
+        pictures = iter(images)
+        turn = image_turn(prompt, image=len(images))  # each image at its `<image>` marker, else before the prompt
+        turn[0]["content"] = [{**c, "image": next(pictures).convert("RGB")} if c["type"] == "image" else c
+                              for c in turn[0]["content"]]
         return self.processor.apply_chat_template(turn, add_generation_prompt=True, tokenize=True, return_dict=True,
                                                   return_tensors="pt")
 
-    def _fixed_ids(self, prompt: str, image: bool = True) -> list[int]:
+    def _fixed_ids(self, prompt: str, image: bool | int = True) -> list[int]:
         """The prompt's ids at the fixed size (the expansion depends on the image's size only), kept per prompt;
-        `image` False: the text-only prompt's."""
+        `image` False: the text-only prompt's; an int past 1: that many images'."""
         cache = self.__dict__.setdefault("_prompt_ids", {})
         if (prompt, image) not in cache:
             blank = Image.new("RGB", (self.image_size, self.image_size), (128, 128, 128)) if image else None
-            cache[prompt, image] = self._chat_inputs(prompt, blank)["input_ids"][0].tolist()
+            cache[prompt, image] = self._chat_inputs(prompt, [blank] * image if image > 1 else blank
+                                                     )["input_ids"][0].tolist()
         return cache[prompt, image]
 
     def render(self, messages: list[dict], add_generation_prompt: bool) -> str:
@@ -250,8 +259,8 @@ class HFGeneric(TransformersSpliced):
             return OFFICIAL[self.conversation].answered(prompt, self.processor.image_token, answer)
         return super().answered_text(prompt, answer)
 
-    def sequences(self, prompts, targets=None, counts=None, image: bool = True):
-        ids = [self._fixed_ids(p, image) for p in prompts]
+    def sequences(self, prompts, targets=None, counts=None, image: bool = True, images=None):
+        ids = [self._fixed_ids(p, k) for p, k in zip(prompts, images or [image] * len(prompts))]
         out = build_sequences(self.tokenizer, ids, targets, self.image_token_id, 0)  # already expanded
         return tuple(on_device(t, self.device) for t in out)
 
@@ -294,9 +303,9 @@ class HFGeneric(TransformersSpliced):
             ids = [r["input_ids"][0].tolist() for r in rows]
             input_ids, mask, labels = (on_device(t, self.device) for t in
                                        build_sequences(self.tokenizer, ids, targets, self.image_token_id, 0))
-        else:
-            tokens = self.to_tokens(visual)
-            input_ids, mask, labels = self.sequences(prompts, targets)
+        else:  # each row's images (`counts`) one after another
+            tokens = self.to_tokens(replace(visual, counts=None))
+            input_ids, mask, labels = self.sequences(prompts, targets, images=visual.counts)
         slots = int((input_ids == self.image_token_id).sum())
         if slots != tokens.numel() // tokens.shape[-1]:
             raise ValueError(f"{self.name}: {slots} image placeholders in the prompts, {tokens.numel() // tokens.shape[-1]} "

@@ -41,6 +41,7 @@ class HFLlava(TransformersSpliced):
 
     causal_scoring = True  # its LM (Vicuna/Llama for LLaVA-1.5) attends by the causal mask alone
     soft_prompts = True  # its text-only turn takes free vectors (the soft-prompt control)
+    cached_generation = True  # `generate` keeps the LM's key/value cache (captions: 128 tokens)
     # several images per question, as lmms-eval's llava gives them: each its 576-token block at its marker, or all
     # before the text (native LLaVA-1.5 was trained on one)
     max_images = 64

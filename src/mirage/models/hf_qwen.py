@@ -36,7 +36,7 @@ import torch.nn.functional as F
 from PIL import Image
 from torch import Tensor
 
-from .spliced import TransformersSpliced
+from .spliced import TransformersSpliced, several_images
 from .vlm import IMAGES, NONE, EncoderSpec, Visual, on_device
 
 ENCODER = "vision"
@@ -199,23 +199,24 @@ class HFQwen2VL(TransformersSpliced):
     def prepare(self, prompts: Sequence[str], visual: Visual, targets: Sequence[str] | None = None):
         if visual.stage == NONE:  # text only: plain positions on all three M-RoPE axes (layout None)
             return super().prepare(prompts, visual, targets)
+        visual = several_images(visual)  # several images per row: one flat list and each row's count
         if visual.stage == IMAGES:  # native resolution: a grid and a token count per image
-            rows = [v if isinstance(v, (list, tuple)) else [v] for v in visual.value]  # several images per row
-            pv, thw = self._processor([im for row in rows for im in row])
+            pv, thw = self._processor(visual.value)
             flat = [tuple(g) for g in thw.tolist()]
             tokens = self._native_tokens(pv, flat)  # [sum N_i, D_lm], row by row, image by image
-            counts = [t * h * w // self.merge**2 for t, h, w in flat]
-            if all(len(row) == 1 for row in rows):
-                input_ids, mask, labels = self.sequences(prompts, targets, counts)
-                return input_ids, mask, labels, tokens, flat
-            ends = torch.tensor([len(row) for row in rows]).cumsum(0).tolist()
-            by_row = [list(range(e - len(row), e)) for e, row in zip(ends, rows)]
-            input_ids, mask, labels = self.sequences(prompts, targets, [[counts[i] for i in r] for r in by_row],
-                                                     images=[len(row) for row in rows])
-            return input_ids, mask, labels, tokens, [[flat[i] for i in r] for r in by_row]
-        tokens = self.to_tokens(visual)
-        input_ids, mask, labels = self.sequences(prompts, targets)
-        return input_ids, mask, labels, tokens, [(1, self.grid, self.grid)] * len(prompts)
+        else:  # fixed resolution: the same grid for every image
+            tokens = self.to_tokens(replace(visual, counts=None))
+            flat = [(1, self.grid, self.grid)] * len(tokens)
+            tokens = tokens.reshape(-1, tokens.shape[-1]) if visual.counts is not None else tokens
+        counts = [t * h * w // self.merge**2 for t, h, w in flat]
+        if visual.counts is None:
+            input_ids, mask, labels = self.sequences(prompts, targets, counts)
+            return input_ids, mask, labels, tokens, flat
+        ends = torch.tensor(visual.counts).cumsum(0).tolist()
+        by_row = [list(range(e - k, e)) for e, k in zip(ends, visual.counts)]
+        input_ids, mask, labels = self.sequences(prompts, targets, [[counts[i] for i in r] for r in by_row],
+                                                 images=visual.counts)
+        return input_ids, mask, labels, tokens, [[flat[i] for i in r] for r in by_row]
 
     # --- language side -------------------------------------------------------------------------
     def positions(self, input_ids: Tensor, mask: Tensor, layout) -> Tensor:

@@ -3,7 +3,8 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import inspect
+from dataclasses import dataclass, replace
 from typing import Sequence
 
 import torch
@@ -63,6 +64,15 @@ class SplicedVLM(VLM):
     def lm_head_logits(self, hidden: Tensor) -> Tensor:
         raise NotImplementedError
 
+    # `generate` keeps the LM's key/value cache (`lm_cached`); backends whose positions or masks `_hidden` builds
+    # its own way (Qwen's 3-D positions, generic families) recompute the prefix instead until checked
+    cached_generation = False
+
+    def lm_cached(self, embeds: Tensor, mask: Tensor, position_ids: Tensor, cache):
+        """The LM on `embeds` after the positions `cache` holds (None: the first): its hidden states [B, L, D] and
+        the cache grown by them; `mask` covers the cached and the new positions."""
+        raise NotImplementedError
+
     def sequences(self, prompts: Sequence[str], targets: Sequence[str] | None = None,
                   counts: int | Sequence[int | Sequence[int]] | None = None, image: bool = True,
                   images: Sequence[int] | None = None) -> tuple[Tensor, Tensor, Tensor]:
@@ -116,13 +126,13 @@ class SplicedVLM(VLM):
                 raise ValueError(f"{type(self).__name__}: its text path takes no soft prompt yet")
             input_ids, mask, labels, where = self.soft_sequences(prompts, targets, visual.value.shape[1])
             return input_ids, mask, labels, visual.value, SoftSlots(where)
-        if visual.stage == IMAGES and any(isinstance(v, (list, tuple)) for v in visual.value):
-            # several images in a row (`max_images`): all through the processor, each its own placeholder block
-            rows = [v if isinstance(v, (list, tuple)) else [v] for v in visual.value]
-            tokens = self.to_tokens(Visual(IMAGES, [im for row in rows for im in row]))  # [sum k, N, D]
+        visual = several_images(visual)
+        if visual.counts is not None:
+            # several images in a row (`max_images`): each image its own placeholder block, in the row's order
+            tokens = self.to_tokens(replace(visual, counts=None))  # [sum k, N, D]
             n = tokens.shape[1]
-            input_ids, mask, labels = self.sequences(prompts, targets, [[n] * len(r) for r in rows],
-                                                     images=[len(r) for r in rows])
+            input_ids, mask, labels = self.sequences(prompts, targets, [[n] * k for k in visual.counts],
+                                                     images=visual.counts)
             return input_ids, mask, labels, tokens.reshape(-1, tokens.shape[-1]), None
         input_ids, mask, labels = self.sequences(prompts, targets)
         return input_ids, mask, labels, self.to_tokens(visual), None
@@ -133,16 +143,23 @@ class SplicedVLM(VLM):
             return torch.arange(input_ids.shape[1], device=input_ids.device).expand_as(input_ids)
         return (mask.cumsum(-1) - 1).clamp(min=0)
 
-    def _hidden(self, input_ids: Tensor, mask: Tensor | None, image_tokens: Tensor | None, layout=None) -> Tensor:
-        """The LM's hidden states [B, L, D] with image tokens at the placeholders, filled row by row (None: text only).
-        `mask` None: every row starts at position 0 and the LM's causal mask is the only one (`causal_scoring`)."""
+    def _embedded(self, input_ids: Tensor, mask: Tensor | None, image_tokens: Tensor | None, layout=None
+                  ) -> tuple[Tensor, Tensor]:
+        """The LM's input embeddings [B, L, D] with image tokens at the placeholders, filled row by row (None: text
+        only), and their position ids."""
         embeds = self.embed(input_ids)
         if isinstance(layout, SoftSlots):  # a soft prompt: its vectors in the text-only prompt, plain positions
             embeds, layout = place_soft(embeds, layout.where, image_tokens), None
         elif image_tokens is not None:
             slots = (input_ids == self.image_token_id).unsqueeze(-1)
             embeds = embeds.masked_scatter(slots, image_tokens.to(embeds.dtype))
-        return self.lm_hidden(embeds, mask, self.positions(input_ids, mask, layout))
+        return embeds, self.positions(input_ids, mask, layout)
+
+    def _hidden(self, input_ids: Tensor, mask: Tensor | None, image_tokens: Tensor | None, layout=None) -> Tensor:
+        """The LM's hidden states [B, L, D] with image tokens at the placeholders, filled row by row (None: text only).
+        `mask` None: every row starts at position 0 and the LM's causal mask is the only one (`causal_scoring`)."""
+        embeds, positions = self._embedded(input_ids, mask, image_tokens, layout)
+        return self.lm_hidden(embeds, mask, positions)
 
     def lm_logits(self, input_ids: Tensor, mask: Tensor, image_tokens: Tensor | None, layout=None) -> Tensor:
         """LM logits [B, L, V] with the image tokens placed at the placeholder positions (None: text only)."""
@@ -172,15 +189,27 @@ class SplicedVLM(VLM):
 
     @torch.no_grad()
     def generate(self, prompts: Sequence[str], visual: Visual, max_new_tokens: int = 8) -> list[str]:
+        """Greedy answers. A backend with a key/value cache (`cached_generation`) runs the prompt once and then one
+        token per step (a 128-token caption costs 128 single-token forwards, not 128 passes over the prompt);
+        the others recompute the prefix each step (their answers are a few tokens long). The LM head runs on the
+        last position only."""
         input_ids, mask, _, tokens, layout = self.prepare(prompts, visual)
         eos = self.tokenizer.eos_token_id
         out = torch.empty(len(prompts), 0, dtype=torch.long, device=input_ids.device)
-        for _ in range(max_new_tokens):  # recomputes the prefix: answers here are a few tokens long
-            nxt = self.lm_logits(input_ids, mask, tokens, layout)[:, -1].argmax(-1, keepdim=True)  # [B, 1]
+        if self.cached_generation:
+            embeds, positions = self._embedded(input_ids, mask, tokens, layout)
+            hidden, cache = self.lm_cached(embeds, mask, positions, None)
+        for _ in range(max_new_tokens):
+            if not self.cached_generation:
+                hidden = self._hidden(input_ids, mask, tokens, layout)
+            nxt = self.lm_head_logits(hidden[:, -1:])[:, -1].argmax(-1, keepdim=True)  # [B, 1]
             out = torch.cat([out, nxt], 1)
             input_ids, mask = torch.cat([input_ids, nxt], 1), torch.cat([mask, torch.ones_like(nxt)], 1)
-            if (out == eos).any(1).all():
+            if (out == eos).any(1).all() or out.shape[1] == max_new_tokens:
                 break
+            if self.cached_generation:
+                positions = positions[:, -1:] + 1
+                hidden, cache = self.lm_cached(self.embed(nxt), mask, positions, cache)
         texts = []
         for row in out.tolist():
             row = row[: row.index(eos)] if eos in row else row
@@ -210,11 +239,26 @@ class TransformersSpliced(SplicedVLM):
         return self.inner.language_model(inputs_embeds=embeds, attention_mask=mask, position_ids=position_ids,
                                          use_cache=False).last_hidden_state
 
+    def lm_cached(self, embeds: Tensor, mask: Tensor, position_ids: Tensor, cache):
+        lm = self.inner.language_model
+        name = "cache" if "cache" in inspect.signature(lm.forward).parameters else "past_key_values"  # 5.2x's name
+        out = lm(inputs_embeds=embeds, attention_mask=mask, position_ids=position_ids, use_cache=True, **{name: cache})
+        return out.last_hidden_state, out[name]
+
     def lm_head_logits(self, hidden: Tensor) -> Tensor:
         return self.model.lm_head(hidden)
 
     def checkpointed_parts(self) -> list:
         return [self.model]  # the whole VLM: transformers passes the switch to its towers
+
+
+def several_images(visual: Visual) -> Visual:
+    """Real images given as one list per row (`VLM.visual_from_images` of rows with several) as one flat list
+    with each row's `counts`; any other visual as it is."""
+    if visual.stage != IMAGES or not any(isinstance(v, (list, tuple)) for v in visual.value):
+        return visual
+    rows = [v if isinstance(v, (list, tuple)) else [v] for v in visual.value]
+    return Visual(IMAGES, [im for row in rows for im in row], tuple(len(r) for r in rows))
 
 
 def right_align(input_ids: Tensor, mask: Tensor) -> tuple[Tensor, Tensor]:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Callable, Sequence
 
 import torch
@@ -42,10 +42,13 @@ class EncoderSpec:
 
 @dataclass
 class Visual:
-    """A batch of visual inputs at one stage (see STAGES)."""
+    """A batch of visual inputs at one stage (see STAGES). `counts`: how many images each row holds, where rows hold
+    several (a model with `max_images` > 1): the value then holds those images one after another, row by row
+    (sum(counts) of them), each placed where its row's prompt places its image; None: one image per row."""
 
     stage: str
     value: Tensor | dict[str, Tensor] | list[Image.Image] | None
+    counts: tuple[int, ...] | None = None
 
     def __post_init__(self) -> None:
         if self.stage not in (NONE, SOFT, IMAGES, *STAGES):
@@ -62,6 +65,10 @@ class Visual:
         """The same stage for a subset of the batch's rows."""
         if self.stage == NONE:
             return self
+        if self.counts is not None:  # the images of those rows
+            ends = torch.tensor(self.counts).cumsum(0).tolist()
+            images = [i for r in rows for i in range(ends[r] - self.counts[r], ends[r])]
+            return replace(Visual(self.stage, self.value).select(images), counts=tuple(self.counts[r] for r in rows))
         if isinstance(self.value, list):
             return Visual(self.stage, [self.value[i] for i in rows])
         if isinstance(self.value, dict):

@@ -6,6 +6,7 @@ section without a change here."""
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -69,8 +70,9 @@ def _answer(row: dict) -> Answer:
 
 
 def question_id(path: Path) -> str:
-    """The question an artifact image belongs to: saliency maps come as `<qid>-real.png` and `<qid>-wrong.png`."""
-    return path.stem.removesuffix("-real").removesuffix("-wrong")
+    """The question an artifact image belongs to: saliency maps come as `<qid>-real.png` and `<qid>-wrong.png`, the
+    images of a several-image question past its first as `<qid>#<k>.png` (`image_key`)."""
+    return re.sub(r"#\d+$", "", path.stem.removesuffix("-real").removesuffix("-wrong"))
 
 
 def _item(path: Path, question: Question | None, rows: list[dict]) -> GalleryItem:

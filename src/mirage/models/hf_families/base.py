@@ -60,7 +60,10 @@ def vision_tower_states(tower, pixels: Tensor, layer, strategy: str | None) -> T
 
 class Family:
     """One family's fixed-size layout. `twin`: [B, 3, S, S] in [0, 1] -> the model's `pixel_values` [B, ...];
-    `tower`: pixel values -> features [B, T, D]; `project`: features -> tokens [B, N, D_lm]."""
+    `tower`: pixel values -> features [B, T, D]; `project`: features -> tokens [B, N, D_lm]. `max_images`: the
+    images a question may show it (several: built and tested where the processor and the model take them)."""
+
+    max_images = 1
 
     def __init__(self, vlm, size: int):
         self.vlm, self.size, self.ip = vlm, size, vlm.image_processor

@@ -15,7 +15,10 @@ from .base import Family, normalize, resize, square_size
 class Idefics3(Family):
     """Idefics3 and SmolVLM: the longest edge resized to `size` (L), then up to multiples of the tile size M, cut
     into M x M tiles row by row, and the whole image resized to M x M last (the global image); all LANCZOS, which
-    the twin replaces by antialiased bicubic. The connector pixel-shuffles each tile's patches and projects them."""
+    the twin replaces by antialiased bicubic. The connector pixel-shuffles each tile's patches and projects them.
+    Several images per question: the processor expands each image's block where its chat template places it."""
+
+    max_images = 64
 
     def __init__(self, vlm, size: int):
         super().__init__(vlm, size)
