@@ -160,14 +160,21 @@ def _amount(value: float, n: int, flag: str) -> int:
 
 def bias_pruning(questions: Sequence[Question], scores: dict[str, float] | None = None, budget: float = 0.5,
                  batch: float = 0.05, tau: float = 0.9, chance_stop: bool = True, folds: int = 5, seed: int = 0,
-                 diagnose: Callable | None = None) -> tuple[list[Question], list[dict], str]:
+                 diagnose: Callable | None = None, forest=None) -> tuple[list[Question], list[dict], str]:
     """IBP as the paper's Algorithm 1: while fewer than the budget B are removed, re-diagnose what remains (the
-    cross-fitted forest's bias scores s(x), refitted on the remaining questions; round 0 may use `scores`, the run's
-    own), stop early when max s(x) <= tau or (the paper's optional rule, `chance_stop`) when the trained-blind
-    accuracy's 95% interval reaches chance, else remove the min(b, B - R) questions of highest s(x).
+    cross-fitted forest's bias scores s(x), refitted on the remaining questions with `forest`'s settings; round 0
+    may use `scores`, the run's own), stop early when max s(x) <= tau or (the paper's optional rule, `chance_stop`)
+    when the trained-blind accuracy is near chance, else remove the min(b, B - R) questions of highest s(x).
+    Near chance: in every question type, the 95% interval of the accuracy reaches chance (the paper diagnoses each
+    question type with its own model; a bias confined to one type, ShapesQA's `prior` questions, would otherwise stop
+    it while the type is still learnt, once the other types dilute the overall accuracy). With that rule, the batch
+    (the paper's SelectBatch, which it leaves open: top-k, weighted or group-aware) is the highest s(x) among the
+    types still above chance: a type at chance has no bias to remove, and its highest scores are the forest's noise.
     `budget` and `batch` are counts or fractions of the questions. Returns (kept, rounds, why it stopped)."""
-    from .experiments.tst import assign_folds, forest_probs
+    from .experiments.tst import ForestSettings, assign_folds, forest_probs
     from .stats import accuracy_ci
+
+    settings = forest or ForestSettings()
 
     def cross_fitted(qs: list[Question]) -> dict[str, tuple[float, bool]]:
         if diagnose is not None:
@@ -176,9 +183,14 @@ def bias_pruning(questions: Sequence[Question], scores: dict[str, float] | None 
         out = {}
         for f in range(folds):
             test = [q for q in qs if assignment[q.id] == f]
-            for q, p in zip(test, forest_probs([q for q in qs if assignment[q.id] != f], test, seed)):
+            for q, p in zip(test, forest_probs([q for q in qs if assignment[q.id] != f], test, seed, settings)):
                 out[q.id] = (float(p[q.answer]), int(p.argmax()) == q.answer)
         return out
+
+    def blind_accuracy(qs: list[Question], diag: dict) -> dict:
+        acc, lo, hi = accuracy_ci([diag[q.id][1] for q in qs])
+        return {"n": len(qs), "accuracy": round(acc, 4), "ci95": [round(lo, 4), round(hi, 4)],
+                "chance": round(sum(1 / len(q.choices) for q in qs) / len(qs), 4)}
 
     remaining = list(questions)
     n = len(remaining)
@@ -189,26 +201,28 @@ def bias_pruning(questions: Sequence[Question], scores: dict[str, float] | None 
         diag = current if current is not None else cross_fitted(remaining)
         current = None
         s = {q.id: diag[q.id][0] for q in remaining}
-        acc, lo, hi = accuracy_ci([diag[q.id][1] for q in remaining])
-        chance = sum(1 / len(q.choices) for q in remaining) / len(remaining)
-        record = {"round": len(rounds), "n": len(remaining), "accuracy": round(acc, 4),
-                  "ci95": [round(lo, 4), round(hi, 4)], "chance": round(chance, 4),
-                  "max_score": round(max(s.values()), 4), "scores": {q: round(v, 4) for q, v in s.items()},
-                  "removed": []}
+        by_type = {t: blind_accuracy([q for q in remaining if q.type == t], diag)
+                   for t in sorted({q.type for q in remaining}, key=str)}
+        record = {"round": len(rounds)} | blind_accuracy(remaining, diag) | {
+            "max_score": round(max(s.values()), 4), "by_type": by_type,
+            "scores": {q: round(v, 4) for q, v in s.items()}, "removed": []}
         rounds.append(record)
         if removed_total >= cap:
             break
         if max(s.values()) <= tau:
             why = f"max s(x) <= tau ({tau})"
             break
-        if chance_stop and lo <= chance:
-            why = "trained-blind accuracy within chance"
+        above = sorted((t for t, v in by_type.items() if v["ci95"][0] > v["chance"]), key=str)
+        if chance_stop and not above:
+            why = "trained-blind accuracy within chance in every question type"
             break
         if len(remaining) - min(step, cap - removed_total) < folds:
             why = "too few questions left to cross-fit"
             break
         k = min(step, cap - removed_total)
-        drop = sorted(remaining, key=lambda q: (-s[q.id], str(q.id)))[:k]
+        candidates = [q for q in remaining if q.type in above] if chance_stop else remaining
+        record["selected_from"] = above if chance_stop else "all"
+        drop = sorted(candidates, key=lambda q: (-s[q.id], str(q.id)))[:k]
         record["removed"] = [q.id for q in drop]
         gone = set(record["removed"])
         remaining = [q for q in remaining if q.id not in gone]
@@ -219,10 +233,11 @@ def bias_pruning(questions: Sequence[Question], scores: dict[str, float] | None 
 def prune_tst(run: str | Path, out: str | Path, budget: float = 0.5, batch: float = 0.05, tau: float = 0.9,
               chance_stop: bool = True) -> dict:
     """`mirage curate --prune tst`: Iterative Bias Pruning of a run's questions with its `tst-rf` rows (from
-    `mirage tst`) as round 0's bias scores, the forest refitted on what remains each round; writes the kept set as a
+    `mirage tst`) as round 0's bias scores, the forest (with the settings those rows were made with; a run from
+    before the answer maps refits without them) refitted on what remains each round; writes the kept set as a
     `file:` benchmark (OUT/questions.jsonl, images/) and OUT/curation.json (every round: the questions removed, the
     scores, the trained-blind accuracy of what remained). Returns curation.json's content."""
-    from .experiments.tst import read_state
+    from .experiments.tst import ForestSettings, read_state
     from .sources import TST_RF
 
     path = Path(run)
@@ -241,7 +256,10 @@ def prune_tst(run: str | Path, out: str | Path, budget: float = 0.5, batch: floa
                           f"{config.get('benchmark')!r} (first: {lost[0]!r})")
     questions = [by_id[r["question_id"]] for r in rows]
     scores = {r["question_id"]: (r["probs"][by_id[r["question_id"]].answer], bool(r["correct"])) for r in rows}
-    kept, rounds, why = bias_pruning(questions, scores, budget, batch, tau, chance_stop, state["k"], state["seed"])
+    forest = ForestSettings(**({"answer_maps": False} | {k: v for k, v in state["settings"].items()
+                                                          if k in ForestSettings.__dataclass_fields__}))
+    kept, rounds, why = bias_pruning(questions, scores, budget, batch, tau, chance_stop, state["k"], state["seed"],
+                                     forest=forest)
     out = Path(out)
     write_benchmark(out, kept, bench.prompt, bench.all_images)
     removed = {q for r in rounds for q in r["removed"]}

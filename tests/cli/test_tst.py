@@ -42,7 +42,7 @@ def test_tst_then_ibp_through_the_commands(shapes_cli, tmp_path):
     curation = json.loads((cur / "curation.json").read_text())
     removed = [q for r in curation["rounds"] for q in r["removed"]]
     assert curation["n_kept"] + len(removed) == 24 and len(removed) <= 6
-    assert all({"n", "accuracy", "ci95", "scores", "removed"} <= set(r) for r in curation["rounds"])
+    assert all({"n", "accuracy", "ci95", "by_type", "scores", "removed"} <= set(r) for r in curation["rounds"])
     assert len((cur / "questions.jsonl").read_text().splitlines()) == curation["n_kept"]
     assert not set(removed) & {json.loads(line)["id"] for line in (cur / "questions.jsonl").read_text().splitlines()}
     res = cli("report", run)

@@ -179,7 +179,49 @@ def test_ibp_stops_by_its_rule():
     kept, rounds, why = bias_pruning(qs, budget=8, batch=5, tau=0.9, chance_stop=False, diagnose=_fixed(biased))
     assert why == "budget" and len(kept) == 92 and [len(r["removed"]) for r in rounds] == [5, 3, 0]
     kept, rounds, why = bias_pruning(qs, budget=0.5, batch=0.05, tau=0.9, chance_stop=True, diagnose=_fixed(biased))
-    assert why == "trained-blind accuracy within chance" and len(kept) == 100  # 12% right: below chance at once
+    assert why == "trained-blind accuracy within chance in every question type" and len(kept) == 100  # 12% right
+    # a bias confined to one type: 20% of the questions always right, the rest always wrong (their s(x) over tau
+    # too, so only the chance rule can stop); the overall accuracy (0.2) is below chance at once, the type's is not:
+    # IBP goes on until that type is gone
+    typed = [Question(q.id, q.text, q.choices, q.answer, type="fact" if i < 20 else "visual") for i, q in enumerate(qs)]
+    kept, rounds, why = bias_pruning(typed, budget=0.5, batch=5, tau=0.9, chance_stop=True, diagnose=lambda qs: {
+        q.id: (0.99, True) if q.type == "fact" else (0.95, False) for q in qs})
+    assert why == "trained-blind accuracy within chance in every question type" and len(rounds) == 5
+    assert {q.type for q in kept} == {"visual"} and len(kept) == 80 and rounds[0]["accuracy"] == 0.2
+    assert rounds[0]["by_type"]["fact"]["accuracy"] == 1.0 and rounds[-1]["by_type"]["visual"]["n"] == 80
+
+
+FRUITS = {"lemon": "yellow", "grass": "green", "sky": "blue", "tomato": "red", "carrot": "orange", "grape": "purple",
+          "snow": "white", "coal": "black", "banana": "yellow", "cherry": "red", "leaf": "green", "ocean": "blue"}
+COLOURS = ["red", "green", "blue", "yellow", "orange", "purple", "white", "black"]
+
+
+def facts_and_visual(seed: int = 0) -> list[Question]:
+    """ShapesQA in small: 60 `prior` questions (12 facts, 5 copies each: "what colour is a lemon ?" -> yellow, the
+    options and the letter drawn anew each time) among 240 `visual` ones of 6 texts whose answers are drawn at random
+    (the image would tell them): every fact is text-answerable from its copies, nothing else is."""
+    rng = np.random.default_rng(seed)
+    items = [(f"what colour is a {t} ?", c, "prior") for t, c in FRUITS.items() for _ in range(5)]
+    shapes = ("circle", "square", "small cross", "large circle", "triangle", "tiny square")
+    items += [(f"what colour is the {s} ?", COLOURS[rng.integers(8)], "visual") for s in shapes for _ in range(40)]
+    qs = []
+    for i in rng.permutation(len(items)):
+        text, right, qtype = items[i]
+        choices = [right, *rng.choice([c for c in COLOURS if c != right], 3, replace=False)]
+        order = rng.permutation(4)
+        qs.append(Question(f"q{i:03d}", text, tuple(choices[j] for j in order), int(np.argmax(order == 0)),
+                           type=qtype))
+    return qs
+
+
+def test_ibp_with_the_forest_removes_a_text_answerable_type_and_little_else():
+    qs = facts_and_visual()
+    kept, rounds, why = bias_pruning(qs)  # the defaults: budget 0.5, batch 0.05, tau 0.9, the chance stop
+    removed = {q for r in rounds for q in r["removed"]}
+    prior = [q for q in qs if q.type == "prior"]
+    assert rounds[0]["by_type"]["prior"]["ci95"][0] > 0.8 and rounds[0]["by_type"]["visual"]["ci95"][0] < 0.25
+    assert sum(q.id in removed for q in prior) >= 0.9 * len(prior), why  # by IBP's own rule, not the budget
+    assert why != "budget" and sum(q.id in removed for q in qs if q.type == "visual") <= 0.1 * 240
 
 
 def test_the_study_runs_the_tst_parts_and_its_table_shows_them(tiny_model, small_bench, tmp_path):

@@ -23,7 +23,8 @@ def curate_cmd(
     batch: Annotated[float, typer.Option(help="--prune: questions removed per round (count or fraction).")] = 0.05,
     tau: Annotated[float, typer.Option(help="--prune: stop once no bias score s(x) exceeds this.")] = 0.9,
     chance_stop: Annotated[bool, typer.Option(help="--prune: also stop once the trained-blind accuracy's 95% "
-                                              "interval reaches chance (the paper's optional rule).")] = True,
+                                              "interval reaches chance in every question type (the paper's "
+                                              "optional rule).")] = True,
 ) -> None:
     """Keep the questions that need the image (right with real, wrong by none/text-model/--also): a file: benchmark.
     With --prune tst: remove the questions a model trained on the other questions' text answers (IBP)."""

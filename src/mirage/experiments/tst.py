@@ -19,6 +19,15 @@ trainers/llamafactory.py):
     word pairs, the option's letter, its length and overlap with the question, the question type), the forest's
     probability that the option is the answer, normalised over the options. (Question word x letter pairs found
     a planted keyword -> letter shortcut but, diluting the rest, cost ShapesQA's text-prior questions 0.94 -> 0.80.)
+    Beside them, the paper's answer-frequency maps (its models' `fit_feature_maps` on the training folds, then
+    `add_features` on both: VSI's `option_freq` = how often an option value was the gold answer, `tgt_option_pair_freq`
+    = how often it was the answer beside the question's key object, `obj_count`), made generic with the whole
+    question text as the key: per option, how often its text was the answer in the training folds (and the rate
+    among the times it was offered), how often it answered a training question of the same text (and that rate),
+    and how many training questions have that text. As in the paper the maps of the training rows include their own
+    answers (leave-one-out counts, tried, invert on the training rows and made ShapesQA's counting questions look
+    biased). A fact asked several times (ShapesQA's `prior` questions) is learnt from its copies in the other folds;
+    the last copy of a fact left in a benchmark is not (nothing in the rest of the text teaches it).
   * LM: LoRA on every linear layer of the LM's decoder (LLaMA-Factory's `lora_target: all`), rank 8, alpha 16
     (2 x rank), dropout 0.1, lr 2e-4, AdamW, cosine schedule with 10% warm-up, 5 epochs, batch 32 (the paper's
     defaults). The objective is the SFT loss of the one-token response, the gold letter: cross-entropy of the
@@ -81,6 +90,7 @@ class ForestSettings:
     n_estimators: int = 100
     n_jobs: int | None = None  # scikit-learn's: None is one core (the paper: -1, every core)
     max_columns: int = 4096  # the training folds' most frequent features (of those in 2 rows or more)
+    answer_maps: bool = True  # the training folds' answer-frequency features (the paper's feature maps; below)
 
 
 # --- folds ------------------------------------------------------------------------------------------------------
@@ -133,11 +143,57 @@ def option_features(q: Question) -> list[tuple[list[str], list[float]]]:
     return out
 
 
-def _rows_of(questions: Sequence[Question]) -> list[dict[str, float]]:
+def _key(text: str) -> str:
+    return " ".join(_words(text))
+
+
+@dataclass
+class AnswerMaps:
+    """The paper's feature maps, fitted on the training folds: counts of answer texts, overall and per question text
+    (`_key`: lower-cased words)."""
+
+    gold: dict[str, int]  # option text -> training questions it answered
+    offered: dict[str, int]  # option text -> training questions that offered it
+    pair_gold: dict[tuple[str, str], int]  # (question text, option text) -> training questions it answered
+    pair_offered: dict[tuple[str, str], int]
+    texts: dict[str, int]  # question text -> training questions
+
+    @classmethod
+    def fit(cls, train: Sequence[Question]) -> "AnswerMaps":
+        from collections import Counter
+
+        gold, offered, pair_gold, pair_offered, texts = Counter(), Counter(), Counter(), Counter(), Counter()
+        for q in train:
+            key = _key(q.text)
+            texts[key] += 1
+            for i, choice in enumerate(q.choices):
+                o = _key(choice)
+                offered[o] += 1
+                pair_offered[key, o] += 1
+                if i == q.answer:
+                    gold[o] += 1
+                    pair_gold[key, o] += 1
+        return cls(gold, offered, pair_gold, pair_offered, texts)
+
+    def features(self, q: Question) -> list[dict[str, float]]:
+        """Per option: times its text was the answer (and the rate among the times it was offered; -1 never
+        offered), the same for training questions of this question's text, and their number."""
+        key, out = _key(q.text), []
+        for choice in q.choices:
+            o = _key(choice)
+            g, n = self.gold.get(o, 0), self.offered.get(o, 0)
+            pg, pn = self.pair_gold.get((key, o), 0), self.pair_offered.get((key, o), 0)
+            out.append({"m:gold": g, "m:gold_rate": g / n if n else -1.0, "m:pair_gold": pg,
+                        "m:pair_rate": pg / pn if pn else -1.0, "m:texts": self.texts.get(key, 0)})
+        return out
+
+
+def _rows_of(questions: Sequence[Question], maps: AnswerMaps | None = None) -> list[dict[str, float]]:
     rows = []
     for q in questions:
-        for tokens, numbers in option_features(q):
-            rows.append(dict.fromkeys(tokens, 1.0) | {f"#{i}": float(v) for i, v in enumerate(numbers)})
+        extra = maps.features(q) if maps is not None else [{}] * len(q.choices)
+        for (tokens, numbers), more in zip(option_features(q), extra):
+            rows.append(dict.fromkeys(tokens, 1.0) | {f"#{i}": float(v) for i, v in enumerate(numbers)} | more)
     return rows
 
 
@@ -145,13 +201,14 @@ def forest_probs(train: Sequence[Question], test: Sequence[Question], seed: int 
                  settings: ForestSettings = ForestSettings()) -> list[np.ndarray]:
     """Fit the forest on `train`'s options (is this option the answer?) and return, per `test` question, the
     probabilities of its options (normalised; uniform where the forest gives every option 0). The vocabulary of
-    features is `train`'s (fitted on the training folds only, as the paper's encoders are): those of 2 rows or more,
-    at most `max_columns` of them, the most frequent."""
+    features and the answer maps are `train`'s (fitted on the training folds only, as the paper's encoders and
+    feature maps are): the features of 2 rows or more, at most `max_columns` of them, the most frequent."""
     from sklearn.ensemble import RandomForestClassifier
     from sklearn.feature_extraction import DictVectorizer
 
+    maps = AnswerMaps.fit(train) if settings.answer_maps else None
     vec = DictVectorizer(dtype=np.float32)
-    x = vec.fit_transform(_rows_of(train))
+    x = vec.fit_transform(_rows_of(train, maps))
     counts = np.asarray((x != 0).sum(0)).ravel()
     keep = np.flatnonzero(counts >= 2)  # a feature of one row cannot generalise
     keep = np.sort(keep[np.argsort(-counts[keep], kind="stable")[: settings.max_columns]])  # the most frequent
@@ -161,7 +218,8 @@ def forest_probs(train: Sequence[Question], test: Sequence[Question], seed: int 
     forest.fit(x, y)
     p = np.zeros(sum(len(q.choices) for q in test))
     if True in forest.classes_:
-        p = forest.predict_proba(vec.transform(_rows_of(test))[:, keep].toarray())[:, list(forest.classes_).index(True)]
+        x_test = vec.transform(_rows_of(test, maps))[:, keep].toarray()
+        p = forest.predict_proba(x_test)[:, list(forest.classes_).index(True)]
     out, at = [], 0
     for q in test:
         s = p[at : at + len(q.choices)]
@@ -365,6 +423,6 @@ def run_tst(model: VLM | None, bench: Benchmark, run: RunDir, diagnostics: Seque
     return out
 
 
-__all__ = ["DIAGNOSTICS", "ForestSettings", "LoraSettings", "STATE", "assign_folds", "decoder_of", "forest_probs",
-           "forest_rows", "length_batches", "lora_rows", "lora_targets", "option_features", "read_state",
-           "run_tst"]
+__all__ = ["DIAGNOSTICS", "AnswerMaps", "ForestSettings", "LoraSettings", "STATE", "assign_folds", "decoder_of",
+           "forest_probs", "forest_rows", "length_batches", "lora_rows", "lora_targets", "option_features",
+           "read_state", "run_tst"]
