@@ -365,6 +365,14 @@ class RunDir:
         self._invocation.update(json.loads(json.dumps(fields)), elapsed_s=round(self._ticked - self._t0, 1))
         self._replace_invocation()
 
+    def tick_entry(self, field: str, name: str, value) -> None:
+        """Add `name: value` to the running invocation's `field` (a dict, e.g. each part's batch choice) in
+        timings.json now."""
+        if getattr(self, "_invocation", None) is None:
+            return
+        self._invocation.setdefault(field, {})[name] = json.loads(json.dumps(value))
+        self._replace_invocation()
+
     def interrupted(self, status: str = "interrupted") -> None:
         """Ctrl-C (or a user error mid-run: `failed`): the running invocation is recorded so, with its time."""
         if getattr(self, "_invocation", None) is not None:

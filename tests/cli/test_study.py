@@ -25,6 +25,8 @@ def test_data_dir_goes_to_its_benchmark():
     (["--preset", "quik"], "did you mean 'quick'"),
     (["--benchmark", "shapes,mmstr"], "did you mean 'mmstar'"),
     (["--data-dir", "ai2d=/x", "--benchmark", "shapes,scienceqa"], "not one of --benchmark"),
+    (["--batch-size", "4", "--memory", "8"], "--memory applies to --batch-size auto"),
+    (["--batch-size", "many"], "neither a positive integer nor auto"),
 ])
 def test_bad_flags_are_one_red_line_and_write_nothing(tmp_path, args, message):
     res = CliRunner().invoke(app, ["study", *args, "--out", str(tmp_path / "s")])

@@ -38,3 +38,36 @@ def test_parse_batch_size():
     for bad in ("0", "-3", "big"):
         with pytest.raises(UsageError, match="--batch-size: .* neither a positive integer nor auto"):
             parse_batch_size(bad)
+
+
+def test_study_parts_fit_their_batch_and_record_it(tiny_model, small_bench, tmp_path, monkeypatch):
+    """`mirage study --batch-size auto` (the default): an optimization part measured within --memory (a GPU's free
+    memory in real runs) takes the batch `fit_batch` chooses, recorded per part in timings.json, and leaves no
+    switch on for the next part; on the CPU without --memory the preset's batch stands and nothing is recorded."""
+    import json
+    from dataclasses import replace
+
+    import mirage.experiments.study as study
+    from mirage.experiments.study import Part, run_parts
+    from mirage.runs import RunDir
+
+    used = []
+    run_optimization = study.run_optimization
+    monkeypatch.setattr(study, "run_optimization", lambda m, b, s, c, *a: used.append(c.batch_size) or
+                        run_optimization(m, b, s, c, *a))
+
+    bench = replace(small_bench, questions=small_bench.questions[:3])
+    spec, cfg = OptimizeSpec("features"), OptimizeConfig(steps=1, batch_size=1)
+    for memory, batch in ((64.0, 3), (None, 1)):
+        run = RunDir.open(tmp_path / str(memory), {"command": "test"})
+        run.start_invocation({})
+        part = Part("features-question", "optimization", 3, {"spec": spec, "cfg": cfg, "auto": True, "memory": memory})
+        run_parts(tiny_model, bench, run, [part])
+        assert used.pop() == batch and len([r for r in run.rows() if r["source"] == "features-question"]) == 3
+        inv = json.loads((run.path / "timings.json").read_text())["invocations"][-1]
+        if memory is None:
+            assert "batch_auto" not in inv
+        else:
+            got = inv["batch_auto"]["features-question"]
+            assert (got["batch_size"], got["switches"], got["budget_gib"]) == (3, [], 64.0) and got["probes"]
+        assert not tiny_model.training

@@ -27,7 +27,12 @@ def study_cmd(
     text_model: TextModel("Base LLM scoring the same prompts as text (S_t; demo, hf:<id or dir>; default: the "
                           "demo's own for the demo).") = None,
     steps: Steps("Adam steps (default: the preset's).", type=Optional[int]) = None,
-    batch_size: BatchSize("Questions optimized together.", type=Optional[int]) = None,
+    batch_size: BatchSize("Questions optimized together, or auto: on a GPU each optimization part's largest batch "
+                          "(and memory switches only where needed) that one measured step shows to fit, universal "
+                          "parts keeping the preset's batch; on the CPU the preset's sizes.", type=str,
+                          min=None) = "auto",
+    memory: Annotated[Optional[float], typer.Option(min=0.0, help="--batch-size auto: GiB to fit in (default: the "
+                                                    "GPU's free memory; on the CPU, measures a fit too).")] = None,
     seed: Seed("Seed of everything random in the command.") = 0,
     overwrite: Overwrite = False,
     allow_env_change: AllowEnvChange = False,
@@ -48,6 +53,7 @@ def study_cmd(
     (with PNG re-checks), single-encoder runs, saliency and inversion; one study directory and one report.
     Under `torchrun -m mirage study ...` the conditions and optimized inputs are sharded over the ranks."""
     from ..display import blind_table, difference_table, soft_prompt_table, study_table, summary_table
+    from ..experiments.fit import parse_batch_size
     from ..experiments.study import run_study
 
     t0 = time.time()
@@ -57,7 +63,8 @@ def study_cmd(
         with loading():
             result = run_study(model=model, benchmarks=benches, preset=preset, out=out, limit=limit, split=split,
                                options=data_dirs(data_dir or [], benches), steps=steps, seed=seed,
-                               batch_size=batch_size, device=device, text_model=text_model, overwrite=overwrite,
+                               batch_size=parse_batch_size(batch_size), memory=memory, device=device,
+                               text_model=text_model, overwrite=overwrite,
                                quiet=quiet or not world.main, world=world, allow_env_change=allow_env_change,
                                prompts=prompt,
                                load_options={**({"dtype": dtype} if dtype else {}), **scale_options,

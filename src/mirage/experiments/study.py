@@ -31,6 +31,7 @@ from ..distributed import SINGLE, World, open_run
 from ..errors import loading_user_input
 from ..evaluate import evaluate_conditions, evaluate_text_model, summarize_conditions
 from ..inputs import Reference
+from ..memory import budget
 from ..models import load_model
 from ..models.text_lm import DEMO_TEXT_LM, check_text_model, load_text_model
 from ..models.vlm import VLM
@@ -40,7 +41,8 @@ from ..runs import RunDir
 from ..sources import parse_source
 from ..stats import paired_difference
 from .inversion import InversionConfig, run_inversion
-from .optimization import OptimizeSpec, most_images, run_optimization
+from .fit import AUTO, fit_batch
+from .optimization import OptimizeSpec, clear_switches, most_images, run_optimization
 from .presets import preset as preset_config
 from .saliency import run_saliency
 from .tst import LoraSettings, run_tst
@@ -199,8 +201,23 @@ def _tst(model: VLM, bench: Benchmark, run: RunDir, ref: Reference | None, quiet
 
 
 def _optimization(model: VLM, bench: Benchmark, run: RunDir, ref: Reference | None, quiet: bool, world: World,
-                  spec: OptimizeSpec, cfg: OptimizeConfig) -> None:
-    run_optimization(model, bench, spec, cfg, run, ref, quiet, world)
+                  spec: OptimizeSpec, cfg: OptimizeConfig, auto: bool = False, memory: float | None = None) -> None:
+    """`auto` (`--batch-size auto`): on a GPU, or within `memory` GiB, the batch and memory switches `fit_batch`
+    measures for this part, as `optimize` chooses them (a universal input keeps its batch and gets the switches it
+    needs), printed and recorded in timings.json (`batch_auto`); on the CPU the preset's batch."""
+    fit = None
+    if auto and budget(model.device, memory) is not None:
+        fit = fit_batch(model, bench, spec, cfg, ref, memory_gib=memory,
+                        fixed=cfg.batch_size if spec.scope == "universal" else None)
+        cfg, spec = replace(cfg, batch_size=fit.batch_size), fit.spec(spec, model)
+        run.tick_entry("batch_auto", spec.source_for(model), fit.record())
+        if not quiet and world.main:
+            print(f"{spec.source_for(model)}: {fit.describe()}", flush=True)
+    try:
+        run_optimization(model, bench, spec, cfg, run, ref, quiet, world)
+    finally:
+        if fit is not None:
+            clear_switches(model)  # the next part measures its own
 
 
 def _text_model_optimization(model: VLM, bench: Benchmark, run: RunDir, ref: Reference | None, quiet: bool,
@@ -325,16 +342,25 @@ def _rows(run: RunDir, world: World) -> list[dict]:
 def run_study(model: str = "demo", benchmarks: str | Sequence[str] = "shapes", preset: str = "demo",
               out: str | Path = "mirage-study", limit: int | None = None, split: str | None = None,
               options: dict[str, dict] | None = None, steps: int | None = None, seed: int = 0,
-              batch_size: int | None = None, device: str | None = None, load_options: dict | None = None,
+              batch_size: int | str | None = None, device: str | None = None, load_options: dict | None = None,
               text_model: str | None = None, overwrite: bool = False, quiet: bool = False,
               world: World = SINGLE, allow_env_change: bool = False,
-              prompts: str | Sequence[str] | None = None) -> StudyResult:
+              prompts: str | Sequence[str] | None = None, memory: float | None = None) -> StudyResult:
     """Run (or resume) every part of the study of `model` on each of `benchmarks` into `out`, one run directory per
     benchmark, then summary.json (each benchmark's summary, the cross-benchmark table). `options`: loader options by
     benchmark; `text_model`: the base LM for S_t (the demo's own for `demo`); `load_options`: to `load_model`.
     `prompts`: the prompt variant the study asks in (`Benchmark.with_prompt`), or two ("lmms-eval,model"): the
     study in the first, its conditions and text model again in the second (`<dir>.prompt-<second>/`), and every
-    measure's difference, second minus first, with a paired interval (summary.json's `prompts`)."""
+    measure's difference, second minus first, with a paired interval (summary.json's `prompts`).
+    `batch_size` None or "auto": each per-question and universal optimization part on a GPU (or within `memory` GiB)
+    takes the batch and switches `fit_batch` measures for it (`_optimization`); on the CPU, and for every part
+    given a number, the preset's batch sizes."""
+    auto = batch_size is None or batch_size == AUTO
+    if memory is not None and not auto:
+        from ..errors import UsageError
+
+        raise UsageError("--memory applies to --batch-size auto")
+    batch_size = None if auto else batch_size
     names = [b.strip() for b in benchmarks.split(",")] if isinstance(benchmarks, str) else list(benchmarks)
     variants = [v.strip() for v in prompts.split(",")] if isinstance(prompts, str) else list(prompts or [])
     if len(variants) > 2 or len(set(variants)) < len(variants) or "" in variants:
@@ -389,6 +415,9 @@ def run_study(model: str = "demo", benchmarks: str | Sequence[str] = "shapes", p
     with loading_user_input():
         vlm = load_model(model, device=device, **load_options)
     parts = study_parts(plan, [s.name for s in vlm.encoders], seed, text_model, vlm.soft_prompts)
+    if auto:
+        parts = [replace(p, settings=p.settings | {"auto": True, "memory": memory}) if p.experiment == "optimization"
+                 else p for p in parts]
     if not vlm.soft_prompts and world.main and not quiet and (plan.soft_prompt_question or plan.soft_prompt_universal):
         warn(f"{type(vlm).__name__}'s text path takes no soft prompt yet: the study's soft-prompt control is left out")
     if variants:
