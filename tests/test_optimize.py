@@ -143,3 +143,24 @@ def test_all_encoders_detached_still_finishes(tiny_model, small_bench, ref):
     rows = optimize_questions(tiny_model, small_bench.subset(3), inp, OBJECTIVES.get("ce"),
                               OptimizeConfig(steps=2, early_stop=0), "f", None)
     assert len(rows) == 3 and {r["steps"] for r in rows} == {2}
+
+
+def test_an_input_holds_one_row_per_image_of_its_slots(tiny_model, ref):
+    """`images` rows per slot: a batch of questions asked with 2 and 3 images reads rows slot x 3 + k, in order;
+    a one-image input shows its slot's row as every image (universal); the Visual carries each row's count and
+    `select` takes whole rows' images. Image k starts seeded by the question's `image_key`, the first as a
+    one-image input of the question does."""
+    from mirage.models.vlm import Visual
+
+    inp = build_input("tokens", tiny_model, 2, ref, images=3)
+    inp.start(1, "q7")
+    one = build_input("tokens", tiny_model, 1, ref)
+    one.start(0, "q7")
+    assert torch.equal(inp.tokens[3], one.tokens[0]) and not torch.equal(inp.tokens[4], inp.tokens[3])
+    v = inp.visual([1, 0], "cpu", [2, 3])
+    assert v.counts == (2, 3) and torch.equal(v.value, inp.tokens[[3, 4, 0, 1, 2]])
+    shared = one.visual([0, 0], "cpu", [2, 3])
+    assert torch.equal(shared.value, one.tokens[[0] * 5])
+    picked = v.select([1])
+    assert picked.counts == (3,) and torch.equal(picked.value, inp.tokens[[0, 1, 2]])
+    assert Visual("tokens", v.value).select([1]).value.shape[0] == 1

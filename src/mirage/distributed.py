@@ -95,13 +95,13 @@ class ShardedRun(RunDir):
 
     @classmethod
     def open_shared(cls, path, config: dict, world: World, overwrite: bool = False,
-                    allow_env_change: bool = False) -> "ShardedRun":
+                    allow_env_change: bool = False, grows: dict = {}) -> "ShardedRun":
         """Rank 0 creates (or checks, or with `overwrite` clears) the directory first; then the others check it."""
         if world.main:
-            base = RunDir.open(path, config, overwrite, allow_env_change=allow_env_change)  # also folds what a
-        world.barrier()  # killed run's ranks left
+            base = RunDir.open(path, config, overwrite, allow_env_change=allow_env_change, grows=grows)  # also
+        world.barrier()  # folds what a killed run's ranks left
         if not world.main:  # compares the config; rank 0 may be appending already
-            base = RunDir.open(path, config, fold=False, allow_env_change=allow_env_change, lock=False)
+            base = RunDir.open(path, config, fold=False, allow_env_change=allow_env_change, lock=False, grows=grows)
         run = cls(path, world)
         run.config, run.stored_config = base.config, base.stored_config
         run.allow_env_change = allow_env_change
@@ -140,8 +140,9 @@ class ShardedRun(RunDir):
 
 
 def open_run(path, config: dict, world: World = SINGLE, overwrite: bool = False,
-             allow_env_change: bool = False) -> RunDir:
-    """The run directory at `path`, created or resumed: this rank's view of a shared one under torchrun."""
+             allow_env_change: bool = False, grows: dict = {}) -> RunDir:
+    """The run directory at `path`, created or resumed: this rank's view of a shared one under torchrun. `grows`:
+    nested counts that may grow between calls (`RunDir.open`)."""
     if world.distributed:
-        return ShardedRun.open_shared(path, config, world, overwrite, allow_env_change)
-    return RunDir.open(path, config, overwrite=overwrite, allow_env_change=allow_env_change)
+        return ShardedRun.open_shared(path, config, world, overwrite, allow_env_change, grows)
+    return RunDir.open(path, config, overwrite=overwrite, allow_env_change=allow_env_change, grows=grows)

@@ -14,7 +14,7 @@ import tempfile
 import time
 import weakref
 from pathlib import Path
-from typing import Sequence
+from typing import Collection, Mapping, Sequence
 
 from .environment import library_changes, library_versions
 from .errors import MirageError
@@ -98,12 +98,19 @@ def _more(a, b):
     return None if a is None or b is None else max(a, b)
 
 
-def _grown(old: dict, new: dict) -> tuple[dict, list[str]]:
+# the commands whose runs take more questions: each question's rows are computed on their own (an optimization's
+# universal inputs train on the first `train` questions however many follow: the new ones are held out)
+GROWING_COMMANDS = ("eval", "optimize", "study")
+
+
+def _grown(old: dict, new: dict, grows: Mapping[str, Collection[str]] = {}) -> tuple[dict, list[str]]:
     """A run grows instead of being refused where the new call only adds rows whose keys the run does not have yet
     (rows are keyed by question and source): more conditions, a text model where it had none, captions where it had
-    none (the `caption:` conditions' settings), more questions of an evaluation. Returns the run's config after this call (old, grown) and the keys left to compare as they are;
-    anything that would change what existing rows mean (model, seed, prompt, scoring, preprocessing, another text
-    model) stays in the comparison and is refused."""
+    none (the `caption:` conditions' settings), more questions (`GROWING_COMMANDS`), and larger counts of nested
+    settings `grows` names (a study's plan: key -> its counts that may grow, all else in it equal). Returns the
+    run's config after this call (old, grown) and the keys left to compare as they are; anything that would change
+    what existing rows mean (model, seed, prompt, scoring, preprocessing, another text model, a smaller count)
+    stays in the comparison and is refused."""
     merged, grew = dict(old), []
     if isinstance(old.get("conditions"), list) and isinstance(new.get("conditions"), list):
         merged["conditions"] = old["conditions"] + [c for c in new["conditions"] if c not in old["conditions"]]
@@ -119,10 +126,17 @@ def _grown(old: dict, new: dict) -> tuple[dict, list[str]]:
     if SKIPPED_KEY in old or SKIPPED_KEY in new:  # more questions asked, more of them skipped
         merged[SKIPPED_KEY] = {**old.get(SKIPPED_KEY, {}), **new.get(SKIPPED_KEY, {})}
         grew.append(SKIPPED_KEY)
-    if old.get("command") == new.get("command") == "eval":  # an evaluation's questions are independent
+    if old.get("command") == new.get("command") and new.get("command") in GROWING_COMMANDS:
         merged["limit"] = _more(old.get("limit"), new.get("limit"))
         merged["n_questions"] = max(old.get("n_questions", 0), new.get("n_questions", 0))
         grew += ["limit", "n_questions"]
+    for key, counts in grows.items():
+        a, b = old.get(key), new.get(key)
+        if (isinstance(a, dict) and isinstance(b, dict) and a != b
+                and all(a.get(k, _MISSING) == b.get(k, _MISSING) for k in a.keys() | b.keys() if k not in counts)
+                and all(_more(a.get(k), b.get(k)) == b.get(k) for k in counts)):
+            merged[key] = b
+            grew.append(key)
     return merged, grew
 
 
@@ -150,14 +164,15 @@ class RunDir:
 
     @classmethod
     def open(cls, path, config: dict, overwrite: bool = False, fold: bool = True,
-             allow_env_change: bool = False, lock: bool = True) -> "RunDir":
+             allow_env_change: bool = False, lock: bool = True, grows: Mapping[str, Collection[str]] = {}
+             ) -> "RunDir":
         """Create a run directory, or resume one whose config matches (ignoring NEUTRAL_KEYS).
 
         `overwrite` discards previous results, summary and artifacts instead of resuming. On resume, rows that ranks
         of a killed `torchrun` left in `results.rank<r>.jsonl` are folded into results.jsonl first (unless `fold`
-        is False: a rank other than 0 joining a live run must not). A run made under other library versions is
-        refused, naming them, unless `allow_env_change` (then the change is recorded in config.json). The directory
-        is locked for this process (`lock_run`; not with `lock` False: torchrun's other ranks share rank 0's)."""
+        is False: a rank other than 0 joining a live run must not). `grows`: nested counts that may grow (`_grown`).
+        A run made under other library versions is refused, naming them, unless `allow_env_change` (then the change
+        is recorded in config.json). The directory is locked for this process (`lock_run`; not with `lock` False: torchrun's other ranks share rank 0's)."""
         run = cls(path)
         run.allow_env_change = allow_env_change
         # The round trip makes tuples and lists (and other JSON-equal values) compare equal.
@@ -174,7 +189,7 @@ class RunDir:
                 old = json.loads(config_path.read_text(encoding="utf-8"))
             except ValueError as e:
                 raise MirageError(f"{config_path}: not valid JSON ({e})") from e
-            grown, growable = _grown(old, run.config)
+            grown, growable = _grown(old, run.config, grows)
             diff = _config_diff(old, run.config, cls.NEUTRAL_KEYS | frozenset(growable))
             if diff and not run.holds_work():
                 overwrite = True  # a start that failed before any work (a typo, a missing flag): nothing to keep

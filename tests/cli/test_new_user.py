@@ -436,3 +436,31 @@ def test_a_hub_benchmark_skips_and_records_questions_whose_image_cannot_be_decod
     assert set(config["skipped_unreadable"]) == {f"scienceqa-test-0000{i}" for i in (1, 2, 5)}
     shown = one_line(run("show", out))
     assert "skipped, an image cannot be decoded (3 questions)" in shown and "scienceqa-test-00005" in shown
+
+
+def test_optimize_runs_grow_by_more_questions(shapes_cli, tmp_path):
+    """A larger --limit adds the new questions' rows and keeps the first ones byte for byte, computing nothing
+    again: per question, new inputs; universal, the input trained on the first --train questions (kept) is scored on
+    the new ones as held out. The grown run's rows are a fresh run's at the larger limit. Was: refused as a change
+    of config (limit, n_questions)."""
+    def lines(out):
+        return (out / "results.jsonl").read_text().splitlines()
+
+    for scope, extra, n, m in (("question", [], 3, 5), ("universal", ["--train", "2"], 4, 6)):
+        args = ["optimize", "--model", f"demo:{shapes_cli}", "--input", "features", "--scope", scope, *extra,
+                "--steps", "2", "--batch-size", "2", "-q"]
+        out, fresh = tmp_path / scope, tmp_path / f"{scope}-fresh"
+        assert run(*args, "--limit", n, "--out", out).exit_code == 0
+        first = lines(out)
+        artifacts = {p: p.read_bytes() for p in (out / "artifacts").rglob("*") if p.is_file()}
+        res = run(*args, "--limit", m, "--out", out)
+        assert res.exit_code == 0, res.output
+        grown = lines(out)
+        assert grown[: len(first)] == first  # kept, not computed again
+        assert all(p.read_bytes() == b for p, b in artifacts.items())  # the universal input: not trained again
+        config = json.loads((out / "config.json").read_text())
+        assert (config["limit"], config["n_questions"]) == (m, m)
+        assert run(*args, "--limit", m, "--out", fresh).exit_code == 0
+        key = lambda r: (r["question_id"], r["source"])  # noqa: E731
+        assert sorted(map(json.loads, grown), key=key) == sorted(rows(fresh), key=key)
+        assert len(grown) == len(lines(fresh)) > len(first)

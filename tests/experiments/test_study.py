@@ -131,6 +131,48 @@ def test_resume_after_sigkill_equals_uninterrupted(tiny_study, study_env, study_
         [(line["benchmark"], line["S_v"]["value"], line["best_crafted"]["source"]) for line in table(whole)]
 
 
+def test_a_larger_limit_grows_every_part_and_keeps_its_rows(tiny_study, study_env, study_args, tmp_path):
+    """The study's --limit 4 run again with --limit 6 in its directory: every row it held stays byte for byte and
+    nothing is computed again; per-question parts and the conditions take the 2 new questions; the universal inputs
+    keep their train split (2, recorded in the plan) and score the new questions as held out, untrained again; the
+    cross-fitted trained-blind parts keep their questions. Was: refused (limit, n_questions, plan)."""
+    import shutil
+
+    from typer.testing import CliRunner
+
+    from mirage.cli import app
+
+    out = tmp_path / "grown"
+    shutil.copytree(tiny_study[0], out)
+    before = {name: (out / name / "results.jsonl").read_text().splitlines() for name in ("shapes", "scienceqa")}
+    trained = {p: p.read_bytes() for p in (out / "shapes" / "artifacts").glob("*universal*.ckpt.pt")}
+    args = study_args(study_env[1], out)
+    args[args.index("--limit") + 1] = "6"
+    res = CliRunner().invoke(app, args)
+    assert res.exit_code == 0, res.output
+    plan = json.loads((out / "config.json").read_text())["plan"]
+    assert (plan["universal_train"], plan["universal_heldout"], plan["features_question"]) == (2, 4, 6)
+    assert plan["tst_rf"] == plan["tst_lm"] == 4  # kept (here too few questions for 5 folds: no rows either way)
+    assert trained and all(p.read_bytes() == b for p, b in trained.items())
+    for name, first in before.items():
+        lines = (out / name / "results.jsonl").read_text().splitlines()
+        assert lines[: len(first)] == first, name
+        assert len({(r["question_id"], r["source"]) for r in map(json.loads, lines)}) == len(lines)  # none twice
+        by_source: dict[str, set] = {}
+        for r in map(json.loads, lines):
+            by_source.setdefault(r["source"], set()).add(r["question_id"])
+        old = {}
+        for r in map(json.loads, first):
+            old.setdefault(r["source"], set()).add(r["question_id"])
+        ids = by_source["real"]
+        assert len(ids) == 6 and old["real"] < ids
+        for s in ("none", "blur", "text-model", "features-question", "pixels-question-png", "soft-prompt-question"):
+            assert by_source[s] == ids, (name, s)
+        assert by_source["features-universal-train"] == old["features-universal-train"]  # the train split kept
+        assert by_source["features-universal"] == by_source["pixels-universal-png"] == ids - old[
+            "features-universal-train"]  # the new questions held out
+
+
 def test_python_api_returns_the_summary(tiny_study, study_env):
     import mirage
 

@@ -81,16 +81,43 @@ class StudyPlan:
         known = {f.name for f in fields(cls)}
         return cls(**{k: v for k, v in preset_config(name).items() if k in known} | overrides)
 
-    def capped(self, limit: int | None) -> "StudyPlan":
-        """Every part at most `limit` questions (universal: half train, half held out)."""
-        if limit is None:
-            return self
-        train = min(self.universal_train, max(1, limit // 2))
-        cap = {k: min(getattr(self, k), limit) for k in ("features_question", "pixels_question", "single_encoder",
-                                                         "saliency", "inversion", "soft_prompt_question")}
-        cap |= {k: min(getattr(self, k) or limit, limit) for k in ("tst_rf", "tst_lm")}
-        return replace(self, condition_questions=min(self.condition_questions or limit, limit), universal_train=train,
-                       universal_heldout=min(self.universal_heldout, max(1, limit - train)), **cap)
+    def capped(self, limit: int | None, kept: dict | None = None) -> "StudyPlan":
+        """Every part at most `limit` questions (universal: half train, half held out). `kept`: the plan of the
+        study made before in the same directory (its config.json's), whose `KEPT` sizes a larger --limit keeps:
+        the universal inputs' train split (the new questions are held out) and the trained-blind parts' questions
+        (cross-fitted: every row depends on every question's fold). The other sizes grow (`GROWS`)."""
+        plan = self
+        if limit is not None:
+            train = min(self.universal_train, max(1, limit // 2))
+            cap = {k: min(getattr(self, k), limit) for k in ("features_question", "pixels_question", "single_encoder",
+                                                             "saliency", "inversion", "soft_prompt_question")}
+            cap |= {k: min(getattr(self, k) or limit, limit) for k in ("tst_rf", "tst_lm")}
+            plan = replace(self, condition_questions=min(self.condition_questions or limit, limit),
+                           universal_train=train, universal_heldout=min(self.universal_heldout,
+                                                                        max(1, limit - train)), **cap)
+        if kept:
+            plan = replace(plan, **{k: kept[k] for k in KEPT if k in kept})
+            if limit is not None:
+                plan = replace(plan, universal_heldout=min(self.universal_heldout,
+                                                           max(1, limit - plan.universal_train)))
+        return plan
+
+
+# A study grown by a larger --limit (the same directory): the sizes that grow with it, each part taking its new
+# questions and keeping its rows, and those its first call fixed (`StudyPlan.capped`).
+GROWS = ("condition_questions", "features_question", "pixels_question", "universal_heldout", "single_encoder",
+         "saliency", "inversion", "soft_prompt_question")
+KEPT = ("universal_train", "tst_rf", "tst_lm")
+
+
+def _stored_plan(out: Path, overwrite: bool) -> dict | None:
+    """The plan in the study directory's config.json (None: none yet, unreadable, or --overwrite)."""
+    import json
+
+    try:
+        return None if overwrite else json.loads((out / "config.json").read_text(encoding="utf-8")).get("plan")
+    except (OSError, ValueError, AttributeError):  # open_run says what is wrong with it
+        return None
 
 
 @dataclass(frozen=True)
@@ -319,7 +346,7 @@ def run_study(model: str = "demo", benchmarks: str | Sequence[str] = "shapes", p
     overrides = {k: v for k, v in {"steps": steps, "universal_steps": steps,
                                   "inversion_steps": steps,
                                   "batch_size": batch_size}.items() if v is not None}
-    plan = StudyPlan.from_preset(preset, **overrides).capped(limit)
+    plan = StudyPlan.from_preset(preset, **overrides).capped(limit, _stored_plan(Path(out), overwrite))
     check_text_model(text_model, model)
     options = options or {}
     with loading_user_input():
@@ -343,17 +370,18 @@ def run_study(model: str = "demo", benchmarks: str | Sequence[str] = "shapes", p
               "text_model": text_model, "split": split, "limit": limit, "options": options, "seed": seed,
               "plan": asdict(plan), "batch_size": plan.batch_size, **identity,
               **({"prompt": variants} if variants else {})}  # only when given: older studies still resume
-    study = open_run(out, config, world, overwrite, allow_env_change)
+    grows = {"plan": GROWS}  # a larger --limit: more questions per part (`StudyPlan.capped`)
+    study = open_run(out, config, world, overwrite, allow_env_change, grows)
     bench_config = {name: {
         "command": "study", "model": model, **bench.identity(), "split": bench.split, "limit": limit,
         "n_questions": len(bench), "seed": seed, "plan": asdict(plan), "batch_size": plan.batch_size,
         "preset": preset, "text_model": text_model, **options.get(name, {}), **identity}
         for name, bench in benches.items()}
     runs = {name: open_run(out / dirs[name], bench_config[name] | ({"prompt": variants[0]} if variants else {}),
-                           world, overwrite, allow_env_change)  # every benchmark's directory checked before any work
+                           world, overwrite, allow_env_change, grows)  # every benchmark's directory checked first
             for name in names}
     second = {name: open_run(out / prompt_dir(dirs[name], variants[1]), bench_config[name] | {"prompt": variants[1]},
-                             world, overwrite, allow_env_change)
+                             world, overwrite, allow_env_change, grows)
               for name in names} if len(variants) == 2 else {}
     if world.main:  # timings.json records this call from now on, whether it finishes or not
         for run in [*runs.values(), *second.values()]:

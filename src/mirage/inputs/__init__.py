@@ -38,12 +38,15 @@ class Reference:
     @classmethod
     @torch.no_grad()
     def from_benchmark(cls, model: VLM, bench: Benchmark, n: int = 16) -> "Reference":
-        """Statistics of the model's features on the first `n` real images of `bench` (none for a text model)."""
+        """Statistics of the model's features on the real images of the first `n` questions of `bench`'s whole
+        split (`split_questions`; none for a text model), not of the questions asked: `--limit N` starts its
+        inputs as the full run does, and a run grown by a larger --limit starts its new questions' inputs as it
+        started its first ones. An image that cannot be decoded (`Benchmark.readable`) is passed over."""
         # a text model (the soft-prompt control on `--text-model`): nothing visual. A VLM with no encoders to expose
         # (mllama's cross-attention) goes on, so that `encode` refuses it by name
         if not model.encoders and model.soft_prompts:
             return cls({}, (0.0, 1.0), (0, 0), {})
-        images = [q.image() for q in bench.questions[:n] if q.images]
+        images = [im for q in bench.split_questions[:n] if q.images for im in [_readable_image(q)] if im is not None]
         size = images[0].size if images else (224, 224)
         blank_image = Image.new("RGB", size, (128, 128, 128))
         # a benchmark with no image at all (text only): the blank image's own statistics
@@ -52,6 +55,15 @@ class Reference:
         blank = model.encode(model.process_images([blank_image]))
         return cls({k: (float(v.mean()), float(v.std())) for k, v in feats.items()},
                    (float(tokens.mean()), float(tokens.std())), tuple(tokens.shape[1:]), blank)
+
+
+def _readable_image(question):
+    from ..benchmarks.question import ImageLoadError
+
+    try:
+        return question.image()
+    except ImageLoadError:
+        return None
 
 
 def check_encoders(model: VLM, names: list[str] | None, flag: str) -> None:
