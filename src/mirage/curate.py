@@ -4,7 +4,7 @@
 benchmark with the images beside it, and `curation.json` saying which sources solved each question in which run.
 
 `prune_tst` is the other rule: Iterative Bias Pruning (Brown et al., 2025) of the questions a trained-blind model
-(`tst-rf`, experiments/tst.py) answers from the text alone, re-diagnosing what remains after each batch.
+(`tst-rf` or `tst-lm`, experiments/tst.py) answers from the text alone, re-diagnosing what remains after each batch.
 """
 
 from __future__ import annotations
@@ -161,31 +161,21 @@ def _amount(value: float, n: int, flag: str) -> int:
 def bias_pruning(questions: Sequence[Question], scores: dict[str, float] | None = None, budget: float = 0.5,
                  batch: float = 0.05, tau: float = 0.9, chance_stop: bool = True, folds: int = 5, seed: int = 0,
                  diagnose: Callable | None = None, forest=None) -> tuple[list[Question], list[dict], str]:
-    """IBP as the paper's Algorithm 1: while fewer than the budget B are removed, re-diagnose what remains (the
-    cross-fitted forest's bias scores s(x), refitted on the remaining questions with `forest`'s settings; round 0
-    may use `scores`, the run's own), stop early when max s(x) <= tau or (the paper's optional rule, `chance_stop`)
-    when the trained-blind accuracy is near chance, else remove the min(b, B - R) questions of highest s(x).
+    """IBP as the paper's Algorithm 1: while fewer than the budget B are removed, re-diagnose what remains (bias
+    scores s(x) of `diagnose(questions)`, a cross-fitted diagnostic refitted on the remaining questions: by default
+    the forest with `forest`'s settings; round 0 may use `scores`, the run's own), stop early when max s(x) <= tau
+    or (the paper's optional rule, `chance_stop`) when the trained-blind accuracy is near chance, else remove the
+    min(b, B - R) questions of highest s(x).
     Near chance: in every question type, the 95% interval of the accuracy reaches chance (the paper diagnoses each
     question type with its own model; a bias confined to one type, ShapesQA's `prior` questions, would otherwise stop
     it while the type is still learnt, once the other types dilute the overall accuracy). With that rule, the batch
     (the paper's SelectBatch, which it leaves open: top-k, weighted or group-aware) is the highest s(x) among the
     types still above chance: a type at chance has no bias to remove, and its highest scores are the forest's noise.
     `budget` and `batch` are counts or fractions of the questions. Returns (kept, rounds, why it stopped)."""
-    from .experiments.tst import ForestSettings, assign_folds, forest_probs
+    from .experiments.tst import ForestSettings, forest_diagnostic
     from .stats import accuracy_ci
 
-    settings = forest or ForestSettings()
-
-    def cross_fitted(qs: list[Question]) -> dict[str, tuple[float, bool]]:
-        if diagnose is not None:
-            return diagnose(qs)
-        assignment = assign_folds(qs, [f"{q.text}\n{q.choices}" for q in qs], folds, seed)
-        out = {}
-        for f in range(folds):
-            test = [q for q in qs if assignment[q.id] == f]
-            for q, p in zip(test, forest_probs([q for q in qs if assignment[q.id] != f], test, seed, settings)):
-                out[q.id] = (float(p[q.answer]), int(p.argmax()) == q.answer)
-        return out
+    cross_fitted = diagnose or forest_diagnostic(folds, seed, forest or ForestSettings())
 
     def blind_accuracy(qs: list[Question], diag: dict) -> dict:
         acc, lo, hi = accuracy_ci([diag[q.id][1] for q in qs])
@@ -231,23 +221,28 @@ def bias_pruning(questions: Sequence[Question], scores: dict[str, float] | None 
 
 
 def prune_tst(run: str | Path, out: str | Path, budget: float = 0.5, batch: float = 0.05, tau: float = 0.9,
-              chance_stop: bool = True) -> dict:
-    """`mirage curate --prune tst`: Iterative Bias Pruning of a run's questions with its `tst-rf` rows (from
-    `mirage tst`) as round 0's bias scores, the forest (with the settings those rows were made with; a run from
-    before the answer maps refits without them) refitted on what remains each round; writes the kept set as a
-    `file:` benchmark (OUT/questions.jsonl, images/) and OUT/curation.json (every round: the questions removed, the
-    scores, the trained-blind accuracy of what remained). Returns curation.json's content."""
-    from .experiments.tst import ForestSettings, read_state
-    from .sources import TST_RF
+              chance_stop: bool = True, diagnostic: str = "rf", model=None) -> dict:
+    """`mirage curate --prune tst`: Iterative Bias Pruning of a run's questions with its trained-blind rows (from
+    `mirage tst`) as round 0's bias scores, the same diagnostic refitted on what remains each round: `rf`, the
+    forest (with the settings those rows were made with; a run from before the answer maps refits without them), or
+    `lm`, LoRA on `model` (the LM the tst-lm rows tuned, loaded by the caller) with the rows' LoRA settings; writes
+    the kept set as a `file:` benchmark (OUT/questions.jsonl, images/) and OUT/curation.json (every round: the
+    questions removed, the scores, the trained-blind accuracy of what remained). Returns curation.json's content."""
+    from .experiments.tst import (DIAGNOSTICS, ForestSettings, LoraSettings, forest_diagnostic, lora_diagnostic,
+                                  read_state)
 
+    if diagnostic not in DIAGNOSTICS:
+        raise MirageError(f"--diagnostic {diagnostic!r}: give {' or '.join(DIAGNOSTICS)}")
+    source = DIAGNOSTICS[diagnostic]
     path = Path(run)
     if not (path / CONFIG).is_file():
         raise FileNotFoundError(f"run {str(path)!r} has no {CONFIG}")
     config = json.loads((path / CONFIG).read_text())
-    rows = [r for r in read_rows(path / RESULTS, repair=False) if r["source"] == TST_RF]
-    state = read_state(path).get(TST_RF)
+    rows = [r for r in read_rows(path / RESULTS, repair=False) if r["source"] == source]
+    state = read_state(path).get(source)
     if not rows or state is None:
-        raise MirageError(f"run {str(path)!r} has no {TST_RF} rows: run `mirage tst {path} --diagnostics rf` first")
+        raise MirageError(f"run {str(path)!r} has no {source} rows: run `mirage tst {path} --diagnostics "
+                          f"{diagnostic}` first")
     bench = run_benchmark(config)
     by_id = {q.id: q for q in bench}
     lost = [r["question_id"] for r in rows if r["question_id"] not in by_id]
@@ -256,10 +251,17 @@ def prune_tst(run: str | Path, out: str | Path, budget: float = 0.5, batch: floa
                           f"{config.get('benchmark')!r} (first: {lost[0]!r})")
     questions = [by_id[r["question_id"]] for r in rows]
     scores = {r["question_id"]: (r["probs"][by_id[r["question_id"]].answer], bool(r["correct"])) for r in rows}
-    forest = ForestSettings(**({"answer_maps": False} | {k: v for k, v in state["settings"].items()
-                                                          if k in ForestSettings.__dataclass_fields__}))
+    if diagnostic == "rf":
+        forest = ForestSettings(**({"answer_maps": False} | {k: v for k, v in state["settings"].items()
+                                                              if k in ForestSettings.__dataclass_fields__}))
+        diagnose = forest_diagnostic(state["k"], state["seed"], forest)
+    else:
+        if model is None:
+            raise MirageError("--diagnostic lm: give the LM the tst-lm rows tuned")
+        lora = LoraSettings(**{k: v for k, v in state["settings"].items() if k in LoraSettings.__dataclass_fields__})
+        diagnose = lora_diagnostic(model, bench, state["k"], state["seed"], lora)
     kept, rounds, why = bias_pruning(questions, scores, budget, batch, tau, chance_stop, state["k"], state["seed"],
-                                     forest=forest)
+                                     diagnose=diagnose)
     out = Path(out)
     write_benchmark(out, kept, bench.prompt, bench.all_images)
     removed = {q for r in rounds for q in r["removed"]}
@@ -270,7 +272,8 @@ def prune_tst(run: str | Path, out: str | Path, budget: float = 0.5, batch: floa
         t["removed"] += q.id in removed
     curation = {"method": "iterative bias pruning (Brown et al. 2025, Algorithm 1)", "run": str(path),
                 "model": config.get("model"), "benchmark": config.get("benchmark"), "split": config.get("split"),
-                "diagnostic": TST_RF, "folds": state["k"], "seed": state["seed"], "budget": budget, "batch": batch,
+                "diagnostic": source, "diagnostic_settings": state["settings"], "folds": state["k"],
+                "seed": state["seed"], "budget": budget, "batch": batch,
                 "tau": tau, "chance_stop": chance_stop, "stopped": why, "n_evaluated": len(questions),
                 "n_kept": len(kept), "removed_by_type": by_type, "rounds": rounds}
     (out / CURATION).write_text(json.dumps(curation, indent=2) + "\n")

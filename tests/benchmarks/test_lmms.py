@@ -566,3 +566,24 @@ def test_words_conditions_keep_the_questions_own_options(hub):
     assert bench.prompt(asked) == ("Is the school bus driving towards or away from the camera?\nA. Open\nB. Closed\n"
                                    "Answer with the option's letter from the given choices directly.")
     assert (asked.choices, asked.answer) == (bench[0].choices, bench[0].answer)
+
+
+def test_a_question_whose_image_cannot_be_decoded_is_skipped_and_recorded(tmp_path):
+    """An lmms-eval task's embedded image truncated: lmms-eval's import turns PIL's LOAD_TRUNCATED_IMAGES on (it
+    would read it with its missing part grey), the load decodes strictly, skips that question and records it."""
+    import pyarrow.parquet as pq
+    from PIL import ImageFile
+
+    root = lmms_hub.mmvp(tmp_path / "mmvp")
+    path = root / "data" / "train-00000-of-00001.parquet"
+    table = pq.read_table(path)
+    rows = table.to_pylist()
+    big = lmms_hub.png(size=(64, 48))["bytes"]
+    rows[1]["image"] = {"bytes": big[: len(big) // 2], "path": None}
+    pq.write_table(type(table).from_pylist(rows, schema=table.schema), path)
+    bench = load_benchmark("lmms:mmvp", data_dir=str(root))
+    assert ImageFile.LOAD_TRUNCATED_IMAGES  # lmms-eval's, left as it set it
+    assert len(bench) == 2 and len(bench.skipped) == 1
+    (qid, why), = bench.skipped.items()
+    assert qid not in {q.id for q in bench} and "truncated" in why
+    assert bench.identity()["skipped_unreadable"] == bench.skipped

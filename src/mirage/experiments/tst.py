@@ -338,6 +338,42 @@ def lora_rows(model: VLM, bench: Benchmark, train: Sequence[Question], test: Seq
     return [r | {"fold": fold} for r in rows]
 
 
+# --- re-diagnosis (Iterative Bias Pruning's ComputeSampleBiasScores) -----------------------------------------------
+
+
+def cross_fit(questions: Sequence[Question], prompts: Sequence[str], folds: int, seed: int,
+              predict: Callable[[list[Question], list[Question], int], Sequence]) -> dict[str, tuple[float, bool]]:
+    """Question id -> (s(x), answered right): the folds of `assign_folds`, `predict(train, test, fold)` giving each
+    held-out question's option probabilities from a model fitted on the other folds."""
+    assignment = assign_folds(questions, prompts, folds, seed)
+    out = {}
+    for fold in range(folds):
+        test = [q for q in questions if assignment[q.id] == fold]
+        train = [q for q in questions if assignment[q.id] != fold]
+        for q, p in zip(test, predict(train, test, fold)):
+            out[q.id] = (float(p[q.answer]), int(np.argmax(p)) == q.answer)
+    return out
+
+
+def forest_diagnostic(folds: int = 5, seed: int = 0, settings: ForestSettings = ForestSettings()) -> Callable:
+    """The cross-fitted forest as a function of the questions (identical question texts and options in one fold)."""
+    return lambda qs: cross_fit(qs, [f"{q.text}\n{q.choices}" for q in qs], folds, seed,
+                                lambda train, test, fold: forest_probs(train, test, seed, settings))
+
+
+def lora_diagnostic(model: VLM, bench: Benchmark, folds: int = 5, seed: int = 0,
+                    settings: LoraSettings = LoraSettings()) -> Callable:
+    """Cross-fitted LoRA of `model`'s LM as a function of the questions (folds grouped by prompt, as `run_tst`'s),
+    fresh adapters per fold: every call fine-tunes `folds` times."""
+    bench = bench.for_model(model)
+
+    def predict(train: list[Question], test: list[Question], fold: int) -> list:
+        probs = {r["question_id"]: r["probs"] for r in lora_rows(model, bench, train, test, fold, seed, settings)}
+        return [probs[q.id] for q in test]
+
+    return lambda qs: cross_fit(qs, [bench.prompt(q) for q in qs], folds, seed, predict)
+
+
 # --- the runner -----------------------------------------------------------------------------------------------------
 
 
@@ -423,6 +459,6 @@ def run_tst(model: VLM | None, bench: Benchmark, run: RunDir, diagnostics: Seque
     return out
 
 
-__all__ = ["DIAGNOSTICS", "AnswerMaps", "ForestSettings", "LoraSettings", "STATE", "assign_folds", "decoder_of",
-           "forest_probs", "forest_rows", "length_batches", "lora_rows", "lora_targets", "option_features",
-           "read_state", "run_tst"]
+__all__ = ["DIAGNOSTICS", "AnswerMaps", "ForestSettings", "LoraSettings", "STATE", "assign_folds", "cross_fit",
+           "decoder_of", "forest_diagnostic", "forest_probs", "forest_rows", "length_batches", "lora_diagnostic",
+           "lora_rows", "lora_targets", "option_features", "read_state", "run_tst"]
