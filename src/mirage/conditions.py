@@ -25,7 +25,7 @@ from PIL import Image
 from mirage.benchmarks.question import Benchmark, ImageLoadError, Question, image_key
 from mirage.errors import MirageError, UsageError
 from mirage.models.chat import IMAGE_MARKER
-from mirage.models.vlm import VLM, Visual
+from mirage.models.vlm import SEVERAL_IMAGE_FAMILIES, VLM, Visual
 from mirage.registry import Registry
 from mirage.seeding import seed_for
 
@@ -116,7 +116,7 @@ class Condition:
         if many is not None:
             raise MirageError(f"{ctx.benchmark.name}: question {many.id!r} has {len(many.images)} images; "
                               f"{type(model).__name__} is asked {limit} image{'s' * (limit > 1)} per question here "
-                              "(several: the Qwen2-VL family, LLaVA-1.5, Idefics3 and SmolVLM; see the README)")
+                              f"(several: {SEVERAL_IMAGE_FAMILIES}; see the README)")
         return model.visual_from_images([self.images(q, ctx) for q in questions])
 
 

@@ -17,7 +17,7 @@ from ..distributed import SINGLE, World
 from ..errors import UsageError
 from ..evaluate import check_prompts, evaluate_conditions
 from ..inputs import INPUTS, PARAMS, Reference, build_input, default_lr
-from ..models.vlm import VLM
+from ..models.vlm import SEVERAL_IMAGE_FAMILIES, VLM
 from ..objectives import OBJECTIVES
 from ..optimize import OptimizeConfig, optimize_questions, optimize_universal, universal_rows
 from ..registry import did_you_mean
@@ -147,8 +147,8 @@ def images_per_question(model: VLM, bench: Benchmark) -> int:
     limit = getattr(model, "max_images", 1)
     if k > limit:
         raise UsageError(f"{bench.name}: question {many.id!r} is asked with {k} images; {type(model).__name__} is "
-                         f"asked {limit} image{'s' * (limit > 1)} per question here (several: the Qwen2-VL family, "
-                         "LLaVA-1.5, Idefics3 and SmolVLM; see the README)")
+                         f"asked {limit} image{'s' * (limit > 1)} per question here (several: {SEVERAL_IMAGE_FAMILIES}; "
+                         "see the README)")
     return k
 
 

@@ -161,7 +161,8 @@ class HFGeneric(TransformersSpliced):
         family = FAMILIES.get(self.kind, Probed)
         self.image_size = image_size or family.default_size(self.image_processor)
         self.family = family(self, self.image_size)
-        # several images per question: the families built for them (Idefics3, SmolVLM), through the chat template
+        # several images per question: the families built for them (Idefics3, SmolVLM, Gemma 3, InternVL), through
+        # the chat template (an official conversation, InternVL's `internvl2_5`, takes one)
         self.max_images = family.max_images if self.conversation == "hf" and self.kind not in NO_TEMPLATE else 1
         s = self.image_size
         with torch.no_grad():  # the stages' shapes, from one grey image, and the twin's layout against the processor

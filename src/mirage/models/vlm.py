@@ -76,6 +76,11 @@ class Visual:
         return Visual(self.stage, self.value[list(rows)])
 
 
+# The families that take several images per question (`VLM.max_images` > 1), named in every refusal of a
+# several-image question; the README's several-images table says how each places them.
+SEVERAL_IMAGE_FAMILIES = "the Qwen2-VL family, LLaVA-1.5, Idefics3, SmolVLM, Gemma 3 and InternVL"
+
+
 def on_device(data, device, dtype: torch.dtype | None = None) -> Tensor:
     """A small host list or CPU tensor on `device` without waiting for the GPU. `torch.tensor(..., device="cuda")`
     and `.to("cuda")` copy and then synchronize the stream, so each one in an optimization step stalls the host until

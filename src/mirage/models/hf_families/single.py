@@ -96,6 +96,12 @@ def probe_image(size: int):
 
 
 class Gemma3(Single):
+    """Gemma 3: one SigLIP image per block. Several images per question: the chat template writes
+    `<start_of_image>` where each stands, the processor expands each into its own block, and the image tokens attend
+    both ways within their own block only (the model's forward, given `token_type_ids`)."""
+
+    max_images = 64
+
     def lm_inputs(self, input_ids: Tensor, suffix: Tensor) -> dict:
         # image tokens attend to each other both ways (the model's forward does this given token_type_ids)
         return {"token_type_ids": (input_ids == self.vlm.image_token_id).long()}

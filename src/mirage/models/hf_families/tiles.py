@@ -63,7 +63,11 @@ class Idefics3(Family):
 class InternVL(Family):
     """InternVL: `crop_to_patches` (the processor's default) resizes the image to the tile grid whose aspect is the
     image's (for a square: 2 x 2 from twice the tile size on), cuts the tiles row by row and appends the thumbnail
-    (the whole image at the tile size); the projector reads each tile's features pixel-shuffled."""
+    (the whole image at the tile size); the projector reads each tile's features pixel-shuffled. Several images
+    per question: the chat template writes `<IMG_CONTEXT>` where each stands, the processor expands each into its
+    own `<img>...</img>` block of its tiles' tokens."""
+
+    max_images = 64
 
     def __init__(self, vlm, size: int):
         super().__init__(vlm, size)
