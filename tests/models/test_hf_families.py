@@ -721,7 +721,7 @@ def several_images_file(folder) -> str:
     return f"file:{folder / 'q.jsonl'}"
 
 
-@pytest.mark.parametrize("kind", ["smolvlm", "idefics3", "gemma3", "internvl", "llava_next"])
+@pytest.mark.parametrize("kind", ["smolvlm", "idefics3", "gemma3", "internvl", "llava_next", "llava_onevision"])
 def test_several_image_families_take_several_images(kind, tmp_path):
     """Idefics3, SmolVLM, Gemma 3 and InternVL (their published chat templates and processor settings) take several
     images per question, each where the chat template renders an image at the text's `<image>` marker (all before
@@ -742,7 +742,7 @@ def test_several_image_families_take_several_images(kind, tmp_path):
     ours = vlm.next_token_logits(prompts, Visual("images", rows))
 
     def processed(prompt, images):
-        if kind == "llava_next" and "<image>" in prompt:  # its template renders images first: markers stay in the text
+        if kind in ("llava_next", "llava_onevision") and "<image>" in prompt:  # its template renders images first: markers stay in the text
             text = processor.apply_chat_template([{"role": "user", "content": [{"type": "text", "text": prompt}]}],
                                                  add_generation_prompt=True, tokenize=False)
             return processor(text=[text], images=[images], return_tensors="pt")
@@ -756,9 +756,26 @@ def test_several_image_families_take_several_images(kind, tmp_path):
 
     for row, (prompt, images) in enumerate(zip(prompts, rows)):
         inputs = processed(prompt, images)
-        assert image_tokens(inputs) == sum(image_tokens(processed("x", [im])) for im in images)  # a block each
+        alone = sum(image_tokens(processed("x", [im])) for im in images)  # a block each, as asked alone
+        if kind == "llava_onevision":  # several: each its base image and a newline token, no anyres tiles
+            alone = len(images) * (processor.num_image_tokens + 1)
+        assert image_tokens(inputs) == alone
         with torch.no_grad():
             torch.testing.assert_close(ours[row], vlm.model(**inputs).logits[0, -1], atol=1e-5, rtol=1e-5)
+    if kind == "llava_onevision":  # the fixed-size path lays a row of several images out as the processor does
+        import numpy as np
+        from PIL import ImageFilter
+
+        s, rng = vlm.image_size, np.random.default_rng(0)
+        squares = [Image.fromarray(rng.integers(0, 255, (s, s, 3), dtype=np.uint8)).filter(ImageFilter.GaussianBlur(3))
+                   for _ in range(3)]
+        pixels = torch.stack([torch.from_numpy(np.array(im)).permute(2, 0, 1) / 255 for im in squares])
+        mixed = ["One <image> here.", "Two: <image> and <image>?"]  # one image (anyres tiles), two (base images)
+        native = vlm.next_token_logits(mixed, Visual("images", [squares[:1], squares[1:]]))
+        fixed = vlm.next_token_logits(mixed, Visual("pixels", pixels, counts=(1, 2)))
+        torch.testing.assert_close(fixed, native, atol=5e-3, rtol=0)  # the twin's resize: within PIL's rounding
+        swapped = vlm.next_token_logits(mixed, Visual("pixels", pixels[[0, 2, 1]], counts=(1, 2)))
+        assert float((swapped - native).abs().max()) > 1e-2
     bench_name = several_images_file(tmp_path)
     out = tmp_path / "opt"
     res = CliRunner().invoke(app, ["optimize", "--model", f"hf:{d}", "--benchmark", bench_name, "--input", "features",

@@ -161,8 +161,8 @@ class HFGeneric(TransformersSpliced):
         family = FAMILIES.get(self.kind, Probed)
         self.image_size = image_size or family.default_size(self.image_processor)
         self.family = family(self, self.image_size)
-        # several images per question: the families built for them (Idefics3, SmolVLM, Gemma 3, InternVL, LLaVA-NeXT),
-        # through the chat template (an official conversation, InternVL's `internvl2_5`, takes one)
+        # several images per question: the families built for them (Idefics3, SmolVLM, Gemma 3, InternVL, LLaVA-NeXT,
+        # LLaVA-OneVision), through the chat template (an official conversation, `internvl2_5`, `qwen_1_5`, takes one)
         self.max_images = family.max_images if self.conversation == "hf" and self.kind not in NO_TEMPLATE else 1
         s = self.image_size
         with torch.no_grad():  # the stages' shapes, from one grey image, and the twin's layout against the processor
@@ -322,7 +322,7 @@ class HFGeneric(TransformersSpliced):
             input_ids, mask, labels = (on_device(t, self.device) for t in
                                        build_sequences(self.tokenizer, ids, targets, self.image_token_id, 0))
         else:  # each row's images (`counts`) one after another
-            tokens = self.to_tokens(replace(visual, counts=None))
+            tokens = self.family.placed(self.to_tokens(replace(visual, counts=None)), visual.counts)
             input_ids, mask, labels = self.sequences(prompts, targets, images=visual.counts)
         slots = int((input_ids == self.image_token_id).sum())
         if slots != tokens.numel() // tokens.shape[-1]:

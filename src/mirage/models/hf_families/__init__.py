@@ -12,7 +12,7 @@ for any other model that passes its probes.
 
 from __future__ import annotations
 
-from .anyres import Anyres, LlavaNext
+from .anyres import Anyres, LlavaNext, Onevision
 from .base import Family, NotGeneric, resize
 from .single import Gemma3, PaliGemma, Pixtral, Probed
 from .tiles import Idefics3, InternVL
@@ -24,8 +24,8 @@ REFUSED = {
 }
 
 
-FAMILIES = {"llava_next": LlavaNext, "llava_onevision": Anyres, "gemma3": Gemma3, "paligemma": PaliGemma,
+FAMILIES = {"llava_next": LlavaNext, "llava_onevision": Onevision, "gemma3": Gemma3, "paligemma": PaliGemma,
             "idefics3": Idefics3, "smolvlm": Idefics3, "internvl": InternVL, "mistral3": Pixtral}
 
 __all__ = ["FAMILIES", "REFUSED", "Anyres", "Family", "Gemma3", "Idefics3", "InternVL", "LlavaNext", "NotGeneric",
-           "PaliGemma", "Pixtral", "Probed", "resize"]
+           "Onevision", "PaliGemma", "Pixtral", "Probed", "resize"]

@@ -77,21 +77,46 @@ class Anyres(Family):
         inner, b = self.vlm.inner, features.shape[0]
         per = features.reshape(b * self.n_patches, -1, features.shape[-1])
         proj = inner.multi_modal_projector(per).view(b, self.n_patches, -1, inner.config.text_config.hidden_size)
-        sizes = torch.tensor([[self.size, self.size]] * b, device=features.device)
+        return torch.stack(self._pack(list(proj)))  # [B, N, D_lm]
+
+    def _pack(self, patches: list[Tensor]) -> list[Tensor]:
+        """The model's own `pack_image_features` on each S x S image's projected patches [P, T, D_lm]."""
+        inner = self.vlm.inner
+        sizes = torch.tensor([[self.size, self.size]] * len(patches), device=patches[0].device)
         kwargs = dict(image_newline=inner.image_newline)
         params = inspect.signature(inner.pack_image_features).parameters
         if "vision_feature_select_strategy" in params:
             kwargs["vision_feature_select_strategy"] = self.strategy
         if "vision_aspect_ratio" in params:
             kwargs["vision_aspect_ratio"] = inner.config.vision_aspect_ratio
-        packed, _ = inner.pack_image_features(list(proj), sizes, **kwargs)
-        return torch.stack(packed)  # [B, N, D_lm]
+        return list(inner.pack_image_features(patches, sizes, **kwargs)[0])
 
 
 class LlavaNext(Anyres):
     """LLaVA-NeXT: several images per question, each tiled by anyres on its own (the processor expands each image's
-    placeholder by its own size, the model's `get_image_features` tiles and packs each alike), placed where its chat
-    template renders an image. LLaVA-OneVision differs (several images: the base image alone, padded square, plus one
-    newline token), so it stays at one image per question."""
+    placeholder by its own size, the model's `get_image_features` tiles and packs each alike). LLaVA-OneVision lays
+    several images out otherwise (`Onevision`)."""
 
     max_images = 64
+
+
+class Onevision(Anyres):
+    """LLaVA-OneVision. Several images per question, as its processor and `get_image_features` take a prompt with
+    several (`batch_num_images`): each image is its base image alone (padded square: the S x S square needs none)
+    and one newline token, through the model's own `pack_image_features`; a question with one image keeps the anyres
+    tiles. The fixed-size stages keep every image's anyres layout (one input shape for all), and a row of several
+    images reads each image's base patch from it (`placed`)."""
+
+    max_images = 64
+
+    def __init__(self, vlm, size: int):
+        super().__init__(vlm, size)
+        vision = vlm.model.config.vision_config
+        self.per_patch = (vision.image_size // vision.patch_size) ** 2 - (self.strategy == "default")
+
+    def placed(self, tokens: Tensor, counts) -> Tensor:
+        if counts is None or max(counts) == 1:
+            return tokens
+        rows = [c for c in counts for _ in range(c)]  # each image's row's image count
+        base = self._pack([t[None, : self.per_patch] for t, c in zip(tokens, rows) if c > 1])[::-1]
+        return torch.cat([t if c == 1 else base.pop() for t, c in zip(tokens, rows)])  # [sum N_i, D_lm]

@@ -87,6 +87,12 @@ class Family:
         """One image's pixel values from the processor with a leading batch dimension of 1."""
         return pixel_values
 
+    def placed(self, tokens: Tensor, counts: tuple[int, ...] | None) -> Tensor:
+        """The tokens the LM reads for every image of the batch, [sum(counts), N, D_lm] at the fixed layout, given
+        each row's image count (`Visual.counts`): the same, unless a row of several images lays each out otherwise
+        (LLaVA-OneVision). Flattened or not: they fill the placeholders in order."""
+        return tokens
+
     def lm_inputs(self, input_ids: Tensor, suffix: Tensor) -> dict:
         """Extra inputs of the model's own forward that shape the LM's attention (none by default)."""
         return {}
