@@ -24,7 +24,7 @@ import torch
 from PIL import Image
 from torch import Tensor
 
-from .chat import adds_special_tokens, image_turn
+from .chat import IMAGE_MARKER, adds_special_tokens, image_turn
 from .conversations import OFFICIAL, pick
 from .hf_families import FAMILIES, NotGeneric, Probed
 from .spliced import TransformersSpliced, build_sequences
@@ -161,8 +161,8 @@ class HFGeneric(TransformersSpliced):
         family = FAMILIES.get(self.kind, Probed)
         self.image_size = image_size or family.default_size(self.image_processor)
         self.family = family(self, self.image_size)
-        # several images per question: the families built for them (Idefics3, SmolVLM, Gemma 3, InternVL), through
-        # the chat template (an official conversation, InternVL's `internvl2_5`, takes one)
+        # several images per question: the families built for them (Idefics3, SmolVLM, Gemma 3, InternVL, LLaVA-NeXT),
+        # through the chat template (an official conversation, InternVL's `internvl2_5`, takes one)
         self.max_images = family.max_images if self.conversation == "hf" and self.kind not in NO_TEMPLATE else 1
         s = self.image_size
         with torch.no_grad():  # the stages' shapes, from one grey image, and the twin's layout against the processor
@@ -225,12 +225,29 @@ class HFGeneric(TransformersSpliced):
             return self.processor(text=[text], images=[[image.convert("RGB")]], add_special_tokens=special,
                                   return_tensors="pt")
         images = [] if image is None else list(image) if isinstance(image, (list, tuple)) else [image]
+        if images and IMAGE_MARKER in prompt and self.max_images > 1 and self._images_first:
+            # the template renders every image before the text: the markers stay in the text as the processor's
+            # image token, which the processor expands in place, image by image
+            text = self.render([{"role": "user", "content": [{"type": "text", "text": prompt.replace(
+                IMAGE_MARKER, self.processor.image_token)}]}], add_generation_prompt=True)
+            return self.processor(text=[text], images=[[im.convert("RGB") for im in images]], return_tensors="pt",
+                                  add_special_tokens=adds_special_tokens(self.tokenizer, text))
         pictures = iter(images)
         turn = image_turn(prompt, image=len(images))  # each image at its `<image>` marker, else before the prompt
         turn[0]["content"] = [{**c, "image": next(pictures).convert("RGB")} if c["type"] == "image" else c
                               for c in turn[0]["content"]]
         return self.processor.apply_chat_template(turn, add_generation_prompt=True, tokenize=True, return_dict=True,
                                                   return_tensors="pt")
+
+    @property
+    def _images_first(self) -> bool:
+        """Whether the chat template renders every image of a turn before its text whatever the content order
+        (llava-hf's LLaVA-NeXT template), where the processor's image token is text it expands: probed once."""
+        if "_first" not in self.__dict__:
+            token = getattr(self.processor, "image_token", None)
+            text = self.render(image_turn(f"A{IMAGE_MARKER}B", image=1), add_generation_prompt=True) if token else ""
+            self.__dict__["_first"] = bool(token) and token in text and text.index(token) < text.index("A")
+        return self.__dict__["_first"]
 
     def _fixed_ids(self, prompt: str, image: bool | int = True) -> list[int]:
         """The prompt's ids at the fixed size (the expansion depends on the image's size only), kept per prompt;

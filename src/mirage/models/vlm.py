@@ -78,7 +78,7 @@ class Visual:
 
 # The families that take several images per question (`VLM.max_images` > 1), named in every refusal of a
 # several-image question; the README's several-images table says how each places them.
-SEVERAL_IMAGE_FAMILIES = "the Qwen2-VL family, LLaVA-1.5, Idefics3, SmolVLM, Gemma 3 and InternVL"
+SEVERAL_IMAGE_FAMILIES = "the Qwen2-VL family, LLaVA-1.5, LLaVA-NeXT, Idefics3, SmolVLM, Gemma 3 and InternVL"
 
 
 def on_device(data, device, dtype: torch.dtype | None = None) -> Tensor:

@@ -86,3 +86,12 @@ class Anyres(Family):
             kwargs["vision_aspect_ratio"] = inner.config.vision_aspect_ratio
         packed, _ = inner.pack_image_features(list(proj), sizes, **kwargs)
         return torch.stack(packed)  # [B, N, D_lm]
+
+
+class LlavaNext(Anyres):
+    """LLaVA-NeXT: several images per question, each tiled by anyres on its own (the processor expands each image's
+    placeholder by its own size, the model's `get_image_features` tiles and packs each alike), placed where its chat
+    template renders an image. LLaVA-OneVision differs (several images: the base image alone, padded square, plus one
+    newline token), so it stays at one image per question."""
+
+    max_images = 64
