@@ -67,6 +67,15 @@ def test_answer_loss_and_generate(tiny_model):
     assert len(out) == 2 and all(isinstance(s, str) for s in out)
 
 
+def test_generate_keeps_the_key_value_cache(tiny_model, monkeypatch):
+    """`caption:demo`'s captions: the prompt once, then a token a step, the tokens of recomputing the prefix."""
+    from cached_generation import assert_cached_generation
+
+    pixels = torch.rand(2, 3, 224, 224)
+    assert_cached_generation(tiny_model, PROMPTS, lambda rows: Visual("pixels", pixels[rows]), monkeypatch,
+                             texts=False)  # the tiny demo ends its answers at once
+
+
 def test_save_load_identical_logits(tiny_model, tmp_path):
     tiny_model.save_pretrained(tmp_path / "m")
     loaded = DemoVLM.from_pretrained(tmp_path / "m")

@@ -367,35 +367,12 @@ def test_soft_prompt_is_the_text_only_turn_with_free_vectors(llava, llava_crop, 
 
 
 def test_generate_with_the_key_value_cache_equals_recomputing_the_prefix(llava, bench, monkeypatch):
-    """Captions (`caption:self`, 128 tokens) run the prompt once and then one token per step: the greedy tokens of
-    a padded batch, with images and text only, equal the loop that recomputes the whole prefix every step and each
-    prompt generated alone."""
+    """Captions (`caption:self`, 128 tokens) run the prompt once and then one token per step, with images and text
+    only: the same tokens as recomputing the prefix (`cached_generation.py`)."""
+    from cached_generation import assert_cached_generation
+
     qs = [q for q in bench.questions if q.images][:2]
     prompts = [bench.prompt(q) for q in qs]
-    assert len(set(llava.sequences(prompts)[1].sum(1).tolist())) > 1  # the batch is padded
-    calls = []
-    lm_cached = type(llava).lm_cached
-    monkeypatch.setattr(type(llava), "lm_cached", lambda self, *a: calls.append(a[0].shape[1]) or lm_cached(self, *a))
-    for images in (True, False):
-        visual = (lambda qs_: llava.visual_from_images([q.image() for q in qs_])) if images else (
-            lambda qs_: Visual("none", None))
-        cached = llava.generate(prompts, visual(qs), 6)
-        assert calls[0] > 1 and set(calls[1:]) == {1} and len(calls) == 6  # the prompt once, then a token a step
-        calls.clear()
-        alone = [llava.generate([p], visual([q]), 6)[0] for q, p in zip(qs, prompts)]
-        calls.clear()
-        with monkeypatch.context() as m:
-            m.setattr(llava, "cached_generation", False)
-            assert llava.generate(prompts, visual(qs), 6) == cached == alone
-        assert not calls and all(cached)
-    # each cached step's hidden state is the whole sequence's at that position (positions and mask of a padded batch)
-    input_ids, mask, _, tokens, layout = llava.prepare(prompts, llava.visual_from_images([q.image() for q in qs]))
-    embeds, positions = llava._embedded(input_ids, mask, tokens, layout)
-    with torch.no_grad():
-        hidden, cache = lm_cached(llava, embeds, mask, positions, None)
-        for nxt in torch.tensor([[5, 7, 9]] * len(qs)).T[:, :, None]:
-            input_ids, mask, positions = (torch.cat([input_ids, nxt], 1), torch.cat([mask, torch.ones_like(nxt)], 1),
-                                          positions[:, -1:] + 1)
-            hidden, cache = lm_cached(llava, llava.embed(nxt), mask, positions, cache)
-            whole = llava._hidden(input_ids, mask, tokens, layout)[:, -1:]
-            torch.testing.assert_close(hidden, whole, atol=1e-5, rtol=1e-4)
+    assert_cached_generation(llava, prompts, lambda rows: llava.visual_from_images([qs[i].image() for i in rows]),
+                             monkeypatch)
+    assert_cached_generation(llava, prompts, lambda rows: Visual("none", None), monkeypatch)

@@ -64,8 +64,9 @@ class SplicedVLM(VLM):
     def lm_head_logits(self, hidden: Tensor) -> Tensor:
         raise NotImplementedError
 
-    # `generate` keeps the LM's key/value cache (`lm_cached`); backends whose positions or masks `_hidden` builds
-    # its own way (Qwen's 3-D positions, generic families) recompute the prefix instead until checked
+    # `generate` keeps the LM's key/value cache (`lm_cached`: LLaVA, the demo); backends whose positions or masks
+    # `_hidden` builds its own way (Qwen's 3-D positions, generic families) or whose LM is mirage's own (Cambrian's
+    # sampler layers) recompute the prefix instead until checked
     cached_generation = False
 
     def lm_cached(self, embeds: Tensor, mask: Tensor, position_ids: Tensor, cache):
@@ -240,10 +241,7 @@ class TransformersSpliced(SplicedVLM):
                                          use_cache=False).last_hidden_state
 
     def lm_cached(self, embeds: Tensor, mask: Tensor, position_ids: Tensor, cache):
-        lm = self.inner.language_model
-        name = "cache" if "cache" in inspect.signature(lm.forward).parameters else "past_key_values"  # 5.2x's name
-        out = lm(inputs_embeds=embeds, attention_mask=mask, position_ids=position_ids, use_cache=True, **{name: cache})
-        return out.last_hidden_state, out[name]
+        return cached_forward(self.inner.language_model, embeds, mask, position_ids, cache)
 
     def lm_head_logits(self, hidden: Tensor) -> Tensor:
         return self.model.lm_head(hidden)
@@ -259,6 +257,14 @@ def several_images(visual: Visual) -> Visual:
         return visual
     rows = [v if isinstance(v, (list, tuple)) else [v] for v in visual.value]
     return Visual(IMAGES, [im for row in rows for im in row], tuple(len(r) for r in rows))
+
+
+def cached_forward(lm, embeds: Tensor, mask: Tensor, position_ids: Tensor, cache) -> tuple[Tensor, object]:
+    """A transformers decoder (`LlamaModel` ...) on `embeds` after the positions its key/value `cache` holds (None:
+    the first call): (last hidden states, the grown cache)."""
+    name = "cache" if "cache" in inspect.signature(lm.forward).parameters else "past_key_values"  # 5.2x's name
+    out = lm(inputs_embeds=embeds, attention_mask=mask, position_ids=position_ids, use_cache=True, **{name: cache})
+    return out.last_hidden_state, out[name]
 
 
 def right_align(input_ids: Tensor, mask: Tensor) -> tuple[Tensor, Tensor]:

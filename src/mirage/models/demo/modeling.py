@@ -15,7 +15,7 @@ from torch import Tensor, nn
 from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
 
 from ...benchmarks.question import letter_prompt
-from ..spliced import SplicedVLM
+from ..spliced import SplicedVLM, cached_forward
 from ..spliced import build_sequences as spliced_sequences
 from ..vlm import EncoderSpec, on_device
 from .aggregator import SpatialAggregator
@@ -38,6 +38,7 @@ class DemoVLM(SplicedVLM):
 
     prompt_style = staticmethod(letter_prompt)  # ShapesQA's prompt, the only one it was trained on
     causal_scoring = True  # a Llama LM: the causal mask is its only attention rule
+    cached_generation = True  # `generate` keeps the LM's key/value cache (captions by `caption:demo`)
     soft_prompts = True  # the text-only turn takes free vectors (the soft-prompt control)
 
     def __init__(self, config: DemoConfig, tokenizer: PreTrainedTokenizerFast):
@@ -116,6 +117,9 @@ class DemoVLM(SplicedVLM):
 
     def lm_hidden(self, embeds: Tensor, mask: Tensor, position_ids: Tensor) -> Tensor:
         return self.lm.model(inputs_embeds=embeds, attention_mask=mask, position_ids=position_ids).last_hidden_state
+
+    def lm_cached(self, embeds: Tensor, mask: Tensor, position_ids: Tensor, cache):
+        return cached_forward(self.lm.model, embeds, mask, position_ids, cache)
 
     def lm_head_logits(self, hidden: Tensor) -> Tensor:
         return self.lm.lm_head(hidden)
