@@ -242,11 +242,14 @@ class HFGeneric(TransformersSpliced):
     @property
     def _images_first(self) -> bool:
         """Whether the chat template renders every image of a turn before its text whatever the content order
-        (llava-hf's LLaVA-NeXT template), where the processor's image token is text it expands: probed once."""
+        (llava-hf's LLaVA-NeXT and LLaVA-OneVision templates), where the processor's image token is text it expands:
+        probed once."""
         if "_first" not in self.__dict__:
             token = getattr(self.processor, "image_token", None)
-            text = self.render(image_turn(f"A{IMAGE_MARKER}B", image=1), add_generation_prompt=True) if token else ""
-            self.__dict__["_first"] = bool(token) and token in text and text.index(token) < text.index("A")
+            before = "mirage-probe-text"  # words no template writes itself (a system prompt may hold any word)
+            text = self.render(image_turn(f"{before}{IMAGE_MARKER}.", image=1), add_generation_prompt=True) \
+                if token else ""
+            self.__dict__["_first"] = bool(token) and token in text and text.index(token) < text.index(before)
         return self.__dict__["_first"]
 
     def _fixed_ids(self, prompt: str, image: bool | int = True) -> list[int]:
