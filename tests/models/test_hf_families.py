@@ -492,42 +492,37 @@ def test_real_and_none_equal_the_processor_and_forward(family, sqa_bench):
     assert not torch.allclose(real, none, atol=1e-5)  # the image matters: the comparison can fail
 
 
+def sources(family, tmp_path, command: str, *args: str) -> set[str]:
+    """`mirage COMMAND` on the family's tiny model and 2 ScienceQA questions through the command line (the
+    optimizing commands: 1 step, at the family's fixed size): the sources of the rows it wrote."""
+    kind, d, _, _ = family
+    out = tmp_path / command
+    loops = [] if command == "eval" else ["--steps", "1"] + (
+        ["--image-size", str(IMAGE_SIZE[kind])] if kind in IMAGE_SIZE else [])
+    res = CliRunner().invoke(app, [command, "--model", f"hf:{d}", *SQA, *args, "--limit", "2", *loops, "--device",
+                                   "cpu", "-q", "--out", str(out)])
+    assert res.exit_code == 0, res.output
+    results = out / ("scienceqa" if command == "study" else "") / "results.jsonl"
+    return {json.loads(line)["source"] for line in results.read_text().splitlines()}
+
+
 def test_eval_with_the_default_conditions(family, tmp_path):
     """`mirage eval` with its default conditions (`none` among them) through the command line."""
-    kind, d, _, _ = family
-    out = tmp_path / "run"
-    res = CliRunner().invoke(app, ["eval", "--model", f"hf:{d}", *SQA, "--limit", "2", "--device", "cpu", "-q",
-                                   "--out", str(out)])
-    assert res.exit_code == 0, res.output
-    rows = [json.loads(line) for line in (out / "results.jsonl").read_text().splitlines()]
-    assert {r["source"] for r in rows} == {"real", "none", "blank", "noise", "wrong", "blur", "shuffle"}
+    assert sources(family, tmp_path, "eval") == {"real", "none", "blank", "noise", "wrong", "blur", "shuffle"}
 
 
 def test_optimize_pixels_per_question(family, tmp_path):
     """`mirage optimize --input pixels` at the family's fixed size, each result re-checked from its PNG at native
     resolution (per-question features run in the quick study below)."""
-    kind, d, _, _ = family
-    out = tmp_path / "run"
-    size = ["--image-size", str(IMAGE_SIZE[kind])] if kind in IMAGE_SIZE else []
-    res = CliRunner().invoke(app, ["optimize", "--model", f"hf:{d}", *SQA, "--input", "pixels", "--limit", "2",
-                                   "--steps", "1", *size, "--device", "cpu", "-q", "--out", str(out)])
-    assert res.exit_code == 0, res.output
-    rows = [json.loads(line) for line in (out / "results.jsonl").read_text().splitlines()]
-    assert {r["source"] for r in rows} >= {"pixels-question", "pixels-question-png"}
+    assert sources(family, tmp_path, "optimize", "--input", "pixels") >= {"pixels-question", "pixels-question-png"}
 
 
 def test_quick_study_optimizes_pixels_and_features_per_question(family, tmp_path):
     """`mirage study --preset quick`: conditions, per-question features and pixels (each re-checked from its PNG at
     native resolution), universal inputs and saliency, on every family."""
-    kind, d, _, _ = family
-    out = tmp_path / "study"
-    size = ["--image-size", str(IMAGE_SIZE[kind])] if kind in IMAGE_SIZE else []
-    res = CliRunner().invoke(app, ["study", "--model", f"hf:{d}", *SQA, "--preset", "quick", "--limit", "2",
-                                   "--steps", "1", *size, "--device", "cpu", "-q", "--out", str(out)])
-    assert res.exit_code == 0, res.output
-    rows = [json.loads(line) for line in (out / "scienceqa" / "results.jsonl").read_text().splitlines()]
-    assert {r["source"] for r in rows} >= {"real", "none", "blank", "noise", "wrong", "blur", "shuffle",
-                                           "features-question", "pixels-question", "pixels-question-png"}
+    assert sources(family, tmp_path, "study", "--preset", "quick") >= {
+        "real", "none", "blank", "noise", "wrong", "blur", "shuffle", "features-question", "pixels-question",
+        "pixels-question-png"}
 
 
 # --- LLaVA-1.5's official conversation, against the official code's steps written out from its source -------------
