@@ -143,6 +143,24 @@ def commit() -> str:
         return ""
 
 
+def build(fixtures: str, tiny: bool, device: torch.device):
+    """The Cambrian-8B shape (or the tiny one) with random weights on `device`, the MMMU validation fixture in its
+    prompts, and the optimization's reference images."""
+    fixture = load_benchmark("mmmu", split="validation", data_dir=str(Path(fixtures) / "mmmu"))
+    words = {w for q in fixture for w in fixture.prompt(q).split()} | set(vocabulary())
+    tok = word_level_tokenizer(sorted(words))
+    ids = tok(llama_3_prompt("x"), add_special_tokens=False).input_ids
+    position = ids.index(tok.convert_tokens_to_ids(IMAGE_TOKEN))
+    config = tiny_config(len(tok), position) if tiny else config_8b()
+    config.image_position = position
+    torch.manual_seed(0)
+    model = CambrianVLM.random(config, tok, device, torch.bfloat16 if device.type == "cuda" else torch.float32)
+    fixture = fixture.for_model(model)
+    with torch.no_grad():
+        ref = Reference.from_benchmark(model, fixture, n=4)
+    return model, fixture, ref
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("out")
@@ -163,19 +181,8 @@ def main() -> None:
     ap.add_argument("--commit", default=None, help="the commit measured (default: git's HEAD here)")
     args = ap.parse_args()
     device = torch.device(args.device)
-    fixture = load_benchmark("mmmu", split="validation", data_dir=str(Path(args.fixtures) / "mmmu"))
-    words = {w for q in fixture for w in fixture.prompt(q).split()} | set(vocabulary())
-    tok = word_level_tokenizer(sorted(words))
-    ids = tok(llama_3_prompt("x"), add_special_tokens=False).input_ids
-    position = ids.index(tok.convert_tokens_to_ids(IMAGE_TOKEN))
-    config = tiny_config(len(tok), position) if args.tiny else config_8b()
-    config.image_position = position
-    torch.manual_seed(0)
     t = time.perf_counter()
-    model = CambrianVLM.random(config, tok, device, torch.bfloat16 if device.type == "cuda" else torch.float32)
-    fixture = fixture.for_model(model)
-    with torch.no_grad():
-        ref = Reference.from_benchmark(model, fixture, n=4)
+    model, fixture, ref = build(args.fixtures, args.tiny, device)
     res = {"date": time.strftime("%Y-%m-%d %H:%M"), "commit": args.commit or commit(), "torch": torch.__version__,
            "device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
            "config": "tiny" if args.tiny else "cambrian-8b shapes (random weights)", "steps": args.steps,
