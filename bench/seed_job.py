@@ -191,8 +191,7 @@ def main() -> None:
     say(res)
     work = Path(tempfile.mkdtemp())
     plans = {}
-    for name in args.parts.split(","):  # eager first: the FLOPs and the probes (compiled blocks would recompile)
-        spec = OptimizeSpec(name)  # every encoder, nothing detached
+    for name in args.parts.split(","):  # the FLOPs: eager (FlopCounterMode does not see into compiled blocks)
         part: dict = {}
         res["parts"][name] = part
         if args.flops_from:
@@ -200,8 +199,13 @@ def main() -> None:
             part["flops"] = earlier["parts"][name]["flops"] | {"from": f"{args.flops_from} (commit {earlier['commit']})"}
             say(name, "FLOPs from", part["flops"]["from"])
         elif not args.no_flops:
-            part["flops"] = question_flops(model, fixture, spec, ref)
+            part["flops"] = question_flops(model, fixture, OptimizeSpec(name), ref)
             say(name, part["flops"])
+    if args.compile:  # before the probes, as `mirage optimize --compile` does: auto measures the compiled step
+        apply_switches(model, OptimizeSpec("features"), compile=True)
+    for name in args.parts.split(","):
+        spec = OptimizeSpec(name)  # every encoder, nothing detached
+        part = res["parts"][name]
         cfg = OptimizeConfig(steps=args.steps, early_stop=0)
         probe_bench = repeated(fixture, max(args.questions, 64))
         if args.seed_card:
@@ -220,8 +224,6 @@ def main() -> None:
         Path(args.out).write_text(json.dumps(res, indent=2))
     if args.fit_only:
         plans = {}
-    if args.compile and plans:
-        apply_switches(model, OptimizeSpec("features"), compile=True)
     for name, (spec, batch, ckpt, offload) in plans.items():
         part = res["parts"][name]
         clear_switches(model)

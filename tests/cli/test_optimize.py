@@ -49,6 +49,17 @@ def test_compile_flag_reaches_the_model_and_does_not_block_a_resume(tmp_path, ti
     assert resumed.exit_code == 0, resumed.output
     assert backends == ["inductor"]
     assert json.loads((out / "config.json").read_text())["compile"] is False  # the config of the run's first call
+    # auto measures the step the run takes: compiled before the probes (their peak is the compiled graph's)
+    import mirage.experiments.fit
+    order = []
+    real_peak = mirage.experiments.fit.step_peak
+    monkeypatch.setattr(mirage.experiments.fit, "step_peak", lambda *a, **k: order.append("probe") or real_peak(*a, **k))
+    backends.clear()
+    monkeypatch.setattr(mirage.experiments.optimization, "compile_blocks",
+                        lambda model, backend: order.append("compile") or spy(model, backend))
+    fitted = run(*args[:-3], "--out", str(tmp_path / "g"), "-q", "--compile", "--memory", "4")
+    assert fitted.exit_code == 0, fitted.output
+    assert order[0] == "compile" and "probe" in order
 
 
 def test_optimize_command_runs_the_patch_loop_and_refuses_per_question(tmp_path):

@@ -146,6 +146,7 @@ def optimize_cmd(
             vlm = lm
         t1 = time.time()
         fit = None
+        apply_switches(vlm, spec, compile=compile)  # first: auto then measures the compiled step the run will take
         if batch == AUTO and own_loop(spec.input) is None:  # patch and generator take no --batch-size
             fit = fit_batch(vlm, bench, spec, cfg, memory_gib=memory,
                             fixed=cfg.batch_size if spec.scope == "universal" else None,
@@ -155,7 +156,6 @@ def optimize_cmd(
                 console.print(fit.describe(), highlight=False)
         else:
             apply_switches(vlm, spec, grad_checkpointing, offload_unused_encoders)
-        apply_switches(vlm, spec, compile=compile)
         run_input(vlm, bench, spec, cfg, run, quiet=quiet, world=world)
         rows = finish(run, world)
     if not world.main:
