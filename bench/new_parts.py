@@ -57,6 +57,41 @@ def say(*parts) -> None:
     print(f"[{time.perf_counter() - T0:6.1f} s]", *parts, flush=True)
 
 
+def timed(fn):
+    """(fn(), its seconds): the device synchronised before and after, its peak-memory counter reset first."""
+    base.sync()
+    if base.DEVICE == "cuda":
+        torch.cuda.reset_peak_memory_stats()
+    t0 = time.perf_counter()
+    got = fn()
+    base.sync()
+    return got, time.perf_counter() - t0
+
+
+def lmms_loop(model, calls, new_tokens):
+    """lmms-eval's llava_hf generate_until, one call at a time: (prompt text, image) each, the image None (text
+    only), a PIL image or a list of them, or a callable giving those when the call runs (decoded inside the timing,
+    as lmms-eval's generate_until calls doc_to_visual per request). The first call runs once untimed (warm).
+    Returns (responses, seconds)."""
+    hf, proc, dev = model.model, model.processor, base.DEVICE
+
+    def one(text, image):
+        if callable(image):
+            image = image()
+        if image is None:
+            inputs = proc.tokenizer(text, return_tensors="pt").to(dev)
+        else:
+            inputs = proc(images=image, text=text, return_tensors="pt").to(dev)
+            inputs["pixel_values"] = inputs["pixel_values"].to(torch.bfloat16)
+        cont = hf.generate(**inputs, do_sample=False, num_beams=1, max_new_tokens=new_tokens, use_cache=True,
+                           pad_token_id=proc.tokenizer.eos_token_id, eos_token_id=proc.tokenizer.eos_token_id)
+        return proc.tokenizer.batch_decode(cont[:, inputs["input_ids"].shape[-1]:], skip_special_tokens=True)[0]
+
+    with torch.inference_mode():
+        one(*calls[0])  # warm
+        return timed(lambda: [one(*c) for c in calls])
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("out")
@@ -82,7 +117,7 @@ def main() -> None:
     t = time.perf_counter()
     base.save_llava_7b(work / "m", words, small)
     model = load_model(f"hf:{work / 'm'}", device=dev, dtype=torch.bfloat16)
-    hf, proc = model.model, model.processor
+    proc = model.processor
     lm = model.inner.language_model
     lm_params = sum(p.numel() for k, p in lm.named_parameters() if "embed_tokens" not in k)
     cfg_lm = lm.config
@@ -96,35 +131,10 @@ def main() -> None:
         say(name, r)
         out.write_text(json.dumps(res, indent=2))
 
-    def timed(fn):
-        base.sync()
-        if dev == "cuda":
-            torch.cuda.reset_peak_memory_stats()
-        t0 = time.perf_counter()
-        got = fn()
-        base.sync()
-        return got, time.perf_counter() - t0
-
     def evaluate(names, count, run=None):
         rows, s = timed(lambda: evaluate_conditions(model, bench.subset(count), parse_conditions(names), batch_size=32,
                                                     run=run, quiet=True))
         return rows, s
-
-    def lmms_loop(calls, new_tokens):
-        """lmms-eval's llava_hf generate_until, one call at a time: (prompt text, image or None) each."""
-        def one(text, image):
-            if image is None:
-                inputs = proc.tokenizer(text, return_tensors="pt").to(dev)
-            else:
-                inputs = proc(images=image, text=text, return_tensors="pt").to(dev)
-                inputs["pixel_values"] = inputs["pixel_values"].to(torch.bfloat16)
-            cont = hf.generate(**inputs, do_sample=False, num_beams=1, max_new_tokens=new_tokens, use_cache=True,
-                               pad_token_id=proc.tokenizer.eos_token_id, eos_token_id=proc.tokenizer.eos_token_id)
-            return proc.tokenizer.batch_decode(cont[:, inputs["input_ids"].shape[-1]:], skip_special_tokens=True)[0]
-
-        with torch.inference_mode():
-            one(*calls[0])  # warm
-            return timed(lambda: [one(*c) for c in calls])
 
     # warm-up (CUDA context, cuDNN plans, the processor), not timed
     evaluate("real,blank", 32)
@@ -142,7 +152,7 @@ def main() -> None:
                 asked = c.ask(q, ctx)
                 image = None if c.image_free else c.image(q, ctx)
                 calls.append((model.chat_text(bench.prompt(asked), image=image is not None), image))
-            _, sa = lmms_loop(calls, ANSWER_TOKENS)
+            _, sa = lmms_loop(model, calls, ANSWER_TOKENS)
             mirage_per_s, anchor_per_s = len(rows) / s, len(calls) / sa
             record(f"conditions/{name}", {
                 "seconds": round(s, 2), "forwards": len(rows), "per_s": round(mirage_per_s, 1),
@@ -157,9 +167,10 @@ def main() -> None:
         caption_tokens = [len(proc.tokenizer(c_).input_ids) for c_ in captions]
         qs = bench.questions[:na]
         # the anchor: caption each image at batch 1, then answer from the caption at batch 1 (text only)
-        (caps, sc) = lmms_loop([(model.chat_text(CAPTION_PROMPT), q.image(0)) for q in qs], CAPTION_TOKENS)
+        (caps, sc) = lmms_loop(model, [(model.chat_text(CAPTION_PROMPT), q.image(0)) for q in qs], CAPTION_TOKENS)
         asked = [with_caption(q, cap, "self") for q, cap in zip(qs, caps)]
-        _, sa = lmms_loop([(model.chat_text(bench.prompt(a), image=False), None) for a in asked], ANSWER_TOKENS)
+        _, sa = lmms_loop(model, [(model.chat_text(bench.prompt(a), image=False), None) for a in asked],
+                          ANSWER_TOKENS)
         mirage_per_s, anchor_per_s = len(rows) / s, len(qs) / (sc + sa)
         record("caption:self", {
             "questions": len(rows), "seconds": round(s, 2), "per_s": round(mirage_per_s, 2), "peak_gb": base.peak_gb(),

@@ -253,6 +253,36 @@ def muirbench(root: Path) -> Path:
     return root
 
 
+def scienceqa_img(root: Path) -> Path:
+    """lmms-lab/ScienceQA, config ScienceQA-IMG (test; the repository holds ScienceQA-FULL/ and ScienceQA-IMG/, one
+    parquet file per split; only the IMG config is written): derek-thomas/ScienceQA's columns, options in the list `choices`, gold an int8 index,
+    the context in `hint` (lmms-eval's doc_to_text writes "Context: <hint>" when it is not empty)."""
+    s = pa.schema([("image", IMAGE), ("question", pa.string()), ("choices", pa.list_(pa.string())),
+                   ("answer", pa.int8()), ("hint", pa.string()), ("task", pa.string()), ("grade", pa.string()),
+                   ("subject", pa.string()), ("topic", pa.string()), ("category", pa.string()),
+                   ("skill", pa.string()), ("lecture", pa.string()), ("solution", pa.string())])
+
+    def row(question, choices, answer, hint, topic, image):
+        return {"image": image, "question": question, "choices": choices, "answer": answer, "hint": hint,
+                "task": "closed choice", "grade": "grade4", "subject": "social science", "topic": topic,
+                "category": "", "skill": "", "lecture": "", "solution": ""}
+
+    write(root, "ScienceQA-IMG/test-00000-of-00001.parquet", [
+        row("What is the capital of Wyoming?", ["Phoenix", "Baton Rouge", "Honolulu", "Cheyenne"], 3, "",
+            "geography", png(COLOURS[0], (16, 12))),
+        row("Which property do these three objects have in common?", ["shiny", "slippery", "opaque"], 2,
+            "Select the best answer.", "physics", png(COLOURS[1], (12, 16))),
+        row("Think about the magnetic force between the magnets in each pair. Which of the following statements "
+            "is true?", ["The magnitude of the magnetic force is the same in both pairs.",
+                         "The magnitude of the magnetic force is smaller in Pair 1.",
+                         "The magnitude of the magnetic force is smaller in Pair 2."], 2,
+            "The images below show two pairs of magnets. The magnets in different pairs do not affect each other. "
+            "All the magnets shown are made of the same material.", "magnets", png(COLOURS[2])),
+    ], s)
+    readme_configs(root, {"ScienceQA-IMG": {"test": "ScienceQA-IMG/test-*"}})  # (datasets needs every config's files)
+    return root
+
+
 # task -> (builder, what the test loads it as)
 SINGLE_IMAGE = {"mmvp": mmvp, "vstar_bench": vstar_bench, "mme": mme, "blink_counting": blink,
                 "embspatial": embspatial, "3dsrbench": threedsr, "seedbench_2_plus": seedbench_2_plus, "erqa": erqa,
