@@ -164,3 +164,33 @@ def test_an_input_holds_one_row_per_image_of_its_slots(tiny_model, ref):
     picked = v.select([1])
     assert picked.counts == (3,) and torch.equal(picked.value, inp.tokens[[0, 1, 2]])
     assert Visual("tokens", v.value).select([1]).value.shape[0] == 1
+
+
+def test_slot_adam_is_torch_adam_per_slot():
+    """Each slot steps as its own torch.optim.Adam would: paused slots keep their values and moments, a reset slot
+    starts again from step 0 (the reference: one torch.optim.Adam per slot, rebuilt on reset)."""
+    from mirage.slot_adam import SlotAdam
+
+    torch.manual_seed(0)
+    slots, rows = 3, 2
+    p = torch.nn.Parameter(torch.randn(slots * rows, 4, 5))
+    opt = SlotAdam([p], slots, 0.1, rows=rows)
+    ref = [torch.nn.Parameter(p.detach()[s * rows:(s + 1) * rows].clone()) for s in range(slots)]
+    ref_opt = [torch.optim.Adam([r], lr=0.1) for r in ref]
+    for k in range(6):
+        if k == 4:  # slot 1 gets a new question
+            opt.reset(1)
+            ref_opt[1] = torch.optim.Adam([ref[1]], lr=0.1)
+        active = torch.tensor([True, k % 2 == 0, k != 3])
+        p.grad = torch.randn_like(p)
+        before = p.detach().clone()
+        opt.step(active)
+        for s in range(slots):
+            mine = p.detach()[s * rows:(s + 1) * rows]
+            if active[s]:
+                ref[s].grad = p.grad[s * rows:(s + 1) * rows].clone()
+                ref_opt[s].step()
+            else:
+                assert torch.equal(mine, before[s * rows:(s + 1) * rows])
+            torch.testing.assert_close(mine, ref[s].detach(), rtol=0, atol=1e-6)
+    assert opt.t.tolist() == [6, 1, 5]  # slot 1: steps 0 and 2, then reset, then step 4

@@ -224,3 +224,48 @@ def test_timings_keep_a_killed_invocation(tmp_path):
     log = again.log_invocation({"load_s": 1.0, "work_s": 2.0})
     assert [i["status"] for i in log["invocations"]] == ["killed", "finished"]
     assert log["invocations"][0]["elapsed_s"] == 30.0 and log["total"]["wall_s"] == 33.0
+
+
+def test_behind_appends_write_files_first_keep_order_and_raise_errors(tmp_path, monkeypatch):
+    """The optimization loop's writer: each row is appended after the file it names is on disk, rows stay in
+    submission order, and a failed write stops its rows and is raised (the rows before it stay)."""
+    import threading
+
+    from mirage.runs import BehindAppends, read_rows
+
+    run = RunDir.open(tmp_path / "r", {"x": 1})
+    append, seen = run.append, []
+
+    def checked(rows):
+        assert all((tmp_path / r["file"]).is_file() for r in rows)  # the files before the rows that name them
+        seen.append(threading.current_thread().name)
+        append(rows)
+
+    monkeypatch.setattr(run, "append", checked)
+    gate = threading.Event()
+
+    def writer(name, wait=False):
+        def write():
+            if wait:
+                assert gate.wait(5)
+            (tmp_path / name).write_text(name)
+        return write
+
+    with BehindAppends(run, limit=2) as behind:
+        behind.submit(writer("a", wait=True), [{"question_id": "a", "file": "a"}])
+        behind.submit(writer("b"), [{"question_id": "b", "file": "b"}])
+        assert not run.results_path.exists() or read_rows(run.results_path) == []  # the caller went on meanwhile
+        gate.set()
+        behind.submit(writer("c"), [{"question_id": "c", "file": "c"}, {"question_id": "d", "file": "c"}])
+    assert [r["question_id"] for r in read_rows(run.results_path)] == ["a", "b", "c", "d"]
+    assert seen and all(name.startswith("mirage-writes") for name in seen)
+
+    def broken():
+        raise OSError("disk full")
+
+    behind = BehindAppends(run)
+    behind.submit(writer("e"), [{"question_id": "e", "file": "e"}])
+    behind.submit(broken, [{"question_id": "f", "file": "f"}])
+    with pytest.raises(OSError, match="disk full"):
+        behind.close()
+    assert [r["question_id"] for r in read_rows(run.results_path)] == ["a", "b", "c", "d", "e"]

@@ -13,9 +13,10 @@ universal, the one shared input stands for every image of every question (`Input
 from __future__ import annotations
 
 import json
+from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
+from typing import Callable, Sequence
 
 import numpy as np
 import torch
@@ -29,7 +30,7 @@ from .inputs.base import Input
 from .models.vlm import VLM, on_device
 from .objectives import Objective, choice_margin
 from .progress import progress_bar
-from .runs import RunDir
+from .runs import BehindAppends, RunDir
 from .seeding import seed_for
 from .slot_adam import SlotAdam
 
@@ -65,16 +66,27 @@ def image_counts(bench: Benchmark, questions: Sequence[Question]) -> list[int] |
 
 def save_artifact(inp: Input, slot: int, directory: Path, key: str) -> Path:
     """Write the input's row `slot`: an 8-bit PNG for pixels, safetensors otherwise. Returns the path."""
-    directory.mkdir(parents=True, exist_ok=True)
-    tensors = inp.export(slot)
-    if "pixels" in tensors:
-        arr = (tensors["pixels"].clamp(0, 1) * 255).round().byte().permute(1, 2, 0).numpy()
-        path = directory / f"{key}.png"
-        Image.fromarray(arr).save(path)
-    else:
-        path = directory / f"{key}.safetensors"
-        save_file(tensors, str(path))
+    path, write = exported(inp, slot, directory, key)
+    write()
     return path
+
+
+def exported(inp: Input, slot: int, directory: Path, key: str) -> tuple[Path, Callable[[], None]]:
+    """Row `slot` of the input copied to the host now (its slot may take another question next), and the path and
+    the write of its artifact (an 8-bit PNG for pixels, safetensors otherwise), to run later or elsewhere."""
+    tensors = inp.export(slot)
+    pixels = "pixels" in tensors
+    path = directory / f"{key}.{'png' if pixels else 'safetensors'}"
+
+    def write() -> None:
+        directory.mkdir(parents=True, exist_ok=True)
+        if pixels:
+            arr = (tensors["pixels"].clamp(0, 1) * 255).round().byte().permute(1, 2, 0).numpy()
+            Image.fromarray(arr).save(path)
+        else:
+            save_file(tensors, str(path))
+
+    return path, write
 
 
 def optimize_questions(model: VLM, bench: Benchmark, inp: Input, objective: Objective, cfg: OptimizeConfig,
@@ -102,7 +114,9 @@ def optimize_questions(model: VLM, bench: Benchmark, inp: Input, objective: Obje
                 held[s] = 0
 
     refill()
-    with progress_bar(f"optimizing {source}", len(queue) + sum(o is not None for o in owner), quiet) as advance:
+    # rows and their artifacts are written behind the loop (the files first, then the rows that name them)
+    with progress_bar(f"optimizing {source}", len(queue) + sum(o is not None for o in owner), quiet) as advance, \
+            (BehindAppends(run) if run else nullcontext()) as behind:
         while any(o is not None for o in owner):
             act = [s for s in range(slots) if owner[s] is not None]
             qs = [owner[s] for s in act]
@@ -123,22 +137,23 @@ def optimize_questions(model: VLM, bench: Benchmark, inp: Input, objective: Obje
                 opt.step(going)
                 opt.zero_grad()
                 inp.project_()
-            new = []
+            new, writes = [], []
             for i, (s, f) in enumerate(zip(act, finished)):
                 if f:
                     q = owner[s]
                     extra = {"steps": int(opt.t[s]), "loss": round(float(loss[i].detach()), 4), "margin": round(float(margin[i]), 3)}
                     if run:  # one file per image the question is asked with, the first under its id
-                        paths = [save_artifact(inp, inp.row(s, k), run.artifacts_dir / source, image_key(q.id, k))
+                        files = [exported(inp, inp.row(s, k), run.artifacts_dir / source, image_key(q.id, k))
                                  for k in range(len(q.images) if inp.n_images > 1 else 1)]
-                        extra["artifact"] = str(paths[0].relative_to(run.path))
-                        if len(paths) > 1:
-                            extra["artifacts"] = [str(p.relative_to(run.path)) for p in paths]
+                        writes += [w for _, w in files]
+                        extra["artifact"] = str(files[0][0].relative_to(run.path))
+                        if len(files) > 1:
+                            extra["artifacts"] = [str(p.relative_to(run.path)) for p, _ in files]
                     new.append(result_row(q, logits[i].detach().cpu(), source, **extra))
                     owner[s] = None
             if new:
                 if run:
-                    run.append(new)
+                    behind.submit(lambda ws=writes: [w() for w in ws], new)
                 rows += new
                 advance(len(new))
             refill()

@@ -13,8 +13,10 @@ import sys
 import tempfile
 import time
 import weakref
+from collections import deque
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Collection, Mapping, Sequence
+from typing import Callable, Collection, Mapping, Sequence
 
 from .environment import library_changes, library_versions
 from .errors import MirageError
@@ -546,6 +548,50 @@ def read_rows(path: Path, repair: bool = True) -> list[dict]:
             f.flush()
             os.fsync(f.fileno())
     return out
+
+
+class BehindAppends:
+    """Rows appended to `run` on one worker thread, each after the files it names are written, while the caller goes
+    on (an optimization loop keeps the GPU busy instead of waiting on the disk: Cambrian-1's per-question features
+    are 220 MB a question). In submission order, so a run cut short holds a prefix of the rows, each with its files,
+    and resumes from there. At most `limit` submissions wait; the next one waits for the oldest. An error in a write
+    is raised at the next `submit` or at `close`; `close` waits for every write."""
+
+    def __init__(self, run: "RunDir", limit: int = 8):
+        self.run, self.limit = run, limit
+        self.pool = ThreadPoolExecutor(1, thread_name_prefix="mirage-writes")
+        self.pending: deque = deque()
+
+    def submit(self, write: Callable[[], None], rows: Sequence[dict]) -> None:
+        """Run `write()` (the rows' files), then append `rows`, behind the caller."""
+        while self.pending and (self.pending[0].done() or len(self.pending) >= self.limit):
+            self.pending.popleft().result()
+
+        def job() -> None:
+            write()
+            self.run.append(rows)
+
+        self.pending.append(self.pool.submit(job))
+
+    def close(self) -> None:
+        """Wait for every submission; raise the first error."""
+        try:
+            while self.pending:
+                self.pending.popleft().result()
+        finally:
+            self.pool.shutdown(wait=True, cancel_futures=True)
+
+    def __enter__(self) -> "BehindAppends":
+        return self
+
+    def __exit__(self, kind, value, tb) -> None:
+        if kind is None:
+            self.close()
+            return
+        try:  # the caller's own error is the one to see; what was submitted is still written
+            self.close()
+        except Exception:  # noqa: BLE001
+            pass
 
 
 def append_rows(path: Path, rows: Sequence[dict]) -> None:

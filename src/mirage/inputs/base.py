@@ -82,7 +82,8 @@ class Input(nn.Module):
         """Keep parameters in their valid set after an optimizer step (default: nothing to do)."""
 
     def export(self, slot: int) -> dict[str, Tensor]:
-        """Row `slot`'s optimized input as named CPU tensors, for safetensors artifacts."""
+        """Row `slot`'s optimized input as named CPU tensors, for safetensors artifacts: copies, never views of the
+        parameters (the optimization loop writes them behind, while the slot already holds another question)."""
         raise NotImplementedError
 
     @property

@@ -55,7 +55,7 @@ class FeatureInput(Input):
         return Visual("features", out)
 
     def export(self, slot: int) -> dict[str, Tensor]:
-        return {name: p[slot].detach().cpu().contiguous() for name, p in self.params.items()}
+        return {name: p[slot].detach().to("cpu", copy=True).contiguous() for name, p in self.params.items()}
 
     @property
     def name(self) -> str:

@@ -29,7 +29,7 @@ class SoftPromptInput(Input):
         return Visual(SOFT, take_slots(self.vectors, slots))
 
     def export(self, slot: int) -> dict[str, Tensor]:
-        return {"soft_prompt": self.vectors[slot].detach().cpu().contiguous()}
+        return {"soft_prompt": self.vectors[slot].detach().to("cpu", copy=True).contiguous()}
 
     @property
     def name(self) -> str:

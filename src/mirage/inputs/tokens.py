@@ -27,4 +27,4 @@ class TokenInput(Input):
         return Visual("tokens", take_slots(self.tokens, slots))
 
     def export(self, slot: int) -> dict[str, Tensor]:
-        return {"tokens": self.tokens[slot].detach().cpu().contiguous()}
+        return {"tokens": self.tokens[slot].detach().to("cpu", copy=True).contiguous()}

@@ -158,7 +158,7 @@ class GeneratorInput(Input):
         return Visual("pixels", to_pixels(self.net.sample(cond, mask, noise).final, self.resolution))
 
     def export(self, slot: int) -> dict[str, Tensor]:
-        return {k: v.detach().cpu().contiguous() for k, v in self.net.state_dict().items()}
+        return {k: v.detach().to("cpu", copy=True).contiguous() for k, v in self.net.state_dict().items()}
 
     @property
     def noise_shape(self) -> tuple[int, int, int]:
