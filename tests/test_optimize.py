@@ -21,10 +21,38 @@ def test_optimization_lowers_the_loss(tiny_model, small_bench, ref):
         inp.reset(s, q.id)
     ce = OBJECTIVES.get("ce")
     before, _ = ce(tiny_model, [small_bench.prompt(q) for q in qs], inp(torch.arange(4)), qs)
+    slot_of = held_slots(inp)
     optimize_questions(tiny_model, Benchmark("s", "t", qs), inp, ce, OptimizeConfig(steps=15, early_stop=0),
                        "features-question", None, lr=0.1)
-    after, _ = ce(tiny_model, [small_bench.prompt(q) for q in qs], inp(torch.arange(4)), qs)
+    after, _ = ce(tiny_model, [small_bench.prompt(q) for q in qs], inp(torch.tensor([slot_of[q.id] for q in qs])), qs)
     assert (after < before).all()
+
+
+def held_slots(inp) -> dict:
+    """Which slot each question took (the loop's order is its own: longest prompts first)."""
+    slot_of, start = {}, inp.start
+
+    def spy(slot, key):
+        slot_of[key] = slot
+        start(slot, key)
+
+    inp.start = spy
+    return slot_of
+
+
+def test_queue_takes_the_longest_prompts_first_and_keeps_benchmark_order_among_equals(tiny_model, small_bench, ref):
+    """Batches of like length (little padding), the largest first (a batch too large fails at once)."""
+    from mirage.prefetch import prompt_lengths
+
+    bench = small_bench.subset(12)
+    lengths = dict(zip([q.id for q in bench], prompt_lengths(tiny_model, [bench.prompt(q) for q in bench])))
+    assert len(set(lengths.values())) > 2
+    inp = build_input("tokens", tiny_model, 1, ref)
+    slot_of = held_slots(inp)
+    optimize_questions(tiny_model, bench, inp, OBJECTIVES.get("ce"), OptimizeConfig(steps=1, early_stop=0), "t", None)
+    order = list(slot_of)  # the order the questions took a slot
+    index = {q.id: i for i, q in enumerate(bench)}
+    assert order == sorted(index, key=lambda k: (-lengths[k], index[k]))
 
 
 def test_batched_equals_one_at_a_time(tiny_model, small_bench, ref, tmp_path):
@@ -77,10 +105,11 @@ def test_detached_and_unselected_encoders_get_no_gradient(tiny_model, small_benc
                                    small_bench.questions[:2])
     loss.sum().backward()
     assert inp.params["clip"].grad.abs().sum() > 0 and inp.params["convnext"].grad is None
+    slot_of = held_slots(inp)
     optimize_questions(tiny_model, small_bench.subset(2), inp, OBJECTIVES.get("ce"), OptimizeConfig(steps=3), "f", None)
     fresh = build_input("features", tiny_model, 2, ref, encoders=["clip", "convnext"], detach=["convnext"])
-    for s, q in enumerate(small_bench.questions[:2]):  # slot s held question s: its frozen tensor is its own init
-        fresh.reset(s, q.id)
+    for q in small_bench.questions[:2]:  # each slot's frozen tensor is its question's own init
+        fresh.reset(slot_of[q.id], q.id)
     torch.testing.assert_close(inp.params["convnext"].detach(), fresh.params["convnext"].detach(), rtol=0, atol=0)
     assert not torch.equal(inp.params["clip"].detach(), fresh.params["clip"].detach())  # ... while clip moved
 

@@ -29,6 +29,7 @@ from .evaluate import score_pending
 from .inputs.base import Input
 from .models.vlm import VLM, on_device
 from .objectives import Objective, choice_margin
+from .prefetch import prompt_lengths
 from .progress import progress_bar
 from .runs import BehindAppends, RunDir
 from .seeding import seed_for
@@ -102,7 +103,10 @@ def optimize_questions(model: VLM, bench: Benchmark, inp: Input, objective: Obje
     owner: list[Question | None] = [None] * slots
     device = model.device
     rows: list[dict] = []
-    queue.reverse()  # pop() from the end keeps benchmark order
+    # the longest prompts first, equal ones in benchmark order (pop() takes from the end): a batch holds prompts of
+    # like length, so little of it is padding, and a batch too large for the card fails at once, not hours in
+    lengths = prompt_lengths(model, [bench.prompt(q) for q in queue]) or [len(bench.prompt(q)) for q in queue]
+    queue = [queue[i] for i in sorted(range(len(queue)), key=lambda i: (max(1, len(queue[i].images)), lengths[i], -i))]
 
     def refill() -> None:
         for s in range(slots):
