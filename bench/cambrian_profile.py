@@ -30,7 +30,7 @@ from torch.autograd import DeviceType
 from torch.profiler import ProfilerActivity, profile
 
 sys.path.insert(0, str(Path(__file__).parent))
-from seed_job import build, commit, matmul_tflops, repeated, say  # noqa: E402
+from seed_job import build, commit, matmul_tflops, model_arguments, repeated, say  # noqa: E402
 
 from mirage.experiments import OptimizeSpec, apply_switches, run_optimization  # noqa: E402
 from mirage.experiments.optimization import clear_switches, spec_input  # noqa: E402
@@ -183,10 +183,7 @@ def profiled_run(model, bench, spec, cfg, ref, work: Path, tag: str, device) -> 
 
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("out")
-    ap.add_argument("--fixtures", default="../shared/fixtures")
-    ap.add_argument("--tiny", action="store_true")
-    ap.add_argument("--device", default="cuda")
+    model_arguments(ap)
     ap.add_argument("--parts", default="features,pixels")
     ap.add_argument("--batch", default="features=8,pixels=4")
     ap.add_argument("--steps", type=int, default=4)

@@ -161,12 +161,17 @@ def build(fixtures: str, tiny: bool, device: torch.device):
     return model, fixture, ref
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser()
+def model_arguments(ap: argparse.ArgumentParser) -> None:
+    """OUT and the options of `build` (this script's and cambrian_profile.py's)."""
     ap.add_argument("out")
     ap.add_argument("--fixtures", default="../shared/fixtures")
     ap.add_argument("--tiny", action="store_true")
     ap.add_argument("--device", default="cuda")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    model_arguments(ap)
     ap.add_argument("--steps", type=int, default=50)
     ap.add_argument("--questions", type=int, default=32, help="at least this many (whole batches)")
     ap.add_argument("--parts", default="features,pixels")
