@@ -242,3 +242,19 @@ def test_none_is_the_text_only_prompt_through_transformers(qwen, bench):
     real = qwen.choice_logits(prompts, qwen.visual_from_images([q.image() for q in qs]), [4] * 3)
     assert not torch.allclose(real.softmax(-1), mine, atol=1e-3)
     assert evaluate(qwen, bench.subset(3), "none").summary["n"]["none"] == 3
+
+
+def test_generate_with_the_key_value_cache_equals_recomputing_the_prefix(qwen, bench, monkeypatch):
+    """Captions (`caption:self`, 128 tokens) keep the LM's cache: the prompt once, then one token a step at M-RoPE
+    position last + 1 on all three axes. Native images of different sizes (rows with different grids and token
+    counts), the fixed size, and text only: the same tokens and hidden states as recomputing the prefix."""
+    from cached_generation import assert_cached_generation
+
+    qs = bench.questions[:3]
+    prompts = [bench.prompt(q) for q in qs]
+    assert len({q.image().size for q in qs}) > 1
+    assert_cached_generation(qwen, prompts, lambda rows: qwen.visual_from_images([qs[i].image() for i in rows]),
+                             monkeypatch, texts=False)
+    pixels = torch.rand(3, 3, 56, 56, generator=torch.Generator().manual_seed(0))
+    assert_cached_generation(qwen, prompts, lambda rows: Visual("pixels", pixels[rows]), monkeypatch, texts=False)
+    assert_cached_generation(qwen, prompts, lambda rows: Visual.none(), monkeypatch, texts=False)

@@ -111,3 +111,15 @@ def test_conditions_and_optimized_inputs_run(qwen3, bench, tmp_path):
 def test_image_size_must_fit_the_16px_patches(tmp_path):
     with pytest.raises(ValueError, match="image_size 112: .* multiple of 32 \\(e.g. 96 or 128\\)"):
         load_model(f"hf:{save_tiny_qwen3(tmp_path)}", device="cpu", image_size=112)
+
+
+def test_generate_with_the_key_value_cache_equals_recomputing_the_prefix(qwen3, bench, monkeypatch):
+    """The prompt once with DeepStack at its image slots, then one plain token a step: the same tokens and hidden
+    states as recomputing the prefix, on native images of different sizes. (Text only is Qwen2-VL's path, tested
+    there: this tiny model's first text-only answer token is the image placeholder, which recomputing cannot take.)"""
+    from cached_generation import assert_cached_generation
+
+    qs = bench.questions[:3]
+    prompts = [bench.prompt(q) for q in qs]
+    assert_cached_generation(qwen3, prompts, lambda rows: qwen3.visual_from_images([qs[i].image() for i in rows]),
+                             monkeypatch, texts=False)

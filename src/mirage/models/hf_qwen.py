@@ -36,7 +36,7 @@ import torch.nn.functional as F
 from PIL import Image
 from torch import Tensor
 
-from .spliced import TransformersSpliced, several_images
+from .spliced import TransformersSpliced, cached_forward, several_images
 from .vlm import IMAGES, NONE, EncoderSpec, Visual, on_device
 
 ENCODER = "vision"
@@ -113,6 +113,9 @@ class HFQwen2VL(TransformersSpliced):
     """A transformers Qwen2-VL or Qwen2.5-VL model, its image processor and tokenizer (with the chat template)."""
 
     max_images = 64  # images per question at native resolution (the `images` stage), each where its text says
+    # `generate` keeps the LM's key/value cache: a generated token's M-RoPE position is the last one + 1 on all three
+    # axes (transformers' rope_deltas give the same: text after the image counts on from its largest position)
+    cached_generation = True
     prompt_family = "qwen"  # `--prompt model`: the Qwen-VL prompts lmms-eval publishes (mmstar_qwen, mmmu_val_qwen)
 
     def __init__(self, model, image_processor, tokenizer, image_size: int | None = None):
@@ -265,7 +268,9 @@ class HFQwen3VL(HFQwen2VL):
         b = features[ENCODER].shape[0]
         return torch.cat(parts, -1).view(b, -1, self.lm_dim * len(parts))
 
-    def _hidden(self, input_ids: Tensor, mask: Tensor, image_tokens: Tensor | None, layout=None) -> Tensor:
+    def _deepstack(self, input_ids: Tensor, mask: Tensor, image_tokens: Tensor | None, layout
+                   ) -> tuple[Tensor, Tensor, dict]:
+        """The LM's input embeddings, positions, and the DeepStack inputs its first layers add at the image slots."""
         embeds = self.embed(input_ids)
         positions = self.positions(input_ids, mask, layout)
         extra = {}
@@ -275,5 +280,15 @@ class HFQwen3VL(HFQwen2VL):
             slots = input_ids == self.image_token_id
             embeds = embeds.masked_scatter(slots.unsqueeze(-1), flat[:, :d])
             extra = dict(visual_pos_masks=slots, deepstack_visual_embeds=list(flat[:, d:].split(d, -1)))
+        return embeds, positions, extra
+
+    def _hidden(self, input_ids: Tensor, mask: Tensor, image_tokens: Tensor | None, layout=None) -> Tensor:
+        embeds, positions, extra = self._deepstack(input_ids, mask, image_tokens, layout)
         return self.inner.language_model(inputs_embeds=embeds, attention_mask=mask, position_ids=positions,
                                          use_cache=False, **extra).last_hidden_state
+
+    def prefill(self, input_ids: Tensor, mask: Tensor, image_tokens: Tensor | None, layout=None):
+        # DeepStack adds to the prompt's image slots only: the generated tokens are plain `lm_cached` steps
+        embeds, positions, extra = self._deepstack(input_ids, mask, image_tokens, layout)
+        hidden, cache = cached_forward(self.inner.language_model, embeds, mask, positions, None, **extra)
+        return hidden, cache, positions[..., -1:]

@@ -64,15 +64,32 @@ class SplicedVLM(VLM):
     def lm_head_logits(self, hidden: Tensor) -> Tensor:
         raise NotImplementedError
 
-    # `generate` keeps the LM's key/value cache (`lm_cached`: LLaVA, the demo); backends whose positions or masks
-    # `_hidden` builds its own way (Qwen's 3-D positions, generic families) or whose LM is mirage's own (Cambrian's
-    # sampler layers) recompute the prefix instead until checked
+    # `generate` keeps the LM's key/value cache (`prefill`, then `lm_cached` a token at a time) where the backend's
+    # cached steps are checked equal to recomputing the prefix (tests/cached_generation.py); the others recompute it
     cached_generation = False
 
     def lm_cached(self, embeds: Tensor, mask: Tensor, position_ids: Tensor, cache):
         """The LM on `embeds` after the positions `cache` holds (None: the first): its hidden states [B, L, D] and
         the cache grown by them; `mask` covers the cached and the new positions."""
         raise NotImplementedError
+
+    def prefill(self, input_ids: Tensor, mask: Tensor, image_tokens: Tensor | None, layout=None
+                ) -> tuple[Tensor, object, Tensor]:
+        """The prompt through the LM keeping its key/value cache: the hidden states [B, L, D] (`_hidden`'s), the
+        cache, and the position ids of each row's last token ([B, 1]; [3, B, 1] for M-RoPE), from which the
+        generated tokens count on. A backend whose `_hidden` adds to the LM's inputs (Qwen3-VL's DeepStack,
+        Cambrian's sampler layers, a family's attention inputs) adds them here too."""
+        embeds, positions = self._embedded(input_ids, mask, image_tokens, layout)
+        hidden, cache = self.lm_cached(embeds, mask, positions, None)
+        return hidden, cache, positions[..., -1:]
+
+    def cached_step(self, tokens: Tensor, mask: Tensor, positions: Tensor, cache) -> tuple[Tensor, object, Tensor]:
+        """One generated token per row [B, 1] after the cached positions (`positions`: the last ones'): its hidden
+        state [B, 1, D], the grown cache and its positions. A generated token is text: one position on, on every
+        axis of M-RoPE too."""
+        positions = positions + 1
+        hidden, cache = self.lm_cached(self.embed(tokens), mask, positions, cache)
+        return hidden, cache, positions
 
     def sequences(self, prompts: Sequence[str], targets: Sequence[str] | None = None,
                   counts: int | Sequence[int | Sequence[int]] | None = None, image: bool = True,
@@ -198,8 +215,7 @@ class SplicedVLM(VLM):
         eos = self.tokenizer.eos_token_id
         out = torch.empty(len(prompts), 0, dtype=torch.long, device=input_ids.device)
         if self.cached_generation:
-            embeds, positions = self._embedded(input_ids, mask, tokens, layout)
-            hidden, cache = self.lm_cached(embeds, mask, positions, None)
+            hidden, cache, positions = self.prefill(input_ids, mask, tokens, layout)
         for _ in range(max_new_tokens):
             if not self.cached_generation:
                 hidden = self._hidden(input_ids, mask, tokens, layout)
@@ -209,8 +225,7 @@ class SplicedVLM(VLM):
             if (out == eos).any(1).all() or out.shape[1] == max_new_tokens:
                 break
             if self.cached_generation:
-                positions = positions[:, -1:] + 1
-                hidden, cache = self.lm_cached(self.embed(nxt), mask, positions, cache)
+                hidden, cache, positions = self.cached_step(nxt, mask, positions, cache)
         texts = []
         for row in out.tolist():
             row = row[: row.index(eos)] if eos in row else row
@@ -259,12 +274,18 @@ def several_images(visual: Visual) -> Visual:
     return Visual(IMAGES, [im for row in rows for im in row], tuple(len(r) for r in rows))
 
 
-def cached_forward(lm, embeds: Tensor, mask: Tensor, position_ids: Tensor, cache) -> tuple[Tensor, object]:
+def cached_forward(lm, embeds: Tensor, mask: Tensor, position_ids: Tensor, cache, **extra) -> tuple[Tensor, object]:
     """A transformers decoder (`LlamaModel` ...) on `embeds` after the positions its key/value `cache` holds (None:
-    the first call): (last hidden states, the grown cache)."""
-    name = "cache" if "cache" in inspect.signature(lm.forward).parameters else "past_key_values"  # 5.2x's name
-    out = lm(inputs_embeds=embeds, attention_mask=mask, position_ids=position_ids, use_cache=True, **{name: cache})
+    the first call), with `extra` inputs of its forward: (last hidden states, the grown cache)."""
+    name = cache_argument(lm.forward)
+    out = lm(inputs_embeds=embeds, attention_mask=mask, position_ids=position_ids, use_cache=True, **{name: cache},
+             **extra)
     return out.last_hidden_state, out[name]
+
+
+def cache_argument(forward) -> str:
+    """The name a transformers forward gives its key/value cache: `cache` since 5.2x, `past_key_values` before."""
+    return "cache" if "cache" in inspect.signature(forward).parameters else "past_key_values"
 
 
 def right_align(input_ids: Tensor, mask: Tensor) -> tuple[Tensor, Tensor]:
