@@ -492,6 +492,21 @@ def test_real_and_none_equal_the_processor_and_forward(family, sqa_bench):
     assert not torch.allclose(real, none, atol=1e-5)  # the image matters: the comparison can fail
 
 
+def test_generate_with_the_key_value_cache_equals_recomputing_the_prefix(family, sqa_bench, monkeypatch):
+    """Captions (`caption:self`, 128 tokens) keep the LM's cache on every family: the prompt once through the
+    model's own forward (Gemma 3's image blocks, PaliGemma's prefix, Qwen's M-RoPE), then one token a step; the same
+    tokens and hidden states as recomputing the prefix, on a padded batch with images and text only."""
+    from cached_generation import assert_cached_generation
+
+    _, _, _, vlm = family
+    qs = sqa_bench.questions[:3]
+    prompts = [sqa_bench.prompt(q) for q in qs]
+    if len(set(vlm.sequences(prompts)[1].sum(1).tolist())) < 2:  # a padded batch: lengthen one prompt
+        prompts[0] += " Think of the picture."
+    for visual_of in (lambda rows: vlm.visual_from_images([qs[i].image() for i in rows]), lambda rows: Visual.none()):
+        assert_cached_generation(vlm, prompts, visual_of, monkeypatch, texts=False)
+
+
 def sources(family, tmp_path, command: str, *args: str) -> set[str]:
     """`mirage COMMAND` on the family's tiny model and 2 ScienceQA questions through the command line (the
     optimizing commands: 1 step, at the family's fixed size): the sources of the rows it wrote."""

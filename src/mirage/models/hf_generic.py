@@ -27,7 +27,7 @@ from torch import Tensor
 from .chat import IMAGE_MARKER, adds_special_tokens, image_turn
 from .conversations import OFFICIAL, pick
 from .hf_families import FAMILIES, NotGeneric, Probed
-from .spliced import TransformersSpliced, build_sequences
+from .spliced import TransformersSpliced, build_sequences, cache_argument, cached_forward
 from .vlm import IMAGES, NONE, EncoderSpec, Visual, on_device
 
 ENCODER = "vision"
@@ -333,7 +333,9 @@ class HFGeneric(TransformersSpliced):
                              "image tokens")
         return input_ids, mask, labels, tokens, labels != -100  # layout: where the answer (suffix) is
 
-    def _hidden(self, input_ids: Tensor, mask: Tensor, image_tokens: Tensor | None, layout=None) -> Tensor:
+    def _lm_inputs(self, input_ids: Tensor, mask: Tensor, image_tokens: Tensor | None, layout) -> dict:
+        """The model's own forward's inputs for the LM: embeddings with the image tokens at the placeholders, the
+        family's positions and its attention inputs (`lm_inputs`: Gemma 3's image blocks, PaliGemma's prefix)."""
         embeds = self.embed(input_ids)
         if image_tokens is not None:
             slots = (input_ids == self.image_token_id).unsqueeze(-1)
@@ -341,6 +343,20 @@ class HFGeneric(TransformersSpliced):
         suffix = layout if layout is not None else torch.zeros_like(input_ids, dtype=torch.bool)
         if suffix.shape[1] < input_ids.shape[1]:  # greedy generation appended answer tokens
             suffix = torch.cat([suffix, suffix.new_ones(len(suffix), input_ids.shape[1] - suffix.shape[1])], 1)
-        out = self.inner(inputs_embeds=embeds, attention_mask=mask, position_ids=self.family.positions(mask),
-                         use_cache=False, **self.family.lm_inputs(input_ids, suffix))
-        return out.last_hidden_state
+        return dict(inputs_embeds=embeds, attention_mask=mask, position_ids=self.family.positions(mask),
+                    **self.family.lm_inputs(input_ids, suffix))
+
+    def _hidden(self, input_ids: Tensor, mask: Tensor, image_tokens: Tensor | None, layout=None) -> Tensor:
+        return self.inner(**self._lm_inputs(input_ids, mask, image_tokens, layout), use_cache=False).last_hidden_state
+
+    # `generate` keeps the cache: the prompt once through the model's own forward (its attention inputs), then each
+    # generated token, which is text attending to everything before it, as a plain cached step of the same forward
+    cached_generation = True
+
+    def prefill(self, input_ids: Tensor, mask: Tensor, image_tokens: Tensor | None, layout=None):
+        inputs = self._lm_inputs(input_ids, mask, image_tokens, layout)
+        out = self.inner(**inputs, use_cache=True, **{cache_argument(self.inner.forward): None})
+        return out.last_hidden_state, out[cache_argument(self.inner.forward)], inputs["position_ids"][..., -1:]
+
+    def lm_cached(self, embeds: Tensor, mask: Tensor, position_ids: Tensor, cache):
+        return cached_forward(self.inner, embeds, mask, position_ids, cache)
