@@ -203,6 +203,19 @@ def test_dropping_padding_slots_equals_removing_them(model, bench):
     torch.testing.assert_close(ours, theirs, rtol=1e-5, atol=1e-5)
 
 
+def test_generate_with_the_key_value_cache_equals_recomputing_the_prefix(model, bench, monkeypatch):
+    """Captions keep the LM's cache: the prompt once with the sampler layers (as official inference runs them, in
+    the prefill only), then one plain token a step; the same tokens and hidden states as recomputing the prefix with
+    the samplers each step, on images of two aspect ratios (different padding slots dropped) and text only."""
+    from cached_generation import assert_cached_generation
+
+    images = [fixture_image(575, 171, bench), fixture_image(302, 232, bench)]
+    prompts = ["which is the answer ?", "which of these is the answer with the letter ?"]
+    assert_cached_generation(model, prompts, lambda rows: model.visual_from_images([images[i] for i in rows]),
+                             monkeypatch, texts=False)
+    assert_cached_generation(model, prompts, lambda rows: Visual.none(), monkeypatch, texts=False)
+
+
 def test_conditions_evaluate(model, bench, tmp_path):
     res = mirage.evaluate(model, bench, "real,blank", out=tmp_path / "eval")
     assert res.summary["n"] == {"real": len(bench), "blank": len(bench)}

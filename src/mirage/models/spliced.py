@@ -207,10 +207,10 @@ class SplicedVLM(VLM):
 
     @torch.no_grad()
     def generate(self, prompts: Sequence[str], visual: Visual, max_new_tokens: int = 8) -> list[str]:
-        """Greedy answers. A backend with a key/value cache (`cached_generation`) runs the prompt once and then one
-        token per step (a 128-token caption costs 128 single-token forwards, not 128 passes over the prompt);
-        the others recompute the prefix each step (their answers are a few tokens long). The LM head runs on the
-        last position only."""
+        """Greedy answers. With the key/value cache (`cached_generation`: every backend here) the prompt runs once
+        and then one token per step (a 128-token caption costs 128 single-token forwards, not 128 passes over the
+        prompt); without it (a new backend until its cached steps are tested) the prefix is recomputed each step.
+        The LM head runs on the last position only."""
         input_ids, mask, _, tokens, layout = self.prepare(prompts, visual)
         eos = self.tokenizer.eos_token_id
         out = torch.empty(len(prompts), 0, dtype=torch.long, device=input_ids.device)

@@ -20,8 +20,9 @@ tokens minus the newlines, in place, during the prefill only), `cambrian/model/c
 (prepare_inputs_labels_for_multimodal: SVA, unpad_image, newline per row, splicing), `cambrian/model/builder.py`
 (towers loaded from their own weights, fp16), `cambrian/train/train_fsdp.py` (prepare_image_info: training keeps all
 600 slots and masks the padding ones, positions counted over the kept ones), `inference.py` (conv_mode llama_3).
-Not implemented: multi-GPU `device_map` splitting, a KV cache in `generate` (it recomputes the prefix, as mirage's
-other backends do), LLaVA-style projector variants, anyres, and the 3B/13B/34B models' LMs and templates.
+`generate` keeps the LM's key/value cache (the samplers in the prefill only, as the official code runs them).
+Not implemented: multi-GPU `device_map` splitting, LLaVA-style projector variants, anyres, and the 3B/13B/34B
+models' LMs and templates.
 """
 
 from __future__ import annotations
@@ -41,7 +42,7 @@ from torch import Tensor, nn
 from torch.utils.checkpoint import checkpoint
 from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
 
-from ..spliced import SplicedVLM
+from ..spliced import SplicedVLM, cache_argument, cached_forward
 from ..square import normalize, pad_square, process_pil, resize_like_pil
 from ..vlm import NONE, EncoderSpec, Visual, on_device
 from .checkpoint import load_official, load_tower, read_config, save_official, save_towers
@@ -199,6 +200,30 @@ class CambrianVLM(SplicedVLM):
         """Embeddings with the image tokens (and a newline per grid row) at the placeholders; the LM, with the
         sampler layers re-reading the towers' windows where the tokens bring them. `prepare` has already masked
         the padding-only slots, so positions skip them."""
+        embeds, position_ids, sampling = self._lm_inputs(input_ids, mask, image_tokens, layout)
+        if sampling is None:
+            return self.lm_hidden(embeds, mask, position_ids)
+        return self.decoder(embeds, mask, position_ids, lambda i, h: self._sample_into(i, h, *sampling))
+
+    # `generate` keeps the LM's cache: the sampler layers run in the prefill only (as the official code does; a
+    # generated token is text), so each generated token is a plain cached step of the LM
+    cached_generation = True
+
+    def prefill(self, input_ids: Tensor, mask: Tensor, image_tokens: Tensor | None, layout=None):
+        embeds, position_ids, sampling = self._lm_inputs(input_ids, mask, image_tokens, layout)
+        if sampling is None:
+            hidden, cache = self.lm_cached(embeds, mask, position_ids, None)
+        else:
+            cache = new_cache(self.lm.config)
+            hidden = self.decoder(embeds, mask, position_ids, lambda i, h: self._sample_into(i, h, *sampling), cache)
+        return hidden, cache, position_ids[..., -1:]
+
+    def lm_cached(self, embeds: Tensor, mask: Tensor, position_ids: Tensor, cache):
+        return cached_forward(self.lm.model, embeds, mask, position_ids, cache)
+
+    def _lm_inputs(self, input_ids: Tensor, mask: Tensor, image_tokens: Tensor | None, layout):
+        """The LM's input embeddings, position ids, and what the sampler layers need ((image token positions [B, Q],
+        SamplerInputs), or None where they are skipped)."""
         embeds = self.embed(input_ids)
         sampling = None
         if image_tokens is not None:
@@ -216,20 +241,19 @@ class CambrianVLM(SplicedVLM):
                 else:
                     grid = slots.nonzero()[:, 1].view(b, side, side + 1)[:, :, :side].reshape(b, side * side)
                     sampling = (grid, ctx.sampler)
-        position_ids = self.positions(input_ids, mask, layout)
-        if sampling is None:
-            return self.lm_hidden(embeds, mask, position_ids)
-        return self.decoder(embeds, mask, position_ids, lambda i, h: self._sample_into(i, h, *sampling))
+        return embeds, self.positions(input_ids, mask, layout), sampling
 
-    def decoder(self, embeds: Tensor, mask: Tensor, position_ids: Tensor, after_layer=None) -> Tensor:
+    def decoder(self, embeds: Tensor, mask: Tensor, position_ids: Tensor, after_layer=None, cache=None) -> Tensor:
         """The LM's decoder layer by layer (final norm applied); `after_layer(i, hidden)` may rewrite the hidden
-        states after layer i. With no callback this equals `lm_hidden`."""
+        states after layer i; each layer's keys and values go into `cache` where given (an empty one: a prefill).
+        With no callback this equals `lm_hidden`."""
         lm = self.lm.model
-        causal = causal_mask(lm.config, embeds, mask, position_ids)
+        causal = causal_mask(lm.config, embeds, mask, position_ids, cache)
         rope = lm.rotary_emb(embeds, position_ids)
+        kept = {cache_argument(lm.layers[0].forward): cache, "use_cache": True} if cache is not None else {}
         h = embeds
         for i, layer in enumerate(lm.layers[: lm.config.num_hidden_layers]):
-            h = layer(h, attention_mask=causal, position_ids=position_ids, position_embeddings=rope)
+            h = layer(h, attention_mask=causal, position_ids=position_ids, position_embeddings=rope, **kept)
             h = h[0] if isinstance(h, tuple) else h
             if after_layer is not None:
                 h = after_layer(i, h)
@@ -271,19 +295,25 @@ class CambrianVLM(SplicedVLM):
         self.tokenizer.save_pretrained(path)
 
 
-def causal_mask(config, embeds: Tensor, mask: Tensor, position_ids: Tensor):
-    """transformers' causal mask for these embeddings (its signature moved between releases)."""
+def causal_mask(config, embeds: Tensor, mask: Tensor, position_ids: Tensor, cache=None):
+    """transformers' causal mask for these embeddings, the first ones of `cache` where given (its signature moved
+    between releases)."""
     from transformers.masking_utils import create_causal_mask
 
     params = inspect.signature(create_causal_mask).parameters
     kwargs = {"config": config, "attention_mask": mask, "position_ids": position_ids,
               ("inputs_embeds" if "inputs_embeds" in params else "input_embeds"): embeds}
-    for name in ("cache", "past_key_values"):
-        if name in params:
-            kwargs[name] = None
+    kwargs["cache" if "cache" in params else "past_key_values"] = cache  # 5.2x's name, kept beside the old one
     if "cache_position" in params:
         kwargs["cache_position"] = torch.arange(embeds.shape[1], device=embeds.device)
     return create_causal_mask(**kwargs)
+
+
+def new_cache(config):
+    """An empty transformers key/value cache for an LM of `config` (`DynamicCache`; its config argument is 4.5x+)."""
+    from transformers import DynamicCache
+
+    return DynamicCache(config=config) if "config" in inspect.signature(DynamicCache).parameters else DynamicCache()
 
 
 def resolve(path: str) -> Path:
