@@ -239,7 +239,10 @@ class CambrianVLM(SplicedVLM):
                     self._warn_once("samplers", "image tokens without encoder features: the LM's vision sampler "
                                                 "layers are skipped (pass features or pixels for the full model)")
                 else:
-                    grid = slots.nonzero()[:, 1].view(b, side, side + 1)[:, :, :side].reshape(b, side * side)
+                    # each row's slot positions in order (every row has side * (side + 1)): a stable sort of the
+                    # slot flags, not `nonzero`, whose output size the host would have to wait for
+                    at = torch.argsort((~slots).to(torch.uint8), dim=1, stable=True)[:, : side * (side + 1)]
+                    grid = at.view(b, side, side + 1)[:, :, :side].reshape(b, side * side)
                     sampling = (grid, ctx.sampler)
         return embeds, self.positions(input_ids, mask, layout), sampling
 
