@@ -203,6 +203,35 @@ def test_dropping_padding_slots_equals_removing_them(model, bench):
     torch.testing.assert_close(ours, theirs, rtol=1e-5, atol=1e-5)
 
 
+def test_letter_scoring_right_aligns_unless_padding_slots_are_dropped(model, bench, monkeypatch):
+    """Letter scoring (and so every optimization step) right-aligns a padded batch and passes no attention mask, as
+    for LLaVA, where every image slot is kept (features, square images, text only): the logits equal the masked
+    left-padded batch's. Images whose padding-only slots are dropped keep the mask (positions skip those slots)."""
+    from mirage.models.cambrian.modeling import DroppedSlots
+
+    prompts = ["which is the answer ?", "which of these is the answer with the letter ?"]
+    assert len(set(model.sequences(prompts)[1].sum(1).tolist())) == 2  # padded
+    torch.manual_seed(0)
+    features = {s.name: torch.randn(2, s.num_tokens, s.dim) for s in model.encoders}
+    square = fixture_image(302, 232, bench).resize((64, 64))
+    wide = [fixture_image(575, 171, bench), fixture_image(452, 595, bench)]
+    masks = []
+    hidden = type(model)._hidden
+    monkeypatch.setattr(type(model), "_hidden", lambda self, ids, mask, *a: masks.append(mask) or hidden(self, ids, mask, *a))
+    for visual, dropped in ((Visual("features", features), False), (model.visual_from_images([square] * 2), False),
+                            (Visual.none(), False), (model.visual_from_images(wide), True)):
+        assert isinstance(model.prepare(prompts, visual)[4], DroppedSlots) == dropped
+        masks.clear()
+        with torch.no_grad():
+            aligned = model.next_token_logits(prompts, visual)
+            assert (masks[-1] is None) != dropped
+            with monkeypatch.context() as m:
+                m.setattr(model, "causal_scoring", False)
+                padded = model.next_token_logits(prompts, visual)
+            assert masks[-1] is not None
+        torch.testing.assert_close(aligned, padded, atol=1e-4, rtol=1e-4)
+
+
 def test_generate_with_the_key_value_cache_equals_recomputing_the_prefix(model, bench, monkeypatch):
     """Captions keep the LM's cache: the prompt once with the sampler layers (as official inference runs them, in
     the prefill only), then one plain token a step; the same tokens and hidden states as recomputing the prefix with

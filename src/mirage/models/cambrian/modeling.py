@@ -61,6 +61,12 @@ class ImageContext:
     sampler: SamplerInputs | None = None
 
 
+@dataclass
+class DroppedSlots:
+    """`prepare`'s layout where some image slots show only padding and are masked out: positions skip them, so the
+    batch keeps its attention mask (letter scoring cannot right-align it and drop the mask)."""
+
+
 @contextmanager
 def building(device: torch.device | str, dtype: torch.dtype):
     """Create modules directly on `device` in `dtype` (an 8B model initialises in seconds on a GPU)."""
@@ -75,6 +81,10 @@ def building(device: torch.device | str, dtype: torch.dtype):
 
 class CambrianVLM(SplicedVLM):
     """Cambrian-1 with mirage's VLM interface; `vision` (towers by name) and `lm` take the memory switches."""
+
+    # Llama-3 attends by the causal mask alone unless padding-only image slots are dropped (`DroppedSlots`): letter
+    # scoring right-aligns such a batch and passes no mask, so sdpa takes its causal (flash) kernel, as for LLaVA
+    causal_scoring = True
 
     def __init__(self, config: CambrianConfig, tokenizer, towers: dict[str, VisionTower] | None = None):
         super().__init__()
@@ -173,8 +183,10 @@ class CambrianVLM(SplicedVLM):
             side = self.config.side
             keep = torch.stack([image_cells(side, w, h) for w, h in ctx.sizes.tolist()])  # [B, side, side]
             keep = torch.cat([keep, keep.any(2, keepdim=True)], 2)  # a kept row keeps its newline: [B, side, side+1]
-            mask = mask.clone()
-            mask[input_ids == self.image_token_id] = keep.flatten().to(mask.device, mask.dtype)
+            if not keep.all():
+                mask = mask.clone()
+                mask[input_ids == self.image_token_id] = keep.flatten().to(mask.device, mask.dtype)
+                layout = DroppedSlots()
         return input_ids, mask, labels, tokens, layout
 
     def _check_position(self, input_ids: Tensor, mask: Tensor) -> None:
