@@ -316,7 +316,9 @@ def causal_mask(config, embeds: Tensor, mask: Tensor, position_ids: Tensor, cach
     from transformers.masking_utils import create_causal_mask
 
     params = inspect.signature(create_causal_mask).parameters
-    kwargs = {"config": config, "attention_mask": mask, "position_ids": position_ids,
+    # no mask: the positions are 0, 1, ... on every row, and transformers would read them on the host (a GPU sync)
+    # only to find that no packed sequences restart in them
+    kwargs = {"config": config, "attention_mask": mask, "position_ids": position_ids if mask is not None else None,
               ("inputs_embeds" if "inputs_embeds" in params else "input_embeds"): embeds}
     kwargs["cache" if "cache" in params else "past_key_values"] = cache  # 5.2x's name, kept beside the old one
     if "cache_position" in params:
