@@ -53,14 +53,14 @@ def peak_gb() -> float | None:
     return round(torch.cuda.max_memory_allocated() / 2**30, 2) if DEVICE == "cuda" else None
 
 
-def save_llava_7b(d: Path, words: list[str], small: bool = False) -> None:
-    """LLaVA-1.5-7B's shapes with random bf16 weights, initialised on the GPU; a word-level tokenizer padded to the
-    real vocabulary size (so the LM head costs what it costs)."""
+def llava_7b_parts(words: list[str], small: bool = False):
+    """LLaVA-1.5-7B's processor (a word-level tokenizer over `words`, padded to the real vocabulary size, so the LM
+    head costs what it costs; CLIP's image processor) and model config (1/16 of each width and depth: `small`)."""
     from tokenizers import Tokenizer
     from tokenizers.models import WordLevel
     from tokenizers.pre_tokenizers import Whitespace
-    from transformers import (CLIPImageProcessor, CLIPVisionConfig, LlamaConfig, LlavaConfig,
-                              LlavaForConditionalGeneration, LlavaProcessor, PreTrainedTokenizerFast)
+    from transformers import (CLIPImageProcessor, CLIPVisionConfig, LlamaConfig, LlavaConfig, LlavaProcessor,
+                              PreTrainedTokenizerFast)
 
     tokens = ["<unk>", "<s>", "</s>", "<pad>", *sorted(set(words) | set("ABCDEFGHIJ") | {"USER", "ASSISTANT", ":"})]
     tokens += [f"<extra_{i}>" for i in range(32000 - len(tokens))] + ["<image>"]
@@ -75,7 +75,7 @@ def save_llava_7b(d: Path, words: list[str], small: bool = False) -> None:
     processor = LlavaProcessor(image_processor=ip, tokenizer=tok, patch_size=14, chat_template=CHAT,
                                vision_feature_select_strategy="default", image_token="<image>",
                                num_additional_image_tokens=1)
-    k = 16 if small else 1  # --small: a CPU smoke run of this script
+    k = 16 if small else 1  # --small: a CPU smoke run of the scripts
     config = LlavaConfig(
         vision_config=CLIPVisionConfig(hidden_size=1024 // k, intermediate_size=4096 // k, num_hidden_layers=24 // k,
                                        num_attention_heads=16 // k, image_size=336, patch_size=14, projection_dim=768),
@@ -83,6 +83,14 @@ def save_llava_7b(d: Path, words: list[str], small: bool = False) -> None:
                                 num_hidden_layers=32 // k, num_attention_heads=32 // k, num_key_value_heads=32 // k,
                                 max_position_embeddings=4096, pad_token_id=3),
         image_token_id=vocab["<image>"], vision_feature_layer=-2, vision_feature_select_strategy="default")
+    return processor, config
+
+
+def save_llava_7b(d: Path, words: list[str], small: bool = False) -> None:
+    """LLaVA-1.5-7B's shapes with random bf16 weights, initialised on the GPU (`llava_7b_parts`), saved to `d`."""
+    from transformers import LlavaForConditionalGeneration
+
+    processor, config = llava_7b_parts(words, small)
     torch.set_default_dtype(torch.bfloat16)
     with torch.device(DEVICE):
         model = LlavaForConditionalGeneration(config)
