@@ -11,9 +11,9 @@ under a dispatch mode that sees every operator the GPU would run eagerly. For ea
 formulas; grouped-query attention counted per query head) and the bytes it reads and writes (its tensor arguments and
 results; views move nothing). Its time on the card is at least max(FLOPs / peak, bytes / bandwidth) (defaults: the
 bf16 rate of an 8192^3 product measured on the H100 and H200, 780 TFLOP/s, and the H100's 3.35 TB/s; the H200 has
-4.8). The sum, by component (the LM's decoder layers, the sampler layers, the SVA connector, each tower, the rest:
-the Python around them) and by kind (matrix products, attention, element-wise and reductions, copies), estimates the
-eager step; the element-wise time inside the blocks that `--compile` compiles shrinks when they are fused, the rest's
+4.8). The sum, by kind (matrix products, attention, element-wise and reductions, copies) and, for the forward, by
+component (the LM's decoder layers, the sampler layers, the SVA connector, each tower, the rest: the Python around
+them), estimates the eager step (`--parts tokens` and `connector` isolate the LM and the connector, backward too); the element-wise time inside the blocks that `--compile` compiles shrinks when they are fused, the rest's
 does not. Operators: `count` is the number of kernels the step launches eagerly.
 
 Not modelled: kernel efficiency (a product runs below peak, smaller ones more so), launch gaps, the optimizer (fused
@@ -23,6 +23,7 @@ Adam: about 28 bytes per optimized value a step, added as its own line).
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import sys
 import time
@@ -109,22 +110,19 @@ class Roofline(TorchDispatchMode):
         return out
 
 
-def cambrian_component(parents: set[str]) -> str:
-    names = " ".join(parents)
-    for key, name in (("lm_samplers", "LM sampler layers"), ("connector", "SVA connector"),
-                      ("lm.model.layers", "LM decoder layers"), ("lm.lm_head", "LM head")):
-        if key in names:
-            return name
-    tower = next((p for p in parents if p.startswith("vision.")), None)
-    return f"tower {tower.split('.')[1]}" if tower else "rest (eager glue)"
+CAMBRIAN_PARTS = (("lm_samplers", "LM sampler layers"), ("connector", "SVA connector"),
+                  ("lm.model.layers", "LM decoder layers"), ("lm.lm_head", "LM head"), ("vision.", "tower"))
+LLAVA_PARTS = (("language_model.layers", "LM decoder layers"), ("vision_tower", "tower clip"),
+               ("multi_modal_projector", "projector"), ("lm_head", "LM head"))
 
 
-def llava_component(parents: set[str]) -> str:
-    names = " ".join(parents)
-    for key, name in (("language_model.layers", "LM decoder layers"), ("vision_tower", "tower clip"),
-                      ("multi_modal_projector", "projector"), ("lm_head", "LM head")):
-        if key in names:
-            return name
+def component(parts, parents: set[str]) -> str:
+    """The first of `parts` ((name fragment, component)) that a running module's name holds; "tower" takes the
+    tower's own name (Cambrian's `vision.NAME`)."""
+    for key, name in parts:
+        hit = next((p for p in parents if key in p), None)
+        if hit is not None:
+            return f"tower {hit.split(key, 1)[1].split('.')[0]}" if name == "tower" else name
     return "rest (eager glue)"
 
 
@@ -145,7 +143,7 @@ def build_cambrian(fixtures: str):
     config.image_position = ids.index(tok.convert_tokens_to_ids(IMAGE_TOKEN))
     model = CambrianVLM.random(config, tok, "meta", torch.bfloat16)
     model._warned.add("position")  # its check reads token ids, which meta tensors do not hold
-    return model, fixture.for_model(model), cambrian_component
+    return model, fixture.for_model(model), functools.partial(component, CAMBRIAN_PARTS)
 
 
 def build_llava(fixtures: str):
@@ -165,7 +163,7 @@ def build_llava(fixtures: str):
     with torch.device("meta"):
         model = LlavaForConditionalGeneration(config)
     torch.set_default_dtype(torch.float32)
-    return HFLlava(model.eval().requires_grad_(False), processor), bench, llava_component
+    return HFLlava(model.eval().requires_grad_(False), processor), bench, functools.partial(component, LLAVA_PARTS)
 
 
 def fused_sdpa(query, key, value, attn_mask=None, dropout_p=0.0, is_causal=False, scale=None, enable_gqa=False):
@@ -219,13 +217,18 @@ def estimate(cells: dict, peak: float, bandwidth: float) -> dict:
 
 
 def summary(rows: list[dict], batch: int) -> dict:
-    by = lambda key: {k: round(sum(r["ms"] for r in rows if r[key] == k) / batch, 2)  # noqa: E731
-                      for k in sorted({r[key] for r in rows})}
+    """Per question: the whole step's time, FLOPs and kernels; by kind; by component for the forward only (autograd
+    runs a module's backward operators outside the module's hooks, so their attribution is not reliable); the
+    element-wise time inside the blocks `--compile` compiles."""
+    def by(key, rows=rows):
+        return {k: round(sum(r["ms"] for r in rows if r[key] == k) / batch, 2) for k in sorted({r[key] for r in rows})}
+
     total = sum(r["ms"] for r in rows) / batch
     floor = sum(r["tflop"] for r in rows) / batch
     fusable = sum(r["ms"] for r in rows if r["kind"] == "elementwise" and r["component"] in COMPILED) / batch
+    forward = [r for r in rows if r["phase"] == "forward"]
     return {"ms_per_question_step": round(total, 2), "tflop_per_question_step": round(floor, 3),
-            "by_component": by("component"), "by_kind": by("kind"),
+            "by_kind": by("kind"), "by_phase": by("phase"), "forward_by_component": by("component", forward),
             "elementwise_inside_compiled_blocks_ms": round(fusable, 2),
             "kernels_per_question_step": round(sum(r["kernels"] for r in rows) / batch, 1)}
 
