@@ -26,6 +26,7 @@ import time
 from pathlib import Path
 
 import torch
+from torch._dynamo.utils import counters
 from torch.autograd import DeviceType
 from torch.profiler import ProfilerActivity, profile
 
@@ -181,6 +182,19 @@ def profiled_run(model, bench, spec, cfg, ref, work: Path, tag: str, device) -> 
     return kernel_summary(prof, wall) | {"steps": cfg.steps, "questions": len(bench.questions)}
 
 
+def dynamo_health() -> dict:
+    """What dynamo did in the compiled runs: graphs, frames compiled (a block's recompiles among them), and graph
+    breaks by reason (on the CPU the tiny Cambrian's CLIP tower has one a layer: transformers' output-capturing
+    hooks, installed by `output_hidden_states`, call `ContextVar.get`, which dynamo cannot trace)."""
+    def reason(text: str) -> str:
+        lines = [line.strip() for line in text.splitlines() if line.strip()]
+        why = next((line for line in lines if line.startswith("Explanation:")), "")
+        return f"{lines[0] if lines else '?'} {why}"[:200]
+
+    return {"stats": dict(counters["stats"]), "frames": dict(counters["frames"]),
+            "graph_breaks": {reason(text): n for text, n in counters["graph_break"].items()}}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     model_arguments(ap)
@@ -221,8 +235,9 @@ def main() -> None:
             spec, batch = OptimizeSpec(name), batches[name]
             cfg = OptimizeConfig(steps=args.steps, early_stop=0, batch_size=batch)
             part = res["parts"][name]
+            counters.clear()
             part["compiled"] = profiled_run(model, repeated(fixture, batch), spec, cfg, ref, work, f"{name}-compiled",
-                                            device)
+                                            device) | {"dynamo": dynamo_health()}
             say(name, "compiled", {k: v for k, v in part["compiled"].items() if k != "top"})
             out.write_text(json.dumps(res, indent=2))
     say("done")
