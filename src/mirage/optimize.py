@@ -128,9 +128,10 @@ def optimize_questions(model: VLM, bench: Benchmark, inp: Input, objective: Obje
             with torch.set_grad_enabled(any(opt.t[s] < cfg.steps for s in act)):
                 loss, logits = objective(model, [bench.prompt(q) for q in qs],
                                          inp.visual(act, device, image_counts(bench, qs)), qs)
-            margin = choice_margin(logits.detach(), qs).cpu()
-            ok = margin > cfg.stop_margin
-            held[act] = torch.where(ok, held[act] + 1, torch.zeros_like(held[act]))
+            margin = choice_margin(logits.detach(), qs)
+            if cfg.early_stop:  # read back each step only when it decides; else when a row finishes
+                margin = margin.cpu()
+                held[act] = torch.where(margin > cfg.stop_margin, held[act] + 1, torch.zeros_like(held[act]))
             finished = [(cfg.early_stop and held[s] >= cfg.early_stop) or opt.t[s] >= cfg.steps for s in act]
             going = torch.zeros(slots, dtype=torch.bool)
             going[[s for s, f in zip(act, finished) if not f]] = True
