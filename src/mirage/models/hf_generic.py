@@ -145,6 +145,8 @@ class HFGeneric(TransformersSpliced):
     """A transformers VLM of a family in `FAMILIES` (or one whose probes pass, `Probed`), its processor, and a fixed
     size for optimized inputs."""
 
+    cached_generation = True  # `generate` keeps the key/value cache (`prefill`, then `lm_cached`)
+
     def __init__(self, model, processor, image_size: int | None = None, name: str = "",
                  conversation: str | None = None):
         super().__init__()
@@ -349,14 +351,13 @@ class HFGeneric(TransformersSpliced):
     def _hidden(self, input_ids: Tensor, mask: Tensor, image_tokens: Tensor | None, layout=None) -> Tensor:
         return self.inner(**self._lm_inputs(input_ids, mask, image_tokens, layout), use_cache=False).last_hidden_state
 
-    # `generate` keeps the cache: the prompt once through the model's own forward (its attention inputs), then each
-    # generated token, which is text attending to everything before it, as a plain cached step of the same forward
-    cached_generation = True
-
     def prefill(self, input_ids: Tensor, mask: Tensor, image_tokens: Tensor | None, layout=None):
+        # the prompt through the model's own forward with the family's attention inputs; each generated token, text
+        # attending to everything before it, is then a plain cached step of the same forward (`lm_cached`)
         inputs = self._lm_inputs(input_ids, mask, image_tokens, layout)
-        out = self.inner(**inputs, use_cache=True, **{cache_argument(self.inner.forward): None})
-        return out.last_hidden_state, out[cache_argument(self.inner.forward)], inputs["position_ids"][..., -1:]
+        name = cache_argument(self.inner.forward)
+        out = self.inner(**inputs, use_cache=True, **{name: None})
+        return out.last_hidden_state, out[name], inputs["position_ids"][..., -1:]
 
     def lm_cached(self, embeds: Tensor, mask: Tensor, position_ids: Tensor, cache):
         return cached_forward(self.inner, embeds, mask, position_ids, cache)

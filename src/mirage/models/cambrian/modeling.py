@@ -85,6 +85,9 @@ class CambrianVLM(SplicedVLM):
     # Llama-3 attends by the causal mask alone unless padding-only image slots are dropped (`DroppedSlots`): letter
     # scoring right-aligns such a batch and passes no mask, so sdpa takes its causal (flash) kernel, as for LLaVA
     causal_scoring = True
+    # `generate` keeps the LM's cache: the sampler layers run in the prefill only (as the official code does; a
+    # generated token is text), so each generated token is a plain cached step of the LM
+    cached_generation = True
 
     def __init__(self, config: CambrianConfig, tokenizer, towers: dict[str, VisionTower] | None = None):
         super().__init__()
@@ -216,10 +219,6 @@ class CambrianVLM(SplicedVLM):
         if sampling is None:
             return self.lm_hidden(embeds, mask, position_ids)
         return self.decoder(embeds, mask, position_ids, lambda i, h: self._sample_into(i, h, *sampling))
-
-    # `generate` keeps the LM's cache: the sampler layers run in the prefill only (as the official code does; a
-    # generated token is text), so each generated token is a plain cached step of the LM
-    cached_generation = True
 
     def prefill(self, input_ids: Tensor, mask: Tensor, image_tokens: Tensor | None, layout=None):
         embeds, position_ids, sampling = self._lm_inputs(input_ids, mask, image_tokens, layout)
