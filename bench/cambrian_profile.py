@@ -7,7 +7,8 @@
 Per part, at the given batch (the seed job's auto choices by default), on `seed_job.py`'s model and questions:
 1. Components, eager, forward + input-gradient backward each, median of 3 after a warm-up: the whole objective step;
    the LM with the sampler layers, from fixed image tokens and sampler inputs; the LM without them; the SVA
-   connector alone; for pixels also the differentiable preprocessing and the four towers.
+   connector alone; for pixels also the differentiable preprocessing and the four towers, together and each alone
+   (ConvNeXt also in channels-last memory, the layout timm's ConvNeXt favours).
 2. torch.profiler over `run_optimization` of `--steps` steps on one batch (eager, then compiled with `--compile`):
    wall, the union of kernel time (GPU busy), kernel time by kind (matrix products, attention, Triton, other
    element-wise, copies) and the 40 kernels that take most, with their counts; host synchronisations.
@@ -111,6 +112,17 @@ def components(model, bench, spec, cfg, ref, batch: int) -> dict:
         out["preprocess"] = timed(lambda: backward_all(*model.preprocess(pixels).values()), device)
         processed = {k: (leaf(v) if v.is_floating_point() and k in model.vision else v) for k, v in processed.items()}
         out["towers"] = timed(lambda: backward_all(*model.encode(processed).values()), device)
+        for name, x in processed.items():  # each tower alone, and ConvNeXt's in channels-last memory
+            if name in model.vision:
+                x = leaf(x.to(next(model.vision[name].parameters()).dtype))
+                out[f"tower_{name}"] = timed(lambda: backward_all(model.vision[name](x)), device)
+                if model.vision[name].arch == "convnext":
+                    tower = model.vision[name].to(memory_format=torch.channels_last)
+                    xl = leaf(x.contiguous(memory_format=torch.channels_last))
+                    out[f"tower_{name}_channels_last"] = timed(lambda: backward_all(tower(xl)), device)
+                    tower.to(memory_format=torch.contiguous_format)
+                out[f"preprocess_{name}"] = timed(lambda: backward_all(*model.preprocess(pixels, [name]).values()),
+                                                  device)
     fleaf = {k: (leaf(v) if k in model.vision else v) for k, v in feats.items()}
 
     def connector():
