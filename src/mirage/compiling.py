@@ -19,9 +19,22 @@ from torch import nn
 RECOMPILE_LIMIT = 64
 
 
+def _repeated(module: nn.Module) -> bool:
+    return isinstance(module, nn.ModuleList) and len(module) >= 2 and len({type(m) for m in module}) == 1
+
+
+def _holds_blocks(block: nn.Module) -> bool:
+    """Whether `block` holds a list of repeated blocks of its own (lists of repeated leaves, such as heads, are
+    traced with it)."""
+    return any(_repeated(m) and any(True for _ in m[0].children()) for m in block.modules() if m is not block)
+
+
 def compile_blocks(model: nn.Module, backend: str = "inductor") -> int:
-    """Compile, in place, every element of each `nn.ModuleList` whose elements are ≥ 2 modules of one class (the
-    outermost such lists only: a block's own inner lists are traced with it). Returns the number of blocks."""
+    """Compile, in place, every element of each `nn.ModuleList` whose elements are ≥ 2 modules of one class: the
+    outermost such lists, unless their blocks hold such lists of blocks themselves, and then those. A decoder
+    layer's inner modules are traced with it; ConvNeXt's stages hold its repeated layers, and a tower that runs
+    the layers one by one (Cambrian's, to read every stage and checkpoint a layer at a time) never calls a stage
+    as a module, so the layers are the blocks. Returns the number of blocks."""
     config = torch._dynamo.config
     name = "recompile_limit" if hasattr(config, "recompile_limit") else "cache_size_limit"  # torch < 2.6's name
     setattr(config, name, max(getattr(config, name), RECOMPILE_LIMIT))
@@ -30,7 +43,7 @@ def compile_blocks(model: nn.Module, backend: str = "inductor") -> int:
     def walk(module: nn.Module) -> None:
         nonlocal count
         for child in module.children():
-            if isinstance(child, nn.ModuleList) and len(child) >= 2 and len({type(m) for m in child}) == 1:
+            if _repeated(child) and not any(_holds_blocks(block) for block in child):
                 for block in child:
                     block.compile(backend=backend)
                 count += len(child)
