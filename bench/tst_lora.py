@@ -8,8 +8,9 @@ Random bf16 weights of the Llama-2-7B config (LLaVA-1.5-7B's LM: 32 layers, hidd
 1,000 filler words) and its chat template. 900 synthetic four-option questions whose prompts are drawn log-normal in
 length (median 100 words, clipped to 20-400: text-only MMMU-like prompts), answers uniform. Then `run_tst(...,
 ("lm",), folds=5)` end to end: for each fold fresh LoRA adapters on every linear layer (rank 8, alpha 16, dropout 0.1),
-AdamW at 2e-4 with the cosine schedule, batch 32 of length-sorted questions (gradient checkpointing on a GPU, as
-tst-lm does: `auto`), then the held-out fold scored and its rows written. Wall seconds per fold, steps, seconds per
+AdamW at 2e-4 with the cosine schedule, batch 32 of length-sorted questions (gradient checkpointing as tst-lm
+chooses it, `auto`: on only where one step on the fold's longest batch does not fit without it; each fold's
+choice is recorded), then the held-out fold scored and its rows written. Wall seconds per fold, steps, seconds per
 step, tokens per step and the peak memory (GPU: allocated and reserved by PyTorch; CPU: the process's peak RSS) go
 to OUT.json after every fold, with the date, device, versions and commit. No numbers are asserted.
 
@@ -95,7 +96,7 @@ def main() -> None:
     ap.add_argument("--folds", type=int, default=5)
     ap.add_argument("--batch-size", type=int, default=32)
     ap.add_argument("--checkpointing", choices=("auto", "on", "off"), default="auto",
-                    help="gradient checkpointing of the decoder; auto: on a GPU (tst-lm's default)")
+                    help="gradient checkpointing of the decoder; auto: tst-lm's measured choice")
     ap.add_argument("--tiny", action="store_true", help="2 layers, hidden 64: the script's check on a CPU")
     ap.add_argument("--layers", type=int)
     ap.add_argument("--hidden", type=int)
@@ -127,18 +128,24 @@ def main() -> None:
               "torch": torch.__version__, "transformers": transformers.__version__, "peft": peft.__version__,
               "shape": shape, "parameters_b": round(sum(p.numel() for p in model.parameters()) / 1e9, 3),
               "dtype": str(dtype), "questions": args.questions, "folds": args.folds,
-              "checkpointing": settings.checkpointing if settings.checkpointing is not None else cuda,
+              "checkpointing": args.checkpointing,
               "lora": dataclass_dict(settings), "build_s": round(time.time() - t0, 1),
               "prompt_tokens": summary(bench, lm), "per_fold": []}
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    lora_rows = tst.lora_rows
+    lora_rows, needs_checkpointing = tst.lora_rows, tst.needs_checkpointing
+    chosen: list[bool] = []
+
+    def choosing(*a, **k):
+        chosen.append(needs_checkpointing(*a, **k))
+        return chosen[-1]
 
     def timed(model, bench, train, test, fold, *a, **k):
         if cuda:
             torch.cuda.synchronize()
             torch.cuda.reset_peak_memory_stats()
         t = time.time()
+        chosen.clear()
         rows = lora_rows(model, bench, train, test, fold, *a, **k)
         if cuda:
             torch.cuda.synchronize()
@@ -147,6 +154,7 @@ def main() -> None:
         tokens = sum(len(lm.tokenizer(lm.chat_text(bench.prompt(q)))["input_ids"]) for q in train) * args.epochs
         result["per_fold"].append({
             "fold": fold, "train": len(train), "test": len(test), "steps": n_steps, "seconds": round(seconds, 1),
+            "checkpointing": chosen[0] if chosen else {"on": True, "off": False}[args.checkpointing],
             "s_per_step": round(seconds / n_steps, 3), "tokens_per_step": round(tokens / n_steps, 1),
             "peak_gb": round(torch.cuda.max_memory_allocated() / 2**30, 2) if cuda else None,
             "peak_reserved_gb": round(torch.cuda.max_memory_reserved() / 2**30, 2) if cuda else None,
@@ -155,7 +163,7 @@ def main() -> None:
         print(result["per_fold"][-1], flush=True)
         return rows
 
-    tst.lora_rows = timed
+    tst.lora_rows, tst.needs_checkpointing = timed, choosing
     t = time.time()
     with tempfile.TemporaryDirectory() as d:
         rows = tst.run_tst(None, bench, RunDir.open(d, {"bench": "tst_lora"}), ("lm",), folds=args.folds, lm=lm,

@@ -144,6 +144,39 @@ def test_lora_rows_resume_after_a_kill_mid_fold_and_leave_the_lm_as_it_was(text_
         run_tst(None, small_bench, run, ("lm",), folds=3, lm=text_lm, lora=LoraSettings(epochs=1))
 
 
+def test_lm_checkpointing_is_chosen_by_measuring_the_longest_batch(text_lm, small_bench, monkeypatch):
+    """Auto: one step on the longest batch, without checkpointing, against the budget. Where it fits, training is
+    exactly as with checkpointing off (the probe draws none of dropout's randomness and leaves no gradient);
+    where it does not, checkpointing is turned on, and the rows stay the same (recomputation changes no number)."""
+    from dataclasses import replace
+
+    from mirage import memory
+
+    decoder = decoder_of(text_lm)
+    name = next(n for n in ("activation_checkpointing_enable", "gradient_checkpointing_enable") if hasattr(decoder, n))
+    enabled, probes = [], []
+    real_enable, real_peak = getattr(type(decoder), name), memory.peak
+    monkeypatch.setattr(type(decoder), name, lambda self, *a, **k: (enabled.append(1), real_enable(self, *a, **k))[1])
+    monkeypatch.setattr(memory, "peak", lambda *a, **k: probes.append(real_peak(*a, **k)) or probes[-1])
+    train, test = small_bench.questions[:16], small_bench.questions[16:20]
+    base = LoraSettings(epochs=1, lr=1e-2, batch_size=8)
+
+    def rows(**changes):
+        return tst.lora_rows(text_lm, small_bench, train, test, 0, settings=replace(base, **changes))
+
+    off = rows(checkpointing=False)
+    assert rows() == off and not probes and not enabled  # the CPU without a budget: nothing measured, off
+    assert rows(memory_gib=64) == off and len(probes) == 1 and not enabled  # measured: it fits
+    assert probes[0] > memory.resident(decoder, text_lm.device)
+    tight = rows(memory_gib=probes[0] * 0.9 / memory.GIB)
+    assert len(probes) == 2 and enabled == [1]  # measured: it does not fit, so on
+    for a, b in zip(tight, off):
+        assert a["pred"] == b["pred"] and a["probs"] == pytest.approx(b["probs"], abs=1e-6)
+    assert not [n for n, _ in text_lm.named_modules() if "lora" in n]
+    flag = "is_activation_checkpointing" if hasattr(type(decoder), "is_activation_checkpointing") else "is_gradient_checkpointing"
+    assert not getattr(decoder, flag)  # turned off again with the adapters
+
+
 def _zero_shot(lm, bench, row):
     q = next(q for q in bench if q.id == row["question_id"])
     logits = lm.choice_logits([bench.prompt(q)], Visual.none(), [len(q.choices)])[0]

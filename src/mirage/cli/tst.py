@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import time
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Optional
 
 import typer
 
@@ -26,6 +26,12 @@ def tst_cmd(
     lr: Lr("tst-lm: peak learning rate (cosine, 10% warm-up).") = 2e-4,
     lora_rank: Annotated[int, typer.Option(min=1, help="tst-lm: LoRA rank (alpha = 2 x rank).")] = 8,
     batch_size: BatchSize("tst-lm: questions per training step.") = 32,
+    grad_checkpointing: Annotated[Optional[bool], typer.Option(
+        "--grad-checkpointing/--no-grad-checkpointing",
+        help="tst-lm: recompute the LM's activations in backward. Default: only where one step on the longest batch "
+             "does not fit the memory without it, measured.")] = None,
+    memory: Annotated[Optional[float], typer.Option(min=0.0, help="tst-lm: GiB that choice fits in (default: the "
+                                                    "GPU's free memory; on the CPU, measures a fit too).")] = None,
     device: Device = None,
     dtype: Dtype = None,
     allow_env_change: AllowEnvChange = False,
@@ -49,6 +55,9 @@ def tst_cmd(
         unknown = [d for d in chosen if d not in DIAGNOSTICS]
         if unknown or not chosen:
             raise MirageError(f"--diagnostics {diagnostics!r}: give rf, lm or rf,lm")
+        if memory is not None and grad_checkpointing is not None:
+            raise MirageError("--memory applies to the automatic choice of gradient checkpointing; "
+                              "drop it or --[no-]grad-checkpointing")
         if not (run_dir / CONFIG).is_file():
             raise FileNotFoundError(f"run {str(run_dir)!r} has no {CONFIG}: make it with `mirage eval` first")
         config = json.loads((run_dir / CONFIG).read_text(encoding="utf-8"))
@@ -71,7 +80,8 @@ def tst_cmd(
                     model = load_model(config["model"], device=device, dtype=dtype, **scale_options)
         t1 = time.time()
         run_tst(model, bench, run, chosen, folds, seed, lm=lm, lm_name=text_model,
-                lora=LoraSettings(epochs=epochs, lr=lr, rank=lora_rank, batch_size=batch_size), quiet=quiet,
+                lora=LoraSettings(epochs=epochs, lr=lr, rank=lora_rank, batch_size=batch_size,
+                                  checkpointing=grad_checkpointing, memory_gib=memory), quiet=quiet,
                 world=world)
         rows = finish(run, world)
     if not world.main:

@@ -53,6 +53,7 @@ from typing import Callable, Sequence
 import numpy as np
 import torch
 
+from .. import memory
 from ..benchmarks.question import LETTERS, Benchmark, Question
 from ..distributed import SINGLE, World
 from ..errors import MirageError, UsageError
@@ -76,11 +77,16 @@ class LoraSettings:
     dropout: float = 0.1
     batch_size: int = 32
     warmup: float = 0.1
-    checkpointing: bool | None = None  # recompute the decoder's activations in backward; None: on a GPU (a 7B LM
-    # at batch 32 of ~350-token prompts ran out of an H100's 80 GB without it; bench/RESULTS.md)
+    # recompute the decoder's activations in backward. None (auto): on only where one training step on the fold's
+    # longest batch does not fit the memory without it, measured (a 7B LM at batch 32 of ~350-token prompts ran out
+    # of an H100's 80 GB without it; at ~145 tokens it peaked at 20 GB with it: bench/RESULTS.md). On the CPU,
+    # auto measures only under `memory_gib`, else leaves it off
+    checkpointing: bool | None = None
+    memory_gib: float | None = None  # auto's budget (default: a GPU's free memory)
 
-    def record(self) -> dict:
-        return {k: v for k, v in asdict(self).items() if k != "checkpointing"} | {"alpha": self.alpha or 2 * self.rank}
+    def record(self) -> dict:  # what changes the rows (checkpointing and its budget do not)
+        return ({k: v for k, v in asdict(self).items() if k not in ("checkpointing", "memory_gib")}
+                | {"alpha": self.alpha or 2 * self.rank})
 
 
 @dataclass(frozen=True)
@@ -270,11 +276,38 @@ def _cosine(step: int, total: int, warmup: int) -> float:
 
 
 def length_batches(questions: Sequence[Question], prompt: Callable[[Question], str], batch_size: int,
-                   rng: np.random.Generator) -> list[list[Question]]:
-    """The questions sorted by prompt length, cut into batches, the batches in a shuffled order."""
+                   rng: np.random.Generator | None) -> list[list[Question]]:
+    """The questions sorted by prompt length, cut into batches, the batches in a shuffled order (without `rng`:
+    shortest first)."""
     ordered = sorted(questions, key=lambda q: (len(prompt(q)), q.id))
     batches = [ordered[i : i + batch_size] for i in range(0, len(ordered), batch_size)]
-    return [batches[i] for i in rng.permutation(len(batches))]
+    return batches if rng is None else [batches[i] for i in rng.permutation(len(batches))]
+
+
+def needs_checkpointing(model: VLM, decoder: torch.nn.Module, params: Sequence[torch.Tensor],
+                        loss_of: Callable[[Sequence[Question]], torch.Tensor], longest: Sequence[Question],
+                        memory_gib: float | None = None) -> bool:
+    """Whether tst-lm's training needs gradient checkpointing: one forward and backward on the longest batch,
+    without it, measured against the memory budget (`memory.budget`: a GPU's free memory, or `memory_gib`). The
+    probe leaves no gradient behind and draws nothing from the random streams the training uses (dropout's).
+    Without a budget (the CPU, no `memory_gib`) nothing is measured: off."""
+    device = model.device
+    limit = memory.budget(device, memory_gib)
+    if limit is None:
+        return False
+
+    def step() -> None:
+        with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+            loss_of(longest).backward()
+
+    try:
+        top = memory.peak(step, decoder, device)
+    except memory.OutOfBudget:
+        return True
+    finally:
+        for p in params:
+            p.grad = None
+    return top > limit
 
 
 def lora_rows(model: VLM, bench: Benchmark, train: Sequence[Question], test: Sequence[Question], fold: int,
@@ -291,8 +324,8 @@ def lora_rows(model: VLM, bench: Benchmark, train: Sequence[Question], test: Seq
                         lora_dropout=settings.dropout, target_modules=lora_targets(decoder), bias="none")
     torch.manual_seed(seed * 1000 + fold)
     was_training = decoder.training
-    checkpoint = settings.checkpointing if settings.checkpointing is not None else model.device.type == "cuda"
     lora = LoraModel(decoder, config, f"tst{fold}")
+    checkpoint = False
     try:
         params = [p for n, p in lora.named_parameters() if "lora_" in n]
         for p in params:  # fp32 adapters and optimizer over bf16 weights (peft casts the input to them)
@@ -305,19 +338,31 @@ def lora_rows(model: VLM, bench: Benchmark, train: Sequence[Question], test: Seq
         sched = torch.optim.lr_scheduler.LambdaLR(
             opt, lambda s: _cosine(s, total, int(settings.warmup * total)))
         letters = {n: torch.tensor(model.letter_ids(n), device=model.device) for n in {len(q.choices) for q in train}}
-        if checkpoint and getattr(decoder, "supports_gradient_checkpointing", False):
+
+        def loss_of(batch: Sequence[Question]) -> torch.Tensor:
+            logits = model.next_token_logits([bench.prompt(q) for q in batch], Visual.none())
+            gold = torch.stack([letters[len(q.choices)][q.answer] for q in batch])
+            return torch.nn.functional.cross_entropy(logits.float(), gold)
+
+        decoder.train()
+        if getattr(decoder, "supports_gradient_checkpointing", False):
+            checkpoint = settings.checkpointing
+            if checkpoint is None:
+                checkpoint = needs_checkpointing(model, decoder, params, loss_of,
+                                                 length_batches(train, bench.prompt, settings.batch_size, None)[-1],
+                                                 settings.memory_gib)
+                if not quiet:
+                    print(f"tst-lm fold {fold}: gradient checkpointing {'on' if checkpoint else 'off'} (auto)")
+        if checkpoint:
             kwargs = {"use_reentrant": False}  # the frozen inputs need no grad; the adapters' still flow
             if hasattr(decoder, "activation_checkpointing_enable"):  # transformers >= 5.2x's name
                 decoder.activation_checkpointing_enable(activation_checkpointing_kwargs=kwargs)
             else:
                 decoder.gradient_checkpointing_enable(gradient_checkpointing_kwargs=kwargs)
-        decoder.train()
         with progress_bar(f"tst-lm fold {fold}", total, quiet) as advance:
             for _ in range(settings.epochs):
                 for batch in length_batches(train, bench.prompt, settings.batch_size, rng):
-                    logits = model.next_token_logits([bench.prompt(q) for q in batch], Visual.none())
-                    gold = torch.stack([letters[len(q.choices)][q.answer] for q in batch])
-                    loss = torch.nn.functional.cross_entropy(logits.float(), gold)
+                    loss = loss_of(batch)
                     opt.zero_grad(set_to_none=True)
                     loss.backward()
                     opt.step()
@@ -329,7 +374,7 @@ def lora_rows(model: VLM, bench: Benchmark, train: Sequence[Question], test: Seq
             for i in range(0, len(test), eval_batch_size):
                 rows += score(model, bench, test[i : i + eval_batch_size], Visual.none(), TST_LM, seed=seed)
     finally:
-        if checkpoint and getattr(decoder, "supports_gradient_checkpointing", False):
+        if checkpoint:
             (getattr(decoder, "activation_checkpointing_disable", None) or decoder.gradient_checkpointing_disable)()
         lora.unload()  # the original linear layers back in place
         if hasattr(decoder, "peft_config"):  # what peft leaves on the model it wrapped
