@@ -37,7 +37,7 @@ def test_tst_then_ibp_through_the_commands(shapes_cli, tmp_path, monkeypatch):
     res = cli("tst", run, "--folds", 4, "--diagnostics", "rf", "-q")
     assert res.exit_code == 2 and "other folds" in res.output
     res = cli("tst", run, "--memory", 1, "--no-grad-checkpointing", "-q")
-    assert res.exit_code == 2 and "--memory applies to the automatic choice" in res.output
+    assert res.exit_code == 2 and "--memory applies to the automatic choice" in res.output and "not both" in res.output
 
     res = cli("curate", run, "--prune", "tst", "--out", cur, "--budget", 6, "--batch", 3, "--no-chance-stop")
     assert res.exit_code == 0, res.output

@@ -56,8 +56,8 @@ def tst_cmd(
         if unknown or not chosen:
             raise MirageError(f"--diagnostics {diagnostics!r}: give rf, lm or rf,lm")
         if memory is not None and grad_checkpointing is not None:
-            raise MirageError("--memory applies to the automatic choice of gradient checkpointing; "
-                              "drop it or --[no-]grad-checkpointing")
+            raise MirageError("--memory applies to the automatic choice of gradient checkpointing: give --memory "
+                              "or --grad-checkpointing/--no-grad-checkpointing, not both")
         if not (run_dir / CONFIG).is_file():
             raise FileNotFoundError(f"run {str(run_dir)!r} has no {CONFIG}: make it with `mirage eval` first")
         config = json.loads((run_dir / CONFIG).read_text(encoding="utf-8"))
