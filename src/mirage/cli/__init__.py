@@ -13,7 +13,9 @@ from typer.core import TyperArgument, TyperOption
 from . import (benchmarks, curate, eval, invert, optimize, report, saliency, show, study, train_demo,
                train_demo_text, transfer, tst)
 
-_value_type = TyperOption.display_type_rich
+# typer 0.29's help internals (pyproject pins it); a typer without them (another install beside mirage's) keeps its
+# own help rather than failing at import
+_value_type = getattr(TyperOption, "display_type_rich", None)
 
 
 def _flag_type(self, ctx):
@@ -27,10 +29,12 @@ def _usage_name(self) -> str:
     return (name if self.required else f"[{name}]") + ("..." if self.nargs != 1 else "")
 
 
-TyperOption.display_type_rich = _flag_type
-if rich_utils.MAX_WIDTH is None and not sys.stdout.isatty():  # help in a pipe or a log: as wide as the tables
-    rich_utils.MAX_WIDTH = 130
-TyperArgument._usage_display_name = _usage_name
+if _value_type is not None:
+    TyperOption.display_type_rich = _flag_type
+if getattr(rich_utils, "MAX_WIDTH", 0) is None and not sys.stdout.isatty():  # help in a pipe or a log: as wide as
+    rich_utils.MAX_WIDTH = 130  # the tables
+if hasattr(TyperArgument, "_usage_display_name"):
+    TyperArgument._usage_display_name = _usage_name
 app = typer.Typer(add_completion=False, no_args_is_help=True,
                   help="How much of a vision-language model's benchmark score needs a real image?")
 
