@@ -17,7 +17,10 @@ from it (text only, 16 new tokens). mirage scores the letters with one forward p
 in batches.
 
 Soft prompt: `run_optimization` end to end (50 Adam steps, early stop off, batch 16 for question scope; universal:
-`--universal-steps` steps of batch 32 on 64 training questions, 32 held out, then the held-out and training rows).
+`--universal-steps` steps of batch 32 on 64 training questions, 32 held out, then the held-out and training rows),
+on a GPU at the batch and switches `mirage optimize --batch-size auto` takes (`fit_batch`, recorded under "auto": the
+question scope's largest batch up to 16; the universal batch of 32 kept, with the switches it needs: on an H100 it
+ran out of memory without them).
 Floor: the LM's matrix FLOPs (a forward and the input-gradient backward per step, 4 x parameters x tokens, plus
 attention 12 x tokens^2 x hidden x layers) and the closing forward, over the bf16 rate of an 8192^3 product measured
 in the same call. Written to OUT.json after every part. `--small`: a 1/16-size model on the CPU, to check the script.
@@ -44,6 +47,7 @@ from mirage.benchmarks import load_benchmark  # noqa: E402
 from mirage.conditions import CAPTION_PROMPT, CAPTION_TOKENS, ConditionContext, parse_conditions, with_caption  # noqa: E402,E501
 from mirage.evaluate import evaluate_conditions  # noqa: E402
 from mirage.experiments import OptimizeSpec, run_optimization  # noqa: E402
+from mirage.experiments.fit import fit_batch  # noqa: E402
 from mirage.models import load_model  # noqa: E402
 from mirage.optimize import OptimizeConfig  # noqa: E402
 from mirage.runs import RunDir  # noqa: E402
@@ -195,11 +199,21 @@ def main() -> None:
         flops = step_questions * per_step + forwards * fwd
         return flops, flops / (res["matmul_tflops"] * 1e12) if res["matmul_tflops"] else None
 
+    def fitted(qs, spec, cfg, name):
+        """The batch and switches `mirage optimize --batch-size auto` takes on this card (a universal input's batch
+        is part of its experiment: only its switches are chosen), said and recorded; the CPU keeps `cfg`'s batch."""
+        t0 = time.perf_counter()
+        keep = spec.scope == "universal" or base.DEVICE != "cuda"
+        fit = fit_batch(model, qs, spec, cfg, fixed=cfg.batch_size if keep else None)
+        res.setdefault("auto", {})[name] = {**fit.record(), "seconds": round(time.perf_counter() - t0, 1)}
+        say(name, fit.describe())
+        return fit.spec(spec, model), dataclasses.replace(cfg, batch_size=fit.batch_size)
+
     if "soft-question" in parts:
         qs = bench.subset(ns)
-        cfg = OptimizeConfig(steps=steps, early_stop=0, batch_size=min(16, ns))
-        rows, s = timed(lambda: run_optimization(model, qs, OptimizeSpec("soft-prompt"), cfg,
-                                                 RunDir.open(work / "soft-q", {"p": 1})))
+        spec, cfg = fitted(qs, OptimizeSpec("soft-prompt"),
+                           OptimizeConfig(steps=steps, early_stop=0, batch_size=min(16, ns)), "soft-prompt-question")
+        rows, s = timed(lambda: run_optimization(model, qs, spec, cfg, RunDir.open(work / "soft-q", {"p": 1})))
         flops, floor = soft_floor(qs.questions, ns * steps, ns)
         record("soft-prompt-question", {
             "questions": ns, "steps": steps, "batch": cfg.batch_size, "seconds": round(s, 2), "per_s": round(ns / s, 4),
@@ -212,8 +226,8 @@ def main() -> None:
         train, held = (4, 2) if small else (64, 32)
         qs = bench.subset(train + held)
         ust = 2 if small else args.universal_steps
-        spec = OptimizeSpec("soft-prompt", scope="universal", train=train)
-        cfg = OptimizeConfig(steps=ust, early_stop=0, batch_size=min(32, train))
+        spec, cfg = fitted(qs, OptimizeSpec("soft-prompt", scope="universal", train=train),
+                           OptimizeConfig(steps=ust, early_stop=0, batch_size=min(32, train)), "soft-prompt-universal")
         rows, s = timed(lambda: run_optimization(model, qs, spec, cfg, RunDir.open(work / "soft-u", {"p": 1})))
         flops, floor = soft_floor(qs.questions, ust * cfg.batch_size, train + held)
         record("soft-prompt-universal", {
