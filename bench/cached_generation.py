@@ -8,7 +8,10 @@ The model is `seed_job.build`'s (the Cambrian-8B shape with random weights, or `
 fixture's questions behind the caption instruction (the condition's own words), ~790 tokens with the 600 image
 slots, a batch of `--batch`. Each way runs `generate(max_new_tokens=--tokens)` once after a 2-token warm-up; the
 steps are counted at the LM head (a tiny random model may stop early at its end token, and then both ways stop at
-the same step).
+the same step). Per row, the first step whose greedy token differs between the ways, and there the recomputing
+way's top logit and its gap to the second (bf16 rounds a logit near 10 to 1/16: a smaller gap is a tie that kernel
+order may break either way); the texts of the word-level tokenizer are often empty for random weights, so the
+tokens are compared too.
 """
 
 from __future__ import annotations
@@ -28,11 +31,19 @@ from mirage.conditions import CAPTION_PROMPT, CAPTION_TOKENS  # noqa: E402
 
 
 def timed_generate(model, prompts, visual, tokens: int, cached: bool) -> dict:
-    """`generate` one way: seconds, LM-head steps, the texts."""
+    """`generate` one way: seconds, LM-head steps, the texts, and per step each row's greedy token and the gap
+    between its two largest logits (what decides whether a rounding difference can change the token)."""
     model.cached_generation = cached
     steps = []
     head = model.lm_head_logits
-    model.lm_head_logits = lambda h: steps.append(h.shape[1]) or head(h)
+
+    def counted(h):
+        logits = head(h)
+        top = logits[:, -1].float().topk(2, -1)
+        steps.append((top.indices[:, 0], top.values[:, 0], top.values[:, 0] - top.values[:, 1]))
+        return logits
+
+    model.lm_head_logits = counted
     try:
         model.generate(prompts, visual, 2)  # warm-up
         steps.clear()
@@ -44,7 +55,22 @@ def timed_generate(model, prompts, visual, tokens: int, cached: bool) -> dict:
     finally:
         del model.lm_head_logits
         del model.cached_generation
-    return {"seconds": round(seconds, 3), "steps": len(steps), "texts": texts}
+    picks, tops, gaps = (torch.stack(t, 1).tolist() for t in zip(*steps))  # [B, steps] each
+    return {"seconds": round(seconds, 3), "steps": len(steps), "texts": texts, "tokens": picks, "top_logit": tops,
+            "gap": gaps}
+
+
+def agreement(recompute: dict, cached: dict) -> list[dict]:
+    """Per row: the first step whose greedy token differs between the two ways (None: none does), and there the
+    recomputing way's top logit and the gap to its second; the smallest gap of the steps before."""
+    out = []
+    for r, (a, b) in enumerate(zip(recompute["tokens"], cached["tokens"])):
+        at = next((i for i, (x, y) in enumerate(zip(a, b)) if x != y), None)
+        before = recompute["gap"][r][:at] if at is not None else recompute["gap"][r]
+        out.append({"first_difference": at, "top_logit": None if at is None else round(recompute["top_logit"][r][at], 3),
+                    "gap": None if at is None else round(recompute["gap"][r][at], 4),
+                    "smallest_gap_before": round(min(before), 4) if before else None})
+    return out
 
 
 def sync(device: torch.device) -> None:
@@ -73,11 +99,13 @@ def main() -> None:
     with torch.no_grad():
         for name, cached in (("recompute", False), ("cached", True)):
             res[name] = timed_generate(model, prompts, visual, args.tokens, cached)
-            print(name, {k: v for k, v in res[name].items() if k != "texts"}, flush=True)
+            print(name, {k: v for k, v in res[name].items() if k in ("seconds", "steps")}, flush=True)
     res["same_texts"] = res["cached"]["texts"] == res["recompute"]["texts"]
+    res["same_tokens"] = res["cached"]["tokens"] == res["recompute"]["tokens"]
+    res["rows"] = agreement(res["recompute"], res["cached"])
     res["speedup"] = round(res["recompute"]["seconds"] / res["cached"]["seconds"], 1)
     res["seconds_per_question"] = {k: round(res[k]["seconds"] / len(qs), 3) for k in ("recompute", "cached")}
-    print({k: res[k] for k in ("same_texts", "speedup", "seconds_per_question")}, flush=True)
+    print({k: res[k] for k in ("same_texts", "same_tokens", "rows", "speedup", "seconds_per_question")}, flush=True)
     Path(args.out).write_text(json.dumps(res, indent=1))
 
 
