@@ -11,7 +11,9 @@ steps are counted at the LM head (a tiny random model may stop early at its end 
 the same step). Per row, the first step whose greedy token differs between the ways, and there the recomputing
 way's top logit and its gap to the second (bf16 rounds a logit near 10 to 1/16: a smaller gap is a tie that kernel
 order may break either way); the texts of the word-level tokenizer are often empty for random weights, so the
-tokens are compared too.
+tokens are compared too. The cached way is also taken apart: its prefill alone (a 1-token generate), the seconds a
+step after it, and torch.profiler over a `--profile-tokens` generate (GPU busy time against wall: a host-bound step
+leaves the GPU idle).
 """
 
 from __future__ import annotations
@@ -23,8 +25,10 @@ import time
 from pathlib import Path
 
 import torch
+from torch.profiler import ProfilerActivity, profile
 
 sys.path.insert(0, str(Path(__file__).parent))
+from cambrian_profile import kernel_summary  # noqa: E402
 from seed_job import build, commit, model_arguments  # noqa: E402
 
 from mirage.conditions import CAPTION_PROMPT, CAPTION_TOKENS  # noqa: E402
@@ -73,6 +77,19 @@ def agreement(recompute: dict, cached: dict) -> list[dict]:
     return out
 
 
+def profiled_generate(model, prompts, visual, tokens: int) -> dict:
+    """torch.profiler over one cached `generate` of `tokens` tokens (prefill included): GPU busy time against wall
+    (host-bound steps leave the GPU idle), kernel time by kind, the top kernels, host synchronisations."""
+    device = model.device
+    acts = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == "cuda" else [])
+    with profile(activities=acts) as prof:
+        t = time.perf_counter()
+        model.generate(prompts, visual, tokens)
+        sync(device)
+        wall = time.perf_counter() - t
+    return kernel_summary(prof, wall) | {"tokens": tokens}
+
+
 def sync(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize(device)
@@ -83,6 +100,7 @@ def main() -> None:
     model_arguments(ap)
     ap.add_argument("--batch", type=int, default=4)
     ap.add_argument("--tokens", type=int, default=CAPTION_TOKENS)
+    ap.add_argument("--profile-tokens", type=int, default=8, help="the profiled cached generate's tokens")
     ap.add_argument("--commit", default=None)
     args = ap.parse_args()
     device = torch.device(args.device)
@@ -105,6 +123,14 @@ def main() -> None:
     res["rows"] = agreement(res["recompute"], res["cached"])
     res["speedup"] = round(res["recompute"]["seconds"] / res["cached"]["seconds"], 1)
     res["seconds_per_question"] = {k: round(res[k]["seconds"] / len(qs), 3) for k in ("recompute", "cached")}
+    with torch.no_grad():  # the cached way taken apart: the prefill alone, then a profile of a few steps
+        prefill = timed_generate(model, prompts, visual, 1, True)["seconds"]
+        res["cached"]["prefill_s"] = prefill
+        res["cached"]["step_ms"] = round((res["cached"]["seconds"] - prefill) / max(res["cached"]["steps"] - 1, 1)
+                                         * 1e3, 2)
+        res["cached"]["profile"] = profiled_generate(model, prompts, visual, args.profile_tokens)
+    print({k: res["cached"][k] for k in ("prefill_s", "step_ms")},
+          {k: v for k, v in res["cached"]["profile"].items() if k != "top"}, flush=True)
     print({k: res[k] for k in ("same_texts", "same_tokens", "rows", "speedup", "seconds_per_question")}, flush=True)
     Path(args.out).write_text(json.dumps(res, indent=1))
 
