@@ -9,8 +9,8 @@ Random bf16 weights of the Llama-2-7B config (LLaVA-1.5-7B's LM: 32 layers, hidd
 length (median 100 words, clipped to 20-400: text-only MMMU-like prompts), answers uniform. Then `run_tst(...,
 ("lm",), folds=5)` end to end: for each fold fresh LoRA adapters on every linear layer (rank 8, alpha 16, dropout 0.1),
 AdamW at 2e-4 with the cosine schedule, batch 32 of length-sorted questions (gradient checkpointing as tst-lm
-chooses it, `auto`: on only where one step on the fold's longest batch does not fit without it; each fold's
-choice is recorded), then the held-out fold scored and its rows written. Wall seconds per fold, steps, seconds per
+chooses it, `auto`: only for the batches whose step does not fit without it, found by probing steps; each fold's
+count of such batches and the probes' seconds are recorded), then the held-out fold scored and its rows written. Wall seconds per fold, steps, seconds per
 step, tokens per step and the peak memory (GPU: allocated and reserved by PyTorch; CPU: the process's peak RSS) go
 to OUT.json after every fold, with the date, device, versions and commit. No numbers are asserted.
 
@@ -133,12 +133,14 @@ def main() -> None:
               "prompt_tokens": summary(bench, lm), "per_fold": []}
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    lora_rows, needs_checkpointing = tst.lora_rows, tst.needs_checkpointing
-    chosen: list[bool] = []
+    lora_rows, checkpointed_batches = tst.lora_rows, tst.checkpointed_batches
+    chosen: list[dict] = []  # auto's choice in the fold: how many batches recompute, of how many, probe seconds
 
-    def choosing(*a, **k):
-        chosen.append(needs_checkpointing(*a, **k))
-        return chosen[-1]
+    def choosing(model, decoder, params, loss_of, batches, *a, **k):
+        t = time.time()
+        heavy = checkpointed_batches(model, decoder, params, loss_of, batches, *a, **k)
+        chosen.append({"batches": len(heavy), "of": len(batches), "probe_s": round(time.time() - t, 1)})
+        return heavy
 
     def timed(model, bench, train, test, fold, *a, **k):
         if cuda:
@@ -154,7 +156,7 @@ def main() -> None:
         tokens = sum(len(lm.tokenizer(lm.chat_text(bench.prompt(q)))["input_ids"]) for q in train) * args.epochs
         result["per_fold"].append({
             "fold": fold, "train": len(train), "test": len(test), "steps": n_steps, "seconds": round(seconds, 1),
-            "checkpointing": chosen[0] if chosen else {"on": True, "off": False}[args.checkpointing],
+            "checkpointing": chosen[0] if chosen else {"on": "all", "off": "none"}[args.checkpointing],
             "s_per_step": round(seconds / n_steps, 3), "tokens_per_step": round(tokens / n_steps, 1),
             "peak_gb": round(torch.cuda.max_memory_allocated() / 2**30, 2) if cuda else None,
             "peak_reserved_gb": round(torch.cuda.max_memory_reserved() / 2**30, 2) if cuda else None,
@@ -163,7 +165,7 @@ def main() -> None:
         print(result["per_fold"][-1], flush=True)
         return rows
 
-    tst.lora_rows, tst.needs_checkpointing = timed, choosing
+    tst.lora_rows, tst.checkpointed_batches = timed, choosing
     t = time.time()
     with tempfile.TemporaryDirectory() as d:
         rows = tst.run_tst(None, bench, RunDir.open(d, {"bench": "tst_lora"}), ("lm",), folds=args.folds, lm=lm,

@@ -144,37 +144,90 @@ def test_lora_rows_resume_after_a_kill_mid_fold_and_leave_the_lm_as_it_was(text_
         run_tst(None, small_bench, run, ("lm",), folds=3, lm=text_lm, lora=LoraSettings(epochs=1))
 
 
-def test_lm_checkpointing_is_chosen_by_measuring_the_longest_batch(text_lm, small_bench, monkeypatch):
-    """Auto: one step on the longest batch, without checkpointing, against the budget. Where it fits, training is
-    exactly as with checkpointing off (the probe draws none of dropout's randomness and leaves no gradient);
-    where it does not, checkpointing is turned on, and the rows stay the same (recomputation changes no number)."""
+def test_lm_checkpointing_is_chosen_per_batch_by_measuring(text_lm, small_bench, monkeypatch):
+    """Auto: training steps without checkpointing measured against the budget, the heaviest batch first, then a
+    binary search for the heaviest that fits; only the heavier batches recompute. Where all fit, training is exactly
+    as with checkpointing off (the probes draw none of dropout's randomness and leave no gradient); where some or
+    all do not, the rows stay the same (recomputation changes no number) and checkpointing is off again after."""
     from dataclasses import replace
 
     from mirage import memory
 
     decoder = decoder_of(text_lm)
     renamed = hasattr(decoder, "activation_checkpointing_enable")  # transformers >= 5.2x's names
-    name = "activation_checkpointing_enable" if renamed else "gradient_checkpointing_enable"
-    enabled, probes = [], []
-    real_enable, real_peak = getattr(type(decoder), name), memory.peak
-    monkeypatch.setattr(type(decoder), name, lambda self, *a, **k: (enabled.append(1), real_enable(self, *a, **k))[1])
+    is_on = lambda: getattr(decoder, "is_activation_checkpointing" if renamed else "is_gradient_checkpointing")  # noqa: E731
+    probes, chosen, switched, steps = [], [], [], []
+    real_peak, real_choice, real_switch = memory.peak, tst.checkpointed_batches, tst.set_checkpointing
+    real_step = torch.optim.AdamW.step
+    monkeypatch.setattr(torch.optim.AdamW, "step", lambda *a, **k: (steps.append(is_on()), real_step(*a, **k))[1])
     monkeypatch.setattr(memory, "peak", lambda *a, **k: probes.append(real_peak(*a, **k)) or probes[-1])
-    train, test = small_bench.questions[:16], small_bench.questions[16:20]
-    base = LoraSettings(epochs=1, lr=1e-2, batch_size=8)
+    monkeypatch.setattr(tst, "checkpointed_batches", lambda *a, **k: chosen.append(real_choice(*a, **k)) or chosen[-1])
+    monkeypatch.setattr(tst, "set_checkpointing", lambda d, on: (switched.append(on), real_switch(d, on))[1])
+    train, test = small_bench.questions[:14], small_bench.questions[16:20]  # the last batch, 2 of the longest
+    base = LoraSettings(epochs=1, lr=1e-2, batch_size=4)  # prompts, is lighter than the full ones before it
+    batches = tst.length_batches(train, small_bench.prompt, 4, None)
+    by_weight = sorted(batches, key=lambda b: tst.batch_weight(b, small_bench.prompt))
 
     def rows(**changes):
+        probes.clear(), chosen.clear(), switched.clear(), steps.clear()
         return tst.lora_rows(text_lm, small_bench, train, test, 0, settings=replace(base, **changes))
 
+    def same(a, b):
+        return all(x["pred"] == y["pred"] and x["probs"] == pytest.approx(y["probs"], abs=1e-6) for x, y in zip(a, b))
+
     off = rows(checkpointing=False)
-    assert rows() == off and not probes and not enabled  # the CPU without a budget: nothing measured, off
-    assert rows(memory_gib=64) == off and len(probes) == 1 and not enabled  # measured: it fits
+    assert not probes and not switched
+    assert rows() == off and not probes and not switched  # the CPU without a budget: nothing measured, off
+    assert rows(memory_gib=64) == off and len(probes) == 1 and chosen == [set()] and not switched  # all fit
     assert probes[0] > memory.resident(decoder, text_lm.device)
-    tight = rows(memory_gib=probes[0] * 0.9 / memory.GIB)
-    assert len(probes) == 2 and enabled == [1]  # measured: it does not fit, so on
-    for a, b in zip(tight, off):
-        assert a["pred"] == b["pred"] and a["probs"] == pytest.approx(b["probs"], abs=1e-6)
+    heaviest = probes[0]
+    nothing = rows(memory_gib=1e-6)  # nothing fits: the search probes down to the lightest batch, all recompute
+    assert chosen == [{b[0].id for b in batches}] and switched == [True, False] and all(steps) and same(nothing, off)
+    lightest = probes[-1]
+    assert lightest < heaviest
+    mixed = rows(memory_gib=(lightest + heaviest) / 2 / memory.GIB)
+    heavy = chosen[0]
+    assert 0 < len(heavy) < len(batches)
+    assert heavy == {b[0].id for b in by_weight[len(by_weight) - len(heavy):]}  # the heaviest ones, by weight
+    assert sum(steps) == len(heavy) and len(steps) == len(batches)  # those steps alone recomputed
+    assert switched[-1] is False and same(mixed, off)
     assert not [n for n, _ in text_lm.named_modules() if "lora" in n]
-    assert not getattr(decoder, "is_activation_checkpointing" if renamed else "is_gradient_checkpointing")  # off again
+    assert not is_on()  # off again
+
+
+def test_lm_step_that_runs_out_of_memory_without_checkpointing_is_retried_with_it(text_lm, small_bench, monkeypatch):
+    """Auto: a batch the probes judged to fit (or did not measure) that runs out of GPU memory without checkpointing
+    is taken again with it, and recomputes from then on: no update from the failed try, the random streams as
+    before it, so the rows are those of a run where nothing failed."""
+    from dataclasses import replace
+
+    decoder = decoder_of(text_lm)
+    renamed = hasattr(decoder, "activation_checkpointing_enable")
+    is_on = lambda: getattr(decoder, "is_activation_checkpointing" if renamed else "is_gradient_checkpointing")  # noqa: E731
+    train, test = small_bench.questions[:12], small_bench.questions[16:20]
+    base = LoraSettings(epochs=2, lr=1e-2, batch_size=4)
+    target = small_bench.prompt(tst.length_batches(train, small_bench.prompt, 4, None)[1][0])
+    real_logits, real_step = text_lm.next_token_logits, torch.optim.AdamW.step
+    raised, steps = [], []
+
+    def logits(prompts, visual):
+        if prompts[0] == target and not is_on():
+            torch.rand(7)  # what a forward's dropout draws before memory runs out
+            raised.append(1)
+            raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+        return real_logits(prompts, visual)
+
+    off = tst.lora_rows(text_lm, small_bench, train, test, 0, settings=replace(base, checkpointing=False))
+    monkeypatch.setattr(text_lm, "next_token_logits", logits)
+    monkeypatch.setattr(torch.optim.AdamW, "step", lambda *a, **k: (steps.append(is_on()), real_step(*a, **k))[1])
+    got = tst.lora_rows(text_lm, small_bench, train, test, 0, settings=base)  # auto, no budget on the CPU: none
+    assert raised == [1] and len(steps) == 2 * 3 and sum(steps) == 2  # the batch recomputed in both epochs
+    for a, b in zip(got, off):
+        assert a["pred"] == b["pred"] and a["probs"] == pytest.approx(b["probs"], abs=1e-6)
+    assert not is_on()
+    with pytest.raises(torch.cuda.OutOfMemoryError):  # forced off: the error is the user's to see
+        tst.lora_rows(text_lm, small_bench, train, test, 0, settings=replace(base, checkpointing=False))
+    assert not [n for n, _ in text_lm.named_modules() if "lora" in n]
 
 
 def _zero_shot(lm, bench, row):

@@ -28,8 +28,8 @@ def tst_cmd(
     batch_size: BatchSize("tst-lm: questions per training step.") = 32,
     grad_checkpointing: Annotated[Optional[bool], typer.Option(
         "--grad-checkpointing/--no-grad-checkpointing",
-        help="tst-lm: recompute the LM's activations in backward. Default: only where one step on the longest batch "
-             "does not fit the memory without it, measured.")] = None,
+        help="tst-lm: recompute the LM's activations in backward. Default: only for the batches whose step does not "
+             "fit the memory without it, measured.")] = None,
     memory: Annotated[Optional[float], typer.Option(min=0.0, help="tst-lm: GiB that choice fits in (default: the "
                                                     "GPU's free memory; on the CPU, measures a fit too).")] = None,
     device: Device = None,

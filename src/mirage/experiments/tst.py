@@ -77,10 +77,10 @@ class LoraSettings:
     dropout: float = 0.1
     batch_size: int = 32
     warmup: float = 0.1
-    # recompute the decoder's activations in backward. None (auto): on only where one training step on the fold's
-    # longest batch does not fit the memory without it, measured (a 7B LM at batch 32 of ~350-token prompts ran out
-    # of an H100's 80 GB without it; at ~145 tokens it peaked at 20 GB with it: bench/RESULTS.md). On the CPU,
-    # auto measures only under `memory_gib`, else leaves it off
+    # recompute the decoder's activations in backward. None (auto): only for the batches whose training step does
+    # not fit the memory without it, measured per fold (a 7B LM's batch of 32 prompts up to 429 tokens ran out of
+    # an H100's 80 GB without it: bench/RESULTS.md). On the CPU, auto measures only under `memory_gib`, else leaves
+    # it off
     checkpointing: bool | None = None
     memory_gib: float | None = None  # auto's budget (default: a GPU's free memory)
 
@@ -284,30 +284,60 @@ def length_batches(questions: Sequence[Question], prompt: Callable[[Question], s
     return batches if rng is None else [batches[i] for i in rng.permutation(len(batches))]
 
 
-def needs_checkpointing(model: VLM, decoder: torch.nn.Module, params: Sequence[torch.Tensor],
-                        loss_of: Callable[[Sequence[Question]], torch.Tensor], longest: Sequence[Question],
-                        memory_gib: float | None = None) -> bool:
-    """Whether tst-lm's training needs gradient checkpointing: one forward and backward on the longest batch,
-    without it, measured against the memory budget (`memory.budget`: a GPU's free memory, or `memory_gib`). The
+def batch_weight(batch: Sequence[Question], prompt: Callable[[Question], str]) -> int:
+    """A batch's padded size in prompt characters, its rows times its longest prompt: what a training step's
+    activations grow with. (The batches are cut from the length-sorted questions, so the last, often partial, batch
+    holds the longest prompts but need not be the heaviest.)"""
+    return len(batch) * max(len(prompt(q)) for q in batch)
+
+
+def checkpointed_batches(model: VLM, decoder: torch.nn.Module, params: Sequence[torch.Tensor],
+                         loss_of: Callable[[Sequence[Question]], torch.Tensor], batches: Sequence[Sequence[Question]],
+                         weight: Callable[[Sequence[Question]], int], memory_gib: float | None = None) -> set[str]:
+    """Which of tst-lm's batches need gradient checkpointing (by their first question's id): training steps without
+    it, measured against the memory budget (`memory.budget`: a GPU's free memory, or `memory_gib`). The heaviest
+    batch first: where it fits, none does; else a binary search over the batches ordered by `weight` finds the
+    heaviest that fits, and only the heavier ones recompute (recomputation changes no number, only time). Each
     probe leaves no gradient behind and draws nothing from the random streams the training uses (dropout's).
-    Without a budget (the CPU, no `memory_gib`) nothing is measured: off."""
+    Without a budget (the CPU, no `memory_gib`) nothing is measured: none."""
     device = model.device
     limit = memory.budget(device, memory_gib)
-    if limit is None:
-        return False
+    if limit is None or not batches:
+        return set()
+    order = sorted(range(len(batches)), key=lambda i: (weight(batches[i]), i))
 
-    def step() -> None:
-        with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
-            loss_of(longest).backward()
+    def fits(k: int) -> bool:
+        def step() -> None:
+            with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+                loss_of(batches[order[k]]).backward()
 
-    try:
-        top = memory.peak(step, decoder, device)
-    except memory.OutOfBudget:
-        return True
-    finally:
-        for p in params:
-            p.grad = None
-    return top > limit
+        try:
+            return memory.peak(step, decoder, device) <= limit
+        except memory.OutOfBudget:
+            return False
+        finally:
+            for p in params:
+                p.grad = None
+
+    if fits(len(order) - 1):
+        return set()
+    lo, hi = -1, len(order) - 1  # order[lo] fits (-1: none known to), order[hi] does not
+    while hi - lo > 1:
+        mid = (lo + hi) // 2
+        lo, hi = (mid, hi) if fits(mid) else (lo, mid)
+    return {batches[order[k]][0].id for k in range(hi, len(order))}
+
+
+def set_checkpointing(decoder: torch.nn.Module, on: bool) -> None:
+    """Gradient checkpointing of a transformers decoder on or off (transformers >= 5.2x's names, or the older)."""
+    if on:
+        kwargs = {"use_reentrant": False}  # the frozen inputs need no grad; the adapters' still flow
+        if hasattr(decoder, "activation_checkpointing_enable"):
+            decoder.activation_checkpointing_enable(activation_checkpointing_kwargs=kwargs)
+        else:
+            decoder.gradient_checkpointing_enable(gradient_checkpointing_kwargs=kwargs)
+    else:
+        (getattr(decoder, "activation_checkpointing_disable", None) or decoder.gradient_checkpointing_disable)()
 
 
 def lora_rows(model: VLM, bench: Benchmark, train: Sequence[Question], test: Sequence[Question], fold: int,
@@ -344,28 +374,55 @@ def lora_rows(model: VLM, bench: Benchmark, train: Sequence[Question], test: Seq
             gold = torch.stack([letters[len(q.choices)][q.answer] for q in batch])
             return torch.nn.functional.cross_entropy(logits.float(), gold)
 
+        def train_step(batch: Sequence[Question]) -> bool:
+            """One optimizer step; False where a step without checkpointing ran out of GPU memory under auto (then
+            nothing has changed: no update, no gradient, the random streams as they were before the step)."""
+            cuda = model.device.type == "cuda"
+            fallback = checkpoint is False and settings.checkpointing is None and can_checkpoint
+            if fallback:
+                streams = torch.get_rng_state(), torch.cuda.get_rng_state(model.device) if cuda else None
+            opt.zero_grad(set_to_none=True)
+            oom = False
+            try:
+                loss_of(batch).backward()
+            except torch.cuda.OutOfMemoryError:
+                if not fallback:
+                    raise
+                oom = True  # the error's traceback holds the step's tensors: freed once this block is left
+            if oom:
+                opt.zero_grad(set_to_none=True)
+                torch.set_rng_state(streams[0])
+                if cuda:
+                    torch.cuda.set_rng_state(streams[1], model.device)
+                memory.clear(model.device)
+                return False
+            opt.step()
+            return True
+
         decoder.train()
-        if getattr(decoder, "supports_gradient_checkpointing", False):
-            checkpoint = settings.checkpointing
-            if checkpoint is None:
-                checkpoint = needs_checkpointing(model, decoder, params, loss_of,
-                                                 length_batches(train, bench.prompt, settings.batch_size, None)[-1],
-                                                 settings.memory_gib)
+        can_checkpoint = getattr(decoder, "supports_gradient_checkpointing", False)
+        heavy: set[str] | None = set()  # the batches trained with checkpointing (None: all)
+        if can_checkpoint and settings.checkpointing is not False:
+            heavy = None
+            if settings.checkpointing is None:
+                batches = length_batches(train, bench.prompt, settings.batch_size, None)
+                heavy = checkpointed_batches(model, decoder, params, loss_of, batches,
+                                             lambda b: batch_weight(b, bench.prompt), settings.memory_gib)
                 if not quiet:
-                    print(f"tst-lm fold {fold}: gradient checkpointing {'on' if checkpoint else 'off'} (auto)")
-        if checkpoint:
-            kwargs = {"use_reentrant": False}  # the frozen inputs need no grad; the adapters' still flow
-            if hasattr(decoder, "activation_checkpointing_enable"):  # transformers >= 5.2x's name
-                decoder.activation_checkpointing_enable(activation_checkpointing_kwargs=kwargs)
-            else:
-                decoder.gradient_checkpointing_enable(gradient_checkpointing_kwargs=kwargs)
+                    print(f"tst-lm fold {fold}: gradient checkpointing for {len(heavy)} of {len(batches)} batches "
+                          "(auto: the others fit without it)")
         with progress_bar(f"tst-lm fold {fold}", total, quiet) as advance:
             for _ in range(settings.epochs):
                 for batch in length_batches(train, bench.prompt, settings.batch_size, rng):
-                    loss = loss_of(batch)
-                    opt.zero_grad(set_to_none=True)
-                    loss.backward()
-                    opt.step()
+                    want = heavy is None or batch[0].id in heavy
+                    if want != checkpoint:
+                        set_checkpointing(decoder, want)
+                        checkpoint = want
+                    if not train_step(batch):  # a batch the probes did not measure outgrew the memory without
+                        heavy.add(batch[0].id)  # checkpointing: it recomputes from now on, this step again
+                        set_checkpointing(decoder, True)
+                        checkpoint = True
+                        train_step(batch)
                     sched.step()
                     advance(1)
         decoder.eval()
@@ -375,7 +432,7 @@ def lora_rows(model: VLM, bench: Benchmark, train: Sequence[Question], test: Seq
                 rows += score(model, bench, test[i : i + eval_batch_size], Visual.none(), TST_LM, seed=seed)
     finally:
         if checkpoint:
-            (getattr(decoder, "activation_checkpointing_disable", None) or decoder.gradient_checkpointing_disable)()
+            set_checkpointing(decoder, False)
         lora.unload()  # the original linear layers back in place
         if hasattr(decoder, "peft_config"):  # what peft leaves on the model it wrapped
             del decoder.peft_config
