@@ -93,8 +93,9 @@ def fail(err: Exception) -> None:
 
 @contextmanager
 def user_errors(out: Optional[Path] = None) -> Iterator[None]:
-    """Run a command's work: a user error (EXPECTED) becomes one red line and exit status 2; Ctrl-C says what the
-    run directory `out` keeps and exits 130."""
+    """Run a command's work: a user error (EXPECTED) or the GPU running out of memory (the batch or model too large
+    for the card) becomes one red line and exit status 2; Ctrl-C says what the run directory `out` keeps and exits
+    130."""
     from ..runs import discard_unstarted, interrupted, release_locks
 
     try:
@@ -103,6 +104,14 @@ def user_errors(out: Optional[Path] = None) -> Iterator[None]:
         interrupted("failed")
         discard_unstarted()
         fail(e)
+    except Exception as e:
+        if not out_of_gpu_memory(e):
+            raise
+        interrupted("failed")
+        discard_unstarted()
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        fail(MirageError(f"the GPU ran out of memory ({first.rstrip('.')}): a smaller --batch-size, or the command's "
+                         f"memory switches (--help), make it fit; {kept(out)}"))
     except KeyboardInterrupt:
         interrupted()
         discard_unstarted()
@@ -110,6 +119,12 @@ def user_errors(out: Optional[Path] = None) -> Iterator[None]:
         raise typer.Exit(130) from None
     finally:
         release_locks()
+
+
+def out_of_gpu_memory(err: BaseException) -> bool:
+    """torch's CUDA out-of-memory error (torch is imported by then wherever a GPU ran)."""
+    torch = sys.modules.get("torch")
+    return torch is not None and isinstance(err, torch.cuda.OutOfMemoryError)
 
 
 def kept(out: Optional[Path]) -> str:
