@@ -5,7 +5,8 @@
     CPU dry run: PYTHONPATH=src python bench/cambrian_profile.py /tmp/p.json --tiny --device cpu --batch features=2,pixels=2
 
 Per part, at the given batch (the seed job's auto choices by default), on `seed_job.py`'s model and questions:
-1. Components, eager, forward + input-gradient backward each, median of 3 after a warm-up: the whole objective step;
+1. Components, eager (and with `--compile` again with the blocks compiled), forward + input-gradient backward each,
+   median of 3 after a warm-up: the whole objective step;
    the LM with the sampler layers, from fixed image tokens and sampler inputs; the LM without them; the SVA
    connector alone; for pixels also the differentiable preprocessing and the four towers, together and each alone
    (ConvNeXt also in channels-last memory, the layout timm's ConvNeXt favours).
@@ -79,8 +80,9 @@ def leaf(t: torch.Tensor) -> torch.Tensor:
     return t.detach().clone().requires_grad_(True)
 
 
-def components(model, bench, spec, cfg, ref, batch: int) -> dict:
-    """Forward + backward times (ms, eager) of the step and of its parts, for one batch."""
+def components(model, bench, spec, cfg, ref, batch: int, layouts: bool = True) -> dict:
+    """Forward + backward times (ms) of the step and of its parts, for one batch, as the model runs now (eager, or
+    its blocks compiled). `layouts`: also ConvNeXt in channels-last memory."""
     device = model.device
     qs = bench.questions[:batch]
     prompts = [bench.prompt(q) for q in qs]
@@ -116,7 +118,7 @@ def components(model, bench, spec, cfg, ref, batch: int) -> dict:
             if name in model.vision:
                 x = leaf(x.to(next(model.vision[name].parameters()).dtype))
                 out[f"tower_{name}"] = timed(lambda: backward_all(model.vision[name](x)), device)
-                if model.vision[name].arch == "convnext":
+                if layouts and model.vision[name].arch == "convnext":
                     tower = model.vision[name].to(memory_format=torch.channels_last)
                     xl = leaf(x.contiguous(memory_format=torch.channels_last))
                     out[f"tower_{name}_channels_last"] = timed(lambda: backward_all(tower(xl)), device)
@@ -248,6 +250,11 @@ def main() -> None:
             cfg = OptimizeConfig(steps=args.steps, early_stop=0, batch_size=batch)
             part = res["parts"][name]
             counters.clear()
+            if not args.no_components:  # each part again with its blocks compiled: what compiling buys where
+                part["components_compiled_ms"] = components(model, repeated(fixture, batch), spec, cfg, ref, batch,
+                                                            layouts=False)
+                say(name, "compiled", part["components_compiled_ms"])
+                out.write_text(json.dumps(res, indent=2))
             part["compiled"] = profiled_run(model, repeated(fixture, batch), spec, cfg, ref, work, f"{name}-compiled",
                                             device) | {"dynamo": dynamo_health()}
             say(name, "compiled", {k: v for k, v in part["compiled"].items() if k != "top"})
